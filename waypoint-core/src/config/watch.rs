@@ -1,0 +1,1 @@
+//! Watching the config source (placeholder: being written).

@@ -1,0 +1,19 @@
+//! # waypoint-core
+//!
+//! The engine of the waypoint L7 proxy for Istio ambient mesh and GAMMA meshes, as a library
+//! a vendor can embed:
+//!
+//! - [`transport`]: inbound bindings. The sandwich listener (TCP or Unix socket) reads the PROXY
+//!   protocol header a co-located ztunnel writes and turns it into a [`conn::ConnInfo`].
+//! - [`filter`]: the filter chain API shared by built-in and vendor filters.
+//! - [`config`]: Kubernetes manifests parsed and validated into an immutable [`config::Config`].
+//! - [`upstream`]: forwarding to the chosen backend's endpoints over pooled connections.
+//! - [`proxy`]: the request path tying them together, and the snapshot store it reads.
+
+pub mod body;
+pub mod config;
+pub mod conn;
+pub mod filter;
+pub mod identity;
+pub mod transport;
+pub mod upstream;

@@ -1,0 +1,1 @@
+//! Inbound transports (placeholder: being written).

@@ -1,0 +1,1 @@
+//! Upstream connectors (placeholder: being written).
