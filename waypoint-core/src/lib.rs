@@ -15,5 +15,6 @@ pub mod config;
 pub mod conn;
 pub mod filter;
 pub mod identity;
+pub mod shutdown;
 pub mod transport;
 pub mod upstream;
