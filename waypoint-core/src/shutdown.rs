@@ -40,8 +40,14 @@ pub fn channel() -> (ShutdownTrigger, Shutdown) {
     let (signal_tx, signal_rx) = watch::channel(false);
     let (alive_tx, alive_rx) = mpsc::channel(1);
     (
-        ShutdownTrigger { signal: signal_tx, drained: alive_rx },
-        Shutdown { signal: signal_rx, _alive: alive_tx },
+        ShutdownTrigger {
+            signal: signal_tx,
+            drained: alive_rx,
+        },
+        Shutdown {
+            signal: signal_rx,
+            _alive: alive_tx,
+        },
     )
 }
 
@@ -64,6 +70,8 @@ impl ShutdownTrigger {
     /// abandoned by the caller).
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
         let _ = self.signal.send(true);
-        tokio::time::timeout(deadline, self.drained.recv()).await.is_ok()
+        tokio::time::timeout(deadline, self.drained.recv())
+            .await
+            .is_ok()
     }
 }

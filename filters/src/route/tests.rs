@@ -1,0 +1,399 @@
+//! Routing decisions, in memory: a config from manifests, a request, the chosen upstream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::StatusCode;
+use waypoint_core::body;
+use waypoint_core::config::{Config, parse_manifests};
+use waypoint_core::conn::{Binding, ConnInfo};
+use waypoint_core::filter::{
+    BuildContext, BuildReport, Decision, ExtensionRegistry, Filter, FilterChain, FilterFactory,
+    Request, RequestContext,
+};
+
+use super::RouteFactory;
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v1, namespace: default}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: v2, namespace: default}
+spec:
+  clusterIP: 10.96.0.12
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other, namespace: elsewhere}
+spec:
+  clusterIP: 10.96.0.13
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: v1-a, namespace: default, labels: {kubernetes.io/service-name: v1}}
+addressType: IPv4
+ports: [{name: http, port: 8081}]
+endpoints: [{addresses: ["127.0.0.1"]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: v2-a, namespace: default, labels: {kubernetes.io/service-name: v2}}
+addressType: IPv4
+ports: [{name: http, port: 8082}]
+endpoints: [{addresses: ["127.0.0.2"]}]
+"#;
+
+const ECHO: &str = "10.96.0.10:80";
+
+struct Routed {
+    config: Arc<Config>,
+    chain: FilterChain,
+    reports: Vec<BuildReport>,
+}
+
+fn routed(routes: &str, registry: &ExtensionRegistry) -> Routed {
+    let config = parse_manifests(&format!("{SERVICES}\n---\n{routes}"), "test.yaml")
+        .expect("manifests parse");
+    let mut cx = BuildContext::new(&config, registry);
+    let filter = RouteFactory.build(&mut cx);
+    let reports = cx.into_reports();
+    Routed {
+        chain: FilterChain::new(vec![filter]),
+        config: Arc::new(config),
+        reports,
+    }
+}
+
+struct Outcome {
+    status: Option<StatusCode>,
+    upstream: Option<String>,
+    request: Request,
+    ctx: RequestContext,
+}
+
+impl Routed {
+    async fn send(
+        &self,
+        destination: &str,
+        identity: Option<&str>,
+        req: http::request::Builder,
+    ) -> Outcome {
+        let mut conn = ConnInfo::new(Binding::Plain {
+            listener: "test".into(),
+        });
+        conn.destination = Some(destination.parse::<SocketAddr>().unwrap());
+        conn.peer_identity = identity.map(|i| i.parse().unwrap());
+        let mut ctx = RequestContext::new(Arc::new(conn), self.config.clone());
+        let mut request = req.body(body::empty()).unwrap();
+        let status = match self.chain.run_request(&mut request, &mut ctx).await {
+            Decision::Respond(resp) => Some(resp.status()),
+            Decision::Continue => None,
+        };
+        let upstream = ctx
+            .upstream
+            .as_ref()
+            .map(|u| format!("{}/{}", u.backend.service.namespace, u.backend.service.name));
+        Outcome {
+            status,
+            upstream,
+            request,
+            ctx,
+        }
+    }
+
+    async fn upstream_of(&self, path: &str) -> Option<String> {
+        self.send(ECHO, None, http::Request::get(path))
+            .await
+            .upstream
+    }
+}
+
+fn route(name: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: echo, port: 80}}]\n  rules:\n{rules}"
+    )
+}
+
+#[tokio::test]
+async fn service_without_routes_goes_to_itself() {
+    let r = routed("", &ExtensionRegistry::new());
+    let out = r
+        .send("10.96.0.11:80", None, http::Request::get("/x"))
+        .await;
+    assert_eq!(out.status, None);
+    assert_eq!(out.upstream.as_deref(), Some("default/v1"));
+}
+
+#[tokio::test]
+async fn unknown_destination_is_404_naming_it() {
+    let r = routed("", &ExtensionRegistry::new());
+    let out = r.send("10.1.2.3:80", None, http::Request::get("/")).await;
+    assert_eq!(out.status, Some(StatusCode::NOT_FOUND));
+    assert_eq!(out.ctx.response_flags, ["NR"]);
+}
+
+#[tokio::test]
+async fn path_prefix_and_exact_choose_backends() {
+    let r = routed(
+        &route(
+            "split",
+            r#"  - matches: [{path: {type: PathPrefix, value: /v2}}]
+    backendRefs: [{name: v2, port: 80}]
+  - matches: [{path: {type: Exact, value: /v2/exact}}]
+    backendRefs: [{name: v1, port: 80}]
+  - backendRefs: [{name: v1, port: 80}]
+"#,
+        ),
+        &ExtensionRegistry::new(),
+    );
+    assert!(r.reports.is_empty(), "{:?}", r.reports);
+    assert_eq!(r.upstream_of("/v2").await.as_deref(), Some("default/v2"));
+    assert_eq!(r.upstream_of("/v2/a").await.as_deref(), Some("default/v2"));
+    assert_eq!(r.upstream_of("/v2x").await.as_deref(), Some("default/v1"));
+    // Exact beats a prefix even though the prefix rule comes first.
+    assert_eq!(
+        r.upstream_of("/v2/exact").await.as_deref(),
+        Some("default/v1")
+    );
+    assert_eq!(r.upstream_of("/").await.as_deref(), Some("default/v1"));
+}
+
+#[tokio::test]
+async fn no_matching_rule_is_404() {
+    let r = routed(
+        &route(
+            "only-api",
+            "  - matches: [{path: {type: PathPrefix, value: /api}}]\n    backendRefs: [{name: v1, port: 80}]\n",
+        ),
+        &ExtensionRegistry::new(),
+    );
+    let out = r.send(ECHO, None, http::Request::get("/other")).await;
+    assert_eq!(out.status, Some(StatusCode::NOT_FOUND));
+}
+
+#[tokio::test]
+async fn longer_prefix_wins_across_routes() {
+    let routes = format!(
+        "{}\n---\n{}",
+        route(
+            "short",
+            "  - matches: [{path: {value: /a}}]\n    backendRefs: [{name: v1, port: 80}]\n"
+        ),
+        route(
+            "long",
+            "  - matches: [{path: {value: /a/b}}]\n    backendRefs: [{name: v2, port: 80}]\n"
+        ),
+    );
+    let r = routed(&routes, &ExtensionRegistry::new());
+    assert_eq!(r.upstream_of("/a/b/c").await.as_deref(), Some("default/v2"));
+    assert_eq!(r.upstream_of("/a/c").await.as_deref(), Some("default/v1"));
+}
+
+#[tokio::test]
+async fn weights_split_traffic_and_zero_gets_none() {
+    let r = routed(
+        &route(
+            "weights",
+            "  - backendRefs: [{name: v1, port: 80, weight: 3}, {name: v2, port: 80, weight: 1}, {name: echo, port: 80, weight: 0}]\n",
+        ),
+        &ExtensionRegistry::new(),
+    );
+    let (mut v1, mut v2) = (0, 0);
+    for _ in 0..2000 {
+        match r.upstream_of("/").await.as_deref() {
+            Some("default/v1") => v1 += 1,
+            Some("default/v2") => v2 += 1,
+            other => panic!("unexpected upstream {other:?}"),
+        }
+    }
+    // 3:1 within a generous margin (expected 1500/500).
+    assert!((1350..=1650).contains(&v1), "v1 got {v1}, v2 got {v2}");
+}
+
+#[tokio::test]
+async fn missing_backend_is_500_and_reported() {
+    let r = routed(
+        &route("broken", "  - backendRefs: [{name: nope, port: 80}]\n"),
+        &ExtensionRegistry::new(),
+    );
+    let out = r.send(ECHO, None, http::Request::get("/")).await;
+    assert_eq!(out.status, Some(StatusCode::INTERNAL_SERVER_ERROR));
+    let report = &r.reports[0];
+    assert_eq!(
+        (report.condition.as_str(), report.reason.as_str()),
+        ("ResolvedRefs", "BackendNotFound")
+    );
+    assert!(
+        report.message.contains("spec.rules[0].backendRefs[0]"),
+        "{}",
+        report.message
+    );
+}
+
+#[tokio::test]
+async fn cross_namespace_backend_needs_a_reference_grant() {
+    let rules = "  - backendRefs: [{name: other, namespace: elsewhere, port: 80}]\n";
+    let r = routed(&route("cross", rules), &ExtensionRegistry::new());
+    assert_eq!(r.reports[0].reason, "RefNotPermitted");
+    assert_eq!(
+        r.send(ECHO, None, http::Request::get("/")).await.status,
+        Some(StatusCode::INTERNAL_SERVER_ERROR)
+    );
+
+    let grant = r#"
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: allow-default, namespace: elsewhere}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+  to: [{group: "", kind: Service}]
+"#;
+    let r = routed(
+        &format!("{}\n---\n{grant}", route("cross", rules)),
+        &ExtensionRegistry::new(),
+    );
+    assert!(r.reports.is_empty(), "{:?}", r.reports);
+    assert_eq!(r.upstream_of("/").await.as_deref(), Some("elsewhere/other"));
+}
+
+#[tokio::test]
+async fn consumer_routes_apply_only_to_their_namespace() {
+    let consumer = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mine, namespace: client-ns}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, namespace: default, port: 80}]
+  rules:
+  - backendRefs: [{name: v2, namespace: default, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: allow-client, namespace: default}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: client-ns}]
+  to: [{group: "", kind: Service}]
+"#;
+    let routes = format!(
+        "{}\n---\n{consumer}",
+        route("producer", "  - backendRefs: [{name: v1, port: 80}]\n")
+    );
+    let r = routed(&routes, &ExtensionRegistry::new());
+    assert!(r.reports.is_empty(), "{:?}", r.reports);
+    let client = r
+        .send(
+            ECHO,
+            Some("spiffe://cluster.local/ns/client-ns/sa/app"),
+            http::Request::get("/"),
+        )
+        .await;
+    assert_eq!(client.upstream.as_deref(), Some("default/v2"));
+    let other = r
+        .send(
+            ECHO,
+            Some("spiffe://cluster.local/ns/someone/sa/app"),
+            http::Request::get("/"),
+        )
+        .await;
+    assert_eq!(other.upstream.as_deref(), Some("default/v1"));
+}
+
+#[tokio::test]
+async fn header_modifiers_edit_request_and_response() {
+    let r = routed(
+        &route(
+            "headers",
+            r#"  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-set, value: yes}], remove: [x-secret]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {add: [{name: x-served-by, value: waypoint}]}
+    backendRefs: [{name: v1, port: 80}]
+"#,
+        ),
+        &ExtensionRegistry::new(),
+    );
+    let mut out = r
+        .send(
+            ECHO,
+            None,
+            http::Request::get("/")
+                .header("x-secret", "s")
+                .header("x-set", "no"),
+        )
+        .await;
+    assert_eq!(out.request.headers()["x-set"], "yes");
+    assert!(!out.request.headers().contains_key("x-secret"));
+    let mut resp = http::Response::new(body::empty());
+    r.chain.run_response(&mut resp, &mut out.ctx).await;
+    assert_eq!(resp.headers()["x-served-by"], "waypoint");
+}
+
+struct Tag(String);
+
+#[async_trait::async_trait]
+impl Filter for Tag {
+    fn name(&self) -> &str {
+        "tag"
+    }
+    async fn on_request(&self, req: &mut Request, _ctx: &mut RequestContext) -> Decision {
+        req.headers_mut().insert("x-tag", self.0.parse().unwrap());
+        Decision::Continue
+    }
+}
+
+#[tokio::test]
+async fn extension_ref_builds_vendor_filters_and_unknown_kinds_fail_closed() {
+    let rules = r#"  - filters:
+    - type: ExtensionRef
+      extensionRef: {group: example.com, kind: Tagger, name: blue}
+    backendRefs: [{name: v1, port: 80}]
+"#;
+    let tagger = r#"
+apiVersion: example.com/v1
+kind: Tagger
+metadata: {name: blue, namespace: default}
+spec: {tag: blue-team}
+"#;
+    let mut registry = ExtensionRegistry::new();
+    registry.register(
+        "example.com",
+        "Tagger",
+        |_name: &str, _ns: &str, object: Option<&serde_json::Value>| {
+            let tag = object
+                .and_then(|o| o.pointer("/spec/tag"))
+                .and_then(|t| t.as_str())
+                .ok_or("spec.tag is required")?;
+            Ok(Arc::new(Tag(tag.to_owned())) as Arc<dyn Filter>)
+        },
+    );
+    let r = routed(
+        &format!("{}\n---\n{tagger}", route("ext", rules)),
+        &registry,
+    );
+    assert!(r.reports.is_empty(), "{:?}", r.reports);
+    let out = r.send(ECHO, None, http::Request::get("/")).await;
+    assert_eq!(out.request.headers()["x-tag"], "blue-team");
+
+    let r = routed(&route("ext", rules), &ExtensionRegistry::new());
+    assert_eq!(
+        r.send(ECHO, None, http::Request::get("/")).await.status,
+        Some(StatusCode::INTERNAL_SERVER_ERROR)
+    );
+    assert_eq!(r.reports[0].reason, "UnsupportedValue");
+}

@@ -1,0 +1,327 @@
+//! The `waypoint` command line: `run`, `check`, `echo` and `send`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use waypoint_core::config;
+use waypoint_core::filter::ExtensionRegistry;
+use waypoint_core::proxy::SnapshotStore;
+use waypoint_core::runtime::{Waypoint, WaypointOptions};
+use waypoint_core::transport::listener::ListenAddr;
+
+use crate::tools::{echo, send};
+
+/// An L7 waypoint proxy for Istio ambient mesh (sandwich mode: behind a co-located ztunnel).
+#[derive(Debug, Parser)]
+#[command(name = "waypoint", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "WAYPOINT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve: read the config, listen for connections from ztunnel, route requests.
+    Run(RunArgs),
+    /// Validate a config: print each resource's status; exit 1 when any is rejected.
+    Check(CheckArgs),
+    /// Run an echo backend that answers with a JSON description of each request.
+    Echo(EchoArgs),
+    /// Send a request to a sandwich listener with a PROXY v2 header, as ztunnel would.
+    Send(SendArgs),
+}
+
+/// `waypoint run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Manifest file or directory (Gateway, Service, EndpointSlice, HTTPRoute, ...); watched.
+    #[arg(long, env = "WAYPOINT_CONFIG")]
+    pub config: PathBuf,
+    /// Sandwich listeners (PROXY protocol required): `tcp:ADDR:PORT`, `ADDR:PORT`, or
+    /// `unix:/path`. Repeat or comma-separate for several.
+    #[arg(
+        long,
+        env = "WAYPOINT_SANDWICH_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:15088"
+    )]
+    pub sandwich_listen: Vec<ListenAddr>,
+    /// Accept connections without a PROXY header (served with no identity).
+    #[arg(long, env = "WAYPOINT_PROXY_OPTIONAL")]
+    pub proxy_optional: bool,
+    /// Time allowed for a client to send its PROXY header.
+    #[arg(long, env = "WAYPOINT_PROXY_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub proxy_read_timeout: Duration,
+    /// PROXY TLV type carrying source workload metadata (W3C baggage).
+    #[arg(long, env = "WAYPOINT_METADATA_TLV", default_value = "0xE0", value_parser = parse_tlv_type)]
+    pub metadata_tlv: u8,
+    /// File mode of Unix socket listeners (octal).
+    #[arg(long, env = "WAYPOINT_UNIX_SOCKET_MODE", default_value = "660", value_parser = parse_octal)]
+    pub unix_socket_mode: u32,
+    /// Upstream connect timeout.
+    #[arg(long, env = "WAYPOINT_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Upstream request timeout when the route sets none.
+    #[arg(long, env = "WAYPOINT_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// How often the config is checked for changes.
+    #[arg(long, env = "WAYPOINT_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "WAYPOINT_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "WAYPOINT_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+}
+
+/// `waypoint check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest file or directory.
+    #[arg(long, env = "WAYPOINT_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// `waypoint echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    pub listen: SocketAddr,
+    /// Name reported as `pod` in answers.
+    #[arg(long, default_value = "echo-v1")]
+    pub pod: String,
+}
+
+/// `waypoint send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The sandwich listener: `unix:/path` or `ADDR:PORT`.
+    #[arg(long, default_value = "127.0.0.1:15088")]
+    pub to: ListenAddr,
+    /// The original destination (Service ClusterIP:port) for the PROXY header.
+    #[arg(long)]
+    pub destination: SocketAddr,
+    /// The source address for the PROXY header.
+    #[arg(long, default_value = "10.244.0.7:43210")]
+    pub source: SocketAddr,
+    /// Source SPIFFE identity (TLV 0xD0); omit to send none.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Source workload metadata as W3C baggage (metadata TLV).
+    #[arg(long)]
+    pub baggage: Option<String>,
+    /// Path and query.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: http::Method,
+    /// Host header (default: the destination).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Extra header `Name: value`; repeatable.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(long, short = 'd', default_value = "")]
+    pub data: String,
+    /// Speak HTTP/2 with prior knowledge.
+    #[arg(long)]
+    pub h2c: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::resources::parse_gateway_duration(s)
+}
+
+fn parse_tlv_type(s: &str) -> Result<u8, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u8::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("{s:?} is not a TLV type (0..=255, decimal or 0x-hex): {e}"))
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|e| format!("{s:?} is not an octal mode: {e}"))
+}
+
+/// Runs `waypoint run` until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> ExitCode {
+    let mut options = WaypointOptions::new(&args.config);
+    options.sandwich = args.sandwich_listen.clone();
+    options.reload_interval = args.reload_interval;
+    options.proxy.required = !args.proxy_optional;
+    options.proxy.read_timeout = args.proxy_read_timeout;
+    options.proxy.metadata_tlv = args.metadata_tlv;
+    options.listener.unix_mode = args.unix_socket_mode;
+    options.upstream.connect_timeout = args.connect_timeout;
+    options.upstream.request_timeout = args.request_timeout;
+
+    let running = match Waypoint::start(
+        options,
+        waypoint_filters::builtin_factories(),
+        ExtensionRegistry::new(),
+    )
+    .await
+    {
+        Ok(running) => running,
+        Err(err) => {
+            tracing::error!(error = %err, "waypoint could not start");
+            return ExitCode::FAILURE;
+        }
+    };
+    for addr in running.sandwich_addrs() {
+        tracing::info!(listener = %addr, "sandwich listener ready (PROXY protocol {})", if args.proxy_optional { "optional" } else { "required" });
+    }
+    wait_for_signal().await;
+    tracing::info!(deadline = ?args.drain_timeout, "stopping: draining in-flight requests");
+    if running.shutdown(args.drain_timeout).await {
+        tracing::info!("drained; bye");
+    } else {
+        tracing::warn!("drain deadline passed with requests still in flight");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, Ctrl-C is the only way out.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs `waypoint check`: prints every resource's status, returns failure when any is rejected.
+pub fn check(args: CheckArgs) -> ExitCode {
+    let config = match config::load_path(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = SnapshotStore::new(
+        waypoint_filters::builtin_factories(),
+        ExtensionRegistry::new(),
+    );
+    let snapshot = store.preview(config);
+    let mut failed = 0;
+    for status in snapshot.statuses() {
+        let ok = status.is_ok();
+        failed += usize::from(!ok);
+        println!(
+            "{} {} ({})",
+            if ok { "ok     " } else { "REJECTED" },
+            status.resource,
+            status.source
+        );
+        for c in &status.conditions {
+            println!("    {}={} {}: {}", c.kind, c.status, c.reason, c.message);
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} resource(s) rejected");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Runs `waypoint echo` until interrupted.
+pub async fn echo(args: EchoArgs) -> ExitCode {
+    let identity = echo::EchoIdentity {
+        pod: args.pod,
+        namespace: "default".into(),
+        service: "echo".into(),
+    };
+    match echo::spawn(args.listen, identity).await {
+        Ok(addr) => {
+            tracing::info!(%addr, "echo backend listening");
+            wait_for_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!(addr = %args.listen, error = %err, "echo backend could not listen");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `waypoint send`: prints the status line, headers and body.
+pub async fn send(args: SendArgs) -> ExitCode {
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            eprintln!("error: header {h:?} is not `Name: value`");
+            return ExitCode::FAILURE;
+        };
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let claims = send::ProxyClaims {
+        source: args.source,
+        destination: args.destination,
+        identity: args.identity,
+        baggage: args.baggage,
+    };
+    let spec = send::RequestSpec {
+        method: args.method,
+        path: args.path,
+        host: args.host,
+        headers,
+        body: Bytes::from(args.data),
+        h2c: args.h2c,
+    };
+    match send::send(&args.to, &claims, &spec).await {
+        Ok(resp) => {
+            println!("{:?} {}", resp.version(), resp.status());
+            for (name, value) in resp.headers() {
+                println!("{name}: {}", String::from_utf8_lossy(value.as_bytes()));
+            }
+            println!();
+            println!("{}", String::from_utf8_lossy(resp.body()));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

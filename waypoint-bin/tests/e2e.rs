@@ -1,0 +1,418 @@
+//! End to end: a real waypoint (listeners, config file, routing, upstream pool) between a
+//! ztunnel-like client and echo backends on loopback.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use tokio::io::AsyncWriteExt;
+use waypoint_bin::tools::echo::{self, EchoIdentity};
+use waypoint_bin::tools::send::{self, ProxyClaims, RequestSpec};
+use waypoint_core::body::local_reply;
+use waypoint_core::conn::ConnInfo;
+use waypoint_core::filter::{
+    BuildContext, Decision, ExtensionRegistry, Filter, FilterFactory, Request, RequestContext,
+    Response,
+};
+use waypoint_core::runtime::{RunningWaypoint, Waypoint, WaypointOptions};
+use waypoint_core::transport::listener::ListenAddr;
+
+const IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/cart";
+const BAGGAGE: &str = "k8s.cluster.name=c1,k8s.namespace.name=shop,k8s.deployment.name=cart,service.name=cart,service.version=v3";
+
+/// Services `echo` (10.96.0.10:80) and `slow` (10.96.0.20:80), with endpoints given per test.
+fn manifests(echo_port: u16, slow_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
+addressType: IPv4
+ports: [{{name: http, port: {echo_port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: slow, namespace: default}}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: slow-1, namespace: default, labels: {{kubernetes.io/service-name: slow}}}}
+addressType: IPv4
+ports: [{{name: http, port: {slow_port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+{extra}
+"#
+    )
+}
+
+/// Records what the chain saw about each connection, rewrites headers both ways, and answers
+/// `/blocked` itself.
+#[derive(Default)]
+struct Probe {
+    seen: Mutex<Vec<ConnInfo>>,
+}
+
+#[async_trait::async_trait]
+impl Filter for ProbeFilter {
+    fn name(&self) -> &str {
+        "probe"
+    }
+    async fn on_request(&self, req: &mut Request, ctx: &mut RequestContext) -> Decision {
+        self.0.seen.lock().unwrap().push((*ctx.conn).clone());
+        if req.uri().path() == "/blocked" {
+            return Decision::Respond(local_reply(StatusCode::IM_A_TEAPOT, "blocked by probe"));
+        }
+        req.headers_mut()
+            .insert("x-probe", HeaderValue::from_static("request"));
+        req.headers_mut().remove("x-drop-me");
+        Decision::Continue
+    }
+    async fn on_response(&self, resp: &mut Response, _ctx: &mut RequestContext) {
+        resp.headers_mut()
+            .insert("x-probe", HeaderValue::from_static("response"));
+    }
+}
+
+struct ProbeFilter(Arc<Probe>);
+
+struct ProbeFactory(Arc<Probe>);
+
+impl FilterFactory for ProbeFactory {
+    fn name(&self) -> &str {
+        "probe"
+    }
+    fn build(&self, _cx: &mut BuildContext<'_>) -> Arc<dyn Filter> {
+        Arc::new(ProbeFilter(self.0.clone()))
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    probe: Arc<Probe>,
+    waypoint: Option<RunningWaypoint>,
+    echo_port: u16,
+    slow_port: u16,
+}
+
+impl Harness {
+    async fn start(request_timeout: Duration) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let echo_addr = echo::spawn(
+            ([127, 0, 0, 1], 0).into(),
+            EchoIdentity {
+                pod: "echo-1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let slow_addr = echo::spawn(
+            ([127, 0, 0, 1], 0).into(),
+            EchoIdentity {
+                pod: "slow-1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, manifests(echo_addr.port(), slow_addr.port(), "")).unwrap();
+        let probe = Arc::new(Probe::default());
+        let mut options = WaypointOptions::new(&config);
+        options.sandwich = vec![
+            ListenAddr::Unix(dir.path().join("waypoint.sock")),
+            ListenAddr::Tcp(([127, 0, 0, 1], 0).into()),
+        ];
+        options.reload_interval = Duration::from_millis(100);
+        options.upstream.request_timeout = request_timeout;
+        let mut factories = waypoint_filters::builtin_factories();
+        factories.push(Arc::new(ProbeFactory(probe.clone())));
+        let waypoint = Waypoint::start(options, factories, ExtensionRegistry::new())
+            .await
+            .unwrap();
+        Harness {
+            config,
+            probe,
+            waypoint: Some(waypoint),
+            echo_port: echo_addr.port(),
+            slow_port: slow_addr.port(),
+            _dir: dir,
+        }
+    }
+
+    fn waypoint(&self) -> &RunningWaypoint {
+        self.waypoint.as_ref().unwrap()
+    }
+
+    fn unix(&self) -> ListenAddr {
+        self.waypoint().sandwich_addrs()[0].clone()
+    }
+
+    fn tcp(&self) -> ListenAddr {
+        self.waypoint().sandwich_addrs()[1].clone()
+    }
+
+    async fn wait_for_version(&self, version: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.waypoint().store().load().version < version {
+            assert!(
+                Instant::now() < deadline,
+                "config version {version} never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn claims(destination: &str) -> ProxyClaims {
+    ProxyClaims {
+        source: "10.244.1.5:40000".parse().unwrap(),
+        destination: destination.parse().unwrap(),
+        identity: Some(IDENTITY.into()),
+        baggage: Some(BAGGAGE.into()),
+    }
+}
+
+fn get(path: &str) -> RequestSpec {
+    RequestSpec {
+        method: http::Method::GET,
+        path: path.into(),
+        host: Some("echo.default.svc.cluster.local".into()),
+        headers: vec![("x-drop-me".into(), "1".into())],
+        body: Bytes::new(),
+        h2c: false,
+    }
+}
+
+fn json(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+async fn assert_routed_with_identity(h: &Harness, to: &ListenAddr) {
+    let resp = send::send(to, &claims("10.96.0.10:80"), &get("/hello?x=1"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    assert_eq!(resp.headers()["x-probe"], "response");
+    let echoed = json(resp.body());
+    assert_eq!(echoed["pod"], "echo-1");
+    assert_eq!(echoed["path"], "/hello?x=1");
+    assert_eq!(echoed["host"], "echo.default.svc.cluster.local");
+    assert_eq!(echoed["headers"]["X-Probe"][0], "request");
+    assert!(echoed["headers"].get("X-Drop-Me").is_none());
+
+    let seen = h.probe.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.peer_identity.unwrap().as_str(), IDENTITY);
+    assert_eq!(seen.source, Some("10.244.1.5:40000".parse().unwrap()));
+    assert_eq!(seen.destination, Some("10.96.0.10:80".parse().unwrap()));
+    assert_eq!(seen.source_workload.namespace.as_deref(), Some("shop"));
+    assert_eq!(seen.source_workload.workload_name.as_deref(), Some("cart"));
+    assert_eq!(seen.source_workload.service_version.as_deref(), Some("v3"));
+}
+
+#[tokio::test]
+async fn http1_over_unix_socket_and_tcp_carries_identity_and_metadata() {
+    let h = Harness::start(Duration::from_secs(5)).await;
+    assert_routed_with_identity(&h, &h.unix()).await;
+    assert_routed_with_identity(&h, &h.tcp()).await;
+}
+
+#[tokio::test]
+async fn filter_short_circuits() {
+    let h = Harness::start(Duration::from_secs(5)).await;
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &get("/blocked"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::IM_A_TEAPOT);
+    // The response phase ran for the filter that answered.
+    assert_eq!(resp.headers()["x-probe"], "response");
+}
+
+#[tokio::test]
+async fn h2c_serves_many_concurrent_streams_on_one_connection() {
+    use http_body_util::{BodyExt, Empty};
+    let h = Harness::start(Duration::from_secs(5)).await;
+    let io = send::connect(&h.unix(), &claims("10.96.0.10:80"))
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let mut sender = sender.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::get(format!("http://echo/stream/{i}?delay=200ms"))
+                .version(http::Version::HTTP_2)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(json(&body)["path"], format!("/stream/{i}?delay=200ms"));
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // 64 requests that each wait 200 ms finish together only if they ran concurrently.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    // One client connection carried them all.
+    assert_eq!(h.waypoint().transport_metrics().accepted("sandwich"), 1);
+}
+
+#[tokio::test]
+async fn missing_proxy_header_is_refused_and_others_keep_working() {
+    let h = Harness::start(Duration::from_secs(5)).await;
+    let ListenAddr::Tcp(addr) = h.tcp() else {
+        unreachable!()
+    };
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut buf)
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection is closed without an answer");
+    assert_routed_with_identity(&h, &h.unix()).await;
+    assert!(h.waypoint().transport_metrics().rejected("not_proxy") >= 1);
+}
+
+#[tokio::test]
+async fn upstream_refused_is_503_and_slow_upstream_is_504() {
+    let h = Harness::start(Duration::from_millis(300)).await;
+    // A port nobody listens on: bind, learn the port, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(&h.config, manifests(closed, h.slow_port, "")).unwrap();
+    h.wait_for_version(2).await;
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &get("/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        resp.body()
+    );
+
+    let started = Instant::now();
+    let resp = send::send(&h.unix(), &claims("10.96.0.20:80"), &get("/?delay=3s"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn reloads_keep_the_last_good_config_and_never_drop_requests_in_flight() {
+    let h = Harness::start(Duration::from_secs(10)).await;
+    let route_to_slow = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-slow, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+  - backendRefs: [{name: slow, port: 80}]
+"#;
+    // A request in flight across the reload finishes with the config it started with.
+    let in_flight = tokio::spawn({
+        let to = h.unix();
+        async move {
+            send::send(&to, &claims("10.96.0.10:80"), &get("/?delay=800ms"))
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(
+        &h.config,
+        manifests(h.echo_port, h.slow_port, route_to_slow),
+    )
+    .unwrap();
+    h.wait_for_version(2).await;
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &get("/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        json(resp.body())["pod"],
+        "slow-1",
+        "the new route applies to new requests"
+    );
+    let old = in_flight.await.unwrap();
+    assert_eq!(old.status(), StatusCode::OK);
+    assert_eq!(json(old.body())["pod"], "echo-1");
+
+    // A broken file is refused; the last good config keeps serving.
+    std::fs::write(&h.config, "kind: [unclosed").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.waypoint().store().load().version, 2);
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &get("/"))
+        .await
+        .unwrap();
+    assert_eq!(json(resp.body())["pod"], "slow-1");
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let mut h = Harness::start(Duration::from_secs(10)).await;
+    let to = h.unix();
+    let in_flight = tokio::spawn(async move {
+        send::send(&to, &claims("10.96.0.10:80"), &get("/?delay=500ms")).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let drained = h
+        .waypoint
+        .take()
+        .unwrap()
+        .shutdown(Duration::from_secs(5))
+        .await;
+    assert!(drained);
+    let resp = in_flight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // New connections are refused once stopped.
+    assert!(
+        send::send(&h_addr(&h), &claims("10.96.0.10:80"), &get("/"))
+            .await
+            .is_err()
+    );
+}
+
+fn h_addr(h: &Harness) -> ListenAddr {
+    ListenAddr::Unix(h._dir.path().join("waypoint.sock"))
+}

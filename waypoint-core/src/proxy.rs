@@ -1,0 +1,193 @@
+//! The request path: one config snapshot per request, the filter chain, then the upstream.
+//!
+//! A [`Snapshot`] pairs a validated [`Config`] with the filter chain built from it. The
+//! [`SnapshotStore`] swaps snapshots atomically on reload; a request loads the current one once
+//! and is served with it start to finish, so a reload never changes a request in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+
+use crate::body::{self, Body};
+use crate::config::{Condition, Config, ResourceStatus};
+use crate::conn::ConnInfo;
+use crate::filter::{
+    BuildContext, BuildReport, Decision, ExtensionRegistry, FilterChain, FilterFactory,
+    RequestContext,
+};
+use crate::upstream::Upstream;
+
+/// A config and the filter chain compiled from it. Immutable.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// The filter chain built from it.
+    pub chain: FilterChain,
+    /// Problems the filter factories found with resources.
+    pub reports: Vec<BuildReport>,
+    /// Increases by one with every snapshot applied (the first real config is 1).
+    pub version: u64,
+    /// When it was applied.
+    pub applied_at: SystemTime,
+}
+
+impl Snapshot {
+    /// Every resource's status: the loader's verdict with the filter factories' reports merged
+    /// in (a report replaces a condition of the same type).
+    pub fn statuses(&self) -> Vec<ResourceStatus> {
+        let mut statuses = self.config.statuses.clone();
+        for report in &self.reports {
+            let condition = Condition {
+                kind: report.condition.clone(),
+                status: false,
+                reason: report.reason.clone(),
+                message: report.message.clone(),
+            };
+            match statuses.iter_mut().find(|s| s.resource == report.resource) {
+                Some(status) => match status
+                    .conditions
+                    .iter_mut()
+                    .find(|c| c.kind == condition.kind)
+                {
+                    // The first report of a type is kept: it is usually the most specific.
+                    Some(existing) if !existing.status => {}
+                    Some(existing) => *existing = condition,
+                    None => status.conditions.push(condition),
+                },
+                None => statuses.push(ResourceStatus {
+                    resource: report.resource.clone(),
+                    source: String::new(),
+                    conditions: vec![condition],
+                }),
+            }
+        }
+        statuses
+    }
+}
+
+/// Holds the current snapshot and builds new ones from configs.
+pub struct SnapshotStore {
+    current: ArcSwap<Snapshot>,
+    factories: Vec<Arc<dyn FilterFactory>>,
+    extensions: ExtensionRegistry,
+    version: AtomicU64,
+}
+
+impl std::fmt::Debug for SnapshotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStore")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotStore {
+    /// A store whose chains are built by `factories`, in order, resolving `ExtensionRef`s with
+    /// `extensions`. It starts with an empty config (version 0) until [`SnapshotStore::apply`].
+    pub fn new(factories: Vec<Arc<dyn FilterFactory>>, extensions: ExtensionRegistry) -> Self {
+        let empty = build(Arc::new(Config::default()), &factories, &extensions, 0);
+        SnapshotStore {
+            current: ArcSwap::from_pointee(empty),
+            factories,
+            extensions,
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// Builds the chain for `config` and makes it current. Requests already in flight finish
+    /// with the snapshot they started with.
+    pub fn apply(&self, config: Config) -> Arc<Snapshot> {
+        let version = self.version.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot = Arc::new(build(
+            Arc::new(config),
+            &self.factories,
+            &self.extensions,
+            version,
+        ));
+        self.current.store(snapshot.clone());
+        snapshot
+    }
+
+    /// Builds the snapshot `config` would give without making it current (`waypoint check`).
+    pub fn preview(&self, config: Config) -> Snapshot {
+        build(Arc::new(config), &self.factories, &self.extensions, 0)
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+}
+
+fn build(
+    config: Arc<Config>,
+    factories: &[Arc<dyn FilterFactory>],
+    extensions: &ExtensionRegistry,
+    version: u64,
+) -> Snapshot {
+    let mut cx = BuildContext::new(&config, extensions);
+    let filters = factories.iter().map(|f| f.build(&mut cx)).collect();
+    let reports = cx.into_reports();
+    for r in &reports {
+        tracing::warn!(resource = %r.resource, condition = %r.condition, reason = %r.reason, "{}", r.message);
+    }
+    Snapshot {
+        chain: FilterChain::new(filters),
+        config,
+        reports,
+        version,
+        applied_at: SystemTime::now(),
+    }
+}
+
+/// Serves requests: the snapshot store's chain, then the upstream.
+#[derive(Debug)]
+pub struct Proxy {
+    store: Arc<SnapshotStore>,
+    upstream: Arc<Upstream>,
+}
+
+impl Proxy {
+    /// A proxy reading snapshots from `store` and forwarding with `upstream`.
+    pub fn new(store: Arc<SnapshotStore>, upstream: Arc<Upstream>) -> Self {
+        Proxy { store, upstream }
+    }
+
+    /// The snapshot store.
+    pub fn store(&self) -> &Arc<SnapshotStore> {
+        &self.store
+    }
+
+    /// Serves one request that arrived on `conn`.
+    pub async fn handle(
+        &self,
+        req: hyper::Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> http::Response<Body> {
+        let snapshot = self.store.load();
+        let mut req = req.map(body::boxed);
+        let mut ctx = RequestContext::new(conn, snapshot.config.clone());
+        let resp = match snapshot.chain.run_request(&mut req, &mut ctx).await {
+            Decision::Respond(resp) => resp,
+            Decision::Continue => {
+                let mut resp = self.upstream.forward(req, &mut ctx).await;
+                snapshot.chain.run_response(&mut resp, &mut ctx).await;
+                resp
+            }
+        };
+        tracing::debug!(
+            source = ?ctx.conn.source,
+            destination = ?ctx.conn.destination,
+            identity = ctx.conn.peer_identity.as_ref().map(|i| i.as_str()),
+            status = resp.status().as_u16(),
+            flags = ?ctx.response_flags,
+            elapsed_us = ctx.started.elapsed().as_micros() as u64,
+            "request"
+        );
+        resp
+    }
+}

@@ -1,0 +1,445 @@
+//! The sandwich listener: accepts connections from the co-located ztunnel over TCP
+//! (`127.0.0.1:15088`, what a stock ztunnel dials) or a Unix socket (our extension), reads each
+//! one's PROXY header and hands the stream and its [`ConnInfo`] to a handler.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use super::BoxedIo;
+use super::metrics::TransportMetrics;
+use super::proxy_protocol::{ProxyConfig, ProxyError, Rewind, conn_info, read_header};
+use crate::conn::{Binding, ConnInfo};
+use crate::shutdown::Shutdown;
+
+/// Pause after a failed accept (EMFILE and the like), so a full file table does not spin the
+/// loop while connections drain.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long a connect() probing an existing socket file may take before we call it live.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where a listener binds: `tcp:127.0.0.1:15088` (or bare `127.0.0.1:15088`, `[::1]:15088`),
+/// or a Unix socket `unix:/path` (or a bare absolute `/path`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix stream socket path.
+    Unix(PathBuf),
+}
+
+/// A listen address that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid listen address {input:?}: {reason} (expected tcp:IP:PORT, IP:PORT, [IPv6]:PORT, unix:/path or /path)"
+)]
+pub struct ListenAddrError {
+    input: String,
+    reason: &'static str,
+}
+
+impl FromStr for ListenAddr {
+    type Err = ListenAddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| ListenAddrError {
+            input: s.to_owned(),
+            reason,
+        };
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(err("empty socket path"));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if s.starts_with('/') {
+            return Ok(ListenAddr::Unix(PathBuf::from(s)));
+        }
+        let addr = s.strip_prefix("tcp:").unwrap_or(s);
+        addr.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| err("not a socket address"))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "tcp:{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Listener settings beyond the PROXY header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerOptions {
+    /// File mode set on a Unix socket after bind (default `0o660`: the owner and its group,
+    /// which is how ztunnel would be let in).
+    pub unix_mode: u32,
+    /// At most this many connections at once; further ones wait in the kernel backlog.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            unix_mode: 0o660,
+            max_connections: None,
+        }
+    }
+}
+
+/// A bound sandwich listener. [`SandwichListener::serve`] runs its accept loop.
+#[derive(Debug)]
+pub struct SandwichListener {
+    socket: Socket,
+    local: ListenAddr,
+    cfg: Arc<ProxyConfig>,
+    limit: Option<Arc<Semaphore>>,
+    metrics: Arc<TransportMetrics>,
+}
+
+#[derive(Debug)]
+enum Socket {
+    Tcp(TcpListener),
+    // The file guard is dropped with the listener, which removes the socket file.
+    Unix(UnixListener, #[allow(dead_code)] SocketFile),
+}
+
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Socket::Tcp(l) => l.accept().await.map(|(s, peer)| Accepted::Tcp(s, peer)),
+            Socket::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        }
+    }
+}
+
+/// Removes our socket file on drop, unless another process has replaced it since.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(md) = std::fs::symlink_metadata(&self.path)
+            && md.dev() == self.dev
+            && md.ino() == self.ino
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl SandwichListener {
+    /// Binds `addr`.
+    ///
+    /// For a Unix socket: a stale socket file (nobody accepts on it) is replaced; a live one is
+    /// an `AddrInUse` error; any other file at the path is an error and is left alone. The file
+    /// mode is then set to `opts.unix_mode`, whatever the umask.
+    pub async fn bind(
+        addr: &ListenAddr,
+        cfg: ProxyConfig,
+        opts: ListenerOptions,
+        metrics: Arc<TransportMetrics>,
+    ) -> io::Result<Self> {
+        let (socket, local) = match addr {
+            ListenAddr::Tcp(addr) => {
+                let listener = TcpListener::bind(addr).await?;
+                let local = ListenAddr::Tcp(listener.local_addr()?);
+                (Socket::Tcp(listener), local)
+            }
+            ListenAddr::Unix(path) => {
+                clear_stale_socket(path).await?;
+                let listener = UnixListener::bind(path)?;
+                let md = std::fs::symlink_metadata(path)?;
+                let file = SocketFile {
+                    path: path.clone(),
+                    dev: md.dev(),
+                    ino: md.ino(),
+                };
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.unix_mode))?;
+                (Socket::Unix(listener, file), ListenAddr::Unix(path.clone()))
+            }
+        };
+        tracing::info!(listener = %local, required = cfg.required, "sandwich listener bound");
+        Ok(SandwichListener {
+            socket,
+            local,
+            cfg: Arc::new(cfg),
+            limit: opts.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+            metrics,
+        })
+    }
+
+    /// The bound address (for TCP port 0, the port the system chose).
+    pub fn local_addr(&self) -> ListenAddr {
+        self.local.clone()
+    }
+
+    /// Accepts connections until `shutdown` fires. Each connection runs in its own task, which
+    /// holds a clone of `shutdown` until `handler` returns, so a drain waits for it.
+    ///
+    /// A connection whose PROXY header is refused is logged, counted and closed; the loop goes
+    /// on. A failed accept is logged and retried after 50 ms. A Unix socket file is removed on
+    /// return.
+    pub async fn serve<H, F>(self, handler: H, mut shutdown: Shutdown)
+    where
+        H: Fn(BoxedIo, ConnInfo) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let ctx = Arc::new(ConnCtx {
+            handler,
+            cfg: self.cfg.clone(),
+            metrics: self.metrics.clone(),
+            listener: self.local.to_string(),
+        });
+        loop {
+            let permit = match &self.limit {
+                None => None,
+                Some(limit) => tokio::select! {
+                    _ = shutdown.wait() => break,
+                    // The semaphore is never closed, so this is always Ok.
+                    permit = limit.clone().acquire_owned() => permit.ok(),
+                },
+            };
+            let accepted = tokio::select! {
+                _ = shutdown.wait() => break,
+                accepted = self.socket.accept() => accepted,
+            };
+            match accepted {
+                Ok(conn) => {
+                    let accepted_at = Instant::now();
+                    let ctx = ctx.clone();
+                    let task_shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        ctx.serve_conn(conn, accepted_at).await;
+                        drop(permit);
+                        drop(task_shutdown);
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(listener = %ctx.listener, %error, "accept failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(listener = %ctx.listener, "sandwich listener stopped accepting");
+    }
+}
+
+/// Decides what to do with an existing file at a Unix socket path before binding it.
+async fn clear_stale_socket(path: &Path) -> io::Result<()> {
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !md.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+        ));
+    }
+    let in_use = || {
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by a live listener", path.display()),
+        )
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, UnixStream::connect(path)).await {
+        // A refused connect means nobody listens: the file was left by a process that died.
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => {
+                    tracing::info!(path = %path.display(), "removed stale socket file");
+                    Ok(())
+                }
+            }
+        }
+        Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // A full backlog (EAGAIN) or a slow accept still means someone is there.
+        Ok(Ok(_)) | Err(_) => Err(in_use()),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => Err(in_use()),
+        Ok(Err(e)) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot tell whether {} is in use: {e}", path.display()),
+        )),
+    }
+}
+
+/// What every connection task of one listener shares.
+struct ConnCtx<H> {
+    handler: H,
+    cfg: Arc<ProxyConfig>,
+    metrics: Arc<TransportMetrics>,
+    listener: String,
+}
+
+impl<H, F> ConnCtx<H>
+where
+    H: Fn(BoxedIo, ConnInfo) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    async fn serve_conn(&self, conn: Accepted, accepted_at: Instant) {
+        match conn {
+            Accepted::Tcp(stream, peer) => {
+                // Request/response traffic: never hold a small write back waiting for an ACK.
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+                }
+                self.serve_stream(stream, Some(peer), peer.to_string(), accepted_at)
+                    .await;
+            }
+            Accepted::Unix(stream) => {
+                let label = match stream.peer_cred().ok().and_then(|c| c.pid()) {
+                    Some(pid) => format!("unix pid {pid}"),
+                    None => "unix peer".to_owned(),
+                };
+                self.serve_stream(stream, None, label, accepted_at).await;
+            }
+        }
+    }
+
+    async fn serve_stream<S>(
+        &self,
+        mut stream: S,
+        peer: Option<SocketAddr>,
+        peer_label: String,
+        accepted_at: Instant,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let decided = match read_header(&mut stream, &self.cfg).await {
+            Ok((Some(header), rest)) => {
+                let binding = Binding::Sandwich {
+                    listener: self.listener.clone(),
+                };
+                conn_info(&header, binding, &self.cfg).map(|mut info| {
+                    // LOCAL, v1 UNKNOWN and v2 UNSPEC name no client: the spec says to use
+                    // the socket's own endpoints then.
+                    if info.source.is_none() {
+                        info.source = peer;
+                    }
+                    ("sandwich", info, rest)
+                })
+            }
+            Ok((None, rest)) => {
+                let mut info = ConnInfo::new(Binding::Plain {
+                    listener: self.listener.clone(),
+                });
+                info.source = peer;
+                Ok(("plain", info, rest))
+            }
+            Err(e) => Err(e),
+        };
+        match decided {
+            Ok((binding, mut info, rest)) => {
+                info.accepted_at = accepted_at;
+                self.metrics.inc_accepted(binding);
+                tracing::debug!(
+                    peer = %peer_label,
+                    listener = %self.listener,
+                    source = ?info.source,
+                    destination = ?info.destination,
+                    identity = ?info.peer_identity.as_ref().map(|id| id.as_str()),
+                    "connection accepted"
+                );
+                (self.handler)(Box::new(Rewind::new(rest, stream)), info).await;
+            }
+            Err(error) => {
+                self.metrics.inc_rejected(&error);
+                // Health probes connect and close without a byte: counted, but not worth a
+                // warning each time.
+                if matches!(error, ProxyError::Empty) {
+                    tracing::debug!(peer = %peer_label, listener = %self.listener, reason = error.reason(), "connection closed before a PROXY header");
+                } else {
+                    tracing::warn!(peer = %peer_label, listener = %self.listener, reason = error.reason(), %error, "closing connection: bad PROXY header");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addr_parses_and_displays() {
+        let cases = [
+            ("tcp:127.0.0.1:15088", "tcp:127.0.0.1:15088"),
+            ("127.0.0.1:15088", "tcp:127.0.0.1:15088"),
+            ("[::1]:15088", "tcp:[::1]:15088"),
+            ("tcp:[::1]:0", "tcp:[::1]:0"),
+            ("unix:/run/waypoint.sock", "unix:/run/waypoint.sock"),
+            ("/run/waypoint.sock", "unix:/run/waypoint.sock"),
+            ("unix:relative.sock", "unix:relative.sock"),
+        ];
+        for (input, shown) in cases {
+            let addr: ListenAddr = input.parse().unwrap();
+            assert_eq!(addr.to_string(), shown, "{input}");
+            assert_eq!(
+                shown.parse::<ListenAddr>().unwrap(),
+                addr,
+                "{shown} round trip"
+            );
+        }
+        assert_eq!(
+            "unix:/a".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Unix(PathBuf::from("/a"))
+        );
+    }
+
+    #[test]
+    fn listen_addr_rejects_garbage() {
+        for input in [
+            "",
+            "unix:",
+            "tcp:",
+            "localhost:15088",
+            "127.0.0.1",
+            "tcp:/x",
+            "::1:80",
+        ] {
+            let err = input.parse::<ListenAddr>().unwrap_err();
+            assert!(
+                err.to_string().contains("invalid listen address"),
+                "{input}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_options() {
+        let opts = ListenerOptions::default();
+        assert_eq!(opts.unix_mode, 0o660);
+        assert_eq!(opts.max_connections, None);
+    }
+}

@@ -1,0 +1,121 @@
+//! Counters of the inbound transport, registered into a caller-owned Prometheus registry (there
+//! is no global one, so an embedding vendor can merge ours into theirs).
+
+use std::borrow::Cow;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use super::proxy_protocol::ProxyError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BindingLabels {
+    binding: Cow<'static, str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: Cow<'static, str>,
+}
+
+/// Connection counters of the inbound listeners, shared by every listener of a process.
+///
+/// Exposed as `waypoint_connections_accepted_total{binding}` (connections handed to the HTTP
+/// layer, by binding: `sandwich`, `plain`) and `waypoint_proxy_header_rejected_total{reason}`
+/// (connections closed for a bad or missing PROXY header, by [`ProxyError::reason`]).
+#[derive(Clone, Debug, Default)]
+pub struct TransportMetrics {
+    accepted: Family<BindingLabels, Counter>,
+    rejected: Family<ReasonLabels, Counter>,
+}
+
+impl TransportMetrics {
+    /// New counters; every rejection reason starts at zero, so rate queries see it from the
+    /// start rather than from its first occurrence.
+    pub fn new() -> Self {
+        let metrics = TransportMetrics::default();
+        for reason in ProxyError::REASONS {
+            // Creating the series is the point; the returned read guard is not needed.
+            drop(metrics.rejected.get_or_create(&ReasonLabels {
+                reason: Cow::Borrowed(reason),
+            }));
+        }
+        metrics
+    }
+
+    /// Registers the counters into `registry` (the counters stay shared with `self`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "waypoint_connections_accepted",
+            "Inbound connections handed to the HTTP layer, by binding",
+            self.accepted.clone(),
+        );
+        registry.register(
+            "waypoint_proxy_header_rejected",
+            "Inbound connections closed for a bad or missing PROXY header, by reason",
+            self.rejected.clone(),
+        );
+    }
+
+    /// Counts one connection accepted on `binding` (`sandwich`, `plain`).
+    pub fn inc_accepted(&self, binding: &'static str) {
+        self.accepted
+            .get_or_create(&BindingLabels {
+                binding: Cow::Borrowed(binding),
+            })
+            .inc();
+    }
+
+    /// Counts one connection rejected for `error`.
+    pub fn inc_rejected(&self, error: &ProxyError) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: Cow::Borrowed(error.reason()),
+            })
+            .inc();
+    }
+
+    /// Connections accepted so far on `binding`.
+    pub fn accepted(&self, binding: &str) -> u64 {
+        let labels = BindingLabels {
+            binding: Cow::Owned(binding.to_owned()),
+        };
+        self.accepted.get(&labels).map_or(0, |c| c.get())
+    }
+
+    /// Connections rejected so far for `reason` (a [`ProxyError::reason`] label).
+    pub fn rejected(&self, reason: &str) -> u64 {
+        let labels = ReasonLabels {
+            reason: Cow::Owned(reason.to_owned()),
+        };
+        self.rejected.get(&labels).map_or(0, |c| c.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_exposes() {
+        let metrics = TransportMetrics::new();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.inc_accepted("sandwich");
+        metrics.inc_accepted("sandwich");
+        metrics.inc_rejected(&ProxyError::NotProxy);
+        assert_eq!(metrics.accepted("sandwich"), 2);
+        assert_eq!(metrics.accepted("plain"), 0);
+        assert_eq!(metrics.rejected("not_proxy"), 1);
+        assert_eq!(metrics.rejected("timeout"), 0);
+
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("waypoint_connections_accepted_total{binding=\"sandwich\"} 2"));
+        assert!(text.contains("waypoint_proxy_header_rejected_total{reason=\"not_proxy\"} 1"));
+        // Pre-created at zero so dashboards see every reason before it first happens.
+        assert!(text.contains("waypoint_proxy_header_rejected_total{reason=\"oversized\"} 0"));
+    }
+}

@@ -1,0 +1,207 @@
+//! Endpoint choice (least request, power of two choices) and the in-flight accounting it reads.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use crate::config::{Endpoint, EndpointStats};
+
+/// Picks the endpoint for one request: of two distinct endpoints drawn at random, the one with
+/// fewer requests in flight (Envoy's default least-request policy). Two random draws avoid the
+/// herd that "global least loaded" causes when many requests read the same stale counts.
+///
+/// `None` only when `endpoints` is empty.
+pub fn pick(endpoints: &[Endpoint]) -> Option<&Endpoint> {
+    match endpoints.len() {
+        0 => None,
+        1 => endpoints.first(),
+        n => {
+            let a = fastrand::usize(..n);
+            // Draw from the n-1 others so the two choices are always distinct.
+            let mut b = fastrand::usize(..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            let load = |i: usize| endpoints[i].stats.in_flight.load(Ordering::Relaxed);
+            Some(&endpoints[if load(b) < load(a) { b } else { a }])
+        }
+    }
+}
+
+/// Counts one request in flight to an endpoint for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<EndpointStats>);
+
+impl InFlight {
+    /// Counts a new request to the endpoint whose stats these are.
+    pub(crate) fn start(stats: &Arc<EndpointStats>) -> Self {
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(stats))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted in flight until the body ends, fails or is
+/// dropped: a request is not done for the endpoint before its response is fully read.
+pub(crate) struct InFlightBody<B> {
+    inner: B,
+    guard: Option<InFlight>,
+}
+
+impl<B> InFlightBody<B> {
+    /// Wraps `inner`, releasing `guard` when it is done.
+    pub(crate) fn new(inner: B, guard: InFlight) -> Self {
+        InFlightBody {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B> http_body::Body for InFlightBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.guard = None,
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.guard = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    fn endpoints(loads: &[usize]) -> Vec<Endpoint> {
+        loads
+            .iter()
+            .enumerate()
+            .map(|(i, &load)| {
+                let stats = Arc::new(EndpointStats::default());
+                stats.in_flight.store(load, Ordering::Relaxed);
+                Endpoint {
+                    address: ([10, 0, 0, i as u8 + 1], 8080).into(),
+                    stats,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn empty_and_single() {
+        assert!(pick(&[]).is_none());
+        let one = endpoints(&[7]);
+        assert_eq!(pick(&one).unwrap().address, one[0].address);
+    }
+
+    #[test]
+    fn two_endpoints_always_prefer_the_less_loaded() {
+        let eps = endpoints(&[5, 1]);
+        for _ in 0..100 {
+            assert_eq!(pick(&eps).unwrap().address, eps[1].address);
+        }
+    }
+
+    #[test]
+    fn many_endpoints_never_pick_the_most_loaded_and_favour_the_least() {
+        // With four endpoints the most loaded can only win against itself, which two distinct
+        // draws exclude; the least loaded wins every draw it is part of (half of them).
+        let eps = endpoints(&[9, 0, 3, 3]);
+        let mut counts = [0usize; 4];
+        for _ in 0..4000 {
+            let chosen = pick(&eps).unwrap().address;
+            counts[eps.iter().position(|e| e.address == chosen).unwrap()] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        assert!(counts[1] > 1700, "{counts:?}");
+        assert!(counts[2] > 300 && counts[3] > 300, "{counts:?}");
+    }
+
+    #[test]
+    fn ties_spread() {
+        let eps = endpoints(&[0, 0]);
+        let hits = (0..1000)
+            .filter(|_| pick(&eps).unwrap().address == eps[0].address)
+            .count();
+        assert!((350..650).contains(&hits), "{hits}");
+    }
+
+    #[tokio::test]
+    async fn guard_released_at_end_of_body_or_drop() {
+        let stats = Arc::new(EndpointStats::default());
+        let in_flight = || stats.in_flight.load(Ordering::Relaxed);
+
+        let body = InFlightBody::new(
+            Full::new(Bytes::from_static(b"hi")),
+            InFlight::start(&stats),
+        );
+        assert_eq!(in_flight(), 1);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hi");
+        assert_eq!(in_flight(), 0);
+
+        // A streaming body is released when its last frame was read, before the body is dropped.
+        let mut body = InFlightBody::new(Chunks(vec![b"a", b"b"]), InFlight::start(&stats));
+        assert_eq!(in_flight(), 1);
+        assert!(body.frame().await.is_some());
+        assert_eq!(in_flight(), 1);
+        while body.frame().await.is_some() {}
+        assert_eq!(in_flight(), 0);
+        drop(body);
+        assert_eq!(in_flight(), 0);
+
+        let body = InFlightBody::new(Full::new(Bytes::from_static(b"x")), InFlight::start(&stats));
+        assert_eq!(in_flight(), 1);
+        drop(body);
+        assert_eq!(in_flight(), 0);
+    }
+
+    /// A body of several frames that only knows it ended when asked for one more.
+    struct Chunks(Vec<&'static [u8]>);
+
+    impl http_body::Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if self.0.is_empty() {
+                return Poll::Ready(None);
+            }
+            let chunk = self.0.remove(0);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(chunk)))))
+        }
+    }
+}
