@@ -14,7 +14,8 @@ trap cleanup EXIT INT TERM
 
 "$bin" echo --listen 127.0.0.1:18081 --pod echo-v1 & pids+=($!)
 "$bin" echo --listen 127.0.0.1:18082 --pod echo-v2 & pids+=($!)
-"$bin" run --config examples/quickstart/manifests.yaml \
+# Debug logs of the request path show each request with the identity ztunnel vouched for.
+RUST_LOG="${RUST_LOG:-info,waypoint_core::proxy=debug}" "$bin" run --config examples/quickstart/manifests.yaml \
   --sandwich-listen "127.0.0.1:15088,unix:$sock" & pids+=($!)
 
 for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done

@@ -1,5 +1,6 @@
 //! The `waypoint` command.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;

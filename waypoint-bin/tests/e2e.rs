@@ -1,5 +1,6 @@
 //! End to end: a real waypoint (listeners, config file, routing, upstream pool) between a
 //! ztunnel-like client and echo backends on loopback.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -110,6 +111,10 @@ struct Harness {
 
 impl Harness {
     async fn start(request_timeout: Duration) -> Harness {
+        Self::start_with(|o| o.upstream.request_timeout = request_timeout).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut WaypointOptions)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let echo_addr = echo::spawn(
             ([127, 0, 0, 1], 0).into(),
@@ -138,7 +143,7 @@ impl Harness {
             ListenAddr::Tcp(([127, 0, 0, 1], 0).into()),
         ];
         options.reload_interval = Duration::from_millis(100);
-        options.upstream.request_timeout = request_timeout;
+        adjust(&mut options);
         let mut factories = waypoint_filters::builtin_factories();
         factories.push(Arc::new(ProbeFactory(probe.clone())));
         let waypoint = Waypoint::start(options, factories, ExtensionRegistry::new())
@@ -415,4 +420,25 @@ async fn shutdown_drains_in_flight_requests() {
 
 fn h_addr(h: &Harness) -> ListenAddr {
     ListenAddr::Unix(h._dir.path().join("waypoint.sock"))
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_oversized_headers_get_431() {
+    use tokio::io::AsyncReadExt;
+    let h = Harness::start_with(|o| o.http.header_read_timeout = Duration::from_millis(300)).await;
+
+    // A client that sends half a request head and stalls is disconnected.
+    let mut slow = send::connect(&h.unix(), &claims("10.96.0.10:80")).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: echo\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "cut off after {:?}", started.elapsed());
+
+    // A request head over the limit is refused with 431; the waypoint keeps serving.
+    let mut spec = get("/");
+    spec.headers.push(("x-huge".into(), "a".repeat(100 * 1024)));
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &spec).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_routed_with_identity(&h, &h.unix()).await;
 }

@@ -1,0 +1,150 @@
+//! The `waypoint` binary as an operator runs it: `check`, and `run` + `echo` + `send` as real
+//! processes, stopped with SIGTERM.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn waypoint() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_waypoint"))
+}
+
+/// Kills the child when dropped, so a failed assertion leaves no process behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn manifests(echo_port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
+addressType: IPv4
+ports: [{{name: http, port: {echo_port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#
+    )
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn send(sock: &Path, path: &str) -> Output {
+    waypoint()
+        .args(["send", "--to"])
+        .arg(format!("unix:{}", sock.display()))
+        .args(["--destination", "10.96.0.10:80", "--identity", "spiffe://cluster.local/ns/default/sa/sleep"])
+        .args(["--path", path])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_reports_rejected_resources_and_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, manifests(8080)).unwrap();
+    let out = waypoint().args(["check", "--config"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("ok") && l.contains("Service default/echo")), "{stdout}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        format!("{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: broken}}\nspec:\n  clusterIP: not-an-ip\n  ports: [{{port: 80}}]\n", manifests(8080)),
+    )
+    .unwrap();
+    let out = waypoint().args(["check", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("REJECTED Service default/broken"), "{stdout}");
+    assert!(stdout.contains("clusterIP"), "the field is named: {stdout}");
+}
+
+#[test]
+fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo_port = free_port();
+    let _echo = Guard(
+        waypoint()
+            .args(["echo", "--listen", &format!("127.0.0.1:{echo_port}"), "--pod", "echo-cli"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, manifests(echo_port)).unwrap();
+    let sock = dir.path().join("waypoint.sock");
+    let mut run = Guard(
+        waypoint()
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--sandwich-listen")
+            .arg(format!("unix:{}", sock.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&sock);
+
+    // The echo backend may still be starting: retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = send(&sock, "/via-cli");
+        if String::from_utf8_lossy(&out.stdout).contains("200 OK") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("200 OK"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"pod\":\"echo-cli\""), "{stdout}");
+    assert!(stdout.contains("\"path\":\"/via-cli\""), "{stdout}");
+
+    // An unknown destination is answered 404 with the destination named.
+    let out = waypoint()
+        .args(["send", "--to"])
+        .arg(format!("unix:{}", sock.display()))
+        .args(["--destination", "10.1.2.3:80", "--path", "/"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("404") && stdout.contains("10.1.2.3:80"), "{stdout}");
+
+    // SIGTERM: the process exits cleanly and removes its socket.
+    let status = Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = run.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "waypoint did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(!sock.exists(), "the socket file is removed on exit");
+}
