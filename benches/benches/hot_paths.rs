@@ -17,8 +17,12 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use waypoint_core::body;
 use waypoint_core::config::parse_manifests;
 use waypoint_core::conn::{Binding, ConnInfo};
-use waypoint_core::filter::{BuildContext, Decision, ExtensionRegistry, FilterChain, FilterFactory, RequestContext};
-use waypoint_core::transport::proxy_protocol::{Decoded, ProxyConfig, conn_info, decode, encode_v2};
+use waypoint_core::filter::{
+    BuildContext, Decision, ExtensionRegistry, FilterChain, FilterFactory, RequestContext,
+};
+use waypoint_core::transport::proxy_protocol::{
+    Decoded, ProxyConfig, conn_info, decode, encode_v2,
+};
 
 fn proxy_decode(c: &mut Criterion) {
     let identity = b"spiffe://cluster.local/ns/default/sa/sleep";
@@ -31,10 +35,18 @@ fn proxy_decode(c: &mut Criterion) {
     let cfg = ProxyConfig::default();
     c.bench_function("proxy_v2_decode_identity_and_metadata", |b| {
         b.iter(|| {
-            let Ok(Decoded::Complete { header, .. }) = decode(std::hint::black_box(&header), 4096) else {
+            let Ok(Decoded::Complete { header, .. }) = decode(std::hint::black_box(&header), 4096)
+            else {
                 panic!("benchmark header must decode")
             };
-            conn_info(&header, Binding::Sandwich { listener: "bench".into() }, &cfg).unwrap()
+            conn_info(
+                &header,
+                Binding::Sandwich {
+                    listener: "bench".into(),
+                },
+                &cfg,
+            )
+            .unwrap()
         })
     });
 }
@@ -54,7 +66,9 @@ fn manifests(rules: usize) -> String {
 }
 
 fn route_select(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("route_select");
     for rules in [10usize, 1_000, 10_000] {
         let config = parse_manifests(&manifests(rules), "bench.yaml").unwrap();
@@ -63,14 +77,18 @@ fn route_select(c: &mut Criterion) {
         let chain = FilterChain::new(vec![waypoint_filters::route::RouteFactory.build(&mut cx)]);
         assert!(cx.into_reports().is_empty());
         let config = Arc::new(config);
-        let mut conn = ConnInfo::new(Binding::Sandwich { listener: "bench".into() });
+        let mut conn = ConnInfo::new(Binding::Sandwich {
+            listener: "bench".into(),
+        });
         conn.destination = Some("10.96.0.10:80".parse::<SocketAddr>().unwrap());
         let conn = Arc::new(conn);
         // Longer prefixes take precedence, so `/r0/rule0` (among the shortest) is one of the
         // last entries the scan reaches: close to the worst case.
         group.bench_with_input(BenchmarkId::from_parameter(rules), &rules, |b, _| {
             b.to_async(&runtime).iter(|| async {
-                let mut req = http::Request::get("/r0/rule0/items?id=7").body(body::empty()).unwrap();
+                let mut req = http::Request::get("/r0/rule0/items?id=7")
+                    .body(body::empty())
+                    .unwrap();
                 let mut ctx = RequestContext::new(conn.clone(), config.clone());
                 let decision = chain.run_request(&mut req, &mut ctx).await;
                 assert!(matches!(decision, Decision::Continue));
@@ -84,8 +102,14 @@ fn route_select(c: &mut Criterion) {
 fn header_edits(c: &mut Criterion) {
     use waypoint_core::config::resources::{HeaderModifier, HttpHeader};
     let edits = waypoint_filters::route::HeaderEdits::compile(&HeaderModifier {
-        set: vec![HttpHeader { name: "x-env".into(), value: "prod".into() }],
-        add: vec![HttpHeader { name: "x-trace".into(), value: "on".into() }],
+        set: vec![HttpHeader {
+            name: "x-env".into(),
+            value: "prod".into(),
+        }],
+        add: vec![HttpHeader {
+            name: "x-trace".into(),
+            value: "on".into(),
+        }],
         remove: vec!["x-internal".into()],
     })
     .unwrap();

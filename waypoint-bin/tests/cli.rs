@@ -21,7 +21,11 @@ impl Drop for Guard {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn manifests(echo_port: u16) -> String {
@@ -46,7 +50,11 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -55,7 +63,12 @@ fn send(sock: &Path, path: &str) -> Output {
     waypoint()
         .args(["send", "--to"])
         .arg(format!("unix:{}", sock.display()))
-        .args(["--destination", "10.96.0.10:80", "--identity", "spiffe://cluster.local/ns/default/sa/sleep"])
+        .args([
+            "--destination",
+            "10.96.0.10:80",
+            "--identity",
+            "spiffe://cluster.local/ns/default/sa/sleep",
+        ])
         .args(["--path", path])
         .output()
         .unwrap()
@@ -66,10 +79,23 @@ fn check_reports_rejected_resources_and_exits_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.yaml");
     std::fs::write(&good, manifests(8080)).unwrap();
-    let out = waypoint().args(["check", "--config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = waypoint()
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.lines().any(|l| l.starts_with("ok") && l.contains("Service default/echo")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("Service default/echo")),
+        "{stdout}"
+    );
 
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
@@ -77,10 +103,17 @@ fn check_reports_rejected_resources_and_exits_nonzero() {
         format!("{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: broken}}\nspec:\n  clusterIP: not-an-ip\n  ports: [{{port: 80}}]\n", manifests(8080)),
     )
     .unwrap();
-    let out = waypoint().args(["check", "--config"]).arg(&bad).output().unwrap();
+    let out = waypoint()
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("REJECTED Service default/broken"), "{stdout}");
+    assert!(
+        stdout.contains("REJECTED Service default/broken"),
+        "{stdout}"
+    );
     assert!(stdout.contains("clusterIP"), "the field is named: {stdout}");
 }
 
@@ -90,7 +123,13 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     let echo_port = free_port();
     let _echo = Guard(
         waypoint()
-            .args(["echo", "--listen", &format!("127.0.0.1:{echo_port}"), "--pod", "echo-cli"])
+            .args([
+                "echo",
+                "--listen",
+                &format!("127.0.0.1:{echo_port}"),
+                "--pod",
+                "echo-cli",
+            ])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -120,7 +159,11 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("200 OK"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("200 OK"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("\"pod\":\"echo-cli\""), "{stdout}");
     assert!(stdout.contains("\"path\":\"/via-cli\""), "{stdout}");
 
@@ -132,17 +175,26 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("404") && stdout.contains("10.1.2.3:80"), "{stdout}");
+    assert!(
+        stdout.contains("404") && stdout.contains("10.1.2.3:80"),
+        "{stdout}"
+    );
 
     // SIGTERM: the process exits cleanly and removes its socket.
-    let status = Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &run.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     let exit = loop {
         if let Some(exit) = run.0.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "waypoint did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "waypoint did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");

@@ -428,17 +428,29 @@ async fn slow_clients_are_cut_off_and_oversized_headers_get_431() {
     let h = Harness::start_with(|o| o.http.header_read_timeout = Duration::from_millis(300)).await;
 
     // A client that sends half a request head and stalls is disconnected.
-    let mut slow = send::connect(&h.unix(), &claims("10.96.0.10:80")).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: echo\r\n").await.unwrap();
+    let mut slow = send::connect(&h.unix(), &claims("10.96.0.10:80"))
+        .await
+        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: echo\r\n")
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "cut off after {:?}", started.elapsed());
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "cut off after {:?}",
+        started.elapsed()
+    );
 
     // A request head over the limit is refused with 431; the waypoint keeps serving.
     let mut spec = get("/");
     spec.headers.push(("x-huge".into(), "a".repeat(100 * 1024)));
-    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &spec).await.unwrap();
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &spec)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_routed_with_identity(&h, &h.unix()).await;
 }
