@@ -432,15 +432,22 @@ fn endpoint_stats_survive_reloads() {
 /// Every manifest of the upstream Gateway API conformance suite parses, file by file.
 #[test]
 fn upstream_conformance_manifests_parse() {
-    let dir = std::env::var_os("GATEWAY_API_CONFORMANCE_DIR")
+    // WAYPOINT_CONFORMANCE_DIR names the copy of the upstream release (as .ci/run sets it).
+    let root = std::env::var_os("WAYPOINT_CONFORMANCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/conformance/gateway-api-v1.6.1/conformance")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/gateway-api-v1.6.1")
         });
+    let dir = root.join("conformance");
     if !dir.is_dir() {
+        // In CI the manifests must be there: a silent skip would hide a broken setup.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no conformance manifests at {} (set WAYPOINT_CONFORMANCE_DIR)",
+            dir.display()
+        );
         println!(
-            "skipping: no conformance manifests at {} (set GATEWAY_API_CONFORMANCE_DIR)",
+            "skipping: no conformance manifests at {} (set WAYPOINT_CONFORMANCE_DIR)",
             dir.display()
         );
         return;
