@@ -90,6 +90,7 @@ async fn demo(dir: &std::path::Path, identity: &str, path: &str) -> (StatusCode,
 
     let mut options = WaypointOptions::new(&config);
     options.sandwich = vec![ListenAddr::Unix(dir.join("waypoint.sock"))];
+    options.admin = None;
     // Vendor filters sit in the same chain as the built-ins, here after routing.
     let mut factories = waypoint_filters::builtin_factories();
     factories.push(Arc::new(CallerIdentityFactory));

@@ -8,10 +8,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use waypoint_core::config;
+use waypoint_core::config::build::MeshOptions;
 use waypoint_core::filter::ExtensionRegistry;
+use waypoint_core::identity::SpiffeId;
 use waypoint_core::proxy::SnapshotStore;
-use waypoint_core::runtime::{Waypoint, WaypointOptions};
+use waypoint_core::runtime::{
+    AccessLogSettings, CertSettings, HboneInbound, LogLevelHook, Waypoint, WaypointOptions,
+};
+use waypoint_core::telemetry::access_log::AccessLogFormat;
+use waypoint_core::tls::{CertPaths, DevCa};
+use waypoint_core::transport::hbone::HboneOptions;
 use waypoint_core::transport::listener::ListenAddr;
+use waypoint_core::upstream::{TunnelSource, UpstreamMode};
 
 use crate::tools::{echo, send};
 
@@ -52,6 +60,39 @@ pub enum Command {
     Echo(EchoArgs),
     /// Send a request to a sandwich listener with a PROXY v2 header, as ztunnel would.
     Send(SendArgs),
+    /// A development CA: mint a root and SPIFFE workload certificates for trying HBONE.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// `waypoint certs ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a CA (`ca-cert.pem`, `ca-key.pem`) in a directory.
+    Ca {
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Trust domain of the mesh.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
+    /// Issue a workload certificate in Istio's file layout (`cert-chain.pem`, `key.pem`,
+    /// `root-cert.pem`), signed by the CA in `--ca` (for example a mesh's `cacerts` files).
+    Issue {
+        /// Directory holding `ca-cert.pem` and `ca-key.pem`.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The workload's identity, `spiffe://<td>/ns/<ns>/sa/<sa>`.
+        #[arg(long)]
+        identity: String,
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        validity: Duration,
+    },
 }
 
 /// `waypoint run`.
@@ -96,6 +137,75 @@ pub struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long, env = "WAYPOINT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Do not open sandwich listeners (HBONE only).
+    #[arg(long, env = "WAYPOINT_NO_SANDWICH")]
+    pub no_sandwich: bool,
+    /// Terminate HBONE (mTLS HTTP/2 CONNECT) on this address, e.g. `0.0.0.0:15008`.
+    #[arg(long, env = "WAYPOINT_HBONE_LISTEN")]
+    pub hbone_listen: Option<SocketAddr>,
+    /// Directory with the waypoint's `cert-chain.pem`, `key.pem` and `root-cert.pem` (Istio's
+    /// layout); the files are watched and rotated certificates used for new handshakes.
+    #[arg(long, env = "WAYPOINT_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// The mesh's trust domain: endpoint identities are expected in it, and HBONE clients of it
+    /// are accepted.
+    #[arg(long, env = "WAYPOINT_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Further trust domains whose HBONE clients are accepted.
+    #[arg(long, env = "WAYPOINT_ACCEPT_TRUST_DOMAINS", value_delimiter = ',')]
+    pub accept_trust_domains: Vec<String>,
+    /// How endpoints are reached: `plain` (TCP to pod IPs; sandwiched, the in-pod ztunnel
+    /// captures it), `auto` (HBONE to mesh endpoints, TCP to the rest; needs --certs-dir), or
+    /// `ztunnel-unix:/path` (the co-located ztunnel's socket, PROXY v2 header first).
+    #[arg(long, env = "WAYPOINT_UPSTREAM", default_value = "plain", value_parser = parse_upstream_mode)]
+    pub upstream: UpstreamMode,
+    /// Namespaces whose endpoints are in the mesh even without a `Namespace` manifest labelled
+    /// `istio.io/dataplane-mode: ambient`.
+    #[arg(long, env = "WAYPOINT_AMBIENT_NAMESPACES", value_delimiter = ',')]
+    pub ambient_namespaces: Vec<String>,
+    /// The waypoint's own IP, named as source toward the co-located ztunnel when the client's is
+    /// unknown.
+    #[arg(long, env = "POD_IP")]
+    pub own_ip: Option<std::net::IpAddr>,
+    /// Admin server address (`/metrics`, `/healthz/ready`, `/config_dump`, `/logging`), or `off`.
+    #[arg(long, env = "WAYPOINT_ADMIN_ADDR", default_value = "127.0.0.1:15000", value_parser = parse_admin_addr)]
+    pub admin_addr: AdminAddr,
+    /// Access log lines on stdout: `json`, `text` or `off`.
+    #[arg(long, env = "WAYPOINT_ACCESS_LOG", default_value = "off")]
+    pub access_log: AccessLogChoice,
+    /// Fraction of requests written to the access log.
+    #[arg(long, env = "WAYPOINT_ACCESS_LOG_SAMPLE", default_value = "1.0")]
+    pub access_log_sample: f64,
+    /// Cluster name for metric labels (Istio's `CLUSTER_ID`).
+    #[arg(long, env = "CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// DNS suffix of Services, for `destination_service` labels.
+    #[arg(long, env = "WAYPOINT_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+}
+
+/// The admin server address, or none.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminAddr(pub Option<SocketAddr>);
+
+fn parse_admin_addr(s: &str) -> Result<AdminAddr, String> {
+    if s == "off" {
+        return Ok(AdminAddr(None));
+    }
+    s.parse()
+        .map(|a| AdminAddr(Some(a)))
+        .map_err(|e| format!("{s:?} is not an address or `off`: {e}"))
+}
+
+/// Access log choice.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AccessLogChoice {
+    /// One JSON object per request.
+    Json,
+    /// One text line per request.
+    Text,
+    /// No access log.
+    Off,
 }
 
 /// `waypoint check`.
@@ -153,10 +263,31 @@ pub struct SendArgs {
     /// Speak HTTP/2 with prior knowledge.
     #[arg(long)]
     pub h2c: bool,
+    /// Go through the waypoint's HBONE listener at this address instead of `--to`, as a client
+    /// ztunnel does (needs --certs-dir).
+    #[arg(long)]
+    pub hbone: Option<SocketAddr>,
+    /// The client's certificates for --hbone (Istio layout).
+    #[arg(long)]
+    pub certs_dir: Option<PathBuf>,
+    /// The identity the waypoint must present over --hbone.
+    #[arg(long, default_value = "spiffe://cluster.local/ns/default/sa/waypoint")]
+    pub server_identity: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     config::resources::parse_gateway_duration(s)
+}
+
+fn parse_upstream_mode(s: &str) -> Result<UpstreamMode, String> {
+    match s {
+        "plain" => Ok(UpstreamMode::Plain),
+        "auto" => Ok(UpstreamMode::Auto),
+        _ => match s.strip_prefix("ztunnel-unix:") {
+            Some(path) if !path.is_empty() => Ok(UpstreamMode::ZtunnelUnix(path.into())),
+            _ => Err(format!("{s:?}: expected plain, auto or ztunnel-unix:/path")),
+        },
+    }
 }
 
 fn parse_tlv_type(s: &str) -> Result<u8, String> {
@@ -172,8 +303,9 @@ fn parse_octal(s: &str) -> Result<u32, String> {
         .map_err(|e| format!("{s:?} is not an octal mode: {e}"))
 }
 
-/// Runs `waypoint run` until SIGTERM/SIGINT.
-pub async fn run(args: RunArgs) -> ExitCode {
+/// Runs `waypoint run` until SIGTERM/SIGINT. `log_level` changes the process's log filter
+/// (served at the admin server's `/logging`).
+pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
     let mut options = WaypointOptions::new(&args.config);
     options.sandwich = args.sandwich_listen.clone();
     options.reload_interval = args.reload_interval;
@@ -183,6 +315,41 @@ pub async fn run(args: RunArgs) -> ExitCode {
     options.listener.unix_mode = args.unix_socket_mode;
     options.upstream.connect_timeout = args.connect_timeout;
     options.upstream.request_timeout = args.request_timeout;
+    if args.no_sandwich {
+        options.sandwich.clear();
+    }
+    let mut trust_domains = vec![args.trust_domain.clone()];
+    trust_domains.extend(args.accept_trust_domains.iter().cloned());
+    options.certs = args.certs_dir.as_ref().map(|dir| CertSettings {
+        paths: CertPaths::in_dir(dir),
+        trust_domains,
+        reload_interval: args.reload_interval,
+    });
+    options.upstream.mode = args.upstream.clone();
+    options.upstream.own_ip = args.own_ip;
+    options.mesh = MeshOptions {
+        trust_domain: args.trust_domain.clone(),
+        ambient_namespaces: args.ambient_namespaces.iter().cloned().collect(),
+    };
+    options.hbone = args.hbone_listen.map(|addr| HboneInbound {
+        addr,
+        options: HboneOptions::default(),
+    });
+    options.admin = args.admin_addr.0;
+    options.access_log = match args.access_log {
+        AccessLogChoice::Json => Some(AccessLogSettings {
+            format: AccessLogFormat::Json,
+            sample: args.access_log_sample,
+        }),
+        AccessLogChoice::Text => Some(AccessLogSettings {
+            format: AccessLogFormat::Text,
+            sample: args.access_log_sample,
+        }),
+        AccessLogChoice::Off => None,
+    };
+    options.cluster_id = args.cluster_id.clone();
+    options.cluster_domain = args.cluster_domain.clone();
+    options.log_level = log_level;
 
     let running = match Waypoint::start(
         options,
@@ -197,6 +364,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = running.admin_addr() {
+        tracing::info!(%addr, "admin server ready: /metrics /healthz/ready /config_dump /logging");
+    }
+    if let Some(addr) = running.hbone_addr() {
+        let identity = running
+            .certs()
+            .map(|c| c.identity().to_string())
+            .unwrap_or_default();
+        tracing::info!(listener = %addr, %identity, "HBONE listener ready");
+    }
     for addr in running.sandwich_addrs() {
         tracing::info!(listener = %addr, "sandwich listener ready (PROXY protocol {})", if args.proxy_optional { "optional" } else { "required" });
     }
@@ -309,7 +486,35 @@ pub async fn send(args: SendArgs) -> ExitCode {
         body: Bytes::from(args.data),
         h2c: args.h2c,
     };
-    match send::send(&args.to, &claims, &spec).await {
+    let result = match args.hbone {
+        None => send::send(&args.to, &claims, &spec).await,
+        Some(via) => {
+            let Some(dir) = &args.certs_dir else {
+                eprintln!("error: --hbone needs --certs-dir with the client's certificates");
+                return ExitCode::FAILURE;
+            };
+            let server_identity = match args.server_identity.parse() {
+                Ok(id) => id,
+                Err(e) => {
+                    eprintln!("error: --server-identity: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let hbone = send::HboneClaims {
+                via,
+                certs: CertPaths::in_dir(dir),
+                server_identity,
+                destination: claims.destination,
+                source: TunnelSource {
+                    address: Some(claims.source),
+                    baggage: claims.baggage.clone(),
+                    traceparent: None,
+                },
+            };
+            send::send_hbone(&hbone, &spec).await
+        }
+    };
+    match result {
         Ok(resp) => {
             println!("{:?} {}", resp.version(), resp.status());
             for (name, value) in resp.headers() {
@@ -317,6 +522,46 @@ pub async fn send(args: SendArgs) -> ExitCode {
             }
             println!();
             println!("{}", String::from_utf8_lossy(resp.body()));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `waypoint certs ...`.
+pub fn certs(command: CertsCommand) -> ExitCode {
+    let result = match command {
+        CertsCommand::Ca { out, trust_domain } => DevCa::generate(&trust_domain)
+            .and_then(|ca| ca.write_ca(&out))
+            .map(|()| format!("wrote {0}/ca-cert.pem and {0}/ca-key.pem", out.display()))
+            .map_err(|e| e.to_string()),
+        CertsCommand::Issue {
+            ca,
+            identity,
+            out,
+            validity,
+        } => (|| {
+            let id: SpiffeId = identity.parse().map_err(|e| format!("--identity: {e}"))?;
+            let read = |name: &str| {
+                std::fs::read_to_string(ca.join(name))
+                    .map_err(|e| format!("{}: {e}", ca.join(name).display()))
+            };
+            let ca = DevCa::from_pem(&read("ca-cert.pem")?, &read("ca-key.pem")?)
+                .map_err(|e| e.to_string())?;
+            ca.write_workload_dir(&out, &id, validity)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(format!(
+                "wrote {id} to {0}/cert-chain.pem, key.pem, root-cert.pem",
+                out.display()
+            ))
+        })(),
+    };
+    match result {
+        Ok(message) => {
+            println!("{message}");
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -137,12 +137,14 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, manifests(echo_port)).unwrap();
     let sock = dir.path().join("waypoint.sock");
+    let admin_port = free_port();
     let mut run = Guard(
         waypoint()
             .args(["run", "--config"])
             .arg(&config)
             .arg("--sandwich-listen")
             .arg(format!("unix:{}", sock.display()))
+            .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -180,6 +182,18 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
         "{stdout}"
     );
 
+    // The admin server is ready and counts the request with Istio's labels.
+    assert!(admin_get(admin_port, "/healthz/ready").starts_with("HTTP/1.1 200"));
+    let metrics = admin_get(admin_port, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("source_principal=\"spiffe://cluster.local/ns/default/sa/sleep\"")
+                && l.contains("response_code=\"200\"")),
+        "{metrics}"
+    );
+
     // SIGTERM: the process exits cleanly and removes its socket.
     let status = Command::new("kill")
         .args(["-TERM", &run.0.id().to_string()])
@@ -199,4 +213,18 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     };
     assert!(exit.success(), "{exit:?}");
     assert!(!sock.exists(), "the socket file is removed on exit");
+}
+
+/// A plain HTTP/1.1 GET to the admin server; returns the whole response.
+fn admin_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
 }

@@ -143,6 +143,7 @@ impl Harness {
             ListenAddr::Tcp(([127, 0, 0, 1], 0).into()),
         ];
         options.reload_interval = Duration::from_millis(100);
+        options.admin = Some(([127, 0, 0, 1], 0).into());
         adjust(&mut options);
         let mut factories = waypoint_filters::builtin_factories();
         factories.push(Arc::new(ProbeFactory(probe.clone())));
@@ -453,4 +454,77 @@ async fn slow_clients_are_cut_off_and_oversized_headers_get_431() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_routed_with_identity(&h, &h.unix()).await;
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response as text.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn istio_metrics_and_trace_context_reach_operators_and_upstreams() {
+    let h = Harness::start(Duration::from_secs(5)).await;
+    let admin = h.waypoint().admin_addr().unwrap();
+    assert!(
+        http_get(admin, "/healthz/ready")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut spec = get("/traced");
+    spec.headers.push((
+        "traceparent".into(),
+        format!("00-{trace_id}-00f067aa0ba902b7-01"),
+    ));
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &spec)
+        .await
+        .unwrap();
+    let upstream_sees = json(resp.body())["headers"]["Traceparent"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = upstream_sees.split('-').collect();
+    assert_eq!(parts[1], trace_id, "same trace");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "the waypoint's own span");
+    assert_eq!(parts[3], "01", "sampling kept");
+    send::send(&h.unix(), &claims("10.96.0.10:80"), &get("/blocked"))
+        .await
+        .unwrap();
+
+    let metrics = http_get(admin, "/metrics").await;
+    let line = |code: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains(&format!("response_code=\"{code}\""))
+            })
+            .unwrap_or_else(|| panic!("no istio_requests_total for {code}:\n{metrics}"))
+            .to_owned()
+    };
+    let ok = line("200");
+    for label in [
+        "reporter=\"waypoint\"",
+        "source_principal=\"spiffe://cluster.local/ns/shop/sa/cart\"",
+        "source_workload=\"cart\"",
+        "source_workload_namespace=\"shop\"",
+        "source_version=\"v3\"",
+        "source_cluster=\"c1\"",
+        "destination_service_name=\"echo\"",
+        "destination_service_namespace=\"default\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(ok.contains(label), "{label} missing in {ok}");
+    }
+    assert!(ok.trim_end().ends_with(" 1"), "{ok}");
+    assert!(line("418").trim_end().ends_with(" 1"));
+    assert!(metrics.contains("istio_request_duration_milliseconds_count{"));
+    assert!(metrics.contains("waypoint_connections_accepted_total{binding=\"sandwich\"}"));
 }

@@ -167,6 +167,8 @@ pub struct ConnInfo {
     pub target_service: Option<String>,
     /// Every PROXY TLV as received, including the ones decoded above.
     pub tlvs: Vec<Tlv>,
+    /// The W3C `traceparent` the tunnel was opened with (HBONE CONNECT header), if any.
+    pub traceparent: Option<String>,
     /// When the connection was accepted.
     pub accepted_at: Instant,
 }
@@ -182,6 +184,7 @@ impl ConnInfo {
             source_workload: WorkloadMetadata::default(),
             target_service: None,
             tlvs: Vec::new(),
+            traceparent: None,
             accepted_at: Instant::now(),
         }
     }

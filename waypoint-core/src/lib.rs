@@ -10,6 +10,7 @@
 //! - [`upstream`]: forwarding to the chosen backend's endpoints over pooled connections.
 //! - [`proxy`]: the request path tying them together, and the snapshot store it reads.
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod conn;
@@ -19,5 +20,7 @@ pub mod identity;
 pub mod proxy;
 pub mod runtime;
 pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
 pub mod transport;
 pub mod upstream;

@@ -18,6 +18,7 @@ use crate::filter::{
     BuildContext, BuildReport, Decision, ExtensionRegistry, FilterChain, FilterFactory,
     RequestContext,
 };
+use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
 
 /// A config and the filter chain compiled from it. Immutable.
@@ -144,17 +145,23 @@ fn build(
     }
 }
 
-/// Serves requests: the snapshot store's chain, then the upstream.
+/// Serves requests: the snapshot store's chain, then the upstream, observed by telemetry.
 #[derive(Debug)]
 pub struct Proxy {
     store: Arc<SnapshotStore>,
     upstream: Arc<Upstream>,
+    telemetry: Telemetry,
 }
 
 impl Proxy {
-    /// A proxy reading snapshots from `store` and forwarding with `upstream`.
-    pub fn new(store: Arc<SnapshotStore>, upstream: Arc<Upstream>) -> Self {
-        Proxy { store, upstream }
+    /// A proxy reading snapshots from `store`, forwarding with `upstream`, and recording
+    /// metrics, access logs and trace context with `telemetry`.
+    pub fn new(store: Arc<SnapshotStore>, upstream: Arc<Upstream>, telemetry: Telemetry) -> Self {
+        Proxy {
+            store,
+            upstream,
+            telemetry,
+        }
     }
 
     /// The snapshot store.
@@ -170,6 +177,8 @@ impl Proxy {
     ) -> http::Response<Body> {
         let snapshot = self.store.load();
         let mut req = req.map(body::boxed);
+        // Before the chain, so filters and the upstream see the propagated trace context.
+        let record = self.telemetry.begin(&mut req, &conn);
         let mut ctx = RequestContext::new(conn, snapshot.config.clone());
         let resp = match snapshot.chain.run_request(&mut req, &mut ctx).await {
             Decision::Respond(resp) => resp,
@@ -188,6 +197,6 @@ impl Proxy {
             elapsed_us = ctx.started.elapsed().as_micros() as u64,
             "request"
         );
-        resp
+        self.telemetry.finish(record, &ctx, resp)
     }
 }

@@ -15,17 +15,28 @@
 //! # Ok(()) }
 //! ```
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::registry::Registry;
 use std::time::Duration;
 
-use crate::config::build::EndpointStatsCache;
+use crate::admin::{AdminServer, AdminState, SetLogLevel};
+use crate::config::build::{EndpointStatsCache, MeshOptions};
 use crate::config::watch::ConfigWatcher;
 use crate::config::{self, LoadError};
+use crate::conn::ConnInfo;
 use crate::filter::{ExtensionRegistry, FilterFactory};
 use crate::http::{HttpServer, HttpServerConfig};
 use crate::proxy::{Proxy, Snapshot, SnapshotStore};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
+use crate::telemetry::{Telemetry, TelemetryOptions};
+use crate::tls::{CertPaths, CertStore, TlsError};
+use crate::transport::BoxedIo;
+use crate::transport::hbone::{HboneListener, HboneOptions};
 use crate::transport::listener::{ListenAddr, ListenerOptions, SandwichListener};
 use crate::transport::metrics::TransportMetrics;
 use crate::transport::proxy_protocol::ProxyConfig;
@@ -47,8 +58,66 @@ pub struct WaypointOptions {
     pub listener: ListenerOptions,
     /// Limits of the HTTP server side.
     pub http: HttpServerConfig,
-    /// Upstream timeouts and pooling.
+    /// Upstream timeouts, pooling and transport (plain, HBONE, co-located ztunnel).
     pub upstream: UpstreamConfig,
+    /// Which endpoints are in the mesh (HBONE) and the trust domain of their identities.
+    pub mesh: MeshOptions,
+    /// Native HBONE inbound (mTLS HTTP/2 CONNECT, usually on `:15008`); `None` disables it.
+    pub hbone: Option<HboneInbound>,
+    /// The waypoint's certificates, needed by HBONE inbound and outbound; `None` runs without an
+    /// identity (sandwich only, plain upstream).
+    pub certs: Option<CertSettings>,
+    /// The admin server (`/metrics`, `/healthz/ready`, `/config_dump`, `/logging`); `None`
+    /// disables it.
+    pub admin: Option<SocketAddr>,
+    /// Access logs to stdout; `None` disables them (Istio's default).
+    pub access_log: Option<AccessLogSettings>,
+    /// The cluster name (Istio's `CLUSTER_ID`) for metric labels.
+    pub cluster_id: Option<String>,
+    /// The DNS suffix of Services (`cluster.local`).
+    pub cluster_domain: String,
+    /// Changes the log filter at run time (`POST /logging?level=`); `None` answers 501.
+    pub log_level: Option<LogLevelHook>,
+}
+
+/// Access log format and sampling.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLogSettings {
+    /// JSON (default) or text lines.
+    pub format: AccessLogFormat,
+    /// Fraction of requests logged, `0.0..=1.0`.
+    pub sample: f64,
+}
+
+/// A function that changes the process's log filter (the binary wires it to its subscriber).
+#[derive(Clone)]
+pub struct LogLevelHook(pub SetLogLevel);
+
+impl std::fmt::Debug for LogLevelHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogLevelHook")
+    }
+}
+
+/// Where the waypoint's workload certificates come from.
+#[derive(Clone, Debug)]
+pub struct CertSettings {
+    /// Certificate chain, key and trust bundle files (watched: rotated files are used for new
+    /// handshakes).
+    pub paths: CertPaths,
+    /// Trust domains whose clients are accepted; empty = the waypoint's own.
+    pub trust_domains: Vec<String>,
+    /// How often the files are checked for rotation.
+    pub reload_interval: Duration,
+}
+
+/// The HBONE listener's address and HTTP/2 settings.
+#[derive(Clone, Debug)]
+pub struct HboneInbound {
+    /// Address to listen on (ztunnels dial `<waypoint ip>:15008`).
+    pub addr: SocketAddr,
+    /// HTTP/2 and handshake settings.
+    pub options: HboneOptions,
 }
 
 impl WaypointOptions {
@@ -63,6 +132,14 @@ impl WaypointOptions {
             listener: ListenerOptions::default(),
             http: HttpServerConfig::default(),
             upstream: UpstreamConfig::default(),
+            mesh: MeshOptions::default(),
+            hbone: None,
+            certs: None,
+            admin: Some(AdminServer::DEFAULT_ADDR),
+            access_log: None,
+            cluster_id: None,
+            cluster_domain: "cluster.local".into(),
+            log_level: None,
         }
     }
 }
@@ -73,6 +150,15 @@ pub enum StartError {
     /// The initial config could not be read.
     #[error("cannot load config: {0}")]
     Config(#[from] LoadError),
+    /// Telemetry could not start (the access log writer).
+    #[error("cannot start telemetry: {0}")]
+    Telemetry(std::io::Error),
+    /// The certificates could not be loaded.
+    #[error("cannot load certificates: {0}")]
+    Certs(#[from] TlsError),
+    /// HBONE inbound was asked for without certificates.
+    #[error("HBONE needs the waypoint's certificates (set the certificate paths)")]
+    HboneWithoutCerts,
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -96,15 +182,66 @@ impl Waypoint {
         factories: Vec<Arc<dyn FilterFactory>>,
         extensions: ExtensionRegistry,
     ) -> Result<RunningWaypoint, StartError> {
-        let cache = Arc::new(EndpointStatsCache::default());
+        Self::start_with_registry(options, factories, extensions, Registry::default()).await
+    }
+
+    /// Like [`Waypoint::start`], adding waypoint's metrics to `registry`, which a vendor may
+    /// already have filled with its own; the admin server's `/metrics` serves all of them.
+    pub async fn start_with_registry(
+        options: WaypointOptions,
+        factories: Vec<Arc<dyn FilterFactory>>,
+        extensions: ExtensionRegistry,
+        mut registry: Registry,
+    ) -> Result<RunningWaypoint, StartError> {
+        let cache = Arc::new(EndpointStatsCache::with_mesh(options.mesh.clone()));
         // The watcher takes its baseline before the initial load, so an edit made while we
         // start is picked up by the first poll instead of being missed.
         let watcher = ConfigWatcher::new(options.config_path.clone(), cache.clone());
         let initial = config::load::load_path_with(&options.config_path, &cache)?;
         let store = Arc::new(SnapshotStore::new(factories, extensions));
-        log_statuses(&store.apply(initial));
+        let telemetry = Telemetry::new(
+            &mut registry,
+            TelemetryOptions {
+                access_log: options.access_log.map(|s| AccessLogOptions {
+                    format: s.format,
+                    sample: s.sample,
+                    ..Default::default()
+                }),
+                cluster_domain: options.cluster_domain.clone(),
+                cluster: options.cluster_id.clone(),
+            },
+        )
+        .map_err(StartError::Telemetry)?;
+        let initial = store.apply(initial);
+        telemetry.reload(true, initial.version);
+        log_statuses(&initial);
 
+        let certs = match &options.certs {
+            Some(settings) => Some(CertStore::load(
+                settings.paths.clone(),
+                settings.trust_domains.clone(),
+            )?),
+            None => None,
+        };
         let metrics = Arc::new(TransportMetrics::new());
+        metrics.register(&mut registry);
+        let hbone = match (&options.hbone, &certs) {
+            (None, _) => None,
+            (Some(_), None) => return Err(StartError::HboneWithoutCerts),
+            (Some(inbound), Some(certs)) => Some(
+                HboneListener::bind(
+                    inbound.addr,
+                    certs.clone(),
+                    inbound.options.clone(),
+                    metrics.clone(),
+                )
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: ListenAddr::Tcp(inbound.addr),
+                    source,
+                })?,
+            ),
+        };
         let mut listeners = Vec::new();
         for addr in &options.sandwich {
             let listener = SandwichListener::bind(
@@ -124,29 +261,67 @@ impl Waypoint {
         let (trigger, shutdown) = shutdown::channel();
         let proxy = Arc::new(Proxy::new(
             store.clone(),
-            Arc::new(Upstream::new(options.upstream.clone())),
+            Arc::new(Upstream::with_certs(
+                options.upstream.clone(),
+                certs.clone(),
+            )),
+            telemetry.clone(),
         ));
         let http = HttpServer::new(&options.http);
         let sandwich_addrs = listeners.iter().map(|l| l.local_addr()).collect();
-        for listener in listeners {
-            let (proxy, http, conn_shutdown) = (proxy.clone(), http.clone(), shutdown.clone());
-            let handler = move |io, conn| {
-                let (proxy, http, shutdown) = (proxy.clone(), http.clone(), conn_shutdown.clone());
+        let hbone_addr = hbone.as_ref().map(|l| l.local_addr());
+        // Every binding ends in the same place: a byte stream and its ConnInfo, served as HTTP.
+        let handler = {
+            let shutdown = shutdown.clone();
+            let (telemetry, store) = (telemetry.clone(), store.clone());
+            move |io, conn: ConnInfo| {
+                let (proxy, http, shutdown) = (proxy.clone(), http.clone(), shutdown.clone());
+                let io: BoxedIo = Box::new(telemetry.counted(io, &conn, &store.load().config));
                 async move {
-                    http.serve(
-                        io,
-                        Arc::new(conn),
-                        move |req, conn| {
-                            let proxy = proxy.clone();
-                            async move { proxy.handle(req, conn).await }
-                        },
-                        shutdown,
-                    )
-                    .await
+                    let serve = move |req, conn| {
+                        let proxy = proxy.clone();
+                        async move { proxy.handle(req, conn).await }
+                    };
+                    http.serve(io, Arc::new(conn), serve, shutdown).await
                 }
-            };
-            tokio::spawn(listener.serve(handler, shutdown.clone()));
+            }
+        };
+        for listener in listeners {
+            tokio::spawn(listener.serve(handler.clone(), shutdown.clone()));
         }
+        if let Some(listener) = hbone {
+            tokio::spawn(listener.serve(handler.clone(), shutdown.clone()));
+        }
+        if let (Some(certs), Some(settings)) = (&certs, &options.certs) {
+            tokio::spawn(
+                certs
+                    .clone()
+                    .watch(settings.reload_interval, shutdown.clone()),
+            );
+        }
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin_addr = match options.admin {
+            Some(addr) => {
+                let state = AdminState {
+                    registry: Arc::new(registry),
+                    store: store.clone(),
+                    ready: ready.clone(),
+                    set_log_level: options.log_level.as_ref().map(|hook| hook.0.clone()),
+                };
+                let admin =
+                    AdminServer::bind(addr, state)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: ListenAddr::Tcp(addr),
+                            source,
+                        })?;
+                let local = admin.local_addr();
+                tokio::spawn(admin.serve(shutdown.clone()));
+                Some(local)
+            }
+            None => None,
+        };
 
         let reload_store = store.clone();
         tokio::spawn(watcher.run(
@@ -154,17 +329,27 @@ impl Waypoint {
             move |result| match result {
                 Ok(config) => {
                     let snapshot = reload_store.apply(config);
+                    telemetry.reload(true, snapshot.version);
                     tracing::info!(version = snapshot.version, "config reloaded");
                     log_statuses(&snapshot);
                 }
-                Err(err) => tracing::error!(error = %err, "config reload failed; still serving the last good config"),
+                Err(err) => {
+                    telemetry.reload(false, reload_store.load().version);
+                    tracing::error!(error = %err, "config reload failed; still serving the last good config")
+                }
             },
             shutdown.clone(),
         ));
 
+        // Listeners, watcher and admin are up: from here the readiness probe may pass.
+        ready.store(true, Ordering::Release);
         Ok(RunningWaypoint {
+            ready,
+            admin_addr,
             store,
             sandwich_addrs,
+            hbone_addr,
+            certs,
             metrics,
             trigger,
             _shutdown: shutdown,
@@ -184,7 +369,11 @@ fn log_statuses(snapshot: &Snapshot) {
 #[derive(Debug)]
 pub struct RunningWaypoint {
     store: Arc<SnapshotStore>,
+    ready: Arc<AtomicBool>,
+    admin_addr: Option<SocketAddr>,
     sandwich_addrs: Vec<ListenAddr>,
+    hbone_addr: Option<SocketAddr>,
+    certs: Option<Arc<CertStore>>,
     metrics: Arc<TransportMetrics>,
     trigger: ShutdownTrigger,
     // Kept so the drain waits for tasks, not for this handle.
@@ -195,6 +384,21 @@ impl RunningWaypoint {
     /// The bound sandwich listener addresses (real ports when port 0 was asked for).
     pub fn sandwich_addrs(&self) -> &[ListenAddr] {
         &self.sandwich_addrs
+    }
+
+    /// The admin server's address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The bound HBONE listener address, when HBONE inbound is on.
+    pub fn hbone_addr(&self) -> Option<SocketAddr> {
+        self.hbone_addr
+    }
+
+    /// The waypoint's certificates, when it has an identity.
+    pub fn certs(&self) -> Option<&Arc<CertStore>> {
+        self.certs.as_ref()
     }
 
     /// The snapshot store (current config, statuses).
@@ -211,8 +415,13 @@ impl RunningWaypoint {
     /// everything drained in time.
     pub async fn shutdown(self, deadline: Duration) -> bool {
         let RunningWaypoint {
-            trigger, _shutdown, ..
+            trigger,
+            _shutdown,
+            ready,
+            ..
         } = self;
+        // Fail the readiness probe first so the mesh stops sending new connections.
+        ready.store(false, Ordering::Release);
         drop(_shutdown);
         trigger.shutdown(deadline).await
     }

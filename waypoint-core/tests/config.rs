@@ -436,7 +436,8 @@ fn upstream_conformance_manifests_parse() {
     let root = std::env::var_os("WAYPOINT_CONFORMANCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/gateway-api-v1.6.1")
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/conformance/gateway-api-v1.6.1")
         });
     let dir = root.join("conformance");
     if !dir.is_dir() {

@@ -120,6 +120,7 @@ fn service(protocol: AppProtocol, addrs: &[SocketAddr]) -> Arc<ServiceBackend> {
             .map(|&address| Endpoint {
                 address,
                 stats: Arc::new(EndpointStats::default()),
+                transport: Default::default(),
             })
             .collect(),
     })

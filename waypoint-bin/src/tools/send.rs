@@ -10,9 +10,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
+use waypoint_core::identity::SpiffeId;
+use waypoint_core::tls::{CertPaths, CertStore, ExpectedIdentity};
 use waypoint_core::transport::BoxedIo;
 use waypoint_core::transport::listener::ListenAddr;
 use waypoint_core::transport::proxy_protocol::encode_v2;
+use waypoint_core::upstream::{HboneClientOptions, HbonePool, TunnelSource};
 
 /// PROXY TLV type of the source SPIFFE identity (Istio's choice).
 pub const TLV_IDENTITY: u8 = 0xD0;
@@ -44,6 +47,9 @@ pub enum SendError {
     /// The request could not be built.
     #[error("invalid request: {0}")]
     Request(String),
+    /// The HBONE tunnel could not be opened.
+    #[error("HBONE tunnel through {0} failed: {1}")]
+    Tunnel(String, String),
 }
 
 /// Connects to `to` and writes the PROXY v2 header for `claims`.
@@ -93,10 +99,48 @@ pub async fn send(
     spec: &RequestSpec,
 ) -> Result<Response<Bytes>, SendError> {
     let io = connect(to, claims).await?;
-    let host = spec
-        .host
-        .clone()
-        .unwrap_or_else(|| claims.destination.to_string());
+    exchange(io, claims.destination, spec).await
+}
+
+/// How to reach a waypoint over HBONE, as a client ztunnel does.
+#[derive(Clone, Debug)]
+pub struct HboneClaims {
+    /// The waypoint's HBONE address (`<waypoint ip>:15008`).
+    pub via: SocketAddr,
+    /// The client's certificates (Istio layout: `cert-chain.pem`, `key.pem`, `root-cert.pem`).
+    pub certs: CertPaths,
+    /// The identity the waypoint must present.
+    pub server_identity: SpiffeId,
+    /// The original destination (`CONNECT` authority: the Service VIP:port).
+    pub destination: SocketAddr,
+    /// The original client's address and metadata, sent as `forwarded` and `baggage`.
+    pub source: TunnelSource,
+}
+
+/// Opens an HBONE tunnel to the waypoint and sends one request through it.
+pub async fn send_hbone(
+    claims: &HboneClaims,
+    spec: &RequestSpec,
+) -> Result<Response<Bytes>, SendError> {
+    let via = claims.via.to_string();
+    let certs = CertStore::load(claims.certs.clone(), Vec::new())
+        .map_err(|e| SendError::Tunnel(via.clone(), e.to_string()))?;
+    let pool = HbonePool::new(certs, HboneClientOptions::default());
+    let expected = [ExpectedIdentity::Exact(claims.server_identity.clone())];
+    let stream = pool
+        .connect_via(claims.via, claims.destination, &expected, &claims.source)
+        .await
+        .map_err(|e| SendError::Tunnel(via, e.to_string()))?;
+    exchange(Box::new(stream), claims.destination, spec).await
+}
+
+/// Sends `spec` as HTTP/1.1 (or h2c) on `io` and reads the whole response.
+async fn exchange(
+    io: BoxedIo,
+    destination: SocketAddr,
+    spec: &RequestSpec,
+) -> Result<Response<Bytes>, SendError> {
+    let host = spec.host.clone().unwrap_or_else(|| destination.to_string());
     let mut builder = Request::builder().method(spec.method.clone());
     builder = if spec.h2c {
         builder

@@ -2,6 +2,8 @@
 //! Istio's validation), statuses for every resource, and the indexes the request path reads
 //! (Service ports by VIP and by name, each with its ready endpoints).
 
+mod mesh;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -17,20 +19,39 @@ use super::{
     AppProtocol, Condition, Config, Endpoint, EndpointStats, ResourceRef, ResourceStatus,
     ServiceBackend,
 };
+use mesh::MeshIndex;
+pub use mesh::{DATAPLANE_MODE_LABEL, MeshOptions};
 
 /// Endpoint load-balancing state by address, kept across config reloads: a new snapshot gets
 /// the same [`EndpointStats`] as the old one for an endpoint that is still there, so in-flight
 /// counts stay right while both snapshots serve. Entries are weak: an endpoint that left every
 /// live snapshot is forgotten.
+///
+/// It also carries the [`MeshOptions`] builds apply (trust domain, ambient namespaces), since
+/// every build of a process goes through the same cache.
 #[derive(Debug, Default)]
 pub struct EndpointStatsCache {
     entries: Mutex<HashMap<SocketAddr, Weak<EndpointStats>>>,
+    mesh: MeshOptions,
 }
 
 impl EndpointStatsCache {
-    /// An empty cache.
+    /// An empty cache with the default mesh options (`cluster.local`, no extra namespaces).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty cache whose builds decide endpoint transports with `mesh`.
+    pub fn with_mesh(mesh: MeshOptions) -> Self {
+        EndpointStatsCache {
+            entries: Mutex::default(),
+            mesh,
+        }
+    }
+
+    /// The mesh options builds through this cache use.
+    pub fn mesh(&self) -> &MeshOptions {
+        &self.mesh
     }
 
     /// The process-wide cache used by [`load_path`](super::load_path) and
@@ -113,8 +134,9 @@ pub fn build(
 
     let mut by_destination = HashMap::new();
     let mut by_name = HashMap::new();
+    let mesh = MeshIndex::new(cache.mesh(), &resources.others);
     for service in &resources.services {
-        for backend in service_backends(service, &resources.endpoint_slices, cache) {
+        for backend in service_backends(service, &resources.endpoint_slices, cache, &mesh) {
             let backend = Arc::new(backend);
             for ip in &backend.cluster_ips {
                 let addr = SocketAddr::new(*ip, backend.port);
@@ -305,6 +327,7 @@ fn service_backends(
     service: &Sourced<Service>,
     slices: &[Sourced<EndpointSlice>],
     cache: &EndpointStatsCache,
+    mesh: &MeshIndex<'_>,
 ) -> Vec<ServiceBackend> {
     if service.spec.kind == ServiceType::ExternalName {
         return Vec::new();
@@ -363,6 +386,8 @@ fn service_backends(
                     endpoints.push(Endpoint {
                         address,
                         stats: cache.stats(address),
+                        transport: mesh
+                            .transport(slice.metadata.namespace(), ep.target_ref.as_ref()),
                     });
                 }
             }

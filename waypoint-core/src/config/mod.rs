@@ -99,6 +99,22 @@ pub struct EndpointStats {
     pub in_flight: AtomicUsize,
 }
 
+/// How the waypoint may reach an endpoint when it connects to it itself (upstream
+/// [`UpstreamMode::Auto`](crate::upstream::UpstreamMode::Auto)).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EndpointTransport {
+    /// Not in the mesh (or not known to be): plain TCP.
+    #[default]
+    Plain,
+    /// In the ambient mesh: an HBONE tunnel through the endpoint's ztunnel, whose certificate
+    /// must carry `identity`.
+    Hbone {
+        /// The identity the endpoint's ztunnel must present for this workload: the pod's
+        /// service account when the pod is known, else any identity of its namespace.
+        identity: crate::tls::ExpectedIdentity,
+    },
+}
+
 /// A ready endpoint of a backend.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
@@ -106,6 +122,8 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// Shared load-balancing state.
     pub stats: Arc<EndpointStats>,
+    /// Whether the endpoint is in the mesh, and as whom.
+    pub transport: EndpointTransport,
 }
 
 /// A Service port as a routing target: its ready endpoints and how to speak to them.

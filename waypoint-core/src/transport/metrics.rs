@@ -8,6 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::hbone::HboneRejection;
 use super::proxy_protocol::ProxyError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,12 +24,15 @@ struct ReasonLabels {
 /// Connection counters of the inbound listeners, shared by every listener of a process.
 ///
 /// Exposed as `waypoint_connections_accepted_total{binding}` (connections handed to the HTTP
-/// layer, by binding: `sandwich`, `plain`) and `waypoint_proxy_header_rejected_total{reason}`
-/// (connections closed for a bad or missing PROXY header, by [`ProxyError::reason`]).
+/// layer, by binding: `sandwich`, `plain`, `hbone`) and `waypoint_proxy_header_rejected_total{reason}`
+/// (connections closed for a bad or missing PROXY header, by [`ProxyError::reason`]) and
+/// `waypoint_hbone_rejected_total{reason}` (HBONE handshakes and streams refused, by
+/// [`HboneRejection::reason`]).
 #[derive(Clone, Debug, Default)]
 pub struct TransportMetrics {
     accepted: Family<BindingLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
+    hbone_rejected: Family<ReasonLabels, Counter>,
 }
 
 impl TransportMetrics {
@@ -40,6 +44,11 @@ impl TransportMetrics {
             // Creating the series is the point; the returned read guard is not needed.
             drop(metrics.rejected.get_or_create(&ReasonLabels {
                 reason: Cow::Borrowed(reason),
+            }));
+        }
+        for rejection in HboneRejection::ALL {
+            drop(metrics.hbone_rejected.get_or_create(&ReasonLabels {
+                reason: Cow::Borrowed(rejection.reason()),
             }));
         }
         metrics
@@ -56,6 +65,11 @@ impl TransportMetrics {
             "waypoint_proxy_header_rejected",
             "Inbound connections closed for a bad or missing PROXY header, by reason",
             self.rejected.clone(),
+        );
+        registry.register(
+            "waypoint_hbone_rejected",
+            "HBONE connections and CONNECT streams refused, by reason",
+            self.hbone_rejected.clone(),
         );
     }
 
@@ -75,6 +89,23 @@ impl TransportMetrics {
                 reason: Cow::Borrowed(error.reason()),
             })
             .inc();
+    }
+
+    /// Counts one HBONE handshake or stream refused for `rejection`.
+    pub fn inc_hbone_rejected(&self, rejection: HboneRejection) {
+        self.hbone_rejected
+            .get_or_create(&ReasonLabels {
+                reason: Cow::Borrowed(rejection.reason()),
+            })
+            .inc();
+    }
+
+    /// HBONE handshakes and streams refused so far for `reason` (a [`HboneRejection::reason`]).
+    pub fn hbone_rejected(&self, reason: &str) -> u64 {
+        let labels = ReasonLabels {
+            reason: Cow::Owned(reason.to_owned()),
+        };
+        self.hbone_rejected.get(&labels).map_or(0, |c| c.get())
     }
 
     /// Connections accepted so far on `binding`.
@@ -117,5 +148,11 @@ mod tests {
         assert!(text.contains("waypoint_proxy_header_rejected_total{reason=\"not_proxy\"} 1"));
         // Pre-created at zero so dashboards see every reason before it first happens.
         assert!(text.contains("waypoint_proxy_header_rejected_total{reason=\"oversized\"} 0"));
+        metrics.inc_hbone_rejected(HboneRejection::NoClientCert);
+        assert_eq!(metrics.hbone_rejected("no_client_cert"), 1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("waypoint_hbone_rejected_total{reason=\"no_client_cert\"} 1"));
+        assert!(text.contains("waypoint_hbone_rejected_total{reason=\"bad_certificate\"} 0"));
     }
 }

@@ -17,6 +17,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub mod hbone;
 pub mod listener;
 pub mod metrics;
 pub mod proxy_protocol;

@@ -113,6 +113,7 @@ mod tests {
                 Endpoint {
                     address: ([10, 0, 0, i as u8 + 1], 8080).into(),
                     stats,
+                    transport: Default::default(),
                 }
             })
             .collect()

@@ -1,58 +1,29 @@
-//! The wire side of forwarding: request rewriting, the HTTP/1.1 and h2c connection pools, error
-//! descriptions, and the byte tunnel behind a protocol upgrade.
+//! The wire side of forwarding: request rewriting, error descriptions, and the byte tunnel
+//! behind a protocol upgrade.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper::client::conn::http2;
+use http::{Request, Uri, Version};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::TokioIo;
 
-use super::UpstreamConfig;
 use super::balance::InFlight;
 use super::hop;
 use crate::body::Body;
 use crate::config::AppProtocol;
 
-/// HTTP/2 keepalive toward h2c backends: the same PING cadence ztunnel and Istio's waypoint use,
-/// so a dead backend connection is noticed before a request waits on it.
-const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The pooled HTTP/1.1 client. The legacy client keys its pool by URI authority, and the
-/// authority we send it is the endpoint's `ip:port`, so each endpoint gets its own pool.
-pub(crate) fn http1_client(cfg: &UpstreamConfig) -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(cfg.connect_timeout));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(cfg.idle_timeout)
-        .pool_max_idle_per_host(cfg.max_idle_per_endpoint)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
-}
-
-/// Turns a downstream request into the request for `endpoint`: absolute URI for the endpoint,
-/// `Host` kept (or made from the downstream `:authority`), version for the backend's protocol,
-/// hop-by-hop headers removed (`Upgrade` kept when `upgrade` is carried through).
+/// Turns a downstream request into the request for `endpoint`: `Host` kept (or made from the
+/// downstream `:authority`, else the endpoint), version for the backend's protocol, hop-by-hop
+/// headers removed (`Upgrade` kept when `upgrade` is carried through).
 ///
-/// For h2c the URI authority becomes the `:authority` pseudo-header, so it carries the
-/// request's host rather than the endpoint address: RFC 9113 §8.3.1 forbids a `Host` that
-/// differs from `:authority`, and gRPC servers read `:authority`. The h2c pool is keyed by
-/// endpoint separately, so nothing is lost.
+/// HTTP/1.1 gets the origin form (`/path?query`) on the wire. For h2c the URI authority becomes
+/// the `:authority` pseudo-header, so it carries the request's host rather than the endpoint
+/// address: RFC 9113 §8.3.1 forbids a `Host` that differs from `:authority`, and gRPC servers
+/// read `:authority`. The pools key connections by endpoint separately, so nothing is lost.
 pub(crate) fn prepare(
     req: &mut Request<Body>,
     endpoint: SocketAddr,
@@ -61,30 +32,28 @@ pub(crate) fn prepare(
 ) {
     hop::remove_hop_by_hop(req.headers_mut(), upgrade);
 
-    if !req.headers().contains_key(header::HOST)
-        && let Some(authority) = req.uri().authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        req.headers_mut().insert(header::HOST, host);
+    let endpoint_authority = || Authority::try_from(endpoint.to_string()).ok();
+    if !req.headers().contains_key(header::HOST) {
+        let authority = req.uri().authority().cloned().or_else(endpoint_authority);
+        if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
     }
 
-    let endpoint_authority = || Authority::try_from(endpoint.to_string()).ok();
-    let authority = match protocol {
-        AppProtocol::Http1 => endpoint_authority(),
-        AppProtocol::H2c => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-            .or_else(endpoint_authority),
-    };
     let path = req
         .uri()
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = authority;
+    if protocol == AppProtocol::H2c {
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .or_else(endpoint_authority);
+    }
     parts.path_and_query = Some(path);
     // Only fails for an authority we could not build; the socket address always formats as one.
     if let Ok(uri) = Uri::from_parts(parts) {
@@ -135,156 +104,6 @@ fn io_reason(kind: io::ErrorKind) -> Option<&'static str> {
         io::ErrorKind::UnexpectedEof => "connection closed before response headers",
         _ => return None,
     })
-}
-
-/// One live h2c connection in the pool.
-struct H2Conn {
-    id: u64,
-    sender: http2::SendRequest<Body>,
-    last_used: Instant,
-}
-
-/// HTTP/2 prior-knowledge connections, one per endpoint, shared by all requests to it
-/// (HTTP/2 multiplexes). A connection leaves the pool when it closes or stays unused for the
-/// idle timeout; requests already on it finish first.
-///
-/// Our own pool rather than the legacy client's: the legacy client takes the connection key
-/// from the URI authority, which HTTP/2 also sends as `:authority`, so it could not connect to
-/// the endpoint while telling the backend the request's host.
-pub(crate) struct H2Pool {
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    conns: Mutex<HashMap<SocketAddr, H2Conn>>,
-    next_id: AtomicU64,
-}
-
-impl H2Pool {
-    pub(crate) fn new(cfg: &UpstreamConfig) -> Arc<Self> {
-        Arc::new(H2Pool {
-            connect_timeout: cfg.connect_timeout,
-            idle_timeout: cfg.idle_timeout,
-            conns: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
-        })
-    }
-
-    /// Sends `req` to `endpoint` over a pooled connection, opening one if needed. The error is
-    /// a reason in words.
-    pub(crate) async fn send(
-        self: &Arc<Self>,
-        endpoint: SocketAddr,
-        req: Request<Body>,
-    ) -> Result<Response<Incoming>, String> {
-        let mut sender = match self.checkout(endpoint) {
-            Some(sender) => sender,
-            None => self.connect(endpoint).await?,
-        };
-        sender.ready().await.map_err(|e| describe(&e))?;
-        sender.send_request(req).await.map_err(|e| describe(&e))
-    }
-
-    fn checkout(&self, endpoint: SocketAddr) -> Option<http2::SendRequest<Body>> {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let conn = conns.get_mut(&endpoint)?;
-        if conn.sender.is_closed() {
-            conns.remove(&endpoint);
-            return None;
-        }
-        conn.last_used = Instant::now();
-        Some(conn.sender.clone())
-    }
-
-    async fn connect(
-        self: &Arc<Self>,
-        endpoint: SocketAddr,
-    ) -> Result<http2::SendRequest<Body>, String> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(endpoint))
-            .await
-            .map_err(|_| {
-                format!(
-                    "connect timeout after {}ms",
-                    self.connect_timeout.as_millis()
-                )
-            })?
-            .map_err(|e| describe(&e))?;
-        // Best effort: a socket that refuses TCP_NODELAY still works, only with more latency.
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
-            .handshake::<_, Body>(TokioIo::new(stream))
-            .await
-            .map_err(|e| describe(&e))?;
-
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            // Two requests racing to a fresh endpoint may both connect; the later one wins the
-            // slot and the other connection closes once its request is done.
-            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns.insert(
-                endpoint,
-                H2Conn {
-                    id,
-                    sender: sender.clone(),
-                    last_used: Instant::now(),
-                },
-            );
-        }
-        let pool = Arc::downgrade(self);
-        tokio::spawn(drive(conn, pool, endpoint, id, self.idle_timeout));
-        Ok(sender)
-    }
-
-    /// Drops the pool's handle on connection `id` if it is still the one for `endpoint` and, with
-    /// `idle`, has not been used for that long; with every handle gone, hyper closes the
-    /// connection after its last stream. Returns how long until it would be idle enough when
-    /// it was kept.
-    fn release(&self, endpoint: SocketAddr, id: u64, idle: Option<Duration>) -> Option<Duration> {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let conn = conns.get(&endpoint).filter(|c| c.id == id)?;
-        if let Some(idle) = idle {
-            let unused = conn.last_used.elapsed();
-            if unused < idle {
-                return Some(idle - unused);
-            }
-        }
-        conns.remove(&endpoint);
-        None
-    }
-}
-
-/// Runs one h2c connection to its end, taking it out of the pool when it has been idle too long
-/// or when it closes.
-async fn drive(
-    conn: http2::Connection<TokioIo<TcpStream>, Body, TokioExecutor>,
-    pool: Weak<H2Pool>,
-    endpoint: SocketAddr,
-    id: u64,
-    idle_timeout: Duration,
-) {
-    tokio::pin!(conn);
-    let mut pooled = true;
-    let mut next_check = idle_timeout;
-    loop {
-        tokio::select! {
-            result = &mut conn => {
-                if let Err(e) = result {
-                    tracing::debug!(%endpoint, error = %e, "h2c upstream connection ended");
-                }
-                break;
-            }
-            _ = tokio::time::sleep(next_check), if pooled => {
-                match pool.upgrade().and_then(|p| p.release(endpoint, id, Some(idle_timeout))) {
-                    Some(remaining) => next_check = remaining,
-                    None => pooled = false,
-                }
-            }
-        }
-    }
-    if pooled && let Some(pool) = pool.upgrade() {
-        pool.release(endpoint, id, None);
-    }
 }
 
 /// Joins the two halves of an upgraded exchange (say, a WebSocket) once hyper hands them over,
@@ -339,7 +158,7 @@ mod tests {
             Version::HTTP_10,
         );
         prepare(&mut req, EP.into(), AppProtocol::Http1, false);
-        assert_eq!(req.uri(), "http://10.1.2.3:8080/a/b?x=1&y");
+        assert_eq!(req.uri(), "/a/b?x=1&y");
         assert_eq!(req.headers()["host"], "echo.default.svc");
         assert_eq!(req.version(), Version::HTTP_11);
     }
@@ -348,7 +167,7 @@ mod tests {
     fn http2_downstream_gets_host_from_authority() {
         let mut req = request("http://echo.default.svc:8000/p", &[], Version::HTTP_2);
         prepare(&mut req, EP.into(), AppProtocol::Http1, false);
-        assert_eq!(req.uri(), "http://10.1.2.3:8080/p");
+        assert_eq!(req.uri(), "/p");
         assert_eq!(req.headers()["host"], "echo.default.svc:8000");
         assert_eq!(req.version(), Version::HTTP_11);
     }
@@ -370,9 +189,11 @@ mod tests {
         let v6: SocketAddr = "[fd00::1]:80".parse().unwrap();
         prepare(&mut req, v6, AppProtocol::H2c, false);
         assert_eq!(req.uri(), "http://[fd00::1]:80/x");
+        assert_eq!(req.headers()["host"], "[fd00::1]:80");
         let mut req = request("/x", &[], Version::HTTP_11);
         prepare(&mut req, v6, AppProtocol::Http1, false);
-        assert_eq!(req.uri(), "http://[fd00::1]:80/x");
+        assert_eq!(req.uri(), "/x");
+        assert_eq!(req.headers()["host"], "[fd00::1]:80");
     }
 
     #[test]

@@ -11,43 +11,101 @@
 //! | no upstream chosen | 404 | `NR` |
 //! | backend without ready endpoints | 503 | `UH` |
 //! | connect refused / timed out, reset before response headers | 503 | `UF` |
+//! | HBONE: TLS failure, server identity not the expected one, CONNECT answered non-200 | 503 | `UF` |
 //! | no response headers within the timeout | 504 | `UT` |
 //!
 //! The waypoint is transparent: it removes hop-by-hop headers ([`remove_hop_by_hop`]) and adds
 //! none. A WebSocket-style upgrade to an HTTP/1.1 backend is carried through as a byte tunnel.
+//!
+//! # Transports
+//!
+//! The HTTP connections to an endpoint run over one of three byte streams, chosen per endpoint
+//! by [`UpstreamMode`] and the endpoint's [`EndpointTransport`]:
+//!
+//! - **Plain TCP** to the endpoint (pod) address. The default, [`UpstreamMode::Plain`], is what
+//!   a *sandwiched* waypoint needs: the ztunnel in the waypoint's own pod captures the
+//!   connection and sends it on as HBONE, recognising the waypoint's traffic. A Service VIP is
+//!   never dialled (that would loop back to the waypoint); only endpoint addresses are.
+//! - **HBONE** ([`HbonePool`]): mTLS HTTP/2 to `<endpoint ip>:15008`, one `CONNECT` per
+//!   connection with `:authority` = `<endpoint ip>:<target port>` and the `baggage`,
+//!   `forwarded` and `traceparent` headers ztunnel itself sends, naming the original client. The
+//!   server must present the endpoint's expected identity. [`UpstreamMode::Auto`] uses it for
+//!   endpoints in the mesh when the waypoint has a workload certificate
+//!   ([`Upstream::with_certs`]), plain TCP otherwise: a waypoint that terminates HBONE itself.
+//! - **The co-located ztunnel's Unix socket** ([`UpstreamMode::ZtunnelUnix`]), for every
+//!   endpoint. *Our extension*, not something a stock ztunnel offers: the waypoint connects to
+//!   the socket and writes a PROXY protocol v2 header (command PROXY, TCP over IPv4 or IPv6)
+//!   whose source is the original client (or the waypoint itself, port 0, when unknown) and
+//!   whose destination is the endpoint `ip:port`, with TLV `0xD0` = the waypoint's own SPIFFE
+//!   identity when it has a certificate; then the HTTP bytes. The ztunnel decides how to reach
+//!   the endpoint.
+//!
+//! Tunnels carry their client in their headers, so HTTP connections over a tunnel are pooled
+//! per (endpoint, client address, client metadata): a pooled connection never speaks for
+//! another client. Plain TCP connections are pooled per endpoint alone.
 
 mod balance;
+mod connect;
 mod forward;
+mod hbone;
 mod hop;
+mod pool;
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
 pub use balance::pick;
+pub use connect::{TunnelSource, baggage};
+pub use hbone::{HBONE_PORT, HboneClientOptions, HboneError, HbonePool, HboneStream};
 pub use hop::{is_upgrade, remove_hop_by_hop};
 
 use crate::body::{Body, boxed, local_reply};
-use crate::config::{AppProtocol, ServiceBackend};
+use crate::config::{AppProtocol, Endpoint, EndpointTransport, ServiceBackend};
+use crate::conn::ConnInfo;
 use crate::filter::{RequestContext, UpstreamTarget};
+use crate::tls::CertStore;
 use balance::{InFlight, InFlightBody};
+use connect::{Connector, Route};
+use pool::HttpPool;
+
+/// How the waypoint reaches endpoints (see the module documentation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamMode {
+    /// Plain TCP to endpoint addresses, always. The sandwich default: the in-pod ztunnel
+    /// captures the connection and sends it as HBONE.
+    #[default]
+    Plain,
+    /// HBONE to endpoints in the mesh when a workload certificate is configured, plain TCP to
+    /// the others (and to every endpoint without a certificate).
+    Auto,
+    /// Every connection through the co-located ztunnel's Unix socket at this path, behind a
+    /// PROXY v2 header naming the endpoint (our extension).
+    ZtunnelUnix(PathBuf),
+}
 
 /// The waypoint's own upstream settings (flags, not Kubernetes resources).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamConfig {
-    /// How long to wait for a TCP connection to an endpoint.
+    /// How long to wait for a connection to an endpoint (TCP, or every handshake of a tunnel).
     pub connect_timeout: Duration,
     /// The timeout until response headers when the route sets none (Envoy's default is 15 s).
     /// Zero disables it.
     pub request_timeout: Duration,
-    /// How long an unused pooled connection stays open.
+    /// How long an unused pooled HTTP connection stays open (zero: none is kept).
     pub idle_timeout: Duration,
-    /// The most idle HTTP/1.1 connections kept per endpoint.
+    /// The most idle HTTP/1.1 connections kept per endpoint (and, over tunnels, per client).
     pub max_idle_per_endpoint: usize,
+    /// Which transport carries the HTTP connections.
+    pub mode: UpstreamMode,
+    /// HBONE client settings (used in [`UpstreamMode::Auto`]).
+    pub hbone: HboneClientOptions,
+    /// The waypoint's own IP, named as PROXY source toward the co-located ztunnel when the
+    /// original client is unknown. Unset, the unspecified address is sent.
+    pub own_ip: Option<IpAddr>,
 }
 
 impl Default for UpstreamConfig {
@@ -57,6 +115,9 @@ impl Default for UpstreamConfig {
             request_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(90),
             max_idle_per_endpoint: 64,
+            mode: UpstreamMode::Plain,
+            hbone: HboneClientOptions::default(),
+            own_ip: None,
         }
     }
 }
@@ -66,8 +127,7 @@ impl Default for UpstreamConfig {
 /// connections survive them.
 pub struct Upstream {
     cfg: UpstreamConfig,
-    http1: Client<HttpConnector, Body>,
-    h2c: Arc<forward::H2Pool>,
+    pool: Arc<HttpPool>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -77,11 +137,37 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the connector with `cfg`. Needs a Tokio runtime only once requests are sent.
+    /// Builds the connector with `cfg` and no workload certificate (so no HBONE). Needs a Tokio
+    /// runtime only once requests are sent.
     pub fn new(cfg: UpstreamConfig) -> Self {
+        Self::with_certs(cfg, None)
+    }
+
+    /// Builds the connector with `cfg` and, when given, the waypoint's workload certificates:
+    /// the client identity of HBONE connections ([`UpstreamMode::Auto`]) and the identity named
+    /// to a co-located ztunnel ([`UpstreamMode::ZtunnelUnix`]).
+    pub fn with_certs(cfg: UpstreamConfig, certs: Option<Arc<CertStore>>) -> Self {
+        let hbone = match (&cfg.mode, &certs) {
+            (UpstreamMode::Auto, Some(certs)) => {
+                let mut opts = cfg.hbone.clone();
+                opts.connect_timeout = opts.connect_timeout.min(cfg.connect_timeout);
+                Some(HbonePool::new(certs.clone(), opts))
+            }
+            _ => None,
+        };
+        let ztunnel = match &cfg.mode {
+            UpstreamMode::ZtunnelUnix(path) => Some(path.clone()),
+            _ => None,
+        };
+        let connector = Connector {
+            connect_timeout: cfg.connect_timeout,
+            hbone,
+            ztunnel,
+            certs,
+            own_ip: cfg.own_ip,
+        };
         Upstream {
-            http1: forward::http1_client(&cfg),
-            h2c: forward::H2Pool::new(&cfg),
+            pool: HttpPool::new(connector, &cfg),
             cfg,
         }
     }
@@ -89,6 +175,11 @@ impl Upstream {
     /// The settings this connector was built with.
     pub fn config(&self) -> &UpstreamConfig {
         &self.cfg
+    }
+
+    /// The HBONE connection pool, when this connector sends HBONE.
+    pub fn hbone_pool(&self) -> Option<&Arc<HbonePool>> {
+        self.pool.connector().hbone.as_ref()
     }
 
     /// Forwards `req` to an endpoint of `ctx.upstream` and returns the backend's response, its
@@ -118,6 +209,7 @@ impl Upstream {
         };
         let address = endpoint.address;
         let guard = InFlight::start(&endpoint.stats);
+        let route = self.route(endpoint, &ctx.conn);
 
         // Only HTTP/1.1 can switch protocols in place; toward an h2c backend the upgrade headers
         // are plain hop-by-hop headers and go.
@@ -129,7 +221,7 @@ impl Upstream {
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         forward::prepare(&mut req, address, backend.protocol, upgrade);
 
-        let exchange = self.send(backend.protocol, address, req);
+        let exchange = self.pool.send(backend.protocol, route, req);
         let result = match effective_timeout(&target, &self.cfg) {
             Some(limit) => match tokio::time::timeout(limit, exchange).await {
                 Ok(result) => result,
@@ -181,19 +273,24 @@ impl Upstream {
         resp.map(|body| boxed(InFlightBody::new(body, guard)))
     }
 
-    async fn send(
-        &self,
-        protocol: AppProtocol,
-        endpoint: SocketAddr,
-        req: Request<Body>,
-    ) -> Result<Response<hyper::body::Incoming>, String> {
-        match protocol {
-            AppProtocol::Http1 => self
-                .http1
-                .request(req)
-                .await
-                .map_err(|e| forward::describe(&e)),
-            AppProtocol::H2c => self.h2c.send(endpoint, req).await,
+    /// The transport for `endpoint` under this connector's mode.
+    fn route(&self, endpoint: &Endpoint, conn: &ConnInfo) -> Route {
+        let connector = self.pool.connector();
+        match (&self.cfg.mode, &endpoint.transport) {
+            (UpstreamMode::ZtunnelUnix(_), _) => Route::Ztunnel {
+                endpoint: endpoint.address,
+                source: TunnelSource::from_conn(conn),
+            },
+            (UpstreamMode::Auto, EndpointTransport::Hbone { identity })
+                if connector.hbone.is_some() =>
+            {
+                Route::Hbone {
+                    endpoint: endpoint.address,
+                    identity: identity.clone(),
+                    source: TunnelSource::from_conn(conn),
+                }
+            }
+            _ => Route::Plain(endpoint.address),
         }
     }
 }

@@ -1,0 +1,327 @@
+//! The admin server, on loopback by default (`127.0.0.1:15000`, where Envoy's admin listens):
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /metrics` | every metric of the registry, OpenMetrics text |
+//! | `GET /healthz/ready` | 200 `ready` once started and a config (version ≥ 1) is served, else 503 |
+//! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, Services and endpoints |
+//! | `POST`/`PUT /logging?level=<filter>` | changes the log filter (e.g. `info,waypoint_core=debug`) |
+//!
+//! It has no authentication: keep it on loopback (or behind a NetworkPolicy).
+
+use std::convert::Infallible;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::config::{AppProtocol, Endpoint, EndpointTransport};
+use crate::proxy::{Snapshot, SnapshotStore};
+use crate::shutdown::Shutdown;
+use crate::telemetry::access_log::rfc3339_millis;
+
+/// Changes the process's log filter; the error is shown to the caller.
+pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What the admin server reads.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The registry scraped at `/metrics`.
+    pub registry: Arc<Registry>,
+    /// The snapshot store shown at `/config_dump` and checked by readiness.
+    pub store: Arc<SnapshotStore>,
+    /// Set by the owner once the listeners serve; readiness also needs a config version ≥ 1.
+    pub ready: Arc<AtomicBool>,
+    /// Called by `/logging`; `None` answers 501.
+    pub set_log_level: Option<SetLogLevel>,
+}
+
+impl fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminState")
+            .field("store", &self.store)
+            .field("ready", &self.ready)
+            .field("set_log_level", &self.set_log_level.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The admin HTTP/1.1 server.
+#[derive(Debug)]
+pub struct AdminServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<AdminState>,
+}
+
+impl AdminServer {
+    /// Envoy's admin address, which tooling expects.
+    pub const DEFAULT_ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
+
+    /// Binds the admin listener (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr, state: AdminState) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(AdminServer {
+            listener,
+            local_addr,
+            state: Arc::new(state),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` fires; open connections then finish their current request.
+    pub async fn serve(self, mut shutdown: Shutdown) {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.wait() => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off rather than spin.
+                        tracing::warn!(error = %err, "admin accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let state = self.state.clone();
+            let mut conn_shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(respond(&state, &req)) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = conn_shutdown.wait() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    }
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> AdminResponse {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> AdminResponse {
+    let mut body = body.into();
+    body.push('\n');
+    reply(status, "text/plain; charset=utf-8", body)
+}
+
+fn respond<B>(state: &AdminState, req: &Request<B>) -> AdminResponse {
+    let method = req.method();
+    let get = method == Method::GET;
+    match req.uri().path() {
+        "/metrics" if get => metrics(state),
+        "/healthz/ready" if get => ready(state),
+        "/config_dump" if get => config_dump(&state.store.load()),
+        "/logging" if method == Method::POST || method == Method::PUT => {
+            logging(state, req.uri().query())
+        }
+        "/metrics" | "/healthz/ready" | "/config_dump" | "/logging" => {
+            let allow = if req.uri().path() == "/logging" {
+                "POST, PUT"
+            } else {
+                "GET"
+            };
+            let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            resp.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+            resp
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics, /healthz/ready, /config_dump, /logging?level=",
+        ),
+    }
+}
+
+fn metrics(state: &AdminState) -> AdminResponse {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
+        Ok(()) => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            out,
+        ),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"),
+    }
+}
+
+fn ready(state: &AdminState) -> AdminResponse {
+    let version = state.store.load().version;
+    if !state.ready.load(Ordering::Acquire) {
+        text(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting")
+    } else if version < 1 {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no config loaded",
+        )
+    } else {
+        text(StatusCode::OK, "ready")
+    }
+}
+
+/// The snapshot as `/config_dump` shows it.
+pub fn config_dump_json(snapshot: &Snapshot) -> Value {
+    let resources: Vec<Value> = snapshot
+        .statuses()
+        .into_iter()
+        .map(|s| {
+            json!({
+                "kind": s.resource.kind,
+                "namespace": s.resource.namespace,
+                "name": s.resource.name,
+                "source": s.source,
+                "conditions": s.conditions,
+            })
+        })
+        .collect();
+    let mut backends: Vec<_> = snapshot.config.backends().collect();
+    backends.sort_by(|a, b| {
+        (&a.service.namespace, &a.service.name, a.port).cmp(&(
+            &b.service.namespace,
+            &b.service.name,
+            b.port,
+        ))
+    });
+    let services: Vec<Value> = backends
+        .into_iter()
+        .map(|b| {
+            json!({
+                "namespace": b.service.namespace,
+                "name": b.service.name,
+                "port": b.port,
+                "cluster_ips": b.cluster_ips,
+                "protocol": match b.protocol {
+                    AppProtocol::Http1 => "http1",
+                    AppProtocol::H2c => "h2c",
+                },
+                "endpoints": b.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "version": snapshot.version,
+        "applied_at": rfc3339_millis(snapshot.applied_at),
+        "resources": resources,
+        "services": services,
+    })
+}
+
+fn endpoint_json(e: &Endpoint) -> Value {
+    match &e.transport {
+        EndpointTransport::Plain => json!({"address": e.address, "transport": "plain"}),
+        EndpointTransport::Hbone { identity } => json!({
+            "address": e.address,
+            "transport": "hbone",
+            "identity": identity.to_string(),
+        }),
+    }
+}
+
+fn config_dump(snapshot: &Snapshot) -> AdminResponse {
+    let mut body = serde_json::to_vec_pretty(&config_dump_json(snapshot)).unwrap_or_default();
+    body.push(b'\n');
+    reply(StatusCode::OK, "application/json", body)
+}
+
+fn logging(state: &AdminState, query: Option<&str>) -> AdminResponse {
+    let Some(set) = &state.set_log_level else {
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "changing the log level is not supported by this process",
+        );
+    };
+    let level = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == "level")
+            .map(|(_, v)| percent_decode(v))
+    });
+    let Some(level) = level.filter(|l| !l.trim().is_empty()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing ?level=<filter>, e.g. ?level=info,waypoint_core=debug",
+        );
+    };
+    match set(level.trim()) {
+        Ok(()) => text(StatusCode::OK, format!("log level set to {}", level.trim())),
+        Err(reason) => text(
+            StatusCode::BAD_REQUEST,
+            format!("invalid log level {:?}: {reason}", level.trim()),
+        ),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_values() {
+        assert_eq!(
+            percent_decode("info%2Cwaypoint_core%3Ddebug"),
+            "info,waypoint_core=debug"
+        );
+        assert_eq!(percent_decode("a%"), "a%");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,332 @@
+//! Where the bytes of an upstream HTTP connection go: plain TCP to the endpoint, an HBONE tunnel
+//! to the endpoint's ztunnel, or the co-located ztunnel's Unix socket behind a PROXY v2 header.
+//! Each produces a [`BoxedIo`] that the HTTP pools speak HTTP/1.1 or h2c over.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UnixStream};
+
+use super::forward::describe;
+use super::hbone::HbonePool;
+use crate::conn::{ConnInfo, WorkloadMetadata};
+use crate::tls::{CertStore, ExpectedIdentity};
+use crate::transport::BoxedIo;
+use crate::transport::hbone::is_valid_traceparent;
+use crate::transport::proxy_protocol::{TLV_PEER_IDENTITY, encode_v2};
+
+/// On whose behalf the waypoint opens a tunnel: what the HBONE CONNECT headers (or the PROXY
+/// header toward a co-located ztunnel) say about the original client.
+///
+/// Tunnels carry their source in their headers, so HTTP connections over tunnels are pooled per
+/// source as well as per endpoint: a pooled connection never speaks for another client.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TunnelSource {
+    /// The original client's address (`forwarded: for=`, PROXY source), when known.
+    pub address: Option<SocketAddr>,
+    /// The original client's workload metadata as W3C baggage, when known.
+    pub baggage: Option<String>,
+    /// The W3C `traceparent` the client's own tunnel carried, if any. A fresh one is made for
+    /// each tunnel when absent.
+    pub traceparent: Option<String>,
+}
+
+impl TunnelSource {
+    /// What `conn` tells about the client: its address, its workload metadata and trace context.
+    pub fn from_conn(conn: &ConnInfo) -> Self {
+        TunnelSource {
+            address: conn.source,
+            baggage: baggage(&conn.source_workload),
+            traceparent: conn
+                .traceparent
+                .as_deref()
+                .filter(|t| is_valid_traceparent(t))
+                .map(str::to_owned),
+        }
+    }
+
+    /// The `forwarded` header value: `for="<ip:port>"` (IPv6 in brackets), as ztunnel sends it.
+    pub fn forwarded(&self) -> Option<String> {
+        self.address.map(|a| format!("for=\"{a}\""))
+    }
+
+    /// The `traceparent` to send: the client's, or a fresh sampled-off one.
+    pub fn traceparent_or_fresh(&self) -> String {
+        self.traceparent.clone().unwrap_or_else(fresh_traceparent)
+    }
+}
+
+/// Re-serialises workload metadata as the W3C baggage ztunnel sends on HBONE:
+/// `k8s.cluster.name=..,k8s.namespace.name=..,k8s.<kind>.name=..,service.name=..,
+/// service.version=..,cloud.region=..,cloud.availability_zone=..`, unknown members left out.
+/// `None` when nothing is known.
+///
+/// ```
+/// use waypoint_core::conn::WorkloadMetadata;
+/// use waypoint_core::upstream::baggage;
+/// let m = WorkloadMetadata::from_baggage("k8s.namespace.name=shop,k8s.deployment.name=cart,service.version=v2");
+/// assert_eq!(
+///     baggage(&m).as_deref(),
+///     Some("k8s.namespace.name=shop,k8s.deployment.name=cart,service.version=v2"),
+/// );
+/// assert_eq!(baggage(&WorkloadMetadata::default()), None);
+/// ```
+pub fn baggage(m: &WorkloadMetadata) -> Option<String> {
+    // A kind we could not write back as a key is dropped with its name rather than sent mangled.
+    let kind_ok = |k: &str| {
+        k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let workload_key = match (&m.workload_kind, &m.workload_name) {
+        (Some(kind), Some(_)) if kind_ok(kind) => Some(format!("k8s.{kind}.name")),
+        _ => None,
+    };
+    let members = [
+        (Some("k8s.cluster.name"), &m.cluster),
+        (Some("k8s.namespace.name"), &m.namespace),
+        (workload_key.as_deref(), &m.workload_name),
+        (Some("service.name"), &m.service_name),
+        (Some("service.version"), &m.service_version),
+        (Some("cloud.region"), &m.region),
+        (Some("cloud.availability_zone"), &m.zone),
+    ];
+    let mut out = String::new();
+    for (key, value) in members {
+        let (Some(key), Some(value)) = (key, value) else {
+            continue;
+        };
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(key);
+        out.push('=');
+        percent_encode_into(value, &mut out);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// W3C baggage values allow `baggage-octet`s only; everything else (and `%` itself, since
+/// values are percent-decoded on the way in) is percent-encoded.
+fn percent_encode_into(value: &str, out: &mut String) {
+    for b in value.bytes() {
+        let plain =
+            matches!(b, 0x21 | 0x23..=0x24 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        if plain {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// A new trace context, not sampled, as ztunnel makes one for each tunnel it opens.
+fn fresh_traceparent() -> String {
+    // Zero ids are invalid in W3C trace context: draw from 1.. instead.
+    let trace = fastrand::u128(1..);
+    let span = fastrand::u64(1..);
+    format!("00-{trace:032x}-{span:016x}-00")
+}
+
+/// How one pooled HTTP connection reaches its endpoint. The HTTP pools key their connections by
+/// it, so connections of different transports (or, over tunnels, different sources) are never
+/// mixed up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Route {
+    /// Plain TCP to the endpoint.
+    Plain(SocketAddr),
+    /// An HBONE tunnel to the endpoint through its node's ztunnel on `<ip>:15008`.
+    Hbone {
+        endpoint: SocketAddr,
+        identity: ExpectedIdentity,
+        source: TunnelSource,
+    },
+    /// The co-located ztunnel's Unix socket, with a PROXY v2 header naming the endpoint.
+    Ztunnel {
+        endpoint: SocketAddr,
+        source: TunnelSource,
+    },
+}
+
+impl Route {
+    /// The endpoint (pod ip:port) the connection is for, whatever carries it.
+    pub(crate) fn endpoint(&self) -> SocketAddr {
+        match self {
+            Route::Plain(a) => *a,
+            Route::Hbone { endpoint, .. } | Route::Ztunnel { endpoint, .. } => *endpoint,
+        }
+    }
+}
+
+/// Opens the byte stream for a [`Route`].
+pub(crate) struct Connector {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) hbone: Option<Arc<HbonePool>>,
+    pub(crate) ztunnel: Option<PathBuf>,
+    pub(crate) certs: Option<Arc<CertStore>>,
+    pub(crate) own_ip: Option<IpAddr>,
+}
+
+impl Connector {
+    /// A connected stream for `route`, within the connect timeout. The error is a reason in
+    /// words, for a local reply.
+    pub(crate) async fn connect(&self, route: &Route) -> Result<BoxedIo, String> {
+        let limit = self.connect_timeout;
+        match tokio::time::timeout(limit, self.connect_inner(route)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("connect timeout after {}ms", limit.as_millis())),
+        }
+    }
+
+    async fn connect_inner(&self, route: &Route) -> Result<BoxedIo, String> {
+        match route {
+            Route::Plain(endpoint) => {
+                let stream = TcpStream::connect(endpoint)
+                    .await
+                    .map_err(|e| describe(&e))?;
+                // Best effort: a socket that refuses TCP_NODELAY still works, only slower.
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+            Route::Hbone {
+                endpoint,
+                identity,
+                source,
+            } => {
+                let Some(pool) = &self.hbone else {
+                    return Err("HBONE is not configured (no workload certificate)".to_owned());
+                };
+                let stream = pool
+                    .connect(*endpoint, std::slice::from_ref(identity), source)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Box::new(stream))
+            }
+            Route::Ztunnel { endpoint, source } => {
+                let Some(path) = &self.ztunnel else {
+                    return Err("no ztunnel socket is configured".to_owned());
+                };
+                let mut stream = UnixStream::connect(path)
+                    .await
+                    .map_err(|e| format!("ztunnel socket {}: {}", path.display(), describe(&e)))?;
+                let header = self.proxy_header(*endpoint, source);
+                stream
+                    .write_all(&header)
+                    .await
+                    .map_err(|e| format!("ztunnel socket {}: {}", path.display(), describe(&e)))?;
+                Ok(Box::new(stream))
+            }
+        }
+    }
+
+    /// The PROXY v2 header for the co-located ztunnel: source = the original client (or the
+    /// waypoint itself, port 0, when unknown), destination = the endpoint, TLV `0xD0` = the
+    /// waypoint's own identity when it has a certificate.
+    pub(crate) fn proxy_header(&self, endpoint: SocketAddr, source: &TunnelSource) -> Vec<u8> {
+        let from = source.address.unwrap_or_else(|| {
+            let ip = self.own_ip.unwrap_or(match endpoint {
+                SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+            SocketAddr::new(ip, 0)
+        });
+        let identity = self.certs.as_ref().map(|c| c.identity().to_string());
+        let tlvs: Vec<(u8, &[u8])> = identity
+            .as_deref()
+            .map(|id| (TLV_PEER_IDENTITY, id.as_bytes()))
+            .into_iter()
+            .collect();
+        encode_v2(from, endpoint, &tlvs)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
+mod tests {
+    use super::*;
+    use crate::conn::Binding;
+
+    #[test]
+    fn baggage_round_trips_and_escapes() {
+        let m = WorkloadMetadata {
+            cluster: Some("c1".into()),
+            namespace: Some("shop".into()),
+            workload_kind: Some("deployment".into()),
+            workload_name: Some("cart".into()),
+            service_name: Some("cart svc,x;y%".into()),
+            service_version: None,
+            region: Some("eu-west-1".into()),
+            zone: None,
+        };
+        let b = baggage(&m).unwrap();
+        assert_eq!(
+            b,
+            "k8s.cluster.name=c1,k8s.namespace.name=shop,k8s.deployment.name=cart,\
+             service.name=cart%20svc%2Cx%3By%25,cloud.region=eu-west-1"
+        );
+        assert_eq!(WorkloadMetadata::from_baggage(&b), m);
+
+        // A kind that cannot be a key goes, with its name.
+        let odd = WorkloadMetadata {
+            workload_kind: Some("a b".into()),
+            workload_name: Some("n".into()),
+            namespace: Some("ns".into()),
+            ..Default::default()
+        };
+        assert_eq!(baggage(&odd).unwrap(), "k8s.namespace.name=ns");
+    }
+
+    #[test]
+    fn source_from_conn_and_traceparent() {
+        let mut conn = ConnInfo::new(Binding::Hbone);
+        conn.source = Some("[fd00::7]:41000".parse().unwrap());
+        conn.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        let s = TunnelSource::from_conn(&conn);
+        assert_eq!(s.forwarded().unwrap(), "for=\"[fd00::7]:41000\"");
+        assert_eq!(
+            s.traceparent_or_fresh(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(s.baggage, None);
+
+        // A malformed client traceparent is not passed on; a fresh one replaces it.
+        conn.traceparent = Some("00-zz-1-01".into());
+        conn.source = None;
+        let s = TunnelSource::from_conn(&conn);
+        assert_eq!(s.traceparent, None);
+        assert_eq!(s.forwarded(), None);
+        let fresh = s.traceparent_or_fresh();
+        assert!(is_valid_traceparent(&fresh), "{fresh}");
+        assert!(fresh.starts_with("00-") && fresh.ends_with("-00"));
+        assert_ne!(fresh, s.traceparent_or_fresh());
+    }
+
+    #[test]
+    fn proxy_header_names_source_endpoint() {
+        let connector = Connector {
+            connect_timeout: Duration::from_secs(1),
+            hbone: None,
+            ztunnel: None,
+            certs: None,
+            own_ip: None,
+        };
+        let endpoint: SocketAddr = "10.1.2.3:8080".parse().unwrap();
+        let source = TunnelSource {
+            address: Some("10.9.9.9:5555".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            connector.proxy_header(endpoint, &source),
+            encode_v2("10.9.9.9:5555".parse().unwrap(), endpoint, &[])
+        );
+        // Unknown source: the waypoint itself, port 0.
+        assert_eq!(
+            connector.proxy_header(endpoint, &TunnelSource::default()),
+            encode_v2("0.0.0.0:0".parse().unwrap(), endpoint, &[])
+        );
+    }
+}
