@@ -173,7 +173,7 @@ async fn mesh() -> Mesh {
     std::fs::write(&config, manifests(echo_addr.port())).unwrap();
     let mut options = WaypointOptions::new(&config);
     options.sandwich.clear();
-    options.admin = None;
+    options.admin = Some(([127, 0, 0, 1], 0).into());
     options.certs = Some(CertSettings {
         paths: waypoint_certs,
         trust_domains: vec![],
@@ -314,6 +314,25 @@ async fn http1_and_http2_cross_two_hbone_hops_with_identities_checked() {
         Some("shop")
     );
 
+    // Metrics name the verified identities at both ends.
+    let metrics = admin_get(mesh.waypoint.admin_addr().unwrap(), "/metrics").await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("source_principal=\"{CLIENT}\"")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("destination_principal=\"{BACKEND}\"")),
+        "{line}"
+    );
+    assert!(
+        line.contains("connection_security_policy=\"mutual_tls\""),
+        "{line}"
+    );
+
     // HTTP/2 from the client, and h2c to the backend port with appProtocol h2c.
     let (status, body) = mesh.request("10.96.0.10:81", "/two", true).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -373,4 +392,14 @@ async fn a_destination_with_the_wrong_identity_is_refused_with_503() {
         body.contains(BACKEND) && body.contains("sa/billing"),
         "names both identities: {body}"
     );
+}
+
+async fn admin_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
 }

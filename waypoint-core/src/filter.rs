@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::body::Body;
-use crate::config::{Config, ResourceRef, ServiceBackend};
+use crate::config::{Config, Endpoint, ResourceRef, ServiceBackend};
 use crate::conn::ConnInfo;
 
 /// A request as filters see it.
@@ -118,6 +118,8 @@ pub struct RequestContext {
     pub upstream: Option<UpstreamTarget>,
     /// The route rule that matched, for logs and metrics.
     pub route: Option<RouteMatch>,
+    /// The endpoint the upstream chose (set while forwarding), for logs and metrics.
+    pub endpoint: Option<Endpoint>,
     /// Envoy-style response flags for logs and metrics (`NR` no route, `UF` upstream failure,
     /// `UT` upstream timeout, `UH` no healthy upstream, ...).
     pub response_flags: Vec<&'static str>,
@@ -144,6 +146,7 @@ impl RequestContext {
             config,
             upstream: None,
             route: None,
+            endpoint: None,
             response_flags: Vec::new(),
             started: Instant::now(),
             extensions: http::Extensions::new(),

@@ -36,9 +36,10 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{Body, BoxError};
-use crate::config::Config;
+use crate::config::{Config, Endpoint, EndpointTransport};
 use crate::conn::ConnInfo;
 use crate::filter::RequestContext;
+use crate::tls::ExpectedIdentity;
 
 use access_log::{AccessLogEntry, AccessLogOptions, AccessLogger, MAX_PATH_LEN, truncate};
 use metrics::{
@@ -213,12 +214,23 @@ impl Telemetry {
         ctx: &RequestContext,
         resp: http::Response<Body>,
     ) -> http::Response<Body> {
-        let destination = DestinationLabels::resolve(
+        let mut destination = DestinationLabels::resolve(
             ctx.upstream.as_ref().map(|u| u.backend.as_ref()),
             &ctx.conn,
             &ctx.config,
             &self.destination_info(),
         );
+        // Over HBONE the endpoint's identity was verified: it is the destination principal.
+        if let Some(Endpoint {
+            transport:
+                EndpointTransport::Hbone {
+                    identity: ExpectedIdentity::Exact(id),
+                },
+            ..
+        }) = &ctx.endpoint
+        {
+            destination.destination_principal = metrics::bounded(id.as_str());
+        }
         let grpc_status = record
             .grpc
             .then(|| {
@@ -245,6 +257,7 @@ impl Telemetry {
                 .as_ref()
                 .map(|r| format!("{}/{}#{}", r.route.namespace, r.route.name, r.rule)),
             grpc_status,
+            upstream_host: ctx.endpoint.as_ref().map(|e| e.address),
             bytes_sent: 0,
             record,
         };
@@ -390,6 +403,7 @@ struct Pending {
     flags: Vec<&'static str>,
     route: Option<String>,
     grpc_status: Option<Label>,
+    upstream_host: Option<std::net::SocketAddr>,
     bytes_sent: u64,
     record: RequestRecord,
 }
@@ -440,7 +454,7 @@ impl Pending {
             protocol: line.protocol,
             response_code: self.status,
             response_flags: labels.response_flags.to_string(),
-            upstream_host: None,
+            upstream_host: self.upstream_host,
             bytes_received: request_bytes,
             bytes_sent: self.bytes_sent,
             duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),

@@ -208,6 +208,7 @@ impl Upstream {
             );
         };
         let address = endpoint.address;
+        ctx.endpoint = Some(endpoint.clone());
         let guard = InFlight::start(&endpoint.stats);
         let route = self.route(endpoint, &ctx.conn);
 
