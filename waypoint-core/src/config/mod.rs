@@ -7,6 +7,7 @@
 pub mod build;
 pub mod load;
 pub mod resources;
+mod validate;
 pub mod watch;
 
 use std::collections::HashMap;

@@ -1,0 +1,276 @@
+//! Gateway and ReferenceGrant (`gateway.networking.k8s.io`), and Gateway API durations.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+
+use super::{LocalObjectReference, ObjectMeta};
+
+/// The Gateway API group, the default of group fields that name Gateway API kinds.
+pub(super) fn gateway_group() -> String {
+    "gateway.networking.k8s.io".into()
+}
+
+/// A Gateway (`gateway.networking.k8s.io/v1`); the waypoint itself is one.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Gateway {
+    /// Metadata (Istio reads `ambient.istio.io/waypoint-inbound-binding` here).
+    pub metadata: ObjectMeta,
+    /// Spec.
+    pub spec: GatewaySpec,
+}
+object!(Gateway, "Gateway");
+
+/// The spec of a Gateway.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// The GatewayClass (`istio-waypoint`, or a vendor's).
+    pub gateway_class_name: String,
+    /// Listeners.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Requested addresses.
+    #[serde(default)]
+    pub addresses: Vec<GatewayAddress>,
+    /// Infrastructure labels/annotations/parameters.
+    #[serde(default)]
+    pub infrastructure: Option<GatewayInfrastructure>,
+}
+
+/// One listener of a Gateway.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    /// Name (the `sectionName` routes use).
+    pub name: String,
+    /// Hostname filter (`*.example.com` allowed).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Port.
+    pub port: u16,
+    /// Protocol: `HTTP`, `HTTPS`, `HBONE`, `istio.io/PROXY`, ... (an open set).
+    pub protocol: String,
+    /// TLS settings, verbatim.
+    #[serde(default)]
+    pub tls: Option<serde_json::Value>,
+    /// Which routes may attach.
+    #[serde(default)]
+    pub allowed_routes: AllowedRoutes,
+}
+
+/// Which routes may attach to a listener.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AllowedRoutes {
+    /// Namespaces, default `Same`.
+    pub namespaces: RouteNamespaces,
+    /// Route kinds; empty means those matching the protocol.
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+/// Namespaces routes may attach from.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RouteNamespaces {
+    /// All, Selector or Same (default).
+    pub from: FromNamespaces,
+    /// Namespace label selector, for `Selector`.
+    pub selector: Option<LabelSelector>,
+}
+
+/// Which namespaces.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum FromNamespaces {
+    /// Every namespace.
+    All,
+    /// Namespaces whose labels match the selector.
+    Selector,
+    /// The Gateway's namespace only.
+    #[default]
+    Same,
+}
+
+/// A Kubernetes label selector.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabelSelector {
+    /// Labels that must be equal.
+    pub match_labels: BTreeMap<String, String>,
+    /// Set-based requirements.
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// `key operator values`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct LabelSelectorRequirement {
+    /// Label key.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`.
+    pub operator: String,
+    /// Values for In/NotIn.
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// A route kind.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct RouteGroupKind {
+    /// Group, default `gateway.networking.k8s.io`.
+    #[serde(default = "gateway_group")]
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+}
+
+/// A requested Gateway address.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct GatewayAddress {
+    /// `IPAddress` (default), `Hostname`, or a domain-prefixed type.
+    #[serde(rename = "type", default = "ip_address")]
+    pub kind: String,
+    /// The address.
+    #[serde(default)]
+    pub value: String,
+}
+
+fn ip_address() -> String {
+    "IPAddress".into()
+}
+
+/// Labels, annotations and parameters for the Gateway's infrastructure.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayInfrastructure {
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Implementation-specific parameters.
+    pub parameters_ref: Option<LocalObjectReference>,
+}
+
+/// A ReferenceGrant: lets objects in other namespaces refer to objects in this one.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ReferenceGrant {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// Spec.
+    pub spec: ReferenceGrantSpec,
+}
+object!(ReferenceGrant, "ReferenceGrant");
+
+/// Who may refer to what.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ReferenceGrantSpec {
+    /// Referring objects.
+    pub from: Vec<ReferenceGrantFrom>,
+    /// Referable objects (in this namespace).
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+/// A referring group/kind/namespace.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ReferenceGrantFrom {
+    /// Group.
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+}
+
+/// A referable group/kind, optionally one name.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ReferenceGrantTo {
+    /// Group (`""` for Services).
+    pub group: String,
+    /// Kind.
+    pub kind: String,
+    /// One name only; `None` means all.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durations
+
+/// A Gateway API duration (`1h30m`, `500ms`), parsed when read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GatewayDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for GatewayDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_gateway_duration(&s)
+            .map(GatewayDuration)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for GatewayDuration {
+    /// The GEP-2257 standard form: descending units, largest first, `0s` for zero.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        let (h, m, s, ms) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+        for (v, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+            if v > 0 {
+                write!(f, "{v}{unit}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a GEP-2257 duration: one to four components, each 1-5 decimal digits followed by
+/// `h`, `m`, `s` or `ms`; the total is the sum (units may repeat). `0s` is zero; `0`, `""`,
+/// `1.5s`, `-1s`, `1d` are rejected.
+pub fn parse_gateway_duration(s: &str) -> Result<Duration, String> {
+    let bad = |why: &str| format!("invalid duration `{s}`: {why} (expected e.g. `1h30m`, `500ms`)");
+    let bytes = s.as_bytes();
+    let mut total = Duration::ZERO;
+    let mut i = 0;
+    let mut components = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = &s[start..i];
+        if digits.is_empty() {
+            return Err(bad("expected a number"));
+        }
+        if digits.len() > 5 {
+            return Err(bad("at most 5 digits per component"));
+        }
+        let value: u64 = digits.parse().map_err(|_| bad("expected a number"))?;
+        let unit_ms = if s[i..].starts_with("ms") {
+            i += 2;
+            1
+        } else {
+            let unit = bytes.get(i).copied();
+            i += 1;
+            match unit {
+                Some(b'h') => 3_600_000,
+                Some(b'm') => 60_000,
+                Some(b's') => 1000,
+                Some(_) => return Err(bad("the unit must be h, m, s or ms")),
+                None => return Err(bad("missing unit")),
+            }
+        };
+        components += 1;
+        if components > 4 {
+            return Err(bad("at most 4 components"));
+        }
+        total += Duration::from_millis(value * unit_ms);
+    }
+    if components == 0 {
+        return Err(bad("empty"));
+    }
+    Ok(total)
+}
