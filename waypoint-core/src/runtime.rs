@@ -40,7 +40,7 @@ use crate::transport::hbone::{HboneListener, HboneOptions};
 use crate::transport::listener::{ListenAddr, ListenerOptions, SandwichListener};
 use crate::transport::metrics::TransportMetrics;
 use crate::transport::proxy_protocol::ProxyConfig;
-use crate::upstream::{Upstream, UpstreamConfig};
+use crate::upstream::{PoolCollector, Upstream, UpstreamConfig};
 
 /// Everything a waypoint needs to start. Built with [`WaypointOptions::new`] and then adjusted
 /// field by field.
@@ -259,14 +259,9 @@ impl Waypoint {
         }
 
         let (trigger, shutdown) = shutdown::channel();
-        let proxy = Arc::new(Proxy::new(
-            store.clone(),
-            Arc::new(Upstream::with_certs(
-                options.upstream.clone(),
-                certs.clone(),
-            )),
-            telemetry.clone(),
-        ));
+        let upstream = Arc::new(Upstream::with_certs(options.upstream.clone(), certs.clone()));
+        registry.register_collector(Box::new(PoolCollector(upstream.clone())));
+        let proxy = Arc::new(Proxy::new(store.clone(), upstream, telemetry.clone()));
         let http = HttpServer::new(&options.http);
         let sandwich_addrs = listeners.iter().map(|l| l.local_addr()).collect();
         let hbone_addr = hbone.as_ref().map(|l| l.local_addr());

@@ -72,6 +72,40 @@ use balance::{InFlight, InFlightBody};
 use connect::{Connector, Route};
 use pool::HttpPool;
 
+/// Connections held by the upstream pools at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolSizes {
+    /// Idle HTTP/1.1 connections ready for reuse.
+    pub http1_idle: usize,
+    /// Open HTTP/2 (h2c) connections.
+    pub http2: usize,
+    /// Open HBONE (mTLS HTTP/2) connections carrying tunnels.
+    pub hbone: usize,
+}
+
+/// Exposes [`Upstream::pool_sizes`] as `waypoint_upstream_pool_connections{kind}`, read at scrape
+/// time.
+#[derive(Debug)]
+pub struct PoolCollector(pub Arc<Upstream>);
+
+impl prometheus_client::collector::Collector for PoolCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let sizes = self.0.pool_sizes();
+        let mut family = encoder.encode_descriptor(
+            "waypoint_upstream_pool_connections",
+            "Connections held by the upstream pools",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (kind, n) in [("http1_idle", sizes.http1_idle), ("http2", sizes.http2), ("hbone", sizes.hbone)] {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+            gauge.encode(family.encode_family(&[("kind", kind)])?)?;
+        }
+        Ok(())
+    }
+}
+
 /// How the waypoint reaches endpoints (see the module documentation).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum UpstreamMode {
@@ -180,6 +214,12 @@ impl Upstream {
     /// The HBONE connection pool, when this connector sends HBONE.
     pub fn hbone_pool(&self) -> Option<&Arc<HbonePool>> {
         self.pool.connector().hbone.as_ref()
+    }
+
+    /// How many connections the pools hold now.
+    pub fn pool_sizes(&self) -> PoolSizes {
+        let (http1_idle, http2) = self.pool.sizes();
+        PoolSizes { http1_idle, http2, hbone: self.hbone_pool().map_or(0, |p| p.connections()) }
     }
 
     /// Forwards `req` to an endpoint of `ctx.upstream` and returns the backend's response, its

@@ -76,6 +76,11 @@ impl HttpPool {
         &self.connector
     }
 
+    /// Idle HTTP/1.1 connections and open HTTP/2 connections held now.
+    pub(crate) fn sizes(&self) -> (usize, usize) {
+        (lock(&self.h1).values().map(Vec::len).sum(), lock(&self.h2).len())
+    }
+
     /// Sends `req` over a pooled connection for `route`, opening one if needed. The error is a
     /// reason in words.
     pub(crate) async fn send(
