@@ -2,6 +2,8 @@
 //! ztunnel-like client and echo backends on loopback.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -456,23 +458,12 @@ async fn slow_clients_are_cut_off_and_oversized_headers_get_431() {
     assert_routed_with_identity(&h, &h.unix()).await;
 }
 
-/// A plain HTTP/1.1 GET; returns the whole response as text.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 #[tokio::test]
 async fn istio_metrics_and_trace_context_reach_operators_and_upstreams() {
     let h = Harness::start(Duration::from_secs(5)).await;
     let admin = h.waypoint().admin_addr().unwrap();
     assert!(
-        http_get(admin, "/healthz/ready")
+        common::http_get(admin, "/healthz/ready")
             .await
             .starts_with("HTTP/1.1 200")
     );
@@ -498,7 +489,7 @@ async fn istio_metrics_and_trace_context_reach_operators_and_upstreams() {
         .await
         .unwrap();
 
-    let metrics = http_get(admin, "/metrics").await;
+    let metrics = common::http_get(admin, "/metrics").await;
     let line = |code: &str| {
         metrics
             .lines()

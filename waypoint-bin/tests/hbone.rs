@@ -3,6 +3,8 @@
 //! an echo backend. Every hop checks the identity of the other.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -315,7 +317,7 @@ async fn http1_and_http2_cross_two_hbone_hops_with_identities_checked() {
     );
 
     // Metrics name the verified identities at both ends.
-    let metrics = admin_get(mesh.waypoint.admin_addr().unwrap(), "/metrics").await;
+    let metrics = common::http_get(mesh.waypoint.admin_addr().unwrap(), "/metrics").await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("istio_requests_total{"))
@@ -392,14 +394,4 @@ async fn a_destination_with_the_wrong_identity_is_refused_with_503() {
         body.contains(BACKEND) && body.contains("sa/billing"),
         "names both identities: {body}"
     );
-}
-
-async fn admin_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
 }
