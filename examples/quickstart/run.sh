@@ -22,16 +22,19 @@ for _ in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
 
 send() {
   "$bin" send --to "unix:$sock" --destination 10.96.0.10:80 \
-    --identity spiffe://cluster.local/ns/default/sa/sleep \
-    --baggage "k8s.namespace.name=default,k8s.deployment.name=sleep,service.name=sleep,service.version=v1" \
+    --identity "spiffe://cluster.local/ns/default/sa/$2" \
+    --baggage "k8s.namespace.name=default,k8s.deployment.name=$2,service.name=$2,service.version=v1" \
     --path "$1"
 }
-echo "== GET /hello (routed to echo-v1)"; send /hello
-echo "== GET /v2/hello (routed to echo-v2)"; send /v2/hello
+echo "== GET /hello as sleep (routed to echo-v1)"; send /hello sleep
+echo "== GET /v2/hello as sleep (routed to echo-v2)"; send /v2/hello sleep
+echo "== GET /hello as intruder (denied by the AuthorizationPolicy echo-callers)"; send /hello intruder
 
 cat <<MSG
 == waypoint is serving on unix:$sock and tcp:127.0.0.1:15088. Try:
    $bin send --to unix:$sock --destination 10.96.0.10:80 --identity spiffe://cluster.local/ns/default/sa/sleep --path /v2/x
+   $bin authz --config examples/quickstart/manifests.yaml --destination 10.96.0.10:80 --identity spiffe://cluster.local/ns/default/sa/intruder
+   curl -s localhost:15000/metrics | grep istio_requests_total
    Edit examples/quickstart/manifests.yaml: the waypoint reloads it within 2 s.
    Ctrl-C stops everything.
 MSG

@@ -46,8 +46,9 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => cli::run(args, Some(log_level)).await,
+            Command::Run(args) => cli::run(*args, Some(log_level)).await,
             Command::Check(args) => cli::check(args),
+            Command::Authz(args) => cli::authz(args),
             Command::Echo(args) => cli::echo(args).await,
             Command::Send(args) => cli::send(args).await,
             Command::Certs(command) => cli::certs(command),

@@ -228,3 +228,35 @@ fn admin_get(port: u16, path: &str) -> String {
     stream.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn authz_explains_decisions_on_the_quickstart_policy() {
+    let config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/manifests.yaml");
+    let ask = |identity: &str| {
+        waypoint()
+            .args(["authz", "--config"])
+            .arg(&config)
+            .args([
+                "--destination",
+                "10.96.0.10:80",
+                "--identity",
+                identity,
+                "--path",
+                "/hello",
+            ])
+            .output()
+            .unwrap()
+    };
+    let allowed = ask("spiffe://cluster.local/ns/default/sa/sleep");
+    assert!(allowed.status.success());
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert!(
+        stdout.starts_with("ALLOWED")
+            && stdout.contains("AuthorizationPolicy default/echo-callers rule 0"),
+        "{stdout}"
+    );
+    let denied = ask("spiffe://cluster.local/ns/default/sa/intruder");
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stdout).starts_with("DENIED"));
+}

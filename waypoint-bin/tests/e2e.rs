@@ -519,3 +519,54 @@ async fn istio_metrics_and_trace_context_reach_operators_and_upstreams() {
     assert!(metrics.contains("istio_request_duration_milliseconds_count{"));
     assert!(metrics.contains("waypoint_connections_accepted_total{binding=\"sandwich\"}"));
 }
+
+const ONLY_CART: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-cart, namespace: default}
+spec:
+  targetRefs: [{kind: Service, group: "", name: echo}]
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/cart"]}}]
+"#;
+
+#[tokio::test]
+async fn authorization_policy_decides_on_the_identity_ztunnel_vouched_for() {
+    let h = Harness::start(Duration::from_secs(5)).await;
+    std::fs::write(&h.config, manifests(h.echo_port, h.slow_port, ONLY_CART)).unwrap();
+    h.wait_for_version(2).await;
+
+    // The identity in TLV 0xD0 is allowed...
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &get("/"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // ...another identity is denied with Istio's answer...
+    let mut other = claims("10.96.0.10:80");
+    other.identity = Some("spiffe://cluster.local/ns/shop/sa/intruder".into());
+    let resp = send::send(&h.unix(), &other, &get("/")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(resp.body().as_ref(), b"RBAC: access denied");
+    // ...and so is a connection without an identity.
+    let mut anonymous = claims("10.96.0.10:80");
+    anonymous.identity = None;
+    let resp = send::send(&h.unix(), &anonymous, &get("/")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // Another Service has no policy: the same identity is allowed there.
+    other.destination = "10.96.0.20:80".parse().unwrap();
+    let resp = send::send(&h.unix(), &other, &get("/")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Operators see the decisions, by deciding policy.
+    let metrics = common::http_get(h.waypoint().admin_addr().unwrap(), "/metrics").await;
+    for line in [
+        "waypoint_authz_decisions_total{decision=\"allow\",action=\"ALLOW\",policy=\"default/only-cart\"} 1",
+        "waypoint_authz_decisions_total{decision=\"deny\",action=\"ALLOW\",policy=\"-\"} 2",
+        "waypoint_authz_decisions_total{decision=\"allow\",action=\"NONE\",policy=\"-\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(metrics.contains("response_code=\"403\""));
+}

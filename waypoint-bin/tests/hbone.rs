@@ -395,3 +395,41 @@ async fn a_destination_with_the_wrong_identity_is_refused_with_503() {
         "names both identities: {body}"
     );
 }
+
+#[tokio::test]
+async fn authorization_policy_uses_the_client_certificate_identity() {
+    let mesh = mesh().await;
+    let store = mesh.waypoint.store();
+    let before = store.load().version;
+    let config_path = mesh._dir.path().join("config.yaml");
+    let mut text = std::fs::read_to_string(&config_path).unwrap();
+    text.push_str(
+        r#"---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: not-cart, namespace: default}
+spec:
+  targetRefs: [{kind: Service, group: "", name: echo}]
+  action: DENY
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/cart"]}}]
+"#,
+    );
+    std::fs::write(&config_path, text).unwrap();
+    for _ in 0..200 {
+        if store.load().version > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.load().version > before, "config reloaded");
+    let statuses = store.load().statuses();
+    let policy = statuses
+        .iter()
+        .find(|s| s.resource.kind == "AuthorizationPolicy")
+        .unwrap();
+    assert!(policy.is_ok(), "{policy:?}");
+    let (status, body) = mesh.request("10.96.0.10:80", "/", false).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body, serde_json::json!("RBAC: access denied"));
+}

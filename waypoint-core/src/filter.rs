@@ -129,6 +129,26 @@ pub struct RequestContext {
     pub extensions: http::Extensions,
 }
 
+/// The authorization outcome of a request, left in [`RequestContext::extensions`] by the
+/// policy filter so logs and metrics can report it.
+///
+/// `action` is the action of the deciding policy (`ALLOW`, `DENY`, `CUSTOM`), `ALLOW` with no
+/// policy when ALLOW policies apply but none matched (denied), or `NONE` when no ALLOW policy
+/// applies (allowed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthzDecision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The deciding action (see the type's documentation).
+    pub action: String,
+    /// The deciding policy, if one decided.
+    pub policy: Option<ResourceRef>,
+    /// The index of the matching rule in the deciding policy's `spec.rules`.
+    pub rule: Option<usize>,
+    /// True for what dry-run policies would have decided.
+    pub dry_run: bool,
+}
+
 /// Which route rule matched a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteMatch {

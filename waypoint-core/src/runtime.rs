@@ -259,7 +259,10 @@ impl Waypoint {
         }
 
         let (trigger, shutdown) = shutdown::channel();
-        let upstream = Arc::new(Upstream::with_certs(options.upstream.clone(), certs.clone()));
+        let upstream = Arc::new(Upstream::with_certs(
+            options.upstream.clone(),
+            certs.clone(),
+        ));
         registry.register_collector(Box::new(PoolCollector(upstream.clone())));
         let proxy = Arc::new(Proxy::new(store.clone(), upstream, telemetry.clone()));
         let http = HttpServer::new(&options.http);

@@ -98,6 +98,12 @@ pub struct AccessLogEntry {
     pub trace_id: String,
     /// The route rule that matched: `namespace/name#rule`.
     pub route: Option<String>,
+    /// The authorization decision: `allow` or `deny`, when a policy filter ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz: Option<&'static str>,
+    /// The policy and rule that decided: `Kind namespace/name#rule`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz_policy: Option<String>,
 }
 
 fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -119,7 +125,7 @@ impl AccessLogEntry {
         let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
         let _ = write!(
             s,
-            "[{}] \"{} {} {}\" {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {}",
+            "[{}] \"{} {} {}\" {} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} \"{}\"",
             rfc3339_millis(self.start_time),
             escape(&self.method),
             escape(&self.path),
@@ -137,6 +143,8 @@ impl AccessLogEntry {
             escape(&dash(self.destination_service.clone())),
             escape(&dash(self.route.clone())),
             self.trace_id,
+            self.authz.unwrap_or("-"),
+            escape(&dash(self.authz_policy.clone())),
         );
         s
     }

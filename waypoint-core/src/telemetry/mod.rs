@@ -31,14 +31,16 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::{Body, BoxError};
 use crate::config::{Config, Endpoint, EndpointTransport};
 use crate::conn::ConnInfo;
-use crate::filter::RequestContext;
+use crate::filter::{AuthzDecision, RequestContext};
 use crate::tls::ExpectedIdentity;
 
 use access_log::{AccessLogEntry, AccessLogOptions, AccessLogger, MAX_PATH_LEN, truncate};
@@ -103,12 +105,21 @@ pub struct Telemetry {
 
 struct Inner {
     requests: RequestMetrics,
+    authz: Family<AuthzLabels, Counter>,
     tcp: TcpMetrics,
     config: ConfigMetrics,
     access_log: Option<AccessLogger>,
     access_log_dropped: Counter,
     cluster_domain: String,
     cluster: Option<String>,
+}
+
+/// Labels of `waypoint_authz_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthzLabels {
+    decision: &'static str,
+    action: Label,
+    policy: Label,
 }
 
 impl fmt::Debug for Telemetry {
@@ -130,6 +141,12 @@ impl Telemetry {
         let tcp = TcpMetrics::new(registry);
         let config = ConfigMetrics::new(registry);
         ProcessCollector::register(registry);
+        let authz = Family::<AuthzLabels, Counter>::default();
+        registry.register(
+            "waypoint_authz_decisions",
+            "Authorization decisions by outcome, action and deciding policy",
+            authz.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "waypoint_access_log_dropped",
@@ -143,6 +160,7 @@ impl Telemetry {
         Ok(Telemetry {
             inner: Arc::new(Inner {
                 requests,
+                authz,
                 tcp,
                 config,
                 access_log,
@@ -245,6 +263,21 @@ impl Telemetry {
             || status.is_informational()
             || status == http::StatusCode::NO_CONTENT
             || status == http::StatusCode::NOT_MODIFIED;
+        let authz = ctx.extensions.get::<AuthzDecision>();
+        if let Some(decision) = authz {
+            let policy = decision
+                .policy
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.namespace, p.name));
+            self.inner
+                .authz
+                .get_or_create(&AuthzLabels {
+                    decision: if decision.allowed { "allow" } else { "deny" },
+                    action: metrics::bounded(&decision.action),
+                    policy: metrics::bounded(&policy),
+                })
+                .inc();
+        }
         let pending = Pending {
             telemetry: self.clone(),
             bodyless,
@@ -258,6 +291,13 @@ impl Telemetry {
                 .map(|r| format!("{}/{}#{}", r.route.namespace, r.route.name, r.rule)),
             grpc_status,
             upstream_host: ctx.endpoint.as_ref().map(|e| e.address),
+            authz: authz.map(|d| {
+                let policy = d.policy.as_ref().map(|p| match d.rule {
+                    Some(rule) => format!("{p}#{rule}"),
+                    None => p.to_string(),
+                });
+                (if d.allowed { "allow" } else { "deny" }, policy)
+            }),
             bytes_sent: 0,
             record,
         };
@@ -404,6 +444,7 @@ struct Pending {
     route: Option<String>,
     grpc_status: Option<Label>,
     upstream_host: Option<std::net::SocketAddr>,
+    authz: Option<(&'static str, Option<String>)>,
     bytes_sent: u64,
     record: RequestRecord,
 }
@@ -455,6 +496,8 @@ impl Pending {
             response_code: self.status,
             response_flags: labels.response_flags.to_string(),
             upstream_host: self.upstream_host,
+            authz: self.authz.as_ref().map(|a| a.0),
+            authz_policy: self.authz.as_ref().and_then(|a| a.1.clone()),
             bytes_received: request_bytes,
             bytes_sent: self.bytes_sent,
             duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),

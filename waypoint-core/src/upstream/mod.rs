@@ -89,7 +89,10 @@ pub struct PoolSizes {
 pub struct PoolCollector(pub Arc<Upstream>);
 
 impl prometheus_client::collector::Collector for PoolCollector {
-    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         let sizes = self.0.pool_sizes();
         let mut family = encoder.encode_descriptor(
@@ -98,8 +101,14 @@ impl prometheus_client::collector::Collector for PoolCollector {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (kind, n) in [("http1_idle", sizes.http1_idle), ("http2", sizes.http2), ("hbone", sizes.hbone)] {
-            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+        for (kind, n) in [
+            ("http1_idle", sizes.http1_idle),
+            ("http2", sizes.http2),
+            ("hbone", sizes.hbone),
+        ] {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(
+                i64::try_from(n).unwrap_or(i64::MAX),
+            );
             gauge.encode(family.encode_family(&[("kind", kind)])?)?;
         }
         Ok(())
@@ -219,7 +228,11 @@ impl Upstream {
     /// How many connections the pools hold now.
     pub fn pool_sizes(&self) -> PoolSizes {
         let (http1_idle, http2) = self.pool.sizes();
-        PoolSizes { http1_idle, http2, hbone: self.hbone_pool().map_or(0, |p| p.connections()) }
+        PoolSizes {
+            http1_idle,
+            http2,
+            hbone: self.hbone_pool().map_or(0, |p| p.connections()),
+        }
     }
 
     /// Forwards `req` to an endpoint of `ctx.upstream` and returns the backend's response, its

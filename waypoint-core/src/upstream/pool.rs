@@ -78,7 +78,10 @@ impl HttpPool {
 
     /// Idle HTTP/1.1 connections and open HTTP/2 connections held now.
     pub(crate) fn sizes(&self) -> (usize, usize) {
-        (lock(&self.h1).values().map(Vec::len).sum(), lock(&self.h2).len())
+        (
+            lock(&self.h1).values().map(Vec::len).sum(),
+            lock(&self.h2).len(),
+        )
     }
 
     /// Sends `req` over a pooled connection for `route`, opening one if needed. The error is a
