@@ -856,3 +856,65 @@ async fn openid_discovery_finds_the_jwks() {
     assert_eq!(out.status, None, "{}", out.body);
     assert_eq!(server.hits(), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// With authorization: the chain the waypoint runs
+
+#[tokio::test]
+async fn missing_token_is_denied_only_where_a_request_principal_is_required() {
+    use waypoint_core::filter::FilterChain;
+    use waypoint_filters::authz::AuthzFactory;
+
+    let key = es256("k1");
+    let require_jwt = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt, namespace: default}
+spec:
+  targetRefs: [{group: "", kind: Service, name: echo}]
+  action: ALLOW
+  rules:
+  - from: [{source: {requestPrincipals: ["*"]}}]
+"#;
+    let config = parse_manifests(
+        &format!(
+            "{BASE}\n---\n{}{require_jwt}",
+            policy(ON_ECHO, &inline(&[&key]), "")
+        ),
+        "test.yaml",
+    )
+    .unwrap();
+    let registry = ExtensionRegistry::new();
+    let mut cx = BuildContext::new(&config, &registry);
+    let chain = FilterChain::new(vec![
+        AuthnFactory::default().build(&mut cx),
+        AuthzFactory::default().build(&mut cx),
+    ]);
+    assert!(cx.into_reports().is_empty());
+    let config = Arc::new(config);
+    let run = |destination: &str, token: Option<String>| {
+        let (chain, config) = (chain.clone(), config.clone());
+        let destination: SocketAddr = destination.parse().unwrap();
+        async move {
+            let mut req = http::Request::get("/");
+            if let Some(token) = token {
+                req = req.header("authorization", format!("Bearer {token}"));
+            }
+            let mut req = req.body(body::empty()).unwrap();
+            let mut conn = ConnInfo::new(Binding::Hbone);
+            conn.destination = Some(destination);
+            let mut ctx = RequestContext::new(Arc::new(conn), config);
+            match chain.run_request(&mut req, &mut ctx).await {
+                Decision::Continue => None,
+                Decision::Respond(resp) => Some(resp.status()),
+            }
+        }
+    };
+    // No token: allowed by authn, denied by the policy that wants a request principal.
+    assert_eq!(run(ECHO, None).await, Some(StatusCode::FORBIDDEN));
+    // A valid token satisfies it.
+    assert_eq!(run(ECHO, Some(token(&key, &claims(json!({}))))).await, None);
+    // Where no policy asks for a principal, no token is fine.
+    assert_eq!(run(OTHER, None).await, None);
+}
