@@ -3,7 +3,9 @@
 //! - PROXY v2 decoding of a header as ztunnel writes it (identity TLV) plus workload metadata;
 //! - route selection with 10, 1,000 and 10,000 HTTPRoute rules attached to one Service, for a
 //!   request that matches the rule of lowest precedence (the worst case of the scan);
-//! - header modification as a `RequestHeaderModifier` does it.
+//! - header modification as a `RequestHeaderModifier` does it;
+//! - an AuthorizationPolicy decision with 1, 100 and 10,000 policies attached to other Services
+//!   plus 10 attached to the request's (the cost must not grow with the unrelated ones).
 //!
 //! `cargo bench -p waypoint-benches` prints time per operation; `cargo test --benches` runs each
 //! once as a smoke test.
@@ -129,5 +131,79 @@ fn header_edits(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, proxy_decode, route_select, header_edits);
+/// `others` policies attached to other Services (each with its own Service), plus 10 attached
+/// to `echo`, the request's destination.
+fn policy_manifests(others: usize) -> String {
+    let mut out = manifests(0);
+    let policy = |out: &mut String, name: &str, service: &str, principal: &str| {
+        write!(out, "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]\n  action: ALLOW\n  rules:\n  - from: [{{source: {{principals: [\"{principal}\"]}}}}]\n    to: [{{operation: {{methods: [GET], paths: [\"/api/*\"]}}}}]\n").unwrap();
+    };
+    for i in 0..others {
+        write!(out, "---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: default}}\nspec:\n  clusterIP: 10.97.{}.{}\n  ports: [{{name: http, port: 80}}]\n", i / 250, i % 250 + 1).unwrap();
+        policy(
+            &mut out,
+            &format!("other-{i}"),
+            &format!("svc-{i}"),
+            "cluster.local/ns/x/sa/y",
+        );
+    }
+    for i in 0..10 {
+        // The last one matches the request: every policy of the Service is evaluated.
+        let principal = if i == 9 {
+            "cluster.local/ns/default/sa/sleep".to_owned()
+        } else {
+            format!("cluster.local/ns/default/sa/other-{i}")
+        };
+        policy(&mut out, &format!("mine-{i}"), "echo", &principal);
+    }
+    out
+}
+
+fn authz_decision(c: &mut Criterion) {
+    use waypoint_filters::authz::{AuthzFactory, RequestAttributes, explain};
+    let mut group = c.benchmark_group("authz_decision");
+    let identity: waypoint_core::identity::SpiffeId = "spiffe://cluster.local/ns/default/sa/sleep"
+        .parse()
+        .unwrap();
+    let headers = http::HeaderMap::new();
+    for others in [1usize, 100, 10_000] {
+        let config = parse_manifests(&policy_manifests(others), "bench.yaml").unwrap();
+        let registry = ExtensionRegistry::new();
+        let mut cx = BuildContext::new(&config, &registry);
+        let policies = AuthzFactory::default().compile(&mut cx);
+        let request = RequestAttributes {
+            identity: Some(&identity),
+            source: Some("10.244.0.7".parse().unwrap()),
+            destination: Some("10.96.0.10:80".parse().unwrap()),
+            method: "GET",
+            host: "echo.default.svc.cluster.local",
+            path: "/api/items?id=7",
+            headers: &headers,
+            request_principal: None,
+        };
+        assert!(
+            explain(&policies, &config, &request)
+                .unwrap()
+                .decision
+                .allowed
+        );
+        group.bench_with_input(BenchmarkId::from_parameter(others), &others, |b, _| {
+            b.iter(|| {
+                explain(&policies, &config, std::hint::black_box(&request))
+                    .unwrap()
+                    .decision
+                    .allowed
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    proxy_decode,
+    route_select,
+    header_edits,
+    authz_decision
+);
 criterion_main!(benches);
