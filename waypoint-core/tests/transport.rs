@@ -600,6 +600,11 @@ async fn optional_header_serves_plain_and_local_connections_with_the_socket_peer
         }
     );
     assert_eq!(info.source, Some(me));
+    assert_eq!(
+        info.destination,
+        Some(bound),
+        "the socket's own address is the destination"
+    );
 
     let local = hex("0d0a0d0a000d0a515549540a 20 00 0000");
     let (info, got) = serve_one(&mut h, &with_payload(&local, b"probe")).await;

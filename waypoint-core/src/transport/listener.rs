@@ -314,7 +314,8 @@ where
                 if let Err(error) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
                 }
-                self.serve_stream(stream, Some(peer), peer.to_string(), accepted_at)
+                let local = stream.local_addr().ok();
+                self.serve_stream(stream, Some(peer), local, peer.to_string(), accepted_at)
                     .await;
             }
             Accepted::Unix(stream) => {
@@ -322,7 +323,8 @@ where
                     Some(pid) => format!("unix pid {pid}"),
                     None => "unix peer".to_owned(),
                 };
-                self.serve_stream(stream, None, label, accepted_at).await;
+                self.serve_stream(stream, None, None, label, accepted_at)
+                    .await;
             }
         }
     }
@@ -331,6 +333,7 @@ where
         &self,
         mut stream: S,
         peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
         peer_label: String,
         accepted_at: Instant,
     ) where
@@ -355,6 +358,9 @@ where
                     listener: self.listener.clone(),
                 });
                 info.source = peer;
+                // Without a header the client dialled this socket: its own address is the
+                // original destination (a Service whose ClusterIP is this address routes it).
+                info.destination = local;
                 Ok(("plain", info, rest))
             }
             Err(e) => Err(e),

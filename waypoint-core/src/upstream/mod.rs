@@ -157,7 +157,10 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(90),
-            max_idle_per_endpoint: 64,
+            // High enough that a burst of concurrent requests does not churn connections (each
+            // new one costs a handshake and, under load, can overflow the backend's accept
+            // queue); idle ones are still closed after `idle_timeout`.
+            max_idle_per_endpoint: 1024,
             mode: UpstreamMode::Plain,
             hbone: HboneClientOptions::default(),
             own_ip: None,
