@@ -1,0 +1,363 @@
+//! The same job, written for each proxy: Kubernetes manifests for the waypoint and a bootstrap
+//! for Envoy, both generated from one [`Job`].
+//!
+//! What "the same job" means here:
+//! - one Service (`echo`, VIP 10.96.0.10:80) whose only endpoint is the upstream;
+//! - `routes` HTTPRoutes with one `PathPrefix /rNNNNN` rule each, all of the same length and
+//!   named so the request (`/r<last>/items`) matches the route of lowest precedence: the waypoint
+//!   and Envoy (first match wins, routes in precedence order) both look at every route;
+//! - `policies` ALLOW AuthorizationPolicies, one principal each; the client's identity
+//!   (TLV 0xD0) matches the last one, so both evaluate every rule.
+//!
+//! Envoy learns the principal the way kgateway's sandwich waypoint does: the `proxy_protocol`
+//! listener filter stores TLV 0xD0 in dynamic metadata (`peer_principal`), a `set_filter_state`
+//! network filter copies it into the connection's filter state as `io.istio.peer_principal`
+//! (the key Istio's RBAC reads), and each RBAC policy matches that filter-state key.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+/// The Service VIP:port the PROXY header names as original destination.
+pub const SERVICE_VIP: &str = "10.96.0.10:80";
+/// Host header of the requests.
+pub const AUTHORITY: &str = "echo.default.svc.cluster.local";
+/// PROXY TLV type of the source identity.
+pub const TLV_PEER_IDENTITY: u8 = 0xD0;
+/// Dynamic-metadata key (namespace `envoy.filters.listener.proxy_protocol`) of TLV 0xD0.
+pub const ENVOY_TLV_KEY: &str = "peer_principal";
+/// Filter-state key Istio's RBAC reads the peer principal from.
+pub const ENVOY_PRINCIPAL_STATE: &str = "io.istio.peer_principal";
+
+/// The principal (Istio form, without `spiffe://`) of policy `i`.
+pub fn principal(i: usize) -> String {
+    format!("cluster.local/ns/ns-{i}/sa/sa-{i}")
+}
+
+/// The client's identity for a job with `policies` rules: the last rule's principal (any
+/// identity when there are no rules).
+pub fn client_identity(policies: usize) -> String {
+    format!("spiffe://{}", principal(policies.max(1) - 1))
+}
+
+/// A job both proxies are configured for.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Listener port on 127.0.0.1.
+    pub listen_port: u16,
+    /// Admin port on 127.0.0.1.
+    pub admin_port: u16,
+    /// The upstream (the Service's endpoint).
+    pub upstream: SocketAddr,
+    /// Require a PROXY v2 header and read the identity from it.
+    pub proxy_protocol: bool,
+    /// HTTPRoutes (at least one).
+    pub routes: usize,
+    /// ALLOW AuthorizationPolicies by principal (0: none).
+    pub policies: usize,
+    /// Envoy only: terminate mutual TLS with these files (Istio layout) instead of reading
+    /// PROXY headers.
+    pub tls: Option<PathBuf>,
+    /// Waypoint only: the endpoints are in the mesh (namespace labelled ambient), so `--upstream
+    /// auto` reaches them over HBONE.
+    pub mesh_endpoints: bool,
+}
+
+impl Job {
+    /// The request path: it matches the last (lowest-precedence) route.
+    pub fn path(&self) -> String {
+        format!("/r{:05}/items", self.routes.max(1) - 1)
+    }
+}
+
+/// The waypoint's manifests for `job`.
+pub fn waypoint_manifests(job: &Job) -> String {
+    let mut out = String::new();
+    if job.mesh_endpoints {
+        out.push_str("apiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {istio.io/dataplane-mode: ambient}}\n---\n");
+    }
+    let _ = write!(
+        out,
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: default}}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{{name: http, port: 80}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n",
+        job.upstream.port(),
+        job.upstream.ip()
+    );
+    for i in 0..job.routes.max(1) {
+        let _ = write!(
+            out,
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: route-{i:05}, namespace: default}}\n\
+             spec:\n  parentRefs: [{{group: \"\", kind: Service, name: echo, port: 80}}]\n  rules:\n  \
+             - matches: [{{path: {{type: PathPrefix, value: /r{i:05}}}}}]\n    backendRefs: [{{name: echo, port: 80}}]\n"
+        );
+    }
+    for i in 0..job.policies {
+        let _ = write!(
+            out,
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: allow-{i}, namespace: default}}\n\
+             spec:\n  targetRefs: [{{group: \"\", kind: Service, name: echo}}]\n  action: ALLOW\n  \
+             rules: [{{from: [{{source: {{principals: [\"{}\"]}}}}]}}]\n",
+            principal(i)
+        );
+    }
+    out
+}
+
+fn typed(type_url: &str, mut config: Value) -> Value {
+    if let Value::Object(map) = &mut config {
+        map.insert(
+            "@type".into(),
+            Value::String(format!("type.googleapis.com/{type_url}")),
+        );
+    }
+    config
+}
+
+/// Envoy's bootstrap for `job`, as a `serde_json::Value` (see [`envoy_yaml`]).
+pub fn envoy_bootstrap(job: &Job) -> Value {
+    let routes: Vec<Value> = (0..job.routes.max(1))
+        .map(|i| {
+            json!({
+                "name": format!("route-{i:05}"),
+                "match": {"path_separated_prefix": format!("/r{i:05}")},
+                "route": {"cluster": "echo"},
+            })
+        })
+        .collect();
+    let mut http_filters = Vec::new();
+    if job.policies > 0 {
+        let mut policies = serde_json::Map::new();
+        for i in 0..job.policies {
+            policies.insert(
+                format!("ns[default]-policy[allow-{i}]-rule[0]"),
+                json!({
+                    "permissions": [{"any": true}],
+                    "principals": [{"filter_state": {
+                        "key": ENVOY_PRINCIPAL_STATE,
+                        "string_match": {"exact": format!("spiffe://{}", principal(i))},
+                    }}],
+                }),
+            );
+        }
+        http_filters.push(json!({
+            "name": "envoy.filters.http.rbac",
+            "typed_config": typed(
+                "envoy.extensions.filters.http.rbac.v3.RBAC",
+                json!({"rules": {"action": "ALLOW", "policies": policies}}),
+            ),
+        }));
+    }
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": typed("envoy.extensions.filters.http.router.v3.Router", json!({})),
+    }));
+    let hcm = json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": typed(
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            json!({
+                "stat_prefix": "waypoint",
+                "codec_type": "AUTO",
+                "route_config": {
+                    "name": "echo",
+                    "virtual_hosts": [{"name": "echo", "domains": ["*"], "routes": routes}],
+                },
+                "http_filters": http_filters,
+            }),
+        ),
+    });
+    let mut network_filters = Vec::new();
+    let mut listener_filters = Vec::new();
+    if job.proxy_protocol {
+        listener_filters.push(json!({
+            "name": "envoy.filters.listener.proxy_protocol",
+            "typed_config": typed(
+                "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
+                json!({
+                    "rules": [{"tlv_type": TLV_PEER_IDENTITY, "on_tlv_present": {"key": ENVOY_TLV_KEY}}],
+                    "allow_requests_without_proxy_protocol": false,
+                }),
+            ),
+        }));
+        network_filters.push(json!({
+            "name": "proxy_protocol_authority",
+            "typed_config": typed(
+                "envoy.extensions.filters.network.set_filter_state.v3.Config",
+                json!({"on_new_connection": [{
+                    "object_key": ENVOY_PRINCIPAL_STATE,
+                    "factory_key": "envoy.string",
+                    "format_string": {"text_format_source": {"inline_string":
+                        format!("%DYNAMIC_METADATA(envoy.filters.listener.proxy_protocol:{ENVOY_TLV_KEY})%")}},
+                }]}),
+            ),
+        }));
+    }
+    network_filters.push(hcm);
+    let mut chain = json!({"filters": network_filters});
+    if let Some(dir) = &job.tls {
+        let file = |name: &str| json!({"filename": dir.join(name).display().to_string()});
+        chain["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": typed(
+                "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                json!({
+                    "require_client_certificate": true,
+                    "common_tls_context": {
+                        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3"},
+                        "alpn_protocols": ["http/1.1"],
+                        "tls_certificates": [{
+                            "certificate_chain": file("cert-chain.pem"),
+                            "private_key": file("key.pem"),
+                        }],
+                        "validation_context": {"trusted_ca": file("root-cert.pem")},
+                    },
+                }),
+            ),
+        });
+    }
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": job.admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "waypoint",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": job.listen_port}},
+                "listener_filters": listener_filters,
+                "filter_chains": [chain],
+            }],
+            "clusters": [{
+                "name": "echo",
+                "type": "STATIC",
+                "connect_timeout": "5s",
+                "load_assignment": {
+                    "cluster_name": "echo",
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                        "address": job.upstream.ip().to_string(),
+                        "port_value": job.upstream.port(),
+                    }}}}]}],
+                },
+            }],
+        },
+    })
+}
+
+/// Envoy's bootstrap for `job` as YAML.
+pub fn envoy_yaml(job: &Job) -> Result<String, String> {
+    serde_saphyr::to_string(&envoy_bootstrap(job)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(routes: usize, policies: usize) -> Job {
+        Job {
+            listen_port: 15088,
+            admin_port: 15000,
+            upstream: "127.0.0.1:18080".parse().unwrap(),
+            proxy_protocol: true,
+            routes,
+            policies,
+            tls: None,
+            mesh_endpoints: false,
+        }
+    }
+
+    fn parsed(job: &Job) -> Value {
+        let yaml = envoy_yaml(job).unwrap();
+        serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn envoy_reads_the_identity_tlv_like_kgateway() {
+        let v = parsed(&job(1, 10));
+        let listener = &v["static_resources"]["listeners"][0];
+        let lf = &listener["listener_filters"][0];
+        assert_eq!(lf["name"], "envoy.filters.listener.proxy_protocol");
+        assert_eq!(lf["typed_config"]["rules"][0]["tlv_type"], 0xD0);
+        assert_eq!(
+            lf["typed_config"]["rules"][0]["on_tlv_present"]["key"],
+            "peer_principal"
+        );
+        let filters = listener["filter_chains"][0]["filters"].as_array().unwrap();
+        let sfs = &filters[0]["typed_config"]["on_new_connection"][0];
+        assert_eq!(sfs["object_key"], "io.istio.peer_principal");
+        assert_eq!(
+            sfs["format_string"]["text_format_source"]["inline_string"],
+            "%DYNAMIC_METADATA(envoy.filters.listener.proxy_protocol:peer_principal)%"
+        );
+        assert_eq!(
+            filters[1]["name"],
+            "envoy.filters.network.http_connection_manager"
+        );
+    }
+
+    #[test]
+    fn envoy_rbac_has_one_principal_rule_per_policy_and_the_client_matches_the_last() {
+        let j = job(1, 10);
+        let v = parsed(&j);
+        let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][1]["typed_config"];
+        let rbac = &hcm["http_filters"][0];
+        assert_eq!(rbac["name"], "envoy.filters.http.rbac");
+        assert_eq!(rbac["typed_config"]["rules"]["action"], "ALLOW");
+        let policies = rbac["typed_config"]["rules"]["policies"]
+            .as_object()
+            .unwrap();
+        assert_eq!(policies.len(), 10);
+        let exacts: Vec<&str> = policies
+            .values()
+            .map(|p| {
+                assert_eq!(
+                    p["principals"][0]["filter_state"]["key"],
+                    "io.istio.peer_principal"
+                );
+                p["principals"][0]["filter_state"]["string_match"]["exact"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert!(exacts.contains(&client_identity(10).as_str()));
+        assert_eq!(hcm["http_filters"][1]["name"], "envoy.filters.http.router");
+        // The waypoint gets the same ten policies, in Istio's principal form.
+        let manifests = waypoint_manifests(&j);
+        assert_eq!(manifests.matches("kind: AuthorizationPolicy").count(), 10);
+        assert!(manifests.contains("principals: [\"cluster.local/ns/ns-9/sa/sa-9\"]"));
+    }
+
+    #[test]
+    fn routes_match_the_last_route_in_both_configs() {
+        let j = job(10_000, 0);
+        assert_eq!(j.path(), "/r09999/items");
+        let v = parsed(&j);
+        let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][1]["typed_config"];
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap();
+        assert_eq!(routes.len(), 10_000);
+        assert_eq!(routes[9_999]["match"]["path_separated_prefix"], "/r09999");
+        // Without policies there is no RBAC filter, only the router.
+        assert_eq!(hcm["http_filters"].as_array().unwrap().len(), 1);
+        let manifests = waypoint_manifests(&j);
+        assert_eq!(manifests.matches("kind: HTTPRoute").count(), 10_000);
+        assert!(manifests.contains("value: /r09999}"));
+    }
+
+    #[test]
+    fn plain_and_tls_variants() {
+        let mut j = job(1, 0);
+        j.proxy_protocol = false;
+        let v = parsed(&j);
+        let listener = &v["static_resources"]["listeners"][0];
+        assert!(listener["listener_filters"].as_array().unwrap().is_empty());
+        j.tls = Some("/certs".into());
+        let v = parsed(&j);
+        let tls = &v["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"];
+        assert_eq!(tls["typed_config"]["require_client_certificate"], true);
+        assert_eq!(
+            tls["typed_config"]["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
+            "/certs/root-cert.pem"
+        );
+    }
+}

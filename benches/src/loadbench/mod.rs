@@ -1,0 +1,13 @@
+//! The side-by-side load benchmark: the whole waypoint path against Envoy, same machine, same
+//! run, same job (see `benches/README.md`).
+
+pub mod configs;
+pub mod hist;
+pub mod load;
+pub mod procs;
+pub mod report;
+pub mod runner;
+pub mod scenarios;
+pub mod svg;
+pub mod tools;
+pub mod upstream;

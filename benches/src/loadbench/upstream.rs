@@ -1,0 +1,122 @@
+//! The upstream every row talks to: an HTTP/1.1 + h2c server answering every request with a
+//! 1 KiB body, and (for the HBONE scenario) a stand-in for the destination ztunnel that
+//! terminates HBONE and copies each tunnel to it. It runs as a separate process
+//! (`loadbench upstream ...`) so it can be pinned with the load generator and kept off the
+//! proxy's core.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use waypoint_core::conn::ConnInfo;
+use waypoint_core::shutdown;
+use waypoint_core::tls::{CertPaths, CertStore};
+use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
+use waypoint_core::transport::metrics::TransportMetrics;
+
+/// Size of every answer body.
+pub const BODY_BYTES: usize = 1024;
+
+/// Serves 1 KiB answers on `listener` forever.
+pub async fn serve_http(listener: TcpListener) {
+    let body = Bytes::from(vec![b'x'; BODY_BYTES]);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |_req| {
+                let body = body.clone();
+                async move {
+                    let mut resp = http::Response::new(Full::new(body));
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/octet-stream"),
+                    );
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Terminates HBONE on `addr` with the certificates in `certs` and copies every tunnel to
+/// `upstream`, whatever authority it names (the stand-in owns one workload).
+pub async fn serve_hbone_destination(
+    addr: SocketAddr,
+    certs: PathBuf,
+    upstream: SocketAddr,
+) -> Result<SocketAddr, String> {
+    let store = CertStore::load(CertPaths::in_dir(&certs), Vec::new())
+        .map_err(|e| format!("{}: {e}", certs.display()))?;
+    let listener = HboneListener::bind(
+        addr,
+        store,
+        HboneOptions::default(),
+        Arc::new(TransportMetrics::new()),
+    )
+    .await
+    .map_err(|e| format!("HBONE bind {addr}: {e}"))?;
+    let local = listener.local_addr();
+    let (trigger, stop) = shutdown::channel();
+    // The stand-in lives as long as its process.
+    std::mem::forget(trigger);
+    tokio::spawn(listener.serve(
+        move |mut io, _conn: ConnInfo| async move {
+            let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = up.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut io, &mut up).await;
+        },
+        stop,
+    ));
+    Ok(local)
+}
+
+/// `loadbench upstream --listen ADDR [--hbone ADDR --certs DIR]`: prints `http ADDR` (and
+/// `hbone ADDR`) on stdout once listening, then serves until killed.
+pub fn main(args: &[String]) -> Result<(), String> {
+    let mut listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut hbone: Option<SocketAddr> = None;
+    let mut certs: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--listen" => listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--hbone" => hbone = Some(value()?.parse().map_err(|e| format!("--hbone: {e}"))?),
+            "--certs" => certs = Some(value()?.into()),
+            other => return Err(format!("unknown upstream argument {other}")),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("bind {listen}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("http {local}");
+        if let Some(addr) = hbone {
+            let dir = certs.ok_or("--hbone needs --certs")?;
+            let bound = serve_hbone_destination(addr, dir, local).await?;
+            println!("hbone {bound}");
+        }
+        println!("ready");
+        serve_http(listener).await;
+        Ok(())
+    })
+}
