@@ -1,0 +1,139 @@
+//! The `waypoint` command line: `run`, `check`, `authz`, `echo`, `send` and `certs`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use waypoint_core::config;
+use waypoint_core::upstream::UpstreamMode;
+
+mod policy;
+mod run;
+mod tools;
+
+pub use policy::{AuthzArgs, NormalizationChoice, PolicyArgs, authz};
+pub use run::{AccessLogChoice, AdminAddr, RunArgs, run};
+pub use tools::{CheckArgs, EchoArgs, SendArgs, certs, check, echo, send};
+
+/// An L7 waypoint proxy for Istio ambient mesh: native HBONE, or sandwiched behind a co-located
+/// ztunnel.
+#[derive(Debug, Parser)]
+#[command(name = "waypoint", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "WAYPOINT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve: read the config, listen for connections from ztunnel, route requests.
+    Run(Box<RunArgs>),
+    /// Validate a config: print each resource's status; exit 1 when any is rejected.
+    Check(CheckArgs),
+    /// Would this request be allowed by the AuthorizationPolicies, and by which rule? Answered
+    /// by the code the request path runs; exit 1 when denied.
+    Authz(AuthzArgs),
+    /// Run an echo backend that answers with a JSON description of each request.
+    Echo(EchoArgs),
+    /// Send a request to a sandwich listener with a PROXY v2 header, as ztunnel would.
+    Send(SendArgs),
+    /// A development CA: mint a root and SPIFFE workload certificates for trying HBONE.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// `waypoint certs ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a CA (`ca-cert.pem`, `ca-key.pem`) in a directory.
+    Ca {
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Trust domain of the mesh.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
+    /// Issue a workload certificate in Istio's file layout (`cert-chain.pem`, `key.pem`,
+    /// `root-cert.pem`), signed by the CA in `--ca` (for example a mesh's `cacerts` files).
+    Issue {
+        /// Directory holding `ca-cert.pem` and `ca-key.pem`.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The workload's identity, `spiffe://<td>/ns/<ns>/sa/<sa>`.
+        #[arg(long)]
+        identity: String,
+        /// Directory to write to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        validity: Duration,
+    },
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::resources::parse_gateway_duration(s)
+}
+
+pub(crate) fn parse_upstream_mode(s: &str) -> Result<UpstreamMode, String> {
+    match s {
+        "plain" => Ok(UpstreamMode::Plain),
+        "auto" => Ok(UpstreamMode::Auto),
+        _ => match s.strip_prefix("ztunnel-unix:") {
+            Some(path) if !path.is_empty() => Ok(UpstreamMode::ZtunnelUnix(path.into())),
+            _ => Err(format!("{s:?}: expected plain, auto or ztunnel-unix:/path")),
+        },
+    }
+}
+
+pub(crate) fn parse_tlv_type(s: &str) -> Result<u8, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u8::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("{s:?} is not a TLV type (0..=255, decimal or 0x-hex): {e}"))
+}
+
+pub(crate) fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|e| format!("{s:?} is not an octal mode: {e}"))
+}
+
+pub(crate) async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, Ctrl-C is the only way out.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! `waypoint check`, `echo`, `send` and `certs`: trying a waypoint by hand.
+
+use super::{CertsCommand, wait_for_signal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::Args;
+use waypoint_core::config;
+use waypoint_core::filter::ExtensionRegistry;
+use waypoint_core::identity::SpiffeId;
+use waypoint_core::proxy::SnapshotStore;
+use waypoint_core::tls::{CertPaths, DevCa};
+use waypoint_core::transport::listener::ListenAddr;
+use waypoint_core::upstream::TunnelSource;
+
+use crate::tools::{echo, send};
+
+/// `waypoint check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest file or directory.
+    #[arg(long, env = "WAYPOINT_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// `waypoint echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    pub listen: SocketAddr,
+    /// Name reported as `pod` in answers.
+    #[arg(long, default_value = "echo-v1")]
+    pub pod: String,
+}
+
+/// `waypoint send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The sandwich listener: `unix:/path` or `ADDR:PORT`.
+    #[arg(long, default_value = "127.0.0.1:15088")]
+    pub to: ListenAddr,
+    /// The original destination (Service ClusterIP:port) for the PROXY header.
+    #[arg(long)]
+    pub destination: SocketAddr,
+    /// The source address for the PROXY header.
+    #[arg(long, default_value = "10.244.0.7:43210")]
+    pub source: SocketAddr,
+    /// Source SPIFFE identity (TLV 0xD0); omit to send none.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Source workload metadata as W3C baggage (metadata TLV).
+    #[arg(long)]
+    pub baggage: Option<String>,
+    /// Path and query.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: http::Method,
+    /// Host header (default: the destination).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Extra header `Name: value`; repeatable.
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(long, short = 'd', default_value = "")]
+    pub data: String,
+    /// Speak HTTP/2 with prior knowledge.
+    #[arg(long)]
+    pub h2c: bool,
+    /// Go through the waypoint's HBONE listener at this address instead of `--to`, as a client
+    /// ztunnel does (needs --certs-dir).
+    #[arg(long)]
+    pub hbone: Option<SocketAddr>,
+    /// The client's certificates for --hbone (Istio layout).
+    #[arg(long)]
+    pub certs_dir: Option<PathBuf>,
+    /// The identity the waypoint must present over --hbone.
+    #[arg(long, default_value = "spiffe://cluster.local/ns/default/sa/waypoint")]
+    pub server_identity: String,
+}
+
+/// Runs `waypoint check`: prints every resource's status, returns failure when any is rejected.
+pub fn check(args: CheckArgs) -> ExitCode {
+    let config = match config::load_path(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = SnapshotStore::new(
+        waypoint_filters::builtin_factories(),
+        ExtensionRegistry::new(),
+    );
+    let snapshot = store.preview(config);
+    let mut failed = 0;
+    for status in snapshot.statuses() {
+        let ok = status.is_ok();
+        failed += usize::from(!ok);
+        println!(
+            "{} {} ({})",
+            if ok { "ok     " } else { "REJECTED" },
+            status.resource,
+            status.source
+        );
+        for c in &status.conditions {
+            println!("    {}={} {}: {}", c.kind, c.status, c.reason, c.message);
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} resource(s) rejected");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Runs `waypoint echo` until interrupted.
+pub async fn echo(args: EchoArgs) -> ExitCode {
+    let identity = echo::EchoIdentity {
+        pod: args.pod,
+        namespace: "default".into(),
+        service: "echo".into(),
+    };
+    match echo::spawn(args.listen, identity).await {
+        Ok(addr) => {
+            tracing::info!(%addr, "echo backend listening");
+            wait_for_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!(addr = %args.listen, error = %err, "echo backend could not listen");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `waypoint send`: prints the status line, headers and body.
+pub async fn send(args: SendArgs) -> ExitCode {
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            eprintln!("error: header {h:?} is not `Name: value`");
+            return ExitCode::FAILURE;
+        };
+        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    let claims = send::ProxyClaims {
+        source: args.source,
+        destination: args.destination,
+        identity: args.identity,
+        baggage: args.baggage,
+    };
+    let spec = send::RequestSpec {
+        method: args.method,
+        path: args.path,
+        host: args.host,
+        headers,
+        body: Bytes::from(args.data),
+        h2c: args.h2c,
+    };
+    let result = match args.hbone {
+        None => send::send(&args.to, &claims, &spec).await,
+        Some(via) => {
+            let Some(dir) = &args.certs_dir else {
+                eprintln!("error: --hbone needs --certs-dir with the client's certificates");
+                return ExitCode::FAILURE;
+            };
+            let server_identity = match args.server_identity.parse() {
+                Ok(id) => id,
+                Err(e) => {
+                    eprintln!("error: --server-identity: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let hbone = send::HboneClaims {
+                via,
+                certs: CertPaths::in_dir(dir),
+                server_identity,
+                destination: claims.destination,
+                source: TunnelSource {
+                    address: Some(claims.source),
+                    baggage: claims.baggage.clone(),
+                    traceparent: None,
+                },
+            };
+            send::send_hbone(&hbone, &spec).await
+        }
+    };
+    match result {
+        Ok(resp) => {
+            println!("{:?} {}", resp.version(), resp.status());
+            for (name, value) in resp.headers() {
+                println!("{name}: {}", String::from_utf8_lossy(value.as_bytes()));
+            }
+            println!();
+            println!("{}", String::from_utf8_lossy(resp.body()));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `waypoint certs ...`.
+pub fn certs(command: CertsCommand) -> ExitCode {
+    let result = match command {
+        CertsCommand::Ca { out, trust_domain } => DevCa::generate(&trust_domain)
+            .and_then(|ca| ca.write_ca(&out))
+            .map(|()| format!("wrote {0}/ca-cert.pem and {0}/ca-key.pem", out.display()))
+            .map_err(|e| e.to_string()),
+        CertsCommand::Issue {
+            ca,
+            identity,
+            out,
+            validity,
+        } => (|| {
+            let id: SpiffeId = identity.parse().map_err(|e| format!("--identity: {e}"))?;
+            let read = |name: &str| {
+                std::fs::read_to_string(ca.join(name))
+                    .map_err(|e| format!("{}: {e}", ca.join(name).display()))
+            };
+            let ca = DevCa::from_pem(&read("ca-cert.pem")?, &read("ca-key.pem")?)
+                .map_err(|e| e.to_string())?;
+            ca.write_workload_dir(&out, &id, validity)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(format!(
+                "wrote {id} to {0}/cert-chain.pem, key.pem, root-cert.pem",
+                out.display()
+            ))
+        })(),
+    };
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
