@@ -78,9 +78,17 @@ pub fn waypoint_manifests(job: &Job) -> String {
     if job.mesh_endpoints {
         out.push_str("apiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {istio.io/dataplane-mode: ambient}}\n---\n");
     }
+    // A PROXY header or an HBONE CONNECT names the Service VIP; a plain connection has only the
+    // socket's own address as its destination, so for it the Service is given that address.
+    let plain = !job.proxy_protocol && !job.mesh_endpoints;
+    let (vip, port) = if plain {
+        ("127.0.0.1", job.listen_port)
+    } else {
+        ("10.96.0.10", 80)
+    };
     let _ = write!(
         out,
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: default}}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{{name: http, port: 80}}]\n---\n\
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: default}}\nspec:\n  clusterIP: {vip}\n  ports: [{{name: http, port: {port}}}]\n---\n\
          apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}\n\
          addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n",
         job.upstream.port(),
@@ -90,8 +98,8 @@ pub fn waypoint_manifests(job: &Job) -> String {
         let _ = write!(
             out,
             "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: route-{i:05}, namespace: default}}\n\
-             spec:\n  parentRefs: [{{group: \"\", kind: Service, name: echo, port: 80}}]\n  rules:\n  \
-             - matches: [{{path: {{type: PathPrefix, value: /r{i:05}}}}}]\n    backendRefs: [{{name: echo, port: 80}}]\n"
+             spec:\n  parentRefs: [{{group: \"\", kind: Service, name: echo, port: {port}}}]\n  rules:\n  \
+             - matches: [{{path: {{type: PathPrefix, value: /r{i:05}}}}}]\n    backendRefs: [{{name: echo, port: {port}}}]\n"
         );
     }
     for i in 0..job.policies {
