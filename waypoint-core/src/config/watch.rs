@@ -15,6 +15,9 @@ use super::build::EndpointStatsCache;
 use super::load::{LoadError, fingerprint, load_path_with};
 use crate::shutdown::Shutdown;
 
+/// How long a changed source must stay unchanged before it is loaded.
+const SETTLE: Duration = Duration::from_millis(50);
+
 /// Reloads a config source when its [`fingerprint`] changes.
 ///
 /// Create it *before* the initial load: it remembers the state seen at creation, so a change
@@ -41,6 +44,13 @@ impl ConfigWatcher {
         let now = fingerprint(&self.path);
         let state = now.as_ref().map(|h| *h).map_err(|e| e.to_string());
         if state == self.last {
+            return None;
+        }
+        // A file edited in place can be caught half-written: load only once it has stopped
+        // changing, else wait for the next poll.
+        std::thread::sleep(SETTLE);
+        let again = fingerprint(&self.path).map_err(|e| e.to_string());
+        if again != state {
             return None;
         }
         self.last = state;
