@@ -33,6 +33,7 @@ use crate::http::{HttpServer, HttpServerConfig};
 use crate::proxy::{Proxy, Snapshot, SnapshotStore};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
+use crate::telemetry::otlp::OtlpOptions;
 use crate::telemetry::{Telemetry, TelemetryOptions};
 use crate::tls::{CertPaths, CertStore, TlsError};
 use crate::transport::BoxedIo;
@@ -78,6 +79,8 @@ pub struct WaypointOptions {
     pub cluster_domain: String,
     /// Changes the log filter at run time (`POST /logging?level=`); `None` answers 501.
     pub log_level: Option<LogLevelHook>,
+    /// Export one span per request to an OTLP/HTTP collector; `None` exports nothing.
+    pub otlp: Option<OtlpOptions>,
 }
 
 /// Access log format and sampling.
@@ -140,6 +143,7 @@ impl WaypointOptions {
             cluster_id: None,
             cluster_domain: "cluster.local".into(),
             log_level: None,
+            otlp: None,
         }
     }
 }
@@ -150,7 +154,7 @@ pub enum StartError {
     /// The initial config could not be read.
     #[error("cannot load config: {0}")]
     Config(#[from] LoadError),
-    /// Telemetry could not start (the access log writer).
+    /// Telemetry could not start (the access log writer, or an invalid OTLP endpoint).
     #[error("cannot start telemetry: {0}")]
     Telemetry(std::io::Error),
     /// The certificates could not be loaded.
@@ -209,6 +213,7 @@ impl Waypoint {
                 }),
                 cluster_domain: options.cluster_domain.clone(),
                 cluster: options.cluster_id.clone(),
+                otlp: options.otlp.clone(),
             },
         )
         .map_err(StartError::Telemetry)?;

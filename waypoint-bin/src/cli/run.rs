@@ -15,6 +15,7 @@ use waypoint_core::runtime::{
     AccessLogSettings, CertSettings, HboneInbound, LogLevelHook, Waypoint, WaypointOptions,
 };
 use waypoint_core::telemetry::access_log::AccessLogFormat;
+use waypoint_core::telemetry::otlp::OtlpOptions;
 use waypoint_core::tls::CertPaths;
 use waypoint_core::transport::hbone::HboneOptions;
 use waypoint_core::transport::listener::ListenAddr;
@@ -107,6 +108,12 @@ pub struct RunArgs {
     /// Cluster name for metric labels (Istio's `CLUSTER_ID`).
     #[arg(long, env = "CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// Export one span per request to this OTLP/HTTP collector (`http://host:4318`).
+    #[arg(long, env = "WAYPOINT_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of requests exported as spans.
+    #[arg(long, env = "WAYPOINT_OTLP_SAMPLE", default_value = "1.0")]
+    pub otlp_sample: f64,
     /// DNS suffix of Services, for `destination_service` labels.
     #[arg(long, env = "WAYPOINT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -183,6 +190,10 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
     options.cluster_id = args.cluster_id.clone();
     options.cluster_domain = args.cluster_domain.clone();
     options.log_level = log_level;
+    options.otlp = args.otlp_endpoint.clone().map(|endpoint| OtlpOptions {
+        endpoint,
+        sample: args.otlp_sample,
+    });
 
     let running = match Waypoint::start(
         options,

@@ -12,11 +12,11 @@
 //!   and process metrics, with Istio's labels, so Kiali and Istio's dashboards work unchanged.
 //! - [`access_log`]: one JSON (or text) line per request, written off the request path.
 //! - [`trace`]: W3C `traceparent` propagation (with B3 and HBONE imports).
-//!
-//! Spans are not exported: OTLP export is not part of this crate yet.
+//! - [`otlp`]: when configured, one span per sampled request exported over OTLP/HTTP (JSON).
 
 pub mod access_log;
 pub mod metrics;
+pub mod otlp;
 pub mod trace;
 
 use std::borrow::Cow;
@@ -49,6 +49,7 @@ use metrics::{
     RequestLabels, RequestMetrics, SourceLabels, TcpLabels, TcpMetrics, UNKNOWN, flags_label,
     security_policy,
 };
+use otlp::{OtlpExporter, OtlpOptions, SpanRecord};
 use trace::TraceContext;
 
 /// What to record besides the metrics, and what the waypoint knows of its place.
@@ -60,15 +61,18 @@ pub struct TelemetryOptions {
     pub cluster_domain: String,
     /// The cluster name (Istio's `CLUSTER_ID`) for `destination_cluster`; `unknown` when unset.
     pub cluster: Option<String>,
+    /// OTLP span export; `None` exports nothing and starts nothing.
+    pub otlp: Option<OtlpOptions>,
 }
 
 impl Default for TelemetryOptions {
-    /// No access log, `cluster.local`, cluster unknown.
+    /// No access log, `cluster.local`, cluster unknown, no span export.
     fn default() -> Self {
         TelemetryOptions {
             access_log: None,
             cluster_domain: "cluster.local".to_owned(),
             cluster: None,
+            otlp: None,
         }
     }
 }
@@ -112,6 +116,7 @@ struct Inner {
     access_log_dropped: Counter,
     cluster_domain: String,
     cluster: Option<String>,
+    otlp: Option<OtlpExporter>,
 }
 
 /// Labels of `waypoint_authz_decisions_total`.
@@ -128,14 +133,17 @@ impl fmt::Debug for Telemetry {
             .field("access_log", &self.inner.access_log.is_some())
             .field("cluster_domain", &self.inner.cluster_domain)
             .field("cluster", &self.inner.cluster)
+            .field("otlp", &self.inner.otlp.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Telemetry {
     /// Creates every metric in `registry` (Istio's HTTP and TCP metrics, config reloads,
-    /// process metrics, dropped access log lines) and starts the access log writer thread.
-    /// Fails only when that thread cannot be started.
+    /// process metrics, dropped access log lines) and starts the access log writer thread and,
+    /// when configured, the OTLP exporter task (which must then run inside a Tokio runtime).
+    /// Fails when that thread cannot be started, or with [`io::ErrorKind::InvalidInput`] when
+    /// the OTLP options are unusable (an `https://` endpoint, a sample rate outside 0..=1).
     pub fn new(registry: &mut Registry, opts: TelemetryOptions) -> io::Result<Self> {
         let requests = RequestMetrics::new(registry);
         let tcp = TcpMetrics::new(registry);
@@ -157,6 +165,11 @@ impl Telemetry {
             .access_log
             .map(|o| AccessLogger::start(o, access_log_dropped.clone()))
             .transpose()?;
+        let otlp = opts
+            .otlp
+            .map(|o| OtlpExporter::start(o, registry))
+            .transpose()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         Ok(Telemetry {
             inner: Arc::new(Inner {
                 requests,
@@ -167,6 +180,7 @@ impl Telemetry {
                 access_log_dropped,
                 cluster_domain: opts.cluster_domain,
                 cluster: opts.cluster,
+                otlp,
             }),
         })
     }
@@ -194,7 +208,8 @@ impl Telemetry {
             .access_log
             .as_ref()
             .is_some_and(AccessLogger::sampled);
-        let request = log.then(|| RequestLine {
+        let span = self.inner.otlp.as_ref().is_some_and(OtlpExporter::sampled);
+        let request = (log || span).then(|| RequestLine {
             method: req.method().as_str().to_owned(),
             authority: req
                 .uri()
@@ -221,6 +236,8 @@ impl Telemetry {
             trace,
             request_bytes,
             request,
+            log,
+            span,
         }
     }
 
@@ -377,8 +394,10 @@ pub struct RequestRecord {
     grpc: bool,
     trace: TraceContext,
     request_bytes: Arc<AtomicU64>,
-    // Only copied when the request is access-logged.
+    // Only copied when the request is access-logged or its span exported.
     request: Option<RequestLine>,
+    log: bool,
+    span: bool,
 }
 
 #[derive(Debug)]
@@ -475,10 +494,39 @@ impl Pending {
             .requests
             .record(&labels, duration, request_bytes, self.bytes_sent);
 
-        let (Some(logger), Some(line)) = (&inner.access_log, self.record.request) else {
+        let Some(line) = self.record.request else {
             return;
         };
         let service = &labels.destination.destination_service;
+        if self.record.span
+            && let Some(exporter) = &inner.otlp
+        {
+            let target = self
+                .route
+                .as_deref()
+                .or((service != UNKNOWN).then_some(&**service));
+            exporter.record(SpanRecord {
+                trace: self.record.trace,
+                name: match target {
+                    Some(t) => format!("{} {t}", line.method),
+                    None => line.method.clone(),
+                },
+                start: self.record.start_time,
+                end: self.record.start_time + duration,
+                method: line.method.clone(),
+                path: line.path.clone(),
+                status: self.status,
+                authority: line.authority.clone(),
+                peer_principal: self
+                    .conn
+                    .peer_identity
+                    .as_ref()
+                    .map(|id| id.as_str().to_owned()),
+            });
+        }
+        let (true, Some(logger)) = (self.record.log, &inner.access_log) else {
+            return;
+        };
         logger.log(&AccessLogEntry {
             start_time: self.record.start_time,
             source_principal: self

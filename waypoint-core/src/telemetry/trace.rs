@@ -6,7 +6,7 @@
 //! as its parent. `tracestate` passes through untouched when the request's `traceparent` was
 //! valid, and is removed otherwise (W3C: a `tracestate` without a valid parent is meaningless).
 //!
-//! Spans are not exported (no OTLP yet): the ids tie access logs and upstream traces together.
+//! The same ids tie access logs, exported spans (see [`super::otlp`]) and upstream traces together.
 
 use http::{HeaderMap, HeaderValue};
 
