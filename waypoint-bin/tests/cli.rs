@@ -2,6 +2,8 @@
 //! processes, stopped with SIGTERM.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -29,22 +31,7 @@ fn free_port() -> u16 {
 }
 
 fn manifests(echo_port: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
-addressType: IPv4
-ports: [{{name: http, port: {echo_port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"#
-    )
+    common::service("echo", "10.96.0.10", echo_port)
 }
 
 fn wait_for(path: &Path) {

@@ -28,36 +28,9 @@ const BAGGAGE: &str = "k8s.cluster.name=c1,k8s.namespace.name=shop,k8s.deploymen
 /// Services `echo` (10.96.0.10:80) and `slow` (10.96.0.20:80), with endpoints given per test.
 fn manifests(echo_port: u16, slow_port: u16, extra: &str) -> String {
     format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: default}}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
-addressType: IPv4
-ports: [{{name: http, port: {echo_port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: slow, namespace: default}}
-spec:
-  clusterIP: 10.96.0.20
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: slow-1, namespace: default, labels: {{kubernetes.io/service-name: slow}}}}
-addressType: IPv4
-ports: [{{name: http, port: {slow_port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-{extra}
-"#
+        "{}---\n{}{extra}",
+        common::service("echo", "10.96.0.10", echo_port),
+        common::service("slow", "10.96.0.20", slow_port)
     )
 }
 
