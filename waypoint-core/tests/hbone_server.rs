@@ -38,13 +38,7 @@ fn client_id() -> SpiffeId {
 }
 
 fn certs_for(ca: &DevCa, who: &SpiffeId) -> WorkloadCerts {
-    let issued = ca.issue(who, DAY).unwrap();
-    WorkloadCerts::from_pem(
-        issued.chain_pem.as_bytes(),
-        issued.key_pem.as_bytes(),
-        ca.root_pem().as_bytes(),
-    )
-    .unwrap()
+    ca.workload_certs(who, DAY).unwrap()
 }
 
 /// A running listener whose handler reports each ConnInfo and echoes the stream.

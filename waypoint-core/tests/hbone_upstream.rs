@@ -51,13 +51,7 @@ fn backend_id() -> SpiffeId {
 }
 
 fn certs_for(ca: &DevCa, who: &SpiffeId) -> WorkloadCerts {
-    let issued = ca.issue(who, DAY).unwrap();
-    WorkloadCerts::from_pem(
-        issued.chain_pem.as_bytes(),
-        issued.key_pem.as_bytes(),
-        ca.root_pem().as_bytes(),
-    )
-    .unwrap()
+    ca.workload_certs(who, DAY).unwrap()
 }
 
 fn store_for(ca: &DevCa, who: &SpiffeId) -> Arc<CertStore> {

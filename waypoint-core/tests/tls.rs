@@ -29,13 +29,7 @@ fn id(ns: &str, sa: &str) -> SpiffeId {
 }
 
 fn workload(ca: &DevCa, id: &SpiffeId) -> WorkloadCerts {
-    let issued = ca.issue(id, HOUR).unwrap();
-    WorkloadCerts::from_pem(
-        issued.chain_pem.as_bytes(),
-        issued.key_pem.as_bytes(),
-        ca.root_pem().as_bytes(),
-    )
-    .unwrap()
+    ca.workload_certs(id, HOUR).unwrap()
 }
 
 fn exact(id: &SpiffeId) -> Vec<ExpectedIdentity> {

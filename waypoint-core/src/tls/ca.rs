@@ -15,7 +15,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::time::ASN1Time;
 
 use super::TlsError;
-use super::certs::{CertPaths, parse_x509};
+use super::certs::{CertPaths, WorkloadCerts, parse_x509};
 use crate::identity::SpiffeId;
 
 /// Istio's default trust domain, assumed for an imported CA that does not name its own.
@@ -164,6 +164,21 @@ impl DevCa {
     /// clientAuth (the same certificate serves both HBONE ends, as Istio's do).
     pub fn issue(&self, id: &SpiffeId, validity: Duration) -> Result<IssuedCert, TlsError> {
         self.issue_with_sans(&[id.to_string()], validity)
+    }
+
+    /// Issues a certificate for `id` and returns it loaded, with this CA as the trust bundle:
+    /// an in-memory workload identity for tests and embedded tooling (no files written).
+    pub fn workload_certs(
+        &self,
+        id: &SpiffeId,
+        validity: Duration,
+    ) -> Result<WorkloadCerts, TlsError> {
+        let issued = self.issue(id, validity)?;
+        WorkloadCerts::from_pem(
+            issued.chain_pem.as_bytes(),
+            issued.key_pem.as_bytes(),
+            self.root_pem().as_bytes(),
+        )
     }
 
     /// Like [`DevCa::issue`] with arbitrary URI SANs (none, several, not SPIFFE): for tests and
