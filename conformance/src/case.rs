@@ -1,0 +1,332 @@
+//! Test cases as data: one YAML file per upstream conformance test, holding the manifests it
+//! applies, the status it expects and the requests it sends with the responses it expects.
+//!
+//! The field names follow the upstream Go types (`ExpectedResponse`, `Request`, `Response`,
+//! `MirroredBackend`) so a case reads like the test it re-expresses. A new upstream test needs
+//! a new file in `conformance/cases/`, not code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// One upstream conformance test.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Case {
+    /// The upstream `ShortName` (e.g. `HTTPRouteSimpleSameNamespace`).
+    pub name: String,
+    /// The upstream Go file this case re-expresses, relative to the repository root.
+    pub source: String,
+    /// What the test checks, in one sentence.
+    #[serde(default)]
+    pub description: String,
+    /// The upstream `Features` of the test: it runs only when all are supported.
+    pub features: Vec<String>,
+    /// Whether upstream marks the test provisional.
+    #[serde(default)]
+    pub provisional: bool,
+    /// Manifests to apply, relative to the upstream `conformance/` directory.
+    pub manifests: Vec<String>,
+    /// Why the test cannot run in this harness, when it cannot; it is then reported skipped.
+    #[serde(default)]
+    pub skip: Option<String>,
+    /// Mesh tests send from the mesh client pod and resolve the Host like cluster DNS.
+    #[serde(default)]
+    pub mesh: bool,
+    /// The Gateway (`namespace/name`) that requests go to, unless a request names another.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// Status the waypoint must report once the manifests are applied.
+    #[serde(default)]
+    pub status: Vec<StatusCheck>,
+    /// Requests and the responses they must get.
+    #[serde(default)]
+    pub requests: Vec<RequestCase>,
+}
+
+/// One expectation on the status the waypoint reports.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusCheck {
+    /// A route, `Kind namespace/name` (`HTTPRoute gateway-conformance-infra/example`).
+    #[serde(default)]
+    pub route: Option<String>,
+    /// With `route`: the parent, `Kind namespace/name` (`Gateway ns/name`, `Service ns/name`).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// With `route` and `parent`: conditions that parent's status must have.
+    #[serde(default)]
+    pub conditions: Vec<ConditionCheck>,
+    /// With `route`: no parent may have `Accepted: True`.
+    #[serde(default)]
+    pub no_accepted_parents: bool,
+    /// With `route`: the exact set of parents (`Kind namespace/name`) in its status.
+    #[serde(default)]
+    pub parents: Option<Vec<String>>,
+    /// A Gateway, `namespace/name`.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// With `gateway`: one listener by name; without it, every listener is summed.
+    #[serde(default)]
+    pub listener: Option<String>,
+    /// With `gateway`: the number of attached routes.
+    #[serde(default)]
+    pub attached_routes: Option<u64>,
+}
+
+/// A condition a status must carry. `reason` is checked only when given.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConditionCheck {
+    /// `Accepted`, `ResolvedRefs`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Whether it holds.
+    pub status: bool,
+    /// The reason, when the test names one.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One request and what must come of it (upstream `ExpectedResponse`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestCase {
+    /// The upstream `TestCaseName`, when it has one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where the request goes: `namespace/name` of a Gateway, optionally `:port` (default the
+    /// case's gateway, port 80). Mesh cases resolve the Host instead.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// Mesh cases: the namespace of the client pod that sends (default
+    /// `gateway-conformance-mesh`); its identity is that namespace's `default` account.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// The request to send.
+    pub request: Request,
+    /// What the backend must receive; defaults to `request`.
+    #[serde(default)]
+    pub expected_request: Option<ExpectedRequest>,
+    /// Headers the echo backend is asked to set on its response (`X-Echo-Set-Header`).
+    #[serde(default)]
+    pub backend_set_response_headers: BTreeMap<String, String>,
+    /// The response to expect.
+    #[serde(default)]
+    pub response: Response,
+    /// For redirects: where the Location must point.
+    #[serde(default)]
+    pub redirect: Option<Redirect>,
+    /// The backend (pod name prefix) that must serve the request.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// The namespace the serving backend must be in.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Backends that must receive a mirrored copy.
+    #[serde(default)]
+    pub mirrored_to: Vec<MirroredBackend>,
+    /// A traffic split to check: backend name → expected share (0.0 to 1.0).
+    #[serde(default)]
+    pub weights: Option<BTreeMap<String, f64>>,
+    /// Send as a gRPC call instead of an HTTP request.
+    #[serde(default)]
+    pub grpc: Option<GrpcCall>,
+}
+
+/// A request (upstream `http.Request`). Several header values are comma-separated. `{UUID}`
+/// in the path, header values or the expected path stands for a fresh value per attempt.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Request {
+    /// Host header; upstream's default for Gateway tests is the Gateway address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Method, default GET.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Path with query.
+    #[serde(default = "slash")]
+    pub path: String,
+    /// Headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `HTTP/1.1` (default) or `HTTP/2` (h2c with prior knowledge).
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Upgrade to a WebSocket and exchange one message.
+    #[serde(default)]
+    pub websocket: bool,
+}
+
+/// The placeholder for a value unique to each attempt.
+pub const UUID_PLACEHOLDER: &str = "{UUID}";
+
+impl RequestCase {
+    /// This case with `{UUID}` replaced by `unique` everywhere it may stand.
+    pub fn with_unique(&self, unique: &str) -> RequestCase {
+        let mut case = self.clone();
+        let sub = |s: &mut String| {
+            if s.contains(UUID_PLACEHOLDER) {
+                *s = s.replace(UUID_PLACEHOLDER, unique);
+            }
+        };
+        sub(&mut case.request.path);
+        case.request.headers.values_mut().for_each(sub);
+        if let Some(expected) = &mut case.expected_request {
+            expected.path.as_mut().map(sub);
+        }
+        case
+    }
+}
+
+fn slash() -> String {
+    "/".into()
+}
+
+/// What must reach the backend (upstream `ExpectedRequest`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExpectedRequest {
+    /// The Host the backend must see.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The method the backend must see.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The path with query the backend must see; `""` means the request must not reach a
+    /// backend at all (the waypoint answers it, as for a CORS preflight).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Headers the backend must see (several values comma-joined).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Headers the backend must not see.
+    #[serde(default)]
+    pub absent_headers: Vec<String>,
+}
+
+/// The response to expect (upstream `http.Response`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Response {
+    /// Acceptable statuses; default `[200]`.
+    #[serde(default)]
+    pub status_codes: Vec<u16>,
+    /// Headers the response must carry.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Headers the response must not carry.
+    #[serde(default)]
+    pub absent_headers: Vec<String>,
+    /// Headers that may take any one of several values (upstream `ValidHeaderValues`).
+    #[serde(default)]
+    pub valid_header_values: BTreeMap<String, Vec<String>>,
+    /// Compare header values with spaces removed (upstream `IgnoreWhitespace`).
+    #[serde(default)]
+    pub ignore_whitespace: bool,
+}
+
+/// Where a redirect must point (upstream `roundtripper.RedirectRequest`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redirect {
+    /// `http` or `https`; default `http`.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// Host of the Location (default the request's host).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Port of the Location; empty means the scheme's default (80/443 may be omitted).
+    #[serde(default)]
+    pub port: Option<String>,
+    /// Path of the Location (default the request's path).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// A backend that must see a mirrored copy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MirroredBackend {
+    /// The backend's Service name (pod name prefix).
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// For percentage mirrors: the percentage of requests it must see (0 to 100).
+    #[serde(default)]
+    pub percent: Option<f64>,
+}
+
+/// A gRPC call to the echo service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcCall {
+    /// `Echo`, `EchoTwo` or `EchoThree`.
+    pub method: String,
+    /// The service, default `gateway_api_conformance.echo_basic.grpcecho.GrpcEcho`.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The expected gRPC status code; default 0 (OK).
+    #[serde(default)]
+    pub code: u32,
+}
+
+/// A case file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct CaseError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl Case {
+    /// Reads every `*.yaml` case in `dir`, sorted by file name.
+    pub fn load_dir(dir: &Path) -> Result<Vec<Case>, CaseError> {
+        let err = |path: &Path, message: String| CaseError {
+            path: path.to_owned(),
+            message,
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| err(dir, e.to_string()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).map_err(|e| err(path, e.to_string()))?;
+                let case: Case =
+                    serde_saphyr::from_str(&text).map_err(|e| err(path, e.to_string()))?;
+                case.check().map_err(|m| err(path, m))?;
+                Ok(case)
+            })
+            .collect()
+    }
+
+    /// Consistency checks a schema cannot express.
+    fn check(&self) -> Result<(), String> {
+        if !self.mesh && self.gateway.is_none() && !self.requests.is_empty() {
+            let all_named = self.requests.iter().all(|r| r.gateway.is_some());
+            if !all_named {
+                return Err("requests need a gateway (case `gateway` or per request)".into());
+            }
+        }
+        for (i, s) in self.status.iter().enumerate() {
+            if s.route.is_none() == s.gateway.is_none() {
+                return Err(format!("status[{i}]: exactly one of route or gateway"));
+            }
+            if !s.conditions.is_empty() && s.parent.is_none() {
+                return Err(format!("status[{i}]: conditions need a parent"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,379 @@
+//! What a Kubernetes cluster adds to applied manifests, done by hand: placeholders
+//! substituted, ClusterIPs assigned to Services, Deployments turned into pods with loopback
+//! addresses, EndpointSlices listing the ready pods, and Gateway addresses written to
+//! `status.addresses` (the controller's job). The result is the config the waypoint reads and
+//! the list of echo pods the harness must run.
+//!
+//! Addresses are stable for a name across cases, as they would be in a cluster that keeps its
+//! base manifests: a Service keeps its ClusterIP, a pod its IP.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde_json::{Value, json};
+
+/// The GatewayClass the manifests' `{GATEWAY_CLASS_NAME}` placeholder becomes.
+pub const GATEWAY_CLASS: &str = "waypoint";
+
+/// An echo pod the harness runs for a Deployment replica.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Pod {
+    /// `<deployment>-<index>`: upstream judges backends by this prefix.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// The Deployment it belongs to (reported as the echo server's `service`).
+    pub deployment: String,
+    /// Its loopback address.
+    pub ip: IpAddr,
+    /// Its labels (Services select on them).
+    pub labels: BTreeMap<String, String>,
+    /// Ports it serves, and whether each speaks gRPC.
+    pub ports: Vec<(u16, bool)>,
+}
+
+/// Assigns addresses that stay the same for a name across applies.
+#[derive(Debug, Default)]
+pub struct Addresses {
+    cluster_ips: HashMap<(String, String), Ipv4Addr>,
+    gateway_ips: HashMap<(String, String), Ipv4Addr>,
+    pod_ips: HashMap<(String, String), Ipv4Addr>,
+}
+
+impl Addresses {
+    fn next(
+        map: &mut HashMap<(String, String), Ipv4Addr>,
+        key: (String, String),
+        base: [u8; 2],
+    ) -> Ipv4Addr {
+        let n = map.len() as u32 + 1;
+        *map.entry(key).or_insert_with(|| {
+            Ipv4Addr::new(base[0], base[1], (n / 250) as u8, (n % 250) as u8 + 1)
+        })
+    }
+
+    /// The ClusterIP of Service `namespace/name` (10.96.0.0/16: never dialled, only named in
+    /// PROXY headers).
+    pub fn cluster_ip(&mut self, namespace: &str, name: &str) -> Ipv4Addr {
+        Self::next(
+            &mut self.cluster_ips,
+            (namespace.into(), name.into()),
+            [10, 96],
+        )
+    }
+
+    /// The address of Gateway `namespace/name` (10.97.0.0/16, likewise never dialled).
+    pub fn gateway_ip(&mut self, namespace: &str, name: &str) -> Ipv4Addr {
+        Self::next(
+            &mut self.gateway_ips,
+            (namespace.into(), name.into()),
+            [10, 97],
+        )
+    }
+
+    /// The address of pod `namespace/name`: loopback (127.10.0.0/16), where its echo server
+    /// listens.
+    pub fn pod_ip(&mut self, namespace: &str, name: &str) -> Ipv4Addr {
+        Self::next(
+            &mut self.pod_ips,
+            (namespace.into(), name.into()),
+            [127, 10],
+        )
+    }
+}
+
+/// The cluster state after an apply.
+#[derive(Debug, Default)]
+pub struct Cluster {
+    /// Every object the waypoint reads, in apply order.
+    pub objects: Vec<Value>,
+    /// Echo pods to run.
+    pub pods: Vec<Pod>,
+    /// ClusterIPs by `(namespace, name)` of Service.
+    pub services: BTreeMap<(String, String), IpAddr>,
+    /// Gateway addresses by `(namespace, name)`.
+    pub gateways: BTreeMap<(String, String), IpAddr>,
+}
+
+fn meta<'v>(o: &'v Value, field: &str) -> &'v str {
+    o["metadata"][field].as_str().unwrap_or_default()
+}
+
+fn namespace(o: &Value) -> &str {
+    match meta(o, "namespace") {
+        "" => "default",
+        ns => ns,
+    }
+}
+
+/// Parses multi-document YAML into objects, substituting placeholders first; empty documents
+/// are dropped.
+pub fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
+    let text = text.replace("{GATEWAY_CLASS_NAME}", GATEWAY_CLASS);
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| e.to_string())?;
+    Ok(docs.into_iter().filter(|d| d.is_object()).collect())
+}
+
+impl Cluster {
+    /// Applies `objects` as Kubernetes would: later objects of the same kind and name replace
+    /// earlier ones, then addresses, pods and EndpointSlices are derived.
+    pub fn apply(objects: Vec<Value>, addresses: &mut Addresses) -> Cluster {
+        let mut by_key: Vec<((String, String, String), Value)> = Vec::new();
+        for o in objects {
+            let key = (
+                o["kind"].as_str().unwrap_or_default().to_owned(),
+                namespace(&o).to_owned(),
+                meta(&o, "name").to_owned(),
+            );
+            match by_key.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, existing)) => *existing = o,
+                None => by_key.push((key, o)),
+            }
+        }
+        let mut cluster = Cluster::default();
+        for (_, o) in &by_key {
+            if o["kind"] == "Deployment" {
+                cluster.pods.extend(pods_of(o, addresses));
+            }
+        }
+        for (_, mut o) in by_key {
+            match o["kind"].as_str().unwrap_or_default() {
+                "Service" => {
+                    let (ns, name) = (namespace(&o).to_owned(), meta(&o, "name").to_owned());
+                    let headless = o["spec"]["clusterIP"] == "None";
+                    let external = o["spec"]["type"] == "ExternalName";
+                    if !headless && !external && o["spec"]["clusterIP"].is_null() {
+                        let ip = addresses.cluster_ip(&ns, &name);
+                        o["spec"]["clusterIP"] = json!(ip.to_string());
+                    }
+                    if let Some(ip) = o["spec"]["clusterIP"].as_str().and_then(|s| s.parse().ok()) {
+                        cluster.services.insert((ns, name), ip);
+                    }
+                    if let Some(slice) = endpoint_slice(&o, &cluster.pods) {
+                        cluster.objects.push(o);
+                        cluster.objects.push(slice);
+                        continue;
+                    }
+                }
+                "Gateway" => {
+                    let (ns, name) = (namespace(&o).to_owned(), meta(&o, "name").to_owned());
+                    let ip = addresses.gateway_ip(&ns, &name);
+                    o["status"] =
+                        json!({"addresses": [{"type": "IPAddress", "value": ip.to_string()}]});
+                    cluster.gateways.insert((ns, name), IpAddr::V4(ip));
+                }
+                // Workloads are run by the harness, not read by the waypoint.
+                "Deployment" | "ConfigMap" | "Secret" => continue,
+                _ => {}
+            }
+            cluster.objects.push(o);
+        }
+        cluster
+    }
+
+    /// The config file the waypoint reads: one JSON object per line.
+    pub fn config_json(&self) -> String {
+        let mut out = String::new();
+        for o in &self.objects {
+            out.push_str(&o.to_string());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The ClusterIP a client reaches by the DNS name `host` from `client_ns` (`svc`,
+    /// `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`).
+    pub fn resolve(&self, host: &str, client_ns: &str) -> Option<IpAddr> {
+        let host = host
+            .trim_end_matches(".cluster.local")
+            .trim_end_matches(".svc");
+        let (name, ns) = host.split_once('.').unwrap_or((host, client_ns));
+        self.services
+            .get(&(ns.to_owned(), name.to_owned()))
+            .copied()
+    }
+}
+
+fn labels(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pods of a Deployment, with the ports their echo servers listen on: the container
+/// ports, `--port=`/`--grpc=` arguments of the mesh echo image, or 3000 (echo-basic's port).
+fn pods_of(deployment: &Value, addresses: &mut Addresses) -> Vec<Pod> {
+    let ns = namespace(deployment);
+    let name = meta(deployment, "name");
+    let template = &deployment["spec"]["template"];
+    let replicas = deployment["spec"]["replicas"]
+        .as_u64()
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let mut ports: Vec<(u16, bool)> = Vec::new();
+    for container in template["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let grpc_env = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == "GRPC_ECHO_SERVER");
+        for arg in container["args"].as_array().into_iter().flatten() {
+            let arg = arg.as_str().unwrap_or_default();
+            for (flag, grpc) in [("--port=", false), ("--grpc=", true)] {
+                if let Some(port) = arg.strip_prefix(flag).and_then(|p| p.parse().ok()) {
+                    ports.push((port, grpc));
+                }
+            }
+        }
+        for p in container["ports"].as_array().into_iter().flatten() {
+            if let Some(port) = p["containerPort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+            {
+                ports.push((port, grpc_env));
+            }
+        }
+        if ports.is_empty() {
+            ports.push((3000, grpc_env));
+        }
+    }
+    ports.sort();
+    ports.dedup_by_key(|p| p.0);
+    (0..replicas)
+        .map(|i| {
+            let pod_name = format!("{name}-{i}");
+            Pod {
+                ip: IpAddr::V4(addresses.pod_ip(ns, &pod_name)),
+                name: pod_name,
+                namespace: ns.to_owned(),
+                deployment: name.to_owned(),
+                labels: labels(&template["metadata"]["labels"]),
+                ports: ports.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The EndpointSlice of a Service with a selector: every pod whose labels match, on the
+/// Service's target ports.
+fn endpoint_slice(service: &Value, pods: &[Pod]) -> Option<Value> {
+    let ns = namespace(service);
+    let name = meta(service, "name");
+    let selector = labels(&service["spec"]["selector"]);
+    if selector.is_empty() {
+        return None;
+    }
+    let selected: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.namespace == ns && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+        .collect();
+    let ports: Vec<Value> = service["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let target = p["targetPort"].as_u64().or_else(|| p["port"].as_u64());
+            let mut port =
+                json!({"port": target, "protocol": p["protocol"].as_str().unwrap_or("TCP")});
+            if let Some(n) = p["name"].as_str() {
+                port["name"] = json!(n);
+            }
+            if let Some(a) = p["appProtocol"].as_str() {
+                port["appProtocol"] = json!(a);
+            }
+            port
+        })
+        .collect();
+    let endpoints: Vec<Value> = selected
+        .iter()
+        .map(|p| {
+            json!({
+                "addresses": [p.ip.to_string()],
+                "conditions": {"ready": true},
+                "targetRef": {"kind": "Pod", "namespace": ns, "name": p.name},
+            })
+        })
+        .collect();
+    Some(json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{name}-slice"),
+            "namespace": ns,
+            "labels": {"kubernetes.io/service-name": name},
+        },
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": endpoints,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFESTS: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: "{GATEWAY_CLASS_NAME}"
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: infra}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 8080, targetPort: 3000}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: infra}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: echo, env: [{name: GRPC_ECHO_SERVER, value: "1"}]}]
+---
+---
+"#;
+
+    #[test]
+    fn derives_what_the_cluster_would() {
+        let mut addresses = Addresses::default();
+        let cluster = Cluster::apply(parse_yaml(MANIFESTS).unwrap(), &mut addresses);
+        assert_eq!(cluster.pods.len(), 2);
+        assert_eq!(cluster.pods[0].name, "web-0");
+        assert_eq!(cluster.pods[0].ports, vec![(3000, true)]);
+        let gw = &cluster.objects[0];
+        assert_eq!(gw["spec"]["gatewayClassName"], GATEWAY_CLASS);
+        assert_eq!(gw["status"]["addresses"][0]["value"], "10.97.0.2");
+        let slice = cluster
+            .objects
+            .iter()
+            .find(|o| o["kind"] == "EndpointSlice")
+            .unwrap();
+        assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2);
+        assert_eq!(slice["ports"][0]["port"], 3000);
+        let ip = cluster.resolve("web.infra", "other").unwrap();
+        assert_eq!(cluster.resolve("web", "infra"), Some(ip));
+        assert_eq!(
+            cluster.resolve("web.infra.svc.cluster.local", "x"),
+            Some(ip)
+        );
+        // Stable across applies.
+        let again = Cluster::apply(parse_yaml(MANIFESTS).unwrap(), &mut addresses);
+        assert_eq!(again.resolve("web", "infra"), Some(ip));
+        assert_eq!(again.pods[1].ip, cluster.pods[1].ip);
+    }
+}

@@ -1,0 +1,224 @@
+//! The features waypoint declares, and the upstream conformance profiles they are reported in
+//! (v1.6.1 `conformance/utils/suite/profiles.go`, `pkg/features`).
+//!
+//! A feature is listed as supported only when waypoint implements it; a test that needs an
+//! unsupported feature is skipped and the report says so.
+
+/// Features waypoint implements.
+pub const SUPPORTED: &[&str] = &[
+    "Gateway",
+    "ReferenceGrant",
+    "HTTPRoute",
+    "GRPCRoute",
+    "Mesh",
+    // Gateway extended
+    "GatewayPort8080",
+    // HTTPRoute extended
+    "HTTPRouteDestinationPortMatching",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteSchemeRedirect",
+    "HTTPRoutePathRedirect",
+    "HTTPRouteHostRewrite",
+    "HTTPRoutePathRewrite",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteParentRefPort",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteCORS",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteRetry",
+    "HTTPRouteRetryBackendTimeout",
+    // GRPCRoute extended
+    "GRPCRouteNamedRouteRule",
+    // Mesh extended
+    "MeshClusterIPMatching",
+    "MeshConsumerRoute",
+    "MeshHTTPRouteRewritePath",
+    "MeshHTTPRouteSchemeRedirect",
+    "MeshHTTPRouteRedirectPort",
+    "MeshHTTPRouteRedirectPath",
+    "MeshHTTPRouteBackendRequestHeaderModification",
+    "MeshHTTPRouteQueryParamMatching",
+    "MeshHTTPRouteNamedRouteRule",
+];
+
+/// True when waypoint declares `feature`.
+pub fn supported(feature: &str) -> bool {
+    SUPPORTED.contains(&feature)
+}
+
+/// An upstream conformance profile.
+#[derive(Debug)]
+pub struct Profile {
+    /// `GATEWAY-HTTP`, ...
+    pub name: &'static str,
+    /// Its core features.
+    pub core: &'static [&'static str],
+    /// Its extended features, in groups as upstream composes them.
+    pub extended: &'static [&'static [&'static str]],
+}
+
+const GATEWAY_EXTENDED: &[&str] = &[
+    "GatewayPort8080",
+    "GatewayStaticAddresses",
+    "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
+    "GatewayInfrastructurePropagation",
+    "GatewayAddressEmpty",
+    "GatewayBackendClientCertificate",
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
+    "ListenerSet",
+];
+
+const HTTP_EXTENDED: &[&str] = &[
+    "HTTPRouteDestinationPortMatching",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteSchemeRedirect",
+    "HTTPRoutePathRedirect",
+    "HTTPRouteHostRewrite",
+    "HTTPRoutePathRewrite",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteParentRefPort",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteCORS",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteRetry",
+    "HTTPRouteRetryBackendTimeout",
+    "HTTPRouteRetryConnectionError",
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
+];
+
+const MESH_EXTENDED: &[&str] = &[
+    "MeshClusterIPMatching",
+    "MeshConsumerRoute",
+    "MeshHTTPRouteRewritePath",
+    "MeshHTTPRouteSchemeRedirect",
+    "MeshHTTPRouteRedirectPort",
+    "MeshHTTPRouteRedirectPath",
+    "MeshHTTPRouteBackendRequestHeaderModification",
+    "MeshHTTPRouteQueryParamMatching",
+    "MeshHTTPRouteNamedRouteRule",
+];
+
+/// The profiles waypoint reports.
+pub const PROFILES: &[Profile] = &[
+    Profile {
+        name: "GATEWAY-HTTP",
+        core: &["Gateway", "ReferenceGrant", "HTTPRoute"],
+        extended: &[GATEWAY_EXTENDED, HTTP_EXTENDED],
+    },
+    Profile {
+        name: "GATEWAY-GRPC",
+        core: &["Gateway", "ReferenceGrant", "GRPCRoute"],
+        extended: &[GATEWAY_EXTENDED],
+    },
+    Profile {
+        name: "MESH-HTTP",
+        core: &["Mesh", "HTTPRoute"],
+        extended: &[MESH_EXTENDED],
+    },
+    Profile {
+        name: "MESH-GRPC",
+        core: &["Mesh", "GRPCRoute"],
+        extended: &[MESH_EXTENDED],
+    },
+];
+
+impl Profile {
+    /// Every extended feature of the profile.
+    pub fn extended_features(&self) -> impl Iterator<Item = &'static str> {
+        self.extended.iter().flat_map(|group| group.iter().copied())
+    }
+
+    /// Whether a test with `features` counts in this profile (every feature belongs to it),
+    /// and if so whether at the extended level.
+    pub fn level(&self, features: &[String]) -> Option<Level> {
+        let mut extended = false;
+        for f in features {
+            if self.core.contains(&f.as_str()) {
+                continue;
+            }
+            if self.extended_features().any(|e| e == f) {
+                extended = true;
+                continue;
+            }
+            return None;
+        }
+        // A test must exercise the profile's route kind to belong to it.
+        let route_kind = self.core.last().copied().unwrap_or_default();
+        let frontend = self.core.first().copied().unwrap_or_default();
+        if !features.iter().any(|f| f == route_kind) || !features.iter().any(|f| f == frontend) {
+            return None;
+        }
+        Some(if extended {
+            Level::Extended
+        } else {
+            Level::Core
+        })
+    }
+}
+
+/// Core or extended support level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Every feature is a core feature of the profile.
+    Core,
+    /// Some feature is extended.
+    Extended,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn profile_membership() {
+        let http = &PROFILES[0];
+        assert_eq!(
+            http.level(&names(&["Gateway", "HTTPRoute"])),
+            Some(Level::Core)
+        );
+        assert_eq!(
+            http.level(&names(&["Gateway", "HTTPRoute", "HTTPRouteCORS"])),
+            Some(Level::Extended)
+        );
+        assert_eq!(
+            http.level(&names(&["Gateway", "HTTPRoute", "TLSRoute"])),
+            None
+        );
+        assert_eq!(PROFILES[2].level(&names(&["Gateway", "HTTPRoute"])), None);
+        assert_eq!(
+            PROFILES[2].level(&names(&["Mesh", "HTTPRoute"])),
+            Some(Level::Core)
+        );
+    }
+}

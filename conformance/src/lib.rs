@@ -1,0 +1,22 @@
+//! # waypoint-conformance
+//!
+//! Runs the upstream Gateway API conformance tests against a real `waypoint` process. The
+//! harness plays every other part of a cluster: it is the API server and controller (it
+//! assigns ClusterIPs, EndpointSlices and Gateway addresses: [`cluster`]), the pods (echo
+//! servers that answer like upstream's: [`pods`]), and the clients (requests sent through the
+//! waypoint's PROXY v2 listener naming the Gateway or Service they target: [`client`]).
+//!
+//! The tests are data ([`case`]: one YAML file per upstream test in `conformance/cases/`),
+//! judged as upstream judges them ([`judge`], [`status`]), and reported as an upstream
+//! `ConformanceReport` ([`report`]) for the profiles in [`features`].
+
+pub mod case;
+pub mod client;
+pub mod cluster;
+pub mod features;
+pub mod judge;
+pub mod pods;
+pub mod process;
+pub mod report;
+pub mod runner;
+pub mod status;

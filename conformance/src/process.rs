@@ -1,0 +1,168 @@
+//! The waypoint under test: a real `waypoint run` process reading a config directory the
+//! harness writes, with its sandwich listener and admin server on free loopback ports.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// A running waypoint.
+#[derive(Debug)]
+pub struct Waypoint {
+    child: Child,
+    /// Its sandwich (PROXY v2) listener.
+    pub sandwich: SocketAddr,
+    /// Its admin server.
+    pub admin: SocketAddr,
+    config_dir: PathBuf,
+    applied: u64,
+}
+
+/// Why the waypoint could not be driven.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// Starting, writing config or talking to the admin server failed.
+    #[error("{0}")]
+    Io(String),
+    /// A config was not applied in time.
+    #[error("config version {want} not applied within {secs} s (at {have}); see the waypoint log")]
+    NotApplied {
+        /// The version waited for.
+        want: u64,
+        /// The version seen last.
+        have: u64,
+        /// How long was waited.
+        secs: u64,
+    },
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> ProcessError + '_ {
+    move |e| ProcessError::Io(format!("{what}: {e}"))
+}
+
+/// A free loopback port (bound, read and released; the waypoint binds it right after).
+fn free_port() -> Result<SocketAddr, ProcessError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("free port"))?;
+    l.local_addr().map_err(io("free port"))
+}
+
+impl Waypoint {
+    /// Starts `binary` reading `config_dir`, its log going to `log`.
+    pub async fn start(
+        binary: &Path,
+        config_dir: &Path,
+        log: &Path,
+    ) -> Result<Waypoint, ProcessError> {
+        let sandwich = free_port()?;
+        let admin = free_port()?;
+        let log_file = std::fs::File::create(log).map_err(io("waypoint log"))?;
+        let child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(config_dir)
+            .args(["--sandwich-listen", &sandwich.to_string()])
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--reload-interval", "100ms", "--request-timeout", "15s"])
+            .args(["--connect-timeout", "2s", "--drain-timeout", "1s"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().map_err(io("waypoint log"))?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| ProcessError::Io(format!("starting {}: {e}", binary.display())))?;
+        let mut waypoint = Waypoint {
+            child,
+            sandwich,
+            admin,
+            config_dir: config_dir.to_owned(),
+            applied: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(dump) = waypoint.config_dump().await {
+                waypoint.applied = dump["version"].as_u64().unwrap_or(0);
+                if TcpStream::connect(sandwich).await.is_ok() {
+                    return Ok(waypoint);
+                }
+            }
+            if let Ok(Some(status)) = waypoint.child.try_wait() {
+                return Err(ProcessError::Io(format!(
+                    "waypoint exited at start: {status}"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(ProcessError::Io(
+                    "waypoint did not start within 20 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes the cluster config and waits until the waypoint has applied it; returns the
+    /// `/config_dump` of the applied snapshot.
+    pub async fn apply(&mut self, config: &str) -> Result<Value, ProcessError> {
+        // Write beside and rename, so the watcher never reads half a file.
+        let tmp = self.config_dir.join(".cluster.json.tmp");
+        std::fs::write(&tmp, config).map_err(io("writing config"))?;
+        std::fs::rename(&tmp, self.config_dir.join("cluster.json"))
+            .map_err(io("writing config"))?;
+        let want = self.applied + 1;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut have = self.applied;
+        while Instant::now() < deadline {
+            if let Ok(dump) = self.config_dump().await {
+                have = dump["version"].as_u64().unwrap_or(0);
+                if have >= want {
+                    self.applied = have;
+                    return Ok(dump);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(ProcessError::NotApplied {
+            want,
+            have,
+            secs: 15,
+        })
+    }
+
+    /// GET `/config_dump` from the admin server.
+    pub async fn config_dump(&self) -> Result<Value, ProcessError> {
+        let stream = TcpStream::connect(self.admin)
+            .await
+            .map_err(io("admin server"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProcessError::Io(format!("admin server: {e}")))?;
+        tokio::spawn(conn);
+        let req = http::Request::get("/config_dump")
+            .header(http::header::HOST, "admin")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| ProcessError::Io(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ProcessError::Io(format!("admin server: {e}")))?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ProcessError::Io(format!("admin server: {e}")))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| ProcessError::Io(format!("config_dump: {e}")))
+    }
+
+    /// Stops the process.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}

@@ -1,0 +1,217 @@
+//! The upstream-format `ConformanceReport` (conformance/apis/v1) and a readable summary.
+//!
+//! A test counts in a profile only when all its features belong to that profile; it counts
+//! at the extended level when any feature is outside the core. A level's result is `failure`
+//! if any test failed, else `partial` if any was skipped, else `success`.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::features::{self, Level, PROFILES};
+use crate::runner::{CaseResult, Outcome};
+
+/// The `ConformanceReport` document.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConformanceReport {
+    api_version: &'static str,
+    kind: &'static str,
+    date: String,
+    gateway_api_version: &'static str,
+    gateway_api_channel: &'static str,
+    mode: &'static str,
+    implementation: Implementation,
+    profiles: Vec<ProfileReport>,
+    succeeded_provisional_tests: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Implementation {
+    organization: &'static str,
+    project: &'static str,
+    url: &'static str,
+    version: &'static str,
+    contact: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProfileReport {
+    name: &'static str,
+    summary: String,
+    core: LevelReport,
+    extended: LevelReport,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LevelReport {
+    result: &'static str,
+    statistics: Statistics,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skipped_tests: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failed_tests: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supported_features: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsupported_features: Option<Vec<&'static str>>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Statistics {
+    #[serde(rename = "Passed")]
+    passed: usize,
+    #[serde(rename = "Skipped")]
+    skipped: usize,
+    #[serde(rename = "Failed")]
+    failed: usize,
+}
+
+impl LevelReport {
+    fn add(&mut self, result: &CaseResult) {
+        match &result.outcome {
+            Outcome::Passed => self.statistics.passed += 1,
+            Outcome::Failed(_) => {
+                self.statistics.failed += 1;
+                self.failed_tests.push(result.name.clone());
+            }
+            Outcome::Skipped(_) => {
+                self.statistics.skipped += 1;
+                self.skipped_tests.push(result.name.clone());
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.result = if self.statistics.failed > 0 {
+            "failure"
+        } else if self.statistics.skipped > 0 {
+            "partial"
+        } else {
+            "success"
+        };
+    }
+}
+
+/// Today's date, UTC, as `YYYY-MM-DD` (civil-from-days; no calendar crate for one line).
+fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Builds the report from the results.
+pub fn build(results: &[CaseResult]) -> ConformanceReport {
+    let profiles = PROFILES
+        .iter()
+        .map(|profile| {
+            let mut core = LevelReport::default();
+            let mut extended = LevelReport::default();
+            for r in results {
+                match profile.level(&r.features) {
+                    Some(Level::Core) => core.add(r),
+                    Some(Level::Extended) => extended.add(r),
+                    None => {}
+                }
+            }
+            core.finish();
+            extended.finish();
+            let all: BTreeSet<&'static str> = profile.extended_features().collect();
+            let (supported, unsupported): (Vec<_>, Vec<_>) =
+                all.into_iter().partition(|f| features::supported(f));
+            extended.supported_features = Some(supported);
+            extended.unsupported_features = Some(unsupported);
+            let s = |l: &LevelReport| {
+                format!(
+                    "{} ({} passed, {} skipped, {} failed)",
+                    l.result, l.statistics.passed, l.statistics.skipped, l.statistics.failed
+                )
+            };
+            ProfileReport {
+                name: profile.name,
+                summary: format!("Core tests {}, extended tests {}.", s(&core), s(&extended)),
+                core,
+                extended,
+            }
+        })
+        .collect();
+    ConformanceReport {
+        api_version: "gateway.networking.k8s.io/v1",
+        kind: "ConformanceReport",
+        date: today(),
+        gateway_api_version: "v1.6.1",
+        gateway_api_channel: "experimental",
+        mode: "default",
+        implementation: Implementation {
+            organization: "waypoint-proxy",
+            project: "waypoint",
+            url: "https://github.com/waypoint-proxy/waypoint",
+            version: env!("CARGO_PKG_VERSION"),
+            contact: vec!["@waypoint-proxy/maintainers"],
+        },
+        profiles,
+        succeeded_provisional_tests: results
+            .iter()
+            .filter(|r| r.provisional && r.outcome == Outcome::Passed)
+            .map(|r| r.name.clone())
+            .collect(),
+    }
+}
+
+impl ConformanceReport {
+    /// The report as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self)
+            .unwrap_or_else(|e| format!("# cannot encode the report: {e}\n"))
+    }
+}
+
+/// A table of profiles and levels, then every test that did not pass, with why.
+pub fn summary(results: &[CaseResult]) -> String {
+    let report = build(results);
+    let mut out = String::from(
+        "| profile | level | result | passed | skipped | failed |\n|---|---|---|---|---|---|\n",
+    );
+    for p in &report.profiles {
+        for (level, l) in [("core", &p.core), ("extended", &p.extended)] {
+            let _ = writeln!(
+                out,
+                "| {} | {level} | {} | {} | {} | {} |",
+                p.name, l.result, l.statistics.passed, l.statistics.skipped, l.statistics.failed
+            );
+        }
+    }
+    let passed = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Passed)
+        .count();
+    let _ = writeln!(out, "\n{} cases: {passed} passed", results.len());
+    for r in results {
+        match &r.outcome {
+            Outcome::Passed => {}
+            Outcome::Skipped(why) => {
+                let _ = writeln!(out, "SKIP {}: {why}", r.name);
+            }
+            Outcome::Failed(why) => {
+                let _ = writeln!(out, "FAIL {}:", r.name);
+                for line in why {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
+    }
+    out
+}

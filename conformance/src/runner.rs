@@ -1,0 +1,458 @@
+//! Running cases: apply each case's manifests on top of the base ones, check the status the
+//! waypoint reports, send the requests and judge the answers as upstream does (three
+//! consecutive passes, weight tolerances, mirror detection in the backends' request logs).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use waypoint_bin::tools::send::ProxyClaims;
+
+use crate::case::{Case, RequestCase};
+use crate::client::{self, Captured, Route};
+use crate::cluster::{Addresses, Cluster, parse_yaml};
+use crate::features;
+use crate::judge::judge;
+use crate::pods::Pods;
+use crate::process::Waypoint;
+use crate::status;
+
+/// What became of one case.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Every expectation held.
+    Passed,
+    /// Some did not; each line says which and why.
+    Failed(Vec<String>),
+    /// Not run, and why.
+    Skipped(String),
+}
+
+/// One case's result.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    /// The upstream ShortName.
+    pub name: String,
+    /// Its features.
+    pub features: Vec<String>,
+    /// Whether upstream marks it provisional.
+    pub provisional: bool,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Harness settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The upstream `conformance/` directory (holding `base/`, `mesh/`, `tests/`), or its parent.
+    pub manifests: PathBuf,
+    /// The case files.
+    pub cases: PathBuf,
+    /// The `waypoint` binary.
+    pub waypoint: PathBuf,
+    /// Where config and logs go.
+    pub work_dir: PathBuf,
+    /// Run only cases whose name contains one of these (all when empty).
+    pub only: Vec<String>,
+    /// How long a request may take to pass three times in a row.
+    pub consistency_timeout: Duration,
+}
+
+/// Consecutive passes upstream requires before it believes a result.
+const REQUIRED_PASSES: usize = 3;
+/// Requests per traffic-split or mirror-percentage check, and the allowed deviation.
+const SPLIT_REQUESTS: usize = 500;
+const SPLIT_TOLERANCE: f64 = 0.05;
+/// Requests in flight at once during a split check, as upstream sends them.
+const SPLIT_CONCURRENCY: usize = 10;
+/// The header that marks one request so the backends' logs can find its mirrored copies.
+const PROBE_HEADER: &str = "x-conformance-probe";
+
+/// The manifests directory that holds `base/manifests.yaml`, given it or its parent.
+pub fn conformance_root(dir: &Path) -> Option<PathBuf> {
+    [dir.to_owned(), dir.join("conformance")]
+        .into_iter()
+        .find(|d| d.join("base/manifests.yaml").is_file())
+}
+
+fn read_manifests(root: &Path, rel: &str) -> Result<Vec<Value>, String> {
+    let path = root.join(rel);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Runs every selected case against one waypoint process.
+pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
+    let root = conformance_root(&opts.manifests).ok_or_else(|| {
+        format!(
+            "no Gateway API conformance manifests at {} (expected base/manifests.yaml)",
+            opts.manifests.display()
+        )
+    })?;
+    let cases = Case::load_dir(&opts.cases).map_err(|e| e.to_string())?;
+    let mut base = read_manifests(&root, "base/manifests.yaml")?;
+    base.extend(read_manifests(&root, "mesh/manifests.yaml")?);
+
+    let config_dir = opts.work_dir.join("config");
+    std::fs::create_dir_all(&config_dir).map_err(|e| format!("{}: {e}", config_dir.display()))?;
+    let mut addresses = Addresses::default();
+    let mut pods = Pods::default();
+    let cluster = Cluster::apply(base.clone(), &mut addresses);
+    pods.ensure(&cluster.pods).await?;
+    std::fs::write(config_dir.join("cluster.json"), cluster.config_json())
+        .map_err(|e| format!("writing config: {e}"))?;
+    let log = opts.work_dir.join("waypoint.log");
+    let mut waypoint = Waypoint::start(&opts.waypoint, &config_dir, &log)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let mut results = Vec::new();
+    for case in cases {
+        if !opts.only.is_empty() && !opts.only.iter().any(|o| case.name.contains(o.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = match skip_reason(&case) {
+            Some(why) => Outcome::Skipped(why),
+            None => {
+                let mut objects = base.clone();
+                let mut failures = Vec::new();
+                for m in &case.manifests {
+                    match read_manifests(&root, m) {
+                        Ok(docs) => objects.extend(docs),
+                        Err(e) => failures.push(e),
+                    }
+                }
+                if failures.is_empty() {
+                    let cluster = Cluster::apply(objects, &mut addresses);
+                    run_case(&case, &cluster, &mut pods, &mut waypoint, opts).await
+                } else {
+                    Outcome::Failed(failures)
+                }
+            }
+        };
+        tracing::info!(case = %case.name, outcome = ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "case");
+        results.push(CaseResult {
+            name: case.name.clone(),
+            features: case.features.clone(),
+            provisional: case.provisional,
+            outcome,
+            elapsed: started.elapsed(),
+        });
+    }
+    waypoint.stop().await;
+    Ok(results)
+}
+
+fn skip_reason(case: &Case) -> Option<String> {
+    if let Some(why) = &case.skip {
+        return Some(why.clone());
+    }
+    let missing: Vec<&str> = case
+        .features
+        .iter()
+        .filter(|f| !features::supported(f))
+        .map(String::as_str)
+        .collect();
+    (!missing.is_empty()).then(|| format!("unsupported feature(s): {}", missing.join(", ")))
+}
+
+async fn run_case(
+    case: &Case,
+    cluster: &Cluster,
+    pods: &mut Pods,
+    waypoint: &mut Waypoint,
+    opts: &Options,
+) -> Outcome {
+    if let Err(e) = pods.ensure(&cluster.pods).await {
+        return Outcome::Failed(vec![e]);
+    }
+    let dump = match waypoint.apply(&cluster.config_json()).await {
+        Ok(dump) => dump,
+        Err(e) => return Outcome::Failed(vec![e.to_string()]),
+    };
+    let mut failures: Vec<String> = case
+        .status
+        .iter()
+        .filter_map(|s| status::check(&dump, s).err())
+        .map(|e| format!("status: {e}"))
+        .collect();
+    for (i, req) in case.requests.iter().enumerate() {
+        let label = req.name.clone().unwrap_or_else(|| format!("requests[{i}]"));
+        // Once a case has failed, later requests only add diagnostics: wait less for them.
+        let patience = if failures.is_empty() {
+            opts.consistency_timeout
+        } else {
+            Duration::from_secs(1)
+        };
+        if let Err(e) = run_request(case, req, cluster, pods, waypoint, patience).await {
+            failures.push(format!(
+                "{label} ({} {}): {e}",
+                req.request.method.as_deref().unwrap_or("GET"),
+                req.request.path
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Outcome::Passed
+    } else {
+        Outcome::Failed(failures)
+    }
+}
+
+/// Where a request goes and what the PROXY header says, as a client in the test would send it.
+fn route_for(
+    case: &Case,
+    req: &RequestCase,
+    cluster: &Cluster,
+    waypoint: &Waypoint,
+) -> Result<Route, String> {
+    if case.mesh {
+        let client_ns = req.client.as_deref().unwrap_or("gateway-conformance-mesh");
+        let host = req
+            .request
+            .host
+            .as_deref()
+            .ok_or("a mesh request needs a host")?;
+        let (name, port) = match host.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port in {host}"))?,
+            ),
+            None => (host, 80),
+        };
+        let ip = cluster
+            .resolve(name, client_ns)
+            .ok_or_else(|| format!("{name} does not resolve from namespace {client_ns}"))?;
+        // The client is the mesh app `echo-v1` in its namespace, with that namespace's identity.
+        let source = cluster
+            .pods
+            .iter()
+            .find(|p| p.namespace == client_ns && p.deployment == "echo-v1")
+            .map(|p| p.ip)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        return Ok(Route {
+            waypoint: waypoint.sandwich,
+            claims: ProxyClaims {
+                source: SocketAddr::new(source, 41000),
+                destination: SocketAddr::new(ip, port),
+                identity: Some(format!("spiffe://cluster.local/ns/{client_ns}/sa/default")),
+                baggage: Some(format!("k8s.namespace.name={client_ns}")),
+            },
+            default_host: host.to_owned(),
+        });
+    }
+    let target = req
+        .gateway
+        .as_deref()
+        .or(case.gateway.as_deref())
+        .ok_or("no gateway to send to")?;
+    let (gw, port) = match target.rsplit_once(':') {
+        Some((g, p)) => (
+            g,
+            p.parse::<u16>()
+                .map_err(|_| format!("bad port in {target}"))?,
+        ),
+        None => (target, 80),
+    };
+    let (ns, name) = gw
+        .split_once('/')
+        .ok_or_else(|| format!("{gw}: expected namespace/name"))?;
+    let ip = cluster
+        .gateways
+        .get(&(ns.to_owned(), name.to_owned()))
+        .copied()
+        .ok_or_else(|| format!("Gateway {gw} is not in the manifests"))?;
+    // Upstream's default Host is the Gateway address, without the port when it is 80.
+    let default_host = if port == 80 {
+        ip.to_string()
+    } else {
+        format!("{ip}:{port}")
+    };
+    Ok(Route {
+        waypoint: waypoint.sandwich,
+        claims: ProxyClaims {
+            source: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 41000),
+            destination: SocketAddr::new(ip, port),
+            identity: None,
+            baggage: None,
+        },
+        default_host,
+    })
+}
+
+async fn exchange(
+    route: &Route,
+    req: &RequestCase,
+    extra: &[(String, String)],
+) -> Result<Captured, String> {
+    let mut extra = extra.to_vec();
+    if !req.backend_set_response_headers.is_empty() {
+        let set: Vec<String> = req
+            .backend_set_response_headers
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        extra.push(("X-Echo-Set-Header".into(), set.join(",")));
+    }
+    if let Some(call) = &req.grpc {
+        return crate::pods::grpc_call(route, req, call).await;
+    }
+    if req.request.websocket {
+        return crate::pods::websocket_exchange(route, req).await;
+    }
+    client::send(route, &req.request, &extra).await
+}
+
+async fn run_request(
+    case: &Case,
+    req: &RequestCase,
+    cluster: &Cluster,
+    pods: &Pods,
+    waypoint: &Waypoint,
+    patience: Duration,
+) -> Result<(), String> {
+    let route = route_for(case, req, cluster, waypoint)?;
+    let sent_host = req
+        .request
+        .host
+        .clone()
+        .unwrap_or_else(|| route.default_host.clone());
+    // Eventually consistent: three passes in a row, within the timeout.
+    let deadline = Instant::now() + patience;
+    let mut passes = 0;
+    let mut last_error = String::new();
+    while passes < REQUIRED_PASSES {
+        let attempt = req.with_unique(&format!("{:016x}", fastrand::u64(..)));
+        match exchange(&route, &attempt, &[])
+            .await
+            .and_then(|got| judge(&attempt, &sent_host, &got))
+        {
+            Ok(()) => passes += 1,
+            Err(e) => {
+                passes = 0;
+                last_error = e;
+            }
+        }
+        if passes < REQUIRED_PASSES && Instant::now() > deadline {
+            return Err(last_error);
+        }
+        if passes == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if let Some(weights) = &req.weights {
+        check_split(&route, req, weights).await?;
+    }
+    if !req.mirrored_to.is_empty() {
+        check_mirrors(&route, req, pods).await?;
+    }
+    Ok(())
+}
+
+/// Sends many requests and checks each backend's share against its weight.
+async fn check_split(
+    route: &Route,
+    req: &RequestCase,
+    weights: &BTreeMap<String, f64>,
+) -> Result<(), String> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut sent = 0;
+    for batch in 0..SPLIT_REQUESTS / SPLIT_CONCURRENCY {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..SPLIT_CONCURRENCY {
+            let (route, req) = (route.clone(), req.clone());
+            calls.spawn(async move {
+                let got = exchange(&route, &req, &[]).await?;
+                got.echo
+                    .as_ref()
+                    .and_then(|e| e["pod"].as_str().map(str::to_owned))
+                    .ok_or_else(|| format!("status {} without a backend answer", got.status))
+            });
+        }
+        while let Some(joined) = calls.join_next().await {
+            let pod = joined
+                .map_err(|e| format!("traffic split: {e}"))?
+                .map_err(|e| format!("traffic split, batch {batch}: {e}"))?;
+            let backend = weights
+                .keys()
+                .find(|b| pod.starts_with(b.as_str()))
+                .cloned()
+                .unwrap_or(pod);
+            *counts.entry(backend).or_default() += 1;
+            sent += 1;
+        }
+    }
+    let mut errors = Vec::new();
+    for (backend, count) in &counts {
+        if !weights.contains_key(backend) {
+            errors.push(format!("{backend} got {count} requests but has no weight"));
+        }
+    }
+    for (backend, want) in weights {
+        let got = counts.get(backend).copied().unwrap_or(0) as f64 / sent as f64;
+        if *want == 0.0 && got > 0.0 || (got - want).abs() > SPLIT_TOLERANCE {
+            errors.push(format!(
+                "{backend}: {:.1}% of traffic, expected {:.1}%",
+                got * 100.0,
+                want * 100.0
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("traffic split: {}", errors.join("; ")))
+    }
+}
+
+/// Sends marked requests and looks for their copies in the mirror backends' request logs.
+async fn check_mirrors(route: &Route, req: &RequestCase, pods: &Pods) -> Result<(), String> {
+    let percentage = req.mirrored_to.iter().any(|m| m.percent.is_some());
+    let rounds = if percentage { SPLIT_REQUESTS } else { 1 };
+    let run = format!("{:016x}", fastrand::u64(..));
+    for i in 0..rounds {
+        let marker = vec![(PROBE_HEADER.to_owned(), format!("{run}-{i}"))];
+        let got = exchange(route, req, &marker).await?;
+        judge(req, &route.default_host, &got).map_err(|e| format!("mirrored request: {e}"))?;
+    }
+    // Mirrors are fire and forget: give them a moment to land.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut errors = Vec::new();
+        for m in &req.mirrored_to {
+            let seen = pods.seen_with_header(&m.namespace, &m.name, PROBE_HEADER, &run);
+            match m.percent {
+                None if seen == 0 => errors.push(format!(
+                    "{}/{} saw no mirrored request",
+                    m.namespace, m.name
+                )),
+                Some(pct) => {
+                    let got = seen as f64 / rounds as f64;
+                    let want = pct / 100.0;
+                    if (got - want).abs() > SPLIT_TOLERANCE {
+                        errors.push(format!(
+                            "{}/{} saw {:.1}% of requests mirrored, expected {pct}%",
+                            m.namespace,
+                            m.name,
+                            got * 100.0
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("mirror: {}", errors.join("; ")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

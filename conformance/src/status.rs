@@ -1,0 +1,187 @@
+//! Checking the status a case expects against the waypoint's `/config_dump`: route parent
+//! conditions (`routeParents`) and Gateway listener attachment counts (`gateways`), the same
+//! facts upstream reads from the API server.
+
+use serde_json::Value;
+
+use crate::case::StatusCheck;
+
+/// `Kind namespace/name` → its parts.
+fn split_ref(r: &str) -> Result<(&str, &str, &str), String> {
+    let (kind, rest) = r
+        .split_once(' ')
+        .ok_or_else(|| format!("{r:?}: expected `Kind namespace/name`"))?;
+    let (ns, name) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("{r:?}: expected `Kind namespace/name`"))?;
+    Ok((kind, ns, name))
+}
+
+fn is_true(v: &Value) -> bool {
+    v == "True" || v == true
+}
+
+fn route_entry<'d>(dump: &'d Value, route: &str) -> Result<Option<&'d Value>, String> {
+    let (kind, ns, name) = split_ref(route)?;
+    Ok(dump["routeParents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["kind"] == kind && r["namespace"] == ns && r["name"] == name))
+}
+
+fn parent_label(p: &Value) -> String {
+    let r = &p["parentRef"];
+    format!(
+        "{} {}/{}",
+        r["kind"].as_str().unwrap_or_default(),
+        r["namespace"].as_str().unwrap_or_default(),
+        r["name"].as_str().unwrap_or_default()
+    )
+}
+
+/// Checks one expectation; `Err` says what differs.
+pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
+    if let Some(route) = &s.route {
+        let entry = route_entry(dump, route)?;
+        let parents: Vec<&Value> = entry
+            .map(|e| e["parents"].as_array().into_iter().flatten().collect())
+            .unwrap_or_default();
+        if s.no_accepted_parents {
+            if let Some(p) = parents.iter().find(|p| {
+                p["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Accepted" && is_true(&c["status"]))
+            }) {
+                return Err(format!("{route}: parent {} is Accepted", parent_label(p)));
+            }
+        }
+        if let Some(want) = &s.parents {
+            let mut have: Vec<String> = parents.iter().map(|p| parent_label(p)).collect();
+            let mut want = want.clone();
+            have.sort();
+            want.sort();
+            if have != want {
+                return Err(format!("{route}: parents {have:?}, expected {want:?}"));
+            }
+        }
+        if let Some(parent) = &s.parent {
+            let label = {
+                let (k, ns, n) = split_ref(parent)?;
+                format!("{k} {ns}/{n}")
+            };
+            let Some(p) = parents.iter().find(|p| parent_label(p) == label) else {
+                if s.conditions.is_empty() {
+                    return Ok(());
+                }
+                return Err(format!("{route}: no status for parent {label}"));
+            };
+            for want in &s.conditions {
+                let conditions = p["conditions"].as_array().into_iter().flatten();
+                let Some(have) = conditions.clone().find(|c| c["type"] == want.kind.as_str())
+                else {
+                    return Err(format!(
+                        "{route} parent {label}: no {} condition",
+                        want.kind
+                    ));
+                };
+                let status_ok = is_true(&have["status"]) == want.status;
+                let reason_ok = want
+                    .reason
+                    .as_ref()
+                    .is_none_or(|r| have["reason"] == r.as_str());
+                if !status_ok || !reason_ok {
+                    return Err(format!(
+                        "{route} parent {label}: {} is {}/{} ({}), expected {}/{}",
+                        want.kind,
+                        have["status"],
+                        have["reason"].as_str().unwrap_or_default(),
+                        have["message"].as_str().unwrap_or_default(),
+                        want.status,
+                        want.reason.as_deref().unwrap_or("any reason"),
+                    ));
+                }
+            }
+        }
+        return Ok(());
+    }
+    let Some(gateway) = &s.gateway else {
+        return Ok(());
+    };
+    let (ns, name) = gateway
+        .split_once('/')
+        .ok_or_else(|| format!("{gateway:?}: expected `namespace/name`"))?;
+    let gw = dump["gateways"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["namespace"] == ns && g["name"] == name)
+        .ok_or_else(|| format!("Gateway {gateway} has no status"))?;
+    if let Some(want) = s.attached_routes {
+        let have: u64 = gw["listeners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| s.listener.as_ref().is_none_or(|n| l["name"] == n.as_str()))
+            .map(|l| l["attachedRoutes"].as_u64().unwrap_or(0))
+            .sum();
+        if have != want {
+            return Err(format!(
+                "Gateway {gateway}: {have} attached routes, expected {want}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::ConditionCheck;
+    use serde_json::json;
+
+    fn dump() -> Value {
+        json!({
+            "routeParents": [{"kind": "HTTPRoute", "namespace": "infra", "name": "r",
+                "parents": [{"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                           "namespace": "infra", "name": "gw"},
+                             "conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners"}]}]}],
+            "gateways": [{"namespace": "infra", "name": "gw",
+                "listeners": [{"name": "http", "attachedRoutes": 2}, {"name": "other", "attachedRoutes": 1}]}],
+        })
+    }
+
+    fn route_check(status: bool, reason: &str) -> StatusCheck {
+        StatusCheck {
+            route: Some("HTTPRoute infra/r".into()),
+            parent: Some("Gateway infra/gw".into()),
+            conditions: vec![ConditionCheck {
+                kind: "Accepted".into(),
+                status,
+                reason: Some(reason.into()),
+            }],
+            no_accepted_parents: true,
+            parents: None,
+            gateway: None,
+            listener: None,
+            attached_routes: None,
+        }
+    }
+
+    #[test]
+    fn conditions_and_counts() {
+        let d = dump();
+        assert!(check(&d, &route_check(false, "NotAllowedByListeners")).is_ok());
+        assert!(check(&d, &route_check(true, "Accepted")).is_err());
+        assert!(check(&d, &route_check(false, "NoMatchingParent")).is_err());
+        let mut gw = route_check(true, "x");
+        gw.route = None;
+        gw.gateway = Some("infra/gw".into());
+        gw.attached_routes = Some(3);
+        assert!(check(&d, &gw).is_ok());
+        gw.listener = Some("http".into());
+        assert!(check(&d, &gw).is_err());
+    }
+}

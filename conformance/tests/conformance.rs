@@ -1,0 +1,91 @@
+//! Runs every conformance case against the real `waypoint` binary and the upstream manifests,
+//! and fails on any failed case. The manifests come from `WAYPOINT_CONFORMANCE_DIR` (CI points
+//! it at `../shared/conformance/gateway-api-v1.6.1`); without them the test fails under
+//! `CI=true` and says it did not run otherwise.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use waypoint_conformance::{report, runner};
+
+fn manifests() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("WAYPOINT_CONFORMANCE_DIR").map(PathBuf::from),
+        Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/conformance/gateway-api-v1.6.1"),
+        ),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|d| runner::conformance_root(d).is_some())
+}
+
+/// The `waypoint` binary `cargo test --workspace` built beside this test.
+fn waypoint_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("WAYPOINT_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<this test> -> target/<profile>/waypoint
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    profile_dir.join("waypoint")
+}
+
+#[test]
+fn upstream_conformance_suite() {
+    let Some(manifests) = manifests() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but the Gateway API conformance manifests are missing: set WAYPOINT_CONFORMANCE_DIR"
+        );
+        eprintln!(
+            "conformance manifests not found: set WAYPOINT_CONFORMANCE_DIR; the suite did not run"
+        );
+        return;
+    };
+    let waypoint = waypoint_binary();
+    assert!(
+        waypoint.is_file(),
+        "{} is missing: run `cargo test --workspace` (it builds the waypoint binary) or set WAYPOINT_BIN",
+        waypoint.display()
+    );
+    let work_dir = tempfile::tempdir().expect("temp dir");
+    let opts = runner::Options {
+        manifests,
+        cases: Path::new(env!("CARGO_MANIFEST_DIR")).join("cases"),
+        waypoint,
+        work_dir: work_dir.path().to_owned(),
+        only: Vec::new(),
+        consistency_timeout: Duration::from_secs(10),
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let results = rt.block_on(runner::run(&opts)).expect("harness runs");
+    let summary = report::summary(&results);
+    eprintln!("{summary}");
+    let report_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance-report.yaml");
+    std::fs::write(&report_path, report::build(&results).to_yaml()).expect("write report");
+    eprintln!("ConformanceReport: {}", report_path.display());
+    assert!(results.len() >= 70, "only {} cases ran", results.len());
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, runner::Outcome::Failed(_)))
+        .map(|r| r.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        let log = std::fs::read_to_string(work_dir.path().join("waypoint.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!(
+            "waypoint log (last lines):\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    assert!(
+        failed.is_empty(),
+        "failed conformance cases: {failed:?}\n{summary}"
+    );
+}
