@@ -52,7 +52,16 @@ pub enum Command {
     /// Would this request be allowed by the AuthorizationPolicies, and by which rule? Answered
     /// by the code the request path runs; exit 1 when denied.
     Authz(AuthzArgs),
-    /// Run an echo backend that answers with a JSON description of each request.
+    /// Run an echo backend that answers like the Gateway API conformance echo server.
+    ///
+    /// HTTP/1.1 and h2c on one port. Paths: `/health` answers OK; `/status/NNN` answers status
+    /// NNN; `/retry/?uuid=U&succeedAfter=N[&responseCode=C][&delayRetry=D]` fails the first N
+    /// requests of uuid U with status C (or a connection reset without C), then echoes; `/ws`
+    /// echoes WebSocket frames; anything else answers a JSON description of the request (path,
+    /// host, method, proto, headers, httpPort, namespace, service, pod). `?delay=500ms` waits
+    /// before answering; header `X-Echo-Set-Header: Name:Val,Name2:Val2` sets response headers.
+    /// With --grpc, h2c calls with content type application/grpc reach the conformance
+    /// GrpcEcho service (Echo, EchoTwo; EchoThree answers UNIMPLEMENTED).
     Echo(EchoArgs),
     /// Send a request to a sandwich listener with a PROXY v2 header, as ztunnel would.
     Send(SendArgs),

@@ -34,6 +34,16 @@ pub struct EchoArgs {
     /// Name reported as `pod` in answers.
     #[arg(long, default_value = "echo-v1")]
     pub pod: String,
+    /// Namespace reported as `namespace`.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Service reported as `service` (gRPC: `service_name`).
+    #[arg(long, default_value = "echo")]
+    pub service: String,
+    /// Also serve the gRPC echo service (gateway_api_conformance.echo_basic.grpcecho.GrpcEcho)
+    /// over h2c on the same port.
+    #[arg(long)]
+    pub grpc: bool,
 }
 
 /// `waypoint send`.
@@ -124,13 +134,19 @@ pub fn check(args: CheckArgs) -> ExitCode {
 pub async fn echo(args: EchoArgs) -> ExitCode {
     let identity = echo::EchoIdentity {
         pod: args.pod,
-        namespace: "default".into(),
-        service: "echo".into(),
+        namespace: args.namespace,
+        service: args.service,
     };
-    match echo::spawn(args.listen, identity).await {
-        Ok(addr) => {
-            tracing::info!(%addr, "echo backend listening");
+    let options = echo::EchoOptions::default().with_grpc(args.grpc);
+    let server = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => echo::spawn_with(listener, identity, options),
+        Err(err) => Err(err),
+    };
+    match server {
+        Ok(server) => {
+            tracing::info!(addr = %server.addr(), grpc = args.grpc, "echo backend listening");
             wait_for_signal().await;
+            drop(server);
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -1,24 +1,50 @@
-//! An echo backend that answers like the Gateway API conformance echo server: a JSON body
-//! describing the request it received, so a person or a test can see what the waypoint sent.
+//! An echo backend that answers like the Gateway API conformance echo server (echo-basic), so a
+//! person or a test can see what the waypoint sent. One port serves HTTP/1.1 and h2c, and, when
+//! enabled, the conformance gRPC echo service.
 //!
-//! Supported: `?delay=<duration>` (e.g. `500ms`, `2s`) waits before answering; `/status/NNN`
-//! answers that status; request header `X-Echo-Set-Header: Name:Val,Name2:Val2` becomes response
-//! headers. HTTP/1.1 and h2c are both served on the same port.
+//! Paths, as upstream: `/health` answers `OK`; `/status/NNN` answers status NNN with no body;
+//! `/retry/?uuid=U&succeedAfter=N[&responseCode=C][&delayRetry=D]` fails the first N requests
+//! of uuid U (with status C, or by resetting the connection when C is absent), then echoes;
+//! `/ws` is a WebSocket echo; anything else echoes the request as JSON (`path`, `host`,
+//! `method`, `proto`, `headers`, `httpPort`, `namespace`, `ingress`, `service`, `pod`).
+//! `?delay=D` (Go duration: `500ms`, `1.5s`, `1m`) waits before echoing; request header
+//! `X-Echo-Set-Header: Name:Val,Name2:Val2` becomes response headers.
+
+pub mod grpc;
+pub mod proto;
+mod record;
+mod retry;
+mod ws;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use record::{DEFAULT_CAPACITY as DEFAULT_LOG_CAPACITY, LoggedRequest, RequestLog};
+pub use retry::DEFAULT_RETRY_UUIDS;
+
+/// The response body type of the echo backend.
+type EchoBody = BoxBody<Bytes, Infallible>;
 
 /// Who the echo backend says it is (the conformance tests look at `pod` to tell backends apart).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EchoIdentity {
     /// Reported as `pod`.
     pub pod: String,
@@ -28,37 +54,525 @@ pub struct EchoIdentity {
     pub service: String,
 }
 
-/// Serves the echo backend on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, identity: EchoIdentity) {
-    let identity = std::sync::Arc::new(identity);
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let identity = identity.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let identity = identity.clone();
-                async move { Ok::<_, Infallible>(answer(req, &identity).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
-        });
+/// How an echo backend behaves beyond its identity.
+#[derive(Clone, Debug)]
+pub struct EchoOptions {
+    /// Serve the gRPC echo service (h2c requests with content type `application/grpc`).
+    pub grpc: bool,
+    /// Where to record every request served (shared with the caller).
+    pub log: Option<RequestLog>,
+    /// How many `/retry/` uuids are remembered at once (the oldest is forgotten past this).
+    pub retry_uuids: usize,
+}
+
+impl Default for EchoOptions {
+    fn default() -> Self {
+        Self {
+            grpc: false,
+            log: None,
+            retry_uuids: DEFAULT_RETRY_UUIDS,
+        }
     }
 }
 
-/// Binds `addr` and serves the echo backend on it in a background task; returns the bound
-/// address.
-pub async fn spawn(addr: SocketAddr, identity: EchoIdentity) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(serve(listener, identity));
-    Ok(local)
+impl EchoOptions {
+    /// Turns the gRPC echo service on or off.
+    pub fn with_grpc(mut self, grpc: bool) -> Self {
+        self.grpc = grpc;
+        self
+    }
+
+    /// Records every request in `log`.
+    pub fn with_log(mut self, log: RequestLog) -> Self {
+        self.log = Some(log);
+        self
+    }
 }
 
-async fn answer(req: Request<Incoming>, identity: &EchoIdentity) -> Response<Full<Bytes>> {
+/// A running echo backend started by [`spawn_with`]; dropping it stops the backend and closes
+/// its connections.
+#[derive(Debug)]
+#[must_use = "dropping the handle stops the echo backend"]
+pub struct EchoServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EchoServer {
+    /// The address the backend listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Keeps the backend running until the process ends, giving up the handle.
+    pub fn detach(self) -> SocketAddr {
+        let addr = self.addr;
+        std::mem::forget(self);
+        addr
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What every connection of one backend shares.
+struct Backend {
+    identity: Arc<EchoIdentity>,
+    grpc: bool,
+    log: Option<RequestLog>,
+    retry: retry::RetryCounters,
+    http_port: String,
+    /// Resolves (with an error) when the backend stops: upgraded WebSocket tasks watch it.
+    stopped: watch::Receiver<()>,
+}
+
+/// Serves the echo backend (HTTP only) on `listener` until the future is dropped.
+pub async fn serve(listener: TcpListener, identity: EchoIdentity) {
+    serve_with(listener, identity, EchoOptions::default()).await
+}
+
+/// Serves the echo backend on `listener` with `options` until the future is dropped; dropping
+/// it also closes every connection it accepted.
+pub async fn serve_with(listener: TcpListener, identity: EchoIdentity, options: EchoOptions) {
+    let (_stop, stopped) = watch::channel(());
+    let backend = Arc::new(Backend {
+        identity: Arc::new(identity),
+        grpc: options.grpc,
+        log: options.log,
+        retry: retry::RetryCounters::new(options.retry_uuids),
+        http_port: listener
+            .local_addr()
+            .map(|a| a.port().to_string())
+            .unwrap_or_default(),
+        stopped,
+    });
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(connection(stream, backend.clone()));
+                }
+                // Out of file descriptors and the like: wait instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Binds `addr` and serves the echo backend (HTTP only) on it in a background task that lives
+/// as long as the runtime; returns the bound address.
+pub async fn spawn(addr: SocketAddr, identity: EchoIdentity) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    Ok(spawn_with(listener, identity, EchoOptions::default())?.detach())
+}
+
+/// Serves the echo backend on an already-bound `listener` in a background task; the returned
+/// handle stops it when dropped.
+pub fn spawn_with(
+    listener: TcpListener,
+    identity: EchoIdentity,
+    options: EchoOptions,
+) -> io::Result<EchoServer> {
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(serve_with(listener, identity, options));
+    Ok(EchoServer { addr, task })
+}
+
+/// A TCP stream that can be told to end with a reset (RST) instead of a FIN when dropped, as
+/// upstream's `/retry/` does for its connection-failure mode.
+struct ResettableStream {
+    inner: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for ResettableStream {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::Relaxed) {
+            // Zero linger makes close() send RST; done only now so normal closes stay clean.
+            let _ = self.inner.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for ResettableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ResettableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The service's error: abort the connection without answering.
+#[derive(Debug, thiserror::Error)]
+#[error("connection reset on purpose (/retry/)")]
+struct ResetConnection;
+
+async fn connection(stream: TcpStream, backend: Arc<Backend>) {
+    let _ = stream.set_nodelay(true);
+    let reset = Arc::new(AtomicBool::new(false));
+    let io = ResettableStream {
+        inner: stream,
+        reset: reset.clone(),
+    };
+    let service = hyper::service::service_fn(move |req| {
+        let backend = backend.clone();
+        let reset = reset.clone();
+        async move { handle(req, &backend, &reset).await }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await;
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    backend: &Backend,
+    reset: &AtomicBool,
+) -> Result<Response<EchoBody>, ResetConnection> {
+    if let Some(log) = &backend.log {
+        log.record(logged(&req, &backend.identity));
+    }
+    if backend.grpc && req.version() == Version::HTTP_2 && grpc::is_grpc(req.headers()) {
+        return Ok(grpc::answer(req, &backend.identity).await);
+    }
+    // Upstream routes on the path with `//` collapsed (its "preserveSlashes" wrapper) but
+    // reports the request target unchanged.
+    let path = req.uri().path();
+    let route = if path.contains("//") {
+        path.replace("//", "/")
+    } else {
+        path.to_owned()
+    };
+    match route.as_str() {
+        "/health" => Ok(plain(StatusCode::OK, "OK")),
+        "/ws" => Ok(websocket(req, backend)),
+        r if r.starts_with("/status/") => Ok(status(&req)),
+        r if r.starts_with("/retry/") => retry(req, backend, reset).await,
+        _ => Ok(echo(req, backend).await),
+    }
+}
+
+fn logged(req: &Request<Incoming>, identity: &Arc<EchoIdentity>) -> LoggedRequest {
+    LoggedRequest {
+        at: Instant::now(),
+        backend: identity.clone(),
+        method: req.method().as_str().to_owned(),
+        path: target(req).to_owned(),
+        host: host(req),
+        proto: proto(req.version()).to_owned(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The request target as received (Go's `RequestURI`).
+fn target<B>(req: &Request<B>) -> &str {
+    req.uri().path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// Go's `r.Host`: the `:authority` for HTTP/2, else the `Host` header.
+fn host<B>(req: &Request<B>) -> String {
+    let header = req
+        .headers()
+        .get(http::header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let (first, second) = if req.version() == Version::HTTP_2 {
+        (authority, header)
+    } else {
+        (header, authority)
+    };
+    first.or(second).unwrap_or_default()
+}
+
+/// Go's `r.Proto`.
+fn proto(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<EchoBody> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
+    *resp.status_mut() = status;
+    resp
+}
+
+/// An error as upstream reports one: JSON `{"message": ...}`.
+fn json_error(status: StatusCode, message: &str) -> Response<EchoBody> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = status;
+    json_headers(&mut resp);
+    resp
+}
+
+fn json_headers(resp: &mut Response<EchoBody>) {
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// `/status/NNN`: exactly three digits and no query, else 400; no body.
+fn status<B>(req: &Request<B>) -> Response<EchoBody> {
+    let code = target(req)
+        .strip_prefix("/status/")
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse::<u16>().ok())
+        .map_or(StatusCode::BAD_REQUEST, status_as_go_sends);
+    let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+    *resp.status_mut() = code;
+    resp
+}
+
+/// The final status Go's server sends for `WriteHeader(code)`: 1xx codes are informational,
+/// so the answer becomes 200; codes below 100 are refused (400 here).
+fn status_as_go_sends(code: u16) -> StatusCode {
+    match code {
+        100..=199 => StatusCode::OK,
+        _ => StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// The first value of query parameter `key`, decoded as Go's `url.Values.Get` does.
+fn query_value(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (url_decode(k) == key).then(|| url_decode(v))
+        })
+        .next()
+}
+
+fn url_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Go's `time.ParseDuration`, for `delay=` and `delayRetry=`: a sequence of decimal numbers
+/// with units (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), optionally signed. Negative durations
+/// are accepted and wait for nothing, as in Go.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let invalid = || format!("time: invalid duration \"{value}\"");
+    let (negative, mut rest) = match value.as_bytes().first() {
+        Some(b'-') => (true, &value[1..]),
+        Some(b'+') => (false, &value[1..]),
+        _ => (false, value),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("time: missing unit in duration \"{value}\""))?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            unit => {
+                return Err(format!(
+                    "time: unknown unit \"{unit}\" in duration \"{value}\""
+                ));
+            }
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    if negative {
+        return Ok(Duration::ZERO);
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| invalid())
+}
+
+/// Waits for query parameter `key`'s duration, if present; the error names the bad value.
+async fn delay(query: &str, key: &str) -> Result<(), String> {
+    if let Some(value) = query_value(query, key).filter(|v| !v.is_empty()) {
+        tokio::time::sleep(parse_duration(&value)?).await;
+    }
+    Ok(())
+}
+
+async fn retry(
+    req: Request<Incoming>,
+    backend: &Backend,
+    reset: &AtomicBool,
+) -> Result<Response<EchoBody>, ResetConnection> {
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let Some(uuid) = query_value(&query, "uuid").filter(|u| !u.is_empty()) else {
+        return Ok(plain(StatusCode::BAD_REQUEST, "uuid is required"));
+    };
+    let Some(succeed_after) =
+        query_value(&query, "succeedAfter").and_then(|n| n.parse::<i64>().ok())
+    else {
+        return Ok(plain(StatusCode::BAD_REQUEST, "succeedAfter is required"));
+    };
+    let response_code = query_value(&query, "responseCode").and_then(|c| c.parse::<i64>().ok());
+    if !backend.retry.attempt_fails(&uuid, succeed_after) {
+        return Ok(echo(req, backend).await);
+    }
+    if let Err(message) = delay(&query, "delayRetry").await {
+        return Ok(json_error(StatusCode::INTERNAL_SERVER_ERROR, &message));
+    }
+    match response_code {
+        Some(code) => {
+            let code = u16::try_from(code).ok().filter(|c| *c >= 100);
+            let Some(code) = code.map(status_as_go_sends) else {
+                return Ok(plain(StatusCode::BAD_REQUEST, "responseCode is invalid"));
+            };
+            let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+            *resp.status_mut() = code;
+            Ok(resp)
+        }
+        // Upstream hijacks the connection, which Go allows only for HTTP/1.
+        None if req.version() == Version::HTTP_2 => Ok(json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response writer does not support hijacking",
+        )),
+        None => {
+            reset.store(true, Ordering::Relaxed);
+            Err(ResetConnection)
+        }
+    }
+}
+
+/// `/ws`: the opening handshake; the frame echo runs on the upgraded connection.
+fn websocket(mut req: Request<Incoming>, backend: &Backend) -> Response<EchoBody> {
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|k| k.to_str().ok())
+        .map(str::to_owned);
+    let version_ok = req
+        .headers()
+        .get("sec-websocket-version")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let (Some(key), true, true) = (key, version_ok, ws::wants_upgrade(req.headers())) else {
+        let mut resp = plain(StatusCode::BAD_REQUEST, "Bad Request");
+        resp.headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        return resp;
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let mut stopped = backend.stopped.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stopped.changed() => {}
+            _ = async {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let _ = ws::echo_frames(TokioIo::new(upgraded)).await;
+                }
+            } => {}
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(accept) = HeaderValue::from_str(&ws::accept_key(&key)) {
+        headers.insert("sec-websocket-accept", accept);
+    }
+    resp
+}
+
+async fn echo(req: Request<Incoming>, backend: &Backend) -> Response<EchoBody> {
     let (parts, body) = req.into_parts();
     // Drain the request body so the client's upload completes; its size is reported.
     let body_len = body
@@ -66,71 +580,67 @@ async fn answer(req: Request<Incoming>, identity: &EchoIdentity) -> Response<Ful
         .await
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
-    let query = parts.uri.query().unwrap_or_default();
-    if let Some(delay) = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("delay="))
-        .and_then(parse_delay)
-    {
-        tokio::time::sleep(delay).await;
+    if let Err(message) = delay(parts.uri.query().unwrap_or_default(), "delay").await {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, &message);
     }
-    let status = parts
-        .uri
-        .path()
-        .strip_prefix("/status/")
-        .and_then(|code| code.parse::<u16>().ok())
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .unwrap_or(StatusCode::OK);
+    let req = Request::from_parts(parts, ());
 
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, value) in &parts.headers {
-        let name = canonical(name.as_str());
+    for (name, value) in req.headers() {
+        // Go keeps Host out of r.Header.
+        if name == http::header::HOST {
+            continue;
+        }
         headers
-            .entry(name)
+            .entry(canonical(name.as_str()))
             .or_default()
             .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
-    let host = parts
-        .headers
-        .get(http::header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_default();
+    let identity = &backend.identity;
     let json = serde_json::json!({
-        "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-        "host": host,
-        "method": parts.method.as_str(),
-        "proto": format!("{:?}", parts.version),
+        "path": target(&req),
+        "host": host(&req),
+        "method": req.method().as_str(),
+        "proto": proto(req.version()),
         "headers": headers,
+        "httpPort": backend.http_port,
         "namespace": identity.namespace,
         "ingress": "",
         "service": identity.service,
         "pod": identity.pod,
         "bodyLength": body_len,
     });
-    let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(set) = parts
-        .headers
-        .get("x-echo-set-header")
-        .and_then(|v| v.to_str().ok())
-    {
-        for pair in set.split(',') {
-            if let Some((name, value)) = pair.split_once(':')
-                && let (Ok(name), Ok(value)) = (
-                    HeaderName::try_from(name.trim()),
-                    HeaderValue::try_from(value.trim()),
-                )
-            {
-                resp.headers_mut().append(name, value);
+    let mut resp = Response::new(Full::new(Bytes::from(json.to_string())).boxed());
+    set_echo_headers(&req, &mut resp);
+    json_headers(&mut resp);
+    resp
+}
+
+/// `X-Echo-Set-Header: A:1,B:2` becomes response headers; a name given twice gets its values
+/// joined with commas, as upstream.
+fn set_echo_headers<B>(req: &Request<B>, resp: &mut Response<EchoBody>) {
+    let mut set: Vec<(HeaderName, String)> = Vec::new();
+    for value in req.headers().get_all("x-echo-set-header") {
+        let Ok(value) = value.to_str() else { continue };
+        for pair in value.split(',') {
+            let (name, value) = pair.trim().split_once(':').unwrap_or((pair.trim(), ""));
+            let Ok(name) = HeaderName::try_from(name) else {
+                continue;
+            };
+            match set.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, joined)) => {
+                    joined.push(',');
+                    joined.push_str(value.trim());
+                }
+                None => set.push((name, value.trim().to_owned())),
             }
         }
     }
-    resp
+    for (name, value) in set {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            resp.headers_mut().insert(name, value);
+        }
+    }
 }
 
 /// `X-Forwarded-For` style capitalisation, as Go's echo server reports header names.
@@ -147,30 +657,5 @@ fn canonical(name: &str) -> String {
         .join("-")
 }
 
-fn parse_delay(value: &str) -> Option<Duration> {
-    if let Some(ms) = value.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    if let Some(s) = value.strip_suffix('s') {
-        return s
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
-    }
-    None
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delays_and_names() {
-        assert_eq!(parse_delay("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_delay("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_delay("-1s"), None);
-        assert_eq!(parse_delay("soon"), None);
-        assert_eq!(canonical("x-echo-set-header"), "X-Echo-Set-Header");
-    }
-}
+mod tests;
