@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, Method};
 use waypoint_core::config::resources::{
     HttpBackendRef, HttpMethod, HttpRoute, HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch,
     Object, PathMatchType, ValueMatchType,
@@ -15,7 +15,7 @@ use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, RouteMatch};
 
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
-use super::matcher::{PathMatch, RequestMatch};
+use super::matcher::{PathMatch, RequestMatch, ValuePattern, full_match_regex};
 use super::{RouteEntry, RouteTable, Rule, WeightedBackend};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -183,72 +183,46 @@ fn compile_match(
     spec: &HttpRouteMatch,
 ) -> Option<RequestMatch> {
     let field = format!("spec.rules[{rule}].matches[{index}]");
-    let path = match spec.path.kind {
-        PathMatchType::Exact => PathMatch::Exact(spec.path.value.clone()),
-        PathMatchType::PathPrefix => PathMatch::prefix(&spec.path.value),
-        PathMatchType::RegularExpression => {
-            report(
-                cx,
-                route,
-                "Accepted",
-                "UnsupportedValue",
-                format!(
-                    "{field}.path.type: RegularExpression is not supported yet; this match is ignored"
-                ),
-            );
+    // The first problem is reported; the match is then left out (it can never be honoured).
+    let pattern = |at: String, kind: ValueMatchType, value: &str| match kind {
+        ValueMatchType::Exact => Ok(ValuePattern::Exact(value.to_owned())),
+        ValueMatchType::RegularExpression => full_match_regex(value)
+            .map(ValuePattern::Regex)
+            .map_err(|e| format!("{at}: {e}; this match is ignored")),
+    };
+    let compiled = (|| {
+        let path = match spec.path.kind {
+            PathMatchType::Exact => PathMatch::Exact(spec.path.value.clone()),
+            PathMatchType::PathPrefix => PathMatch::prefix(&spec.path.value),
+            PathMatchType::RegularExpression => PathMatch::Regex(
+                full_match_regex(&spec.path.value)
+                    .map_err(|e| format!("{field}.path.value: {e}; this match is ignored"))?,
+            ),
+        };
+        let mut headers = Vec::new();
+        for (h, header) in spec.headers.iter().enumerate() {
+            let at = format!("{field}.headers[{h}]");
+            let name = HeaderName::try_from(header.name.as_str())
+                .map_err(|_| format!("{at}.name: invalid header name; this match is ignored"))?;
+            headers.push((
+                name,
+                pattern(format!("{at}.value"), header.kind, &header.value)?,
+            ));
+        }
+        let mut query = Vec::new();
+        for (q, param) in spec.query_params.iter().enumerate() {
+            let at = format!("{field}.queryParams[{q}].value");
+            query.push((param.name.clone(), pattern(at, param.kind, &param.value)?));
+        }
+        Ok::<_, String>((path, headers, query))
+    })();
+    let (path, headers, query) = match compiled {
+        Ok(parts) => parts,
+        Err(message) => {
+            report(cx, route, "Accepted", "UnsupportedValue", message);
             return None;
         }
     };
-    let mut headers = Vec::new();
-    for (h, header) in spec.headers.iter().enumerate() {
-        let parsed = (header.kind == ValueMatchType::Exact).then(|| {
-            (
-                HeaderName::try_from(header.name.as_str()).ok(),
-                HeaderValue::try_from(header.value.as_str()).ok(),
-            )
-        });
-        match parsed {
-            Some((Some(name), Some(value))) => headers.push((name, value)),
-            Some(_) => {
-                report(
-                    cx,
-                    route,
-                    "Accepted",
-                    "UnsupportedValue",
-                    format!("{field}.headers[{h}]: invalid header name or value"),
-                );
-                return None;
-            }
-            None => {
-                report(
-                    cx,
-                    route,
-                    "Accepted",
-                    "UnsupportedValue",
-                    format!(
-                        "{field}.headers[{h}].type: RegularExpression is not supported yet; this match is ignored"
-                    ),
-                );
-                return None;
-            }
-        }
-    }
-    let mut query = Vec::new();
-    for (q, param) in spec.query_params.iter().enumerate() {
-        if param.kind != ValueMatchType::Exact {
-            report(
-                cx,
-                route,
-                "Accepted",
-                "UnsupportedValue",
-                format!(
-                    "{field}.queryParams[{q}].type: RegularExpression is not supported yet; this match is ignored"
-                ),
-            );
-            return None;
-        }
-        query.push((param.name.clone(), param.value.clone()));
-    }
     Some(RequestMatch {
         path,
         method: spec.method.map(method),
