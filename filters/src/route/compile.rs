@@ -16,7 +16,9 @@ use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, Rout
 
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
 use super::matcher::{PathMatch, RequestMatch, ValuePattern, full_match_regex};
-use super::{RouteEntry, RouteTable, Rule, WeightedBackend};
+use super::redirect::Redirect;
+use super::rewrite::{PathRewrite, Rewrite};
+use super::{MatchedPrefix, RouteEntry, RouteTable, Rule, WeightedBackend};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
@@ -118,6 +120,7 @@ pub(super) fn compile(cx: &mut BuildContext<'_>) -> RouteTable {
                     list.push(Ordered {
                         entry: RouteEntry {
                             matcher: matcher.clone(),
+                            matched: MatchedPrefix::of(matcher),
                             rule: rules[*rule].clone(),
                         },
                         created: route.metadata.creation_timestamp.clone(),
@@ -252,6 +255,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
     let filters = match compile_filters(
         cx,
         route,
+        &spec.matches,
         &spec.filters,
         &format!("spec.rules[{index}].filters"),
     ) {
@@ -272,20 +276,24 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
             if let Err((reason, message)) = &target {
                 report(cx, &route_ref, "ResolvedRefs", reason, message.clone());
             }
-            let filters =
-                match compile_filters(cx, route, &backend_ref.filters, &format!("{field}.filters"))
-                {
-                    Ok(chain) => chain,
-                    Err(why) => {
-                        report(cx, &route_ref, "Accepted", "UnsupportedValue", why.clone());
-                        // The filter cannot be honoured: traffic to this backend gets 500.
-                        return WeightedBackend {
-                            weight: u64::from(backend_ref.weight),
-                            target: Err(why),
-                            filters: Default::default(),
-                        };
-                    }
-                };
+            let filters = match compile_filters(
+                cx,
+                route,
+                &spec.matches,
+                &backend_ref.filters,
+                &format!("{field}.filters"),
+            ) {
+                Ok(chain) => chain,
+                Err(why) => {
+                    report(cx, &route_ref, "Accepted", "UnsupportedValue", why.clone());
+                    // The filter cannot be honoured: traffic to this backend gets 500.
+                    return WeightedBackend {
+                        weight: u64::from(backend_ref.weight),
+                        target: Err(why),
+                        filters: Default::default(),
+                    };
+                }
+            };
             WeightedBackend {
                 weight: u64::from(backend_ref.weight),
                 target: target.map_err(|(_, message)| message),
@@ -304,6 +312,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
         },
         invalid,
         filters: Arc::new(filters),
+        backend_filters: backends.iter().any(|b| !b.filters.is_empty()),
         total_weight: backends.iter().map(|b| b.weight).sum(),
         backends,
         request_timeout: timeout(timeouts.request),
@@ -311,13 +320,26 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
     }
 }
 
+/// `matches` are the rule's: `ReplacePrefixMatch` needs every one to be a PathPrefix.
 fn compile_filters(
     cx: &mut BuildContext<'_>,
     route: &HttpRoute,
+    matches: &[HttpRouteMatch],
     filters: &[HttpRouteFilter],
     field: &str,
 ) -> Result<FilterChain, String> {
     let mut chain: Vec<Arc<dyn Filter>> = Vec::new();
+    let prefix_only = |path: Option<&PathRewrite>, at: String| {
+        let all_prefix = matches
+            .iter()
+            .all(|m| m.path.kind == PathMatchType::PathPrefix);
+        match path {
+            Some(p) if p.needs_prefix_match() && !all_prefix => Err(format!(
+                "{at}.path.replacePrefixMatch: needs every match of the rule to be a PathPrefix"
+            )),
+            _ => Ok(()),
+        }
+    };
     for (i, filter) in filters.iter().enumerate() {
         let at = format!("{field}[{i}]");
         let missing = || format!("{at}: type {:?} needs its settings field", filter.kind);
@@ -359,6 +381,20 @@ fn compile_filters(
                         .build(&r.name, ns, object)
                         .map_err(|e| format!("{at}.extensionRef {}: {e}", r.name))?,
                 );
+            }
+            HttpRouteFilterType::RequestRedirect => {
+                let r = filter.request_redirect.as_ref().ok_or_else(missing)?;
+                let at = format!("{at}.requestRedirect");
+                let redirect = Redirect::compile(r, &at)?;
+                prefix_only(redirect.path(), at)?;
+                chain.push(Arc::new(redirect));
+            }
+            HttpRouteFilterType::UrlRewrite => {
+                let r = filter.url_rewrite.as_ref().ok_or_else(missing)?;
+                let at = format!("{at}.urlRewrite");
+                let rewrite = Rewrite::compile(r, &at)?;
+                prefix_only(rewrite.path(), at)?;
+                chain.push(Arc::new(rewrite));
             }
             other => return Err(format!("{at}: filter type {other:?} is not supported yet")),
         }

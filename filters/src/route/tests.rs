@@ -9,7 +9,7 @@ use waypoint_core::config::{Config, parse_manifests};
 use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::filter::{
     BuildContext, BuildReport, Decision, ExtensionRegistry, Filter, FilterChain, FilterFactory,
-    Request, RequestContext,
+    Request, RequestContext, Response,
 };
 
 use super::RouteFactory;
@@ -58,15 +58,15 @@ ports: [{name: http, port: 8082}]
 endpoints: [{addresses: ["127.0.0.2"]}]
 "#;
 
-const ECHO: &str = "10.96.0.10:80";
+pub(super) const ECHO: &str = "10.96.0.10:80";
 
-struct Routed {
-    config: Arc<Config>,
-    chain: FilterChain,
-    reports: Vec<BuildReport>,
+pub(super) struct Routed {
+    pub(super) config: Arc<Config>,
+    pub(super) chain: FilterChain,
+    pub(super) reports: Vec<BuildReport>,
 }
 
-fn routed(routes: &str, registry: &ExtensionRegistry) -> Routed {
+pub(super) fn routed(routes: &str, registry: &ExtensionRegistry) -> Routed {
     let config = parse_manifests(&format!("{SERVICES}\n---\n{routes}"), "test.yaml")
         .expect("manifests parse");
     let mut cx = BuildContext::new(&config, registry);
@@ -79,15 +79,17 @@ fn routed(routes: &str, registry: &ExtensionRegistry) -> Routed {
     }
 }
 
-struct Outcome {
-    status: Option<StatusCode>,
-    upstream: Option<String>,
-    request: Request,
-    ctx: RequestContext,
+pub(super) struct Outcome {
+    pub(super) status: Option<StatusCode>,
+    pub(super) upstream: Option<String>,
+    pub(super) request: Request,
+    pub(super) ctx: RequestContext,
+    /// The local reply, when the chain answered itself.
+    pub(super) response: Option<Response>,
 }
 
 impl Routed {
-    async fn send(
+    pub(super) async fn send(
         &self,
         destination: &str,
         identity: Option<&str>,
@@ -100,10 +102,11 @@ impl Routed {
         conn.peer_identity = identity.map(|i| i.parse().unwrap());
         let mut ctx = RequestContext::new(Arc::new(conn), self.config.clone());
         let mut request = req.body(body::empty()).unwrap();
-        let status = match self.chain.run_request(&mut request, &mut ctx).await {
-            Decision::Respond(resp) => Some(resp.status()),
+        let response = match self.chain.run_request(&mut request, &mut ctx).await {
+            Decision::Respond(resp) => Some(resp),
             Decision::Continue => None,
         };
+        let status = response.as_ref().map(|r| r.status());
         let upstream = ctx
             .upstream
             .as_ref()
@@ -113,17 +116,18 @@ impl Routed {
             upstream,
             request,
             ctx,
+            response,
         }
     }
 
-    async fn upstream_of(&self, path: &str) -> Option<String> {
+    pub(super) async fn upstream_of(&self, path: &str) -> Option<String> {
         self.send(ECHO, None, http::Request::get(path))
             .await
             .upstream
     }
 }
 
-fn route(name: &str, rules: &str) -> String {
+pub(super) fn route(name: &str, rules: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: echo, port: 80}}]\n  rules:\n{rules}"
     )
