@@ -14,6 +14,7 @@ use waypoint_core::config::resources::{
 use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, RouteMatch};
 
+use super::cors::Cors;
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
 use super::matcher::{PathMatch, RequestMatch, ValuePattern, full_match_regex};
 use super::redirect::Redirect;
@@ -395,6 +396,10 @@ fn compile_filters(
                 let rewrite = Rewrite::compile(r, &at)?;
                 prefix_only(rewrite.path(), at)?;
                 chain.push(Arc::new(rewrite));
+            }
+            HttpRouteFilterType::Cors => {
+                let c = filter.cors.as_ref().ok_or_else(missing)?;
+                chain.push(Arc::new(Cors::compile(c, &format!("{at}.cors"))?));
             }
             other => return Err(format!("{at}: filter type {other:?} is not supported yet")),
         }

@@ -7,6 +7,7 @@
 //! no route attached goes to the Service itself, as it would without a waypoint.
 
 mod compile;
+mod cors;
 mod header_modifier;
 mod matcher;
 mod redirect;
@@ -26,6 +27,7 @@ use waypoint_core::filter::{
     RouteMatch, UpstreamTarget,
 };
 
+pub use cors::Cors;
 pub use header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
 pub use matcher::{PathMatch, RequestMatch, ValuePattern, full_match_regex};
 pub use redirect::Redirect;
@@ -281,3 +283,6 @@ mod tests;
 
 #[cfg(test)]
 mod filter_tests;
+
+#[cfg(test)]
+mod cors_tests;
