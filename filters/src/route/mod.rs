@@ -5,6 +5,12 @@
 //! Service's (ClusterIP, port) addresses, each list sorted by Gateway API precedence. At request
 //! time routing is one hash lookup and a walk down that list. A request to a known Service with
 //! no route attached goes to the Service itself, as it would without a waypoint.
+//!
+//! Matches: path Exact, PathPrefix and RegularExpression (full match, ranked after prefixes),
+//! method, headers and query parameters (Exact or RegularExpression). Filters, at rule and
+//! backend level: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect
+//! ([`Redirect`]), URLRewrite ([`Rewrite`]), CORS ([`Cors`]) and ExtensionRef. Before a rule's
+//! filters run, the match that selected it is recorded as a [`MatchedPrefix`].
 
 mod compile;
 mod cors;
