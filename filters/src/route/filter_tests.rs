@@ -1,5 +1,5 @@
-//! HTTPRoute filters in memory: RequestRedirect, URLRewrite and CORS, after the upstream
-//! conformance cases (conformance/tests/{,mesh/}httproute-{redirect,rewrite,cors}-*.go).
+//! HTTPRoute RequestRedirect and URLRewrite in memory (CORS is in cors_tests), after the
+//! upstream conformance cases (conformance/tests/{,mesh/}httproute-{redirect,rewrite}-*.go).
 
 use http::StatusCode;
 use waypoint_core::filter::ExtensionRegistry;
