@@ -544,3 +544,60 @@ async fn authorization_policy_decides_on_the_identity_ztunnel_vouched_for() {
     }
     assert!(metrics.contains("response_code=\"403\""));
 }
+
+const REDIRECT_AND_REWRITE: &str = r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: moved, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: internal.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    - type: CORS
+      cors: {allowOrigins: ["https://*.shop.example"], allowCredentials: true}
+    backendRefs: [{name: echo, port: 80}]
+"#;
+
+#[tokio::test]
+async fn redirects_rewrites_and_cors_over_the_wire() {
+    let h = Harness::start(Duration::from_secs(5)).await;
+    std::fs::write(
+        &h.config,
+        manifests(h.echo_port, h.slow_port, REDIRECT_AND_REWRITE),
+    )
+    .unwrap();
+    h.wait_for_version(2).await;
+
+    // Answered by the waypoint, the backend never asked.
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &get("/old/page?id=7"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(
+        resp.headers()["location"],
+        "https://echo.default.svc.cluster.local/new/page?id=7"
+    );
+
+    let mut req = get("/api/v1/items?q=x");
+    req.headers
+        .push(("origin".into(), "https://web.shop.example".into()));
+    let resp = send::send(&h.unix(), &claims("10.96.0.10:80"), &req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", resp.body());
+    let echoed = json(resp.body());
+    assert_eq!(echoed["path"], "/v1/items?q=x");
+    assert_eq!(echoed["host"], "internal.example");
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://web.shop.example"
+    );
+    assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
+}

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, Method};
 use waypoint_core::config::resources::{
     HttpBackendRef, HttpMethod, HttpRoute, HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch,
     Object, PathMatchType, ValueMatchType,
@@ -14,9 +14,12 @@ use waypoint_core::config::resources::{
 use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, RouteMatch};
 
+use super::cors::Cors;
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
-use super::matcher::{PathMatch, RequestMatch};
-use super::{RouteEntry, RouteTable, Rule, WeightedBackend};
+use super::matcher::{PathMatch, RequestMatch, ValuePattern, full_match_regex};
+use super::redirect::Redirect;
+use super::rewrite::{PathRewrite, Rewrite};
+use super::{MatchedPrefix, RouteEntry, RouteTable, Rule, WeightedBackend};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
@@ -118,6 +121,7 @@ pub(super) fn compile(cx: &mut BuildContext<'_>) -> RouteTable {
                     list.push(Ordered {
                         entry: RouteEntry {
                             matcher: matcher.clone(),
+                            matched: MatchedPrefix::of(matcher),
                             rule: rules[*rule].clone(),
                         },
                         created: route.metadata.creation_timestamp.clone(),
@@ -183,72 +187,46 @@ fn compile_match(
     spec: &HttpRouteMatch,
 ) -> Option<RequestMatch> {
     let field = format!("spec.rules[{rule}].matches[{index}]");
-    let path = match spec.path.kind {
-        PathMatchType::Exact => PathMatch::Exact(spec.path.value.clone()),
-        PathMatchType::PathPrefix => PathMatch::prefix(&spec.path.value),
-        PathMatchType::RegularExpression => {
-            report(
-                cx,
-                route,
-                "Accepted",
-                "UnsupportedValue",
-                format!(
-                    "{field}.path.type: RegularExpression is not supported yet; this match is ignored"
-                ),
-            );
+    // The first problem is reported; the match is then left out (it can never be honoured).
+    let pattern = |at: String, kind: ValueMatchType, value: &str| match kind {
+        ValueMatchType::Exact => Ok(ValuePattern::Exact(value.to_owned())),
+        ValueMatchType::RegularExpression => full_match_regex(value)
+            .map(ValuePattern::Regex)
+            .map_err(|e| format!("{at}: {e}; this match is ignored")),
+    };
+    let compiled = (|| {
+        let path = match spec.path.kind {
+            PathMatchType::Exact => PathMatch::Exact(spec.path.value.clone()),
+            PathMatchType::PathPrefix => PathMatch::prefix(&spec.path.value),
+            PathMatchType::RegularExpression => PathMatch::Regex(
+                full_match_regex(&spec.path.value)
+                    .map_err(|e| format!("{field}.path.value: {e}; this match is ignored"))?,
+            ),
+        };
+        let mut headers = Vec::new();
+        for (h, header) in spec.headers.iter().enumerate() {
+            let at = format!("{field}.headers[{h}]");
+            let name = HeaderName::try_from(header.name.as_str())
+                .map_err(|_| format!("{at}.name: invalid header name; this match is ignored"))?;
+            headers.push((
+                name,
+                pattern(format!("{at}.value"), header.kind, &header.value)?,
+            ));
+        }
+        let mut query = Vec::new();
+        for (q, param) in spec.query_params.iter().enumerate() {
+            let at = format!("{field}.queryParams[{q}].value");
+            query.push((param.name.clone(), pattern(at, param.kind, &param.value)?));
+        }
+        Ok::<_, String>((path, headers, query))
+    })();
+    let (path, headers, query) = match compiled {
+        Ok(parts) => parts,
+        Err(message) => {
+            report(cx, route, "Accepted", "UnsupportedValue", message);
             return None;
         }
     };
-    let mut headers = Vec::new();
-    for (h, header) in spec.headers.iter().enumerate() {
-        let parsed = (header.kind == ValueMatchType::Exact).then(|| {
-            (
-                HeaderName::try_from(header.name.as_str()).ok(),
-                HeaderValue::try_from(header.value.as_str()).ok(),
-            )
-        });
-        match parsed {
-            Some((Some(name), Some(value))) => headers.push((name, value)),
-            Some(_) => {
-                report(
-                    cx,
-                    route,
-                    "Accepted",
-                    "UnsupportedValue",
-                    format!("{field}.headers[{h}]: invalid header name or value"),
-                );
-                return None;
-            }
-            None => {
-                report(
-                    cx,
-                    route,
-                    "Accepted",
-                    "UnsupportedValue",
-                    format!(
-                        "{field}.headers[{h}].type: RegularExpression is not supported yet; this match is ignored"
-                    ),
-                );
-                return None;
-            }
-        }
-    }
-    let mut query = Vec::new();
-    for (q, param) in spec.query_params.iter().enumerate() {
-        if param.kind != ValueMatchType::Exact {
-            report(
-                cx,
-                route,
-                "Accepted",
-                "UnsupportedValue",
-                format!(
-                    "{field}.queryParams[{q}].type: RegularExpression is not supported yet; this match is ignored"
-                ),
-            );
-            return None;
-        }
-        query.push((param.name.clone(), param.value.clone()));
-    }
     Some(RequestMatch {
         path,
         method: spec.method.map(method),
@@ -278,6 +256,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
     let filters = match compile_filters(
         cx,
         route,
+        &spec.matches,
         &spec.filters,
         &format!("spec.rules[{index}].filters"),
     ) {
@@ -298,20 +277,24 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
             if let Err((reason, message)) = &target {
                 report(cx, &route_ref, "ResolvedRefs", reason, message.clone());
             }
-            let filters =
-                match compile_filters(cx, route, &backend_ref.filters, &format!("{field}.filters"))
-                {
-                    Ok(chain) => chain,
-                    Err(why) => {
-                        report(cx, &route_ref, "Accepted", "UnsupportedValue", why.clone());
-                        // The filter cannot be honoured: traffic to this backend gets 500.
-                        return WeightedBackend {
-                            weight: u64::from(backend_ref.weight),
-                            target: Err(why),
-                            filters: Default::default(),
-                        };
-                    }
-                };
+            let filters = match compile_filters(
+                cx,
+                route,
+                &spec.matches,
+                &backend_ref.filters,
+                &format!("{field}.filters"),
+            ) {
+                Ok(chain) => chain,
+                Err(why) => {
+                    report(cx, &route_ref, "Accepted", "UnsupportedValue", why.clone());
+                    // The filter cannot be honoured: traffic to this backend gets 500.
+                    return WeightedBackend {
+                        weight: u64::from(backend_ref.weight),
+                        target: Err(why),
+                        filters: Default::default(),
+                    };
+                }
+            };
             WeightedBackend {
                 weight: u64::from(backend_ref.weight),
                 target: target.map_err(|(_, message)| message),
@@ -330,6 +313,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
         },
         invalid,
         filters: Arc::new(filters),
+        backend_filters: backends.iter().any(|b| !b.filters.is_empty()),
         total_weight: backends.iter().map(|b| b.weight).sum(),
         backends,
         request_timeout: timeout(timeouts.request),
@@ -337,13 +321,26 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
     }
 }
 
+/// `matches` are the rule's: `ReplacePrefixMatch` needs every one to be a PathPrefix.
 fn compile_filters(
     cx: &mut BuildContext<'_>,
     route: &HttpRoute,
+    matches: &[HttpRouteMatch],
     filters: &[HttpRouteFilter],
     field: &str,
 ) -> Result<FilterChain, String> {
     let mut chain: Vec<Arc<dyn Filter>> = Vec::new();
+    let prefix_only = |path: Option<&PathRewrite>, at: String| {
+        let all_prefix = matches
+            .iter()
+            .all(|m| m.path.kind == PathMatchType::PathPrefix);
+        match path {
+            Some(p) if p.needs_prefix_match() && !all_prefix => Err(format!(
+                "{at}.path.replacePrefixMatch: needs every match of the rule to be a PathPrefix"
+            )),
+            _ => Ok(()),
+        }
+    };
     for (i, filter) in filters.iter().enumerate() {
         let at = format!("{field}[{i}]");
         let missing = || format!("{at}: type {:?} needs its settings field", filter.kind);
@@ -385,6 +382,24 @@ fn compile_filters(
                         .build(&r.name, ns, object)
                         .map_err(|e| format!("{at}.extensionRef {}: {e}", r.name))?,
                 );
+            }
+            HttpRouteFilterType::RequestRedirect => {
+                let r = filter.request_redirect.as_ref().ok_or_else(missing)?;
+                let at = format!("{at}.requestRedirect");
+                let redirect = Redirect::compile(r, &at)?;
+                prefix_only(redirect.path(), at)?;
+                chain.push(Arc::new(redirect));
+            }
+            HttpRouteFilterType::UrlRewrite => {
+                let r = filter.url_rewrite.as_ref().ok_or_else(missing)?;
+                let at = format!("{at}.urlRewrite");
+                let rewrite = Rewrite::compile(r, &at)?;
+                prefix_only(rewrite.path(), at)?;
+                chain.push(Arc::new(rewrite));
+            }
+            HttpRouteFilterType::Cors => {
+                let c = filter.cors.as_ref().ok_or_else(missing)?;
+                chain.push(Arc::new(Cors::compile(c, &format!("{at}.cors"))?));
             }
             other => return Err(format!("{at}: filter type {other:?} is not supported yet")),
         }

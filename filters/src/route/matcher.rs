@@ -1,17 +1,67 @@
-//! Compiled request matches of an HTTPRoute rule, and their precedence.
+//! Compiled request matches of an HTTPRoute rule, and their precedence. Regular expressions
+//! are compiled (anchored) when the snapshot is built; a request only runs them.
 
 use std::cmp::Ordering;
 
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, Method};
+use regex::Regex;
+
+/// The most memory one compiled user regex may take: enough for any sane match, small enough
+/// that a hostile manifest cannot make the snapshot huge.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compiles `pattern` so that it must match the whole value (Gateway API regex matches are
+/// full matches, not searches). The error says why, for the caller to name the field.
+pub fn full_match_regex(pattern: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("invalid regular expression `{pattern}`: {e}"))
+}
 
 /// How a rule matches the request path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum PathMatch {
     /// The whole path equals the value.
     Exact(String),
     /// The path starts with the value at a segment boundary (`/abc` matches `/abc`, `/abc/`,
     /// `/abc/def`, never `/abcd`). Stored without a trailing `/`; `/` is stored as empty.
     Prefix(String),
+    /// The whole path matches the (anchored) regular expression.
+    Regex(Regex),
+}
+
+impl PartialEq for PathMatch {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+            (PathMatch::Prefix(a), PathMatch::Prefix(b)) => a == b,
+            (PathMatch::Regex(a), PathMatch::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for PathMatch {}
+
+/// How a header or query parameter value is matched.
+#[derive(Clone, Debug)]
+pub enum ValuePattern {
+    /// The value equals this, byte for byte.
+    Exact(String),
+    /// The whole value matches the (anchored) regular expression; a value that is not UTF-8
+    /// never matches.
+    Regex(Regex),
+}
+
+impl ValuePattern {
+    /// True when `value` matches.
+    pub fn matches(&self, value: &[u8]) -> bool {
+        match self {
+            ValuePattern::Exact(v) => v.as_bytes() == value,
+            ValuePattern::Regex(re) => std::str::from_utf8(value).is_ok_and(|s| re.is_match(s)),
+        }
+    }
 }
 
 impl PathMatch {
@@ -28,6 +78,7 @@ impl PathMatch {
                 path.starts_with(value.as_str())
                     && matches!(path.as_bytes().get(value.len()), None | Some(b'/'))
             }
+            PathMatch::Regex(re) => re.is_match(path),
         }
     }
 }
@@ -39,10 +90,10 @@ pub struct RequestMatch {
     pub path: PathMatch,
     /// Method condition.
     pub method: Option<Method>,
-    /// Headers that must be present with exactly these values (names are case-insensitive).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Query parameters that must be present with exactly these values (names case-sensitive).
-    pub query: Vec<(String, String)>,
+    /// Headers that must be present with a value matching (names are case-insensitive).
+    pub headers: Vec<(HeaderName, ValuePattern)>,
+    /// Query parameters whose first value must match (names case-sensitive).
+    pub query: Vec<(String, ValuePattern)>,
 }
 
 impl RequestMatch {
@@ -57,31 +108,33 @@ impl RequestMatch {
         {
             return false;
         }
-        if !self
-            .headers
-            .iter()
-            .all(|(name, value)| req.headers().get_all(name).iter().any(|v| v == value))
-        {
+        if !self.headers.iter().all(|(name, value)| {
+            req.headers()
+                .get_all(name)
+                .iter()
+                .any(|v| value.matches(v.as_bytes()))
+        }) {
             return false;
         }
         if !self.query.is_empty() {
             let query = req.uri().query().unwrap_or_default();
-            return self
-                .query
-                .iter()
-                .all(|(name, value)| first_query_value(query, name) == Some(value.as_str()));
+            return self.query.iter().all(|(name, value)| {
+                first_query_value(query, name).is_some_and(|v| value.matches(v.as_bytes()))
+            });
         }
         true
     }
 
     /// Gateway API precedence between two matches of different rules: `Less` means `self`
-    /// wins. Exact path beats prefix, longer prefix beats shorter, then a method match, then
-    /// more header matches, then more query matches. Ties are broken by the caller (route age,
-    /// name, rule order).
+    /// wins. Exact path beats prefix, longer prefix beats shorter, a regular expression comes
+    /// after every prefix (the spec leaves its rank to implementations; this is Envoy's and
+    /// Istio's choice), then a method match, then more header matches, then more query
+    /// matches. Ties are broken by the caller (route age, name, rule order).
     pub fn precedence(&self, other: &Self) -> Ordering {
         let path_rank = |m: &PathMatch| match m {
             PathMatch::Exact(v) => (0, usize::MAX - v.len()),
             PathMatch::Prefix(v) => (1, usize::MAX - v.len()),
+            PathMatch::Regex(_) => (2, 0),
         };
         path_rank(&self.path)
             .cmp(&path_rank(&other.path))
@@ -139,9 +192,9 @@ mod tests {
             method: Some(Method::GET),
             headers: vec![(
                 HeaderName::from_static("x-env"),
-                HeaderValue::from_static("canary"),
+                ValuePattern::Exact("canary".into()),
             )],
-            query: vec![("v".into(), "2".into())],
+            query: vec![("v".into(), ValuePattern::Exact("2".into()))],
         };
         assert!(m.matches(&parts("/x?a=1&v=2")));
         assert!(!m.matches(&parts("/x?v=3")));
@@ -156,7 +209,13 @@ mod tests {
         let m = |path: PathMatch, method: bool, headers: usize| RequestMatch {
             path,
             method: method.then_some(Method::GET),
-            headers: vec![(HeaderName::from_static("x"), HeaderValue::from_static("y")); headers],
+            headers: vec![
+                (
+                    HeaderName::from_static("x"),
+                    ValuePattern::Exact("y".into())
+                );
+                headers
+            ],
             query: vec![],
         };
         let exact = m(PathMatch::Exact("/a".into()), false, 0);
@@ -169,5 +228,48 @@ mod tests {
         assert_eq!(short_method.precedence(&short_headers), Ordering::Less);
         assert_eq!(short_headers.precedence(&short), Ordering::Less);
         assert_eq!(short.precedence(&short), Ordering::Equal);
+    }
+
+    #[test]
+    fn regex_must_cover_the_whole_value() {
+        let m = PathMatch::Regex(full_match_regex("/v[0-9]+/.*").unwrap());
+        assert!(m.matches("/v12/items"));
+        assert!(
+            !m.matches("/api/v12/items"),
+            "a search would match; a full match must not"
+        );
+        let re = full_match_regex("a|b").unwrap();
+        // The alternation is grouped before anchoring: `^a|b$` would match "ax".
+        assert!(!re.is_match("ax"));
+        assert!(!re.is_match("xb"));
+        assert!(re.is_match("b"));
+        let v = ValuePattern::Regex(full_match_regex("can.*").unwrap());
+        assert!(v.matches(b"canary"));
+        assert!(!v.matches(b"uncanary"));
+        assert!(
+            !v.matches(&[0x63, 0x61, 0x6e, 0xff]),
+            "not UTF-8 never matches"
+        );
+        assert!(
+            full_match_regex("(unclosed")
+                .unwrap_err()
+                .contains("(unclosed")
+        );
+    }
+
+    #[test]
+    fn regex_path_ranks_after_every_prefix() {
+        let m = |path: PathMatch| RequestMatch {
+            path,
+            method: None,
+            headers: vec![],
+            query: vec![],
+        };
+        let regex = m(PathMatch::Regex(full_match_regex("/.*").unwrap()));
+        assert_eq!(m(PathMatch::prefix("/")).precedence(&regex), Ordering::Less);
+        assert_eq!(
+            m(PathMatch::Exact("/a".into())).precedence(&regex),
+            Ordering::Less
+        );
     }
 }

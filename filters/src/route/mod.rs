@@ -5,10 +5,19 @@
 //! Service's (ClusterIP, port) addresses, each list sorted by Gateway API precedence. At request
 //! time routing is one hash lookup and a walk down that list. A request to a known Service with
 //! no route attached goes to the Service itself, as it would without a waypoint.
+//!
+//! Matches: path Exact, PathPrefix and RegularExpression (full match, ranked after prefixes),
+//! method, headers and query parameters (Exact or RegularExpression). Filters, at rule and
+//! backend level: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect
+//! ([`Redirect`]), URLRewrite ([`Rewrite`]), CORS ([`Cors`]) and ExtensionRef. Before a rule's
+//! filters run, the match that selected it is recorded as a [`MatchedPrefix`].
 
 mod compile;
+mod cors;
 mod header_modifier;
 mod matcher;
+mod redirect;
+mod rewrite;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,8 +33,11 @@ use waypoint_core::filter::{
     RouteMatch, UpstreamTarget,
 };
 
+pub use cors::Cors;
 pub use header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
-pub use matcher::{PathMatch, RequestMatch};
+pub use matcher::{PathMatch, RequestMatch, ValuePattern, full_match_regex};
+pub use redirect::Redirect;
+pub use rewrite::Rewrite;
 
 /// Builds the [`RouteFilter`] for each config snapshot.
 #[derive(Debug, Default)]
@@ -69,7 +81,25 @@ struct DestinationRoutes {
 #[derive(Debug)]
 struct RouteEntry {
     matcher: RequestMatch,
+    /// What the rule's filters learn of this match.
+    matched: MatchedPrefix,
     rule: Arc<Rule>,
+}
+
+/// Which match selected the request: its PathPrefix value without the trailing `/` (`/` is
+/// empty), or `None` for other path matches. The route filter puts it in
+/// `RequestContext::extensions` before the rule's filters run; `ReplacePrefixMatch` (and any
+/// vendor filter that cares) reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MatchedPrefix(pub Option<Arc<str>>);
+
+impl MatchedPrefix {
+    fn of(matcher: &RequestMatch) -> Self {
+        match &matcher.path {
+            PathMatch::Prefix(prefix) => MatchedPrefix(Some(prefix.as_str().into())),
+            PathMatch::Exact(_) | PathMatch::Regex(_) => MatchedPrefix(None),
+        }
+    }
 }
 
 /// A compiled rule: its filters, backends and timeouts.
@@ -80,6 +110,8 @@ struct Rule {
     /// matching requests get 500 rather than silently skipping the filter.
     invalid: Option<String>,
     filters: Arc<FilterChain>,
+    /// True when some backend has filters of its own.
+    backend_filters: bool,
     backends: Vec<WeightedBackend>,
     total_weight: u64,
     request_timeout: Option<Duration>,
@@ -160,10 +192,10 @@ impl Filter for RouteFilter {
             });
             return Decision::Continue;
         };
-        let Some(rule) = entries
+        let Some((rule, matched)) = entries
             .iter()
             .find(|e| e.matcher.matches(req))
-            .map(|e| e.rule.clone())
+            .map(|e| (e.rule.clone(), &e.matched))
         else {
             return no_route(
                 ctx,
@@ -178,6 +210,9 @@ impl Filter for RouteFilter {
             return server_error(format!("waypoint: {}: {why}", rule.route.route));
         }
 
+        if !rule.filters.is_empty() || rule.backend_filters {
+            ctx.extensions.insert(matched.clone());
+        }
         if !rule.filters.is_empty() {
             ctx.extensions.insert(Chosen {
                 rule: rule.filters.clone(),
@@ -251,3 +286,9 @@ fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod filter_tests;
+
+#[cfg(test)]
+mod cors_tests;

@@ -9,7 +9,7 @@ use waypoint_core::config::{Config, parse_manifests};
 use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::filter::{
     BuildContext, BuildReport, Decision, ExtensionRegistry, Filter, FilterChain, FilterFactory,
-    Request, RequestContext,
+    Request, RequestContext, Response,
 };
 
 use super::RouteFactory;
@@ -58,15 +58,15 @@ ports: [{name: http, port: 8082}]
 endpoints: [{addresses: ["127.0.0.2"]}]
 "#;
 
-const ECHO: &str = "10.96.0.10:80";
+pub(super) const ECHO: &str = "10.96.0.10:80";
 
-struct Routed {
-    config: Arc<Config>,
-    chain: FilterChain,
-    reports: Vec<BuildReport>,
+pub(super) struct Routed {
+    pub(super) config: Arc<Config>,
+    pub(super) chain: FilterChain,
+    pub(super) reports: Vec<BuildReport>,
 }
 
-fn routed(routes: &str, registry: &ExtensionRegistry) -> Routed {
+pub(super) fn routed(routes: &str, registry: &ExtensionRegistry) -> Routed {
     let config = parse_manifests(&format!("{SERVICES}\n---\n{routes}"), "test.yaml")
         .expect("manifests parse");
     let mut cx = BuildContext::new(&config, registry);
@@ -79,15 +79,17 @@ fn routed(routes: &str, registry: &ExtensionRegistry) -> Routed {
     }
 }
 
-struct Outcome {
-    status: Option<StatusCode>,
-    upstream: Option<String>,
-    request: Request,
-    ctx: RequestContext,
+pub(super) struct Outcome {
+    pub(super) status: Option<StatusCode>,
+    pub(super) upstream: Option<String>,
+    pub(super) request: Request,
+    pub(super) ctx: RequestContext,
+    /// The local reply, when the chain answered itself.
+    pub(super) response: Option<Response>,
 }
 
 impl Routed {
-    async fn send(
+    pub(super) async fn send(
         &self,
         destination: &str,
         identity: Option<&str>,
@@ -100,10 +102,11 @@ impl Routed {
         conn.peer_identity = identity.map(|i| i.parse().unwrap());
         let mut ctx = RequestContext::new(Arc::new(conn), self.config.clone());
         let mut request = req.body(body::empty()).unwrap();
-        let status = match self.chain.run_request(&mut request, &mut ctx).await {
-            Decision::Respond(resp) => Some(resp.status()),
+        let response = match self.chain.run_request(&mut request, &mut ctx).await {
+            Decision::Respond(resp) => Some(resp),
             Decision::Continue => None,
         };
+        let status = response.as_ref().map(|r| r.status());
         let upstream = ctx
             .upstream
             .as_ref()
@@ -113,17 +116,18 @@ impl Routed {
             upstream,
             request,
             ctx,
+            response,
         }
     }
 
-    async fn upstream_of(&self, path: &str) -> Option<String> {
+    pub(super) async fn upstream_of(&self, path: &str) -> Option<String> {
         self.send(ECHO, None, http::Request::get(path))
             .await
             .upstream
     }
 }
 
-fn route(name: &str, rules: &str) -> String {
+pub(super) fn route(name: &str, rules: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: echo, port: 80}}]\n  rules:\n{rules}"
     )
@@ -396,4 +400,99 @@ spec: {tag: blue-team}
         Some(StatusCode::INTERNAL_SERVER_ERROR)
     );
     assert_eq!(r.reports[0].reason, "UnsupportedValue");
+}
+
+#[tokio::test]
+async fn regular_expression_matches_for_path_headers_and_query() {
+    let r = routed(
+        &route(
+            "regex",
+            r#"  - matches: [{path: {type: RegularExpression, value: "/v[0-9]+/items"}}]
+    backendRefs: [{name: v2, port: 80}]
+  - matches: [{headers: [{type: RegularExpression, name: x-version, value: "2\\.[0-9]+"}]}]
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{queryParams: [{type: RegularExpression, name: user, value: "adm.n"}]}]
+    backendRefs: [{name: echo, port: 80}]
+"#,
+        ),
+        &ExtensionRegistry::new(),
+    );
+    assert!(r.reports.is_empty(), "{:?}", r.reports);
+    let send = |path: &'static str, header: Option<&'static str>| {
+        let mut req = http::Request::get(path);
+        if let Some(v) = header {
+            req = req.header("x-version", v);
+        }
+        r.send(ECHO, None, req)
+    };
+    let upstream = |out: Outcome| out.upstream.unwrap_or_else(|| format!("{:?}", out.status));
+    assert_eq!(upstream(send("/v12/items", None).await), "default/v2");
+    // Anchored: a regex match is a full match, not a search.
+    assert_eq!(upstream(send("/v12/items/x", None).await), "Some(404)");
+    assert_eq!(upstream(send("/x/v12/items", None).await), "Some(404)");
+    assert_eq!(upstream(send("/", Some("2.13")).await), "default/v1");
+    assert_eq!(upstream(send("/", Some("2.13-rc")).await), "Some(404)");
+    assert_eq!(upstream(send("/", Some("12.1")).await), "Some(404)");
+    assert_eq!(upstream(send("/?user=admin", None).await), "default/echo");
+    assert_eq!(
+        upstream(send("/?user=administrator", None).await),
+        "Some(404)"
+    );
+    // The header rule's implicit `PathPrefix /` outranks the regex path rule.
+    assert_eq!(upstream(send("/v1/items", Some("2.0")).await), "default/v1");
+}
+
+#[tokio::test]
+async fn regex_path_ranks_after_prefix_and_exact() {
+    let routes = format!(
+        "{}\n---\n{}",
+        route(
+            "a-regex",
+            "  - matches: [{path: {type: RegularExpression, value: \"/api/.*\"}}]\n    backendRefs: [{name: v2, port: 80}]\n"
+        ),
+        route(
+            "b-prefix",
+            "  - matches: [{path: {value: /}}]\n    backendRefs: [{name: v1, port: 80}]\n  - matches: [{path: {type: Exact, value: /api/exact}}]\n    backendRefs: [{name: echo, port: 80}]\n"
+        ),
+    );
+    let r = routed(&routes, &ExtensionRegistry::new());
+    assert!(r.reports.is_empty(), "{:?}", r.reports);
+    // Even the shortest prefix beats a regex, and the regex route is older by name order.
+    assert_eq!(r.upstream_of("/api/x").await.as_deref(), Some("default/v1"));
+    assert_eq!(
+        r.upstream_of("/api/exact").await.as_deref(),
+        Some("default/echo")
+    );
+}
+
+#[tokio::test]
+async fn invalid_regex_is_reported_and_its_match_ignored() {
+    let r = routed(
+        &route(
+            "bad-regex",
+            r#"  - matches: [{path: {type: PathPrefix, value: /ok}}, {headers: [{type: RegularExpression, name: x-a, value: "(open"}]}]
+    backendRefs: [{name: v2, port: 80}]
+"#,
+        ),
+        &ExtensionRegistry::new(),
+    );
+    let report = &r.reports[0];
+    assert_eq!(report.reason, "UnsupportedValue");
+    assert!(
+        report
+            .message
+            .contains("spec.rules[0].matches[1].headers[0].value"),
+        "{}",
+        report.message
+    );
+    // The valid match of the rule still serves; the broken one never matches.
+    assert_eq!(r.upstream_of("/ok").await.as_deref(), Some("default/v2"));
+    let out = r
+        .send(
+            ECHO,
+            None,
+            http::Request::get("/other").header("x-a", "(open"),
+        )
+        .await;
+    assert_eq!(out.status, Some(StatusCode::NOT_FOUND));
 }
