@@ -11,7 +11,7 @@ use serde_json::Value;
 use waypoint_bin::tools::send::ProxyClaims;
 
 use crate::case::{Case, RequestCase};
-use crate::client::{self, Captured, Route};
+use crate::client::{self, Route};
 use crate::cluster::{Addresses, Cluster, parse_yaml};
 use crate::features;
 use crate::judge::judge;
@@ -286,11 +286,25 @@ fn route_for(
     })
 }
 
-async fn exchange(
+/// A value unique to one attempt (for `{UUID}` in cases).
+fn unique() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// Sends one request (HTTP, gRPC or WebSocket) and judges it; returns the pod that served it,
+/// when a backend did.
+async fn attempt(
     route: &Route,
     req: &RequestCase,
+    sent_host: &str,
     extra: &[(String, String)],
-) -> Result<Captured, String> {
+) -> Result<Option<String>, String> {
+    if let Some(call) = &req.grpc {
+        return crate::pods::grpc_attempt(route, req, call).await;
+    }
+    if req.request.websocket {
+        return crate::pods::websocket_attempt(route, req).await;
+    }
     let mut extra = extra.to_vec();
     if !req.backend_set_response_headers.is_empty() {
         let set: Vec<String> = req
@@ -300,13 +314,12 @@ async fn exchange(
             .collect();
         extra.push(("X-Echo-Set-Header".into(), set.join(",")));
     }
-    if let Some(call) = &req.grpc {
-        return crate::pods::grpc_call(route, req, call).await;
-    }
-    if req.request.websocket {
-        return crate::pods::websocket_exchange(route, req).await;
-    }
-    client::send(route, &req.request, &extra).await
+    let got = client::send(route, &req.request, &extra).await?;
+    judge(req, sent_host, &got)?;
+    Ok(got
+        .echo
+        .as_ref()
+        .and_then(|e| e["pod"].as_str().map(str::to_owned)))
 }
 
 async fn run_request(
@@ -328,12 +341,8 @@ async fn run_request(
     let mut passes = 0;
     let mut last_error = String::new();
     while passes < REQUIRED_PASSES {
-        let attempt = req.with_unique(&format!("{:016x}", fastrand::u64(..)));
-        match exchange(&route, &attempt, &[])
-            .await
-            .and_then(|got| judge(&attempt, &sent_host, &got))
-        {
-            Ok(()) => passes += 1,
+        match attempt(&route, &req.with_unique(&unique()), &sent_host, &[]).await {
+            Ok(_) => passes += 1,
             Err(e) => {
                 passes = 0;
                 last_error = e;
@@ -347,10 +356,10 @@ async fn run_request(
         }
     }
     if let Some(weights) = &req.weights {
-        check_split(&route, req, weights).await?;
+        check_split(&route, req, &sent_host, weights).await?;
     }
     if !req.mirrored_to.is_empty() {
-        check_mirrors(&route, req, pods).await?;
+        check_mirrors(&route, req, &sent_host, pods).await?;
     }
     Ok(())
 }
@@ -359,6 +368,7 @@ async fn run_request(
 async fn check_split(
     route: &Route,
     req: &RequestCase,
+    sent_host: &str,
     weights: &BTreeMap<String, f64>,
 ) -> Result<(), String> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -366,13 +376,11 @@ async fn check_split(
     for batch in 0..SPLIT_REQUESTS / SPLIT_CONCURRENCY {
         let mut calls = tokio::task::JoinSet::new();
         for _ in 0..SPLIT_CONCURRENCY {
-            let (route, req) = (route.clone(), req.clone());
+            let (route, req, host) = (route.clone(), req.with_unique(&unique()), sent_host.to_owned());
             calls.spawn(async move {
-                let got = exchange(&route, &req, &[]).await?;
-                got.echo
-                    .as_ref()
-                    .and_then(|e| e["pod"].as_str().map(str::to_owned))
-                    .ok_or_else(|| format!("status {} without a backend answer", got.status))
+                attempt(&route, &req, &host, &[])
+                    .await?
+                    .ok_or_else(|| "answered without a backend".to_owned())
             });
         }
         while let Some(joined) = calls.join_next().await {
@@ -412,14 +420,20 @@ async fn check_split(
 }
 
 /// Sends marked requests and looks for their copies in the mirror backends' request logs.
-async fn check_mirrors(route: &Route, req: &RequestCase, pods: &Pods) -> Result<(), String> {
+async fn check_mirrors(
+    route: &Route,
+    req: &RequestCase,
+    sent_host: &str,
+    pods: &Pods,
+) -> Result<(), String> {
     let percentage = req.mirrored_to.iter().any(|m| m.percent.is_some());
     let rounds = if percentage { SPLIT_REQUESTS } else { 1 };
     let run = format!("{:016x}", fastrand::u64(..));
     for i in 0..rounds {
         let marker = vec![(PROBE_HEADER.to_owned(), format!("{run}-{i}"))];
-        let got = exchange(route, req, &marker).await?;
-        judge(req, &route.default_host, &got).map_err(|e| format!("mirrored request: {e}"))?;
+        attempt(route, &req.with_unique(&unique()), sent_host, &marker)
+            .await
+            .map_err(|e| format!("mirrored request: {e}"))?;
     }
     // Mirrors are fire and forget: give them a moment to land.
     let deadline = Instant::now() + Duration::from_secs(5);
