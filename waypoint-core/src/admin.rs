@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /metrics` | every metric of the registry, OpenMetrics text |
 //! | `GET /healthz/ready` | 200 `ready` once started and a config (version ≥ 1) is served, else 503 |
-//! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, Services and endpoints |
+//! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, per-parent route status (`routeParents`), Gateways and listeners (`gateways`), Services and endpoints |
 //! | `POST`/`PUT /logging?level=<filter>` | changes the log filter (e.g. `info,waypoint_core=debug`) |
 //!
 //! It has no authentication: keep it on loopback (or behind a NetworkPolicy).
@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};
 use crate::proxy::{Snapshot, SnapshotStore};
+use crate::route_status::{gateways_json, route_parents_json};
 use crate::shutdown::Shutdown;
 use crate::telemetry::access_log::rfc3339_millis;
 
@@ -241,6 +242,8 @@ pub fn config_dump_json(snapshot: &Snapshot) -> Value {
         "version": snapshot.version,
         "applied_at": rfc3339_millis(snapshot.applied_at),
         "resources": resources,
+        "routeParents": route_parents_json(&snapshot.route_parents),
+        "gateways": gateways_json(&snapshot.gateways),
         "services": services,
     })
 }
