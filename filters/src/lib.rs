@@ -6,7 +6,8 @@
 //!
 //! - [`authn`]: Istio RequestAuthentication (JWT validation, request principals).
 //! - [`authz`]: Istio AuthorizationPolicy (ALLOW, DENY, AUDIT, CUSTOM via ext_authz).
-//! - [`route`]: Gateway API HTTPRoute routing for Service (GAMMA) parents.
+//! - [`route`]: Gateway API HTTPRoute and GRPCRoute routing for Service (GAMMA) and Gateway
+//!   parents, with per-parent route status.
 //!
 //! The chain runs them in that order, as Istio's waypoint does (authentication, then
 //! authorization, then the router), except that CUSTOM (ext_authz) policies are checked by the

@@ -105,6 +105,53 @@ fn check_reports_rejected_resources_and_exits_nonzero() {
 }
 
 #[test]
+fn check_prints_per_parent_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.yaml");
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  gatewayClassName: waypoint\n  listeners: [{name: http, port: 80, protocol: HTTP, hostname: a.example}]\nstatus: {addresses: [{type: IPAddress, value: 10.0.0.1}]}\n";
+    let route = |name: &str, host: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [{host}]\n  rules: [{{backendRefs: [{{name: echo, port: 80}}]}}]\n"
+        )
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "{}---\n{gateway}---\n{}---\n{}",
+            manifests(8080),
+            route("good", "a.example"),
+            route("elsewhere", "b.example")
+        ),
+    )
+    .unwrap();
+    let out = waypoint()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The route no listener hostname takes is not OK, and says why, per parent.
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ok      HTTPRoute default/good"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("REJECTED HTTPRoute default/elsewhere"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("parent Gateway default/gw:"), "{stdout}");
+    assert!(
+        stdout.contains("Accepted=false NoMatchingListenerHostname"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("listener http port 80: 1 route(s) attached"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let echo_port = free_port();

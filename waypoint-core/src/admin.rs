@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /metrics` | every metric of the registry, OpenMetrics text |
 //! | `GET /healthz/ready` | 200 `ready` once started and a config (version ≥ 1) is served, else 503 |
-//! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, Services and endpoints |
+//! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, per-parent route status (`routeParents`), Gateways and listeners (`gateways`), Services and endpoints |
 //! | `POST`/`PUT /logging?level=<filter>` | changes the log filter (e.g. `info,waypoint_core=debug`) |
 //!
 //! It has no authentication: keep it on loopback (or behind a NetworkPolicy).
@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};
 use crate::proxy::{Snapshot, SnapshotStore};
+use crate::route_status::{gateways_json, route_parents_json};
 use crate::shutdown::Shutdown;
 use crate::telemetry::access_log::rfc3339_millis;
 
@@ -241,6 +242,8 @@ pub fn config_dump_json(snapshot: &Snapshot) -> Value {
         "version": snapshot.version,
         "applied_at": rfc3339_millis(snapshot.applied_at),
         "resources": resources,
+        "routeParents": route_parents_json(&snapshot.route_parents),
+        "gateways": gateways_json(&snapshot.gateways),
         "services": services,
     })
 }
@@ -313,6 +316,95 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Condition, Config, ResourceRef};
+    use crate::filter::FilterChain;
+    use crate::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
+
+    fn c(kind: &str, status: bool, reason: &str) -> Condition {
+        Condition {
+            kind: kind.into(),
+            status,
+            reason: reason.into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn config_dump_has_route_parents_and_gateways() {
+        let route = ResourceRef::new("HTTPRoute", "ns", "r");
+        let parent = |kind: &str, section: Option<&str>, port| RouteParentStatus {
+            route: route.clone(),
+            parent: ParentRefKey {
+                group: if kind == "Gateway" {
+                    "gateway.networking.k8s.io".into()
+                } else {
+                    String::new()
+                },
+                kind: kind.into(),
+                namespace: "ns".into(),
+                name: "g".into(),
+                section_name: section.map(Into::into),
+                port,
+            },
+            conditions: vec![
+                c("Accepted", true, "Accepted"),
+                c("ResolvedRefs", false, "BackendNotFound"),
+            ],
+        };
+        let snapshot = Snapshot {
+            config: Arc::new(Config::default()),
+            chain: FilterChain::default(),
+            reports: Vec::new(),
+            route_parents: vec![
+                parent("Gateway", None, None),
+                parent("Service", None, Some(80)),
+            ],
+            gateways: vec![GatewayStatus {
+                gateway: ResourceRef::new("Gateway", "ns", "g"),
+                addresses: vec!["10.0.0.1".into()],
+                conditions: vec![c("Accepted", true, "Accepted")],
+                listeners: vec![ListenerStatus {
+                    name: "http".into(),
+                    port: 80,
+                    attached_routes: 2,
+                    conditions: vec![c("Accepted", true, "Accepted")],
+                }],
+            }],
+            version: 3,
+            applied_at: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let dump = config_dump_json(&snapshot);
+        assert_eq!(
+            dump["routeParents"],
+            json!([{"kind": "HTTPRoute", "namespace": "ns", "name": "r", "parents": [
+                {"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                    "namespace": "ns", "name": "g", "sectionName": null, "port": null},
+                 "conditions": [
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"},
+                    {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "m"}]},
+                {"parentRef": {"group": "", "kind": "Service",
+                    "namespace": "ns", "name": "g", "sectionName": null, "port": 80},
+                 "conditions": [
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"},
+                    {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "m"}]}
+            ]}])
+        );
+        assert_eq!(
+            dump["gateways"],
+            json!([{"namespace": "ns", "name": "g", "addresses": ["10.0.0.1"],
+                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"}],
+                "listeners": [{"name": "http", "port": 80, "attachedRoutes": 2,
+                    "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"}]}]}])
+        );
+        // A false per-parent condition makes the route not OK in the per-resource view.
+        let statuses = snapshot.statuses();
+        let r = statuses.iter().find(|s| s.resource == route).unwrap();
+        assert!(!r.is_ok());
+        assert!(
+            r.conditions[0].message.contains("parent Gateway ns/g"),
+            "{r:?}"
+        );
+    }
 
     #[test]
     fn decodes_query_values() {

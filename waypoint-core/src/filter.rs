@@ -41,6 +41,7 @@ use async_trait::async_trait;
 use crate::body::Body;
 use crate::config::{Config, Endpoint, ResourceRef, ServiceBackend};
 use crate::conn::ConnInfo;
+use crate::route_status::{GatewayStatus, ParentRefKey, RouteParentStatus};
 
 /// A request as filters see it.
 pub type Request = http::Request<Body>;
@@ -275,6 +276,19 @@ pub struct BuildContext<'a> {
     config: &'a Config,
     extensions: &'a ExtensionRegistry,
     reports: Vec<BuildReport>,
+    route_parents: Vec<RouteParentStatus>,
+    gateways: Vec<GatewayStatus>,
+}
+
+/// Everything the factories of one build reported.
+#[derive(Debug, Default)]
+pub struct BuildOutput {
+    /// Per-resource problems.
+    pub reports: Vec<BuildReport>,
+    /// Per-parent route conditions.
+    pub route_parents: Vec<RouteParentStatus>,
+    /// Gateway and listener status.
+    pub gateways: Vec<GatewayStatus>,
 }
 
 impl<'a> BuildContext<'a> {
@@ -284,6 +298,8 @@ impl<'a> BuildContext<'a> {
             config,
             extensions,
             reports: Vec::new(),
+            route_parents: Vec::new(),
+            gateways: Vec::new(),
         }
     }
 
@@ -303,8 +319,41 @@ impl<'a> BuildContext<'a> {
     }
 
     /// The problems recorded so far.
+    pub fn reports(&self) -> &[BuildReport] {
+        &self.reports
+    }
+
+    /// Records the conditions of `route` for one of its parents (`status.parents[]`).
+    pub fn report_parent(
+        &mut self,
+        route: ResourceRef,
+        parent: ParentRefKey,
+        conditions: Vec<crate::config::Condition>,
+    ) {
+        self.route_parents.push(RouteParentStatus {
+            route,
+            parent,
+            conditions,
+        });
+    }
+
+    /// Records the status of a Gateway and its listeners.
+    pub fn report_gateway(&mut self, status: GatewayStatus) {
+        self.gateways.push(status);
+    }
+
+    /// The problems recorded, without the route and Gateway status.
     pub fn into_reports(self) -> Vec<BuildReport> {
         self.reports
+    }
+
+    /// Everything recorded.
+    pub fn finish(self) -> BuildOutput {
+        BuildOutput {
+            reports: self.reports,
+            route_parents: self.route_parents,
+            gateways: self.gateways,
+        }
     }
 }
 

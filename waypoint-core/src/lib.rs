@@ -18,6 +18,7 @@ pub mod filter;
 pub mod http;
 pub mod identity;
 pub mod proxy;
+pub mod route_status;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;

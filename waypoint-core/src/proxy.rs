@@ -15,9 +15,10 @@ use crate::body::{self, Body};
 use crate::config::{Condition, Config, ResourceStatus};
 use crate::conn::ConnInfo;
 use crate::filter::{
-    BuildContext, BuildReport, Decision, ExtensionRegistry, FilterChain, FilterFactory,
-    RequestContext,
+    BuildContext, BuildOutput, BuildReport, Decision, ExtensionRegistry, FilterChain,
+    FilterFactory, RequestContext,
 };
+use crate::route_status::{GatewayStatus, RouteParentStatus};
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
 
@@ -30,6 +31,10 @@ pub struct Snapshot {
     pub chain: FilterChain,
     /// Problems the filter factories found with resources.
     pub reports: Vec<BuildReport>,
+    /// The conditions of each route for each of its parents.
+    pub route_parents: Vec<RouteParentStatus>,
+    /// The status of each Gateway the routing serves, with its listeners.
+    pub gateways: Vec<GatewayStatus>,
     /// Increases by one with every snapshot applied (the first real config is 1).
     pub version: u64,
     /// When it was applied.
@@ -38,10 +43,24 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Every resource's status: the loader's verdict with the filter factories' reports merged
-    /// in (a report replaces a condition of the same type).
+    /// in (a report replaces a condition of the same type). A false per-parent condition of a
+    /// route counts as a report too, so the route shows as not OK.
     pub fn statuses(&self) -> Vec<ResourceStatus> {
         let mut statuses = self.config.statuses.clone();
-        for report in &self.reports {
+        let parent_reports = self.route_parents.iter().flat_map(|p| {
+            p.conditions
+                .iter()
+                .filter(|c| !c.status)
+                .map(|c| BuildReport {
+                    resource: p.route.clone(),
+                    condition: c.kind.clone(),
+                    reason: c.reason.clone(),
+                    message: format!("parent {}: {}", p.parent, c.message),
+                })
+        });
+        let reports: Vec<BuildReport> =
+            self.reports.iter().cloned().chain(parent_reports).collect();
+        for report in &reports {
             let condition = Condition {
                 kind: report.condition.clone(),
                 status: false,
@@ -132,7 +151,11 @@ fn build(
 ) -> Snapshot {
     let mut cx = BuildContext::new(&config, extensions);
     let filters = factories.iter().map(|f| f.build(&mut cx)).collect();
-    let reports = cx.into_reports();
+    let BuildOutput {
+        reports,
+        route_parents,
+        gateways,
+    } = cx.finish();
     for r in &reports {
         tracing::warn!(resource = %r.resource, condition = %r.condition, reason = %r.reason, "{}", r.message);
     }
@@ -140,6 +163,8 @@ fn build(
         chain: FilterChain::new(filters),
         config,
         reports,
+        route_parents,
+        gateways,
         version,
         applied_at: SystemTime::now(),
     }

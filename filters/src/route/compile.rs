@@ -1,6 +1,7 @@
-//! Compiling HTTPRoutes into the [`RouteTable`]: resolving parents and backends, validating
-//! filters, and ordering matches by Gateway API precedence. Problems are reported per resource
-//! with the upstream condition reasons; what is valid is served.
+//! Compiling HTTPRoutes (and, through `grpc`, GRPCRoutes) into the [`RouteTable`]: resolving
+//! backends, validating filters and matches; `attach` then hangs them on their parents in
+//! precedence order. Problems are reported per resource with the upstream condition reasons;
+//! what is valid is served.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -14,37 +15,46 @@ use waypoint_core::config::resources::{
 use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, RouteMatch};
 
+use super::attach::{Builder, Entries, Ordered, RouteView, resolved_refs};
 use super::cors::Cors;
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
 use super::matcher::{PathMatch, RequestMatch, ValuePattern, full_match_regex};
 use super::redirect::Redirect;
 use super::rewrite::{PathRewrite, Rewrite};
-use super::{MatchedPrefix, RouteEntry, RouteTable, Rule, WeightedBackend};
+use super::{MatchedPrefix, RouteTable, Rule, WeightedBackend, grpc};
 
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// A `0s` timeout means "no timeout": a year stands in for forever.
 const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-struct Ordered {
-    entry: RouteEntry,
-    created: Option<String>,
-    route: ResourceRef,
-    match_index: usize,
+/// A match kind's Gateway API precedence: `Less` means `self` wins. Ties are broken by the
+/// caller (route age, name, rule order).
+pub(super) trait Ranked {
+    fn rank_cmp(&self, other: &Self) -> Ordering;
+    /// What the rule's filters learn of this match (`ReplacePrefixMatch` needs the prefix).
+    fn matched(&self) -> MatchedPrefix {
+        MatchedPrefix::default()
+    }
+}
+
+impl Ranked for RequestMatch {
+    fn rank_cmp(&self, other: &Self) -> Ordering {
+        self.precedence(other)
+    }
+
+    fn matched(&self) -> MatchedPrefix {
+        MatchedPrefix::of(self)
+    }
 }
 
 pub(super) fn compile(cx: &mut BuildContext<'_>) -> RouteTable {
     let config = cx.config();
-    let mut table = RouteTable::default();
-    // (destination, consumer namespace or None) -> entries, sorted at the end.
-    let mut pending: std::collections::HashMap<
-        (std::net::SocketAddr, Option<String>),
-        Vec<Ordered>,
-    > = Default::default();
+    let mut builder = Builder::new(config);
 
     for route in &config.resources.http_routes {
         let route_ref = route.resource_ref();
-        let route_ns = route.metadata.namespace();
+        let before = cx.reports().len();
         let rules: Vec<Arc<Rule>> = route
             .spec
             .rules
@@ -52,119 +62,72 @@ pub(super) fn compile(cx: &mut BuildContext<'_>) -> RouteTable {
             .enumerate()
             .map(|(i, _)| Arc::new(compile_rule(cx, route, i)))
             .collect();
-        let mut matchers = Vec::new();
+        let mut entries = Vec::new();
         for (i, rule) in route.spec.rules.iter().enumerate() {
             for (m, spec) in rule.matches.iter().enumerate() {
                 if let Some(matcher) = compile_match(cx, &route_ref, i, m, spec) {
-                    matchers.push((i, m, matcher));
-                }
-            }
-        }
-
-        for (p, parent) in route.spec.parent_refs.iter().enumerate() {
-            let is_service =
-                parent.kind == "Service" && (parent.group.is_empty() || parent.group == "core");
-            if !is_service {
-                if parent.group == GATEWAY_GROUP && parent.kind == "Gateway" {
-                    report(
-                        cx,
-                        &route_ref,
-                        "Accepted",
-                        "NoMatchingParent",
-                        format!(
-                            "spec.parentRefs[{p}]: routes attached to a Gateway are not served yet; attach the route to a Service (GAMMA)"
-                        ),
-                    );
-                } else {
-                    report(
-                        cx,
-                        &route_ref,
-                        "Accepted",
-                        "InvalidKind",
-                        format!(
-                            "spec.parentRefs[{p}]: parent kind {}/{} is not supported",
-                            parent.group, parent.kind
-                        ),
-                    );
-                }
-                continue;
-            }
-            let service_ns = parent.namespace.as_deref().unwrap_or(route_ns);
-            let addresses: Vec<_> = config
-                .backends()
-                .filter(|b| b.service.namespace == service_ns && b.service.name == parent.name)
-                .filter(|b| parent.port.is_none_or(|port| port == b.port))
-                .flat_map(|b| {
-                    b.cluster_ips
-                        .iter()
-                        .map(move |ip| std::net::SocketAddr::new(*ip, b.port))
-                })
-                .collect();
-            if addresses.is_empty() {
-                let what = match parent.port {
-                    Some(port) => format!("Service {service_ns}/{} port {port}", parent.name),
-                    None => format!("Service {service_ns}/{} with a cluster IP", parent.name),
-                };
-                report(
-                    cx,
-                    &route_ref,
-                    "Accepted",
-                    "NoMatchingParent",
-                    format!("spec.parentRefs[{p}]: no {what}"),
-                );
-                continue;
-            }
-            let consumer = (service_ns != route_ns).then(|| route_ns.to_owned());
-            for address in addresses {
-                let list = pending.entry((address, consumer.clone())).or_default();
-                for (rule, match_index, matcher) in &matchers {
-                    list.push(Ordered {
-                        entry: RouteEntry {
-                            matcher: matcher.clone(),
-                            matched: MatchedPrefix::of(matcher),
-                            rule: rules[*rule].clone(),
-                        },
+                    entries.push(Ordered {
+                        matcher,
+                        rule: rules[i].clone(),
                         created: route.metadata.creation_timestamp.clone(),
                         route: route_ref.clone(),
-                        match_index: *match_index,
+                        match_index: m,
                     });
                 }
             }
         }
+        let view = RouteView {
+            kind: "HTTPRoute",
+            resolved: resolved_since(cx, before, &route_ref),
+            route: route_ref,
+            parents: &route.spec.parent_refs,
+            hostnames: &route.spec.hostnames,
+            entries: Entries::Http(entries),
+        };
+        builder.attach(cx, &view);
     }
 
-    for ((address, consumer), mut list) in pending {
-        list.sort_by(precedence);
-        let entries = list.into_iter().map(|o| o.entry).collect();
-        let routes = table.by_destination.entry(address).or_default();
-        match consumer {
-            Some(ns) => {
-                routes.consumers.insert(ns, entries);
-            }
-            None => routes.producer = entries,
-        }
+    for route in &config.resources.grpc_routes {
+        let route_ref = route.resource_ref();
+        let before = cx.reports().len();
+        let entries = grpc::compile_route(cx, route)
+            .into_iter()
+            .map(|(_, m, matcher, rule)| Ordered {
+                matcher,
+                rule,
+                created: route.metadata.creation_timestamp.clone(),
+                route: route_ref.clone(),
+                match_index: m,
+            })
+            .collect();
+        let view = RouteView {
+            kind: "GRPCRoute",
+            resolved: resolved_since(cx, before, &route_ref),
+            route: route_ref,
+            parents: &route.spec.parent_refs,
+            hostnames: &route.spec.hostnames,
+            entries: Entries::Grpc(entries),
+        };
+        builder.attach(cx, &view);
     }
-    table
+    builder.finish(cx)
 }
 
-/// Gateway API precedence: the match itself, then the oldest route, then `namespace/name`,
-/// then rule order, then match order.
-fn precedence(a: &Ordered, b: &Ordered) -> Ordering {
-    a.entry
-        .matcher
-        .precedence(&b.entry.matcher)
-        .then_with(|| match (&a.created, &b.created) {
-            (Some(x), Some(y)) => x.cmp(y),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => Ordering::Equal,
-        })
-        .then_with(|| (&a.route.namespace, &a.route.name).cmp(&(&b.route.namespace, &b.route.name)))
-        .then_with(|| a.entry.rule.route.rule.cmp(&b.entry.rule.route.rule))
-        .then_with(|| a.match_index.cmp(&b.match_index))
+/// The route's `ResolvedRefs` condition from the backend problems reported since `before`.
+fn resolved_since(
+    cx: &BuildContext<'_>,
+    before: usize,
+    route: &ResourceRef,
+) -> waypoint_core::config::Condition {
+    resolved_refs(
+        cx.reports()[before..]
+            .iter()
+            .filter(|r| r.resource == *route && r.condition == "ResolvedRefs")
+            .map(|r| (r.reason.as_str(), r.message.as_str())),
+    )
 }
 
-fn report(
+pub(super) fn report(
     cx: &mut BuildContext<'_>,
     resource: &ResourceRef,
     condition: &str,
@@ -413,51 +376,73 @@ fn resolve_backend(
     backend: &HttpBackendRef,
     field: &str,
 ) -> Result<Arc<waypoint_core::config::ServiceBackend>, (&'static str, String)> {
-    let route_ns = route.metadata.namespace();
-    if !(backend.group.is_empty() || backend.group == "core") || backend.kind != "Service" {
+    resolve_backend_ref(
+        config,
+        "HTTPRoute",
+        route.metadata.namespace(),
+        (&backend.group, &backend.kind, &backend.name),
+        backend.namespace.as_deref(),
+        backend.port,
+        field,
+    )
+}
+
+/// Resolves a backendRef (`group`, `kind`, `name`) of a `route_kind` in `route_ns` to a
+/// Service port, or the ResolvedRefs reason and message saying why not.
+pub(super) fn resolve_backend_ref(
+    config: &Config,
+    route_kind: &str,
+    route_ns: &str,
+    (group, kind, name): (&str, &str, &str),
+    namespace: Option<&str>,
+    port: Option<u16>,
+    field: &str,
+) -> Result<Arc<waypoint_core::config::ServiceBackend>, (&'static str, String)> {
+    if !(group.is_empty() || group == "core") || kind != "Service" {
         return Err((
             "InvalidKind",
-            format!(
-                "{field}: backend kind {}/{} is not supported",
-                backend.group, backend.kind
-            ),
+            format!("{field}: backend kind {group}/{kind} is not supported"),
         ));
     }
-    let ns = backend.namespace.as_deref().unwrap_or(route_ns);
-    if ns != route_ns && !reference_granted(config, route_ns, ns, &backend.name) {
+    let ns = namespace.unwrap_or(route_ns);
+    if ns != route_ns && !reference_granted(config, route_kind, route_ns, ns, name) {
         return Err((
             "RefNotPermitted",
             format!(
-                "{field}: Service {ns}/{} is in another namespace and no ReferenceGrant in {ns} allows HTTPRoutes from {route_ns}",
-                backend.name
+                "{field}: Service {ns}/{name} is in another namespace and no ReferenceGrant in {ns} allows {route_kind}s from {route_ns}"
             ),
         ));
     }
-    let Some(port) = backend.port else {
+    let Some(port) = port else {
         return Err((
             "UnsupportedValue",
             format!("{field}.port: required for a Service backend"),
         ));
     };
-    config
-        .service(ns, &backend.name, port)
-        .cloned()
-        .ok_or_else(|| {
-            let message = if config.has_service(ns, &backend.name) {
-                format!("{field}: Service {ns}/{} has no port {port}", backend.name)
-            } else {
-                format!("{field}: Service {ns}/{} not found", backend.name)
-            };
-            ("BackendNotFound", message)
-        })
+    config.service(ns, name, port).cloned().ok_or_else(|| {
+        let message = if config.has_service(ns, name) {
+            format!("{field}: Service {ns}/{name} has no port {port}")
+        } else {
+            format!("{field}: Service {ns}/{name} not found")
+        };
+        ("BackendNotFound", message)
+    })
 }
 
-fn reference_granted(config: &Config, from_ns: &str, to_ns: &str, name: &str) -> bool {
+fn reference_granted(
+    config: &Config,
+    from_kind: &str,
+    from_ns: &str,
+    to_ns: &str,
+    name: &str,
+) -> bool {
     config.resources.reference_grants.iter().any(|grant| {
         grant.metadata.namespace() == to_ns
-            && grant.spec.from.iter().any(|f| {
-                f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns
-            })
+            && grant
+                .spec
+                .from
+                .iter()
+                .any(|f| f.group == GATEWAY_GROUP && f.kind == from_kind && f.namespace == from_ns)
             && grant.spec.to.iter().any(|t| {
                 t.group.is_empty()
                     && t.kind == "Service"

@@ -1,10 +1,19 @@
-//! Gateway API HTTPRoute routing for Service parents (GAMMA), decided by the connection's
-//! original destination, never by the Host header.
+//! Gateway API HTTPRoute and GRPCRoute routing, decided first by the connection's original
+//! destination:
 //!
-//! At build time every HTTPRoute attached to a Service is compiled into a table keyed by the
-//! Service's (ClusterIP, port) addresses, each list sorted by Gateway API precedence. At request
-//! time routing is one hash lookup and a walk down that list. A request to a known Service with
-//! no route attached goes to the Service itself, as it would without a waypoint.
+//! - a Service (ClusterIP, port): the routes attached to that Service (GAMMA), never chosen by
+//!   the Host header; a known Service with no route attached goes to the Service itself, as it
+//!   would without a waypoint;
+//! - a Gateway address and listener port: the Host header picks the listener (exact hostname,
+//!   else the longest wildcard, else one without hostname), then the routes of the most specific
+//!   effective hostname (route hostnames intersected with the listener's).
+//!
+//! At build time every route is compiled into lists sorted by precedence (HTTPRoute or GRPCRoute
+//! rules, per parent and hostname). At request time routing is hash lookups and a walk down one
+//! list. A gRPC request (`content-type: application/grpc*`) uses the GRPCRoutes of its hostname
+//! when there are any, and gets gRPC UNIMPLEMENTED when none of their rules matches; every other
+//! request uses the HTTPRoutes. (The spec calls an HTTPRoute and a GRPCRoute on one hostname of
+//! one listener a conflict; we keep both and split by content type.)
 //!
 //! Matches: path Exact, PathPrefix and RegularExpression (full match, ranked after prefixes),
 //! method, headers and query parameters (Exact or RegularExpression). Filters, at rule and
@@ -12,8 +21,11 @@
 //! ([`Redirect`]), URLRewrite ([`Rewrite`]), CORS ([`Cors`]) and ExtensionRef. Before a rule's
 //! filters run, the match that selected it is recorded as a [`MatchedPrefix`].
 
+mod attach;
 mod compile;
 mod cors;
+mod gateway;
+mod grpc;
 mod header_modifier;
 mod matcher;
 mod redirect;
@@ -61,26 +73,66 @@ pub struct RouteFilter {
     table: RouteTable,
 }
 
-/// The routes of every Service address, compiled.
+/// The routes of every Service address and Gateway listener address, compiled.
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
     by_destination: HashMap<SocketAddr, DestinationRoutes>,
+    /// Gateway (address, listener port) -> the listeners there.
+    gateways: HashMap<SocketAddr, gateway::GatewayPort>,
 }
 
 /// Routes attached to one Service address.
 #[derive(Debug, Default)]
 struct DestinationRoutes {
     /// Routes in the Service's own namespace: they apply to every client.
-    producer: Vec<RouteEntry>,
+    producer: RouteSet,
     /// Routes in other namespaces: they apply only to clients of that namespace, instead of
     /// the producer routes.
-    consumers: HashMap<String, Vec<RouteEntry>>,
+    consumers: HashMap<String, RouteSet>,
+}
+
+/// The HTTPRoute and GRPCRoute matches of one parent (and hostname), each in precedence order.
+#[derive(Debug, Default)]
+struct RouteSet {
+    http: Vec<RouteEntry>,
+    grpc: Vec<RouteEntry<grpc::GrpcMatch>>,
+}
+
+/// Why a [`RouteSet`] has no rule for a request.
+enum Miss {
+    /// No route matches: 404.
+    NoRoute,
+    /// A gRPC call no GRPCRoute rule matches: gRPC UNIMPLEMENTED.
+    Unimplemented,
+}
+
+impl RouteSet {
+    fn is_empty(&self) -> bool {
+        self.http.is_empty() && self.grpc.is_empty()
+    }
+
+    /// The rule of the first match, GRPCRoutes for gRPC calls when there are any.
+    fn choose(&self, req: &Request) -> Result<(Arc<Rule>, MatchedPrefix), Miss> {
+        if !self.grpc.is_empty() && grpc::is_grpc(req) {
+            return self
+                .grpc
+                .iter()
+                .find(|e| e.matcher.matches(req))
+                .map(|e| (e.rule.clone(), e.matched.clone()))
+                .ok_or(Miss::Unimplemented);
+        }
+        self.http
+            .iter()
+            .find(|e| e.matcher.matches(req))
+            .map(|e| (e.rule.clone(), e.matched.clone()))
+            .ok_or(Miss::NoRoute)
+    }
 }
 
 /// One match of one rule, in precedence order.
 #[derive(Debug)]
-struct RouteEntry {
-    matcher: RequestMatch,
+struct RouteEntry<M = RequestMatch> {
+    matcher: M,
     /// What the rule's filters learn of this match.
     matched: MatchedPrefix,
     rule: Arc<Rule>,
@@ -137,12 +189,12 @@ impl RouteTable {
         &self,
         destination: SocketAddr,
         client_namespace: Option<&str>,
-    ) -> Option<&[RouteEntry]> {
+    ) -> Option<&RouteSet> {
         let routes = self.by_destination.get(&destination)?;
         if let Some(consumer) = client_namespace.and_then(|ns| routes.consumers.get(ns)) {
             return Some(consumer);
         }
-        (!routes.producer.is_empty()).then_some(routes.producer.as_slice())
+        (!routes.producer.is_empty()).then_some(&routes.producer)
     }
 }
 
@@ -171,39 +223,9 @@ impl Filter for RouteFilter {
     }
 
     async fn on_request(&self, req: &mut Request, ctx: &mut RequestContext) -> Decision {
-        let Some(destination) = ctx.conn.destination else {
-            return no_route(
-                ctx,
-                "waypoint: the connection carries no original destination".into(),
-            );
-        };
-        let Some(service) = ctx.config.service_at(destination).cloned() else {
-            return no_route(
-                ctx,
-                format!("waypoint: no Service is known at destination {destination}"),
-            );
-        };
-        let Some(entries) = self.table.entries_for(destination, client_namespace(ctx)) else {
-            // No route attached: the Service itself, as without a waypoint.
-            ctx.upstream = Some(UpstreamTarget {
-                backend: service,
-                request_timeout: None,
-                backend_timeout: None,
-            });
-            return Decision::Continue;
-        };
-        let Some((rule, matched)) = entries
-            .iter()
-            .find(|e| e.matcher.matches(req))
-            .map(|e| (e.rule.clone(), &e.matched))
-        else {
-            return no_route(
-                ctx,
-                format!(
-                    "waypoint: no route of {} matches this request",
-                    service.service
-                ),
-            );
+        let (rule, matched) = match self.select(req, ctx) {
+            Selected::Rule(rule, matched) => (rule, matched),
+            Selected::Done(decision) => return decision,
         };
         ctx.route = Some(rule.route.clone());
         if let Some(why) = &rule.invalid {
@@ -211,7 +233,7 @@ impl Filter for RouteFilter {
         }
 
         if !rule.filters.is_empty() || rule.backend_filters {
-            ctx.extensions.insert(matched.clone());
+            ctx.extensions.insert(matched);
         }
         if !rule.filters.is_empty() {
             ctx.extensions.insert(Chosen {
@@ -269,6 +291,87 @@ impl Filter for RouteFilter {
     }
 }
 
+/// What [`RouteFilter::select`] found.
+enum Selected {
+    /// The rule to serve the request with, and the match that chose it.
+    Rule(Arc<Rule>, MatchedPrefix),
+    /// No rule: this is the answer (`Continue` when a Service without routes is its own
+    /// upstream).
+    Done(Decision),
+}
+
+impl RouteFilter {
+    /// The rule for this request, or the decision when there is none.
+    fn select(&self, req: &Request, ctx: &mut RequestContext) -> Selected {
+        let Some(destination) = ctx.conn.destination else {
+            return Selected::Done(no_route(
+                ctx,
+                "waypoint: the connection carries no original destination".into(),
+            ));
+        };
+        if let Some(port) = self.table.gateways.get(&destination) {
+            let host = gateway::request_host(req);
+            let Some(listener) = port.listener(&host) else {
+                return Selected::Done(no_route(
+                    ctx,
+                    format!("waypoint: no listener at {destination} takes host `{host}`"),
+                ));
+            };
+            let Some(set) = listener.hosts.find(&host) else {
+                return Selected::Done(no_route(
+                    ctx,
+                    format!(
+                        "waypoint: no route of {} takes host `{host}`",
+                        listener.label
+                    ),
+                ));
+            };
+            return match set.choose(req) {
+                Ok((rule, matched)) => Selected::Rule(rule, matched),
+                Err(miss) => Selected::Done(miss_decision(
+                    ctx,
+                    miss,
+                    format!("{} host `{host}`", listener.label),
+                )),
+            };
+        }
+        let Some(service) = ctx.config.service_at(destination).cloned() else {
+            return Selected::Done(no_route(
+                ctx,
+                format!("waypoint: no Service is known at destination {destination}"),
+            ));
+        };
+        let Some(set) = self.table.entries_for(destination, client_namespace(ctx)) else {
+            // No route attached: the Service itself, as without a waypoint.
+            ctx.upstream = Some(UpstreamTarget {
+                backend: service,
+                request_timeout: None,
+                backend_timeout: None,
+            });
+            return Selected::Done(Decision::Continue);
+        };
+        match set.choose(req) {
+            Ok((rule, matched)) => Selected::Rule(rule, matched),
+            Err(miss) => Selected::Done(miss_decision(ctx, miss, service.service.to_string())),
+        }
+    }
+}
+
+fn miss_decision(ctx: &mut RequestContext, miss: Miss, what: String) -> Decision {
+    match miss {
+        Miss::NoRoute => no_route(
+            ctx,
+            format!("waypoint: no route of {what} matches this request"),
+        ),
+        Miss::Unimplemented => {
+            ctx.response_flags.push("NR");
+            Decision::Respond(grpc::unimplemented(&format!(
+                "no GRPCRoute rule of {what} matches this method"
+            )))
+        }
+    }
+}
+
 /// A weighted random choice; backends with weight 0 are never chosen.
 fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
     if rule.total_weight == 0 {
@@ -284,6 +387,8 @@ fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
     })
 }
 
+#[cfg(test)]
+mod gateway_tests;
 #[cfg(test)]
 mod tests;
 

@@ -94,7 +94,8 @@ pub struct SendArgs {
     pub server_identity: String,
 }
 
-/// Runs `waypoint check`: prints every resource's status, returns failure when any is rejected.
+/// Runs `waypoint check`: prints every resource's status (with each route's per-parent
+/// conditions and each Gateway's listeners), returns failure when any is rejected.
 pub fn check(args: CheckArgs) -> ExitCode {
     let config = match config::load_path(&args.config) {
         Ok(config) => config,
@@ -120,6 +121,46 @@ pub fn check(args: CheckArgs) -> ExitCode {
         );
         for c in &status.conditions {
             println!("    {}={} {}: {}", c.kind, c.status, c.reason, c.message);
+        }
+        for parent in snapshot
+            .route_parents
+            .iter()
+            .filter(|p| p.route == status.resource)
+        {
+            println!("    parent {}:", parent.parent);
+            for c in &parent.conditions {
+                println!(
+                    "        {}={} {}: {}",
+                    c.kind, c.status, c.reason, c.message
+                );
+            }
+        }
+        if let Some(gw) = snapshot
+            .gateways
+            .iter()
+            .find(|g| g.gateway == status.resource)
+        {
+            let addresses = if gw.addresses.is_empty() {
+                "no address".to_owned()
+            } else {
+                gw.addresses.join(", ")
+            };
+            println!("    served at: {addresses}");
+            for c in &gw.conditions {
+                println!("    {}={} {}: {}", c.kind, c.status, c.reason, c.message);
+            }
+            for l in &gw.listeners {
+                println!(
+                    "    listener {} port {}: {} route(s) attached",
+                    l.name, l.port, l.attached_routes
+                );
+                for c in l.conditions.iter().filter(|c| !c.status) {
+                    println!(
+                        "        {}={} {}: {}",
+                        c.kind, c.status, c.reason, c.message
+                    );
+                }
+            }
         }
     }
     if failed > 0 {

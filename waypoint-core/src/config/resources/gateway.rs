@@ -20,8 +20,40 @@ pub struct Gateway {
     pub metadata: ObjectMeta,
     /// Spec.
     pub spec: GatewaySpec,
+    /// Status as a controller wrote it; only `addresses` is read (where the Gateway is served).
+    #[serde(default)]
+    pub status: Option<GatewayObservedStatus>,
 }
 object!(Gateway, "Gateway");
+
+/// The part of a Gateway's `status` waypoint reads.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct GatewayObservedStatus {
+    /// The addresses the Gateway was given.
+    pub addresses: Vec<GatewayAddress>,
+}
+
+impl Gateway {
+    /// The IP addresses the Gateway is reachable at: the `IPAddress` entries of
+    /// `spec.addresses` and `status.addresses`, each once, in that order. Entries of other
+    /// types, or that do not parse, are skipped.
+    pub fn ip_addresses(&self) -> Vec<std::net::IpAddr> {
+        let status = self.status.iter().flat_map(|s| &s.addresses);
+        let mut out = Vec::new();
+        for a in self.spec.addresses.iter().chain(status) {
+            if a.kind != "IPAddress" {
+                continue;
+            }
+            if let Ok(ip) = a.value.parse()
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
+        }
+        out
+    }
+}
 
 /// The spec of a Gateway.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

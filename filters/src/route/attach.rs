@@ -1,0 +1,525 @@
+//! Attaching compiled routes to their parents at build time: Services (GAMMA) by ClusterIP,
+//! Gateways by listener (sectionName, port, allowedRoutes, hostname intersection). Every parent
+//! we implement gets its `Accepted`/`ResolvedRefs` conditions, and every Gateway its status.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use waypoint_core::config::resources::{
+    FromNamespaces, Gateway, LabelSelector, Listener, Object, ParentReference,
+};
+use waypoint_core::config::{Condition, Config, ResourceRef};
+use waypoint_core::filter::BuildContext;
+use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey};
+
+use super::compile::{GATEWAY_GROUP, Ranked, report};
+use super::gateway::{GatewayPort, HostPattern, HostRoutes, ListenerRoutes};
+use super::grpc::GrpcMatch;
+use super::matcher::RequestMatch;
+use super::{RouteEntry, RouteSet, RouteTable, Rule};
+
+/// One compiled match of one rule, with what precedence ties are broken on.
+#[derive(Clone)]
+pub(super) struct Ordered<M> {
+    pub(super) matcher: M,
+    pub(super) rule: Arc<Rule>,
+    pub(super) created: Option<String>,
+    pub(super) route: ResourceRef,
+    pub(super) match_index: usize,
+}
+
+/// The matches of one route, of its kind.
+pub(super) enum Entries {
+    Http(Vec<Ordered<RequestMatch>>),
+    Grpc(Vec<Ordered<GrpcMatch>>),
+}
+
+/// What attaching needs to know of a route, whatever its kind.
+pub(super) struct RouteView<'a> {
+    /// `HTTPRoute` or `GRPCRoute`.
+    pub(super) kind: &'static str,
+    pub(super) route: ResourceRef,
+    pub(super) parents: &'a [ParentReference],
+    pub(super) hostnames: &'a [String],
+    /// The route's `ResolvedRefs` condition (the same for every parent).
+    pub(super) resolved: Condition,
+    pub(super) entries: Entries,
+}
+
+#[derive(Default)]
+struct PendingSet {
+    http: Vec<Ordered<RequestMatch>>,
+    grpc: Vec<Ordered<GrpcMatch>>,
+}
+
+impl PendingSet {
+    fn extend(&mut self, entries: &Entries) {
+        match entries {
+            Entries::Http(e) => self.http.extend(e.iter().cloned()),
+            Entries::Grpc(e) => self.grpc.extend(e.iter().cloned()),
+        }
+    }
+
+    fn into_set(self) -> RouteSet {
+        RouteSet {
+            http: sorted(self.http),
+            grpc: sorted(self.grpc),
+        }
+    }
+}
+
+/// Gateway API precedence: the match itself, then the oldest route, then `namespace/name`,
+/// then rule order, then match order.
+fn sorted<M: Ranked>(mut list: Vec<Ordered<M>>) -> Vec<RouteEntry<M>> {
+    list.sort_by(|a, b| {
+        a.matcher
+            .rank_cmp(&b.matcher)
+            .then_with(|| match (&a.created, &b.created) {
+                (Some(x), Some(y)) => x.cmp(y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            })
+            .then_with(|| {
+                (&a.route.namespace, &a.route.name).cmp(&(&b.route.namespace, &b.route.name))
+            })
+            .then_with(|| a.rule.route.rule.cmp(&b.rule.route.rule))
+            .then_with(|| a.match_index.cmp(&b.match_index))
+    });
+    list.into_iter()
+        .map(|o| RouteEntry {
+            matched: o.matcher.matched(),
+            matcher: o.matcher,
+            rule: o.rule,
+        })
+        .collect()
+}
+
+fn cond(kind: &str, status: bool, reason: &str, message: impl Into<String>) -> Condition {
+    Condition {
+        kind: kind.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+/// The `ResolvedRefs` condition of a route whose backend problems are `failures` (reason,
+/// message), the first one deciding.
+pub(super) fn resolved_refs<'r>(
+    mut failures: impl Iterator<Item = (&'r str, &'r str)>,
+) -> Condition {
+    match failures.next() {
+        Some((reason, message)) => cond("ResolvedRefs", false, reason, message),
+        None => cond(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "all backendRefs resolved",
+        ),
+    }
+}
+
+/// Listener protocols routes attach to (TLS termination is not ours; HTTPS listeners still
+/// take routes).
+fn routable(l: &Listener) -> bool {
+    matches!(l.protocol.as_str(), "HTTP" | "HTTPS")
+}
+
+const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+/// Accumulates attachments, then builds the table and the Gateway statuses.
+pub(super) struct Builder<'a> {
+    config: &'a Config,
+    namespaces: HashMap<&'a str, &'a BTreeMap<String, String>>,
+    services: HashMap<(SocketAddr, Option<String>), PendingSet>,
+    listeners: HashMap<(usize, usize), HashMap<HostPattern, PendingSet>>,
+    attached: HashMap<(usize, usize), HashSet<ResourceRef>>,
+}
+
+impl<'a> Builder<'a> {
+    pub(super) fn new(config: &'a Config) -> Self {
+        let namespaces = config
+            .resources
+            .others
+            .iter()
+            .filter(|o| o.group().is_empty() && o.kind == "Namespace")
+            .map(|o| (o.metadata.name.as_str(), &o.metadata.labels))
+            .collect();
+        Builder {
+            config,
+            namespaces,
+            services: HashMap::new(),
+            listeners: HashMap::new(),
+            attached: HashMap::new(),
+        }
+    }
+
+    /// Attaches `view` to each of its parents, reporting each parent's conditions.
+    pub(super) fn attach(&mut self, cx: &mut BuildContext<'_>, view: &RouteView<'_>) {
+        for (p, parent) in view.parents.iter().enumerate() {
+            let is_service =
+                parent.kind == "Service" && (parent.group.is_empty() || parent.group == "core");
+            if is_service {
+                self.attach_service(cx, view, p, parent);
+            } else if parent.group == GATEWAY_GROUP && parent.kind == "Gateway" {
+                self.attach_gateway(cx, view, p, parent);
+            } else {
+                report(
+                    cx,
+                    &view.route,
+                    "Accepted",
+                    "InvalidKind",
+                    format!(
+                        "spec.parentRefs[{p}]: parent kind {}/{} is not supported",
+                        parent.group, parent.kind
+                    ),
+                );
+            }
+        }
+    }
+
+    fn parent_status(
+        cx: &mut BuildContext<'_>,
+        view: &RouteView<'_>,
+        key: ParentRefKey,
+        accepted: Condition,
+    ) {
+        cx.report_parent(
+            view.route.clone(),
+            key,
+            vec![accepted, view.resolved.clone()],
+        );
+    }
+
+    fn attach_service(
+        &mut self,
+        cx: &mut BuildContext<'_>,
+        view: &RouteView<'_>,
+        p: usize,
+        parent: &ParentReference,
+    ) {
+        let route_ns = view.route.namespace.as_str();
+        let service_ns = parent.namespace.as_deref().unwrap_or(route_ns);
+        let key = ParentRefKey {
+            group: String::new(),
+            kind: "Service".into(),
+            namespace: service_ns.into(),
+            name: parent.name.clone(),
+            section_name: parent.section_name.clone(),
+            port: parent.port,
+        };
+        let addresses: Vec<_> = self
+            .config
+            .backends()
+            .filter(|b| b.service.namespace == service_ns && b.service.name == parent.name)
+            .filter(|b| parent.port.is_none_or(|port| port == b.port))
+            .flat_map(|b| {
+                b.cluster_ips
+                    .iter()
+                    .map(move |ip| SocketAddr::new(*ip, b.port))
+            })
+            .collect();
+        if addresses.is_empty() {
+            let what = match parent.port {
+                Some(port) => format!("Service {service_ns}/{} port {port}", parent.name),
+                None => format!("Service {service_ns}/{} with a cluster IP", parent.name),
+            };
+            let message = format!("spec.parentRefs[{p}]: no {what}");
+            Self::parent_status(
+                cx,
+                view,
+                key,
+                cond("Accepted", false, "NoMatchingParent", message),
+            );
+            return;
+        }
+        let consumer = (service_ns != route_ns).then(|| route_ns.to_owned());
+        for address in addresses {
+            self.services
+                .entry((address, consumer.clone()))
+                .or_default()
+                .extend(&view.entries);
+        }
+        Self::parent_status(
+            cx,
+            view,
+            key,
+            cond("Accepted", true, "Accepted", "attached"),
+        );
+    }
+
+    fn attach_gateway(
+        &mut self,
+        cx: &mut BuildContext<'_>,
+        view: &RouteView<'_>,
+        p: usize,
+        parent: &ParentReference,
+    ) {
+        let route_ns = view.route.namespace.as_str();
+        let gw_ns = parent.namespace.as_deref().unwrap_or(route_ns);
+        let gateways = &self.config.resources.gateways;
+        let Some(gi) = gateways
+            .iter()
+            .position(|g| g.metadata.namespace() == gw_ns && g.metadata.name == parent.name)
+        else {
+            // Not a Gateway of this config: another implementation's, so no status from us.
+            return;
+        };
+        let gw: &Gateway = &gateways[gi];
+        let key = ParentRefKey {
+            group: GATEWAY_GROUP.into(),
+            kind: "Gateway".into(),
+            namespace: gw_ns.into(),
+            name: parent.name.clone(),
+            section_name: parent.section_name.clone(),
+            port: parent.port,
+        };
+        let at = format!("spec.parentRefs[{p}]");
+        let listeners = &gw.spec.listeners;
+        let selected: Vec<usize> = (0..listeners.len())
+            .filter(|&i| {
+                parent
+                    .section_name
+                    .as_ref()
+                    .is_none_or(|s| *s == listeners[i].name)
+            })
+            .filter(|&i| parent.port.is_none_or(|port| port == listeners[i].port))
+            .collect();
+        let fail =
+            |reason: &str, why: String| cond("Accepted", false, reason, format!("{at}: {why}"));
+        if selected.is_empty() {
+            let why = format!("{} has no listener{}", gw.resource_ref(), wanted(parent));
+            Self::parent_status(cx, view, key, fail("NoMatchingParent", why));
+            return;
+        }
+        let allowed: Vec<usize> = selected
+            .into_iter()
+            .filter(|&i| self.allows(&listeners[i], gw_ns, view.kind, route_ns))
+            .collect();
+        if allowed.is_empty() {
+            let why = format!(
+                "no listener of {}{} allows {} from namespace {route_ns}",
+                gw.resource_ref(),
+                wanted(parent),
+                view.kind
+            );
+            Self::parent_status(cx, view, key, fail("NotAllowedByListeners", why));
+            return;
+        }
+        let route_hosts: Vec<HostPattern> = if view.hostnames.is_empty() {
+            vec![HostPattern::Any]
+        } else {
+            view.hostnames
+                .iter()
+                .map(|h| HostPattern::parse(Some(h)))
+                .collect()
+        };
+        let mut accepted = false;
+        for li in allowed {
+            let listener_host = HostPattern::parse(listeners[li].hostname.as_deref());
+            let mut effective: Vec<HostPattern> = route_hosts
+                .iter()
+                .filter_map(|h| h.intersect(&listener_host))
+                .collect();
+            effective.dedup();
+            if effective.is_empty() {
+                continue;
+            }
+            accepted = true;
+            self.attached
+                .entry((gi, li))
+                .or_default()
+                .insert(view.route.clone());
+            let hosts = self.listeners.entry((gi, li)).or_default();
+            for host in effective {
+                hosts.entry(host).or_default().extend(&view.entries);
+            }
+        }
+        if accepted {
+            Self::parent_status(
+                cx,
+                view,
+                key,
+                cond("Accepted", true, "Accepted", "attached"),
+            );
+        } else {
+            let why = format!(
+                "no hostname of the route intersects a listener hostname of {}{}",
+                gw.resource_ref(),
+                wanted(parent)
+            );
+            Self::parent_status(cx, view, key, fail("NoMatchingListenerHostname", why));
+        }
+    }
+
+    /// Whether `listener` of a Gateway in `gw_ns` takes routes of `kind` from `route_ns`.
+    fn allows(&self, listener: &Listener, gw_ns: &str, kind: &str, route_ns: &str) -> bool {
+        let allowed = &listener.allowed_routes;
+        let kind_ok = routable(listener)
+            && if allowed.kinds.is_empty() {
+                ROUTE_KINDS.contains(&kind)
+            } else {
+                allowed
+                    .kinds
+                    .iter()
+                    .any(|k| k.group == GATEWAY_GROUP && k.kind == kind)
+            };
+        kind_ok
+            && match allowed.namespaces.from {
+                FromNamespaces::Same => gw_ns == route_ns,
+                FromNamespaces::All => true,
+                FromNamespaces::Selector => allowed
+                    .namespaces
+                    .selector
+                    .as_ref()
+                    .is_some_and(|s| self.selects(s, route_ns)),
+            }
+    }
+
+    /// Whether `selector` matches namespace `ns`'s labels (from its `Namespace` manifest, plus
+    /// the `kubernetes.io/metadata.name` label Kubernetes always sets).
+    fn selects(&self, selector: &LabelSelector, ns: &str) -> bool {
+        let labels = self.namespaces.get(ns).copied();
+        let label = |key: &str| -> Option<&str> {
+            if key == "kubernetes.io/metadata.name" {
+                return Some(ns);
+            }
+            labels.and_then(|l| l.get(key)).map(String::as_str)
+        };
+        selector
+            .match_labels
+            .iter()
+            .all(|(k, v)| label(k) == Some(v.as_str()))
+            && selector.match_expressions.iter().all(|e| {
+                let value = label(&e.key);
+                match e.operator.as_str() {
+                    "In" => value.is_some_and(|v| e.values.iter().any(|x| x == v)),
+                    "NotIn" => value.is_none_or(|v| !e.values.iter().any(|x| x == v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
+
+    /// The route table, with each Gateway's status reported.
+    pub(super) fn finish(mut self, cx: &mut BuildContext<'_>) -> RouteTable {
+        let mut table = RouteTable::default();
+        for ((address, consumer), pending) in self.services.drain() {
+            let routes = table.by_destination.entry(address).or_default();
+            match consumer {
+                Some(ns) => {
+                    routes.consumers.insert(ns, pending.into_set());
+                }
+                None => routes.producer = pending.into_set(),
+            }
+        }
+        for (gi, gw) in self.config.resources.gateways.iter().enumerate() {
+            let addresses = gw.ip_addresses();
+            let mut listeners = Vec::new();
+            for (li, l) in gw.spec.listeners.iter().enumerate() {
+                let attached = self.attached.get(&(gi, li)).map_or(0, HashSet::len);
+                listeners.push(listener_status(l, attached, !addresses.is_empty()));
+                if !routable(l) || addresses.is_empty() {
+                    continue;
+                }
+                let mut hosts = HostRoutes::default();
+                for (host, pending) in self.listeners.remove(&(gi, li)).unwrap_or_default() {
+                    hosts.insert(host, pending.into_set());
+                }
+                let served = Arc::new(ListenerRoutes {
+                    label: format!("{} listener {}", gw.resource_ref(), l.name),
+                    hostname: HostPattern::parse(l.hostname.as_deref()),
+                    hosts,
+                });
+                for ip in &addresses {
+                    let port: &mut GatewayPort = table
+                        .gateways
+                        .entry(SocketAddr::new(*ip, l.port))
+                        .or_default();
+                    port.listeners.push(served.clone());
+                }
+            }
+            let programmed = if addresses.is_empty() {
+                cond(
+                    "Programmed",
+                    false,
+                    "AddressNotAssigned",
+                    "no IPAddress in spec.addresses or status.addresses: the Gateway is not served",
+                )
+            } else {
+                cond("Programmed", true, "Programmed", "served")
+            };
+            cx.report_gateway(GatewayStatus {
+                gateway: gw.resource_ref(),
+                addresses: addresses.iter().map(ToString::to_string).collect(),
+                conditions: vec![cond("Accepted", true, "Accepted", "accepted"), programmed],
+                listeners,
+            });
+        }
+        for port in table.gateways.values_mut() {
+            // Stable: among equally specific listeners the first Gateway in the config wins.
+            port.listeners.sort_by_key(|l| l.hostname.specificity());
+        }
+        table
+    }
+}
+
+/// ` named X`, ` with port P` or both, for messages.
+fn wanted(parent: &ParentReference) -> String {
+    let mut out = String::new();
+    if let Some(s) = &parent.section_name {
+        out.push_str(&format!(" named {s}"));
+    }
+    if let Some(p) = parent.port {
+        out.push_str(&format!(" with port {p}"));
+    }
+    out
+}
+
+fn listener_status(l: &Listener, attached: usize, has_address: bool) -> ListenerStatus {
+    let supported = matches!(
+        l.protocol.as_str(),
+        "HTTP" | "HTTPS" | "HBONE" | "istio.io/PROXY"
+    );
+    let bad_kinds: Vec<&str> = l
+        .allowed_routes
+        .kinds
+        .iter()
+        .filter(|k| k.group != GATEWAY_GROUP || !ROUTE_KINDS.contains(&k.kind.as_str()))
+        .map(|k| k.kind.as_str())
+        .collect();
+    let accepted = if supported {
+        cond("Accepted", true, "Accepted", "accepted")
+    } else {
+        let why = format!("protocol {} is not supported", l.protocol);
+        cond("Accepted", false, "UnsupportedProtocol", why)
+    };
+    let resolved = if bad_kinds.is_empty() {
+        cond("ResolvedRefs", true, "ResolvedRefs", "resolved")
+    } else {
+        let why = format!(
+            "allowedRoutes.kinds: {} not supported",
+            bad_kinds.join(", ")
+        );
+        cond("ResolvedRefs", false, "InvalidRouteKinds", why)
+    };
+    let programmed = match (supported, has_address) {
+        (false, _) => cond(
+            "Programmed",
+            false,
+            "Invalid",
+            "the listener is not accepted",
+        ),
+        (true, false) => cond("Programmed", false, "Pending", "the Gateway has no address"),
+        (true, true) => cond("Programmed", true, "Programmed", "served"),
+    };
+    ListenerStatus {
+        name: l.name.clone(),
+        port: l.port,
+        attached_routes: u32::try_from(attached).unwrap_or(u32::MAX),
+        conditions: vec![accepted, resolved, programmed],
+    }
+}

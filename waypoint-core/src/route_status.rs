@@ -1,0 +1,143 @@
+//! Gateway API status the filter factories compute while building: per-parent route conditions
+//! and Gateway/listener conditions. They live in the [`Snapshot`](crate::proxy::Snapshot) and
+//! are shown by `/config_dump` and `waypoint check`, in the shape a status writer needs.
+
+use serde_json::{Value, json};
+
+use crate::config::{Condition, ResourceRef};
+
+/// One entry of a route's `spec.parentRefs`, with defaults applied, as status names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParentRefKey {
+    /// `gateway.networking.k8s.io` for Gateways, `""` for Services.
+    pub group: String,
+    /// `Gateway` or `Service`.
+    pub kind: String,
+    /// The parent's namespace (the route's when the parentRef has none).
+    pub namespace: String,
+    /// The parent's name.
+    pub name: String,
+    /// The listener name, as given on the parentRef.
+    pub section_name: Option<String>,
+    /// The port, as given on the parentRef.
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for ParentRefKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)?;
+        if let Some(section) = &self.section_name {
+            write!(f, " sectionName={section}")?;
+        }
+        if let Some(port) = self.port {
+            write!(f, " port={port}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The conditions of one route for one of its parents (`status.parents[]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteParentStatus {
+    /// The route (`HTTPRoute` or `GRPCRoute`).
+    pub route: ResourceRef,
+    /// The parent.
+    pub parent: ParentRefKey,
+    /// `Accepted` and `ResolvedRefs`, with the upstream reasons.
+    pub conditions: Vec<Condition>,
+}
+
+/// The status of one listener of a Gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerStatus {
+    /// The listener name.
+    pub name: String,
+    /// The listener port.
+    pub port: u16,
+    /// How many routes are accepted on this listener.
+    pub attached_routes: u32,
+    /// `Accepted`, `ResolvedRefs`, `Programmed`.
+    pub conditions: Vec<Condition>,
+}
+
+/// The status of one Gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayStatus {
+    /// The Gateway.
+    pub gateway: ResourceRef,
+    /// The IP addresses it is served at.
+    pub addresses: Vec<String>,
+    /// `Accepted`, `Programmed`.
+    pub conditions: Vec<Condition>,
+    /// One entry per listener, in spec order.
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// A condition with `status` spelt as Kubernetes does (`"True"`/`"False"`).
+pub fn condition_json(c: &Condition) -> Value {
+    json!({
+        "type": c.kind,
+        "status": if c.status { "True" } else { "False" },
+        "reason": c.reason,
+        "message": c.message,
+    })
+}
+
+fn conditions_json(conditions: &[Condition]) -> Vec<Value> {
+    conditions.iter().map(condition_json).collect()
+}
+
+/// The `routeParents` list of `/config_dump`: one entry per route, its parents in the order
+/// reported.
+pub fn route_parents_json(statuses: &[RouteParentStatus]) -> Value {
+    let mut routes: Vec<(&ResourceRef, Vec<Value>)> = Vec::new();
+    for s in statuses {
+        let parent = json!({
+            "parentRef": {
+                "group": s.parent.group,
+                "kind": s.parent.kind,
+                "namespace": s.parent.namespace,
+                "name": s.parent.name,
+                "sectionName": s.parent.section_name,
+                "port": s.parent.port,
+            },
+            "conditions": conditions_json(&s.conditions),
+        });
+        match routes.iter_mut().find(|(r, _)| **r == s.route) {
+            Some((_, parents)) => parents.push(parent),
+            None => routes.push((&s.route, vec![parent])),
+        }
+    }
+    routes.sort_by(|a, b| a.0.cmp(b.0));
+    Value::Array(
+        routes
+            .into_iter()
+            .map(|(r, parents)| {
+                json!({"kind": r.kind, "namespace": r.namespace, "name": r.name, "parents": parents})
+            })
+            .collect(),
+    )
+}
+
+/// The `gateways` list of `/config_dump`.
+pub fn gateways_json(gateways: &[GatewayStatus]) -> Value {
+    Value::Array(
+        gateways
+            .iter()
+            .map(|g| {
+                json!({
+                    "namespace": g.gateway.namespace,
+                    "name": g.gateway.name,
+                    "addresses": g.addresses,
+                    "conditions": conditions_json(&g.conditions),
+                    "listeners": g.listeners.iter().map(|l| json!({
+                        "name": l.name,
+                        "port": l.port,
+                        "attachedRoutes": l.attached_routes,
+                        "conditions": conditions_json(&l.conditions),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
