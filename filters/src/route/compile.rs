@@ -16,6 +16,7 @@ use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, Rout
 
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
 use super::matcher::{PathMatch, RequestMatch};
+use super::upstream::{compile_mirrors, compile_retry};
 use super::{RouteEntry, RouteTable, Rule, WeightedBackend};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -288,6 +289,12 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
             FilterChain::default()
         }
     };
+    let rule_mirrors = compile_mirrors(
+        cx,
+        route,
+        &spec.filters,
+        &format!("spec.rules[{index}].filters"),
+    );
     let backends = spec
         .backend_refs
         .iter()
@@ -309,13 +316,22 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
                             weight: u64::from(backend_ref.weight),
                             target: Err(why),
                             filters: Default::default(),
+                            mirrors: Vec::new(),
                         };
                     }
                 };
+            let mut mirrors = rule_mirrors.clone();
+            mirrors.extend(compile_mirrors(
+                cx,
+                route,
+                &backend_ref.filters,
+                &format!("{field}.filters"),
+            ));
             WeightedBackend {
                 weight: u64::from(backend_ref.weight),
                 target: target.map_err(|(_, message)| message),
                 filters: Arc::new(filters),
+                mirrors,
             }
         })
         .collect::<Vec<_>>();
@@ -334,6 +350,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
         backends,
         request_timeout: timeout(timeouts.request),
         backend_timeout: timeout(timeouts.backend_request),
+        retry: compile_retry(spec.retry.as_ref()),
     }
 }
 
@@ -386,13 +403,17 @@ fn compile_filters(
                         .map_err(|e| format!("{at}.extensionRef {}: {e}", r.name))?,
                 );
             }
+            // Mirrors are sent by the upstream: compile_rule collects them (upstream.rs).
+            HttpRouteFilterType::RequestMirror => {
+                filter.request_mirror.as_ref().ok_or_else(missing)?;
+            }
             other => return Err(format!("{at}: filter type {other:?} is not supported yet")),
         }
     }
     Ok(FilterChain::new(chain))
 }
 
-fn resolve_backend(
+pub(super) fn resolve_backend(
     config: &Config,
     route: &HttpRoute,
     backend: &HttpBackendRef,

@@ -9,6 +9,7 @@
 mod compile;
 mod header_modifier;
 mod matcher;
+mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,8 +21,8 @@ use http::StatusCode;
 use waypoint_core::body::local_reply;
 use waypoint_core::config::ServiceBackend;
 use waypoint_core::filter::{
-    BuildContext, Decision, Filter, FilterChain, FilterFactory, Request, RequestContext, Response,
-    RouteMatch, UpstreamTarget,
+    BuildContext, Decision, Filter, FilterChain, FilterFactory, MirrorTarget, Request,
+    RequestContext, Response, RetryPolicy, RouteMatch, UpstreamTarget,
 };
 
 pub use header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
@@ -84,6 +85,7 @@ struct Rule {
     total_weight: u64,
     request_timeout: Option<Duration>,
     backend_timeout: Option<Duration>,
+    retry: Option<Arc<RetryPolicy>>,
 }
 
 #[derive(Debug)]
@@ -91,6 +93,8 @@ struct WeightedBackend {
     weight: u64,
     target: Result<Arc<ServiceBackend>, String>,
     filters: Arc<FilterChain>,
+    /// The rule's mirrors, then this backendRef's own.
+    mirrors: Vec<MirrorTarget>,
 }
 
 /// The rule and backend filter chains chosen for a request, kept for the response phase.
@@ -153,11 +157,7 @@ impl Filter for RouteFilter {
         };
         let Some(entries) = self.table.entries_for(destination, client_namespace(ctx)) else {
             // No route attached: the Service itself, as without a waypoint.
-            ctx.upstream = Some(UpstreamTarget {
-                backend: service,
-                request_timeout: None,
-                backend_timeout: None,
-            });
+            ctx.upstream = Some(UpstreamTarget::new(service));
             return Decision::Continue;
         };
         let Some(rule) = entries
@@ -204,6 +204,8 @@ impl Filter for RouteFilter {
             backend: target,
             request_timeout: rule.request_timeout,
             backend_timeout: rule.backend_timeout,
+            retry: rule.retry.clone(),
+            mirrors: backend.mirrors.clone(),
         });
         if !backend.filters.is_empty() {
             let chosen = Chosen {
