@@ -337,3 +337,158 @@ async fn mirrors_beyond_the_bound_are_dropped() {
         "{stats:?}"
     );
 }
+
+/// Fails the first `n` requests with `code`, then answers 200 (the conformance echo's
+/// `/retry/?succeedAfter=n&responseCode=code`).
+fn fail_first(n: usize, code: u16) -> impl Fn(usize) -> (u16, Duration) + Send + Sync + 'static {
+    move |i| (if i < n { code } else { 200 }, Duration::ZERO)
+}
+
+#[tokio::test]
+async fn retries_listed_codes_up_to_the_attempts() {
+    let up = Upstream::new(UpstreamConfig::default());
+    // (fails before success, code, expected status, requests the backend sees, flags)
+    let cases: [(usize, u16, u16, usize, &[&str]); 4] = [
+        (2, 500, 200, 3, &[]),
+        (3, 500, 200, 4, &[]),
+        (4, 500, 500, 4, &["URX"]),
+        (2, 503, 503, 1, &[]),
+    ];
+    for (fails, code, want, sent, flags) in cases {
+        let b = backend("b", fail_first(fails, code)).await;
+        let target = UpstreamTarget {
+            retry: retry(&[500, 502], 3, 1),
+            ..UpstreamTarget::new(service("b", &[b.addr]))
+        };
+        let mut ctx = context(target);
+        let resp = up.forward(get("/retry"), &mut ctx).await;
+        assert_eq!(resp.status(), want, "fails {fails} with {code}");
+        assert_eq!(b.requests.load(Ordering::SeqCst), sent, "fails {fails}");
+        assert_eq!(ctx.response_flags, flags);
+        // The final answer is the last try's own.
+        assert_eq!(text(resp).await, format!("b #{}", sent - 1));
+    }
+    assert_eq!(up.stats().retries, 2 + 3 + 3);
+
+    // Without a policy, one try only.
+    let b = backend("b", fail_first(1, 500)).await;
+    let resp = up
+        .forward(
+            get("/"),
+            &mut context(UpstreamTarget::new(service("b", &[b.addr]))),
+        )
+        .await;
+    assert_eq!(resp.status(), 500);
+    assert_eq!(b.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn backoff_is_waited_before_each_retry() {
+    let b = backend("b", fail_first(2, 502)).await;
+    let up = Upstream::new(UpstreamConfig::default());
+    let target = UpstreamTarget {
+        retry: retry(&[502], 2, 150),
+        ..UpstreamTarget::new(service("b", &[b.addr]))
+    };
+    let start = Instant::now();
+    let resp = up.forward(get("/"), &mut context(target)).await;
+    assert_eq!(resp.status(), 200);
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[tokio::test]
+async fn the_request_timeout_caps_all_tries_with_504() {
+    let b = backend("b", |_| (500, Duration::from_millis(50))).await;
+    let up = Upstream::new(UpstreamConfig::default());
+    let target = UpstreamTarget {
+        request_timeout: Some(Duration::from_millis(400)),
+        retry: retry(&[500], 100, 50),
+        ..UpstreamTarget::new(service("b", &[b.addr]))
+    };
+    let start = Instant::now();
+    let mut ctx = context(target);
+    let resp = up.forward(get("/"), &mut ctx).await;
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert_eq!(ctx.response_flags, ["UT", "URX"]);
+    assert!(
+        took >= Duration::from_millis(390) && took < Duration::from_millis(700),
+        "{took:?}"
+    );
+    // About 400 / (50 + 50) tries, far from the 101 allowed.
+    let tries = b.requests.load(Ordering::SeqCst);
+    assert!((2..=5).contains(&tries), "{tries}");
+    assert!(text(resp).await.contains("after 400ms"));
+}
+
+#[tokio::test]
+async fn a_try_past_the_backend_timeout_is_retried() {
+    let b = backend("b", |i| {
+        (200, Duration::from_millis(if i == 0 { 2000 } else { 0 }))
+    })
+    .await;
+    let up = Upstream::new(UpstreamConfig::default());
+    let target = UpstreamTarget {
+        request_timeout: Some(Duration::from_secs(1)),
+        backend_timeout: Some(Duration::from_millis(150)),
+        retry: retry(&[], 1, 10),
+        ..UpstreamTarget::new(service("b", &[b.addr]))
+    };
+    let start = Instant::now();
+    let mut ctx = context(target.clone());
+    let resp = up.forward(get("/"), &mut ctx).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(text(resp).await, "b #1");
+    assert!(start.elapsed() < Duration::from_millis(900));
+
+    // Without retries the backend timeout answers 504 naming it.
+    let b = backend("b", |_| (200, Duration::from_millis(2000))).await;
+    let target = UpstreamTarget {
+        retry: None,
+        ..UpstreamTarget {
+            backend: service("b", &[b.addr]),
+            ..target
+        }
+    };
+    let mut ctx = context(target);
+    let resp = up.forward(get("/"), &mut ctx).await;
+    assert_eq!(resp.status(), 504);
+    assert_eq!(ctx.response_flags, ["UT"]);
+    assert!(text(resp).await.contains("after 150ms"));
+}
+
+#[tokio::test]
+async fn a_connection_failure_is_retried_on_another_endpoint() {
+    let b = backend("b", ok).await;
+    let down = refused().await;
+    let up = Upstream::new(UpstreamConfig::default());
+    let svc = service("b", &[down, b.addr]);
+    let target = UpstreamTarget {
+        retry: retry(&[], 1, 1),
+        ..UpstreamTarget::new(svc.clone())
+    };
+    for _ in 0..20 {
+        let mut ctx = context(target.clone());
+        let resp = up.forward(get("/"), &mut ctx).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(ctx.endpoint.as_ref().unwrap().address, b.addr);
+    }
+    // Without the policy the refused endpoint answers 503 for its share.
+    let failures = count_503(&up, UpstreamTarget::new(svc), 40).await;
+    assert!(failures > 0, "{failures}");
+}
+
+/// Sends `n` requests, counting the 503s.
+async fn count_503(up: &Upstream, target: UpstreamTarget, n: usize) -> usize {
+    let mut failures = 0;
+    for _ in 0..n {
+        let mut ctx = context(target.clone());
+        if up.forward(get("/"), &mut ctx).await.status() == 503 {
+            assert_eq!(ctx.response_flags, ["UF"]);
+            failures += 1;
+        }
+    }
+    failures
+}
