@@ -397,3 +397,5 @@ spec: {tag: blue-team}
     );
     assert_eq!(r.reports[0].reason, "UnsupportedValue");
 }
+
+mod upstream;
