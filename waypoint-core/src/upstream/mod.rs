@@ -92,8 +92,9 @@ pub struct PoolSizes {
     pub hbone: usize,
 }
 
-/// Exposes [`Upstream::pool_sizes`] as `waypoint_upstream_pool_connections{kind}`, read at scrape
-/// time.
+/// Exposes [`Upstream::pool_sizes`] as `waypoint_upstream_pool_connections{kind}` and
+/// [`Upstream::stats`] as `waypoint_upstream_mirror_requests_total{result}` (`sent`, `failed`,
+/// `dropped`, `skipped`) and `waypoint_upstream_retries_total`, read at scrape time.
 #[derive(Debug)]
 pub struct PoolCollector(pub Arc<Upstream>);
 
@@ -120,6 +121,29 @@ impl prometheus_client::collector::Collector for PoolCollector {
             );
             gauge.encode(family.encode_family(&[("kind", kind)])?)?;
         }
+
+        let stats = self.0.stats();
+        let counter = prometheus_client::metrics::counter::ConstCounter::new;
+        let mut family = encoder.encode_descriptor(
+            "waypoint_upstream_mirror_requests",
+            "Mirrored request copies, by what became of them",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (result, n) in [
+            ("sent", stats.mirrors_sent),
+            ("failed", stats.mirrors_failed),
+            ("dropped", stats.mirrors_dropped),
+            ("skipped", stats.mirrors_skipped),
+        ] {
+            counter(n).encode(family.encode_family(&[("result", result)])?)?;
+        }
+        counter(stats.retries).encode(encoder.encode_descriptor(
+            "waypoint_upstream_retries",
+            "Retries sent to backends",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?)?;
         Ok(())
     }
 }
@@ -374,6 +398,29 @@ fn service_name(backend: &ServiceBackend) -> String {
 mod tests {
     use super::*;
     use crate::config::ResourceRef;
+
+    #[test]
+    fn collector_exposes_pools_mirrors_and_retries() {
+        let up = Arc::new(Upstream::new(UpstreamConfig::default()));
+        up.counters
+            .mirrors_dropped
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        up.counters
+            .retries
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(PoolCollector(up)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "waypoint_upstream_pool_connections{kind=\"http1_idle\"} 0",
+            "waypoint_upstream_mirror_requests_total{result=\"dropped\"} 3",
+            "waypoint_upstream_mirror_requests_total{result=\"sent\"} 0",
+            "waypoint_upstream_retries_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
 
     #[tokio::test]
     async fn no_target_and_no_endpoints_are_local_replies() {

@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
@@ -141,7 +143,9 @@ impl Upstream {
             let why = match result {
                 Some(Ok(resp)) => match may_retry {
                     Some(p) if p.retries_status(resp.status()) => {
-                        format!("status {}", resp.status())
+                        let why = format!("status {}", resp.status());
+                        discard(resp);
+                        why
                     }
                     _ => {
                         if retries > 0 && policy.is_some_and(|p| p.retries_status(resp.status())) {
@@ -187,6 +191,18 @@ impl Upstream {
             }
             last = Some(address);
         }
+    }
+}
+
+/// Drops the response of a try that will be retried. A small body is read to its end in the
+/// background first, so its HTTP/1.1 connection goes back to the pool instead of closing.
+fn discard(resp: Response<PooledBody>) {
+    const SMALL: u64 = 64 * 1024;
+    let body = resp.into_body();
+    if body.size_hint().upper().is_some_and(|n| n <= SMALL) {
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), body.collect()).await;
+        });
     }
 }
 
