@@ -13,6 +13,38 @@
 //! | connect refused / timed out, reset before response headers | 503 | `UF` |
 //! | HBONE: TLS failure, server identity not the expected one, CONNECT answered non-200 | 503 | `UF` |
 //! | no response headers within the timeout | 504 | `UT` |
+//! | retries exhausted (with the flag of the last try's failure, if any) | last try's | `URX` |
+//! | request body failed while being kept for retries or mirrors | 400 | `DPE` |
+//!
+//! # Timeouts and retries
+//!
+//! The request timeout ([`UpstreamTarget::request_timeout`], else
+//! [`UpstreamConfig::request_timeout`]) runs from the start of forwarding until response
+//! headers, over every try together; the backend timeout bounds each try. A try whose status is
+//! in the target's [`RetryPolicy`] codes, whose connection failed before response headers, or
+//! whose backend timeout expired is tried again, up to `attempts` more times, each after
+//! `backoff` and on another endpoint where the backend has one. The client gets the last try's
+//! response; if the request timeout ends first (during a try or a backoff) it gets 504.
+//!
+//! # Mirrors
+//!
+//! Each [`MirrorTarget`] of the target, when its sample draw says so, gets a copy of the request
+//! as forwarded (after every filter ran) at one endpoint of its backend, over the same pools and
+//! transports. The copy is sent from a task of its own: its response is read and dropped, its
+//! failures are counted ([`Upstream::stats`]) and logged at debug level, and it never delays or
+//! fails the request it copies. It is bounded by the request's own timeouts (15 s when it has
+//! none), and at most [`UpstreamConfig::max_mirrors_in_flight`] copies are in flight; beyond
+//! that copies are dropped and counted.
+//!
+//! # Which requests are sent more than once
+//!
+//! Retries and mirrors need the request body more than once, so it is kept in memory only
+//! when its length is known up front (`Content-Length`, or a body a filter set) and at most
+//! [`UpstreamConfig::max_replay_body`] (64 KiB by default): read once, then shared by every
+//! try and copy. A larger body or one of unknown length (chunked, most gRPC streams) streams
+//! to the backend once as usual: it is **not retried**, and its mirrors are **skipped**
+//! (counted, not sent with an empty body, which would mislead the mirror). Protocol upgrades
+//! are neither retried nor mirrored.
 //!
 //! The waypoint is transparent: it removes hop-by-hop headers ([`remove_hop_by_hop`]) and adds
 //! none. A WebSocket-style upgrade to an HTTP/1.1 backend is carried through as a byte tunnel.
@@ -71,6 +103,8 @@ use crate::body::{Body, local_reply};
 use crate::config::{AppProtocol, Endpoint, EndpointTransport, ServiceBackend};
 use crate::conn::ConnInfo;
 use crate::filter::{MirrorTarget, RequestContext};
+#[cfg(doc)]
+use crate::filter::{RetryPolicy, UpstreamTarget};
 use crate::tls::CertStore;
 use connect::{Connector, Route};
 use mirror::Counters;
