@@ -1,26 +1,38 @@
 //! The cluster's pods: one in-process echo server per pod and port, answering like upstream's
-//! echo servers, each recording the requests it serves (for mirror checks).
+//! echo servers (HTTP, h2c, WebSocket, and gRPC where the Deployment asks for it), all
+//! recording into one request log for mirror checks. Also the gRPC and WebSocket clients'
+//! side of an attempt.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use waypoint_bin::tools::echo::{self, EchoIdentity};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use waypoint_bin::tools::echo::{self, EchoIdentity, EchoOptions, EchoServer, RequestLog, grpc};
+use waypoint_bin::tools::send::connect;
+use waypoint_core::transport::listener::ListenAddr;
 
 use crate::case::{GrpcCall, RequestCase};
-use crate::client::{Captured, Route};
+use crate::client::Route;
 use crate::cluster::Pod;
 
-/// The running echo servers, by address.
+/// How long one gRPC call or WebSocket exchange may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The running echo servers, by address, and the log they share.
 #[derive(Default)]
 pub struct Pods {
-    running: HashMap<SocketAddr, Pod>,
+    running: HashMap<SocketAddr, (Pod, EchoServer)>,
+    log: RequestLog,
+    started: Option<Instant>,
 }
 
 impl Pods {
     /// Starts an echo server for every pod port not yet served.
     pub async fn ensure(&mut self, pods: &[Pod]) -> Result<(), String> {
+        self.started.get_or_insert_with(Instant::now);
         for pod in pods {
-            for (port, _grpc) in &pod.ports {
+            for (port, grpc) in &pod.ports {
                 let addr = SocketAddr::new(pod.ip, *port);
                 if self.running.contains_key(&addr) {
                     continue;
@@ -30,10 +42,15 @@ impl Pods {
                     namespace: pod.namespace.clone(),
                     service: pod.deployment.clone(),
                 };
-                echo::spawn(addr, identity)
+                let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| format!("echo server for pod {} on {addr}: {e}", pod.name))?;
-                self.running.insert(addr, pod.clone());
+                let options = EchoOptions::default()
+                    .with_grpc(*grpc)
+                    .with_log(self.log.clone());
+                let server = echo::spawn_with(listener, identity, options)
+                    .map_err(|e| format!("echo server for pod {} on {addr}: {e}", pod.name))?;
+                self.running.insert(addr, (pod.clone(), server));
             }
         }
         Ok(())
@@ -41,27 +58,146 @@ impl Pods {
 
     /// How many requests the pods of `namespace/deployment` served carrying `header` with a
     /// value starting with `prefix`.
-    pub fn seen_with_header(
-        &self,
-        _namespace: &str,
-        _deployment: &str,
-        _header: &str,
-        _prefix: &str,
-    ) -> usize {
-        0
+    pub fn seen_with_header(&self, namespace: &str, deployment: &str, header: &str, prefix: &str) -> usize {
+        let since = self.started.unwrap_or_else(Instant::now);
+        self.log.count_matching(since, |r| {
+            r.backend.namespace == namespace
+                && r.backend.service == deployment
+                && r.header(header).is_some_and(|v| v.starts_with(prefix))
+        })
     }
 }
 
-/// Makes one gRPC call through the waypoint and captures it like an HTTP exchange.
-pub async fn grpc_call(
-    _route: &Route,
-    _req: &RequestCase,
-    _call: &GrpcCall,
-) -> Result<Captured, String> {
-    Err("gRPC client not wired yet".into())
+/// One gRPC call through the waypoint, judged as upstream's gRPC tests judge: the status code,
+/// and on OK the serving pod and its namespace. Returns the pod.
+pub async fn grpc_attempt(route: &Route, req: &RequestCase, call: &GrpcCall) -> Result<Option<String>, String> {
+    let io = connect(&ListenAddr::Tcp(route.waypoint), &route.claims)
+        .await
+        .map_err(|e| e.to_string())?;
+    let authority = req.request.host.clone().unwrap_or_else(|| route.default_host.clone());
+    let service = call.service.as_deref().unwrap_or(grpc::SERVICE);
+    let method = format!("/{service}/{}", call.method);
+    let reply = tokio::time::timeout(
+        EXCHANGE_TIMEOUT,
+        grpc::call(io, &authority, &method, req.request.headers.iter()),
+    )
+    .await
+    .map_err(|_| format!("no gRPC answer within {} s", EXCHANGE_TIMEOUT.as_secs()))?
+    .map_err(|e| format!("gRPC call {method}: {e}"))?;
+    let code = reply.code();
+    if code != call.code {
+        return Err(format!(
+            "{method}: gRPC status {code} ({}), expected {}",
+            reply.grpc_message.as_deref().unwrap_or_default(),
+            call.code
+        ));
+    }
+    if code != grpc::code::OK {
+        return Ok(None);
+    }
+    let context = reply
+        .assertions()
+        .and_then(|a| a.context.clone())
+        .ok_or_else(|| format!("{method}: the answer carries no echo context"))?;
+    if let Some(backend) = &req.backend
+        && !context.pod.starts_with(backend.as_str())
+    {
+        return Err(format!("{method}: served by pod {:?}, expected {backend}-*", context.pod));
+    }
+    if let Some(ns) = &req.namespace
+        && &context.namespace != ns
+    {
+        return Err(format!("{method}: served from namespace {:?}, expected {ns:?}", context.namespace));
+    }
+    Ok(Some(context.pod))
 }
 
-/// Upgrades to a WebSocket through the waypoint and exchanges a message.
-pub async fn websocket_exchange(_route: &Route, _req: &RequestCase) -> Result<Captured, String> {
-    Err("WebSocket client not wired yet".into())
+/// Masks and frames one client WebSocket message (RFC 6455 §5.2).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask: [u8; 4] = fastrand::u32(..).to_be_bytes();
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads one unmasked server frame: (opcode, payload).
+async fn read_frame<S: AsyncReadExt + Unpin>(io: &mut S) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    io.read_exact(&mut head).await?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            io.read_exact(&mut n).await?;
+            u64::from(u16::from_be_bytes(n))
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            io.read_exact(&mut n).await?;
+            u64::from_be_bytes(n)
+        }
+        n => u64::from(n),
+    };
+    if len > 1 << 20 {
+        return Err(std::io::Error::other("frame larger than 1 MiB"));
+    }
+    let mut payload = vec![0u8; len as usize];
+    io.read_exact(&mut payload).await?;
+    Ok((head[0] & 0x0f, payload))
+}
+
+/// Upgrades to a WebSocket through the waypoint, as upstream's test does: a text message and
+/// a binary message must both come back unchanged.
+pub async fn websocket_attempt(route: &Route, req: &RequestCase) -> Result<Option<String>, String> {
+    tokio::time::timeout(EXCHANGE_TIMEOUT, websocket(route, req))
+        .await
+        .map_err(|_| format!("WebSocket exchange not done within {} s", EXCHANGE_TIMEOUT.as_secs()))?
+}
+
+async fn websocket(route: &Route, req: &RequestCase) -> Result<Option<String>, String> {
+    let mut io = connect(&ListenAddr::Tcp(route.waypoint), &route.claims)
+        .await
+        .map_err(|e| e.to_string())?;
+    let host = req.request.host.clone().unwrap_or_else(|| route.default_host.clone());
+    let handshake = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        req.request.path
+    );
+    let io_err = |e: std::io::Error| format!("WebSocket: {e}");
+    io.write_all(handshake.as_bytes()).await.map_err(io_err)?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        io.read_exact(&mut byte).await.map_err(io_err)?;
+        head.push(byte[0]);
+        if head.len() > 16 * 1024 {
+            return Err("WebSocket: response head larger than 16 KiB".into());
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    if status != "101" {
+        return Err(format!("WebSocket upgrade answered {:?}", head.lines().next().unwrap_or_default()));
+    }
+    // The accept key for the fixed client key of RFC 6455 §1.3.
+    if !head.to_ascii_lowercase().contains("s3pplmbitxaq9kygzzhzrbk+xoo=") {
+        return Err("WebSocket upgrade without the right Sec-WebSocket-Accept".into());
+    }
+    for (opcode, payload) in [(0x1u8, b"Websocket Support!".to_vec()), (0x2, vec![1, 2, 3, 4, 5, 6, 7])] {
+        io.write_all(&client_frame(opcode, &payload)).await.map_err(io_err)?;
+        let (got_op, got) = read_frame(&mut io).await.map_err(io_err)?;
+        if got_op != opcode || got != payload {
+            return Err(format!("WebSocket echo: sent opcode {opcode} {payload:?}, got opcode {got_op} {got:?}"));
+        }
+    }
+    let _ = io.write_all(&client_frame(0x8, &[0x03, 0xe8])).await;
+    Ok(None)
 }

@@ -98,15 +98,107 @@ pub trait Filter: Send + Sync + 'static {
     async fn on_response(&self, _resp: &mut Response, _ctx: &mut RequestContext) {}
 }
 
-/// Where the routing decided to send a request.
+/// Where the routing decided to send a request, and how: timeouts, retries, mirrors.
+///
+/// Build one with [`UpstreamTarget::new`] and set what the route asks for; the fields stay
+/// public so a vendor filter can adjust any of them.
 #[derive(Clone, Debug)]
 pub struct UpstreamTarget {
     /// The backend Service port whose ready endpoints may serve the request.
     pub backend: Arc<ServiceBackend>,
-    /// The whole-transaction timeout; `None` uses the waypoint's default.
+    /// The whole-transaction timeout, retries included; `None` uses the waypoint's default.
     pub request_timeout: Option<Duration>,
     /// Per-attempt timeout to the backend; `None` means the request timeout bounds it.
     pub backend_timeout: Option<Duration>,
+    /// When to try again on another endpoint; `None` sends once.
+    pub retry: Option<Arc<RetryPolicy>>,
+    /// Backends that get a copy of the request, fire and forget.
+    pub mirrors: Vec<MirrorTarget>,
+}
+
+impl UpstreamTarget {
+    /// A target of `backend` with the waypoint's default timeout, no retry and no mirror.
+    pub fn new(backend: Arc<ServiceBackend>) -> Self {
+        UpstreamTarget {
+            backend,
+            request_timeout: None,
+            backend_timeout: None,
+            retry: None,
+            mirrors: Vec::new(),
+        }
+    }
+}
+
+/// When and how often a request is tried again (Gateway API HTTPRoute `retry`).
+///
+/// A try is repeated, on another endpoint where there is one, when its response status is in
+/// `codes`, when no connection could be made or it failed before response headers, or when the
+/// per-try (backend) timeout expired. Only requests whose body is empty or small enough to be
+/// kept are retried (see the `upstream` module).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Response statuses that are retried.
+    pub codes: Vec<http::StatusCode>,
+    /// Retries after the first try, at most (`0`: none).
+    pub attempts: u32,
+    /// The least wait before each retry.
+    pub backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// Retries when routes leave `attempts` unset: Envoy's default, one.
+    pub const DEFAULT_ATTEMPTS: u32 = 1;
+    /// Backoff when routes leave it unset: Envoy's base interval, 25 ms.
+    pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(25);
+
+    /// True when a response with `status` is tried again.
+    pub fn retries_status(&self, status: http::StatusCode) -> bool {
+        self.codes.contains(&status)
+    }
+}
+
+/// A backend that gets a copy of a share of the requests (Gateway API `RequestMirror`).
+///
+/// The share is `numerator / denominator`; the default is every request.
+#[derive(Clone, Debug)]
+pub struct MirrorTarget {
+    /// The Service port one of whose endpoints gets the copy.
+    pub backend: Arc<ServiceBackend>,
+    /// Mirrored requests out of every `denominator`.
+    pub numerator: u32,
+    /// See `numerator`; `0` mirrors nothing.
+    pub denominator: u32,
+}
+
+impl MirrorTarget {
+    /// Mirrors every request to `backend`.
+    pub fn new(backend: Arc<ServiceBackend>) -> Self {
+        MirrorTarget {
+            backend,
+            numerator: 1,
+            denominator: 1,
+        }
+    }
+
+    /// Mirrors `percent` out of 100 requests (above 100 means all).
+    pub fn percent(self, percent: u32) -> Self {
+        self.fraction(percent, 100)
+    }
+
+    /// Mirrors `numerator` out of every `denominator` requests.
+    pub fn fraction(mut self, numerator: u32, denominator: u32) -> Self {
+        self.numerator = numerator;
+        self.denominator = denominator;
+        self
+    }
+
+    /// Draws whether this request is mirrored.
+    pub fn sample(&self) -> bool {
+        if self.numerator >= self.denominator {
+            return self.denominator > 0;
+        }
+        fastrand::u32(..self.denominator) < self.numerator
+    }
 }
 
 /// Per-request state shared by the filters of one request.

@@ -205,11 +205,7 @@ fn ctx(svc: &Arc<ServiceBackend>, traceparent: Option<&str>) -> RequestContext {
     conn.source_workload = WorkloadMetadata::from_baggage(BAGGAGE);
     conn.traceparent = traceparent.map(str::to_owned);
     let mut ctx = RequestContext::new(Arc::new(conn), Arc::new(Config::default()));
-    ctx.upstream = Some(UpstreamTarget {
-        backend: svc.clone(),
-        request_timeout: None,
-        backend_timeout: None,
-    });
+    ctx.upstream = Some(UpstreamTarget::new(svc.clone()));
     ctx
 }
 

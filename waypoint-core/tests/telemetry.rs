@@ -69,11 +69,7 @@ const BAGGAGE: &str = "k8s.cluster.name=c1,k8s.namespace.name=shop,k8s.deploymen
 fn routed_ctx(conn: ConnInfo, config: Arc<Config>) -> RequestContext {
     let backend = config.service("shop", "echo", 80).unwrap().clone();
     let mut ctx = RequestContext::new(Arc::new(conn), config);
-    ctx.upstream = Some(UpstreamTarget {
-        backend,
-        request_timeout: None,
-        backend_timeout: None,
-    });
+    ctx.upstream = Some(UpstreamTarget::new(backend));
     ctx.route = Some(RouteMatch {
         route: ResourceRef::new("HTTPRoute", "shop", "echo"),
         rule: 0,

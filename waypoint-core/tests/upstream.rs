@@ -133,9 +133,8 @@ fn ctx_for(backend: Option<Arc<ServiceBackend>>, timeout: Option<Duration>) -> R
     conn.destination = Some(([10, 96, 0, 10], 80).into());
     let mut ctx = RequestContext::new(Arc::new(conn), Arc::new(Config::default()));
     ctx.upstream = backend.map(|backend| UpstreamTarget {
-        backend,
         request_timeout: timeout,
-        backend_timeout: None,
+        ..UpstreamTarget::new(backend)
     });
     ctx
 }

@@ -21,6 +21,7 @@ use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
 use super::matcher::{PathMatch, RequestMatch, ValuePattern, full_match_regex};
 use super::redirect::Redirect;
 use super::rewrite::{PathRewrite, Rewrite};
+use super::upstream::{compile_mirrors, compile_retry};
 use super::{MatchedPrefix, RouteTable, Rule, WeightedBackend, grpc};
 
 pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -230,6 +231,12 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
             FilterChain::default()
         }
     };
+    let rule_mirrors = compile_mirrors(
+        cx,
+        route,
+        &spec.filters,
+        &format!("spec.rules[{index}].filters"),
+    );
     let backends = spec
         .backend_refs
         .iter()
@@ -255,13 +262,22 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
                         weight: u64::from(backend_ref.weight),
                         target: Err(why),
                         filters: Default::default(),
+                        mirrors: Vec::new(),
                     };
                 }
             };
+            let mut mirrors = rule_mirrors.clone();
+            mirrors.extend(compile_mirrors(
+                cx,
+                route,
+                &backend_ref.filters,
+                &format!("{field}.filters"),
+            ));
             WeightedBackend {
                 weight: u64::from(backend_ref.weight),
                 target: target.map_err(|(_, message)| message),
                 filters: Arc::new(filters),
+                mirrors,
             }
         })
         .collect::<Vec<_>>();
@@ -281,6 +297,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
         backends,
         request_timeout: timeout(timeouts.request),
         backend_timeout: timeout(timeouts.backend_request),
+        retry: compile_retry(spec.retry.as_ref()),
     }
 }
 
@@ -364,13 +381,17 @@ fn compile_filters(
                 let c = filter.cors.as_ref().ok_or_else(missing)?;
                 chain.push(Arc::new(Cors::compile(c, &format!("{at}.cors"))?));
             }
+            // Mirrors are sent by the upstream: compile_rule collects them (upstream.rs).
+            HttpRouteFilterType::RequestMirror => {
+                filter.request_mirror.as_ref().ok_or_else(missing)?;
+            }
             other => return Err(format!("{at}: filter type {other:?} is not supported yet")),
         }
     }
     Ok(FilterChain::new(chain))
 }
 
-fn resolve_backend(
+pub(super) fn resolve_backend(
     config: &Config,
     route: &HttpRoute,
     backend: &HttpBackendRef,

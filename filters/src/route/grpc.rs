@@ -248,6 +248,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &GrpcRoute, index: usize) -> R
                     weight,
                     target: Err(why),
                     filters: Default::default(),
+                    mirrors: Vec::new(),
                 });
                 continue;
             }
@@ -256,6 +257,8 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &GrpcRoute, index: usize) -> R
             weight,
             target: target.map_err(|(_, message)| message),
             filters: Arc::new(filters),
+            // GRPCRoute RequestMirror is reported unsupported by compile_filters.
+            mirrors: Vec::new(),
         });
     }
     Rule {
@@ -270,6 +273,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &GrpcRoute, index: usize) -> R
         backends,
         request_timeout: None,
         backend_timeout: None,
+        retry: None,
     }
 }
 

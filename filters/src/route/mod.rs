@@ -30,6 +30,7 @@ mod header_modifier;
 mod matcher;
 mod redirect;
 mod rewrite;
+mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,8 +42,8 @@ use http::StatusCode;
 use waypoint_core::body::local_reply;
 use waypoint_core::config::ServiceBackend;
 use waypoint_core::filter::{
-    BuildContext, Decision, Filter, FilterChain, FilterFactory, Request, RequestContext, Response,
-    RouteMatch, UpstreamTarget,
+    BuildContext, Decision, Filter, FilterChain, FilterFactory, MirrorTarget, Request,
+    RequestContext, Response, RetryPolicy, RouteMatch, UpstreamTarget,
 };
 
 pub use cors::Cors;
@@ -168,6 +169,7 @@ struct Rule {
     total_weight: u64,
     request_timeout: Option<Duration>,
     backend_timeout: Option<Duration>,
+    retry: Option<Arc<RetryPolicy>>,
 }
 
 #[derive(Debug)]
@@ -175,6 +177,8 @@ struct WeightedBackend {
     weight: u64,
     target: Result<Arc<ServiceBackend>, String>,
     filters: Arc<FilterChain>,
+    /// The rule's mirrors, then this backendRef's own.
+    mirrors: Vec<MirrorTarget>,
 }
 
 /// The rule and backend filter chains chosen for a request, kept for the response phase.
@@ -261,6 +265,8 @@ impl Filter for RouteFilter {
             backend: target,
             request_timeout: rule.request_timeout,
             backend_timeout: rule.backend_timeout,
+            retry: rule.retry.clone(),
+            mirrors: backend.mirrors.clone(),
         });
         if !backend.filters.is_empty() {
             let chosen = Chosen {
@@ -343,11 +349,7 @@ impl RouteFilter {
         };
         let Some(set) = self.table.entries_for(destination, client_namespace(ctx)) else {
             // No route attached: the Service itself, as without a waypoint.
-            ctx.upstream = Some(UpstreamTarget {
-                backend: service,
-                request_timeout: None,
-                backend_timeout: None,
-            });
+            ctx.upstream = Some(UpstreamTarget::new(service));
             return Selected::Done(Decision::Continue);
         };
         match set.choose(req) {

@@ -496,3 +496,5 @@ async fn invalid_regex_is_reported_and_its_match_ignored() {
         .await;
     assert_eq!(out.status, Some(StatusCode::NOT_FOUND));
 }
+
+mod upstream;

@@ -1,5 +1,6 @@
 //! Endpoint choice (least request, power of two choices) and the in-flight accounting it reads.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +31,25 @@ pub fn pick(endpoints: &[Endpoint]) -> Option<&Endpoint> {
             Some(&endpoints[if load(b) < load(a) { b } else { a }])
         }
     }
+}
+
+/// Like [`pick`], but never `avoid` (the endpoint a failed try went to) when there is another:
+/// a retry goes elsewhere where it can.
+pub(crate) fn pick_avoiding(
+    endpoints: &[Endpoint],
+    avoid: Option<SocketAddr>,
+) -> Option<&Endpoint> {
+    let chosen = pick(endpoints)?;
+    let n = endpoints.len();
+    if n < 2 || Some(chosen.address) != avoid {
+        return Some(chosen);
+    }
+    let at = endpoints
+        .iter()
+        .position(|e| e.address == chosen.address)
+        .unwrap_or(0);
+    // Any of the n-1 others, uniformly.
+    endpoints.get((at + 1 + fastrand::usize(..n - 1)) % n)
 }
 
 /// Counts one request in flight to an endpoint for as long as it lives.
@@ -147,6 +167,22 @@ mod tests {
         assert_eq!(counts[0], 0);
         assert!(counts[1] > 1700, "{counts:?}");
         assert!(counts[2] > 300 && counts[3] > 300, "{counts:?}");
+    }
+
+    #[test]
+    fn a_retry_avoids_the_endpoint_that_failed() {
+        let eps = endpoints(&[0, 5, 5]);
+        for _ in 0..200 {
+            let chosen = pick_avoiding(&eps, Some(eps[0].address)).unwrap().address;
+            assert_ne!(chosen, eps[0].address);
+        }
+        // Alone, it is picked again.
+        let one = endpoints(&[0]);
+        assert_eq!(
+            pick_avoiding(&one, Some(one[0].address)).unwrap().address,
+            one[0].address
+        );
+        assert!(pick_avoiding(&[], None).is_none());
     }
 
     #[test]

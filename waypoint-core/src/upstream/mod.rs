@@ -13,6 +13,38 @@
 //! | connect refused / timed out, reset before response headers | 503 | `UF` |
 //! | HBONE: TLS failure, server identity not the expected one, CONNECT answered non-200 | 503 | `UF` |
 //! | no response headers within the timeout | 504 | `UT` |
+//! | retries exhausted (with the flag of the last try's failure, if any) | last try's | `URX` |
+//! | request body failed while being kept for retries or mirrors | 400 | `DPE` |
+//!
+//! # Timeouts and retries
+//!
+//! The request timeout ([`UpstreamTarget::request_timeout`], else
+//! [`UpstreamConfig::request_timeout`]) runs from the start of forwarding until response
+//! headers, over every try together; the backend timeout bounds each try. A try whose status is
+//! in the target's [`RetryPolicy`] codes, whose connection failed before response headers, or
+//! whose backend timeout expired is tried again, up to `attempts` more times, each after
+//! `backoff` and on another endpoint where the backend has one. The client gets the last try's
+//! response; if the request timeout ends first (during a try or a backoff) it gets 504.
+//!
+//! # Mirrors
+//!
+//! Each [`MirrorTarget`] of the target, when its sample draw says so, gets a copy of the request
+//! as forwarded (after every filter ran) at one endpoint of its backend, over the same pools and
+//! transports. The copy is sent from a task of its own: its response is read and dropped, its
+//! failures are counted ([`Upstream::stats`]) and logged at debug level, and it never delays or
+//! fails the request it copies. It is bounded by the request's own timeouts (15 s when it has
+//! none), and at most [`UpstreamConfig::max_mirrors_in_flight`] copies are in flight; beyond
+//! that copies are dropped and counted.
+//!
+//! # Which requests are sent more than once
+//!
+//! Retries and mirrors need the request body more than once, so it is kept in memory only
+//! when its length is known up front (`Content-Length`, or a body a filter set) and at most
+//! [`UpstreamConfig::max_replay_body`] (64 KiB by default): read once, then shared by every
+//! try and copy. A larger body or one of unknown length (chunked, most gRPC streams) streams
+//! to the backend once as usual: it is **not retried**, and its mirrors are **skipped**
+//! (counted, not sent with an empty body, which would mislead the mirror). Protocol upgrades
+//! are neither retried nor mirrored.
 //!
 //! The waypoint is transparent: it removes hop-by-hop headers ([`remove_hop_by_hop`]) and adds
 //! none. A WebSocket-style upgrade to an HTTP/1.1 backend is carried through as a byte tunnel.
@@ -49,7 +81,10 @@ mod connect;
 mod forward;
 mod hbone;
 mod hop;
+mod mirror;
 mod pool;
+mod replay;
+mod retry;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -62,15 +97,23 @@ pub use balance::pick;
 pub use connect::{TunnelSource, baggage};
 pub use hbone::{HBONE_PORT, HboneClientOptions, HboneError, HbonePool, HboneStream};
 pub use hop::{is_upgrade, remove_hop_by_hop};
+pub use mirror::UpstreamStats;
 
-use crate::body::{Body, boxed, local_reply};
+use crate::body::{Body, local_reply};
 use crate::config::{AppProtocol, Endpoint, EndpointTransport, ServiceBackend};
 use crate::conn::ConnInfo;
-use crate::filter::{RequestContext, UpstreamTarget};
+use crate::filter::{MirrorTarget, RequestContext};
+#[cfg(doc)]
+use crate::filter::{RetryPolicy, UpstreamTarget};
 use crate::tls::CertStore;
-use balance::{InFlight, InFlightBody};
 use connect::{Connector, Route};
+use mirror::Counters;
 use pool::HttpPool;
+use replay::Replay;
+use retry::{Budget, Outgoing};
+
+/// How long a mirrored copy may take when the request it copies has no timeout at all.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Connections held by the upstream pools at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -83,8 +126,9 @@ pub struct PoolSizes {
     pub hbone: usize,
 }
 
-/// Exposes [`Upstream::pool_sizes`] as `waypoint_upstream_pool_connections{kind}`, read at scrape
-/// time.
+/// Exposes [`Upstream::pool_sizes`] as `waypoint_upstream_pool_connections{kind}` and
+/// [`Upstream::stats`] as `waypoint_upstream_mirror_requests_total{result}` (`sent`, `failed`,
+/// `dropped`, `skipped`) and `waypoint_upstream_retries_total`, read at scrape time.
 #[derive(Debug)]
 pub struct PoolCollector(pub Arc<Upstream>);
 
@@ -111,6 +155,29 @@ impl prometheus_client::collector::Collector for PoolCollector {
             );
             gauge.encode(family.encode_family(&[("kind", kind)])?)?;
         }
+
+        let stats = self.0.stats();
+        let counter = prometheus_client::metrics::counter::ConstCounter::new;
+        let mut family = encoder.encode_descriptor(
+            "waypoint_upstream_mirror_requests",
+            "Mirrored request copies, by what became of them",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (result, n) in [
+            ("sent", stats.mirrors_sent),
+            ("failed", stats.mirrors_failed),
+            ("dropped", stats.mirrors_dropped),
+            ("skipped", stats.mirrors_skipped),
+        ] {
+            counter(n).encode(family.encode_family(&[("result", result)])?)?;
+        }
+        counter(stats.retries).encode(encoder.encode_descriptor(
+            "waypoint_upstream_retries",
+            "Retries sent to backends",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?)?;
         Ok(())
     }
 }
@@ -149,6 +216,11 @@ pub struct UpstreamConfig {
     /// The waypoint's own IP, named as PROXY source toward the co-located ztunnel when the
     /// original client is unknown. Unset, the unspecified address is sent.
     pub own_ip: Option<IpAddr>,
+    /// The largest request body kept in memory so the request can be retried or mirrored
+    /// (its length must be known up front); larger bodies stream once, unretried, unmirrored.
+    pub max_replay_body: usize,
+    /// The most mirrored copies in flight at once; more are dropped (and counted).
+    pub max_mirrors_in_flight: usize,
 }
 
 impl Default for UpstreamConfig {
@@ -164,6 +236,8 @@ impl Default for UpstreamConfig {
             mode: UpstreamMode::Plain,
             hbone: HboneClientOptions::default(),
             own_ip: None,
+            max_replay_body: 64 * 1024,
+            max_mirrors_in_flight: 1024,
         }
     }
 }
@@ -174,6 +248,7 @@ impl Default for UpstreamConfig {
 pub struct Upstream {
     cfg: UpstreamConfig,
     pool: Arc<HttpPool>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -215,6 +290,7 @@ impl Upstream {
         Upstream {
             pool: HttpPool::new(connector, &cfg),
             cfg,
+            counters: Arc::default(),
         }
     }
 
@@ -238,6 +314,11 @@ impl Upstream {
         }
     }
 
+    /// Mirror and retry counts since this connector was built.
+    pub fn stats(&self) -> UpstreamStats {
+        self.counters.snapshot()
+    }
+
     /// Forwards `req` to an endpoint of `ctx.upstream` and returns the backend's response, its
     /// body streaming. Failures become local replies (see the module documentation) with their
     /// response flag pushed to `ctx.response_flags`.
@@ -255,18 +336,10 @@ impl Upstream {
             return local_reply(StatusCode::NOT_FOUND, message);
         };
         let backend = &target.backend;
-        let Some(endpoint) = pick(&backend.endpoints) else {
-            ctx.response_flags.push("UH");
-            tracing::warn!(service = %service_name(backend), "no healthy upstream");
-            return local_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("no healthy upstream for Service {}", service_name(backend)),
-            );
-        };
-        let address = endpoint.address;
-        ctx.endpoint = Some(endpoint.clone());
-        let guard = InFlight::start(&endpoint.stats);
-        let route = self.route(endpoint, &ctx.conn);
+        if backend.endpoints.is_empty() {
+            return retry::no_healthy_upstream(ctx, backend);
+        }
+        let budget = Budget::new(&target, &self.cfg);
 
         // Only HTTP/1.1 can switch protocols in place; toward an h2c backend the upgrade headers
         // are plain hop-by-hop headers and go.
@@ -276,58 +349,52 @@ impl Upstream {
         // Taken before the request leaves: the handle on the downstream connection lives in the
         // request's extensions.
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        forward::prepare(&mut req, address, backend.protocol, upgrade);
 
-        let exchange = self.pool.send(backend.protocol, route, req);
-        let result = match effective_timeout(&target, &self.cfg) {
-            Some(limit) => match tokio::time::timeout(limit, exchange).await {
-                Ok(result) => result,
-                Err(_) => {
-                    ctx.response_flags.push("UT");
-                    tracing::warn!(
-                        endpoint = %address,
-                        service = %service_name(backend),
-                        timeout_ms = limit.as_millis() as u64,
-                        "upstream request timeout"
+        // Retries and mirrors send the request more than once: keep it whole if it is small.
+        // An upgrade is a connection, not a request to repeat.
+        let mirrors: Vec<&MirrorTarget> = match upgrade {
+            true => Vec::new(),
+            false => target.mirrors.iter().filter(|m| m.sample()).collect(),
+        };
+        let replay = if !upgrade && (target.retry.is_some() || !mirrors.is_empty()) {
+            match budget
+                .bound(Replay::keep(&mut req, self.cfg.max_replay_body))
+                .await
+            {
+                Ok(Ok(replay)) => replay,
+                Ok(Err(e)) => {
+                    ctx.response_flags.push("DPE");
+                    return local_reply(
+                        StatusCode::BAD_REQUEST,
+                        format!("request body could not be read: {e}"),
                     );
+                }
+                Err(limit) => {
+                    ctx.response_flags.push("UT");
                     return local_reply(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!(
-                            "upstream request timeout after {}ms to {address}",
+                            "request body not received within the {}ms request timeout",
                             limit.as_millis()
                         ),
                     );
                 }
-            },
-            None => exchange.await,
-        };
-        let mut resp = match result {
-            Ok(resp) => resp,
-            Err(reason) => {
-                ctx.response_flags.push("UF");
-                tracing::warn!(
-                    endpoint = %address,
-                    service = %service_name(backend),
-                    %reason,
-                    "upstream connect error"
-                );
-                return local_reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("upstream connect error to {address}: {reason}"),
-                );
             }
+        } else {
+            None
         };
-
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(downstream) = downstream_upgrade
-        {
-            let upstream = hyper::upgrade::on(&mut resp);
-            forward::tunnel(downstream, upstream, address, guard);
-            remove_hop_by_hop(resp.headers_mut(), true);
-            return resp.map(boxed);
+        for mirror in mirrors {
+            let limit = budget.mirror_limit(MIRROR_TIMEOUT);
+            self.mirror(mirror, replay.as_ref(), &ctx.conn, limit);
         }
-        remove_hop_by_hop(resp.headers_mut(), false);
-        resp.map(|body| boxed(InFlightBody::new(body, guard)))
+
+        let out = Outgoing {
+            first: req,
+            replay: replay.as_ref(),
+            upgrade,
+            downstream_upgrade,
+        };
+        self.send_tries(out, &target, &budget, ctx).await
     }
 
     /// The transport for `endpoint` under this connector's mode.
@@ -360,57 +427,33 @@ fn service_name(backend: &ServiceBackend) -> String {
     )
 }
 
-/// The limit until response headers: the route's request timeout (or the waypoint default),
-/// further bounded by its backend timeout. A zero timeout means none, as in the Gateway API.
-fn effective_timeout(target: &UpstreamTarget, cfg: &UpstreamConfig) -> Option<Duration> {
-    let request = target.request_timeout.unwrap_or(cfg.request_timeout);
-    [Some(request), target.backend_timeout]
-        .into_iter()
-        .flatten()
-        .filter(|d| !d.is_zero())
-        .min()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
     use super::*;
     use crate::config::ResourceRef;
 
-    fn target(request: Option<u64>, backend: Option<u64>) -> UpstreamTarget {
-        UpstreamTarget {
-            backend: Arc::new(ServiceBackend {
-                service: ResourceRef::new("Service", "ns", "svc"),
-                port: 80,
-                cluster_ips: vec![],
-                protocol: AppProtocol::Http1,
-                endpoints: vec![],
-            }),
-            request_timeout: request.map(Duration::from_millis),
-            backend_timeout: backend.map(Duration::from_millis),
-        }
-    }
-
     #[test]
-    fn timeout_is_the_tighter_of_request_and_backend() {
-        let cfg = UpstreamConfig::default();
-        let ms = |v: u64| Some(Duration::from_millis(v));
-        assert_eq!(effective_timeout(&target(None, None), &cfg), ms(15_000));
-        assert_eq!(effective_timeout(&target(Some(300), None), &cfg), ms(300));
-        assert_eq!(
-            effective_timeout(&target(Some(300), Some(100)), &cfg),
-            ms(100)
-        );
-        assert_eq!(
-            effective_timeout(&target(None, Some(20_000)), &cfg),
-            ms(15_000)
-        );
-        assert_eq!(
-            effective_timeout(&target(Some(0), Some(200)), &cfg),
-            ms(200)
-        );
-        assert_eq!(effective_timeout(&target(Some(0), None), &cfg), None);
-        assert_eq!(service_name(&target(None, None).backend), "ns/svc:80");
+    fn collector_exposes_pools_mirrors_and_retries() {
+        let up = Arc::new(Upstream::new(UpstreamConfig::default()));
+        up.counters
+            .mirrors_dropped
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        up.counters
+            .retries
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(PoolCollector(up)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "waypoint_upstream_pool_connections{kind=\"http1_idle\"} 0",
+            "waypoint_upstream_mirror_requests_total{result=\"dropped\"} 3",
+            "waypoint_upstream_mirror_requests_total{result=\"sent\"} 0",
+            "waypoint_upstream_retries_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 
     #[tokio::test]
@@ -429,7 +472,15 @@ mod tests {
         assert_eq!(ctx.response_flags, ["NR"]);
 
         ctx.response_flags.clear();
-        ctx.upstream = Some(target(None, None));
+        ctx.upstream = Some(crate::filter::UpstreamTarget::new(Arc::new(
+            ServiceBackend {
+                service: ResourceRef::new("Service", "ns", "svc"),
+                port: 80,
+                cluster_ips: vec![],
+                protocol: AppProtocol::Http1,
+                endpoints: vec![],
+            },
+        )));
         let resp = up.forward(req(), &mut ctx).await;
         assert_eq!(resp.status(), 503);
         assert_eq!(ctx.response_flags, ["UH"]);
