@@ -136,6 +136,11 @@ impl Cluster {
                 cluster.pods.extend(pods_of(o, addresses));
             }
         }
+        // A pod serves every numeric target port of the Services that select it (the echo
+        // server answers the same on each).
+        for (_, o) in by_key.iter().filter(|(k, _)| k.0 == "Service") {
+            add_target_ports(o, &mut cluster.pods);
+        }
         for (_, mut o) in by_key {
             match o["kind"].as_str().unwrap_or_default() {
                 "Service" => {
@@ -260,6 +265,34 @@ fn pods_of(deployment: &Value, addresses: &mut Addresses) -> Vec<Pod> {
             }
         })
         .collect()
+}
+
+/// Adds the Service's numeric target ports to the pods it selects.
+fn add_target_ports(service: &Value, pods: &mut [Pod]) {
+    let ns = namespace(service);
+    let selector = labels(&service["spec"]["selector"]);
+    if selector.is_empty() {
+        return;
+    }
+    let targets: Vec<u16> = service["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["targetPort"].as_u64().or_else(|| p["port"].as_u64()))
+        .filter_map(|p| u16::try_from(p).ok())
+        .collect();
+    for pod in pods
+        .iter_mut()
+        .filter(|p| p.namespace == ns && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+    {
+        let grpc = !pod.ports.is_empty() && pod.ports.iter().all(|p| p.1);
+        for port in &targets {
+            if !pod.ports.iter().any(|p| p.0 == *port) {
+                pod.ports.push((*port, grpc));
+            }
+        }
+        pod.ports.sort();
+    }
 }
 
 /// The EndpointSlice of a Service with a selector: every pod whose labels match, on the

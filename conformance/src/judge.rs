@@ -153,10 +153,17 @@ fn judge_backend(case: &RequestCase, got: &Captured) -> Result<(), String> {
             field("method")
         ));
     }
+    // The backend must see the Host that was sent: an explicit Host header, else `host`.
+    let sent_host_header = case
+        .request
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.clone());
     let want_host = expected.host.clone().or_else(|| {
         case.expected_request
             .is_none()
-            .then(|| case.request.host.clone())
+            .then(|| sent_host_header.or_else(|| case.request.host.clone()))
             .flatten()
     });
     if let Some(host) = want_host
@@ -180,6 +187,10 @@ fn judge_backend(case: &RequestCase, got: &Captured) -> Result<(), String> {
     } else {
         &case.request.headers
     };
+    // The echo server reports Host as `host`, not among the headers.
+    let want_headers = want_headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"));
     for (name, want) in want_headers {
         match header_values(&echo["headers"], name) {
             Some(have) if &have == want => {}

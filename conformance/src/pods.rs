@@ -58,7 +58,13 @@ impl Pods {
 
     /// How many requests the pods of `namespace/deployment` served carrying `header` with a
     /// value starting with `prefix`.
-    pub fn seen_with_header(&self, namespace: &str, deployment: &str, header: &str, prefix: &str) -> usize {
+    pub fn seen_with_header(
+        &self,
+        namespace: &str,
+        deployment: &str,
+        header: &str,
+        prefix: &str,
+    ) -> usize {
         let since = self.started.unwrap_or_else(Instant::now);
         self.log.count_matching(since, |r| {
             r.backend.namespace == namespace
@@ -70,11 +76,19 @@ impl Pods {
 
 /// One gRPC call through the waypoint, judged as upstream's gRPC tests judge: the status code,
 /// and on OK the serving pod and its namespace. Returns the pod.
-pub async fn grpc_attempt(route: &Route, req: &RequestCase, call: &GrpcCall) -> Result<Option<String>, String> {
+pub async fn grpc_attempt(
+    route: &Route,
+    req: &RequestCase,
+    call: &GrpcCall,
+) -> Result<Option<String>, String> {
     let io = connect(&ListenAddr::Tcp(route.waypoint), &route.claims)
         .await
         .map_err(|e| e.to_string())?;
-    let authority = req.request.host.clone().unwrap_or_else(|| route.default_host.clone());
+    let authority = req
+        .request
+        .host
+        .clone()
+        .unwrap_or_else(|| route.default_host.clone());
     let service = call.service.as_deref().unwrap_or(grpc::SERVICE);
     let method = format!("/{service}/{}", call.method);
     let reply = tokio::time::timeout(
@@ -102,12 +116,18 @@ pub async fn grpc_attempt(route: &Route, req: &RequestCase, call: &GrpcCall) -> 
     if let Some(backend) = &req.backend
         && !context.pod.starts_with(backend.as_str())
     {
-        return Err(format!("{method}: served by pod {:?}, expected {backend}-*", context.pod));
+        return Err(format!(
+            "{method}: served by pod {:?}, expected {backend}-*",
+            context.pod
+        ));
     }
     if let Some(ns) = &req.namespace
         && &context.namespace != ns
     {
-        return Err(format!("{method}: served from namespace {:?}, expected {ns:?}", context.namespace));
+        return Err(format!(
+            "{method}: served from namespace {:?}, expected {ns:?}",
+            context.namespace
+        ));
     }
     Ok(Some(context.pod))
 }
@@ -158,14 +178,23 @@ async fn read_frame<S: AsyncReadExt + Unpin>(io: &mut S) -> std::io::Result<(u8,
 pub async fn websocket_attempt(route: &Route, req: &RequestCase) -> Result<Option<String>, String> {
     tokio::time::timeout(EXCHANGE_TIMEOUT, websocket(route, req))
         .await
-        .map_err(|_| format!("WebSocket exchange not done within {} s", EXCHANGE_TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            format!(
+                "WebSocket exchange not done within {} s",
+                EXCHANGE_TIMEOUT.as_secs()
+            )
+        })?
 }
 
 async fn websocket(route: &Route, req: &RequestCase) -> Result<Option<String>, String> {
     let mut io = connect(&ListenAddr::Tcp(route.waypoint), &route.claims)
         .await
         .map_err(|e| e.to_string())?;
-    let host = req.request.host.clone().unwrap_or_else(|| route.default_host.clone());
+    let host = req
+        .request
+        .host
+        .clone()
+        .unwrap_or_else(|| route.default_host.clone());
     let handshake = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -185,17 +214,30 @@ async fn websocket(route: &Route, req: &RequestCase) -> Result<Option<String>, S
     let head = String::from_utf8_lossy(&head);
     let status = head.split_whitespace().nth(1).unwrap_or_default();
     if status != "101" {
-        return Err(format!("WebSocket upgrade answered {:?}", head.lines().next().unwrap_or_default()));
+        return Err(format!(
+            "WebSocket upgrade answered {:?}",
+            head.lines().next().unwrap_or_default()
+        ));
     }
     // The accept key for the fixed client key of RFC 6455 §1.3.
-    if !head.to_ascii_lowercase().contains("s3pplmbitxaq9kygzzhzrbk+xoo=") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("s3pplmbitxaq9kygzzhzrbk+xoo=")
+    {
         return Err("WebSocket upgrade without the right Sec-WebSocket-Accept".into());
     }
-    for (opcode, payload) in [(0x1u8, b"Websocket Support!".to_vec()), (0x2, vec![1, 2, 3, 4, 5, 6, 7])] {
-        io.write_all(&client_frame(opcode, &payload)).await.map_err(io_err)?;
+    for (opcode, payload) in [
+        (0x1u8, b"Websocket Support!".to_vec()),
+        (0x2, vec![1, 2, 3, 4, 5, 6, 7]),
+    ] {
+        io.write_all(&client_frame(opcode, &payload))
+            .await
+            .map_err(io_err)?;
         let (got_op, got) = read_frame(&mut io).await.map_err(io_err)?;
         if got_op != opcode || got != payload {
-            return Err(format!("WebSocket echo: sent opcode {opcode} {payload:?}, got opcode {got_op} {got:?}"));
+            return Err(format!(
+                "WebSocket echo: sent opcode {opcode} {payload:?}, got opcode {got_op} {got:?}"
+            ));
         }
     }
     let _ = io.write_all(&client_frame(0x8, &[0x03, 0xe8])).await;

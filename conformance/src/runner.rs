@@ -376,7 +376,11 @@ async fn check_split(
     for batch in 0..SPLIT_REQUESTS / SPLIT_CONCURRENCY {
         let mut calls = tokio::task::JoinSet::new();
         for _ in 0..SPLIT_CONCURRENCY {
-            let (route, req, host) = (route.clone(), req.with_unique(&unique()), sent_host.to_owned());
+            let (route, req, host) = (
+                route.clone(),
+                req.with_unique(&unique()),
+                sent_host.to_owned(),
+            );
             calls.spawn(async move {
                 attempt(&route, &req, &host, &[])
                     .await?
@@ -449,7 +453,9 @@ async fn check_mirrors(
                 Some(pct) => {
                     let got = seen as f64 / rounds as f64;
                     let want = pct / 100.0;
-                    if (got - want).abs() > SPLIT_TOLERANCE {
+                    // Upstream accepts three standard deviations of Binomial(rounds, want).
+                    let band = 3.0 * (want * (1.0 - want) / rounds as f64).sqrt();
+                    if (got - want).abs() > band {
                         errors.push(format!(
                             "{}/{} saw {:.1}% of requests mirrored, expected {pct}%",
                             m.namespace,

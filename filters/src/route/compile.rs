@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use waypoint_core::config::resources::{
     HttpBackendRef, HttpMethod, HttpRoute, HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch,
-    Object, PathMatchType, ValueMatchType,
+    Object, ObjectMeta, ParentReference, PathMatchType, ValueMatchType,
 };
 use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, RouteMatch};
@@ -399,8 +399,7 @@ pub(super) fn resolve_backend(
 ) -> Result<Arc<waypoint_core::config::ServiceBackend>, (&'static str, String)> {
     resolve_backend_ref(
         config,
-        "HTTPRoute",
-        route.metadata.namespace(),
+        Referrer::of("HTTPRoute", &route.metadata, &route.spec.parent_refs),
         (&backend.group, &backend.kind, &backend.name),
         backend.namespace.as_deref(),
         backend.port,
@@ -408,12 +407,35 @@ pub(super) fn resolve_backend(
     )
 }
 
-/// Resolves a backendRef (`group`, `kind`, `name`) of a `route_kind` in `route_ns` to a
-/// Service port, or the ResolvedRefs reason and message saying why not.
+/// The route a backendRef belongs to, as far as reference rules care.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Referrer<'a> {
+    kind: &'a str,
+    namespace: &'a str,
+    /// Every parent is a Service. Mesh routes may send to any namespace without a
+    /// ReferenceGrant (GEP-1294): they only augment Services clients can already reach.
+    mesh_only: bool,
+}
+
+impl<'a> Referrer<'a> {
+    /// A route of `kind` with this metadata and these parents.
+    pub(super) fn of(kind: &'a str, meta: &'a ObjectMeta, parents: &[ParentReference]) -> Self {
+        Referrer {
+            kind,
+            namespace: meta.namespace(),
+            mesh_only: !parents.is_empty()
+                && parents
+                    .iter()
+                    .all(|p| p.kind == "Service" && (p.group.is_empty() || p.group == "core")),
+        }
+    }
+}
+
+/// Resolves a backendRef (`group`, `kind`, `name`) of `route` to a Service port, or the
+/// ResolvedRefs reason and message saying why not.
 pub(super) fn resolve_backend_ref(
     config: &Config,
-    route_kind: &str,
-    route_ns: &str,
+    route: Referrer<'_>,
     (group, kind, name): (&str, &str, &str),
     namespace: Option<&str>,
     port: Option<u16>,
@@ -425,8 +447,12 @@ pub(super) fn resolve_backend_ref(
             format!("{field}: backend kind {group}/{kind} is not supported"),
         ));
     }
+    let (route_kind, route_ns) = (route.kind, route.namespace);
     let ns = namespace.unwrap_or(route_ns);
-    if ns != route_ns && !reference_granted(config, route_kind, route_ns, ns, name) {
+    if ns != route_ns
+        && !route.mesh_only
+        && !reference_granted(config, route_kind, route_ns, ns, name)
+    {
         return Err((
             "RefNotPermitted",
             format!(

@@ -13,7 +13,7 @@ use waypoint_core::config::resources::{
 };
 use waypoint_core::filter::{BuildContext, Filter, FilterChain, Response, RouteMatch};
 
-use super::compile::{Ranked, report, resolve_backend_ref};
+use super::compile::{Ranked, Referrer, report, resolve_backend_ref};
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
 use super::{Rule, WeightedBackend};
 
@@ -230,8 +230,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &GrpcRoute, index: usize) -> R
         let weight = u64::from(backend.weight);
         let target = resolve_backend_ref(
             cx.config(),
-            "GRPCRoute",
-            ns,
+            Referrer::of("GRPCRoute", &route.metadata, &route.spec.parent_refs),
             (&backend.group, &backend.kind, &backend.name),
             backend.namespace.as_deref(),
             backend.port,

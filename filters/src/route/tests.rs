@@ -250,27 +250,12 @@ async fn missing_backend_is_500_and_reported() {
 }
 
 #[tokio::test]
-async fn cross_namespace_backend_needs_a_reference_grant() {
+async fn mesh_routes_reach_other_namespaces_without_a_reference_grant() {
+    // GEP-1294: a route attached to a Service only augments traffic clients can already send,
+    // so its backends may be in any namespace. (Gateway parents need a ReferenceGrant:
+    // gateway_tests.rs.)
     let rules = "  - backendRefs: [{name: other, namespace: elsewhere, port: 80}]\n";
     let r = routed(&route("cross", rules), &ExtensionRegistry::new());
-    assert_eq!(r.reports[0].reason, "RefNotPermitted");
-    assert_eq!(
-        r.send(ECHO, None, http::Request::get("/")).await.status,
-        Some(StatusCode::INTERNAL_SERVER_ERROR)
-    );
-
-    let grant = r#"
-apiVersion: gateway.networking.k8s.io/v1beta1
-kind: ReferenceGrant
-metadata: {name: allow-default, namespace: elsewhere}
-spec:
-  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
-  to: [{group: "", kind: Service}]
-"#;
-    let r = routed(
-        &format!("{}\n---\n{grant}", route("cross", rules)),
-        &ExtensionRegistry::new(),
-    );
     assert!(r.reports.is_empty(), "{:?}", r.reports);
     assert_eq!(r.upstream_of("/").await.as_deref(), Some("elsewhere/other"));
 }
