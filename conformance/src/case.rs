@@ -37,6 +37,11 @@ pub struct Case {
     /// The Gateway (`namespace/name`) that requests go to, unless a request names another.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// EndpointSlices the test fills by hand: slice `namespace/name` → the Deployment
+    /// (`namespace/name`) whose pod addresses it gets (IPv4 slices; IPv6 ones stay empty, the
+    /// harness's pods have no IPv6 address).
+    #[serde(default)]
+    pub endpoints_from: BTreeMap<String, String>,
     /// Status the waypoint must report once the manifests are applied.
     #[serde(default)]
     pub status: Vec<StatusCheck>,
@@ -100,6 +105,10 @@ pub struct RequestCase {
     /// case's gateway, port 80). Mesh cases resolve the Host instead.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// Objects (`Kind namespace/name`) deleted before this request is sent; they stay deleted
+    /// for the rest of the case.
+    #[serde(default)]
+    pub delete: Vec<String>,
     /// Mesh cases: the namespace of the client pod that sends (default
     /// `gateway-conformance-mesh`); its identity is that namespace's `default` account.
     #[serde(default)]
@@ -130,6 +139,9 @@ pub struct RequestCase {
     /// A traffic split to check: backend name → expected share (0.0 to 1.0).
     #[serde(default)]
     pub weights: Option<BTreeMap<String, f64>>,
+    /// After the request passes, send it this many more times; every one must pass.
+    #[serde(default)]
+    pub repeat: Option<u32>,
     /// Send as a gRPC call instead of an HTTP request.
     #[serde(default)]
     pub grpc: Option<GrpcCall>,
@@ -140,7 +152,10 @@ pub struct RequestCase {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Request {
-    /// Host header; upstream's default for Gateway tests is the Gateway address.
+    /// Host header; upstream's default for Gateway tests is the Gateway address. In mesh cases
+    /// it names where the request goes: a Service DNS name, or `{POD_IP:namespace/deployment}`
+    /// for the first pod of a Deployment (traffic to a pod address does not pass the waypoint,
+    /// as ztunnel sends it straight to the pod).
     #[serde(default)]
     pub host: Option<String>,
     /// Method, default GET.
@@ -208,6 +223,10 @@ pub struct ExpectedRequest {
     /// Headers the backend must not see.
     #[serde(default)]
     pub absent_headers: Vec<String>,
+    /// A request header the backend must see exactly once, naming the backend that served it
+    /// (a prefix of the pod name): a backendRef-level filter set it.
+    #[serde(default)]
+    pub backend_header: Option<String>,
 }
 
 /// The response to expect (upstream `http.Response`).

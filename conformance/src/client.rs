@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use waypoint_bin::tools::send::{ProxyClaims, connect};
+use waypoint_core::transport::BoxedIo;
 use waypoint_core::transport::listener::ListenAddr;
 
 use crate::case::Request;
@@ -24,6 +25,23 @@ pub struct Route {
     pub claims: ProxyClaims,
     /// The Host to send when the request names none.
     pub default_host: String,
+    /// Straight to `claims.destination`, bypassing the waypoint: ztunnel sends traffic
+    /// addressed to a pod (not a Service) to the pod itself.
+    pub direct: bool,
+}
+
+/// Opens the connection a request travels on: to the waypoint with a PROXY v2 header, or
+/// straight to the destination when the route bypasses the waypoint.
+pub async fn open(route: &Route) -> Result<BoxedIo, String> {
+    if route.direct {
+        let stream = tokio::net::TcpStream::connect(route.claims.destination)
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", route.claims.destination))?;
+        return Ok(Box::new(stream));
+    }
+    connect(&ListenAddr::Tcp(route.waypoint), &route.claims)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// What came back.
@@ -58,9 +76,7 @@ async fn exchange(
     req: &Request,
     extra: &[(String, String)],
 ) -> Result<Captured, String> {
-    let io = connect(&ListenAddr::Tcp(route.waypoint), &route.claims)
-        .await
-        .map_err(|e| e.to_string())?;
+    let io = open(route).await?;
     let http2 = req
         .protocol
         .as_deref()
@@ -83,12 +99,7 @@ async fn exchange(
             builder = builder.header(http::header::HOST, &host);
         }
     }
-    for (name, value) in req
-        .headers
-        .iter()
-        .map(|(k, v)| (k, v))
-        .chain(extra.iter().map(|(k, v)| (k, v)))
-    {
+    for (name, value) in req.headers.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
         let name =
             HeaderName::try_from(name.as_str()).map_err(|e| format!("header {name}: {e}"))?;
         let value =

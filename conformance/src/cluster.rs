@@ -106,6 +106,23 @@ fn namespace(o: &Value) -> &str {
     }
 }
 
+/// `objects` without those named (`Kind namespace/name`), as after `kubectl delete`.
+pub fn without(objects: &[Value], deleted: &[String]) -> Vec<Value> {
+    objects
+        .iter()
+        .filter(|o| {
+            let name = format!(
+                "{} {}/{}",
+                o["kind"].as_str().unwrap_or_default(),
+                namespace(o),
+                meta(o, "name")
+            );
+            !deleted.contains(&name)
+        })
+        .cloned()
+        .collect()
+}
+
 /// Parses multi-document YAML into objects, substituting placeholders first; empty documents
 /// are dropped.
 pub fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
@@ -174,6 +191,27 @@ impl Cluster {
             cluster.objects.push(o);
         }
         cluster
+    }
+
+    /// Fills hand-made EndpointSlices as a test does: slice `namespace/name` → the addresses
+    /// of Deployment `namespace/name`'s pods (IPv4 slices only: the pods have no IPv6).
+    pub fn fill_endpoints(&mut self, slices: &BTreeMap<String, String>) {
+        for (slice, deployment) in slices {
+            let ips: Vec<Value> = self
+                .pods
+                .iter()
+                .filter(|p| format!("{}/{}", p.namespace, p.deployment) == *deployment)
+                .map(|p| json!({"addresses": [p.ip.to_string()], "conditions": {"ready": true}}))
+                .collect();
+            for o in self.objects.iter_mut().filter(|o| {
+                o["kind"] == "EndpointSlice"
+                    && format!("{}/{}", namespace(o), meta(o, "name")) == *slice
+            }) {
+                if o["addressType"] == "IPv4" {
+                    o["endpoints"] = json!(ips);
+                }
+            }
+        }
     }
 
     /// The config file the waypoint reads: one JSON object per line.

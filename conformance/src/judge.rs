@@ -209,6 +209,35 @@ fn judge_backend(case: &RequestCase, got: &Captured) -> Result<(), String> {
             ));
         }
     }
+    if let Some(name) = &expected.backend_header {
+        let values: Vec<&str> = echo["headers"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str())
+            })
+            .collect();
+        match values.as_slice() {
+            [one] if field("pod").starts_with(one) => {}
+            [one] => {
+                return Err(format!(
+                    "backend saw {name}: {one:?} but pod {:?} served it",
+                    field("pod")
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "backend saw {} {name} headers, expected 1",
+                    other.len()
+                ));
+            }
+        }
+    }
     if let Some(backend) = &case.backend
         && !field("pod").starts_with(backend.as_str())
     {

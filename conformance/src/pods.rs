@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waypoint_bin::tools::echo::{self, EchoIdentity, EchoOptions, EchoServer, RequestLog, grpc};
-use waypoint_bin::tools::send::connect;
-use waypoint_core::transport::listener::ListenAddr;
 
 use crate::case::{GrpcCall, RequestCase};
-use crate::client::Route;
+use crate::client::{Route, open};
 use crate::cluster::Pod;
 
 /// How long one gRPC call or WebSocket exchange may take.
@@ -81,9 +79,7 @@ pub async fn grpc_attempt(
     req: &RequestCase,
     call: &GrpcCall,
 ) -> Result<Option<String>, String> {
-    let io = connect(&ListenAddr::Tcp(route.waypoint), &route.claims)
-        .await
-        .map_err(|e| e.to_string())?;
+    let io = open(route).await?;
     let authority = req
         .request
         .host
@@ -187,9 +183,7 @@ pub async fn websocket_attempt(route: &Route, req: &RequestCase) -> Result<Optio
 }
 
 async fn websocket(route: &Route, req: &RequestCase) -> Result<Option<String>, String> {
-    let mut io = connect(&ListenAddr::Tcp(route.waypoint), &route.claims)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut io = open(route).await?;
     let host = req
         .request
         .host

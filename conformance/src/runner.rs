@@ -12,7 +12,7 @@ use waypoint_bin::tools::send::ProxyClaims;
 
 use crate::case::{Case, RequestCase};
 use crate::client::{self, Route};
-use crate::cluster::{Addresses, Cluster, parse_yaml};
+use crate::cluster::{Addresses, Cluster, parse_yaml, without};
 use crate::features;
 use crate::judge::judge;
 use crate::pods::Pods;
@@ -128,8 +128,15 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
                     }
                 }
                 if failures.is_empty() {
-                    let cluster = Cluster::apply(objects, &mut addresses);
-                    run_case(&case, &cluster, &mut pods, &mut waypoint, opts).await
+                    let mut run = CaseRun {
+                        case: &case,
+                        objects,
+                        deleted: Vec::new(),
+                        addresses: &mut addresses,
+                        pods: &mut pods,
+                        waypoint: &mut waypoint,
+                    };
+                    run.run(opts).await
                 } else {
                     Outcome::Failed(failures)
                 }
@@ -161,46 +168,77 @@ fn skip_reason(case: &Case) -> Option<String> {
     (!missing.is_empty()).then(|| format!("unsupported feature(s): {}", missing.join(", ")))
 }
 
-async fn run_case(
-    case: &Case,
-    cluster: &Cluster,
-    pods: &mut Pods,
-    waypoint: &mut Waypoint,
-    opts: &Options,
-) -> Outcome {
-    if let Err(e) = pods.ensure(&cluster.pods).await {
-        return Outcome::Failed(vec![e]);
+/// One case in progress: its objects, and what it deleted so far.
+struct CaseRun<'a> {
+    case: &'a Case,
+    objects: Vec<Value>,
+    deleted: Vec<String>,
+    addresses: &'a mut Addresses,
+    pods: &'a mut Pods,
+    waypoint: &'a mut Waypoint,
+}
+
+impl CaseRun<'_> {
+    /// Applies the case's objects (less those deleted) and waits for the waypoint to take
+    /// them; returns the cluster and the waypoint's `/config_dump`.
+    async fn apply(&mut self) -> Result<(Cluster, Value), String> {
+        let objects = without(&self.objects, &self.deleted);
+        let mut cluster = Cluster::apply(objects, self.addresses);
+        cluster.fill_endpoints(&self.case.endpoints_from);
+        self.pods.ensure(&cluster.pods).await?;
+        let dump = self
+            .waypoint
+            .apply(&cluster.config_json())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((cluster, dump))
     }
-    let dump = match waypoint.apply(&cluster.config_json()).await {
-        Ok(dump) => dump,
-        Err(e) => return Outcome::Failed(vec![e.to_string()]),
-    };
-    let mut failures: Vec<String> = case
-        .status
-        .iter()
-        .filter_map(|s| status::check(&dump, s).err())
-        .map(|e| format!("status: {e}"))
-        .collect();
-    for (i, req) in case.requests.iter().enumerate() {
-        let label = req.name.clone().unwrap_or_else(|| format!("requests[{i}]"));
-        // Once a case has failed, later requests only add diagnostics: wait less for them.
-        let patience = if failures.is_empty() {
-            opts.consistency_timeout
-        } else {
-            Duration::from_secs(1)
+
+    async fn run(&mut self, opts: &Options) -> Outcome {
+        let case = self.case;
+        let (mut cluster, dump) = match self.apply().await {
+            Ok(applied) => applied,
+            Err(e) => return Outcome::Failed(vec![e]),
         };
-        if let Err(e) = run_request(case, req, cluster, pods, waypoint, patience).await {
-            failures.push(format!(
-                "{label} ({} {}): {e}",
-                req.request.method.as_deref().unwrap_or("GET"),
-                req.request.path
-            ));
+        let mut failures: Vec<String> = case
+            .status
+            .iter()
+            .filter_map(|s| status::check(&dump, s).err())
+            .map(|e| format!("status: {e}"))
+            .collect();
+        for (i, req) in case.requests.iter().enumerate() {
+            let label = req.name.clone().unwrap_or_else(|| format!("requests[{i}]"));
+            if !req.delete.is_empty() {
+                self.deleted.extend(req.delete.iter().cloned());
+                match self.apply().await {
+                    Ok((applied, _)) => cluster = applied,
+                    Err(e) => {
+                        failures.push(format!("{label}: deleting {:?}: {e}", req.delete));
+                        break;
+                    }
+                }
+            }
+            // Once a case has failed, later requests only add diagnostics: wait less for them.
+            let patience = if failures.is_empty() {
+                opts.consistency_timeout
+            } else {
+                Duration::from_secs(1)
+            };
+            if let Err(e) =
+                run_request(case, req, &cluster, self.pods, self.waypoint, patience).await
+            {
+                failures.push(format!(
+                    "{label} ({} {}): {e}",
+                    req.request.method.as_deref().unwrap_or("GET"),
+                    req.request.path
+                ));
+            }
         }
-    }
-    if failures.is_empty() {
-        Outcome::Passed
-    } else {
-        Outcome::Failed(failures)
+        if failures.is_empty() {
+            Outcome::Passed
+        } else {
+            Outcome::Failed(failures)
+        }
     }
 }
 
@@ -226,9 +264,25 @@ fn route_for(
             ),
             None => (host, 80),
         };
-        let ip = cluster
-            .resolve(name, client_ns)
-            .ok_or_else(|| format!("{name} does not resolve from namespace {client_ns}"))?;
+        // A pod address goes straight to the pod; a Service name resolves to its ClusterIP.
+        let pod_ip = name
+            .strip_prefix("{POD_IP:")
+            .and_then(|rest| rest.strip_suffix('}'))
+            .map(|deployment| {
+                cluster
+                    .pods
+                    .iter()
+                    .find(|p| format!("{}/{}", p.namespace, p.deployment) == deployment)
+                    .map(|p| p.ip)
+                    .ok_or_else(|| format!("no pod of Deployment {deployment}"))
+            })
+            .transpose()?;
+        let ip = match pod_ip {
+            Some(ip) => ip,
+            None => cluster
+                .resolve(name, client_ns)
+                .ok_or_else(|| format!("{name} does not resolve from namespace {client_ns}"))?,
+        };
         // The client is the mesh app `echo-v1` in its namespace, with that namespace's identity.
         let source = cluster
             .pods
@@ -244,7 +298,11 @@ fn route_for(
                 identity: Some(format!("spiffe://cluster.local/ns/{client_ns}/sa/default")),
                 baggage: Some(format!("k8s.namespace.name={client_ns}")),
             },
-            default_host: host.to_owned(),
+            default_host: match pod_ip {
+                Some(ip) => format!("{ip}:{port}"),
+                None => host.to_owned(),
+            },
+            direct: pod_ip.is_some(),
         });
     }
     let target = req
@@ -283,6 +341,7 @@ fn route_for(
             baggage: None,
         },
         default_host,
+        direct: false,
     })
 }
 
@@ -331,6 +390,20 @@ async fn run_request(
     patience: Duration,
 ) -> Result<(), String> {
     let route = route_for(case, req, cluster, waypoint)?;
+    // A pod-address placeholder in the host is sent as the address it stands for.
+    let resolved;
+    let req = if route.direct {
+        resolved = RequestCase {
+            request: crate::case::Request {
+                host: Some(route.default_host.clone()),
+                ..req.request.clone()
+            },
+            ..req.clone()
+        };
+        &resolved
+    } else {
+        req
+    };
     let sent_host = req
         .request
         .host
@@ -354,6 +427,11 @@ async fn run_request(
         if passes == 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    for n in 0..req.repeat.unwrap_or(0) {
+        attempt(&route, &req.with_unique(&unique()), &sent_host, &[])
+            .await
+            .map_err(|e| format!("repeat {n}: {e}"))?;
     }
     if let Some(weights) = &req.weights {
         check_split(&route, req, &sent_host, weights).await?;

@@ -47,16 +47,17 @@ pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
         let parents: Vec<&Value> = entry
             .map(|e| e["parents"].as_array().into_iter().flatten().collect())
             .unwrap_or_default();
-        if s.no_accepted_parents {
-            if let Some(p) = parents.iter().find(|p| {
-                p["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Accepted" && is_true(&c["status"]))
-            }) {
-                return Err(format!("{route}: parent {} is Accepted", parent_label(p)));
-            }
+        let accepted = |p: &&&Value| {
+            p["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Accepted" && is_true(&c["status"]))
+        };
+        if s.no_accepted_parents
+            && let Some(p) = parents.iter().find(accepted)
+        {
+            return Err(format!("{route}: parent {} is Accepted", parent_label(p)));
         }
         if let Some(want) = &s.parents {
             let mut have: Vec<String> = parents.iter().map(|p| parent_label(p)).collect();
