@@ -48,6 +48,31 @@ pub struct Case {
     /// Requests and the responses they must get.
     #[serde(default)]
     pub requests: Vec<RequestCase>,
+    /// Changes made after the requests, each followed by the status it must lead to.
+    #[serde(default)]
+    pub then: Vec<Step>,
+}
+
+/// A change to the applied objects and the status expected after it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Step {
+    /// JSON merge patches (RFC 7386) applied to objects, as `kubectl patch --type merge`.
+    #[serde(default)]
+    pub patch: Vec<Patch>,
+    /// Status the waypoint must report afterwards.
+    #[serde(default)]
+    pub status: Vec<StatusCheck>,
+}
+
+/// A merge patch of one object.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Patch {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// The patch (arrays are replaced whole).
+    pub merge: serde_json::Value,
 }
 
 /// One expectation on the status the waypoint reports.
@@ -63,6 +88,11 @@ pub struct StatusCheck {
     /// With `route` and `parent`: conditions that parent's status must have.
     #[serde(default)]
     pub conditions: Vec<ConditionCheck>,
+    /// With `route`: every condition of every parent carries this `observedGeneration` (the
+    /// route's `metadata.generation`: the harness's API server starts it at 1 and adds 1 per
+    /// spec change).
+    #[serde(default)]
+    pub observed_generation: Option<i64>,
     /// With `route`: no parent may have `Accepted: True`.
     #[serde(default)]
     pub no_accepted_parents: bool,

@@ -4,7 +4,7 @@
 //! `status.addresses` (the controller's job). The result is the config the waypoint reads and
 //! the list of echo pods the harness must run.
 //!
-//! Addresses are stable for a name across cases, as they would be in a cluster that keeps its
+//! ClusterState are stable for a name across cases, as they would be in a cluster that keeps its
 //! base manifests: a Service keeps its ClusterIP, a pod its IP.
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,15 +32,31 @@ pub struct Pod {
     pub ports: Vec<(u16, bool)>,
 }
 
-/// Assigns addresses that stay the same for a name across applies.
+/// What the cluster remembers across applies: addresses that stay the same for a name, and
+/// each object's spec generation.
 #[derive(Debug, Default)]
-pub struct Addresses {
+pub struct ClusterState {
     cluster_ips: HashMap<(String, String), Ipv4Addr>,
     gateway_ips: HashMap<(String, String), Ipv4Addr>,
     pod_ips: HashMap<(String, String), Ipv4Addr>,
+    /// (kind, namespace, name) → (the spec last seen, its generation).
+    generations: HashMap<(String, String, String), (Value, i64)>,
 }
 
-impl Addresses {
+impl ClusterState {
+    /// Sets `metadata.generation` as the API server does: 1 for a new object, one more each
+    /// time its spec changes.
+    fn stamp_generation(&mut self, key: &(String, String, String), object: &mut Value) {
+        let spec = object["spec"].clone();
+        let generation = match self.generations.get(key) {
+            Some((seen, generation)) if *seen == spec => *generation,
+            Some((_, generation)) => generation + 1,
+            None => 1,
+        };
+        self.generations.insert(key.clone(), (spec, generation));
+        object["metadata"]["generation"] = json!(generation);
+    }
+
     fn next(
         map: &mut HashMap<(String, String), Ipv4Addr>,
         key: (String, String),
@@ -106,19 +122,42 @@ fn namespace(o: &Value) -> &str {
     }
 }
 
+/// Applies an RFC 7386 JSON merge patch: objects merge key by key, `null` removes a key,
+/// anything else (arrays included) replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, value) in fields {
+        if value.is_null() {
+            if let Some(map) = target.as_object_mut() {
+                map.remove(key);
+            }
+        } else {
+            merge_patch(&mut target[key.as_str()], value);
+        }
+    }
+}
+
+/// The `Kind namespace/name` of an object.
+pub fn object_ref(o: &Value) -> String {
+    format!(
+        "{} {}/{}",
+        o["kind"].as_str().unwrap_or_default(),
+        namespace(o),
+        meta(o, "name")
+    )
+}
+
 /// `objects` without those named (`Kind namespace/name`), as after `kubectl delete`.
 pub fn without(objects: &[Value], deleted: &[String]) -> Vec<Value> {
     objects
         .iter()
-        .filter(|o| {
-            let name = format!(
-                "{} {}/{}",
-                o["kind"].as_str().unwrap_or_default(),
-                namespace(o),
-                meta(o, "name")
-            );
-            !deleted.contains(&name)
-        })
+        .filter(|o| !deleted.contains(&object_ref(o)))
         .cloned()
         .collect()
 }
@@ -134,7 +173,7 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
 impl Cluster {
     /// Applies `objects` as Kubernetes would: later objects of the same kind and name replace
     /// earlier ones, then addresses, pods and EndpointSlices are derived.
-    pub fn apply(objects: Vec<Value>, addresses: &mut Addresses) -> Cluster {
+    pub fn apply(objects: Vec<Value>, state: &mut ClusterState) -> Cluster {
         let mut by_key: Vec<((String, String, String), Value)> = Vec::new();
         for o in objects {
             let key = (
@@ -150,7 +189,7 @@ impl Cluster {
         let mut cluster = Cluster::default();
         for (_, o) in &by_key {
             if o["kind"] == "Deployment" {
-                cluster.pods.extend(pods_of(o, addresses));
+                cluster.pods.extend(pods_of(o, state));
             }
         }
         // A pod serves every numeric target port of the Services that select it (the echo
@@ -158,14 +197,15 @@ impl Cluster {
         for (_, o) in by_key.iter().filter(|(k, _)| k.0 == "Service") {
             add_target_ports(o, &mut cluster.pods);
         }
-        for (_, mut o) in by_key {
+        for (key, mut o) in by_key {
+            state.stamp_generation(&key, &mut o);
             match o["kind"].as_str().unwrap_or_default() {
                 "Service" => {
                     let (ns, name) = (namespace(&o).to_owned(), meta(&o, "name").to_owned());
                     let headless = o["spec"]["clusterIP"] == "None";
                     let external = o["spec"]["type"] == "ExternalName";
                     if !headless && !external && o["spec"]["clusterIP"].is_null() {
-                        let ip = addresses.cluster_ip(&ns, &name);
+                        let ip = state.cluster_ip(&ns, &name);
                         o["spec"]["clusterIP"] = json!(ip.to_string());
                     }
                     if let Some(ip) = o["spec"]["clusterIP"].as_str().and_then(|s| s.parse().ok()) {
@@ -179,7 +219,7 @@ impl Cluster {
                 }
                 "Gateway" => {
                     let (ns, name) = (namespace(&o).to_owned(), meta(&o, "name").to_owned());
-                    let ip = addresses.gateway_ip(&ns, &name);
+                    let ip = state.gateway_ip(&ns, &name);
                     o["status"] =
                         json!({"addresses": [{"type": "IPAddress", "value": ip.to_string()}]});
                     cluster.gateways.insert((ns, name), IpAddr::V4(ip));
@@ -249,7 +289,7 @@ fn labels(v: &Value) -> BTreeMap<String, String> {
 
 /// The pods of a Deployment, with the ports their echo servers listen on: the container
 /// ports, `--port=`/`--grpc=` arguments of the mesh echo image, or 3000 (echo-basic's port).
-fn pods_of(deployment: &Value, addresses: &mut Addresses) -> Vec<Pod> {
+fn pods_of(deployment: &Value, state: &mut ClusterState) -> Vec<Pod> {
     let ns = namespace(deployment);
     let name = meta(deployment, "name");
     let template = &deployment["spec"]["template"];
@@ -294,7 +334,7 @@ fn pods_of(deployment: &Value, addresses: &mut Addresses) -> Vec<Pod> {
         .map(|i| {
             let pod_name = format!("{name}-{i}");
             Pod {
-                ip: IpAddr::V4(addresses.pod_ip(ns, &pod_name)),
+                ip: IpAddr::V4(state.pod_ip(ns, &pod_name)),
                 name: pod_name,
                 namespace: ns.to_owned(),
                 deployment: name.to_owned(),
@@ -421,7 +461,7 @@ spec:
 
     #[test]
     fn derives_what_the_cluster_would() {
-        let mut addresses = Addresses::default();
+        let mut addresses = ClusterState::default();
         let cluster = Cluster::apply(parse_yaml(MANIFESTS).unwrap(), &mut addresses);
         assert_eq!(cluster.pods.len(), 2);
         assert_eq!(cluster.pods[0].name, "web-0");
@@ -442,8 +482,16 @@ spec:
             cluster.resolve("web.infra.svc.cluster.local", "x"),
             Some(ip)
         );
-        // Stable across applies.
-        let again = Cluster::apply(parse_yaml(MANIFESTS).unwrap(), &mut addresses);
+        assert_eq!(gw["metadata"]["generation"], 1);
+        // Stable across applies; a changed spec bumps the generation.
+        let mut changed = parse_yaml(MANIFESTS).unwrap();
+        merge_patch(
+            &mut changed[0],
+            &json!({"spec": {"listeners": [{"name": "h", "port": 81, "protocol": "HTTP"}]}}),
+        );
+        assert_eq!(changed[0]["spec"]["gatewayClassName"], GATEWAY_CLASS);
+        let again = Cluster::apply(changed, &mut addresses);
+        assert_eq!(again.objects[0]["metadata"]["generation"], 2);
         assert_eq!(again.resolve("web", "infra"), Some(ip));
         assert_eq!(again.pods[1].ip, cluster.pods[1].ip);
     }

@@ -12,7 +12,7 @@ use waypoint_bin::tools::send::ProxyClaims;
 
 use crate::case::{Case, RequestCase};
 use crate::client::{self, Route};
-use crate::cluster::{Addresses, Cluster, parse_yaml, without};
+use crate::cluster::{Cluster, ClusterState, merge_patch, object_ref, parse_yaml, without};
 use crate::features;
 use crate::judge::judge;
 use crate::pods::Pods;
@@ -99,9 +99,9 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
 
     let config_dir = opts.work_dir.join("config");
     std::fs::create_dir_all(&config_dir).map_err(|e| format!("{}: {e}", config_dir.display()))?;
-    let mut addresses = Addresses::default();
+    let mut state = ClusterState::default();
     let mut pods = Pods::default();
-    let cluster = Cluster::apply(base.clone(), &mut addresses);
+    let cluster = Cluster::apply(base.clone(), &mut state);
     pods.ensure(&cluster.pods).await?;
     std::fs::write(config_dir.join("cluster.json"), cluster.config_json())
         .map_err(|e| format!("writing config: {e}"))?;
@@ -132,7 +132,7 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
                         case: &case,
                         objects,
                         deleted: Vec::new(),
-                        addresses: &mut addresses,
+                        state: &mut state,
                         pods: &mut pods,
                         waypoint: &mut waypoint,
                     };
@@ -173,7 +173,7 @@ struct CaseRun<'a> {
     case: &'a Case,
     objects: Vec<Value>,
     deleted: Vec<String>,
-    addresses: &'a mut Addresses,
+    state: &'a mut ClusterState,
     pods: &'a mut Pods,
     waypoint: &'a mut Waypoint,
 }
@@ -183,7 +183,7 @@ impl CaseRun<'_> {
     /// them; returns the cluster and the waypoint's `/config_dump`.
     async fn apply(&mut self) -> Result<(Cluster, Value), String> {
         let objects = without(&self.objects, &self.deleted);
-        let mut cluster = Cluster::apply(objects, self.addresses);
+        let mut cluster = Cluster::apply(objects, self.state);
         cluster.fill_endpoints(&self.case.endpoints_from);
         self.pods.ensure(&cluster.pods).await?;
         let dump = self
@@ -232,6 +232,29 @@ impl CaseRun<'_> {
                     req.request.method.as_deref().unwrap_or("GET"),
                     req.request.path
                 ));
+            }
+        }
+        for (i, step) in case.then.iter().enumerate() {
+            for patch in &step.patch {
+                match self
+                    .objects
+                    .iter_mut()
+                    .find(|o| object_ref(o) == patch.object)
+                {
+                    Some(o) => merge_patch(o, &patch.merge),
+                    None => {
+                        failures.push(format!("then[{i}]: no object {} to patch", patch.object))
+                    }
+                }
+            }
+            match self.apply().await {
+                Ok((_, dump)) => failures.extend(
+                    step.status
+                        .iter()
+                        .filter_map(|s| status::check(&dump, s).err())
+                        .map(|e| format!("then[{i}] status: {e}")),
+                ),
+                Err(e) => failures.push(format!("then[{i}]: {e}")),
             }
         }
         if failures.is_empty() {

@@ -59,6 +59,23 @@ pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
         {
             return Err(format!("{route}: parent {} is Accepted", parent_label(p)));
         }
+        if let Some(want) = s.observed_generation {
+            if parents.is_empty() {
+                return Err(format!("{route}: no parent status"));
+            }
+            for p in &parents {
+                for c in p["conditions"].as_array().into_iter().flatten() {
+                    if c["observedGeneration"].as_i64() != Some(want) {
+                        return Err(format!(
+                            "{route} parent {}: {} has observedGeneration {}, expected {want}",
+                            parent_label(p),
+                            c["type"].as_str().unwrap_or_default(),
+                            c["observedGeneration"]
+                        ));
+                    }
+                }
+            }
+        }
         if let Some(want) = &s.parents {
             let mut have: Vec<String> = parents.iter().map(|p| parent_label(p)).collect();
             let mut want = want.clone();
@@ -164,6 +181,7 @@ mod tests {
                 reason: Some(reason.into()),
             }],
             no_accepted_parents: true,
+            observed_generation: None,
             parents: None,
             gateway: None,
             listener: None,

@@ -350,6 +350,7 @@ mod tests {
                 c("Accepted", true, "Accepted"),
                 c("ResolvedRefs", false, "BackendNotFound"),
             ],
+            observed_generation: Some(4),
         };
         let snapshot = Snapshot {
             config: Arc::new(Config::default()),
@@ -380,13 +381,13 @@ mod tests {
                 {"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
                     "namespace": "ns", "name": "g", "sectionName": null, "port": null},
                  "conditions": [
-                    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"},
-                    {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "m"}]},
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m", "observedGeneration": 4},
+                    {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "m", "observedGeneration": 4}]},
                 {"parentRef": {"group": "", "kind": "Service",
                     "namespace": "ns", "name": "g", "sectionName": null, "port": 80},
                  "conditions": [
-                    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"},
-                    {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "m"}]}
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m", "observedGeneration": 4},
+                    {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "m", "observedGeneration": 4}]}
             ]}])
         );
         assert_eq!(

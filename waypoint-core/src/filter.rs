@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use crate::body::Body;
 use crate::config::{Config, Endpoint, ResourceRef, ServiceBackend};
 use crate::conn::ConnInfo;
-use crate::route_status::{GatewayStatus, ParentRefKey, RouteParentStatus};
+use crate::route_status::{GatewayStatus, RouteParentStatus};
 
 /// A request as filters see it.
 pub type Request = http::Request<Body>;
@@ -415,18 +415,9 @@ impl<'a> BuildContext<'a> {
         &self.reports
     }
 
-    /// Records the conditions of `route` for one of its parents (`status.parents[]`).
-    pub fn report_parent(
-        &mut self,
-        route: ResourceRef,
-        parent: ParentRefKey,
-        conditions: Vec<crate::config::Condition>,
-    ) {
-        self.route_parents.push(RouteParentStatus {
-            route,
-            parent,
-            conditions,
-        });
+    /// Records the conditions of a route for one of its parents (`status.parents[]`).
+    pub fn report_parent(&mut self, status: RouteParentStatus) {
+        self.route_parents.push(status);
     }
 
     /// Records the status of a Gateway and its listeners.

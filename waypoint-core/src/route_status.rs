@@ -45,6 +45,8 @@ pub struct RouteParentStatus {
     pub parent: ParentRefKey,
     /// `Accepted` and `ResolvedRefs`, with the upstream reasons.
     pub conditions: Vec<Condition>,
+    /// The route's `metadata.generation` these conditions were computed from.
+    pub observed_generation: Option<i64>,
 }
 
 /// The status of one listener of a Gateway.
@@ -101,7 +103,11 @@ pub fn route_parents_json(statuses: &[RouteParentStatus]) -> Value {
                 "sectionName": s.parent.section_name,
                 "port": s.parent.port,
             },
-            "conditions": conditions_json(&s.conditions),
+            "conditions": s.conditions.iter().map(|c| {
+                let mut c = condition_json(c);
+                c["observedGeneration"] = json!(s.observed_generation);
+                c
+            }).collect::<Vec<_>>(),
         });
         match routes.iter_mut().find(|(r, _)| **r == s.route) {
             Some((_, parents)) => parents.push(parent),

@@ -11,7 +11,7 @@ use waypoint_core::config::resources::{
 };
 use waypoint_core::config::{Condition, Config, ResourceRef};
 use waypoint_core::filter::BuildContext;
-use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey};
+use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
 
 use super::compile::{GATEWAY_GROUP, Ranked, report};
 use super::gateway::{GatewayPort, HostPattern, HostRoutes, ListenerRoutes};
@@ -44,6 +44,8 @@ pub(super) struct RouteView<'a> {
     pub(super) hostnames: &'a [String],
     /// The route's `ResolvedRefs` condition (the same for every parent).
     pub(super) resolved: Condition,
+    /// The route's `metadata.generation`.
+    pub(super) generation: Option<i64>,
     pub(super) entries: Entries,
 }
 
@@ -186,11 +188,12 @@ impl<'a> Builder<'a> {
         key: ParentRefKey,
         accepted: Condition,
     ) {
-        cx.report_parent(
-            view.route.clone(),
-            key,
-            vec![accepted, view.resolved.clone()],
-        );
+        cx.report_parent(RouteParentStatus {
+            route: view.route.clone(),
+            parent: key,
+            conditions: vec![accepted, view.resolved.clone()],
+            observed_generation: view.generation,
+        });
     }
 
     fn attach_service(

@@ -57,6 +57,10 @@ pub struct ObjectMeta {
     /// (`...Z`), so these strings order correctly as strings.
     #[serde(default)]
     pub creation_timestamp: Option<String>,
+    /// The spec's generation, set by the API server; status conditions report the one they
+    /// were computed from (`observedGeneration`).
+    #[serde(default)]
+    pub generation: Option<i64>,
 }
 
 impl ObjectMeta {
