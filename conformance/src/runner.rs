@@ -206,6 +206,23 @@ impl CaseRun<'_> {
             .filter_map(|s| status::check(&dump, s).err())
             .map(|e| format!("status: {e}"))
             .collect();
+        // Every Gateway the requests go to must be ready first, as upstream waits for it.
+        let mut targets: Vec<&str> = case
+            .requests
+            .iter()
+            .filter_map(|r| r.gateway.as_deref().or(case.gateway.as_deref()))
+            .map(|g| g.rsplit_once(':').map_or(g, |(gw, _)| gw))
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        if !case.mesh {
+            failures.extend(
+                targets
+                    .iter()
+                    .filter_map(|g| status::gateway_ready(&dump, g).err())
+                    .map(|e| format!("status: {e}")),
+            );
+        }
         for (i, req) in case.requests.iter().enumerate() {
             let label = req.name.clone().unwrap_or_else(|| format!("requests[{i}]"));
             if !req.delete.is_empty() {

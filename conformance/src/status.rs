@@ -40,6 +40,39 @@ fn parent_label(p: &Value) -> String {
     )
 }
 
+/// What upstream's `GatewayAndRoutesMustBeAccepted` requires of a Gateway a test sends to: an
+/// address, and every listener `ResolvedRefs`, `Accepted` and `Programmed`.
+pub fn gateway_ready(dump: &Value, gateway: &str) -> Result<(), String> {
+    let (ns, name) = gateway
+        .split_once('/')
+        .ok_or_else(|| format!("{gateway:?}: expected `namespace/name`"))?;
+    let gw = dump["gateways"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["namespace"] == ns && g["name"] == name)
+        .ok_or_else(|| format!("Gateway {gateway} has no status"))?;
+    if gw["addresses"].as_array().is_none_or(|a| a.is_empty()) {
+        return Err(format!("Gateway {gateway} has no address"));
+    }
+    for listener in gw["listeners"].as_array().into_iter().flatten() {
+        for kind in ["ResolvedRefs", "Accepted", "Programmed"] {
+            let ok = listener["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == kind && is_true(&c["status"]));
+            if !ok {
+                return Err(format!(
+                    "Gateway {gateway} listener {}: {kind} is not True",
+                    listener["name"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks one expectation; `Err` says what differs.
 pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
     if let Some(route) = &s.route {
