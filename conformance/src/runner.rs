@@ -159,11 +159,10 @@ fn skip_reason(case: &Case) -> Option<String> {
     if let Some(why) = &case.skip {
         return Some(why.clone());
     }
-    let missing: Vec<&str> = case
+    let missing: Vec<String> = case
         .features
         .iter()
-        .filter(|f| !features::supported(f))
-        .map(String::as_str)
+        .filter_map(|f| features::unsupported_reason(f).map(|why| format!("{f} ({why})")))
         .collect();
     (!missing.is_empty()).then(|| format!("unsupported feature(s): {}", missing.join(", ")))
 }

@@ -40,18 +40,23 @@ fn parent_label(p: &Value) -> String {
     )
 }
 
-/// What upstream's `GatewayAndRoutesMustBeAccepted` requires of a Gateway a test sends to: an
-/// address, and every listener `ResolvedRefs`, `Accepted` and `Programmed`.
-pub fn gateway_ready(dump: &Value, gateway: &str) -> Result<(), String> {
+/// The `/config_dump` status of Gateway `namespace/name`.
+fn gateway_entry<'d>(dump: &'d Value, gateway: &str) -> Result<&'d Value, String> {
     let (ns, name) = gateway
         .split_once('/')
         .ok_or_else(|| format!("{gateway:?}: expected `namespace/name`"))?;
-    let gw = dump["gateways"]
+    dump["gateways"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|g| g["namespace"] == ns && g["name"] == name)
-        .ok_or_else(|| format!("Gateway {gateway} has no status"))?;
+        .ok_or_else(|| format!("Gateway {gateway} has no status"))
+}
+
+/// What upstream's `GatewayAndRoutesMustBeAccepted` requires of a Gateway a test sends to: an
+/// address, and every listener `ResolvedRefs`, `Accepted` and `Programmed`.
+pub fn gateway_ready(dump: &Value, gateway: &str) -> Result<(), String> {
+    let gw = gateway_entry(dump, gateway)?;
     if gw["addresses"].as_array().is_none_or(|a| a.is_empty()) {
         return Err(format!("Gateway {gateway} has no address"));
     }
@@ -161,15 +166,7 @@ pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
     let Some(gateway) = &s.gateway else {
         return Ok(());
     };
-    let (ns, name) = gateway
-        .split_once('/')
-        .ok_or_else(|| format!("{gateway:?}: expected `namespace/name`"))?;
-    let gw = dump["gateways"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|g| g["namespace"] == ns && g["name"] == name)
-        .ok_or_else(|| format!("Gateway {gateway} has no status"))?;
+    let gw = gateway_entry(dump, gateway)?;
     if let Some(want) = s.attached_routes {
         let have: u64 = gw["listeners"]
             .as_array()

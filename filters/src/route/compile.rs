@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use waypoint_core::config::resources::{
     HttpBackendRef, HttpMethod, HttpRoute, HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch,
-    Object, ObjectMeta, ParentReference, PathMatchType, ValueMatchType,
+    LocalObjectReference, Object, ObjectMeta, ParentReference, PathMatchType, ValueMatchType,
 };
 use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, RouteMatch};
@@ -347,23 +347,7 @@ fn compile_filters(
             }
             HttpRouteFilterType::ExtensionRef => {
                 let r = filter.extension_ref.as_ref().ok_or_else(missing)?;
-                let ns = route.metadata.namespace();
-                let factory = cx.extensions().get(&r.group, &r.kind).ok_or_else(|| {
-                    format!(
-                        "{at}.extensionRef: no filter is registered for {}/{}",
-                        r.group, r.kind
-                    )
-                })?;
-                let object = cx
-                    .config()
-                    .resources
-                    .other(&r.group, &r.kind, ns, &r.name)
-                    .map(|o| &o.body);
-                chain.push(
-                    factory
-                        .build(&r.name, ns, object)
-                        .map_err(|e| format!("{at}.extensionRef {}: {e}", r.name))?,
-                );
+                chain.push(extension_filter(cx, r, route.metadata.namespace(), &at)?);
             }
             HttpRouteFilterType::RequestRedirect => {
                 let r = filter.request_redirect.as_ref().ok_or_else(missing)?;
@@ -391,6 +375,30 @@ fn compile_filters(
         }
     }
     Ok(FilterChain::new(chain))
+}
+
+/// The vendor filter an `ExtensionRef` at `at` names, built by its registered factory with the
+/// referenced object's manifest (when the config holds one).
+pub(super) fn extension_filter(
+    cx: &BuildContext<'_>,
+    r: &LocalObjectReference,
+    ns: &str,
+    at: &str,
+) -> Result<Arc<dyn Filter>, String> {
+    let factory = cx.extensions().get(&r.group, &r.kind).ok_or_else(|| {
+        format!(
+            "{at}.extensionRef: no filter is registered for {}/{}",
+            r.group, r.kind
+        )
+    })?;
+    let object = cx
+        .config()
+        .resources
+        .other(&r.group, &r.kind, ns, &r.name)
+        .map(|o| &o.body);
+    factory
+        .build(&r.name, ns, object)
+        .map_err(|e| format!("{at}.extensionRef {}: {e}", r.name))
 }
 
 pub(super) fn resolve_backend(

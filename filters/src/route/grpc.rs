@@ -13,7 +13,7 @@ use waypoint_core::config::resources::{
 };
 use waypoint_core::filter::{BuildContext, Filter, FilterChain, Response, RouteMatch};
 
-use super::compile::{Ranked, Referrer, report, resolve_backend_ref};
+use super::compile::{Ranked, Referrer, extension_filter, report, resolve_backend_ref};
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
 use super::{Rule, WeightedBackend};
 
@@ -305,22 +305,7 @@ fn compile_filters(
             }
             GrpcRouteFilterType::ExtensionRef => {
                 let r = filter.extension_ref.as_ref().ok_or_else(missing)?;
-                let factory = cx.extensions().get(&r.group, &r.kind).ok_or_else(|| {
-                    format!(
-                        "{at}.extensionRef: no filter is registered for {}/{}",
-                        r.group, r.kind
-                    )
-                })?;
-                let object = cx
-                    .config()
-                    .resources
-                    .other(&r.group, &r.kind, ns, &r.name)
-                    .map(|o| &o.body);
-                chain.push(
-                    factory
-                        .build(&r.name, ns, object)
-                        .map_err(|e| format!("{at}.extensionRef {}: {e}", r.name))?,
-                );
+                chain.push(extension_filter(cx, r, ns, &at)?);
             }
             GrpcRouteFilterType::RequestMirror => {
                 return Err(format!(
