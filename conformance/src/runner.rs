@@ -67,6 +67,8 @@ const REQUIRED_PASSES: usize = 3;
 /// Requests per traffic-split or mirror-percentage check, and the allowed deviation.
 const SPLIT_REQUESTS: usize = 500;
 const SPLIT_TOLERANCE: f64 = 0.05;
+/// How many rounds a mirror check may take before it fails.
+const MIRROR_TRIES: usize = 5;
 /// How many times a split check may be run before it fails (upstream's MaxTestRetries).
 const SPLIT_TRIES: usize = 10;
 /// Requests in flight at once during a split check, as upstream sends them.
@@ -486,7 +488,15 @@ async fn run_request(
         result?;
     }
     if !req.mirrored_to.is_empty() {
-        check_mirrors(&route, req, &sent_host, pods).await?;
+        // Upstream gives a percentage check up to five rounds of fresh requests.
+        let mut result = Ok(());
+        for _ in 0..MIRROR_TRIES {
+            result = check_mirrors(&route, req, &sent_host, pods).await;
+            if result.is_ok() {
+                break;
+            }
+        }
+        result?;
     }
     Ok(())
 }
