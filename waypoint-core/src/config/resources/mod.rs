@@ -132,6 +132,8 @@ pub struct Resources {
     pub grpc_routes: Vec<Sourced<GrpcRoute>>,
     /// ReferenceGrants.
     pub reference_grants: Vec<Sourced<ReferenceGrant>>,
+    /// Secrets (TLS certificates of HTTPS listeners).
+    pub secrets: Vec<Sourced<Secret>>,
     /// Istio AuthorizationPolicies.
     pub authorization_policies: Vec<Sourced<AuthorizationPolicy>>,
     /// Istio RequestAuthentications.
