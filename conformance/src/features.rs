@@ -13,6 +13,7 @@ pub const SUPPORTED: &[&str] = &[
     "Mesh",
     // Gateway extended
     "GatewayPort8080",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     // HTTPRoute extended
     "HTTPRouteDestinationPortMatching",
     "HTTPRouteBackendRequestHeaderModification",

@@ -18,6 +18,7 @@ use crate::judge::judge;
 use crate::pods::Pods;
 use crate::process::Waypoint;
 use crate::status;
+use crate::tls::Certificates;
 
 /// What became of one case.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,6 +97,9 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
     let cases = Case::load_dir(&opts.cases).map_err(|e| e.to_string())?;
     let mut base = read_manifests(&root, "base/manifests.yaml")?;
     base.extend(read_manifests(&root, "mesh/manifests.yaml")?);
+    // Upstream's suite creates its certificate Secrets in code, after the base manifests.
+    let certs = Certificates::generate()?;
+    base.extend(certs.secrets());
 
     let config_dir = opts.work_dir.join("config");
     std::fs::create_dir_all(&config_dir).map_err(|e| format!("{}: {e}", config_dir.display()))?;
@@ -129,7 +133,7 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
                 }
                 if failures.is_empty() {
                     let cluster = Cluster::apply(objects, &mut addresses);
-                    run_case(&case, &cluster, &mut pods, &mut waypoint, opts).await
+                    run_case(&case, &cluster, &certs, &mut pods, &mut waypoint, opts).await
                 } else {
                     Outcome::Failed(failures)
                 }
@@ -164,6 +168,7 @@ fn skip_reason(case: &Case) -> Option<String> {
 async fn run_case(
     case: &Case,
     cluster: &Cluster,
+    certs: &Certificates,
     pods: &mut Pods,
     waypoint: &mut Waypoint,
     opts: &Options,
@@ -189,7 +194,7 @@ async fn run_case(
         } else {
             Duration::from_secs(1)
         };
-        if let Err(e) = run_request(case, req, cluster, pods, waypoint, patience).await {
+        if let Err(e) = run_request(case, req, cluster, certs, pods, waypoint, patience).await {
             failures.push(format!(
                 "{label} ({} {}): {e}",
                 req.request.method.as_deref().unwrap_or("GET"),
@@ -245,6 +250,7 @@ fn route_for(
                 baggage: Some(format!("k8s.namespace.name={client_ns}")),
             },
             default_host: host.to_owned(),
+            certificate: None,
         });
     }
     let target = req
@@ -283,6 +289,7 @@ fn route_for(
             baggage: None,
         },
         default_host,
+        certificate: None,
     })
 }
 
@@ -326,11 +333,18 @@ async fn run_request(
     case: &Case,
     req: &RequestCase,
     cluster: &Cluster,
+    certs: &Certificates,
     pods: &Pods,
     waypoint: &Waypoint,
     patience: Duration,
 ) -> Result<(), String> {
-    let route = route_for(case, req, cluster, waypoint)?;
+    let mut route = route_for(case, req, cluster, waypoint)?;
+    if let Some(secret) = &case.certificate {
+        let cert = certs
+            .certificate(secret)
+            .ok_or_else(|| format!("the harness made no certificate Secret {secret}"))?;
+        route.certificate = Some(cert.to_owned());
+    }
     let sent_host = req
         .request
         .host
