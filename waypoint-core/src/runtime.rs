@@ -1,4 +1,6 @@
 //! Assembling a running waypoint: config source, snapshot store, listeners, upstream.
+//! Connections to an HTTPS listener's address are TLS-terminated here, with the server config
+//! of the current snapshot, between the transport and the HTTP server.
 //!
 //! The `waypoint` binary is a thin CLI over this module; a vendor embedding the crate starts a
 //! waypoint the same way, with its own filters in the chain.

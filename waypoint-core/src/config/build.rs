@@ -1,6 +1,6 @@
 //! Building a [`Config`]: every resource validated (the checks live in `config/validate/`), a
 //! status for each, and the indexes the request path reads (Service ports by VIP and by name,
-//! each with its ready endpoints).
+//! each with its ready endpoints; the TLS servers of HTTPS listeners, in `build/frontend.rs`).
 
 mod frontend;
 mod mesh;

@@ -1,4 +1,4 @@
-//! Core Kubernetes resources: Service (`v1`) and EndpointSlice (`discovery.k8s.io/v1`).
+//! Core Kubernetes resources: Service and Secret (`v1`), EndpointSlice (`discovery.k8s.io/v1`).
 
 use std::collections::BTreeMap;
 use std::fmt;

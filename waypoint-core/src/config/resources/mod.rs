@@ -1,6 +1,6 @@
 //! Serde types of the Kubernetes resources waypoint reads, field for field as the upstream APIs
-//! spell them (Gateway API v1.6 with its experimental fields, core Service/EndpointSlice, Istio
-//! security), with the defaults the API server would apply so a file means what `kubectl apply`
+//! spell them (Gateway API v1.6 with its experimental fields, core Service/EndpointSlice/Secret,
+//! Istio security), with the defaults the API server would apply so a file means what `kubectl apply`
 //! of it would mean. Closed sets are enums, so a bad value fails with serde's own message.
 
 use std::collections::BTreeMap;
