@@ -42,6 +42,10 @@ pub struct Case {
     /// harness's pods have no IPv6 address).
     #[serde(default)]
     pub endpoints_from: BTreeMap<String, String>,
+    /// The Secret (`namespace/name`) whose certificate `https` requests trust, as upstream's
+    /// client trusts the Secret's `tls.crt` and nothing else.
+    #[serde(default)]
+    pub certificate: Option<String>,
     /// Status the waypoint must report once the manifests are applied.
     #[serde(default)]
     pub status: Vec<StatusCheck>,
@@ -206,6 +210,21 @@ pub struct Request {
     /// Upgrade to a WebSocket and exchange one message.
     #[serde(default)]
     pub websocket: bool,
+    /// `http` (default) or `https`: TLS to the listener, trusting the case's certificate.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// With `https`: the TLS server name to send; default the host without its port.
+    #[serde(default)]
+    pub sni: Option<String>,
+}
+
+impl Request {
+    /// True when the request goes over TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+    }
 }
 
 /// The placeholder for a value unique to each attempt.
@@ -367,6 +386,9 @@ impl Case {
             if !all_named {
                 return Err("requests need a gateway (case `gateway` or per request)".into());
             }
+        }
+        if self.certificate.is_none() && self.requests.iter().any(|r| r.request.is_https()) {
+            return Err("https requests need the case's `certificate` (a Secret)".into());
         }
         for (i, s) in self.status.iter().enumerate() {
             if s.route.is_none() == s.gateway.is_none() {

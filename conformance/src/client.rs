@@ -1,6 +1,7 @@
 //! Sending a test's requests the way traffic reaches a sandwiched waypoint: a TCP connection
 //! to its PROXY listener, a PROXY v2 header naming the client and the original destination (a
-//! Gateway address or a Service ClusterIP), then one HTTP exchange.
+//! Gateway address or a Service ClusterIP), then one HTTP exchange: plain, or inside TLS for
+//! `https` requests to HTTPS listeners.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
 use serde_json::Value;
 use waypoint_bin::tools::send::{ProxyClaims, connect};
 use waypoint_core::transport::BoxedIo;
@@ -28,6 +30,8 @@ pub struct Route {
     /// Straight to `claims.destination`, bypassing the waypoint: ztunnel sends traffic
     /// addressed to a pod (not a Service) to the pod itself.
     pub direct: bool,
+    /// The certificate (PEM) `https` requests trust.
+    pub certificate: Option<String>,
 }
 
 /// Opens the connection a request travels on: to the waypoint with a PROXY v2 header, or
@@ -71,6 +75,41 @@ pub async fn send(
         .map_err(|_| format!("no response within {} s", EXCHANGE_TIMEOUT.as_secs()))?
 }
 
+/// Wraps the PROXY'd stream in TLS: the request's SNI (default the host without its port), ALPN
+/// `h2` for HTTP/2 else `http/1.1`, trusting only the case's certificate.
+async fn tls_connect(
+    io: BoxedIo,
+    route: &Route,
+    req: &Request,
+    host: &str,
+    http2: bool,
+) -> Result<BoxedIo, String> {
+    let cert = route
+        .certificate
+        .as_deref()
+        .ok_or("an https request needs the case's certificate")?;
+    let alpn: &[u8] = if http2 { b"h2" } else { b"http/1.1" };
+    let config = crate::tls::client_config(cert, alpn)?;
+    let sni = req
+        .sni
+        .clone()
+        .unwrap_or_else(|| strip_port(host).to_owned());
+    let name = ServerName::try_from(sni.clone()).map_err(|e| format!("SNI `{sni}`: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, io)
+        .await
+        .map_err(|e| format!("TLS handshake (SNI {sni}): {e}"))?;
+    Ok(Box::new(stream))
+}
+
+/// `host:port` without the port (a Host header's host is what SNI names by default).
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
 async fn exchange(
     route: &Route,
     req: &Request,
@@ -85,6 +124,12 @@ async fn exchange(
         .host
         .clone()
         .unwrap_or_else(|| route.default_host.clone());
+    let io = if req.is_https() {
+        tls_connect(io, route, req, &host, http2).await?
+    } else {
+        io
+    };
+    let scheme = if req.is_https() { "https" } else { "http" };
     let method = Method::from_bytes(req.method.as_deref().unwrap_or("GET").as_bytes())
         .map_err(|e| format!("method: {e}"))?;
     let mut builder = http::Request::builder().method(method);
@@ -92,7 +137,7 @@ async fn exchange(
     // (a mesh client calling one Service with another's name).
     let explicit_host = req.headers.keys().any(|k| k.eq_ignore_ascii_case("host"));
     if http2 {
-        builder = builder.uri(format!("http://{host}{}", req.path));
+        builder = builder.uri(format!("{scheme}://{host}{}", req.path));
     } else {
         builder = builder.uri(&req.path);
         if !explicit_host {
@@ -112,12 +157,12 @@ async fn exchange(
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
                 .await
-                .map_err(|e| format!("h2c handshake: {e}"))?;
+                .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
         tokio::spawn(conn);
         sender
             .send_request(request)
             .await
-            .map_err(|e| format!("h2c exchange: {e}"))?
+            .map_err(|e| format!("HTTP/2 exchange: {e}"))?
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await

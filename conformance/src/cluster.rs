@@ -224,8 +224,9 @@ impl Cluster {
                         json!({"addresses": [{"type": "IPAddress", "value": ip.to_string()}]});
                     cluster.gateways.insert((ns, name), IpAddr::V4(ip));
                 }
-                // Workloads are run by the harness, not read by the waypoint.
-                "Deployment" | "ConfigMap" | "Secret" => continue,
+                // Workloads are run by the harness, not read by the waypoint. Secrets are
+                // read: HTTPS listeners take their certificates from them.
+                "Deployment" | "ConfigMap" => continue,
                 _ => {}
             }
             cluster.objects.push(o);

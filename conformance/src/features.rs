@@ -16,10 +16,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "not verified here: the upstream test's manifests are not among the shared ones",
     ),
     (
-        "GatewayHTTPSListenerDetectMisdirectedRequests",
-        "HTTPS listeners are not terminated yet",
-    ),
-    (
         "GatewayInfrastructurePropagation",
         "waypoint provisions no infrastructure from a Gateway",
     ),

@@ -20,3 +20,4 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod status;
+pub mod tls;

@@ -18,6 +18,7 @@ use crate::judge::judge;
 use crate::pods::Pods;
 use crate::process::Waypoint;
 use crate::status;
+use crate::tls::Certificates;
 
 /// What became of one case.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,6 +101,9 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
     let cases = Case::load_dir(&opts.cases).map_err(|e| e.to_string())?;
     let mut base = read_manifests(&root, "base/manifests.yaml")?;
     base.extend(read_manifests(&root, "mesh/manifests.yaml")?);
+    // Upstream's suite creates its certificate Secrets in code, after the base manifests.
+    let certs = Certificates::generate()?;
+    base.extend(certs.secrets());
 
     let config_dir = opts.work_dir.join("config");
     std::fs::create_dir_all(&config_dir).map_err(|e| format!("{}: {e}", config_dir.display()))?;
@@ -137,6 +141,7 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
                         objects,
                         deleted: Vec::new(),
                         state: &mut state,
+                        certs: &certs,
                         pods: &mut pods,
                         waypoint: &mut waypoint,
                     };
@@ -177,6 +182,7 @@ struct CaseRun<'a> {
     objects: Vec<Value>,
     deleted: Vec<String>,
     state: &'a mut ClusterState,
+    certs: &'a Certificates,
     pods: &'a mut Pods,
     waypoint: &'a mut Waypoint,
 }
@@ -244,8 +250,16 @@ impl CaseRun<'_> {
             } else {
                 Duration::from_secs(1)
             };
-            if let Err(e) =
-                run_request(case, req, &cluster, self.pods, self.waypoint, patience).await
+            if let Err(e) = run_request(
+                case,
+                req,
+                &cluster,
+                self.certs,
+                self.pods,
+                self.waypoint,
+                patience,
+            )
+            .await
             {
                 failures.push(format!(
                     "{label} ({} {}): {e}",
@@ -346,6 +360,7 @@ fn route_for(
                 None => host.to_owned(),
             },
             direct: pod_ip.is_some(),
+            certificate: None,
         });
     }
     let target = req
@@ -385,6 +400,7 @@ fn route_for(
         },
         default_host,
         direct: false,
+        certificate: None,
     })
 }
 
@@ -428,11 +444,18 @@ async fn run_request(
     case: &Case,
     req: &RequestCase,
     cluster: &Cluster,
+    certs: &Certificates,
     pods: &Pods,
     waypoint: &Waypoint,
     patience: Duration,
 ) -> Result<(), String> {
-    let route = route_for(case, req, cluster, waypoint)?;
+    let mut route = route_for(case, req, cluster, waypoint)?;
+    if let Some(secret) = &case.certificate {
+        let cert = certs
+            .certificate(secret)
+            .ok_or_else(|| format!("the harness made no certificate Secret {secret}"))?;
+        route.certificate = Some(cert.to_owned());
+    }
     // A pod-address placeholder in the host is sent as the address it stands for.
     let resolved;
     let req = if route.direct {

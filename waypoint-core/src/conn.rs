@@ -146,6 +146,15 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// What the waypoint learned terminating TLS on a connection (a Gateway HTTPS listener).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The server name the client sent (SNI), as sent; `None` when it sent none.
+    pub sni: Option<String>,
+    /// The application protocol agreed by ALPN (`h2`, `http/1.1`), if any.
+    pub alpn: Option<Vec<u8>>,
+}
+
 /// Everything known about an inbound connection: who sent it and where it was going.
 ///
 /// Filled by the transport (PROXY header TLVs, or the HBONE peer certificate and CONNECT
@@ -169,6 +178,9 @@ pub struct ConnInfo {
     pub tlvs: Vec<Tlv>,
     /// The W3C `traceparent` the tunnel was opened with (HBONE CONNECT header), if any.
     pub traceparent: Option<String>,
+    /// Set when the waypoint terminated TLS on this connection (the destination is an HTTPS
+    /// listener): requests on it were sent as `https`, and the SNI chose their listener.
+    pub tls: Option<TlsInfo>,
     /// When the connection was accepted.
     pub accepted_at: Instant,
 }
@@ -185,6 +197,7 @@ impl ConnInfo {
             target_service: None,
             tlvs: Vec::new(),
             traceparent: None,
+            tls: None,
             accepted_at: Instant::now(),
         }
     }

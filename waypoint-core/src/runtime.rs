@@ -1,4 +1,6 @@
 //! Assembling a running waypoint: config source, snapshot store, listeners, upstream.
+//! Connections to an HTTPS listener's address are TLS-terminated here, with the server config
+//! of the current snapshot, between the transport and the HTTP server.
 //!
 //! The `waypoint` binary is a thin CLI over this module; a vendor embedding the crate starts a
 //! waypoint the same way, with its own filters in the chain.
@@ -35,6 +37,7 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
 use crate::telemetry::otlp::OtlpOptions;
 use crate::telemetry::{Telemetry, TelemetryOptions};
+use crate::tls::frontend::accept;
 use crate::tls::{CertPaths, CertStore, TlsError};
 use crate::transport::BoxedIo;
 use crate::transport::hbone::{HboneListener, HboneOptions};
@@ -42,6 +45,9 @@ use crate::transport::listener::{ListenAddr, ListenerOptions, SandwichListener};
 use crate::transport::metrics::TransportMetrics;
 use crate::transport::proxy_protocol::ProxyConfig;
 use crate::upstream::{PoolCollector, Upstream, UpstreamConfig};
+
+/// How long a client of an HTTPS listener may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a waypoint needs to start. Built with [`WaypointOptions::new`] and then adjusted
 /// field by field.
@@ -277,10 +283,30 @@ impl Waypoint {
         let handler = {
             let shutdown = shutdown.clone();
             let (telemetry, store) = (telemetry.clone(), store.clone());
-            move |io, conn: ConnInfo| {
+            move |io, mut conn: ConnInfo| {
                 let (proxy, http, shutdown) = (proxy.clone(), http.clone(), shutdown.clone());
-                let io: BoxedIo = Box::new(telemetry.counted(io, &conn, &store.load().config));
+                let config = store.load().config.clone();
+                let io: BoxedIo = Box::new(telemetry.counted(io, &conn, &config));
+                // A destination that is an HTTPS listener gets TLS first; the server config
+                // comes from the same snapshot, so a reload never mixes certificates.
+                let frontend = conn
+                    .destination
+                    .and_then(|d| config.frontend_tls.get(d).cloned());
                 async move {
+                    let io: BoxedIo = match frontend {
+                        None => io,
+                        Some(tls) => match accept(io, tls, TLS_HANDSHAKE_TIMEOUT).await {
+                            Ok((io, info)) => {
+                                conn.tls = Some(info);
+                                Box::new(io)
+                            }
+                            Err(error) => {
+                                tracing::warn!(source = ?conn.source, destination = ?conn.destination,
+                                    %error, "closing connection: TLS handshake with the client failed");
+                                return;
+                            }
+                        },
+                    };
                     let serve = move |req, conn| {
                         let proxy = proxy.clone();
                         async move { proxy.handle(req, conn).await }

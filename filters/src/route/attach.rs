@@ -9,7 +9,7 @@ use std::sync::Arc;
 use waypoint_core::config::resources::{
     FromNamespaces, Gateway, LabelSelector, Listener, Object, ParentReference,
 };
-use waypoint_core::config::{Condition, Config, ResourceRef};
+use waypoint_core::config::{Condition, Config, ListenerRefProblem, ResourceRef};
 use waypoint_core::filter::BuildContext;
 use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
 
@@ -123,8 +123,8 @@ pub(super) fn resolved_refs<'r>(
     }
 }
 
-/// Listener protocols routes attach to (TLS termination is not ours; HTTPS listeners still
-/// take routes).
+/// Listener protocols routes attach to (HTTPS listeners terminate TLS in the serving layer,
+/// then route like HTTP).
 fn routable(l: &Listener) -> bool {
     matches!(l.protocol.as_str(), "HTTP" | "HTTPS")
 }
@@ -424,7 +424,15 @@ impl<'a> Builder<'a> {
             let mut listeners = Vec::new();
             for (li, l) in gw.spec.listeners.iter().enumerate() {
                 let attached = self.attached.get(&(gi, li)).map_or(0, HashSet::len);
-                listeners.push(listener_status(l, attached, !addresses.is_empty()));
+                let tls_problem = self
+                    .config
+                    .listener_tls_problem(&gw.resource_ref(), &l.name);
+                listeners.push(listener_status(
+                    l,
+                    attached,
+                    !addresses.is_empty(),
+                    tls_problem,
+                ));
                 if !routable(l) || addresses.is_empty() {
                     continue;
                 }
@@ -482,7 +490,12 @@ fn wanted(parent: &ParentReference) -> String {
     out
 }
 
-fn listener_status(l: &Listener, attached: usize, has_address: bool) -> ListenerStatus {
+fn listener_status(
+    l: &Listener,
+    attached: usize,
+    has_address: bool,
+    tls_problem: Option<&ListenerRefProblem>,
+) -> ListenerStatus {
     let supported = matches!(
         l.protocol.as_str(),
         "HTTP" | "HTTPS" | "HBONE" | "istio.io/PROXY"
@@ -500,14 +513,16 @@ fn listener_status(l: &Listener, attached: usize, has_address: bool) -> Listener
         let why = format!("protocol {} is not supported", l.protocol);
         cond("Accepted", false, "UnsupportedProtocol", why)
     };
-    let resolved = if bad_kinds.is_empty() {
-        cond("ResolvedRefs", true, "ResolvedRefs", "resolved")
-    } else {
+    let resolved = if !bad_kinds.is_empty() {
         let why = format!(
             "allowedRoutes.kinds: {} not supported",
             bad_kinds.join(", ")
         );
         cond("ResolvedRefs", false, "InvalidRouteKinds", why)
+    } else if let Some(p) = tls_problem {
+        cond("ResolvedRefs", false, &p.reason, p.message.clone())
+    } else {
+        cond("ResolvedRefs", true, "ResolvedRefs", "resolved")
     };
     let programmed = match (supported, has_address) {
         (false, _) => cond(
@@ -515,6 +530,12 @@ fn listener_status(l: &Listener, attached: usize, has_address: bool) -> Listener
             false,
             "Invalid",
             "the listener is not accepted",
+        ),
+        (true, _) if tls_problem.is_some() => cond(
+            "Programmed",
+            false,
+            "Invalid",
+            "the listener has no usable certificate",
         ),
         (true, false) => cond("Programmed", false, "Pending", "the Gateway has no address"),
         (true, true) => cond("Programmed", true, "Programmed", "served"),

@@ -148,6 +148,16 @@ pub(super) fn request_host<B>(req: &http::Request<B>) -> Cow<'_, str> {
     }
 }
 
+/// A host name (SNI) as listeners match it: lower case, without a trailing dot.
+pub(super) fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
 fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
         return authority

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use waypoint_core::body;
 use waypoint_core::config::{Config, parse_manifests};
-use waypoint_core::conn::{Binding, ConnInfo};
+use waypoint_core::conn::{Binding, ConnInfo, TlsInfo};
 use waypoint_core::filter::{
     BuildContext, BuildOutput, Decision, ExtensionRegistry, FilterChain, FilterFactory,
 };
@@ -44,13 +44,13 @@ metadata: {name: w1, namespace: web}
 spec: {clusterIP: 10.96.2.1, ports: [{name: http, port: 8080}]}
 "#;
 
-struct Gw {
-    config: Arc<Config>,
+pub(super) struct Gw {
+    pub(super) config: Arc<Config>,
     chain: FilterChain,
-    out: BuildOutput,
+    pub(super) out: BuildOutput,
 }
 
-fn gw(manifests: &str) -> Gw {
+pub(super) fn gw(manifests: &str) -> Gw {
     let config = parse_manifests(&format!("{BASE}\n---\n{manifests}"), "test.yaml")
         .expect("manifests parse");
     let registry = ExtensionRegistry::new();
@@ -65,10 +65,22 @@ fn gw(manifests: &str) -> Gw {
 
 impl Gw {
     async fn send(&self, dest: &str, req: http::request::Builder) -> (Option<StatusCode>, String) {
+        self.send_on(dest, None, req).await.0
+    }
+
+    /// Sends on a connection to `dest`, TLS-terminated when `tls` is given; also returns the
+    /// `Location` header, when there is one.
+    pub(super) async fn send_on(
+        &self,
+        dest: &str,
+        tls: Option<TlsInfo>,
+        req: http::request::Builder,
+    ) -> ((Option<StatusCode>, String), Option<String>) {
         let mut conn = ConnInfo::new(Binding::Plain {
             listener: "test".into(),
         });
         conn.destination = Some(dest.parse::<SocketAddr>().unwrap());
+        conn.tls = tls;
         let mut ctx =
             waypoint_core::filter::RequestContext::new(Arc::new(conn), self.config.clone());
         let mut request = req.body(body::empty()).unwrap();
@@ -78,17 +90,21 @@ impl Gw {
                     .headers()
                     .get("grpc-status")
                     .map(|v| format!("grpc-status {}", v.to_str().unwrap()));
-                (Some(resp.status()), grpc.unwrap_or_default())
+                let location = resp
+                    .headers()
+                    .get("location")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                ((Some(resp.status()), grpc.unwrap_or_default()), location)
             }
             Decision::Continue => {
                 let u = ctx.upstream.expect("an upstream");
-                (None, u.backend.service.name.clone())
+                ((None, u.backend.service.name.clone()), None)
             }
         }
     }
 
     /// The backend name, or the status code as a string.
-    async fn get(&self, dest: &str, host: &str, path: &str) -> String {
+    pub(super) async fn get(&self, dest: &str, host: &str, path: &str) -> String {
         match self
             .send(dest, http::Request::get(path).header("host", host))
             .await
@@ -133,23 +149,29 @@ impl Gw {
     }
 }
 
-fn gateway(name: &str, ip: &str, listeners: &str) -> String {
+pub(super) fn gateway(name: &str, ip: &str, listeners: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: infra}}\nspec:\n  gatewayClassName: waypoint\n  listeners:\n{listeners}\nstatus:\n  addresses: [{{type: IPAddress, value: \"{ip}\"}}]\n"
     )
 }
 
-fn http_route(name: &str, ns: &str, parents: &str, hostnames: &str, rules: &str) -> String {
+pub(super) fn http_route(
+    name: &str,
+    ns: &str,
+    parents: &str,
+    hostnames: &str,
+    rules: &str,
+) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  parentRefs: {parents}\n  hostnames: {hostnames}\n  rules:\n{rules}"
     )
 }
 
-fn to(backend: &str) -> String {
+pub(super) fn to(backend: &str) -> String {
     format!("  - backendRefs: [{{name: {backend}, port: 8080}}]\n")
 }
 
-fn docs(parts: &[String]) -> String {
+pub(super) fn docs(parts: &[String]) -> String {
     parts.join("\n---\n")
 }
 

@@ -6,7 +6,9 @@
 //!   would without a waypoint;
 //! - a Gateway address and listener port: the Host header picks the listener (exact hostname,
 //!   else the longest wildcard, else one without hostname), then the routes of the most specific
-//!   effective hostname (route hostnames intersected with the listener's).
+//!   effective hostname (route hostnames intersected with the listener's). On a TLS connection
+//!   (HTTPS listener) the SNI picks the listener by the same rule, and a request whose Host
+//!   picks a different one is answered 421 Misdirected Request.
 //!
 //! At build time every route is compiled into lists sorted by precedence (HTTPRoute or GRPCRoute
 //! rules, per parent and hostname). At request time routing is hash lookups and a walk down one
@@ -216,6 +218,17 @@ fn no_route(ctx: &mut RequestContext, message: String) -> Decision {
     Decision::Respond(local_reply(StatusCode::NOT_FOUND, message))
 }
 
+/// 421: the Host belongs to another listener than the one the TLS server name chose.
+fn misdirected(ctx: &mut RequestContext, sni: &str, host: &str) -> Decision {
+    ctx.response_flags.push("NR");
+    Decision::Respond(local_reply(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "waypoint: host `{host}` is not served by the listener TLS server name `{sni}` selected"
+        ),
+    ))
+}
+
 fn server_error(message: String) -> Decision {
     Decision::Respond(local_reply(StatusCode::INTERNAL_SERVER_ERROR, message))
 }
@@ -317,7 +330,22 @@ impl RouteFilter {
         };
         if let Some(port) = self.table.gateways.get(&destination) {
             let host = gateway::request_host(req);
-            let Some(listener) = port.listener(&host) else {
+            let by_host = port.listener(&host);
+            // On a TLS connection the SNI chose the listener (and its certificate): a Host
+            // that another listener takes was misdirected to this connection.
+            let conn = ctx.conn.clone();
+            if let Some(sni) = conn.tls.as_ref().and_then(|t| t.sni.as_deref()) {
+                let by_sni = port.listener(&gateway::normalize_host(sni));
+                let same = match (by_sni, by_host) {
+                    (Some(a), Some(b)) => std::ptr::eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    return Selected::Done(misdirected(ctx, sni, &host));
+                }
+            }
+            let Some(listener) = by_host else {
                 return Selected::Done(no_route(
                     ctx,
                     format!("waypoint: no listener at {destination} takes host `{host}`"),
@@ -393,6 +421,8 @@ fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
 mod gateway_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 #[cfg(test)]
 mod filter_tests;

@@ -38,10 +38,14 @@ impl Scheme {
     }
 }
 
-/// The scheme the client used. Every request a waypoint serves today arrived as plain HTTP
-/// inside the mesh tunnel; a TLS-terminating listener will answer `Https` here.
-pub(crate) fn request_scheme(_ctx: &RequestContext) -> Scheme {
-    Scheme::Http
+/// The scheme the client used: `https` when the waypoint terminated TLS on the connection (a
+/// Gateway HTTPS listener), else `http` (plain HTTP, inside the mesh tunnel or not).
+pub(crate) fn request_scheme(ctx: &RequestContext) -> Scheme {
+    if ctx.conn.tls.is_some() {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }
 }
 
 /// The scheme and port of a `Location`, by the Gateway API rules: an explicit port wins; else

@@ -1,7 +1,8 @@
 //! Building a [`Config`]: every resource validated (the checks live in `config/validate/`), a
 //! status for each, and the indexes the request path reads (Service ports by VIP and by name,
-//! each with its ready endpoints).
+//! each with its ready endpoints; the TLS servers of HTTPS listeners, in `build/frontend.rs`).
 
+mod frontend;
 mod mesh;
 
 use std::collections::{HashMap, HashSet};
@@ -112,7 +113,9 @@ pub fn build(
     mut statuses: Vec<ResourceStatus>,
     cache: &EndpointStatsCache,
 ) -> Config {
+    let (secrets, secret_keys) = frontend::compile_secrets(resources.secrets, &mut statuses);
     let resources = Resources {
+        secrets,
         gateways: keep_valid(resources.gateways, check_gateway, &mut statuses),
         services: keep_valid(resources.services, check_service, &mut statuses),
         endpoint_slices: keep_valid(resources.endpoint_slices, check_slice, &mut statuses),
@@ -158,11 +161,14 @@ pub fn build(
         }
     }
     cache.prune();
+    let frontend = frontend::build_frontend(&resources, &secret_keys);
     Config {
         resources,
         statuses,
         by_destination,
         by_name,
+        frontend_tls: frontend.tls,
+        listener_tls_problems: frontend.problems,
     }
 }
 

@@ -250,6 +250,7 @@ impl Reader {
             KnownKind::GrpcRoute => typed(doc, at, &rref, &mut r.grpc_routes),
             KnownKind::ReferenceGrant => typed(doc, at, &rref, &mut r.reference_grants),
             KnownKind::Service => typed(doc, at, &rref, &mut r.services),
+            KnownKind::Secret => typed(doc, at, &rref, &mut r.secrets),
             KnownKind::EndpointSlice => typed(doc, at, &rref, &mut r.endpoint_slices),
             KnownKind::AuthorizationPolicy => typed(doc, at, &rref, &mut r.authorization_policies),
             KnownKind::RequestAuthentication => {
@@ -302,6 +303,7 @@ enum KnownKind {
     GrpcRoute,
     ReferenceGrant,
     Service,
+    Secret,
     EndpointSlice,
     AuthorizationPolicy,
     RequestAuthentication,
@@ -315,6 +317,7 @@ impl KnownKind {
             ("gateway.networking.k8s.io", "GRPCRoute") => KnownKind::GrpcRoute,
             ("gateway.networking.k8s.io", "ReferenceGrant") => KnownKind::ReferenceGrant,
             ("", "Service") => KnownKind::Service,
+            ("", "Secret") => KnownKind::Secret,
             ("discovery.k8s.io", "EndpointSlice") => KnownKind::EndpointSlice,
             ("security.istio.io", "AuthorizationPolicy") => KnownKind::AuthorizationPolicy,
             ("security.istio.io", "RequestAuthentication") => KnownKind::RequestAuthentication,
@@ -328,7 +331,7 @@ impl KnownKind {
             KnownKind::Gateway | KnownKind::HttpRoute => &["v1", "v1beta1"],
             KnownKind::GrpcRoute => &["v1", "v1alpha2"],
             KnownKind::ReferenceGrant => &["v1", "v1beta1", "v1alpha2"],
-            KnownKind::Service | KnownKind::EndpointSlice => &["v1"],
+            KnownKind::Service | KnownKind::Secret | KnownKind::EndpointSlice => &["v1"],
             KnownKind::AuthorizationPolicy | KnownKind::RequestAuthentication => &["v1", "v1beta1"],
         }
     }

@@ -154,6 +154,19 @@ pub struct Config {
     pub(crate) by_destination: HashMap<SocketAddr, Arc<ServiceBackend>>,
     /// Service ports by `(namespace, name, port)`.
     pub(crate) by_name: HashMap<(String, String, u16), Arc<ServiceBackend>>,
+    /// The TLS server configurations of HTTPS listeners, by Gateway address and port.
+    pub frontend_tls: crate::tls::frontend::FrontendTls,
+    /// HTTPS listeners whose certificates could not be used, by `(Gateway, listener name)`.
+    pub(crate) listener_tls_problems: HashMap<(ResourceRef, String), ListenerRefProblem>,
+}
+
+/// Why an HTTPS listener's certificate cannot be used: its `ResolvedRefs` is false.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerRefProblem {
+    /// `InvalidCertificateRef` or `RefNotPermitted`.
+    pub reason: String,
+    /// What is wrong, naming the field (`spec.listeners[0].tls.certificateRefs[0]: ...`).
+    pub message: String,
 }
 
 impl Config {
@@ -176,6 +189,16 @@ impl Config {
             .services
             .iter()
             .any(|s| s.metadata.namespace() == namespace && s.metadata.name == name)
+    }
+
+    /// The certificate problem of listener `listener` of `gateway`, when it has one.
+    pub fn listener_tls_problem(
+        &self,
+        gateway: &ResourceRef,
+        listener: &str,
+    ) -> Option<&ListenerRefProblem> {
+        self.listener_tls_problems
+            .get(&(gateway.clone(), listener.to_owned()))
     }
 
     /// Every Service port, for listings.

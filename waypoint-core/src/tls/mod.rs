@@ -11,9 +11,12 @@
 //!   ([`SpiffeClientVerifier`], [`SpiffeServerVerifier`]).
 //! - [`CertStore`]: the current pair behind an atomic pointer, reloaded when the files rotate.
 //! - [`DevCa`]: a small CA for development clusters, tests and tooling.
+//! - [`frontend`]: TLS termination for Gateway HTTPS listeners (certificates from Secrets,
+//!   chosen by SNI), unrelated to the mesh identity above.
 
 mod ca;
 mod certs;
+pub mod frontend;
 mod store;
 mod verify;
 

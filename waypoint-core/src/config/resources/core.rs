@@ -1,4 +1,4 @@
-//! Core Kubernetes resources: Service (`v1`) and EndpointSlice (`discovery.k8s.io/v1`).
+//! Core Kubernetes resources: Service and Secret (`v1`), EndpointSlice (`discovery.k8s.io/v1`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -204,4 +204,64 @@ pub struct EndpointPort {
     pub protocol: Protocol,
     /// Application protocol.
     pub app_protocol: Option<String>,
+}
+
+/// A Secret (`v1`). waypoint reads `kubernetes.io/tls` Secrets, the certificates of HTTPS
+/// listeners; other types are kept (a listener naming one gets `InvalidCertificateRef`).
+/// `Debug` shows the keys, never the values.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// `kubernetes.io/tls`, `Opaque` (the default), ...
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// Values, base64-encoded (`tls.crt`, `tls.key`).
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    /// Values in plain text; the API server merges them into `data`, winning over it.
+    #[serde(default)]
+    pub string_data: BTreeMap<String, String>,
+}
+object!(Secret, "Secret");
+
+/// The Secret type of TLS certificates.
+pub const SECRET_TYPE_TLS: &str = "kubernetes.io/tls";
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("metadata", &self.metadata)
+            .field("type", &self.kind)
+            .field("data", &self.data.keys().collect::<Vec<_>>())
+            .field("string_data", &self.string_data.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Secret {
+    /// True for a `kubernetes.io/tls` Secret.
+    pub fn is_tls(&self) -> bool {
+        self.kind.as_deref() == Some(SECRET_TYPE_TLS)
+    }
+
+    /// The decoded value of `key` (`stringData` first, as the API server merges them) and the
+    /// field it came from, or why it cannot be read. `Ok(None)` when the key is absent.
+    pub fn value(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, String> {
+        use base64::Engine as _;
+        if let Some(v) = self.string_data.get(key) {
+            return Ok(Some((v.as_bytes().to_vec(), format!("stringData[{key}]"))));
+        }
+        let Some(encoded) = self.data.get(key) else {
+            return Ok(None);
+        };
+        let field = format!("data[{key}]");
+        // Manifests often wrap long base64 values; whitespace is not part of the value.
+        let compact: String = encoded.split_ascii_whitespace().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map(|bytes| Some((bytes, field.clone())))
+            .map_err(|e| format!("{field}: not base64: {e}"))
+    }
 }

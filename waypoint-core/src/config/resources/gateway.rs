@@ -85,12 +85,54 @@ pub struct Listener {
     pub port: u16,
     /// Protocol: `HTTP`, `HTTPS`, `HBONE`, `istio.io/PROXY`, ... (an open set).
     pub protocol: String,
-    /// TLS settings, verbatim.
+    /// TLS settings (HTTPS and TLS listeners).
     #[serde(default)]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<ListenerTls>,
     /// Which routes may attach.
     #[serde(default)]
     pub allowed_routes: AllowedRoutes,
+}
+
+/// A listener's `tls`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ListenerTls {
+    /// `Terminate` (the default) or `Passthrough`.
+    pub mode: TlsMode,
+    /// The certificates to serve (the first usable one is used).
+    pub certificate_refs: Vec<SecretObjectReference>,
+    /// Implementation-specific options, verbatim.
+    pub options: BTreeMap<String, String>,
+}
+
+/// How a listener handles TLS.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum TlsMode {
+    /// The Gateway terminates TLS with the listener's certificate.
+    #[default]
+    Terminate,
+    /// TLS passes through to the backend (TLSRoute); not supported on HTTPS listeners.
+    Passthrough,
+}
+
+/// A reference to a Secret (Gateway API `SecretObjectReference`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct SecretObjectReference {
+    /// Group, default `""` (core).
+    #[serde(default)]
+    pub group: String,
+    /// Kind, default `Secret`.
+    #[serde(default = "secret_kind")]
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace; `None` means the Gateway's (another one needs a ReferenceGrant).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+fn secret_kind() -> String {
+    "Secret".into()
 }
 
 /// Which routes may attach to a listener.

@@ -1,6 +1,6 @@
 //! Serde types of the Kubernetes resources waypoint reads, field for field as the upstream APIs
-//! spell them (Gateway API v1.6 with its experimental fields, core Service/EndpointSlice, Istio
-//! security), with the defaults the API server would apply so a file means what `kubectl apply`
+//! spell them (Gateway API v1.6 with its experimental fields, core Service/EndpointSlice/Secret,
+//! Istio security), with the defaults the API server would apply so a file means what `kubectl apply`
 //! of it would mean. Closed sets are enums, so a bad value fails with serde's own message.
 
 use std::collections::BTreeMap;
@@ -136,6 +136,8 @@ pub struct Resources {
     pub grpc_routes: Vec<Sourced<GrpcRoute>>,
     /// ReferenceGrants.
     pub reference_grants: Vec<Sourced<ReferenceGrant>>,
+    /// Secrets (TLS certificates of HTTPS listeners).
+    pub secrets: Vec<Sourced<Secret>>,
     /// Istio AuthorizationPolicies.
     pub authorization_policies: Vec<Sourced<AuthorizationPolicy>>,
     /// Istio RequestAuthentications.
