@@ -183,12 +183,6 @@ impl Profile {
             }
             return None;
         }
-        // A test must exercise the profile's route kind to belong to it.
-        let route_kind = self.core.last().copied().unwrap_or_default();
-        let frontend = self.core.first().copied().unwrap_or_default();
-        if !features.iter().any(|f| f == route_kind) || !features.iter().any(|f| f == frontend) {
-            return None;
-        }
         Some(if extended {
             Level::Extended
         } else {
