@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,9 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use waypoint_core::body::{Body, empty, full};
-use waypoint_core::config::{
-    AppProtocol, Config, Endpoint, EndpointStats, ResourceRef, ServiceBackend,
-};
+use waypoint_core::config::{AppProtocol, Config, ServiceBackend};
 use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::filter::{MirrorTarget, RequestContext, RetryPolicy, UpstreamTarget};
 use waypoint_core::upstream::{Upstream, UpstreamConfig, UpstreamStats};
@@ -102,20 +102,7 @@ async fn refused() -> SocketAddr {
 }
 
 fn service(name: &str, addrs: &[SocketAddr]) -> Arc<ServiceBackend> {
-    Arc::new(ServiceBackend {
-        service: ResourceRef::new("Service", "default", name),
-        port: 80,
-        cluster_ips: vec![[10, 96, 0, 10].into()],
-        protocol: AppProtocol::Http1,
-        endpoints: addrs
-            .iter()
-            .map(|&address| Endpoint {
-                address,
-                stats: Arc::new(EndpointStats::default()),
-                transport: Default::default(),
-            })
-            .collect(),
-    })
+    common::service_backend(name, AppProtocol::Http1, addrs)
 }
 
 fn context(target: UpstreamTarget) -> RequestContext {

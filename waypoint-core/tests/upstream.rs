@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 
+mod common;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,9 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use waypoint_core::body::{Body, boxed, empty, full};
-use waypoint_core::config::{
-    AppProtocol, Config, Endpoint, EndpointStats, ResourceRef, ServiceBackend,
-};
+use waypoint_core::config::{AppProtocol, Config, ServiceBackend};
 use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::filter::{RequestContext, UpstreamTarget};
 use waypoint_core::upstream::{Upstream, UpstreamConfig};
@@ -110,20 +110,7 @@ fn echo() -> Handler {
 }
 
 fn service(protocol: AppProtocol, addrs: &[SocketAddr]) -> Arc<ServiceBackend> {
-    Arc::new(ServiceBackend {
-        service: ResourceRef::new("Service", "default", "echo"),
-        port: 80,
-        cluster_ips: vec![[10, 96, 0, 10].into()],
-        protocol,
-        endpoints: addrs
-            .iter()
-            .map(|&address| Endpoint {
-                address,
-                stats: Arc::new(EndpointStats::default()),
-                transport: Default::default(),
-            })
-            .collect(),
-    })
+    common::service_backend("echo", protocol, addrs)
 }
 
 fn ctx_for(backend: Option<Arc<ServiceBackend>>, timeout: Option<Duration>) -> RequestContext {

@@ -139,13 +139,7 @@ pub(super) fn request_host<B>(req: &http::Request<B>) -> Cow<'_, str> {
             .and_then(|v| v.to_str().ok())
             .map(strip_port)
     });
-    let host = raw.unwrap_or_default();
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
+    normalize_host(raw.unwrap_or_default())
 }
 
 /// A host name (SNI) as listeners match it: lower case, without a trailing dot.
