@@ -14,10 +14,11 @@ use http::{HeaderValue, StatusCode};
 use waypoint_bin::tools::{echo, send};
 use waypoint_core::body::local_reply;
 use waypoint_core::filter::{
-    BuildContext, Decision, ExtensionRegistry, Filter, FilterFactory, Request, RequestContext,
+    BuildContext, Decision, Filter, FilterFactory, Request, RequestContext,
 };
 use waypoint_core::runtime::{Waypoint, WaypointOptions};
 use waypoint_core::transport::listener::ListenAddr;
+use waypoint_filters::{BuiltinSettings, Builtins};
 
 /// The vendor filter: one job, continue or stop.
 struct CallerIdentity;
@@ -92,9 +93,10 @@ async fn demo(dir: &std::path::Path, identity: &str, path: &str) -> (StatusCode,
     options.sandwich = vec![ListenAddr::Unix(dir.join("waypoint.sock"))];
     options.admin = None;
     // Vendor filters sit in the same chain as the built-ins, here after routing.
-    let mut factories = waypoint_filters::builtin_factories();
-    factories.push(Arc::new(CallerIdentityFactory));
-    let running = Waypoint::start(options, factories, ExtensionRegistry::new())
+    let running = Waypoint::builder(options)
+        .filters(Builtins::new(BuiltinSettings::default()).factories())
+        .filter(Arc::new(CallerIdentityFactory))
+        .start()
         .await
         .expect("waypoint starts");
 

@@ -24,7 +24,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use waypoint_core::conn::ConnInfo;
-use waypoint_core::filter::ExtensionRegistry;
 use waypoint_core::identity::SpiffeId;
 use waypoint_core::runtime::{CertSettings, HboneInbound, Waypoint, WaypointOptions};
 use waypoint_core::shutdown;
@@ -33,6 +32,7 @@ use waypoint_core::transport::BoxedIo;
 use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
 use waypoint_core::transport::metrics::TransportMetrics;
 use waypoint_core::upstream::{HboneClientOptions, HbonePool, TunnelSource, UpstreamMode};
+use waypoint_filters::Builtins;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -202,13 +202,11 @@ async fn setup() -> Setup {
     });
     options.upstream.mode = UpstreamMode::Auto;
     options.upstream.hbone.port = destination_hbone.port();
-    let running = Waypoint::start(
-        options,
-        waypoint_filters::builtin_factories(),
-        ExtensionRegistry::new(),
-    )
-    .await
-    .unwrap();
+    let running = Waypoint::builder(options)
+        .filters(Builtins::default().factories())
+        .start()
+        .await
+        .unwrap();
     let waypoint_hbone = running.hbone_addr().unwrap();
     std::mem::forget(running); // runs for the life of the process
 

@@ -20,18 +20,64 @@ use waypoint_core::filter::FilterFactory;
 pub mod authn;
 pub mod authz;
 pub mod route;
+pub mod scope;
 
-/// The built-in filters with their settings; [`Builtins::factories`] gives the chain.
+pub use scope::WaypointScope;
+
+/// Everything the built-in filters can be told: what `waypoint run`'s policy flags set. One
+/// struct, so a setting is either here and reaches its filter, or does not exist.
+#[derive(Clone, Debug, Default)]
+pub struct BuiltinSettings {
+    /// Which policies are this waypoint's; RequestAuthentication and AuthorizationPolicy read
+    /// the same scope.
+    pub scope: WaypointScope,
+    /// ext_authz providers CUSTOM policies may name.
+    pub ext_authz: Vec<authz::ExtAuthzProvider>,
+    /// Path normalization before policy matching and for the backend (Istio's BASE by default).
+    pub path_normalization: authz::PathNormalization,
+    /// Trusted proxy hops in `X-Forwarded-For` (see [`authz::AuthzFactory::xff_trusted_hops`]).
+    pub xff_trusted_hops: Option<usize>,
+}
+
+/// The built-in filters, built from one [`BuiltinSettings`]; [`Builtins::factories`] gives the
+/// chain.
 #[derive(Debug, Default)]
 pub struct Builtins {
-    /// JWT validation.
-    pub authn: authn::AuthnFactory,
-    /// AuthorizationPolicy enforcement (root namespace, this waypoint's Gateway, ext_authz
-    /// providers, path normalization).
-    pub authz: authz::AuthzFactory,
+    authn: authn::AuthnFactory,
+    authz: authz::AuthzFactory,
 }
 
 impl Builtins {
+    /// The built-in filters with `settings`.
+    pub fn new(settings: BuiltinSettings) -> Self {
+        // Destructured in full: a setting added to BuiltinSettings and not wired here does not
+        // compile.
+        let BuiltinSettings {
+            scope,
+            ext_authz,
+            path_normalization,
+            xff_trusted_hops,
+        } = settings;
+        Builtins {
+            authn: authn::AuthnFactory {
+                scope: scope.clone(),
+                ..Default::default()
+            },
+            authz: authz::AuthzFactory {
+                scope,
+                providers: ext_authz.into_iter().map(|p| (p.name.clone(), p)).collect(),
+                normalization: path_normalization,
+                xff_trusted_hops,
+            },
+        }
+    }
+
+    /// The AuthorizationPolicy filter's factory, for explaining decisions offline
+    /// (`waypoint authz`).
+    pub fn authz(&self) -> &authz::AuthzFactory {
+        &self.authz
+    }
+
     /// The built-in chain, in the order the waypoint runs it: authn, authz, route. A vendor
     /// inserts its own factories anywhere in this list.
     pub fn factories(self) -> Vec<Arc<dyn FilterFactory>> {
@@ -41,9 +87,4 @@ impl Builtins {
             Arc::new(route::RouteFactory),
         ]
     }
-}
-
-/// The built-in chain with default settings.
-pub fn builtin_factories() -> Vec<Arc<dyn FilterFactory>> {
-    Builtins::default().factories()
 }

@@ -188,6 +188,7 @@ fn authn_with(cache: Arc<JwksCache>, policies: &str) -> Authn {
     let mut cx = BuildContext::new(&config, &registry);
     let filter = AuthnFactory {
         jwks_fetcher: cache,
+        ..Default::default()
     }
     .build(&mut cx);
     let reports = cx.into_reports();
@@ -615,9 +616,20 @@ async fn unresolvable_targets_and_bad_fields_are_reported() {
     let reasons: Vec<&str> = a.reports.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(
         reasons,
-        ["Invalid", "TargetNotFound", "TargetNotFound", "Unsupported"],
+        [
+            "Invalid",
+            "TargetNotFound",
+            "TargetNotFound",
+            "TargetNotFound"
+        ],
         "{:?}",
         a.reports
+    );
+    // A ServiceEntry target means the Service of that name, as for AuthorizationPolicy.
+    assert!(
+        a.reports[3]
+            .message
+            .contains("spec.targetRefs[2]: no Service default/se")
     );
     assert!(
         a.reports[0]

@@ -16,11 +16,11 @@ use waypoint_bin::tools::send::{self, ProxyClaims, RequestSpec};
 use waypoint_core::body::local_reply;
 use waypoint_core::conn::ConnInfo;
 use waypoint_core::filter::{
-    BuildContext, Decision, ExtensionRegistry, Filter, FilterFactory, Request, RequestContext,
-    Response,
+    BuildContext, Decision, Filter, FilterFactory, Request, RequestContext, Response,
 };
 use waypoint_core::runtime::{RunningWaypoint, Waypoint, WaypointOptions};
 use waypoint_core::transport::listener::ListenAddr;
+use waypoint_filters::Builtins;
 
 const IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 const BAGGAGE: &str = "k8s.cluster.name=c1,k8s.namespace.name=shop,k8s.deployment.name=cart,service.name=cart,service.version=v3";
@@ -120,9 +120,10 @@ impl Harness {
         options.reload_interval = Duration::from_millis(100);
         options.admin = Some(([127, 0, 0, 1], 0).into());
         adjust(&mut options);
-        let mut factories = waypoint_filters::builtin_factories();
-        factories.push(Arc::new(ProbeFactory(probe.clone())));
-        let waypoint = Waypoint::start(options, factories, ExtensionRegistry::new())
+        let waypoint = Waypoint::builder(options)
+            .filters(Builtins::default().factories())
+            .filter(Arc::new(ProbeFactory(probe.clone())))
+            .start()
             .await
             .unwrap();
         Harness {

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use waypoint_bin::tools::echo::{self, EchoIdentity};
 use waypoint_core::conn::ConnInfo;
 use waypoint_core::filter::{
-    BuildContext, Decision, ExtensionRegistry, Filter, FilterFactory, Request, RequestContext,
+    BuildContext, Decision, Filter, FilterFactory, Request, RequestContext,
 };
 use waypoint_core::identity::SpiffeId;
 use waypoint_core::runtime::{
@@ -28,6 +28,7 @@ use waypoint_core::tls::{CertStore, DevCa, ExpectedIdentity};
 use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
 use waypoint_core::transport::metrics::TransportMetrics;
 use waypoint_core::upstream::{HboneClientOptions, HbonePool, TunnelSource, UpstreamMode};
+use waypoint_filters::Builtins;
 
 const WAYPOINT: &str = "spiffe://cluster.local/ns/default/sa/waypoint";
 const CLIENT: &str = "spiffe://cluster.local/ns/shop/sa/cart";
@@ -188,9 +189,10 @@ async fn mesh() -> Mesh {
     options.upstream.mode = UpstreamMode::Auto;
     options.upstream.hbone.port = relay_port;
     let seen_by_waypoint = Seen::default();
-    let mut factories = waypoint_filters::builtin_factories();
-    factories.push(Arc::new(seen_by_waypoint.clone()));
-    let waypoint = Waypoint::start(options, factories, ExtensionRegistry::new())
+    let waypoint = Waypoint::builder(options)
+        .filters(Builtins::default().factories())
+        .filter(Arc::new(seen_by_waypoint.clone()))
+        .start()
         .await
         .unwrap();
 

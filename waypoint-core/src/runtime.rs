@@ -11,7 +11,11 @@
 //! use waypoint_core::filter::ExtensionRegistry;
 //!
 //! let options = WaypointOptions::new("examples/quickstart");
-//! let running = Waypoint::start(options, vec![/* filter factories */], ExtensionRegistry::new()).await?;
+//! let running = Waypoint::builder(options)
+//!     .filters(vec![/* filter factories, e.g. waypoint_filters::Builtins::new(settings).factories() */])
+//!     .extensions(ExtensionRegistry::new())
+//!     .start()
+//!     .await?;
 //! println!("listening on {:?}", running.sandwich_addrs());
 //! running.shutdown(std::time::Duration::from_secs(10)).await;
 //! # Ok(()) }
@@ -179,30 +183,82 @@ pub enum StartError {
     },
 }
 
-/// Starts waypoints.
+/// Starts waypoints: [`Waypoint::builder`] is the one way to assemble one, for the binary and
+/// for a vendor alike.
 #[derive(Debug)]
 pub struct Waypoint;
 
 impl Waypoint {
-    /// Loads the config, binds the listeners and starts serving. The chain is built by
-    /// `factories`, in order, for every config snapshot. Invalid resources in the initial config
-    /// are reported and left out; a config that cannot be read at all is an error.
-    pub async fn start(
-        options: WaypointOptions,
-        factories: Vec<Arc<dyn FilterFactory>>,
-        extensions: ExtensionRegistry,
-    ) -> Result<RunningWaypoint, StartError> {
-        Self::start_with_registry(options, factories, extensions, Registry::default()).await
+    /// Begins assembling a waypoint with `options`. The filter chain starts empty: add the
+    /// built-ins (`waypoint_filters::Builtins`) and your own with [`WaypointBuilder::filters`].
+    pub fn builder(options: WaypointOptions) -> WaypointBuilder {
+        WaypointBuilder {
+            options,
+            factories: Vec::new(),
+            extensions: ExtensionRegistry::new(),
+            registry: Registry::default(),
+        }
+    }
+}
+
+/// A waypoint being assembled: its options, its filter chain, the vendor `ExtensionRef`
+/// filters and the metrics registry it reports into. [`WaypointBuilder::start`] serves it.
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct WaypointBuilder {
+    options: WaypointOptions,
+    factories: Vec<Arc<dyn FilterFactory>>,
+    extensions: ExtensionRegistry,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for WaypointBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaypointBuilder")
+            .field("options", &self.options)
+            .field(
+                "filters",
+                &self.factories.iter().map(|f| f.name()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl WaypointBuilder {
+    /// Appends filter factories to the chain; requests run them in the order added.
+    pub fn filters(mut self, factories: impl IntoIterator<Item = Arc<dyn FilterFactory>>) -> Self {
+        self.factories.extend(factories);
+        self
     }
 
-    /// Like [`Waypoint::start`], adding waypoint's metrics to `registry`, which a vendor may
-    /// already have filled with its own; the admin server's `/metrics` serves all of them.
-    pub async fn start_with_registry(
-        options: WaypointOptions,
-        factories: Vec<Arc<dyn FilterFactory>>,
-        extensions: ExtensionRegistry,
-        mut registry: Registry,
-    ) -> Result<RunningWaypoint, StartError> {
+    /// Appends one filter factory to the chain.
+    pub fn filter(mut self, factory: Arc<dyn FilterFactory>) -> Self {
+        self.factories.push(factory);
+        self
+    }
+
+    /// The filters Gateway API `ExtensionRef`s may name, by kind.
+    pub fn extensions(mut self, extensions: ExtensionRegistry) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// Reports waypoint's metrics into `registry`, which a vendor may already have filled with
+    /// its own; the admin server's `/metrics` serves all of them.
+    pub fn metrics_registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Loads the config, binds the listeners and starts serving. The chain is built by the
+    /// factories, in order, for every config snapshot. Invalid resources in the initial config
+    /// are reported and left out; a config that cannot be read at all is an error.
+    pub async fn start(self) -> Result<RunningWaypoint, StartError> {
+        let WaypointBuilder {
+            options,
+            factories,
+            extensions,
+            mut registry,
+        } = self;
         let cache = Arc::new(EndpointStatsCache::with_mesh(options.mesh.clone()));
         // The watcher takes its baseline before the initial load, so an edit made while we
         // start is picked up by the first poll instead of being missed.

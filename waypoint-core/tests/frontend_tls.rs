@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use waypoint_core::body::local_reply;
 use waypoint_core::config::parse_manifests;
 use waypoint_core::filter::{
-    BuildContext, Decision, ExtensionRegistry, Filter, FilterFactory, Request, RequestContext,
+    BuildContext, Decision, Filter, FilterFactory, Request, RequestContext,
 };
 use waypoint_core::runtime::{RunningWaypoint, Waypoint, WaypointOptions};
 use waypoint_core::transport::listener::ListenAddr;
@@ -196,7 +196,9 @@ async fn start() -> Running {
     let mut options = WaypointOptions::new(&config);
     options.sandwich = vec![ListenAddr::Tcp(([127, 0, 0, 1], 0).into())];
     options.admin = None;
-    let waypoint = Waypoint::start(options, vec![Arc::new(TlsEcho)], ExtensionRegistry::new())
+    let waypoint = Waypoint::builder(options)
+        .filter(Arc::new(TlsEcho))
+        .start()
         .await
         .unwrap();
     let ListenAddr::Tcp(sandwich) = waypoint.sandwich_addrs()[0].clone() else {

@@ -9,24 +9,29 @@ use std::time::Duration;
 
 use http::HeaderName;
 use waypoint_core::config::ResourceRef;
-use waypoint_core::config::resources::{JwtRule, Object, PolicyTargetRef, RequestAuthentication};
+use waypoint_core::config::resources::{JwtRule, Object, RequestAuthentication};
 use waypoint_core::filter::{BuildContext, BuildReport};
 
 use super::jwks::{JwksCache, KeySet};
 use super::validate::Keys;
-use super::{AuthnFilter, Location, ROOT_NAMESPACE, Rule, RuleSet};
+use super::{AuthnFilter, Location, Rule, RuleSet};
+use crate::scope::{PolicyTarget, WaypointScope};
 
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
-
-pub(super) fn compile(cx: &mut BuildContext<'_>, cache: &JwksCache) -> AuthnFilter {
+pub(super) fn compile(
+    cx: &mut BuildContext<'_>,
+    scope: &WaypointScope,
+    cache: &JwksCache,
+) -> AuthnFilter {
     let config = cx.config();
+    let resolver = scope.resolver(config);
     let mut waypoint: Vec<Arc<Rule>> = Vec::new();
     let mut services: HashMap<SocketAddr, Vec<Arc<Rule>>> = HashMap::new();
 
     for policy in &config.resources.request_authentications {
         let policy_ref = policy.resource_ref();
         let policy_ns = policy.metadata.namespace();
-        if policy.spec.selector.is_some() {
+        let spec = &policy.spec;
+        if spec.selector.is_some() {
             report(
                 cx,
                 &policy_ref,
@@ -35,13 +40,7 @@ pub(super) fn compile(cx: &mut BuildContext<'_>, cache: &JwksCache) -> AuthnFilt
             );
             continue;
         }
-        let targets: Vec<&PolicyTargetRef> = policy
-            .spec
-            .target_ref
-            .iter()
-            .chain(&policy.spec.target_refs)
-            .collect();
-        if targets.is_empty() {
+        if spec.target_ref.is_none() && spec.target_refs.is_empty() {
             report(
                 cx,
                 &policy_ref,
@@ -50,97 +49,36 @@ pub(super) fn compile(cx: &mut BuildContext<'_>, cache: &JwksCache) -> AuthnFilt
             );
             continue;
         }
+        // Rules first: their field errors are worth reporting even when no target resolves.
         let rules = compile_rules(cx, cache, policy, &policy_ref);
+        let resolved = resolver.resolve(policy_ns, spec.target_ref.as_ref(), &spec.target_refs);
+        for problem in resolved.problems {
+            report(cx, &policy_ref, problem.reason, problem.message);
+        }
         if rules.is_empty() {
             continue;
         }
 
-        for (t, target) in targets.iter().enumerate() {
-            let field = if policy.spec.target_ref.is_some() && t == 0 {
-                "spec.targetRef".to_owned()
-            } else {
-                let offset = usize::from(policy.spec.target_ref.is_some());
-                format!("spec.targetRefs[{}]", t - offset)
-            };
-            let target_ns = target.namespace.as_deref().unwrap_or(policy_ns);
-            let group = target.group.as_str();
-            match (group, target.kind.as_str()) {
-                (GATEWAY_GROUP, "Gateway") => {
-                    if target_ns != policy_ns {
-                        report(
-                            cx,
-                            &policy_ref,
-                            "Invalid",
-                            format!(
-                                "{field}: a policy may only target a Gateway of its own namespace"
-                            ),
-                        );
-                    } else if config.resources.gateways.iter().any(|g| {
-                        g.metadata.namespace() == target_ns && g.metadata.name == target.name
-                    }) {
-                        waypoint.extend(rules.iter().cloned());
-                    } else {
-                        report(
-                            cx,
-                            &policy_ref,
-                            "TargetNotFound",
-                            format!("{field}: no Gateway {target_ns}/{}", target.name),
-                        );
-                    }
-                }
-                (GATEWAY_GROUP, "GatewayClass") => {
-                    if policy_ns != ROOT_NAMESPACE {
-                        report(
-                            cx,
-                            &policy_ref,
-                            "Invalid",
-                            format!(
-                                "{field}: only policies in the root namespace {ROOT_NAMESPACE} may target a GatewayClass"
-                            ),
-                        );
-                    } else if config
-                        .resources
-                        .gateways
-                        .iter()
-                        .any(|g| g.spec.gateway_class_name == target.name)
-                    {
-                        waypoint.extend(rules.iter().cloned());
-                    } else {
-                        report(
-                            cx,
-                            &policy_ref,
-                            "TargetNotFound",
-                            format!("{field}: no Gateway of class {}", target.name),
-                        );
-                    }
-                }
-                ("" | "core", "Service") => {
-                    if target_ns != policy_ns {
-                        report(
-                            cx,
-                            &policy_ref,
-                            "Invalid",
-                            format!(
-                                "{field}: a policy may only target a Service of its own namespace"
-                            ),
-                        );
-                        continue;
-                    }
+        for target in resolved.targets {
+            match target {
+                PolicyTarget::Waypoint => waypoint.extend(rules.iter().cloned()),
+                PolicyTarget::Service { namespace, name } => {
+                    // JWT rules are looked up by destination address: a Service without a
+                    // cluster IP (headless) is never a waypoint destination.
                     let addresses: Vec<SocketAddr> = config
                         .backends()
-                        .filter(|b| {
-                            b.service.namespace == target_ns && b.service.name == target.name
-                        })
+                        .filter(|b| b.service.namespace == namespace && b.service.name == name)
                         .flat_map(|b| b.cluster_ips.iter().map(|ip| SocketAddr::new(*ip, b.port)))
                         .collect();
-                    if addresses.is_empty() {
+                    // A missing Service was reported by the resolver already.
+                    if addresses.is_empty() && resolver.has_service(&namespace, &name) {
                         report(
                             cx,
                             &policy_ref,
                             "TargetNotFound",
                             format!(
-                                "{field}: no Service {target_ns}/{} with a cluster IP",
-                                target.name
+                                "Service {namespace}/{name} has no cluster IP: the policy cannot \
+                                 apply to it at a waypoint"
                             ),
                         );
                     }
@@ -151,14 +89,6 @@ pub(super) fn compile(cx: &mut BuildContext<'_>, cache: &JwksCache) -> AuthnFilt
                             .extend(rules.iter().cloned());
                     }
                 }
-                (group, kind) => report(
-                    cx,
-                    &policy_ref,
-                    "Unsupported",
-                    format!(
-                        "{field}: target kind {group}/{kind} is not supported (Gateway, GatewayClass and Service are)"
-                    ),
-                ),
             }
         }
     }

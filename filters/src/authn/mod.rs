@@ -29,16 +29,18 @@ pub use validate::JwtFailure;
 
 use validate::{Jwt, Keys};
 
+use crate::scope::WaypointScope;
+
 /// The principal a valid token yields, as AuthorizationPolicy reads it.
 pub use crate::authz::RequestPrincipal;
-
-/// The namespace whose policies may target a GatewayClass (Istio's default root namespace).
-pub const ROOT_NAMESPACE: &str = "istio-system";
 
 /// Builds the [`AuthnFilter`] of each config snapshot. Keep one factory (and so one
 /// [`JwksCache`]) for the life of the process, so reloads reuse fetched key sets.
 #[derive(Debug, Default)]
 pub struct AuthnFactory {
+    /// Which policies are this waypoint's (root namespace, Gateway, GatewayClass); shared with
+    /// AuthorizationPolicy through [`crate::Builtins`].
+    pub scope: WaypointScope,
     /// Remote key sets, shared by every snapshot built by this factory.
     pub jwks_fetcher: Arc<JwksCache>,
 }
@@ -49,7 +51,7 @@ impl FilterFactory for AuthnFactory {
     }
 
     fn build(&self, cx: &mut BuildContext<'_>) -> Arc<dyn Filter> {
-        Arc::new(compile::compile(cx, &self.jwks_fetcher))
+        Arc::new(compile::compile(cx, &self.scope, &self.jwks_fetcher))
     }
 }
 

@@ -1,30 +1,20 @@
 //! Compiling AuthorizationPolicies into a [`PolicySet`]: deciding which ones this waypoint
-//! enforces and for which destination, and compiling their rules. Policies a waypoint does not
-//! enforce, and values that cannot be compiled, are reported per resource.
+//! enforces and for which destination (the shared [`crate::scope`] resolution), and compiling
+//! their rules. Policies a waypoint does not enforce, and values that cannot be compiled, are
+//! reported per resource.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use waypoint_core::config::ResourceRef;
-use waypoint_core::config::resources::{
-    AuthorizationAction, AuthorizationPolicy, Object, PolicyTargetRef,
-};
+use waypoint_core::config::resources::{AuthorizationAction, AuthorizationPolicy, Object};
 use waypoint_core::filter::{BuildContext, BuildReport};
 
 use super::matcher::RuleMatch;
 use super::{Action, AuthzFactory, CompiledPolicy, PolicySet};
+use crate::scope::PolicyTarget;
 
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
-const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
 const DRY_RUN: &str = "istio.io/dry-run";
-
-/// Where one policy applies.
-enum Target {
-    /// Every request through this waypoint (its Gateway, or its GatewayClass).
-    Everywhere,
-    /// Requests whose destination is the Service `namespace`/`name`.
-    Service(String, String),
-}
 
 fn report(cx: &mut BuildContext<'_>, resource: &ResourceRef, reason: &str, message: String) {
     tracing::warn!(%resource, reason, "{message}");
@@ -38,38 +28,7 @@ fn report(cx: &mut BuildContext<'_>, resource: &ResourceRef, reason: &str, messa
 
 pub(super) fn compile(factory: &AuthzFactory, cx: &mut BuildContext<'_>) -> PolicySet {
     let config = cx.config();
-    let gateways: Vec<(&str, &str, &str)> = config
-        .resources
-        .gateways
-        .iter()
-        .map(|g| {
-            (
-                g.metadata.namespace(),
-                g.metadata.name.as_str(),
-                g.spec.gateway_class_name.as_str(),
-            )
-        })
-        .collect();
-    let services: HashSet<(&str, &str)> = config
-        .resources
-        .services
-        .iter()
-        .map(|s| (s.metadata.namespace(), s.metadata.name.as_str()))
-        .collect();
-    let our_gateway = |ns: &str, name: &str| match &factory.gateway {
-        Some((gns, gname)) => gns == ns && gname == name,
-        None => gateways
-            .iter()
-            .any(|(gns, gname, _)| *gns == ns && *gname == name),
-    };
-    let our_class = |class: &str| match (&factory.gateway_class, &factory.gateway) {
-        (Some(c), _) => c == class,
-        (None, Some((gns, gname))) => gateways
-            .iter()
-            .any(|(ns, name, c)| ns == gns && name == gname && *c == class),
-        (None, None) => gateways.iter().any(|(_, _, c)| *c == class),
-    };
-
+    let resolver = factory.scope.resolver(config);
     let mut set = PolicySet {
         everywhere: Vec::new(),
         by_service: HashMap::new(),
@@ -91,8 +50,7 @@ pub(super) fn compile(factory: &AuthzFactory, cx: &mut BuildContext<'_>) -> Poli
             );
             continue;
         }
-        let refs: Vec<&PolicyTargetRef> = spec.target_ref.iter().chain(&spec.target_refs).collect();
-        if refs.is_empty() {
+        if spec.target_ref.is_none() && spec.target_refs.is_empty() {
             report(
                 cx,
                 &rref,
@@ -121,105 +79,25 @@ pub(super) fn compile(factory: &AuthzFactory, cx: &mut BuildContext<'_>) -> Poli
             continue;
         }
 
-        let mut targets = Vec::new();
-        for (i, t) in refs.iter().enumerate() {
-            let at = if spec.target_ref.is_some() && i == 0 {
-                "spec.targetRef".to_owned()
-            } else {
-                let i = if spec.target_ref.is_some() { i - 1 } else { i };
-                format!("spec.targetRefs[{i}]")
-            };
-            if t.namespace.as_deref().is_some_and(|tns| tns != ns) {
-                report(
-                    cx,
-                    &rref,
-                    "Invalid",
-                    format!(
-                        "{at}.namespace: a policy can only target resources of its own namespace {ns}"
-                    ),
-                );
-                continue;
-            }
-            let group = t.group.as_str();
-            match t.kind.as_str() {
-                "Gateway" if group == GATEWAY_GROUP => {
-                    if our_gateway(ns, &t.name) {
-                        targets.push(Target::Everywhere);
-                    } else if factory.gateway.is_none() {
-                        report(
-                            cx,
-                            &rref,
-                            "TargetNotFound",
-                            format!("{at}: no Gateway {ns}/{} in the config", t.name),
-                        );
-                    }
-                }
-                "GatewayClass" if group == GATEWAY_GROUP => {
-                    if ns != factory.root_namespace {
-                        report(
-                            cx,
-                            &rref,
-                            "Ignored",
-                            format!(
-                                "{at}: GatewayClass targets are honoured only for policies in the \
-                                 root namespace {}",
-                                factory.root_namespace
-                            ),
-                        );
-                    } else if our_class(&t.name) {
-                        targets.push(Target::Everywhere);
-                    }
-                }
-                "Service" if group.is_empty() || group == "core" => {
-                    if !services.contains(&(ns, t.name.as_str())) {
-                        report(
-                            cx,
-                            &rref,
-                            "TargetNotFound",
-                            format!("{at}: no Service {ns}/{} in the config", t.name),
-                        );
-                    }
-                    // Kept even when absent: the Service may come with the next snapshot and
-                    // the index makes unmatched entries free.
-                    targets.push(Target::Service(ns.to_owned(), t.name.clone()));
-                }
-                "ServiceEntry" if group == ISTIO_NETWORKING_GROUP => {
-                    // Without ServiceEntry resources, destinations resolve to Services only: a
-                    // ServiceEntry target applies to the Service of the same namespace and name.
-                    targets.push(Target::Service(ns.to_owned(), t.name.clone()));
-                }
-                kind => report(
-                    cx,
-                    &rref,
-                    "InvalidKind",
-                    format!(
-                        "{at}: target kind {group}/{kind} is not supported (Gateway, \
-                         GatewayClass, Service or ServiceEntry)"
-                    ),
-                ),
-            }
+        let resolved = resolver.resolve(ns, spec.target_ref.as_ref(), &spec.target_refs);
+        for problem in resolved.problems {
+            report(cx, &rref, problem.reason, problem.message);
         }
-        if targets.is_empty() {
+        if resolved.targets.is_empty() {
             continue;
         }
 
         let compiled = Arc::new(compile_policy(factory, cx, policy, rref, dry_run));
-        let mut placed_everywhere = false;
-        let mut placed = HashSet::new();
-        for target in targets {
+        for target in resolved.targets {
             match target {
-                Target::Everywhere if !placed_everywhere => {
-                    placed_everywhere = true;
-                    set.everywhere.push(compiled.clone());
-                }
-                Target::Service(ns, name) if placed.insert((ns.clone(), name.clone())) => set
+                PolicyTarget::Waypoint => set.everywhere.push(compiled.clone()),
+                PolicyTarget::Service { namespace, name } => set
                     .by_service
-                    .entry(ns)
+                    .entry(namespace)
                     .or_default()
                     .entry(name)
                     .or_default()
                     .push(compiled.clone()),
-                _ => {}
             }
         }
     }

@@ -43,6 +43,8 @@ use waypoint_core::filter::{
 };
 use waypoint_core::identity::SpiffeId;
 
+use crate::scope::WaypointScope;
+
 pub use ext_authz::{ExtAuthzProvider, SOURCE_PRINCIPAL_HEADER};
 pub use normalize::{NormalizeError, PathNormalization, check_method, normalize_path};
 
@@ -438,13 +440,9 @@ pub fn explain(
 /// Builds the [`AuthzFilter`] for each config snapshot.
 #[derive(Clone, Debug)]
 pub struct AuthzFactory {
-    /// Istio's root namespace: GatewayClass-targeted policies count only there.
-    pub root_namespace: String,
-    /// This waypoint's Gateway (`namespace`, `name`); `None` treats every Gateway in the config
-    /// as this waypoint.
-    pub gateway: Option<(String, String)>,
-    /// This waypoint's GatewayClass; `None` takes it from the Gateway(s) above.
-    pub gateway_class: Option<String>,
+    /// Which policies are this waypoint's (root namespace, Gateway, GatewayClass); shared with
+    /// RequestAuthentication through [`crate::Builtins`].
+    pub scope: WaypointScope,
     /// ext_authz providers CUSTOM policies may name.
     pub providers: HashMap<String, ExtAuthzProvider>,
     /// Path normalization (Istio's mesh `pathNormalization`, default BASE).
@@ -460,9 +458,7 @@ pub struct AuthzFactory {
 impl Default for AuthzFactory {
     fn default() -> Self {
         AuthzFactory {
-            root_namespace: "istio-system".into(),
-            gateway: None,
-            gateway_class: None,
+            scope: WaypointScope::default(),
             providers: HashMap::new(),
             normalization: PathNormalization::Base,
             xff_trusted_hops: None,

@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use waypoint_core::config;
 use waypoint_core::filter::ExtensionRegistry;
 use waypoint_core::identity::SpiffeId;
-use waypoint_filters::Builtins;
 use waypoint_filters::authz::{ExtAuthzProvider, PathNormalization, RequestAttributes};
+use waypoint_filters::{BuiltinSettings, Builtins, WaypointScope};
 
 /// Settings of the policy filters, shared by `run` and `authz`.
 #[derive(Debug, Args)]
@@ -53,25 +53,34 @@ pub enum NormalizationChoice {
 }
 
 impl PolicyArgs {
-    /// The built-in filters with these settings.
-    pub fn builtins(&self) -> Builtins {
-        let mut builtins = Builtins::default();
-        builtins.authz.root_namespace = self.root_namespace.clone();
-        builtins.authz.gateway = self.gateway.clone();
-        builtins.authz.gateway_class = self.gateway_class.clone();
-        builtins.authz.providers = self
-            .ext_authz
-            .iter()
-            .map(|p| (p.name.clone(), p.clone()))
-            .collect();
-        builtins.authz.normalization = match self.path_normalization {
-            NormalizationChoice::None => PathNormalization::None,
-            NormalizationChoice::Base => PathNormalization::Base,
-            NormalizationChoice::MergeSlashes => PathNormalization::MergeSlashes,
-            NormalizationChoice::DecodeAndMergeSlashes => PathNormalization::DecodeAndMergeSlashes,
-        };
-        builtins.authz.xff_trusted_hops = self.xff_trusted_hops;
-        builtins
+    /// The built-in filters' settings. Destructured in full (no `..`): a policy flag added to
+    /// [`PolicyArgs`] and not wired here does not compile.
+    pub fn settings(self) -> BuiltinSettings {
+        let PolicyArgs {
+            root_namespace,
+            gateway,
+            gateway_class,
+            ext_authz,
+            path_normalization,
+            xff_trusted_hops,
+        } = self;
+        BuiltinSettings {
+            scope: WaypointScope {
+                root_namespace,
+                gateway,
+                gateway_class,
+            },
+            ext_authz,
+            path_normalization: match path_normalization {
+                NormalizationChoice::None => PathNormalization::None,
+                NormalizationChoice::Base => PathNormalization::Base,
+                NormalizationChoice::MergeSlashes => PathNormalization::MergeSlashes,
+                NormalizationChoice::DecodeAndMergeSlashes => {
+                    PathNormalization::DecodeAndMergeSlashes
+                }
+            },
+            xff_trusted_hops,
+        }
     }
 }
 
@@ -179,7 +188,8 @@ pub fn authz(args: AuthzArgs) -> ExitCode {
     }
     let registry = ExtensionRegistry::new();
     let mut cx = waypoint_core::filter::BuildContext::new(&config, &registry);
-    let policies = args.policy.builtins().authz.compile(&mut cx);
+    let builtins = Builtins::new(args.policy.settings());
+    let policies = builtins.authz().compile(&mut cx);
     for report in cx.into_reports() {
         eprintln!(
             "note: {}: {} ({}): {}",

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use waypoint_core::config::build::MeshOptions;
-use waypoint_core::filter::ExtensionRegistry;
 use waypoint_core::runtime::{
     AccessLogSettings, CertSettings, HboneInbound, LogLevelHook, Waypoint, WaypointOptions,
 };
@@ -20,6 +19,7 @@ use waypoint_core::tls::CertPaths;
 use waypoint_core::transport::hbone::HboneOptions;
 use waypoint_core::transport::listener::ListenAddr;
 use waypoint_core::upstream::UpstreamMode;
+use waypoint_filters::{BuiltinSettings, Builtins};
 
 /// `waypoint run`.
 #[derive(Debug, Args)]
@@ -143,65 +143,119 @@ pub enum AccessLogChoice {
     Off,
 }
 
+/// What `waypoint run` starts: the runtime's options and the built-in filters' settings.
+#[derive(Debug)]
+pub struct RunSettings {
+    /// The runtime: listeners, transports, upstream, telemetry.
+    pub options: WaypointOptions,
+    /// The built-in filters: policy scope, ext_authz providers, normalization.
+    pub builtins: BuiltinSettings,
+    /// How long in-flight requests may take to finish on SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+}
+
+impl RunArgs {
+    /// Every flag, in the place that uses it. The arguments are destructured in full (no `..`):
+    /// a flag added to [`RunArgs`] and not wired here does not compile.
+    pub fn into_settings(self, log_level: Option<LogLevelHook>) -> RunSettings {
+        let RunArgs {
+            config,
+            sandwich_listen,
+            proxy_optional,
+            proxy_read_timeout,
+            metadata_tlv,
+            unix_socket_mode,
+            connect_timeout,
+            request_timeout,
+            reload_interval,
+            drain_timeout,
+            worker_threads: _, // sizes the runtime before this runs (main.rs)
+            no_sandwich,
+            hbone_listen,
+            certs_dir,
+            trust_domain,
+            accept_trust_domains,
+            upstream,
+            ambient_namespaces,
+            own_ip,
+            admin_addr,
+            access_log,
+            access_log_sample,
+            policy,
+            cluster_id,
+            otlp_endpoint,
+            otlp_sample,
+            cluster_domain,
+        } = self;
+        let mut options = WaypointOptions::new(config);
+        options.sandwich = if no_sandwich {
+            Vec::new()
+        } else {
+            sandwich_listen
+        };
+        options.reload_interval = reload_interval;
+        options.proxy.required = !proxy_optional;
+        options.proxy.read_timeout = proxy_read_timeout;
+        options.proxy.metadata_tlv = metadata_tlv;
+        options.listener.unix_mode = unix_socket_mode;
+        options.upstream.connect_timeout = connect_timeout;
+        options.upstream.request_timeout = request_timeout;
+        options.upstream.mode = upstream;
+        options.upstream.own_ip = own_ip;
+        let mut trust_domains = vec![trust_domain.clone()];
+        trust_domains.extend(accept_trust_domains);
+        options.certs = certs_dir.as_ref().map(|dir| CertSettings {
+            paths: CertPaths::in_dir(dir),
+            trust_domains,
+            reload_interval,
+        });
+        options.mesh = MeshOptions {
+            trust_domain,
+            ambient_namespaces: ambient_namespaces.into_iter().collect(),
+        };
+        options.hbone = hbone_listen.map(|addr| HboneInbound {
+            addr,
+            options: HboneOptions::default(),
+        });
+        options.admin = admin_addr.0;
+        let format = match access_log {
+            AccessLogChoice::Json => Some(AccessLogFormat::Json),
+            AccessLogChoice::Text => Some(AccessLogFormat::Text),
+            AccessLogChoice::Off => None,
+        };
+        options.access_log = format.map(|format| AccessLogSettings {
+            format,
+            sample: access_log_sample,
+        });
+        options.cluster_id = cluster_id;
+        options.cluster_domain = cluster_domain;
+        options.log_level = log_level;
+        options.otlp = otlp_endpoint.map(|endpoint| OtlpOptions {
+            endpoint,
+            sample: otlp_sample,
+        });
+        RunSettings {
+            options,
+            builtins: policy.settings(),
+            drain_timeout,
+        }
+    }
+}
+
 /// Runs `waypoint run` until SIGTERM/SIGINT. `log_level` changes the process's log filter
 /// (served at the admin server's `/logging`).
 pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
-    let mut options = WaypointOptions::new(&args.config);
-    options.sandwich = args.sandwich_listen.clone();
-    options.reload_interval = args.reload_interval;
-    options.proxy.required = !args.proxy_optional;
-    options.proxy.read_timeout = args.proxy_read_timeout;
-    options.proxy.metadata_tlv = args.metadata_tlv;
-    options.listener.unix_mode = args.unix_socket_mode;
-    options.upstream.connect_timeout = args.connect_timeout;
-    options.upstream.request_timeout = args.request_timeout;
-    if args.no_sandwich {
-        options.sandwich.clear();
-    }
-    let mut trust_domains = vec![args.trust_domain.clone()];
-    trust_domains.extend(args.accept_trust_domains.iter().cloned());
-    options.certs = args.certs_dir.as_ref().map(|dir| CertSettings {
-        paths: CertPaths::in_dir(dir),
-        trust_domains,
-        reload_interval: args.reload_interval,
-    });
-    options.upstream.mode = args.upstream.clone();
-    options.upstream.own_ip = args.own_ip;
-    options.mesh = MeshOptions {
-        trust_domain: args.trust_domain.clone(),
-        ambient_namespaces: args.ambient_namespaces.iter().cloned().collect(),
-    };
-    options.hbone = args.hbone_listen.map(|addr| HboneInbound {
-        addr,
-        options: HboneOptions::default(),
-    });
-    options.admin = args.admin_addr.0;
-    options.access_log = match args.access_log {
-        AccessLogChoice::Json => Some(AccessLogSettings {
-            format: AccessLogFormat::Json,
-            sample: args.access_log_sample,
-        }),
-        AccessLogChoice::Text => Some(AccessLogSettings {
-            format: AccessLogFormat::Text,
-            sample: args.access_log_sample,
-        }),
-        AccessLogChoice::Off => None,
-    };
-    options.cluster_id = args.cluster_id.clone();
-    options.cluster_domain = args.cluster_domain.clone();
-    options.log_level = log_level;
-    options.otlp = args.otlp_endpoint.clone().map(|endpoint| OtlpOptions {
-        endpoint,
-        sample: args.otlp_sample,
-    });
-
-    let running = match Waypoint::start(
+    let proxy_required = !args.proxy_optional;
+    let RunSettings {
         options,
-        waypoint_filters::builtin_factories(),
-        ExtensionRegistry::new(),
-    )
-    .await
-    {
+        builtins,
+        drain_timeout,
+    } = args.into_settings(log_level);
+    let started = Waypoint::builder(options)
+        .filters(Builtins::new(builtins).factories())
+        .start()
+        .await;
+    let running = match started {
         Ok(running) => running,
         Err(err) => {
             tracing::error!(error = %err, "waypoint could not start");
@@ -219,11 +273,11 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         tracing::info!(listener = %addr, %identity, "HBONE listener ready");
     }
     for addr in running.sandwich_addrs() {
-        tracing::info!(listener = %addr, "sandwich listener ready (PROXY protocol {})", if args.proxy_optional { "optional" } else { "required" });
+        tracing::info!(listener = %addr, "sandwich listener ready (PROXY protocol {})", if proxy_required { "required" } else { "optional" });
     }
     wait_for_signal().await;
-    tracing::info!(deadline = ?args.drain_timeout, "stopping: draining in-flight requests");
-    if running.shutdown(args.drain_timeout).await {
+    tracing::info!(deadline = ?drain_timeout, "stopping: draining in-flight requests");
+    if running.shutdown(drain_timeout).await {
         tracing::info!("drained; bye");
     } else {
         tracing::warn!("drain deadline passed with requests still in flight");

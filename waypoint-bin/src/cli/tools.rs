@@ -1,6 +1,6 @@
 //! `waypoint check`, `echo`, `send` and `certs`: trying a waypoint by hand.
 
-use super::{CertsCommand, wait_for_signal};
+use super::{CertsCommand, PolicyArgs, wait_for_signal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ use waypoint_core::proxy::SnapshotStore;
 use waypoint_core::tls::{CertPaths, DevCa};
 use waypoint_core::transport::listener::ListenAddr;
 use waypoint_core::upstream::TunnelSource;
+use waypoint_filters::Builtins;
 
 use crate::tools::{echo, send};
 
@@ -23,6 +24,10 @@ pub struct CheckArgs {
     /// Manifest file or directory.
     #[arg(long, env = "WAYPOINT_CONFIG")]
     pub config: PathBuf,
+    /// Policy filter settings, as `run` takes them (which policies are this waypoint's, which
+    /// ext_authz providers exist).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// `waypoint echo`.
@@ -104,10 +109,8 @@ pub fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let store = SnapshotStore::new(
-        waypoint_filters::builtin_factories(),
-        ExtensionRegistry::new(),
-    );
+    let builtins = Builtins::new(args.policy.settings());
+    let store = SnapshotStore::new(builtins.factories(), ExtensionRegistry::new());
     let snapshot = store.preview(config);
     let mut failed = 0;
     for status in snapshot.statuses() {
