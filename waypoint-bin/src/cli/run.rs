@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use waypoint_core::config::build::MeshOptions;
 use waypoint_core::filter::ExtensionRegistry;
+use waypoint_core::http::AllowedUpgrades;
 use waypoint_core::runtime::{
     AccessLogSettings, CertSettings, HboneInbound, LogLevelHook, Waypoint, WaypointOptions,
 };
@@ -117,6 +118,18 @@ pub struct RunArgs {
     /// DNS suffix of Services, for `destination_service` labels.
     #[arg(long, env = "WAYPOINT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// HTTP/1.1 upgrade protocols carried to backends, comma-separated, compared
+    /// case-insensitively (`none` for no upgrade at all). Other upgrades are refused with 403;
+    /// `h2c` can never be allowed (its upgrade headers are stripped). CONNECT is always refused.
+    #[arg(long, env = "WAYPOINT_ALLOWED_UPGRADES", default_value = "websocket")]
+    pub allowed_upgrades: AllowedUpgrades,
+    /// Unix socket listeners accept only processes running as this uid (SO_PEERCRED), e.g.
+    /// ztunnel's; others are closed before anything is read, logged and counted.
+    #[arg(long, env = "WAYPOINT_UNIX_SOCKET_PEER_UID")]
+    pub unix_socket_peer_uid: Option<u32>,
+    /// Unix socket listeners accept only processes whose primary gid is this (SO_PEERCRED).
+    #[arg(long, env = "WAYPOINT_UNIX_SOCKET_PEER_GID")]
+    pub unix_socket_peer_gid: Option<u32>,
 }
 
 /// The admin server address, or none.
@@ -194,6 +207,10 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         endpoint,
         sample: args.otlp_sample,
     });
+    // Issue 11 hardening, upgrades and tunnels; Unix socket peer check.
+    options.http.allowed_upgrades = args.allowed_upgrades.clone();
+    options.listener.unix_peer_uid = args.unix_socket_peer_uid;
+    options.listener.unix_peer_gid = args.unix_socket_peer_gid;
 
     let running = match Waypoint::start(
         options,

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::hbone::HboneRejection;
+use super::listener::PeerRejection;
 use super::proxy_protocol::ProxyError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,12 +28,15 @@ struct ReasonLabels {
 /// layer, by binding: `sandwich`, `plain`, `hbone`) and `waypoint_proxy_header_rejected_total{reason}`
 /// (connections closed for a bad or missing PROXY header, by [`ProxyError::reason`]) and
 /// `waypoint_hbone_rejected_total{reason}` (HBONE handshakes and streams refused, by
-/// [`HboneRejection::reason`]).
+/// [`HboneRejection::reason`]) and `waypoint_unix_peer_rejected_total{reason}` (Unix socket
+/// connections closed because the connecting process is not the one allowed, by
+/// [`PeerRejection::reason`]).
 #[derive(Clone, Debug, Default)]
 pub struct TransportMetrics {
     accepted: Family<BindingLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
     hbone_rejected: Family<ReasonLabels, Counter>,
+    peer_rejected: Family<ReasonLabels, Counter>,
 }
 
 impl TransportMetrics {
@@ -49,6 +53,11 @@ impl TransportMetrics {
         for rejection in HboneRejection::ALL {
             drop(metrics.hbone_rejected.get_or_create(&ReasonLabels {
                 reason: Cow::Borrowed(rejection.reason()),
+            }));
+        }
+        for reason in PeerRejection::REASONS {
+            drop(metrics.peer_rejected.get_or_create(&ReasonLabels {
+                reason: Cow::Borrowed(reason),
             }));
         }
         metrics
@@ -71,6 +80,28 @@ impl TransportMetrics {
             "HBONE connections and CONNECT streams refused, by reason",
             self.hbone_rejected.clone(),
         );
+        registry.register(
+            "waypoint_unix_peer_rejected",
+            "Unix socket connections closed because the connecting process's uid/gid is not allowed, by reason",
+            self.peer_rejected.clone(),
+        );
+    }
+
+    /// Counts one Unix socket peer refused for `rejection`.
+    pub fn inc_peer_rejected(&self, rejection: PeerRejection) {
+        self.peer_rejected
+            .get_or_create(&ReasonLabels {
+                reason: Cow::Borrowed(rejection.reason()),
+            })
+            .inc();
+    }
+
+    /// Unix socket peers refused so far for `reason` (a [`PeerRejection::reason`]).
+    pub fn peer_rejected(&self, reason: &str) -> u64 {
+        let labels = ReasonLabels {
+            reason: Cow::Owned(reason.to_owned()),
+        };
+        self.peer_rejected.get(&labels).map_or(0, |c| c.get())
     }
 
     /// Counts one connection accepted on `binding` (`sandwich`, `plain`).

@@ -22,7 +22,9 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy_protocol;
 
-pub use listener::{ListenAddr, ListenAddrError, ListenerOptions, SandwichListener};
+pub use listener::{
+    ListenAddr, ListenAddrError, ListenerOptions, PeerCheck, PeerRejection, SandwichListener,
+};
 pub use metrics::TransportMetrics;
 pub use proxy_protocol::{
     Decoded, ProxyConfig, ProxyError, ProxyHeader, Rewind, conn_info, decode, encode_v2,
