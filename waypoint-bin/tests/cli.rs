@@ -217,8 +217,8 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     );
 
     // The admin server is ready and counts the request with Istio's labels.
-    assert!(admin_get(admin_port, "/healthz/ready").starts_with("HTTP/1.1 200"));
-    let metrics = admin_get(admin_port, "/metrics");
+    assert!(common::admin_get(admin_port, "/healthz/ready").starts_with("HTTP/1.1 200"));
+    let metrics = common::admin_get(admin_port, "/metrics");
     assert!(
         metrics
             .lines()
@@ -247,20 +247,6 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     };
     assert!(exit.success(), "{exit:?}");
     assert!(!sock.exists(), "the socket file is removed on exit");
-}
-
-/// A plain HTTP/1.1 GET to the admin server; returns the whole response.
-fn admin_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

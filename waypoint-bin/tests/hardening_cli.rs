@@ -109,15 +109,7 @@ fn exchange(sock: &Path, request: &str) -> String {
 const PLAIN: &str = "GET / HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n";
 
 fn metrics(run: &Run) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", run.admin_port)).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    out
+    common::admin_get(run.admin_port, "/metrics")
 }
 
 fn has_line(text: &str, line: &str) -> bool {

@@ -21,17 +21,6 @@ const CART: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 const INTRUDER: &str = "spiffe://cluster.local/ns/shop/sa/intruder";
 const VIP: &str = "10.96.0.10:80";
 
-const ONLY_CART: &str = r#"---
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: only-cart, namespace: default}
-spec:
-  targetRefs: [{kind: Service, group: "", name: echo}]
-  action: ALLOW
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/shop/sa/cart"]}}]
-"#;
-
 /// How the raw backend treats requests.
 #[derive(Clone, Copy)]
 enum Mode {
@@ -179,6 +168,15 @@ impl Harness {
         stream
     }
 
+    /// Sends `request` on a new connection for `identity`; the connection, the response head
+    /// and its body.
+    async fn ask(&self, identity: &str, request: &[u8]) -> (TcpStream, String, String) {
+        let mut client = self.connect(identity).await;
+        client.write_all(request).await.unwrap();
+        let (head, body) = read_response(&mut client).await;
+        (client, head, body)
+    }
+
     async fn metric(&self, line: &str) -> bool {
         let admin: SocketAddr = self.waypoint.admin_addr().unwrap();
         let metrics = common::http_get(admin, "/metrics").await;
@@ -201,6 +199,9 @@ async fn closes(stream: &mut TcpStream) -> bool {
     )
 }
 
+const H2C_UPGRADE: &[u8] = b"GET /h2c HTTP/1.1\r\nHost: echo\r\n\
+    Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+
 const WS_UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: echo.default.svc.cluster.local\r\n\
     Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
@@ -208,15 +209,7 @@ const WS_UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: echo.default.svc.cluster.l
 #[tokio::test]
 async fn an_h2c_upgrade_is_served_as_http1_and_its_headers_never_reach_the_backend() {
     let mut h = Harness::start(Mode::SwitchWhenAsked, "", |_| {}).await;
-    let mut client = h.connect(CART).await;
-    client
-        .write_all(
-            b"GET /h2c HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade, HTTP2-Settings\r\n\
-              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let (head, body) = read_response(&mut client).await;
+    let (mut client, head, body) = h.ask(CART, H2C_UPGRADE).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, "ok");
     let seen = h.backend.heads.recv().await.unwrap();
@@ -249,13 +242,8 @@ async fn an_h2c_upgrade_is_served_as_http1_and_its_headers_never_reach_the_backe
 #[tokio::test]
 async fn a_backend_that_switches_protocols_unasked_gets_502_and_no_tunnel() {
     let mut h = Harness::start(Mode::AlwaysSwitch, "", |_| {}).await;
-    for request in [
-        &b"GET / HTTP/1.1\r\nHost: echo\r\n\r\n"[..],
-        b"GET / HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
-    ] {
-        let mut client = h.connect(CART).await;
-        client.write_all(request).await.unwrap();
-        let (head, body) = read_response(&mut client).await;
+    for request in [&b"GET / HTTP/1.1\r\nHost: echo\r\n\r\n"[..], H2C_UPGRADE] {
+        let (mut client, head, body) = h.ask(CART, request).await;
         assert!(head.starts_with("http/1.1 502"), "{head}");
         assert!(body.contains("switched protocols unasked"), "{body}");
         h.backend.heads.recv().await.unwrap();
@@ -274,9 +262,7 @@ async fn a_backend_that_switches_protocols_unasked_gets_502_and_no_tunnel() {
 #[tokio::test]
 async fn a_backend_switching_to_another_protocol_than_asked_gets_502() {
     let mut h = Harness::start(Mode::AlwaysSwitch, "", |_| {}).await;
-    let mut client = h.connect(CART).await;
-    client.write_all(WS_UPGRADE.as_bytes()).await.unwrap();
-    let (head, body) = read_response(&mut client).await;
+    let (mut client, head, body) = h.ask(CART, WS_UPGRADE.as_bytes()).await;
     assert!(head.starts_with("http/1.1 502"), "{head}");
     assert!(body.contains("h2c"), "{body}");
     h.backend.heads.recv().await.unwrap();
@@ -290,12 +276,10 @@ async fn a_backend_switching_to_another_protocol_than_asked_gets_502() {
 
 #[tokio::test]
 async fn a_websocket_upgrade_is_tunnelled_only_for_an_identity_the_policy_allows() {
-    let mut h = Harness::start(Mode::SwitchWhenAsked, ONLY_CART, |_| {}).await;
+    let mut h = Harness::start(Mode::SwitchWhenAsked, common::ONLY_CART, |_| {}).await;
 
     // Denied by AuthorizationPolicy: Istio's 403, no request reaches the backend, no tunnel.
-    let mut intruder = h.connect(INTRUDER).await;
-    intruder.write_all(WS_UPGRADE.as_bytes()).await.unwrap();
-    let (head, body) = read_response(&mut intruder).await;
+    let (mut intruder, head, body) = h.ask(INTRUDER, WS_UPGRADE.as_bytes()).await;
     assert!(head.starts_with("http/1.1 403"), "{head}");
     assert_eq!(body, "RBAC: access denied");
     let _ = intruder.write_all(b"not a tunnel").await;
@@ -334,9 +318,7 @@ async fn an_upgrade_to_a_protocol_not_allowed_is_refused_with_403_and_the_connec
     let upgrade =
         b"GET / HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: x-raw-tcp\r\n\r\n";
     let mut h = Harness::start(Mode::SwitchWhenAsked, "", |_| {}).await;
-    let mut client = h.connect(CART).await;
-    client.write_all(upgrade).await.unwrap();
-    let (head, body) = read_response(&mut client).await;
+    let (mut client, head, body) = h.ask(CART, upgrade).await;
     assert!(head.starts_with("http/1.1 403"), "{head}");
     assert!(
         body.contains("x-raw-tcp") && body.contains("not allowed"),
@@ -367,13 +349,12 @@ async fn an_upgrade_to_a_protocol_not_allowed_is_refused_with_403_and_the_connec
 #[tokio::test]
 async fn connect_over_http1_is_refused_before_any_backend_and_the_connection_closed() {
     let mut h = Harness::start(Mode::SwitchWhenAsked, "", |_| {}).await;
-    let mut client = h.connect(CART).await;
     let port = h.backend.port;
-    client
-        .write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: echo\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let (head, body) = read_response(&mut client).await;
+    let connect = format!(
+        "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n\
+         GET /smuggled HTTP/1.1\r\nHost: echo\r\n\r\n"
+    );
+    let (mut client, head, body) = h.ask(CART, connect.as_bytes()).await;
     assert!(head.starts_with("http/1.1 403"), "{head}");
     assert!(body.contains("CONNECT is not allowed"), "{body}");
     assert!(closes(&mut client).await, "the connection stays open");

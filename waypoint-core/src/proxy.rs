@@ -218,7 +218,7 @@ impl Proxy {
         let mut ctx = RequestContext::new(conn, snapshot.config.clone());
         let granted = match self.upgrades.admit(&mut req, &ctx.conn) {
             Ok(granted) => granted,
-            Err(refusal) => return self.telemetry.finish(record, &ctx, refusal),
+            Err(refused) => return self.telemetry.finish(record, &ctx, refused.into_response()),
         };
         let resp = match snapshot.chain.run_request(&mut req, &mut ctx).await {
             Decision::Respond(resp) => resp,

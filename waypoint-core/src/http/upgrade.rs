@@ -208,10 +208,11 @@ impl Default for UpgradePolicy {
     }
 }
 
-/// The upgrade a request was let through with; the backend's 101 must name one of these.
+/// An upgrade [`UpgradePolicy::admit`] let through (the upstream checks the backend's 101
+/// against the request's `Upgrade` header itself).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Granted {
-    /// The metric label of the first requested protocol.
+    /// The metric label of the first protocol asked for.
     pub(crate) label: Cow<'static, str>,
 }
 
@@ -284,14 +285,14 @@ impl UpgradePolicy {
         }
     }
 
-    /// Decides on a request before the filter chain sees it. `Err` is the answer to send
-    /// instead of serving it; `Ok(Some)` an allowed upgrade; `Ok(None)` a request that asks for
+    /// Decides on a request before the filter chain sees it. `Err` is why it is answered 403
+    /// instead of being served; `Ok(Some)` an allowed upgrade; `Ok(None)` a request that asks for
     /// none (any `Upgrade: h2c` has been removed).
     pub(crate) fn admit(
         &self,
         req: &mut Request<Body>,
         conn: &ConnInfo,
-    ) -> Result<Option<Granted>, Response<Body>> {
+    ) -> Result<Option<Granted>, Refused> {
         if req.method() == Method::CONNECT {
             // RFC 8441 extended CONNECT only gets here if the HTTP/2 server advertised it.
             let protocol = req
@@ -302,10 +303,7 @@ impl UpgradePolicy {
             let authority = req.uri().authority().map(|a| a.to_string());
             tracing::warn!(source = ?conn.source, destination = ?conn.destination, %protocol,
                 authority = ?authority, "refusing CONNECT: tunnels are not allowed on HTTP listeners");
-            return Err(refusal(
-                req.version(),
-                "CONNECT is not allowed on this listener",
-            ));
+            return Err(Refused::new(req.version(), Refusal::Connect));
         }
         if req.version() > Version::HTTP_11 || !is_upgrade(req.headers()) {
             return Ok(None);
@@ -324,9 +322,9 @@ impl UpgradePolicy {
             tracing::warn!(source = ?conn.source, destination = ?conn.destination,
                 protocol = %denied, allowed = %self.allowed,
                 "refusing an upgrade to a protocol that is not allowed");
-            return Err(refusal(
+            return Err(Refused::new(
                 req.version(),
-                &format!("upgrade to {denied:?} is not allowed"),
+                Refusal::Protocol((*denied).clone()),
             ));
         }
         if wanted.len() != tokens.len() {
@@ -386,15 +384,39 @@ fn strip(req: &mut Request<Body>) {
     }
 }
 
-/// 403 with the reason; on HTTP/1.x the connection closes after it, so nothing the client sent
-/// after the head (tunnel bytes, a smuggled request) is ever read as a request.
-fn refusal(version: Version, reason: &str) -> Response<Body> {
-    let mut resp = local_reply(StatusCode::FORBIDDEN, reason);
-    if version <= Version::HTTP_11 {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// Why a request is refused before the filter chain.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    /// A `CONNECT` (plain or extended).
+    #[error("CONNECT is not allowed on this listener")]
+    Connect,
+    /// An upgrade to a protocol not on the list.
+    #[error("upgrade to {0:?} is not allowed")]
+    Protocol(String),
+}
+
+/// A refusal and the HTTP version of the request it answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    version: Version,
+    why: Refusal,
+}
+
+impl Refused {
+    fn new(version: Version, why: Refusal) -> Self {
+        Refused { version, why }
     }
-    resp
+
+    /// 403 with the reason; on HTTP/1.x the connection closes after it, so nothing the client
+    /// sent after the head (tunnel bytes, a smuggled request) is ever read as a request.
+    pub(crate) fn into_response(self) -> Response<Body> {
+        let mut resp = local_reply(StatusCode::FORBIDDEN, self.why.to_string());
+        if self.version <= Version::HTTP_11 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
 }
 
 /// True when a 101's `Upgrade` names only protocols the request offered (by name, any case).

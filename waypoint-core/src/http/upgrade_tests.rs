@@ -85,7 +85,7 @@ fn a_disallowed_upgrade_is_refused_with_403_and_connection_close() {
     let policy = UpgradePolicy::new(AllowedUpgrades::default());
     for protocol in ["x-custom-tunnel", "websocket, tls/1.3"] {
         let mut req = get(&[("connection", "upgrade"), ("upgrade", protocol)]);
-        let resp = policy.admit(&mut req, &conn()).unwrap_err();
+        let resp = policy.admit(&mut req, &conn()).unwrap_err().into_response();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert_eq!(resp.headers()["connection"], "close");
     }
@@ -103,7 +103,7 @@ fn connect_is_refused_whatever_the_version() {
     let policy = UpgradePolicy::default();
     let mut req = request(Method::CONNECT, &[]);
     *req.uri_mut() = "10.0.0.1:443".parse().unwrap();
-    let resp = policy.admit(&mut req, &conn()).unwrap_err();
+    let resp = policy.admit(&mut req, &conn()).unwrap_err().into_response();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(resp.headers()["connection"], "close");
 
@@ -111,7 +111,7 @@ fn connect_is_refused_whatever_the_version() {
     *req.version_mut() = Version::HTTP_2;
     req.extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
-    let resp = policy.admit(&mut req, &conn()).unwrap_err();
+    let resp = policy.admit(&mut req, &conn()).unwrap_err().into_response();
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     // HTTP/2 has no Connection header.
     assert!(resp.headers().get("connection").is_none());
