@@ -187,7 +187,7 @@ fn a_unix_socket_peer_with_another_gid_is_refused() {
     );
 }
 
-const WEBSOCKET: &str = "GET /chat HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\n\
+const WEBSOCKET: &str = "GET /chat HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade, close\r\n\
     Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
 
@@ -216,7 +216,7 @@ fn allowed_upgrades_decides_which_upgrade_passes_the_listener() {
 
     // A custom protocol, named on the command line in any case.
     let custom =
-        "GET / HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: x-raw-tcp\r\n\r\n";
+        "GET / HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade, close\r\nUpgrade: x-raw-tcp\r\n\r\n";
     let run = start(&["--allowed-upgrades", "websocket,X-Raw-TCP"], &[]);
     let answer = exchange(&run.sock, custom);
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
