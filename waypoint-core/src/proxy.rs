@@ -19,6 +19,7 @@ use crate::filter::{
     FilterFactory, RequestContext,
 };
 use crate::http::UpgradePolicy;
+use crate::http::upgrade::close_after_answer;
 use crate::route_status::{GatewayStatus, RouteParentStatus};
 use crate::telemetry::Telemetry;
 use crate::upstream::{UNEXPECTED_SWITCH_FLAG, Upstream};
@@ -218,7 +219,10 @@ impl Proxy {
         let mut ctx = RequestContext::new(conn, snapshot.config.clone());
         let granted = match self.upgrades.admit(&mut req, &ctx.conn) {
             Ok(granted) => granted,
-            Err(refused) => return self.telemetry.finish(record, &ctx, refused.into_response()),
+            Err(refused) => {
+                close_after_answer(&mut req);
+                return self.telemetry.finish(record, &ctx, refused.into_response());
+            }
         };
         let resp = match snapshot.chain.run_request(&mut req, &mut ctx).await {
             Decision::Respond(resp) => resp,

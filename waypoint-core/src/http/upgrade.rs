@@ -39,10 +39,12 @@ use std::str::FromStr;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use tokio::io::AsyncWriteExt;
 
 use crate::body::{Body, local_reply};
 use crate::conn::ConnInfo;
@@ -417,6 +419,32 @@ impl Refused {
         }
         resp
     }
+}
+
+/// Makes sure the refusal of a `CONNECT` or upgrade request reaches the client before its
+/// connection ends.
+///
+/// hyper does not shut such a connection down itself once the answer is written: it hands the
+/// byte stream to whoever claims the request's upgrade, and drops it when nobody does. Dropped,
+/// a TCP socket still delivers what was written, but an HBONE stream is reset, and a reset
+/// discards the answer still queued in HTTP/2. So the upgrade is claimed here and the stream
+/// shut down in order (END_STREAM, or FIN), after the answer. When no switch happens (HTTP/2,
+/// or the connection stays open), the claim just resolves to an error and the task ends.
+pub(crate) fn close_after_answer(req: &mut Request<Body>) {
+    if req
+        .extensions()
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_none()
+    {
+        return;
+    }
+    let on = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on.await {
+            let mut io = TokioIo::new(upgraded);
+            let _ = io.shutdown().await;
+        }
+    });
 }
 
 /// True when a 101's `Upgrade` names only protocols the request offered (by name, any case).
