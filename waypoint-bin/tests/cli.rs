@@ -8,9 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn waypoint() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_waypoint"))
-}
+use common::{free_port, waypoint};
 
 /// Kills the child when dropped, so a failed assertion leaves no process behind.
 struct Guard(Child);
@@ -20,14 +18,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn manifests(echo_port: u16) -> String {

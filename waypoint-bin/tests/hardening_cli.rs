@@ -8,9 +8,10 @@ use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, waypoint};
 use waypoint_core::transport::encode_v2;
 
 /// A uid and gid no test process runs as.
@@ -30,18 +31,6 @@ impl Drop for Run {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn waypoint() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_waypoint"))
 }
 
 fn start(args: &[&str], envs: &[(&str, &str)]) -> Run {

@@ -177,10 +177,17 @@ impl Harness {
         (client, head, body)
     }
 
-    async fn metric(&self, line: &str) -> bool {
+    /// Asserts `waypoint_upgrades_total{protocol,decision}` is `n` on the admin `/metrics`.
+    async fn assert_counted(&self, protocol: &str, decision: &str, n: u64) {
         let admin: SocketAddr = self.waypoint.admin_addr().unwrap();
         let metrics = common::http_get(admin, "/metrics").await;
-        metrics.lines().any(|l| l == line)
+        let line = format!(
+            "waypoint_upgrades_total{{protocol=\"{protocol}\",decision=\"{decision}\"}} {n}"
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing in\n{metrics}"
+        );
     }
 
     /// Waits a little, then returns the bytes that reached the backend through a tunnel.
@@ -233,10 +240,7 @@ async fn an_h2c_upgrade_is_served_as_http1_and_its_headers_never_reach_the_backe
             .starts_with("get /next ")
     );
     assert!(h.tunnelled_after_a_while().await.is_empty());
-    assert!(
-        h.metric("waypoint_upgrades_total{protocol=\"h2c\",decision=\"stripped\"} 1")
-            .await
-    );
+    h.assert_counted("h2c", "stripped", 1).await;
 }
 
 #[tokio::test]
@@ -253,10 +257,7 @@ async fn a_backend_that_switches_protocols_unasked_gets_502_and_no_tunnel() {
             .await;
     }
     assert!(h.tunnelled_after_a_while().await.is_empty());
-    assert!(
-        h.metric("waypoint_upgrades_total{protocol=\"none\",decision=\"backend_error\"} 2")
-            .await
-    );
+    h.assert_counted("none", "backend_error", 2).await;
 }
 
 #[tokio::test]
@@ -268,10 +269,7 @@ async fn a_backend_switching_to_another_protocol_than_asked_gets_502() {
     h.backend.heads.recv().await.unwrap();
     let _ = client.write_all(b"after the switch").await;
     assert!(h.tunnelled_after_a_while().await.is_empty());
-    assert!(
-        h.metric("waypoint_upgrades_total{protocol=\"websocket\",decision=\"backend_error\"} 1")
-            .await
-    );
+    h.assert_counted("websocket", "backend_error", 1).await;
 }
 
 #[tokio::test]
@@ -307,10 +305,7 @@ async fn a_websocket_upgrade_is_tunnelled_only_for_an_identity_the_policy_allows
         h.tunnelled_after_a_while().await,
         b"frame through the tunnel"
     );
-    assert!(
-        h.metric("waypoint_upgrades_total{protocol=\"websocket\",decision=\"allowed\"} 2")
-            .await
-    );
+    h.assert_counted("websocket", "allowed", 2).await;
 }
 
 #[tokio::test]
@@ -326,10 +321,7 @@ async fn an_upgrade_to_a_protocol_not_allowed_is_refused_with_403_and_the_connec
     );
     assert!(closes(&mut client).await, "the connection stays open");
     assert!(h.backend.heads.try_recv().is_err(), "a backend was asked");
-    assert!(
-        h.metric("waypoint_upgrades_total{protocol=\"other\",decision=\"refused\"} 1")
-            .await
-    );
+    h.assert_counted("other", "refused", 1).await;
 
     // Once the operator allows it (HttpServerConfig::allowed_upgrades), it is carried.
     let h = Harness::start(Mode::SwitchWhenAsked, "", |o| {
@@ -360,10 +352,7 @@ async fn connect_over_http1_is_refused_before_any_backend_and_the_connection_clo
     assert!(closes(&mut client).await, "the connection stays open");
     // Not the CONNECT, and not the request pipelined behind it.
     assert!(h.backend.heads.try_recv().is_err(), "a backend was asked");
-    assert!(
-        h.metric("waypoint_upgrades_total{protocol=\"connect\",decision=\"refused\"} 1")
-            .await
-    );
+    h.assert_counted("connect", "refused", 1).await;
 }
 
 #[tokio::test]
@@ -391,10 +380,7 @@ async fn connect_over_h2c_is_refused_before_any_backend() {
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
-    assert!(
-        h.metric("waypoint_upgrades_total{protocol=\"connect\",decision=\"refused\"} 1")
-            .await
-    );
+    h.assert_counted("connect", "refused", 1).await;
 }
 
 /// One HTTP/2 frame: 9-byte header then payload.

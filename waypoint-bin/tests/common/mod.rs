@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
 
 use std::net::SocketAddr;
+use std::process::Command;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -63,3 +64,17 @@ spec:
   rules:
   - from: [{source: {principals: ["cluster.local/ns/shop/sa/cart"]}}]
 "#;
+
+/// The `waypoint` binary this test run built.
+pub fn waypoint() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_waypoint"))
+}
+
+/// A loopback TCP port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
