@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::hbone::HboneRejection;
-use super::listener::PeerRejection;
+use super::peer::PeerRejection;
 use super::proxy_protocol::ProxyError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
