@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use waypoint_core::filter::ExtensionRegistry;
+use waypoint_core::filter::{
+    BuildContext, Decision, ExtensionRegistry, Filter, FilterFactory, Request, RequestContext,
+};
 use waypoint_core::runtime::{RunningWaypoint, Waypoint, WaypointOptions};
 use waypoint_core::transport::encode_v2;
 use waypoint_core::transport::listener::ListenAddr;
@@ -127,6 +129,16 @@ struct Harness {
 
 impl Harness {
     async fn start(mode: Mode, extra: &str, adjust: impl FnOnce(&mut WaypointOptions)) -> Self {
+        Self::start_with_filter(mode, extra, adjust, None).await
+    }
+
+    /// Like [`Harness::start`], with `filter` after the built-in filters.
+    async fn start_with_filter(
+        mode: Mode,
+        extra: &str,
+        adjust: impl FnOnce(&mut WaypointOptions),
+        filter: Option<Arc<dyn FilterFactory>>,
+    ) -> Self {
         let backend = backend(mode).await;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yaml");
@@ -139,13 +151,11 @@ impl Harness {
         options.sandwich = vec![ListenAddr::Tcp(([127, 0, 0, 1], 0).into())];
         options.admin = Some(([127, 0, 0, 1], 0).into());
         adjust(&mut options);
-        let waypoint = Waypoint::start(
-            options,
-            waypoint_filters::builtin_factories(),
-            ExtensionRegistry::new(),
-        )
-        .await
-        .unwrap();
+        let mut factories = waypoint_filters::builtin_factories();
+        factories.extend(filter);
+        let waypoint = Waypoint::start(options, factories, ExtensionRegistry::new())
+            .await
+            .unwrap();
         Harness {
             _dir: dir,
             waypoint,
@@ -381,6 +391,43 @@ async fn connect_over_h2c_is_refused_before_any_backend() {
         .unwrap();
     assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
     h.assert_counted("connect", "refused", 1).await;
+}
+
+/// A vendor filter that turns every request into an h2c upgrade request.
+struct AddsH2cUpgrade;
+
+#[async_trait::async_trait]
+impl Filter for AddsH2cUpgrade {
+    fn name(&self) -> &str {
+        "adds-h2c-upgrade"
+    }
+    async fn on_request(&self, req: &mut Request, _ctx: &mut RequestContext) -> Decision {
+        let h = req.headers_mut();
+        h.insert("connection", http::HeaderValue::from_static("upgrade"));
+        h.insert("upgrade", http::HeaderValue::from_static("h2c"));
+        Decision::Continue
+    }
+}
+
+impl FilterFactory for AddsH2cUpgrade {
+    fn name(&self) -> &str {
+        "adds-h2c-upgrade"
+    }
+    fn build(&self, _cx: &mut BuildContext<'_>) -> Arc<dyn Filter> {
+        Arc::new(AddsH2cUpgrade)
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_a_filter_adds_is_stripped_before_the_backend() {
+    let filter: Arc<dyn FilterFactory> = Arc::new(AddsH2cUpgrade);
+    let mut h = Harness::start_with_filter(Mode::SwitchWhenAsked, "", |_| {}, Some(filter)).await;
+    let (_client, head, body) = h.ask(CART, b"GET / HTTP/1.1\r\nHost: echo\r\n\r\n").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "ok");
+    let seen = h.backend.heads.recv().await.unwrap();
+    assert!(header(&seen, "upgrade").is_none(), "{seen}");
+    h.assert_counted("h2c", "stripped", 1).await;
 }
 
 /// One HTTP/2 frame: 9-byte header then payload.
