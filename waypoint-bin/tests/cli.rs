@@ -8,9 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn waypoint() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_waypoint"))
-}
+use common::{free_port, waypoint};
 
 /// Kills the child when dropped, so a failed assertion leaves no process behind.
 struct Guard(Child);
@@ -20,14 +18,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn manifests(echo_port: u16) -> String {
@@ -217,8 +207,8 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     );
 
     // The admin server is ready and counts the request with Istio's labels.
-    assert!(admin_get(admin_port, "/healthz/ready").starts_with("HTTP/1.1 200"));
-    let metrics = admin_get(admin_port, "/metrics");
+    assert!(common::admin_get(admin_port, "/healthz/ready").starts_with("HTTP/1.1 200"));
+    let metrics = common::admin_get(admin_port, "/metrics");
     assert!(
         metrics
             .lines()
@@ -247,20 +237,6 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     };
     assert!(exit.success(), "{exit:?}");
     assert!(!sock.exists(), "the socket file is removed on exit");
-}
-
-/// A plain HTTP/1.1 GET to the admin server; returns the whole response.
-fn admin_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

@@ -495,22 +495,14 @@ async fn istio_metrics_and_trace_context_reach_operators_and_upstreams() {
     assert!(metrics.contains("waypoint_connections_accepted_total{binding=\"sandwich\"}"));
 }
 
-const ONLY_CART: &str = r#"
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: only-cart, namespace: default}
-spec:
-  targetRefs: [{kind: Service, group: "", name: echo}]
-  action: ALLOW
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/shop/sa/cart"]}}]
-"#;
-
 #[tokio::test]
 async fn authorization_policy_decides_on_the_identity_ztunnel_vouched_for() {
     let h = Harness::start(Duration::from_secs(5)).await;
-    std::fs::write(&h.config, manifests(h.echo_port, h.slow_port, ONLY_CART)).unwrap();
+    std::fs::write(
+        &h.config,
+        manifests(h.echo_port, h.slow_port, common::ONLY_CART),
+    )
+    .unwrap();
     h.wait_for_version(2).await;
 
     // The identity in TLV 0xD0 is allowed...

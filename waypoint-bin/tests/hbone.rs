@@ -27,7 +27,9 @@ use waypoint_core::shutdown::{self, ShutdownTrigger};
 use waypoint_core::tls::{CertStore, DevCa, ExpectedIdentity};
 use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
 use waypoint_core::transport::metrics::TransportMetrics;
-use waypoint_core::upstream::{HboneClientOptions, HbonePool, TunnelSource, UpstreamMode};
+use waypoint_core::upstream::{
+    HboneClientOptions, HbonePool, HboneStream, TunnelSource, UpstreamMode,
+};
 use waypoint_filters::Builtins;
 
 const WAYPOINT: &str = "spiffe://cluster.local/ns/default/sa/waypoint";
@@ -212,21 +214,15 @@ async fn mesh() -> Mesh {
 }
 
 impl Mesh {
-    /// One request through a fresh tunnel from the client ztunnel to the waypoint.
-    async fn request(
-        &self,
-        destination: &str,
-        path: &str,
-        h2: bool,
-    ) -> (StatusCode, serde_json::Value) {
+    /// A fresh tunnel from the client ztunnel to the waypoint, for `destination`.
+    async fn tunnel(&self, destination: &str) -> HboneStream {
         let source = TunnelSource {
             address: Some("10.244.1.5:40000".parse().unwrap()),
             baggage: Some("k8s.namespace.name=shop,k8s.deployment.name=cart".into()),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         let destination: SocketAddr = destination.parse().unwrap();
-        let tunnel = self
-            .client
+        self.client
             .connect_via(
                 self.waypoint.hbone_addr().unwrap(),
                 destination,
@@ -234,7 +230,17 @@ impl Mesh {
                 &source,
             )
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// One request through a fresh tunnel from the client ztunnel to the waypoint.
+    async fn request(
+        &self,
+        destination: &str,
+        path: &str,
+        h2: bool,
+    ) -> (StatusCode, serde_json::Value) {
+        let tunnel = self.tunnel(destination).await;
         let io = TokioIo::new(tunnel);
         let resp = if h2 {
             let (mut sender, conn) =
@@ -434,4 +440,50 @@ spec:
     let (status, body) = mesh.request("10.96.0.10:80", "/", false).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body, serde_json::json!("RBAC: access denied"));
+}
+
+#[tokio::test]
+async fn connect_inside_an_hbone_tunnel_is_refused_with_403_over_http1_and_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = mesh().await;
+
+    // HTTP/1.1: refused, and the connection closes behind the answer (the tunnel may end with
+    // a reset rather than a clean end: the answer is what came before it).
+    let mut tunnel = mesh.tunnel("10.96.0.10:80").await;
+    tunnel
+        .write_all(b"CONNECT 10.96.0.10:80 HTTP/1.1\r\nHost: 10.96.0.10:80\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), tunnel.read(&mut buf))
+            .await
+            .expect("the connection stays open after the refusal")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("CONNECT is not allowed"), "{answer}");
+
+    // HTTP/2 (h2c inside the tunnel).
+    let io = TokioIo::new(mesh.tunnel("10.96.0.10:80").await);
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("10.96.0.10:80")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(
+        sender.send_request(req).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    // Neither reached the filter chain.
+    assert!(mesh.seen_by_waypoint.0.lock().unwrap().is_empty());
 }

@@ -18,9 +18,11 @@ use crate::filter::{
     BuildContext, BuildOutput, BuildReport, Decision, ExtensionRegistry, FilterChain,
     FilterFactory, RequestContext,
 };
+use crate::http::UpgradePolicy;
+use crate::http::upgrade::close_after_answer;
 use crate::route_status::{GatewayStatus, RouteParentStatus};
 use crate::telemetry::Telemetry;
-use crate::upstream::Upstream;
+use crate::upstream::{UNEXPECTED_SWITCH_FLAG, Upstream};
 
 /// A config and the filter chain compiled from it. Immutable.
 #[derive(Debug)]
@@ -171,22 +173,32 @@ fn build(
 }
 
 /// Serves requests: the snapshot store's chain, then the upstream, observed by telemetry.
+/// Upgrades and `CONNECT` are decided by an [`UpgradePolicy`] first (see
+/// [`crate::http::upgrade`]): a refused one never reaches the chain or a backend.
 #[derive(Debug)]
 pub struct Proxy {
     store: Arc<SnapshotStore>,
     upstream: Arc<Upstream>,
     telemetry: Telemetry,
+    upgrades: UpgradePolicy,
 }
 
 impl Proxy {
     /// A proxy reading snapshots from `store`, forwarding with `upstream`, and recording
-    /// metrics, access logs and trace context with `telemetry`.
+    /// metrics, access logs and trace context with `telemetry`. Upgrades: WebSocket only.
     pub fn new(store: Arc<SnapshotStore>, upstream: Arc<Upstream>, telemetry: Telemetry) -> Self {
         Proxy {
             store,
             upstream,
             telemetry,
+            upgrades: UpgradePolicy::default(),
         }
+    }
+
+    /// The same proxy deciding upgrades with `policy`.
+    pub fn with_upgrade_policy(mut self, policy: UpgradePolicy) -> Self {
+        self.upgrades = policy;
+        self
     }
 
     /// The snapshot store.
@@ -205,10 +217,21 @@ impl Proxy {
         // Before the chain, so filters and the upstream see the propagated trace context.
         let record = self.telemetry.begin(&mut req, &conn);
         let mut ctx = RequestContext::new(conn, snapshot.config.clone());
+        let granted = match self.upgrades.admit(&mut req, &ctx.conn) {
+            Ok(granted) => granted,
+            Err(refused) => {
+                close_after_answer(&mut req);
+                return self.telemetry.finish(record, &ctx, refused.into_response());
+            }
+        };
         let resp = match snapshot.chain.run_request(&mut req, &mut ctx).await {
             Decision::Respond(resp) => resp,
             Decision::Continue => {
+                self.upgrades.recheck(&mut req, &ctx.conn);
                 let mut resp = self.upstream.forward(req, &mut ctx).await;
+                if ctx.response_flags.contains(&UNEXPECTED_SWITCH_FLAG) {
+                    self.upgrades.backend_error(granted.as_ref());
+                }
                 snapshot.chain.run_response(&mut resp, &mut ctx).await;
                 resp
             }

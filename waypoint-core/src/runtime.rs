@@ -35,7 +35,7 @@ use crate::config::watch::ConfigWatcher;
 use crate::config::{self, LoadError};
 use crate::conn::ConnInfo;
 use crate::filter::{ExtensionRegistry, FilterFactory};
-use crate::http::{HttpServer, HttpServerConfig};
+use crate::http::{HttpServer, HttpServerConfig, UpgradePolicy};
 use crate::proxy::{Proxy, Snapshot, SnapshotStore};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
@@ -331,7 +331,11 @@ impl WaypointBuilder {
             certs.clone(),
         ));
         registry.register_collector(Box::new(PoolCollector(upstream.clone())));
-        let proxy = Arc::new(Proxy::new(store.clone(), upstream, telemetry.clone()));
+        let upgrades = UpgradePolicy::new(options.http.allowed_upgrades.clone());
+        upgrades.register(&mut registry);
+        let proxy = Arc::new(
+            Proxy::new(store.clone(), upstream, telemetry.clone()).with_upgrade_policy(upgrades),
+        );
         let http = HttpServer::new(&options.http);
         let sandwich_addrs = listeners.iter().map(|l| l.local_addr()).collect();
         let hbone_addr = hbone.as_ref().map(|l| l.local_addr());

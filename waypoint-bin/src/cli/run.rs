@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use waypoint_core::config::build::MeshOptions;
+use waypoint_core::http::AllowedUpgrades;
 use waypoint_core::runtime::{
     AccessLogSettings, CertSettings, HboneInbound, LogLevelHook, Waypoint, WaypointOptions,
 };
@@ -117,6 +118,18 @@ pub struct RunArgs {
     /// DNS suffix of Services, for `destination_service` labels.
     #[arg(long, env = "WAYPOINT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// HTTP/1.1 upgrade protocols carried to backends, comma-separated, compared
+    /// case-insensitively (`none` for no upgrade at all). Other upgrades are refused with 403;
+    /// `h2c` can never be allowed (its upgrade headers are stripped). CONNECT is always refused.
+    #[arg(long, env = "WAYPOINT_ALLOWED_UPGRADES", default_value = "websocket")]
+    pub allowed_upgrades: AllowedUpgrades,
+    /// Unix socket listeners accept only processes running as this uid (SO_PEERCRED), e.g.
+    /// ztunnel's; others are closed before anything is read, logged and counted.
+    #[arg(long, env = "WAYPOINT_UNIX_SOCKET_PEER_UID")]
+    pub unix_socket_peer_uid: Option<u32>,
+    /// Unix socket listeners accept only processes whose primary gid is this (SO_PEERCRED).
+    #[arg(long, env = "WAYPOINT_UNIX_SOCKET_PEER_GID")]
+    pub unix_socket_peer_gid: Option<u32>,
 }
 
 /// The admin server address, or none.
@@ -186,6 +199,9 @@ impl RunArgs {
             otlp_endpoint,
             otlp_sample,
             cluster_domain,
+            allowed_upgrades,
+            unix_socket_peer_uid,
+            unix_socket_peer_gid,
         } = self;
         let mut options = WaypointOptions::new(config);
         options.sandwich = if no_sandwich {
@@ -198,6 +214,9 @@ impl RunArgs {
         options.proxy.read_timeout = proxy_read_timeout;
         options.proxy.metadata_tlv = metadata_tlv;
         options.listener.unix_mode = unix_socket_mode;
+        options.listener.unix_peer_uid = unix_socket_peer_uid;
+        options.listener.unix_peer_gid = unix_socket_peer_gid;
+        options.http.allowed_upgrades = allowed_upgrades;
         options.upstream.connect_timeout = connect_timeout;
         options.upstream.request_timeout = request_timeout;
         options.upstream.mode = upstream;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
 
 use std::net::SocketAddr;
+use std::process::Command;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -33,4 +34,47 @@ ports: [{{name: http, port: {port}}}]
 endpoints: [{{addresses: ["127.0.0.1"]}}]
 "#
     )
+}
+
+/// A plain HTTP/1.1 GET to the admin server on `127.0.0.1:port`, from a synchronous test;
+/// returns the whole response.
+pub fn admin_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// An AuthorizationPolicy on Service `default/echo` allowing only `ns/shop/sa/cart`, to append
+/// to a manifest.
+pub const ONLY_CART: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-cart, namespace: default}
+spec:
+  targetRefs: [{kind: Service, group: "", name: echo}]
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/cart"]}}]
+"#;
+
+/// The `waypoint` binary this test run built.
+pub fn waypoint() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_waypoint"))
+}
+
+/// A loopback TCP port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -2,5 +2,7 @@
 //! detected per connection.
 
 mod server;
+pub mod upgrade;
 
 pub use server::{HttpServer, HttpServerConfig};
+pub use upgrade::{AllowedUpgrades, UpgradeConfigError, UpgradeDecision, UpgradePolicy};

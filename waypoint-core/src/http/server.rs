@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
+use super::upgrade::AllowedUpgrades;
 use crate::body::Body;
 use crate::conn::ConnInfo;
 use crate::shutdown::Shutdown;
@@ -30,6 +31,9 @@ pub struct HttpServerConfig {
     pub h2_keepalive_interval: Option<Duration>,
     /// HTTP/2: close the connection when a PING is not answered within this time.
     pub h2_keepalive_timeout: Duration,
+    /// HTTP/1.1 upgrades carried to backends (default: `websocket`); never `h2c`. See
+    /// [`crate::http::upgrade`].
+    pub allowed_upgrades: AllowedUpgrades,
 }
 
 impl Default for HttpServerConfig {
@@ -41,6 +45,7 @@ impl Default for HttpServerConfig {
             h2_max_concurrent_streams: 200,
             h2_keepalive_interval: Some(Duration::from_secs(10)),
             h2_keepalive_timeout: Duration::from_secs(20),
+            allowed_upgrades: AllowedUpgrades::default(),
         }
     }
 }
@@ -75,6 +80,9 @@ impl HttpServer {
             .max_concurrent_streams(cfg.h2_max_concurrent_streams)
             .keep_alive_interval(cfg.h2_keepalive_interval)
             .keep_alive_timeout(cfg.h2_keepalive_timeout);
+        // Deliberately no `enable_connect_protocol()`: SETTINGS_ENABLE_CONNECT_PROTOCOL stays
+        // unadvertised, so RFC 8441 extended CONNECT (`:protocol`) is refused by the HTTP/2
+        // layer with a stream reset and never becomes a tunnel (see `upgrade`).
         HttpServer {
             builder: Arc::new(builder),
         }

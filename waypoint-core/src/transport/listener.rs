@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::BoxedIo;
 use super::metrics::TransportMetrics;
+use super::peer::PeerCheck;
 use super::proxy_protocol::{ProxyConfig, ProxyError, Rewind, conn_info, read_header};
 use crate::conn::{Binding, ConnInfo};
 use crate::shutdown::Shutdown;
@@ -89,6 +90,11 @@ pub struct ListenerOptions {
     pub unix_mode: u32,
     /// At most this many connections at once; further ones wait in the kernel backlog.
     pub max_connections: Option<usize>,
+    /// Unix sockets only: accept only processes running as this user (`SO_PEERCRED`), say
+    /// ztunnel's. Others are closed before a byte is read (see [`PeerCheck`](super::PeerCheck)).
+    pub unix_peer_uid: Option<u32>,
+    /// Unix sockets only: accept only processes running with this primary group.
+    pub unix_peer_gid: Option<u32>,
 }
 
 impl Default for ListenerOptions {
@@ -96,6 +102,8 @@ impl Default for ListenerOptions {
         ListenerOptions {
             unix_mode: 0o660,
             max_connections: None,
+            unix_peer_uid: None,
+            unix_peer_gid: None,
         }
     }
 }
@@ -108,6 +116,7 @@ pub struct SandwichListener {
     cfg: Arc<ProxyConfig>,
     limit: Option<Arc<Semaphore>>,
     metrics: Arc<TransportMetrics>,
+    peers: PeerCheck,
 }
 
 #[derive(Debug)]
@@ -181,13 +190,19 @@ impl SandwichListener {
                 (Socket::Unix(listener, file), ListenAddr::Unix(path.clone()))
             }
         };
-        tracing::info!(listener = %local, required = cfg.required, "sandwich listener bound");
+        let peers = PeerCheck {
+            uid: opts.unix_peer_uid,
+            gid: opts.unix_peer_gid,
+        };
+        tracing::info!(listener = %local, required = cfg.required, peer_uid = ?peers.uid,
+            peer_gid = ?peers.gid, "sandwich listener bound");
         Ok(SandwichListener {
             socket,
             local,
             cfg: Arc::new(cfg),
             limit: opts.max_connections.map(|n| Arc::new(Semaphore::new(n))),
             metrics,
+            peers,
         })
     }
 
@@ -212,6 +227,7 @@ impl SandwichListener {
             cfg: self.cfg.clone(),
             metrics: self.metrics.clone(),
             listener: self.local.to_string(),
+            peers: self.peers,
         });
         loop {
             let permit = match &self.limit {
@@ -300,6 +316,7 @@ struct ConnCtx<H> {
     cfg: Arc<ProxyConfig>,
     metrics: Arc<TransportMetrics>,
     listener: String,
+    peers: PeerCheck,
 }
 
 impl<H, F> ConnCtx<H>
@@ -319,7 +336,17 @@ where
                     .await;
             }
             Accepted::Unix(stream) => {
-                let label = match stream.peer_cred().ok().and_then(|c| c.pid()) {
+                let cred = stream.peer_cred().ok();
+                let pid = cred.and_then(|c| c.pid());
+                // Before reading anything: a refused peer never gets a byte parsed.
+                if let Err(rejection) = self.peers.check(cred.map(|c| (c.uid(), c.gid()))) {
+                    self.metrics.inc_peer_rejected(rejection);
+                    tracing::warn!(listener = %self.listener, pid, uid = cred.map(|c| c.uid()),
+                        gid = cred.map(|c| c.gid()), reason = rejection.reason(), %rejection,
+                        "closing Unix socket connection: peer not allowed");
+                    return;
+                }
+                let label = match pid {
                     Some(pid) => format!("unix pid {pid}"),
                     None => "unix peer".to_owned(),
                 };
@@ -447,5 +474,6 @@ mod tests {
         let opts = ListenerOptions::default();
         assert_eq!(opts.unix_mode, 0o660);
         assert_eq!(opts.max_connections, None);
+        assert_eq!((opts.unix_peer_uid, opts.unix_peer_gid), (None, None));
     }
 }

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::hbone::HboneRejection;
+use super::peer::PeerRejection;
 use super::proxy_protocol::ProxyError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,18 +22,38 @@ struct ReasonLabels {
     reason: Cow<'static, str>,
 }
 
+/// Adds one to the `reason` series of `family`.
+fn inc_reason(family: &Family<ReasonLabels, Counter>, reason: &'static str) {
+    family
+        .get_or_create(&ReasonLabels {
+            reason: Cow::Borrowed(reason),
+        })
+        .inc();
+}
+
+/// The count of the `reason` series of `family` (0 when it was never created).
+fn reason_count(family: &Family<ReasonLabels, Counter>, reason: &str) -> u64 {
+    let labels = ReasonLabels {
+        reason: Cow::Owned(reason.to_owned()),
+    };
+    family.get(&labels).map_or(0, |c| c.get())
+}
+
 /// Connection counters of the inbound listeners, shared by every listener of a process.
 ///
 /// Exposed as `waypoint_connections_accepted_total{binding}` (connections handed to the HTTP
 /// layer, by binding: `sandwich`, `plain`, `hbone`) and `waypoint_proxy_header_rejected_total{reason}`
 /// (connections closed for a bad or missing PROXY header, by [`ProxyError::reason`]) and
 /// `waypoint_hbone_rejected_total{reason}` (HBONE handshakes and streams refused, by
-/// [`HboneRejection::reason`]).
+/// [`HboneRejection::reason`]) and `waypoint_unix_peer_rejected_total{reason}` (Unix socket
+/// connections closed because the connecting process is not the one allowed, by
+/// [`PeerRejection::reason`]).
 #[derive(Clone, Debug, Default)]
 pub struct TransportMetrics {
     accepted: Family<BindingLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
     hbone_rejected: Family<ReasonLabels, Counter>,
+    peer_rejected: Family<ReasonLabels, Counter>,
 }
 
 impl TransportMetrics {
@@ -40,16 +61,20 @@ impl TransportMetrics {
     /// start rather than from its first occurrence.
     pub fn new() -> Self {
         let metrics = TransportMetrics::default();
-        for reason in ProxyError::REASONS {
+        let zero = |family: &Family<ReasonLabels, Counter>, reason: &'static str| {
             // Creating the series is the point; the returned read guard is not needed.
-            drop(metrics.rejected.get_or_create(&ReasonLabels {
+            drop(family.get_or_create(&ReasonLabels {
                 reason: Cow::Borrowed(reason),
             }));
+        };
+        for reason in ProxyError::REASONS {
+            zero(&metrics.rejected, reason);
         }
         for rejection in HboneRejection::ALL {
-            drop(metrics.hbone_rejected.get_or_create(&ReasonLabels {
-                reason: Cow::Borrowed(rejection.reason()),
-            }));
+            zero(&metrics.hbone_rejected, rejection.reason());
+        }
+        for reason in PeerRejection::REASONS {
+            zero(&metrics.peer_rejected, reason);
         }
         metrics
     }
@@ -71,6 +96,21 @@ impl TransportMetrics {
             "HBONE connections and CONNECT streams refused, by reason",
             self.hbone_rejected.clone(),
         );
+        registry.register(
+            "waypoint_unix_peer_rejected",
+            "Unix socket connections closed because the connecting process's uid/gid is not allowed, by reason",
+            self.peer_rejected.clone(),
+        );
+    }
+
+    /// Counts one Unix socket peer refused for `rejection`.
+    pub fn inc_peer_rejected(&self, rejection: PeerRejection) {
+        inc_reason(&self.peer_rejected, rejection.reason());
+    }
+
+    /// Unix socket peers refused so far for `reason` (a [`PeerRejection::reason`]).
+    pub fn peer_rejected(&self, reason: &str) -> u64 {
+        reason_count(&self.peer_rejected, reason)
     }
 
     /// Counts one connection accepted on `binding` (`sandwich`, `plain`).
@@ -84,28 +124,17 @@ impl TransportMetrics {
 
     /// Counts one connection rejected for `error`.
     pub fn inc_rejected(&self, error: &ProxyError) {
-        self.rejected
-            .get_or_create(&ReasonLabels {
-                reason: Cow::Borrowed(error.reason()),
-            })
-            .inc();
+        inc_reason(&self.rejected, error.reason());
     }
 
     /// Counts one HBONE handshake or stream refused for `rejection`.
     pub fn inc_hbone_rejected(&self, rejection: HboneRejection) {
-        self.hbone_rejected
-            .get_or_create(&ReasonLabels {
-                reason: Cow::Borrowed(rejection.reason()),
-            })
-            .inc();
+        inc_reason(&self.hbone_rejected, rejection.reason());
     }
 
     /// HBONE handshakes and streams refused so far for `reason` (a [`HboneRejection::reason`]).
     pub fn hbone_rejected(&self, reason: &str) -> u64 {
-        let labels = ReasonLabels {
-            reason: Cow::Owned(reason.to_owned()),
-        };
-        self.hbone_rejected.get(&labels).map_or(0, |c| c.get())
+        reason_count(&self.hbone_rejected, reason)
     }
 
     /// Connections accepted so far on `binding`.
@@ -118,10 +147,7 @@ impl TransportMetrics {
 
     /// Connections rejected so far for `reason` (a [`ProxyError::reason`] label).
     pub fn rejected(&self, reason: &str) -> u64 {
-        let labels = ReasonLabels {
-            reason: Cow::Owned(reason.to_owned()),
-        };
-        self.rejected.get(&labels).map_or(0, |c| c.get())
+        reason_count(&self.rejected, reason)
     }
 }
 
@@ -154,5 +180,8 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("waypoint_hbone_rejected_total{reason=\"no_client_cert\"} 1"));
         assert!(text.contains("waypoint_hbone_rejected_total{reason=\"bad_certificate\"} 0"));
+        metrics.inc_peer_rejected(PeerRejection::Unknown);
+        assert_eq!(metrics.peer_rejected("no_credentials"), 1);
+        assert_eq!(metrics.peer_rejected("uid_mismatch"), 0);
     }
 }

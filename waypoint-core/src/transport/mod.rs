@@ -14,16 +14,19 @@
 //!   [`Rewind`], which replays bytes read past the header.
 //! - [`listener`]: [`SandwichListener`], the accept loop over TCP or a Unix socket.
 //! - [`metrics`]: [`TransportMetrics`], the accepted and rejected connection counters.
+//! - [`peer`]: [`PeerCheck`], who may connect to a Unix socket listener (`SO_PEERCRED`).
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub mod hbone;
 pub mod listener;
 pub mod metrics;
+pub mod peer;
 pub mod proxy_protocol;
 
 pub use listener::{ListenAddr, ListenAddrError, ListenerOptions, SandwichListener};
 pub use metrics::TransportMetrics;
+pub use peer::{PeerCheck, PeerRejection};
 pub use proxy_protocol::{
     Decoded, ProxyConfig, ProxyError, ProxyHeader, Rewind, conn_info, decode, encode_v2,
     read_header,

@@ -3,9 +3,14 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// `HTTP2-Settings` (RFC 9113 §3.2.1, kept from RFC 7540): the settings of an h2c upgrade, which
+/// describe the connection they arrive on and so never travel further.
+pub(crate) const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
 /// Headers that are hop-by-hop whatever `Connection` says. `Proxy-Connection` and `Keep-Alive`
-/// are not standard any more but old clients still send them.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// are not standard any more but old clients still send them; `HTTP2-Settings` belongs to the
+/// h2c upgrade, which the waypoint never carries.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -14,10 +19,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
+    HTTP2_SETTINGS,
 ];
 
 /// The comma-separated tokens of every `name` header, trimmed and lowercased.
-fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = String> + 'a {
+pub(crate) fn tokens<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = String> + 'a {
     headers
         .get_all(name)
         .iter()
@@ -36,7 +45,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Removes the hop-by-hop headers of a request or response: `Connection` and every header it
 /// names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`,
-/// `Proxy-Authenticate` and `Proxy-Authorization`.
+/// `Proxy-Authenticate`, `Proxy-Authorization` and `HTTP2-Settings`.
 ///
 /// `TE: trailers` survives (reduced to exactly that) because HTTP/2 allows it end to end and
 /// gRPC requires it. With `keep_upgrade`, a protocol switch the proxy is going to carry through
@@ -117,6 +126,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("proxy-authenticate", "Basic"),
             ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
             ("te", "gzip"),
             ("x-end-to-end", "kept"),
             ("authorization", "Bearer t"),

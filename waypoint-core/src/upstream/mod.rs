@@ -15,6 +15,7 @@
 //! | no response headers within the timeout | 504 | `UT` |
 //! | retries exhausted (with the flag of the last try's failure, if any) | last try's | `URX` |
 //! | request body failed while being kept for retries or mirrors | 400 | `DPE` |
+//! | backend answered 101 to a request that asked for no upgrade, or to another protocol | 502 | `UPE` |
 //!
 //! # Timeouts and retries
 //!
@@ -47,7 +48,10 @@
 //! are neither retried nor mirrored.
 //!
 //! The waypoint is transparent: it removes hop-by-hop headers ([`remove_hop_by_hop`]) and adds
-//! none. A WebSocket-style upgrade to an HTTP/1.1 backend is carried through as a byte tunnel.
+//! none. A WebSocket-style upgrade to an HTTP/1.1 backend is carried through as a byte tunnel,
+//! but only when the backend's `101` names a protocol the request offered; any other `101` is a
+//! backend error and the backend connection is closed (which upgrades get this far at all is
+//! the listeners' [`UpgradePolicy`](crate::http::UpgradePolicy)).
 //!
 //! # Transports
 //!
@@ -96,6 +100,7 @@ use http::{Request, Response, StatusCode, Version};
 pub use balance::pick;
 pub use connect::{TunnelSource, baggage};
 pub use hbone::{HBONE_PORT, HboneClientOptions, HboneError, HbonePool, HboneStream};
+pub(crate) use hop::{HTTP2_SETTINGS, tokens as header_tokens};
 pub use hop::{is_upgrade, remove_hop_by_hop};
 pub use mirror::UpstreamStats;
 
@@ -110,7 +115,11 @@ use connect::{Connector, Route};
 use mirror::Counters;
 use pool::HttpPool;
 use replay::Replay;
-use retry::{Budget, Outgoing};
+use retry::{Budget, DownstreamUpgrade, Outgoing};
+
+/// The response flag of a backend that switched protocols unasked (Envoy's "upstream protocol
+/// error" flag).
+pub const UNEXPECTED_SWITCH_FLAG: &str = "UPE";
 
 /// How long a mirrored copy may take when the request it copies has no timeout at all.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
@@ -347,8 +356,11 @@ impl Upstream {
             && req.version() <= Version::HTTP_11
             && is_upgrade(req.headers());
         // Taken before the request leaves: the handle on the downstream connection lives in the
-        // request's extensions.
-        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // request's extensions. The offered protocols bound what the backend may switch to.
+        let downstream_upgrade = upgrade.then(|| DownstreamUpgrade {
+            offered: header_tokens(req.headers(), &http::header::UPGRADE).collect(),
+            on: hyper::upgrade::on(&mut req),
+        });
 
         // Retries and mirrors send the request more than once: keep it whole if it is small.
         // An upgrade is a connection, not a request to repeat.

@@ -15,10 +15,13 @@ use tokio::time::Instant;
 use super::balance::{InFlight, InFlightBody, pick_avoiding};
 use super::pool::PooledBody;
 use super::replay::Replay;
-use super::{Upstream, UpstreamConfig, forward, remove_hop_by_hop, service_name};
+use super::{
+    UNEXPECTED_SWITCH_FLAG, Upstream, UpstreamConfig, forward, remove_hop_by_hop, service_name,
+};
 use crate::body::{Body, boxed, local_reply};
 use crate::config::ServiceBackend;
 use crate::filter::{RequestContext, RetryPolicy, UpstreamTarget};
+use crate::http::upgrade::switch_was_offered;
 
 /// The time a request may take: the request timeout (the route's, else the waypoint default)
 /// from the moment forwarding starts, and the backend timeout for each try. A zero timeout
@@ -95,7 +98,14 @@ pub(super) struct Outgoing<'a> {
     pub(super) first: Request<Body>,
     pub(super) replay: Option<&'a Replay>,
     pub(super) upgrade: bool,
-    pub(super) downstream_upgrade: Option<OnUpgrade>,
+    pub(super) downstream_upgrade: Option<DownstreamUpgrade>,
+}
+
+/// The client's side of a protocol switch it asked for: its connection once the response is
+/// sent, and the protocols its `Upgrade` offered.
+pub(super) struct DownstreamUpgrade {
+    pub(super) on: OnUpgrade,
+    pub(super) offered: Vec<String>,
 }
 
 impl Upstream {
@@ -151,7 +161,10 @@ impl Upstream {
                         if retries > 0 && policy.is_some_and(|p| p.retries_status(resp.status())) {
                             ctx.response_flags.push("URX");
                         }
-                        return finish(resp, guard, downstream_upgrade.take(), address);
+                        return match finish(resp, guard, downstream_upgrade.take(), address) {
+                            Ok(resp) => resp,
+                            Err(reason) => unexpected_switch(ctx, backend, address, &reason),
+                        };
                     }
                 },
                 Some(Err(reason)) => {
@@ -208,22 +221,48 @@ fn discard(resp: Response<PooledBody>) {
 
 /// The backend's response on its way out: an upgrade joined into a tunnel, hop-by-hop headers
 /// removed, the endpoint counted busy until the body is read.
+///
+/// A 101 becomes a tunnel only when the client asked to switch and the backend switched to a
+/// protocol it offered; any other 101 is the reason in `Err`, and dropping the response closes
+/// the backend connection (a switched connection never returns to the pool).
 fn finish(
     mut resp: Response<PooledBody>,
     guard: InFlight,
-    downstream_upgrade: Option<OnUpgrade>,
+    downstream_upgrade: Option<DownstreamUpgrade>,
     address: SocketAddr,
-) -> Response<Body> {
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(downstream) = downstream_upgrade
-    {
+) -> Result<Response<Body>, String> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let downstream = match downstream_upgrade {
+            Some(d) => switch_was_offered(&d.offered, resp.headers()).map(|()| d.on)?,
+            None => return Err("101 to a request that asked for no upgrade".to_owned()),
+        };
         let upstream = hyper::upgrade::on(&mut resp);
         forward::tunnel(downstream, upstream, address, guard);
         remove_hop_by_hop(resp.headers_mut(), true);
-        return resp.map(boxed);
+        return Ok(resp.map(boxed));
     }
     remove_hop_by_hop(resp.headers_mut(), false);
-    resp.map(|body| boxed(InFlightBody::new(body, guard)))
+    Ok(resp.map(|body| boxed(InFlightBody::new(body, guard))))
+}
+
+/// 502 for a backend that switched protocols unasked; never a tunnel.
+fn unexpected_switch(
+    ctx: &mut RequestContext,
+    backend: &ServiceBackend,
+    address: SocketAddr,
+    reason: &str,
+) -> Response<Body> {
+    ctx.response_flags.push(UNEXPECTED_SWITCH_FLAG);
+    tracing::warn!(
+        endpoint = %address,
+        service = %service_name(backend),
+        %reason,
+        "upstream switched protocols without an allowed upgrade; closing it"
+    );
+    local_reply(
+        StatusCode::BAD_GATEWAY,
+        format!("upstream {address} switched protocols unasked: {reason}"),
+    )
 }
 
 pub(super) fn no_healthy_upstream(
