@@ -272,25 +272,7 @@ impl Bench {
             cmd.args(["--sandwich-listen", &listen.to_string()]);
         }
         cmd.args(extra);
-        let started = Instant::now();
-        let mut proc_ = Proc::spawn("waypoint", cmd, &dir.join("waypoint.log"))?;
-        let ready = procs::wait_until(Duration::from_secs(60), || async {
-            matches!(http_get(admin, "/healthz/ready").await, Ok((200, _)))
-        })
-        .await;
-        proc_.check_alive()?;
-        if ready.is_none() {
-            return Err(format!(
-                "waypoint not ready in 60 s; log:\n{}",
-                procs::log_tail(&proc_.log, 15)
-            ));
-        }
-        Ok(Running {
-            proc: proc_,
-            listen,
-            admin,
-            startup: started.elapsed(),
-        })
+        launch_waypoint(cmd, &dir.join("waypoint.log"), listen, admin).await
     }
 
     /// Starts Envoy for `job` (`--concurrency 1`) and waits for its admin `/ready`.
@@ -388,6 +370,47 @@ impl Bench {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
+}
+
+/// Spawns a `waypoint run` command (logging to `log`) and waits for its admin server's
+/// `/healthz/ready` (60 s at most).
+pub async fn launch_waypoint(
+    cmd: Command,
+    log: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+) -> Result<Running, String> {
+    let started = Instant::now();
+    let mut proc_ = Proc::spawn("waypoint", cmd, log)?;
+    let ready = procs::wait_until(Duration::from_secs(60), || is_ready(admin)).await;
+    proc_.check_alive()?;
+    if ready.is_none() {
+        return Err(format!(
+            "waypoint not ready in 60 s; log:\n{}",
+            procs::log_tail(&proc_.log, 15)
+        ));
+    }
+    Ok(Running {
+        proc: proc_,
+        listen,
+        admin,
+        startup: started.elapsed(),
+    })
+}
+
+/// Whether the waypoint whose admin server is `admin` answers 200 on `/healthz/ready`.
+pub async fn is_ready(admin: SocketAddr) -> bool {
+    matches!(http_get(admin, "/healthz/ready").await, Ok((200, _)))
+}
+
+/// The config version the waypoint's `/config_dump` shows.
+pub async fn config_version(admin: SocketAddr) -> Option<u64> {
+    let (status, body) = http_get(admin, "/config_dump").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    v["version"].as_u64()
 }
 
 /// Waits for the upstream child to print `ready`.

@@ -8,7 +8,7 @@ use super::configs::{AUTHORITY, Job, client_identity};
 use super::load::{self, Dialer, LoadSpec, Mode, Protocol};
 use super::procs;
 use super::report::{Row, Section};
-use super::runner::{Bench, DEST_ID, Running, WAYPOINT_ID, http_get, proxy_header};
+use super::runner::{Bench, DEST_ID, Running, WAYPOINT_ID, config_version, proxy_header};
 use super::tools;
 
 /// Every scenario, in run order.
@@ -246,16 +246,6 @@ async fn idle_conns(bench: &Bench) -> Section {
             .push(row.unwrap_or_else(|e| Row::failed(proxy, "", &e)));
     }
     section
-}
-
-/// Polls the waypoint's `/config_dump` until its version exceeds `than`.
-async fn config_version(admin: SocketAddr) -> Option<u64> {
-    let (status, body) = http_get(admin, "/config_dump").await.ok()?;
-    if status != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    v["version"].as_u64()
 }
 
 async fn route_scale(bench: &Bench) -> Section {

@@ -117,6 +117,11 @@ pub struct RunArgs {
     /// DNS suffix of Services, for `destination_service` labels.
     #[arg(long, env = "WAYPOINT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// On SIGTERM/SIGINT, how long to keep serving after readiness turns false, telling clients
+    /// to go elsewhere (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`) before listeners close.
+    /// Counted within --drain-timeout.
+    #[arg(long, env = "WAYPOINT_DRAIN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
 }
 
 /// The admin server address, or none.
@@ -194,6 +199,8 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         endpoint,
         sample: args.otlp_sample,
     });
+    // Zero loss under change (issue 11 item 5): the drain's grace period.
+    options.drain_grace = args.drain_grace;
 
     let running = match Waypoint::start(
         options,
@@ -222,7 +229,7 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         tracing::info!(listener = %addr, "sandwich listener ready (PROXY protocol {})", if args.proxy_optional { "optional" } else { "required" });
     }
     wait_for_signal().await;
-    tracing::info!(deadline = ?args.drain_timeout, "stopping: draining in-flight requests");
+    tracing::info!(grace = ?args.drain_grace, deadline = ?args.drain_timeout, "stopping: readiness false, draining (clients told to go elsewhere), then closing listeners");
     if running.shutdown(args.drain_timeout).await {
         tracing::info!("drained; bye");
     } else {

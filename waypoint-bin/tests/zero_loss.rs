@@ -1,0 +1,175 @@
+//! Zero loss under change, at a small scale, through the real `waypoint` binary: config
+//! reloads, certificate rotations, an endpoint removed, and SIGTERM, each under an open-loop
+//! load in which every request is counted. These run the same scenario code as `loadbench`'s
+//! zero-loss scenarios (`waypoint_benches::loadbench::zeroloss`), which run it at 1,000 rps.
+//!
+//! Nothing here asserts timing beyond generous deadlines; the assertions are counts, which
+//! must be exactly zero where the issue says so.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use waypoint_benches::loadbench::runner::DEST_ID;
+use waypoint_benches::loadbench::upstream::serve_hbone_destination;
+use waypoint_benches::loadbench::zeroloss::Setup;
+use waypoint_benches::loadbench::zeroloss::backend::Backend;
+use waypoint_benches::loadbench::zeroloss::certs::{self, CertEnv, CertPlan};
+use waypoint_benches::loadbench::zeroloss::drain::{self, DrainPlan};
+use waypoint_benches::loadbench::zeroloss::endpoints::{self, EndpointPlan};
+use waypoint_benches::loadbench::zeroloss::reload::{self, ReloadPlan};
+use waypoint_core::tls::DevCa;
+
+fn setup() -> (tempfile::TempDir, Setup) {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_waypoint")),
+        dir: dir.path().to_owned(),
+        pin: None,
+    };
+    (dir, setup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_load_lose_no_request() {
+    let (_dir, setup) = setup();
+    let plan = ReloadPlan {
+        reloads: 20,
+        rate: 200.0,
+        connections: 16,
+    };
+    let out = reload::run(&setup, &plan).await.unwrap();
+    let summary = out.tally.summary();
+    eprintln!("{out:?}\n{summary}");
+    assert_eq!(out.applied, 20, "every reload applied; {summary}");
+    assert_eq!(out.versions.1 - out.versions.0, 20, "{:?}", out.versions);
+    assert_eq!(out.failed_reloads, Some(0));
+    assert!(out.tally.sent > 100, "{summary}");
+    assert_eq!(out.tally.failed(), 0, "{summary}");
+    assert!(
+        out.served.0 > 0 && out.served.1 > 0,
+        "both weights served: {:?}",
+        out.served
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_in_flight_requests_after_readiness_turns_false() {
+    let (_dir, setup) = setup();
+    let plan = DrainPlan {
+        rate: 200.0,
+        connections: 32,
+        delay: Duration::from_millis(50),
+        slow: Duration::from_secs(1),
+        grace: Duration::from_secs(1),
+        before: Duration::from_secs(1),
+        after: Duration::from_millis(500),
+    };
+    let out = drain::run(&setup, &plan).await.unwrap();
+    let summary = out.tally.summary();
+    eprintln!("{out:?}\n{summary}");
+    assert!(out.tally.sent > 200, "{summary}");
+    assert_eq!(out.tally.failed(), 0, "{summary}");
+    assert!(
+        out.ready_false_first(),
+        "readiness false at {:?}, listener refusing at {:?}",
+        out.ready_false_after,
+        out.refused_after
+    );
+    assert!(
+        matches!(out.exited_after, Some((_, true))),
+        "{:?}",
+        out.exited_after
+    );
+    // The keep-alive connection's slow request finished, was told to close, and was closed.
+    assert_eq!(out.h1.status, Some(200), "{:?}", out.h1);
+    assert!(out.h1.close_header && out.h1.clean_end, "{:?}", out.h1);
+    // The HTTP/2 stream finished and the connection ended with GOAWAY, not a reset.
+    assert_eq!(out.h2.status, Some(200), "{:?}", out.h2);
+    assert!(out.h2.clean_end, "{:?}", out.h2);
+}
+
+fn endpoint_plan(retries: bool) -> EndpointPlan {
+    EndpointPlan {
+        rate: 200.0,
+        connections: 16,
+        delay: Duration::from_millis(5),
+        before: Duration::from_secs(1),
+        after: Duration::from_millis(500),
+        retries,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_removed_under_load_loses_nothing_when_the_route_retries() {
+    let (_dir, setup) = setup();
+    let out = endpoints::run(&setup, &endpoint_plan(true)).await.unwrap();
+    let summary = out.tally.summary();
+    eprintln!("{out:?}\n{summary}");
+    assert!(out.reload_after.is_some(), "the removal was applied");
+    assert!(out.tally.sent > 200, "{summary}");
+    assert_eq!(out.tally.failed(), 0, "{summary}");
+    assert!(
+        out.served.0 > 0,
+        "the removed endpoint had served: {:?}",
+        out.served
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_removed_under_load_without_retries_fails_only_with_clean_503s() {
+    let (_dir, setup) = setup();
+    let out = endpoints::run(&setup, &endpoint_plan(false)).await.unwrap();
+    let summary = out.tally.summary();
+    eprintln!("{out:?}\n{summary}");
+    assert!(out.reload_after.is_some(), "the removal was applied");
+    assert!(out.tally.sent > 200, "{summary}");
+    assert!(out.tally.failed_only_with(503), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotated_under_load_lose_no_request() {
+    let (dir, setup) = setup();
+    let ca = DevCa::generate("cluster.local").unwrap();
+    let ca_dir = dir.path().join("ca");
+    ca.write_ca(&ca_dir).unwrap();
+    let echo_dir = dir.path().join("echo");
+    ca.write_workload_dir(
+        &echo_dir,
+        &DEST_ID.parse().unwrap(),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let backend = Backend::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        "echo",
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    // The destination stand-in must listen on <endpoint ip>:15008: pick a loopback address of
+    // our own so parallel runs do not collide.
+    let ip = std::net::Ipv4Addr::new(127, 77, fastrand::u8(1..=254), fastrand::u8(1..=254));
+    let dest = serve_hbone_destination(SocketAddr::from((ip, 15008)), echo_dir, backend.addr())
+        .await
+        .unwrap();
+    let env = CertEnv {
+        ca_dir,
+        dest_hbone: dest,
+        backend_port: backend.addr().port(),
+    };
+    let plan = CertPlan {
+        rate: 100.0,
+        connections: 8,
+        rotations: 3,
+        pause: Duration::from_millis(400),
+    };
+    let out = certs::run(&setup, &plan, &env).await.unwrap();
+    let summary = out.tally.summary();
+    eprintln!("{out:?}\n{summary}");
+    assert_eq!(out.applied, 3, "{:?}", out.problems);
+    assert_eq!(out.fresh_ok, 3, "{:?}", out.problems);
+    assert!(out.tally.sent > 100, "{summary}");
+    assert_eq!(out.tally.failed(), 0, "{summary}");
+}
