@@ -173,3 +173,74 @@ async fn certificates_rotated_under_load_lose_no_request() {
     assert!(out.tally.sent > 100, "{summary}");
     assert_eq!(out.tally.failed(), 0, "{summary}");
 }
+
+/// Sends one GET on `stream` and reads the answer's head and (Content-Length) body; returns
+/// the head.
+async fn get(stream: &mut tokio::net::TcpStream, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: echo.default.svc.cluster.local\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await?;
+    Ok(head)
+}
+
+async fn sandwich(listen: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let header = waypoint_benches::loadbench::runner::proxy_header(
+        "spiffe://cluster.local/ns/shop/sa/cart",
+    );
+    s.write_all(&header).await.unwrap();
+    s
+}
+
+/// The keep-alive race the grace removes: closing an idle connection at SIGTERM loses the
+/// request its client is writing at that moment. During the grace, the idle connection's next
+/// request and a brand-new connection are both still answered, each told to close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_grace_idle_keep_alive_and_new_connections_are_answered_with_connection_close()
+{
+    let (_dir, setup) = setup();
+    let backend = Backend::start(SocketAddr::from(([127, 0, 0, 1], 0)), "echo", Duration::ZERO)
+        .await
+        .unwrap();
+    let flags = ["--drain-grace", "3s", "--drain-timeout", "10s"].map(String::from);
+    let mut waypoint = setup
+        .start_waypoint("grace", &drain::manifests(backend.addr()), &flags)
+        .await
+        .unwrap();
+    let mut idle = sandwich(waypoint.listen).await;
+    let head = get(&mut idle, "/before").await.unwrap();
+    assert!(head.starts_with("http/1.1 200") && !head.contains("connection: close"), "{head}");
+
+    waypoint.proc.terminate().unwrap();
+    let admin = waypoint.admin;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while waypoint_benches::loadbench::runner::is_ready(admin).await {
+        assert!(std::time::Instant::now() < deadline, "readiness never turned false");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Readiness is false: both requests below would be lost without the grace.
+    let head = get(&mut idle, "/idle-after-sigterm").await.unwrap();
+    assert!(head.starts_with("http/1.1 200") && head.contains("connection: close"), "{head}");
+    let mut fresh = sandwich(waypoint.listen).await;
+    let head = get(&mut fresh, "/new-after-sigterm").await.unwrap();
+    assert!(head.starts_with("http/1.1 200") && head.contains("connection: close"), "{head}");
+
+    let exit = waypoint.proc.wait_exit(Duration::from_secs(15)).await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+}

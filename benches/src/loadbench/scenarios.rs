@@ -10,9 +10,10 @@ use super::procs;
 use super::report::{Row, Section};
 use super::runner::{Bench, DEST_ID, Running, WAYPOINT_ID, config_version, proxy_header};
 use super::tools;
+use super::zeroloss;
 
-/// Every scenario, in run order.
-pub const ALL: [&str; 7] = [
+/// Every scenario, in run order (the last four: zero loss under change, waypoint only).
+pub const ALL: [&str; 11] = [
     "sandwich-h1",
     "sandwich-h2c",
     "fixed-rate",
@@ -20,6 +21,10 @@ pub const ALL: [&str; 7] = [
     "route-scale",
     "hbone",
     "plain-crosscheck",
+    "reload",
+    "cert-rotation",
+    "drain",
+    "endpoint-loss",
 ];
 
 /// Runs scenario `name`.
@@ -32,6 +37,9 @@ pub async fn run(bench: &Bench, name: &str) -> Section {
         "route-scale" => route_scale(bench).await,
         "hbone" => hbone(bench).await,
         "plain-crosscheck" => crosscheck(bench).await,
+        zero_loss if zeroloss::sections::NAMES.contains(&zero_loss) => {
+            zeroloss::sections::run(bench, zero_loss).await
+        }
         other => Section {
             description: format!("unknown scenario; known: {}", ALL.join(", ")),
             name: other.into(),

@@ -20,6 +20,7 @@ pub mod certs;
 pub mod drain;
 pub mod endpoints;
 pub mod reload;
+pub mod sections;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -33,6 +34,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::configs::AUTHORITY;
+use super::hist::Histogram;
 use super::load::{Dialer, Exchange, Protocol, exchange, handshake};
 use super::procs::Pinning;
 use super::runner::{Running, free_port, http_get, launch_waypoint};
@@ -41,8 +43,10 @@ use super::runner::{Running, free_port, http_get, launch_waypoint};
 const KEPT_ERRORS: usize = 5;
 
 /// Every request of a run, by outcome.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Tally {
+    /// Latency of the successful requests, from their scheduled send time.
+    pub latency: Histogram,
     /// Requests the schedule produced (each counted once, whatever became of it).
     pub sent: u64,
     /// Answered 2xx.
@@ -64,6 +68,8 @@ pub struct Tally {
     pub closes: u64,
     /// The first few failures, in words.
     pub errors: Vec<String>,
+    /// How long the load ran.
+    pub elapsed: Duration,
 }
 
 impl Tally {
@@ -90,6 +96,7 @@ impl Tally {
     }
 
     fn merge(&mut self, other: Tally) {
+        self.latency.merge(&other.latency);
         self.sent += other.sent;
         self.ok += other.ok;
         for (status, n) in other.statuses {
@@ -179,7 +186,7 @@ impl OpenLoad {
     /// Starts the load through `dialer`; it runs until [`LoadHandle::stop`].
     pub fn start(&self, dialer: Dialer) -> LoadHandle {
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let (tx, rx) = mpsc::unbounded_channel::<()>();
+        let (tx, rx) = mpsc::unbounded_channel::<Instant>();
         let rx = Arc::new(Mutex::new(rx));
         let load = Arc::new(self.clone());
         let mut tasks = JoinSet::new();
@@ -194,7 +201,7 @@ impl OpenLoad {
                     _ = stop_rx.wait_for(|stop| *stop) => break,
                     _ = tokio::time::sleep_until(next) => {}
                 }
-                if tx.send(()).is_err() {
+                if tx.send(next.into_std()).is_err() {
                     break;
                 }
                 next += period;
@@ -226,7 +233,10 @@ impl LoadHandle {
     /// returns the counts.
     pub async fn stop(mut self) -> Tally {
         let _ = self.stop.send(true);
-        let mut total = Tally::default();
+        let mut total = Tally {
+            elapsed: self.started.elapsed(),
+            ..Default::default()
+        };
         while let Some(joined) = self.tasks.join_next().await {
             match joined {
                 Ok(t) => total.merge(t),
@@ -240,11 +250,14 @@ impl LoadHandle {
 async fn worker(
     dialer: Dialer,
     load: Arc<OpenLoad>,
-    schedule: Arc<Mutex<mpsc::UnboundedReceiver<()>>>,
+    schedule: Arc<Mutex<mpsc::UnboundedReceiver<Instant>>>,
 ) -> Tally {
     let mut t = Tally::default();
     let mut sender = None;
-    while schedule.lock().await.recv().await.is_some() {
+    loop {
+        let Some(scheduled) = schedule.lock().await.recv().await else {
+            break;
+        };
         t.sent += 1;
         for attempt in 0..3 {
             if sender.is_none() {
@@ -278,6 +291,7 @@ async fn worker(
                     }
                     if status.is_success() {
                         t.ok += 1;
+                        t.latency.record(scheduled.elapsed());
                     } else {
                         *t.statuses.entry(status.as_u16()).or_default() += 1;
                         t.note(format!("status {status}"));
