@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use waypoint_benches::loadbench::load::Protocol;
 use waypoint_benches::loadbench::runner::DEST_ID;
 use waypoint_benches::loadbench::upstream::serve_hbone_destination;
 use waypoint_benches::loadbench::zeroloss::Setup;
@@ -54,19 +55,22 @@ async fn twenty_reloads_under_load_lose_no_request() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_load_finishes_in_flight_requests_after_readiness_turns_false() {
-    let (_dir, setup) = setup();
-    let plan = DrainPlan {
+fn drain_plan(protocol: Protocol) -> DrainPlan {
+    DrainPlan {
         rate: 200.0,
+        protocol,
         connections: 32,
         delay: Duration::from_millis(50),
         slow: Duration::from_secs(1),
         grace: Duration::from_secs(1),
         before: Duration::from_secs(1),
         after: Duration::from_millis(500),
-    };
-    let out = drain::run(&setup, &plan).await.unwrap();
+    }
+}
+
+/// Checks a drain run: no request lost, readiness false before the listener closed, a clean
+/// exit, and both in-flight probes finished and were ended by the server, cleanly.
+fn assert_drained_without_loss(out: &drain::DrainOutcome) {
     let summary = out.tally.summary();
     eprintln!("{out:?}\n{summary}");
     assert!(out.tally.sent > 200, "{summary}");
@@ -88,6 +92,29 @@ async fn sigterm_under_load_finishes_in_flight_requests_after_readiness_turns_fa
     // The HTTP/2 stream finished and the connection ended with GOAWAY, not a reset.
     assert_eq!(out.h2.status, Some(200), "{:?}", out.h2);
     assert!(out.h2.clean_end, "{:?}", out.h2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_in_flight_requests_after_readiness_turns_false() {
+    let (_dir, setup) = setup();
+    let out = drain::run(&setup, &drain_plan(Protocol::Http1))
+        .await
+        .unwrap();
+    assert_drained_without_loss(&out);
+    assert!(
+        out.tally.closes > 0,
+        "clients were told to close: {:?}",
+        out.tally
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_h2c_load_moves_clients_with_goaway_and_loses_nothing() {
+    let (_dir, setup) = setup();
+    let out = drain::run(&setup, &drain_plan(Protocol::H2c { streams: 1 }))
+        .await
+        .unwrap();
+    assert_drained_without_loss(&out);
 }
 
 fn endpoint_plan(retries: bool) -> EndpointPlan {
@@ -201,9 +228,8 @@ async fn get(stream: &mut tokio::net::TcpStream, path: &str) -> std::io::Result<
 async fn sandwich(listen: SocketAddr) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
-    let header = waypoint_benches::loadbench::runner::proxy_header(
-        "spiffe://cluster.local/ns/shop/sa/cart",
-    );
+    let header =
+        waypoint_benches::loadbench::runner::proxy_header("spiffe://cluster.local/ns/shop/sa/cart");
     s.write_all(&header).await.unwrap();
     s
 }
@@ -212,12 +238,15 @@ async fn sandwich(listen: SocketAddr) -> tokio::net::TcpStream {
 /// request its client is writing at that moment. During the grace, the idle connection's next
 /// request and a brand-new connection are both still answered, each told to close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn during_the_grace_idle_keep_alive_and_new_connections_are_answered_with_connection_close()
-{
+async fn during_the_grace_idle_keep_alive_and_new_connections_are_answered_with_connection_close() {
     let (_dir, setup) = setup();
-    let backend = Backend::start(SocketAddr::from(([127, 0, 0, 1], 0)), "echo", Duration::ZERO)
-        .await
-        .unwrap();
+    let backend = Backend::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        "echo",
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
     let flags = ["--drain-grace", "3s", "--drain-timeout", "10s"].map(String::from);
     let mut waypoint = setup
         .start_waypoint("grace", &drain::manifests(backend.addr()), &flags)
@@ -225,21 +254,33 @@ async fn during_the_grace_idle_keep_alive_and_new_connections_are_answered_with_
         .unwrap();
     let mut idle = sandwich(waypoint.listen).await;
     let head = get(&mut idle, "/before").await.unwrap();
-    assert!(head.starts_with("http/1.1 200") && !head.contains("connection: close"), "{head}");
+    assert!(
+        head.starts_with("http/1.1 200") && !head.contains("connection: close"),
+        "{head}"
+    );
 
     waypoint.proc.terminate().unwrap();
     let admin = waypoint.admin;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while waypoint_benches::loadbench::runner::is_ready(admin).await {
-        assert!(std::time::Instant::now() < deadline, "readiness never turned false");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readiness never turned false"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Readiness is false: both requests below would be lost without the grace.
     let head = get(&mut idle, "/idle-after-sigterm").await.unwrap();
-    assert!(head.starts_with("http/1.1 200") && head.contains("connection: close"), "{head}");
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("connection: close"),
+        "{head}"
+    );
     let mut fresh = sandwich(waypoint.listen).await;
     let head = get(&mut fresh, "/new-after-sigterm").await.unwrap();
-    assert!(head.starts_with("http/1.1 200") && head.contains("connection: close"), "{head}");
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("connection: close"),
+        "{head}"
+    );
 
     let exit = waypoint.proc.wait_exit(Duration::from_secs(15)).await;
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");

@@ -375,13 +375,12 @@ async fn hbone(bench: &Bench) -> Section {
         ..Default::default()
     };
     section.notes.push("Envoy does NOT do HBONE here: an equivalent CONNECT termination + origination config (internal listeners, as Istio's waypoint builds it) was not written in the time. Its row is a baseline: mutual TLS 1.3 in (HTTP/1.1, one TLS connection per load connection), plain HTTP out. Read waypoint vs Envoy in this table as 'HBONE in+out' vs 'mTLS in only'.".into());
-    let (Some(certs), Some(dest)) = (bench.certs.as_ref(), bench.dest_hbone) else {
-        section.rows.push(Row::failed(
-            "waypoint",
-            "",
-            "no certificates or no destination stand-in (127.0.0.2:15008 busy?)",
-        ));
-        return section;
+    let (certs, dest) = match bench.hbone_destination() {
+        Ok(found) => found,
+        Err(e) => {
+            section.rows.push(Row::failed("waypoint", "", &e));
+            return section;
+        }
     };
     let wp = async {
         let pool = bench.hbone_client()?;

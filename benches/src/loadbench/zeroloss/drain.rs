@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use super::backend::Backend;
 use super::{OpenLoad, Setup, Tally, route, service};
 use crate::loadbench::configs::AUTHORITY;
-use crate::loadbench::load::Dialer;
+use crate::loadbench::load::{Dialer, Protocol};
 use crate::loadbench::runner::{is_ready, proxy_header};
 
 const IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/cart";
@@ -30,6 +30,8 @@ const IDENTITY: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 pub struct DrainPlan {
     /// Load, requests per second.
     pub rate: f64,
+    /// The load's HTTP flavour (HTTP/2: one stream at a time per connection).
+    pub protocol: Protocol,
     /// Load connections.
     pub connections: usize,
     /// The backend's answer delay for the load's requests.
@@ -124,7 +126,9 @@ pub async fn run(setup: &Setup, plan: &DrainPlan) -> Result<DrainOutcome, String
         proxy_header: Some(proxy_header(IDENTITY)),
     };
     let path = format!("/delay/{}", plan.delay.as_millis());
-    let load = OpenLoad::new(plan.rate, plan.connections, &path).start(dialer);
+    let mut load = OpenLoad::new(plan.rate, plan.connections, &path);
+    load.protocol = plan.protocol;
+    let load = load.start(dialer);
     tokio::time::sleep(plan.before).await;
 
     let slow = format!("/delay/{}", plan.slow.as_millis());
@@ -249,20 +253,7 @@ async fn h1_probe(listen: SocketAddr, slow: String) -> Probe {
             .send_request(get(&slow, http::Version::HTTP_11)?)
             .await
             .map_err(|e| format!("slow request: {e}"))?;
-        probe.status = Some(resp.status().as_u16());
-        probe.close_header = resp
-            .headers()
-            .get(http::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        resp.into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        // The sender stays alive: the connection may only end because the server ended it.
-        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
-        drop(sender);
-        probe.clean_end = matches!(ended, Ok(Ok(Ok(()))));
-        Ok::<_, String>(())
+        finish(&mut probe, resp, conn, sender).await
     };
     if let Err(e) = run.await {
         probe.error = Some(e);
@@ -283,22 +274,36 @@ async fn h2_probe(listen: SocketAddr, slow: String) -> Probe {
             .send_request(get(&slow, http::Version::HTTP_2)?)
             .await
             .map_err(|e| format!("slow request: {e}"))?;
-        probe.status = Some(resp.status().as_u16());
-        resp.into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        // The sender stays alive: the connection may only end because the server ended it.
-        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
-        drop(sender);
-        probe.clean_end = matches!(ended, Ok(Ok(Ok(()))));
-        if let Ok(Ok(Err(e))) = ended {
-            return Err(format!("connection ended with an error: {e}"));
-        }
-        Ok::<_, String>(())
+        finish(&mut probe, resp, conn, sender).await
     };
     if let Err(e) = run.await {
         probe.error = Some(e);
     }
     probe
+}
+
+/// Reads the probe's answer, then waits (5 s at most) for the server to end the connection
+/// while `sender` is kept, so the end cannot be the client's own doing.
+async fn finish<S>(
+    probe: &mut Probe,
+    resp: http::Response<hyper::body::Incoming>,
+    conn: tokio::task::JoinHandle<hyper::Result<()>>,
+    sender: S,
+) -> Result<(), String> {
+    probe.status = Some(resp.status().as_u16());
+    probe.close_header = resp
+        .headers()
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    drop(sender);
+    probe.clean_end = matches!(ended, Ok(Ok(Ok(()))));
+    match ended {
+        Ok(Ok(Err(e))) => Err(format!("connection ended with an error: {e}")),
+        _ => Ok(()),
+    }
 }

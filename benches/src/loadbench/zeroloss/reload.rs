@@ -41,7 +41,11 @@ pub struct ReloadOutcome {
 
 /// The manifests of generation `g`: even generations weigh `echo-a` 90, odd ones 10.
 pub fn manifests(a: SocketAddr, b: SocketAddr, g: usize) -> String {
-    let (wa, wb) = if g % 2 == 0 { (90, 10) } else { (10, 90) };
+    let (wa, wb) = if g.is_multiple_of(2) {
+        (90, 10)
+    } else {
+        (10, 90)
+    };
     let rule = format!(
         "filters: [{{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: x-config, value: gen-{}}}]}}}}]\n    \
          backendRefs: [{{name: echo-a, port: 80, weight: {wa}}}, {{name: echo-b, port: 80, weight: {wb}}}]",

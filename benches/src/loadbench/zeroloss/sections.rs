@@ -14,6 +14,7 @@ use super::drain::{self, DrainPlan};
 use super::endpoints::{self, EndpointPlan};
 use super::reload::{self, ReloadPlan};
 use super::{Setup, Tally};
+use crate::loadbench::load::Protocol;
 use crate::loadbench::report::{Row, Section};
 use crate::loadbench::runner::Bench;
 
@@ -128,13 +129,12 @@ async fn cert_section(bench: &Bench, setup: &Setup, quick: bool) -> Section {
         ),
         ..Default::default()
     };
-    let (Some(certs), Some(dest)) = (&bench.certs, bench.dest_hbone) else {
-        section.rows.push(Row::failed(
-            "waypoint",
-            "",
-            "no certificates or no destination stand-in (127.0.0.2:15008 busy?)",
-        ));
-        return section;
+    let (certs, dest) = match bench.hbone_destination() {
+        Ok(found) => found,
+        Err(e) => {
+            section.rows.push(Row::failed("waypoint", "", &e));
+            return section;
+        }
     };
     let env = CertEnv {
         ca_dir: certs.join("ca"),
@@ -168,8 +168,9 @@ async fn cert_section(bench: &Bench, setup: &Setup, quick: bool) -> Section {
 }
 
 async fn drain_section(setup: &Setup, quick: bool) -> Section {
-    let plan = DrainPlan {
+    let plan = |protocol| DrainPlan {
         rate: 1000.0,
+        protocol,
         connections: 64,
         delay: Duration::from_millis(20),
         slow: Duration::from_secs(2),
@@ -177,50 +178,58 @@ async fn drain_section(setup: &Setup, quick: bool) -> Section {
         before: Duration::from_secs(if quick { 2 } else { 5 }),
         after: Duration::from_secs(if quick { 1 } else { 3 }),
     };
+    let first = plan(Protocol::Http1);
     let mut section = Section {
         name: "drain".into(),
         description: format!(
-            "SIGTERM under {} rps (64 HTTP/1.1 keep-alive connections, PROXY v2; the backend answers after {} ms, so about {} requests are always in flight). Two waypoints serve the same config; the load generator dials whichever is ready, re-checking `/healthz/ready` every 50 ms, as kube-proxy or a ztunnel follows readiness. The first waypoint gets SIGTERM after {} s with `--drain-grace {}s`; two probes hold a {} s request across the signal on it, over HTTP/1.1 keep-alive and HTTP/2. {LATENCY}",
-            plan.rate,
-            plan.delay.as_millis(),
-            (plan.rate * plan.delay.as_secs_f64()) as u64,
-            plan.before.as_secs(),
-            plan.grace.as_secs(),
-            plan.slow.as_secs()
+            "SIGTERM under {} rps over 64 connections with PROXY v2 (run twice: HTTP/1.1 keep-alive, then h2c with one stream at a time per connection); the backend answers after {} ms, so about {} requests are always in flight. Two waypoints serve the same config; the load generator dials whichever is ready, re-checking `/healthz/ready` every 50 ms, as kube-proxy or a ztunnel follows readiness. The first waypoint gets SIGTERM after {} s with `--drain-grace {}s`; two probes hold a {} s request across the signal on it, over HTTP/1.1 keep-alive and HTTP/2. {LATENCY}",
+            first.rate,
+            first.delay.as_millis(),
+            (first.rate * first.delay.as_secs_f64()) as u64,
+            first.before.as_secs(),
+            first.grace.as_secs(),
+            first.slow.as_secs()
         ),
         ..Default::default()
     };
-    match drain::run(setup, &plan).await {
-        Ok(out) => {
-            section.rows.push(row("", &out.tally));
-            counts(&mut section, "waypoint", &out.tally);
-            let ms = |d: Option<Duration>| {
-                d.map_or("never".to_owned(), |d| {
-                    format!("{:.0} ms", d.as_secs_f64() * 1e3)
-                })
-            };
-            section.facts.push((
-                "after SIGTERM".into(),
-                format!(
-                    "readiness false at {}, listener refusing at {}, process exited at {} ({})",
-                    ms(out.ready_false_after),
-                    ms(out.refused_after),
-                    ms(out.exited_after.map(|e| e.0)),
-                    match out.exited_after {
-                        Some((_, true)) => "success",
-                        Some((_, false)) => "FAILURE",
-                        None => "still running",
-                    }
-                ),
-            ));
-            section
-                .facts
-                .push(("HTTP/1.1 in-flight probe".into(), format!("{:?}", out.h1)));
-            section
-                .facts
-                .push(("HTTP/2 in-flight probe".into(), format!("{:?}", out.h2)));
+    for (variant, protocol) in [
+        ("HTTP/1.1 load", Protocol::Http1),
+        ("h2c load", Protocol::H2c { streams: 1 }),
+    ] {
+        match drain::run(setup, &plan(protocol)).await {
+            Ok(out) => {
+                section.rows.push(row(variant, &out.tally));
+                counts(&mut section, &format!("waypoint, {variant}"), &out.tally);
+                let ms = |d: Option<Duration>| {
+                    d.map_or("never".to_owned(), |d| {
+                        format!("{:.0} ms", d.as_secs_f64() * 1e3)
+                    })
+                };
+                section.facts.push((
+                    format!("{variant}: after SIGTERM"),
+                    format!(
+                        "readiness false at {}, listener refusing at {}, process exited at {} ({})",
+                        ms(out.ready_false_after),
+                        ms(out.refused_after),
+                        ms(out.exited_after.map(|e| e.0)),
+                        match out.exited_after {
+                            Some((_, true)) => "success",
+                            Some((_, false)) => "FAILURE",
+                            None => "still running",
+                        }
+                    ),
+                ));
+                section.facts.push((
+                    format!("{variant}: HTTP/1.1 in-flight probe"),
+                    format!("{:?}", out.h1),
+                ));
+                section.facts.push((
+                    format!("{variant}: HTTP/2 in-flight probe"),
+                    format!("{:?}", out.h2),
+                ));
+            }
+            Err(e) => section.rows.push(Row::failed("waypoint", variant, &e)),
         }
-        Err(e) => section.rows.push(Row::failed("waypoint", "", &e)),
     }
     section
 }
