@@ -12,15 +12,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use waypoint_benches::loadbench::load::Protocol;
-use waypoint_benches::loadbench::runner::DEST_ID;
-use waypoint_benches::loadbench::upstream::serve_hbone_destination;
 use waypoint_benches::loadbench::zeroloss::Setup;
 use waypoint_benches::loadbench::zeroloss::backend::Backend;
-use waypoint_benches::loadbench::zeroloss::certs::{self, CertEnv, CertPlan};
+use waypoint_benches::loadbench::zeroloss::certs::{self, CertPlan, LocalMesh};
 use waypoint_benches::loadbench::zeroloss::drain::{self, DrainPlan};
 use waypoint_benches::loadbench::zeroloss::endpoints::{self, EndpointPlan};
 use waypoint_benches::loadbench::zeroloss::reload::{self, ReloadPlan};
-use waypoint_core::tls::DevCa;
 
 fn setup() -> (tempfile::TempDir, Setup) {
     let dir = tempfile::tempdir().unwrap();
@@ -158,41 +155,14 @@ async fn an_endpoint_removed_under_load_without_retries_fails_only_with_clean_50
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_rotated_under_load_lose_no_request() {
     let (dir, setup) = setup();
-    let ca = DevCa::generate("cluster.local").unwrap();
-    let ca_dir = dir.path().join("ca");
-    ca.write_ca(&ca_dir).unwrap();
-    let echo_dir = dir.path().join("echo");
-    ca.write_workload_dir(
-        &echo_dir,
-        &DEST_ID.parse().unwrap(),
-        Duration::from_secs(3600),
-    )
-    .unwrap();
-    let backend = Backend::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        "echo",
-        Duration::ZERO,
-    )
-    .await
-    .unwrap();
-    // The destination stand-in must listen on <endpoint ip>:15008: pick a loopback address of
-    // our own so parallel runs do not collide.
-    let ip = std::net::Ipv4Addr::new(127, 77, fastrand::u8(1..=254), fastrand::u8(1..=254));
-    let dest = serve_hbone_destination(SocketAddr::from((ip, 15008)), echo_dir, backend.addr())
-        .await
-        .unwrap();
-    let env = CertEnv {
-        ca_dir,
-        dest_hbone: dest,
-        backend_port: backend.addr().port(),
-    };
+    let mesh = LocalMesh::start(dir.path()).await.unwrap();
     let plan = CertPlan {
         rate: 100.0,
         connections: 8,
         rotations: 3,
         pause: Duration::from_millis(400),
     };
-    let out = certs::run(&setup, &plan, &env).await.unwrap();
+    let out = certs::run(&setup, &plan, &mesh.env).await.unwrap();
     let summary = out.tally.summary();
     eprintln!("{out:?}\n{summary}");
     assert_eq!(out.applied, 3, "{:?}", out.problems);

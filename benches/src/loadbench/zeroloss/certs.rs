@@ -18,10 +18,12 @@ use waypoint_core::tls::{
 };
 use waypoint_core::upstream::{HboneClientOptions, HbonePool};
 
+use super::backend::Backend;
 use super::{OpenLoad, Setup, Tally};
 use crate::loadbench::configs::{AUTHORITY, Job, SERVICE_VIP, waypoint_manifests};
 use crate::loadbench::load::{self, Dialer};
-use crate::loadbench::runner::{CLIENT_ID, WAYPOINT_ID, free_port};
+use crate::loadbench::runner::{CLIENT_ID, DEST_ID, WAYPOINT_ID, free_port};
+use crate::loadbench::upstream::serve_hbone_destination;
 
 /// The scale of a run.
 #[derive(Clone, Debug)]
@@ -45,6 +47,54 @@ pub struct CertEnv {
     pub dest_hbone: SocketAddr,
     /// The port of the backend behind the stand-in.
     pub backend_port: u16,
+}
+
+/// A [`CertEnv`] served from this process: a new CA, a backend, and a destination stand-in
+/// in front of it on a loopback address of its own (`127.77.x.y:15008`, so parallel runs and
+/// loadbench's own stand-in do not collide). The backend lives as long as this value.
+#[derive(Debug)]
+pub struct LocalMesh {
+    /// Where things are.
+    pub env: CertEnv,
+    _backend: Backend,
+}
+
+impl LocalMesh {
+    /// Writes the CA and the stand-in's certificates under `dir` and starts both servers.
+    pub async fn start(dir: &Path) -> Result<LocalMesh, String> {
+        let ca = DevCa::generate("cluster.local").map_err(|e| e.to_string())?;
+        let ca_dir = dir.join("ca");
+        ca.write_ca(&ca_dir).map_err(|e| e.to_string())?;
+        let dest_dir = dir.join("destination");
+        issue(&ca, &dest_dir, DEST_ID)?;
+        let backend = Backend::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            "echo",
+            Duration::ZERO,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            let ip = std::net::Ipv4Addr::new(127, 77, fastrand::u8(1..=254), fastrand::u8(1..=254));
+            match serve_hbone_destination((ip, 15008).into(), dest_dir.clone(), backend.addr())
+                .await
+            {
+                Ok(dest_hbone) => {
+                    return Ok(LocalMesh {
+                        env: CertEnv {
+                            ca_dir,
+                            dest_hbone,
+                            backend_port: backend.addr().port(),
+                        },
+                        _backend: backend,
+                    });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
 }
 
 /// What a run saw.

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::certs::{self, CertEnv, CertPlan};
+use super::certs::{self, CertPlan, LocalMesh};
 use super::drain::{self, DrainPlan};
 use super::endpoints::{self, EndpointPlan};
 use super::reload::{self, ReloadPlan};
@@ -34,7 +34,7 @@ pub async fn run(bench: &Bench, name: &str) -> Section {
     let quick = bench.quick;
     match name {
         "reload" => reload_section(&setup, quick).await,
-        "cert-rotation" => cert_section(bench, &setup, quick).await,
+        "cert-rotation" => cert_section(&setup, quick).await,
         "drain" => drain_section(&setup, quick).await,
         "endpoint-loss" => endpoint_section(&setup, quick).await,
         other => failed(other, "not a zero-loss scenario"),
@@ -112,7 +112,7 @@ async fn reload_section(setup: &Setup, quick: bool) -> Section {
     section
 }
 
-async fn cert_section(bench: &Bench, setup: &Setup, quick: bool) -> Section {
+async fn cert_section(setup: &Setup, quick: bool) -> Section {
     let plan = CertPlan {
         rate: 1000.0,
         connections: 32,
@@ -129,19 +129,14 @@ async fn cert_section(bench: &Bench, setup: &Setup, quick: bool) -> Section {
         ),
         ..Default::default()
     };
-    let (certs, dest) = match bench.hbone_destination() {
-        Ok(found) => found,
+    let mesh = match LocalMesh::start(&setup.dir.join("zero-loss-mesh")).await {
+        Ok(mesh) => mesh,
         Err(e) => {
             section.rows.push(Row::failed("waypoint", "", &e));
             return section;
         }
     };
-    let env = CertEnv {
-        ca_dir: certs.join("ca"),
-        dest_hbone: dest,
-        backend_port: bench.upstream.port(),
-    };
-    match certs::run(setup, &plan, &env).await {
+    match certs::run(setup, &plan, &mesh.env).await {
         Ok(out) => {
             section.rows.push(row("", &out.tally));
             counts(&mut section, "waypoint", &out.tally);
