@@ -122,7 +122,7 @@ async fn cert_section(setup: &Setup, quick: bool) -> Section {
     let mut section = Section {
         name: "cert-rotation".into(),
         description: format!(
-            "{} rps open loop over 32 HBONE tunnels (the load generator is the client ztunnel) into the waypoint, which sends HBONE on to a destination-ztunnel stand-in. The waypoint's certificate files (it serves and dials with them) are replaced {} times with new ones from the same CA, {:.1} s apart, and the client ztunnel's too. After each rotation a fresh TLS handshake must be answered with the new certificate, and a fresh client (new TLS connection, rotated client certificate) must get a 200. {LATENCY}",
+            "{} rps open loop over 32 HBONE tunnels (the load generator is the client ztunnel) into the waypoint, which sends HBONE on to a destination-ztunnel stand-in (in the load generator's process, with a CA of its own). The waypoint's certificate files (it serves and dials with them) are replaced {} times with new ones from the same CA, {:.1} s apart, and the client ztunnel's too. After each rotation a fresh TLS handshake must be answered with the new certificate, and a fresh client (new TLS connection, rotated client certificate) must get a 200. {LATENCY}",
             plan.rate,
             plan.rotations,
             plan.pause.as_secs_f64()
