@@ -25,6 +25,7 @@ fn setup() -> (tempfile::TempDir, Setup) {
         bin: PathBuf::from(env!("CARGO_BIN_EXE_waypoint")),
         dir: dir.path().to_owned(),
         pin: None,
+        env: Vec::new(),
     };
     (dir, setup)
 }
@@ -206,10 +207,12 @@ async fn sandwich(listen: SocketAddr) -> tokio::net::TcpStream {
 
 /// The keep-alive race the grace removes: closing an idle connection at SIGTERM loses the
 /// request its client is writing at that moment. During the grace, the idle connection's next
-/// request and a brand-new connection are both still answered, each told to close.
+/// request and a brand-new connection are both still answered, each told to close. The grace
+/// is set through its environment variable, `WAYPOINT_DRAIN_GRACE`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_the_grace_idle_keep_alive_and_new_connections_are_answered_with_connection_close() {
-    let (_dir, setup) = setup();
+    let (_dir, mut setup) = setup();
+    setup.env = vec![("WAYPOINT_DRAIN_GRACE".into(), "3s".into())];
     let backend = Backend::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         "echo",
@@ -217,7 +220,7 @@ async fn during_the_grace_idle_keep_alive_and_new_connections_are_answered_with_
     )
     .await
     .unwrap();
-    let flags = ["--drain-grace", "3s", "--drain-timeout", "10s"].map(String::from);
+    let flags = ["--drain-timeout", "10s"].map(String::from);
     let mut waypoint = setup
         .start_waypoint("grace", &drain::manifests(backend.addr()), &flags)
         .await

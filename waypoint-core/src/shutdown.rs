@@ -96,11 +96,6 @@ impl Shutdown {
     pub fn is_triggered(&self) -> bool {
         *self.signal.borrow() >= Phase::Draining
     }
-
-    /// True once the draining phase has begun: responses should tell clients to go elsewhere.
-    pub fn is_draining(&self) -> bool {
-        self.is_triggered()
-    }
 }
 
 impl ShutdownTrigger {
@@ -139,7 +134,7 @@ mod tests {
         let drained = tokio::spawn(trigger.drain(Duration::from_secs(5), Duration::from_secs(8)));
         watcher.wait_draining().await;
         let draining_at = Instant::now();
-        assert!(watcher.is_draining());
+        assert!(watcher.is_triggered());
         watcher.wait().await;
         assert!(draining_at.elapsed() >= Duration::from_secs(5));
         drop((watcher, shutdown));

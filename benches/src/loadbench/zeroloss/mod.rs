@@ -328,6 +328,8 @@ pub struct Setup {
     pub dir: PathBuf,
     /// Pin the waypoint to its core, as the other loadbench scenarios do.
     pub pin: Option<Pinning>,
+    /// Environment variables every waypoint started here gets (e.g. `WAYPOINT_DRAIN_GRACE`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -373,6 +375,7 @@ impl Setup {
             cmd.args(["--sandwich-listen", &listen.to_string()]);
         }
         cmd.args(extra);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         launch_waypoint(
             cmd,
             &self.dir.join(label).join("waypoint.log"),

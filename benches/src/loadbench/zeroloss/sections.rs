@@ -30,6 +30,7 @@ pub async fn run(bench: &Bench, name: &str) -> Section {
         bin,
         dir: bench.dir.clone(),
         pin: Some(bench.pin.clone()),
+        env: Vec::new(),
     };
     let quick = bench.quick;
     match name {
