@@ -51,6 +51,7 @@ async fn twenty_reloads_under_load_lose_no_request() {
         "both weights served: {:?}",
         out.served
     );
+    assert!(out.served_once(), "{:?} vs {summary}", out.served);
 }
 
 fn drain_plan(protocol: Protocol) -> DrainPlan {
@@ -73,6 +74,12 @@ fn assert_drained_without_loss(out: &drain::DrainOutcome) {
     eprintln!("{out:?}\n{summary}");
     assert!(out.tally.sent > 200, "{summary}");
     assert_eq!(out.tally.failed(), 0, "{summary}");
+    // Nothing was processed and then lost among the resent requests.
+    assert!(
+        out.served_once(),
+        "backend answered {}; {summary}",
+        out.served
+    );
     assert!(
         out.ready_false_first(),
         "readiness false at {:?}, listener refusing at {:?}",

@@ -291,8 +291,9 @@ pub(crate) enum Exchange {
         /// `Connection: close` was on the answer.
         close: bool,
     },
-    /// The request never left: the connection was already closed or going away (after a
-    /// `Connection: close` answer or a GOAWAY). Safe to send again on a new connection.
+    /// The request never left (the connection was already closed or going away after a
+    /// `Connection: close` answer or a GOAWAY), or the server said it did not process it
+    /// ([`unprocessed`]). Safe to send again on a new connection.
     NotSent(String),
     /// Sent, then the connection failed before the answer was complete (reset, closed early).
     Broken(String),
@@ -332,6 +333,7 @@ pub(crate) async fn exchange(sender: &mut Sender, path: &str, authority: &str) -
             let why = format!("request: {}", e.error());
             return match e.take_message() {
                 Some(_) => Exchange::NotSent(why),
+                None if unprocessed(e.error()) => Exchange::NotSent(format!("{why} (unprocessed)")),
                 None => Exchange::Broken(why),
             };
         }
@@ -345,6 +347,24 @@ pub(crate) async fn exchange(sender: &mut Sender, path: &str, authority: &str) -
         Ok(_) => Exchange::Answered { status, close },
         Err(e) => Exchange::Broken(format!("body: {e}")),
     }
+}
+
+/// True when an HTTP/2 server said it did not process the request: a GOAWAY without error
+/// whose last stream id is below the request's stream, or REFUSED_STREAM. RFC 9113 (sections
+/// 6.8 and 8.7) makes both safe to retry, and clients do; a drained server's final GOAWAY
+/// leaves streams the client opened in the meantime in this state. hyper reports them as sent
+/// (the stream was handed to h2), so they are recognised by the h2 error underneath.
+pub(crate) fn unprocessed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            let no_error_goaway =
+                h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            return no_error_goaway || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Sends one GET and reads the whole answer; `Err` on I/O failure or a non-2xx status.

@@ -80,6 +80,14 @@ pub struct DrainOutcome {
 }
 
 impl DrainOutcome {
+    /// The backend answered exactly one request per success the clients saw (the load's, and
+    /// the probes' three: the HTTP/1.1 probe's first request and both slow ones): nothing was
+    /// processed and then lost.
+    pub fn served_once(&self) -> bool {
+        let probes = [self.h1.status.map(|_| 2), self.h2.status.map(|_| 1)];
+        self.served == self.tally.ok + probes.iter().flatten().sum::<u64>()
+    }
+
     /// Readiness turned false strictly before the listener closed.
     pub fn ready_false_first(&self) -> bool {
         matches!((self.ready_false_after, self.refused_after), (Some(r), Some(c)) if r < c)
@@ -232,8 +240,7 @@ fn get(path: &str, version: http::Version) -> Result<http::Request<Empty<Bytes>>
 
 /// A keep-alive connection that has already carried one request, then a slow one.
 async fn h1_probe(listen: SocketAddr, slow: String) -> Probe {
-    let mut probe = Probe::default();
-    let run = async {
+    settle(async {
         let io = sandwich_stream(listen).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
@@ -249,61 +256,63 @@ async fn h1_probe(listen: SocketAddr, slow: String) -> Probe {
             .await
             .map_err(|e| e.to_string())?;
         sender.ready().await.map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(get(&slow, http::Version::HTTP_11)?)
-            .await
-            .map_err(|e| format!("slow request: {e}"))?;
-        finish(&mut probe, resp, conn, sender).await
-    };
-    if let Err(e) = run.await {
-        probe.error = Some(e);
-    }
-    probe
+        let resp = sender.send_request(get(&slow, http::Version::HTTP_11)?);
+        Ok(finish(resp.await, conn, sender).await)
+    })
+    .await
 }
 
 /// An HTTP/2 connection with one slow stream.
 async fn h2_probe(listen: SocketAddr, slow: String) -> Probe {
-    let mut probe = Probe::default();
-    let run = async {
+    settle(async {
         let io = sandwich_stream(listen).await?;
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|e| e.to_string())?;
         let conn = tokio::spawn(conn);
-        let resp = sender
-            .send_request(get(&slow, http::Version::HTTP_2)?)
-            .await
-            .map_err(|e| format!("slow request: {e}"))?;
-        finish(&mut probe, resp, conn, sender).await
-    };
-    if let Err(e) = run.await {
-        probe.error = Some(e);
-    }
-    probe
+        let resp = sender.send_request(get(&slow, http::Version::HTTP_2)?);
+        Ok(finish(resp.await, conn, sender).await)
+    })
+    .await
+}
+
+/// A probe that failed before its slow request was answered says why.
+async fn settle(probe: impl Future<Output = Result<Probe, String>>) -> Probe {
+    probe.await.unwrap_or_else(|e| Probe {
+        error: Some(e),
+        ..Default::default()
+    })
 }
 
 /// Reads the probe's answer, then waits (5 s at most) for the server to end the connection
 /// while `sender` is kept, so the end cannot be the client's own doing.
 async fn finish<S>(
-    probe: &mut Probe,
-    resp: http::Response<hyper::body::Incoming>,
+    resp: hyper::Result<http::Response<hyper::body::Incoming>>,
     conn: tokio::task::JoinHandle<hyper::Result<()>>,
     sender: S,
-) -> Result<(), String> {
+) -> Probe {
+    let mut probe = Probe::default();
+    let resp = match resp {
+        Ok(resp) => resp,
+        Err(e) => {
+            probe.error = Some(format!("slow request: {e}"));
+            return probe;
+        }
+    };
     probe.status = Some(resp.status().as_u16());
     probe.close_header = resp
         .headers()
         .get(http::header::CONNECTION)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-    resp.into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?;
+    if let Err(e) = resp.into_body().collect().await {
+        probe.error = Some(format!("body: {e}"));
+        return probe;
+    }
     let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
     drop(sender);
     probe.clean_end = matches!(ended, Ok(Ok(Ok(()))));
-    match ended {
-        Ok(Ok(Err(e))) => Err(format!("connection ended with an error: {e}")),
-        _ => Ok(()),
+    if let Ok(Ok(Err(e))) = ended {
+        probe.error = Some(format!("connection ended with an error: {e}"));
     }
+    probe
 }

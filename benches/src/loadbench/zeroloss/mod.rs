@@ -12,8 +12,12 @@
 //! a non-2xx answer (by status), a connection that could not be opened, one that broke after
 //! the request left (reset, closed early), or no answer within the timeout (a hang). A
 //! request that never left because its connection was already closing (after a
-//! `Connection: close` answer, or a GOAWAY) is sent again on a new connection, as every HTTP
-//! client does; that is counted apart (`resent`) and is not a failure, since nothing was lost.
+//! `Connection: close` answer, or a GOAWAY), or that an HTTP/2 server declared unprocessed
+//! (a stream above its final GOAWAY's last stream id, or REFUSED_STREAM: RFC 9113 makes both
+//! safe to retry), is sent again on a new connection, as HTTP clients do; that is counted apart
+//! (`resent`) and is not a failure. Where the backend's own count is exact (reload, drain), the
+//! scenarios also check that it answered exactly as many requests as the clients saw succeed,
+//! so a request processed and then lost cannot hide among the resent ones.
 
 pub mod backend;
 pub mod certs;
@@ -61,8 +65,8 @@ pub struct Tally {
     pub timeouts: u64,
     /// Never left after three connections in a row were closing (counted as failed).
     pub unsent: u64,
-    /// Sent again on a new connection because the old one was closing before they left (not
-    /// failures: see the module documentation).
+    /// Sent again on a new connection because the old one was closing before they left, or
+    /// the server declared them unprocessed (not failures: see the module documentation).
     pub resent: u64,
     /// Answers that carried `Connection: close`.
     pub closes: u64,

@@ -39,6 +39,13 @@ pub struct ReloadOutcome {
     pub elapsed: Duration,
 }
 
+impl ReloadOutcome {
+    /// The backends answered exactly one request per success the client saw.
+    pub fn served_once(&self) -> bool {
+        self.served.0 + self.served.1 == self.tally.ok
+    }
+}
+
 /// The manifests of generation `g`: even generations weigh `echo-a` 90, odd ones 10.
 pub fn manifests(a: SocketAddr, b: SocketAddr, g: usize) -> String {
     let (wa, wb) = if g.is_multiple_of(2) {

@@ -105,7 +105,12 @@ async fn reload_section(setup: &Setup, quick: bool) -> Section {
             ));
             section.facts.push((
                 "requests per backend".into(),
-                format!("a: {}, b: {}", out.served.0, out.served.1),
+                format!(
+                    "a: {}, b: {} (one per client success: {})",
+                    out.served.0,
+                    out.served.1,
+                    out.served_once()
+                ),
             ));
         }
         Err(e) => section.rows.push(Row::failed("waypoint", "", &e)),
@@ -213,6 +218,14 @@ async fn drain_section(setup: &Setup, quick: bool) -> Section {
                             Some((_, false)) => "FAILURE",
                             None => "still running",
                         }
+                    ),
+                ));
+                section.facts.push((
+                    format!("{variant}: backend answers"),
+                    format!(
+                        "{} (one per client success, probes included: {})",
+                        out.served,
+                        out.served_once()
                     ),
                 ));
                 section.facts.push((
