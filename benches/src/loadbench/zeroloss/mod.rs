@@ -145,7 +145,7 @@ impl Tally {
         );
         let _ = write!(
             out,
-            "; resent after a closing connection: {}; answers with Connection: close: {}",
+            "; resent (connection closing, or declared unprocessed): {}; answers with Connection: close: {}",
             self.resent, self.closes
         );
         if !self.errors.is_empty() {
