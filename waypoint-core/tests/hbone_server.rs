@@ -476,17 +476,42 @@ async fn rotated_certificates_serve_the_next_handshake() {
     assert!(!old_driver.is_finished());
 }
 
-#[tokio::test]
-async fn shutdown_stops_accepting_and_lets_open_streams_finish() {
-    let mut server = start(HboneOptions::default()).await;
+/// A client connection to `server` with one open echo stream that has carried `before `.
+async fn stream_in_flight(
+    server: &mut Server,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+    tokio::io::ReadHalf<H2Stream>,
+    tokio::io::WriteHalf<H2Stream>,
+) {
     let (mut client, conn, _) = h2_connect(server.addr, client_tls(&server.ca, &client_id()))
         .await
         .unwrap();
     let (status, io) = connect(&mut client, "10.0.0.1:80", &[]).await.unwrap();
     assert_eq!(status, http::StatusCode::OK);
     server.infos.recv().await.unwrap();
-    let (mut r, mut w) = tokio::io::split(io);
+    let (r, mut w) = tokio::io::split(io);
     w.write_all(b"before ").await.unwrap();
+    (client, conn, r, w)
+}
+
+/// Finishes the stream of [`stream_in_flight`] and checks it carried everything.
+async fn finish_stream(
+    mut r: tokio::io::ReadHalf<H2Stream>,
+    mut w: tokio::io::WriteHalf<H2Stream>,
+) {
+    w.write_all(b"and after").await.unwrap();
+    w.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"before and after");
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_open_streams_finish() {
+    let mut server = start(HboneOptions::default()).await;
+    let (mut client, conn, r, w) = stream_in_flight(&mut server).await;
 
     let drained = tokio::spawn(server.trigger.shutdown(WAIT));
     tokio::time::timeout(WAIT, server.serving)
@@ -505,11 +530,7 @@ async fn shutdown_stops_accepting_and_lets_open_streams_finish() {
     assert!(refused_new.is_err(), "new stream accepted while draining");
 
     // The open stream carries on to its natural end.
-    w.write_all(b"and after").await.unwrap();
-    w.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    r.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"before and after");
+    finish_stream(r, w).await;
     assert!(drained.await.unwrap(), "drain did not complete");
     // With its last stream done the server closes the connection.
     tokio::time::timeout(WAIT, conn)
@@ -525,14 +546,7 @@ async fn shutdown_stops_accepting_and_lets_open_streams_finish() {
 #[tokio::test]
 async fn a_drain_sends_goaway_at_once_but_keeps_accepting_through_its_grace() {
     let mut server = start(HboneOptions::default()).await;
-    let (mut client, _conn, _) = h2_connect(server.addr, client_tls(&server.ca, &client_id()))
-        .await
-        .unwrap();
-    let (status, io) = connect(&mut client, "10.0.0.1:80", &[]).await.unwrap();
-    assert_eq!(status, http::StatusCode::OK);
-    server.infos.recv().await.unwrap();
-    let (mut r, mut w) = tokio::io::split(io);
-    w.write_all(b"before ").await.unwrap();
+    let (mut client, _conn, r, w) = stream_in_flight(&mut server).await;
 
     let grace = Duration::from_secs(2);
     let drained = tokio::spawn(server.trigger.drain(grace, WAIT));
@@ -548,11 +562,7 @@ async fn a_drain_sends_goaway_at_once_but_keeps_accepting_through_its_grace() {
     assert!(!server.serving.is_finished());
 
     // The open stream carries on to its natural end.
-    w.write_all(b"and after").await.unwrap();
-    w.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    r.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"before and after");
+    finish_stream(r, w).await;
     drop(late);
     assert!(drained.await.unwrap(), "drain did not complete");
     assert!(
