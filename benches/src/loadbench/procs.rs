@@ -226,6 +226,35 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Sends SIGTERM (through `kill`, which every Linux has), as Kubernetes stops a pod.
+    pub fn terminate(&self) -> Result<(), String> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .map_err(|e| format!("kill: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -TERM {} failed", self.pid()))
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if started.elapsed() > timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -272,25 +272,7 @@ impl Bench {
             cmd.args(["--sandwich-listen", &listen.to_string()]);
         }
         cmd.args(extra);
-        let started = Instant::now();
-        let mut proc_ = Proc::spawn("waypoint", cmd, &dir.join("waypoint.log"))?;
-        let ready = procs::wait_until(Duration::from_secs(60), || async {
-            matches!(http_get(admin, "/healthz/ready").await, Ok((200, _)))
-        })
-        .await;
-        proc_.check_alive()?;
-        if ready.is_none() {
-            return Err(format!(
-                "waypoint not ready in 60 s; log:\n{}",
-                procs::log_tail(&proc_.log, 15)
-            ));
-        }
-        Ok(Running {
-            proc: proc_,
-            listen,
-            admin,
-            startup: started.elapsed(),
-        })
+        launch_waypoint(cmd, &dir.join("waypoint.log"), listen, admin).await
     }
 
     /// Starts Envoy for `job` (`--concurrency 1`) and waits for its admin `/ready`.
@@ -315,25 +297,17 @@ impl Bench {
             "warn",
         ]);
         let admin = SocketAddr::from(([127, 0, 0, 1], job.admin_port));
-        let started = Instant::now();
-        let mut proc_ = Proc::spawn("envoy", cmd, &dir.join("envoy.log"))?;
-        let ready = procs::wait_until(Duration::from_secs(120), || async {
-            matches!(http_get(admin, "/ready").await, Ok((200, _)))
-        })
-        .await;
-        proc_.check_alive()?;
-        if ready.is_none() {
-            return Err(format!(
-                "envoy not ready in 120 s; log:\n{}",
-                procs::log_tail(&proc_.log, 15)
-            ));
-        }
-        Ok(Running {
-            proc: proc_,
-            listen: SocketAddr::from(([127, 0, 0, 1], job.listen_port)),
-            admin,
-            startup: started.elapsed(),
-        })
+        let listen = SocketAddr::from(([127, 0, 0, 1], job.listen_port));
+        let log = dir.join("envoy.log");
+        launch(
+            "envoy",
+            cmd,
+            &log,
+            (listen, admin),
+            "/ready",
+            Duration::from_secs(120),
+        )
+        .await
     }
 
     /// A fresh job with new ports.
@@ -367,6 +341,15 @@ impl Bench {
         row
     }
 
+    /// The certificates directory and the destination ztunnel stand-in, which the HBONE
+    /// scenarios need.
+    pub fn hbone_destination(&self) -> Result<(&Path, SocketAddr), String> {
+        match (&self.certs, self.dest_hbone) {
+            (Some(certs), Some(dest)) => Ok((certs, dest)),
+            _ => Err("no certificates or no destination stand-in (127.0.0.2:15008 busy?)".into()),
+        }
+    }
+
     /// The HBONE client pool (the client ztunnel's certificate).
     pub fn hbone_client(&self) -> Result<Arc<HbonePool>, String> {
         let certs = self.certs.as_ref().ok_or("no certificates")?;
@@ -388,6 +371,73 @@ impl Bench {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
+}
+
+/// Spawns a `waypoint run` command (logging to `log`) and waits for its admin server's
+/// `/healthz/ready` (60 s at most).
+pub async fn launch_waypoint(
+    cmd: Command,
+    log: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+) -> Result<Running, String> {
+    let timeout = Duration::from_secs(60);
+    launch(
+        "waypoint",
+        cmd,
+        log,
+        (listen, admin),
+        "/healthz/ready",
+        timeout,
+    )
+    .await
+}
+
+/// Spawns proxy `name` (logging to `log`) and waits up to `timeout` for a 200 from its admin
+/// server (`addrs.1`) at `ready_path`.
+async fn launch(
+    name: &str,
+    cmd: Command,
+    log: &Path,
+    (listen, admin): (SocketAddr, SocketAddr),
+    ready_path: &str,
+    timeout: Duration,
+) -> Result<Running, String> {
+    let started = Instant::now();
+    let mut proc_ = Proc::spawn(name, cmd, log)?;
+    let ready = procs::wait_until(timeout, || async {
+        matches!(http_get(admin, ready_path).await, Ok((200, _)))
+    })
+    .await;
+    proc_.check_alive()?;
+    if ready.is_none() {
+        return Err(format!(
+            "{name} not ready in {} s; log:\n{}",
+            timeout.as_secs(),
+            procs::log_tail(&proc_.log, 15)
+        ));
+    }
+    Ok(Running {
+        proc: proc_,
+        listen,
+        admin,
+        startup: started.elapsed(),
+    })
+}
+
+/// Whether the waypoint whose admin server is `admin` answers 200 on `/healthz/ready`.
+pub async fn is_ready(admin: SocketAddr) -> bool {
+    matches!(http_get(admin, "/healthz/ready").await, Ok((200, _)))
+}
+
+/// The config version the waypoint's `/config_dump` shows.
+pub async fn config_version(admin: SocketAddr) -> Option<u64> {
+    let (status, body) = http_get(admin, "/config_dump").await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    v["version"].as_u64()
 }
 
 /// Waits for the upstream child to print `ready`.

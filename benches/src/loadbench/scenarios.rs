@@ -8,11 +8,12 @@ use super::configs::{AUTHORITY, Job, client_identity};
 use super::load::{self, Dialer, LoadSpec, Mode, Protocol};
 use super::procs;
 use super::report::{Row, Section};
-use super::runner::{Bench, DEST_ID, Running, WAYPOINT_ID, http_get, proxy_header};
+use super::runner::{Bench, DEST_ID, Running, WAYPOINT_ID, config_version, proxy_header};
 use super::tools;
+use super::zeroloss;
 
-/// Every scenario, in run order.
-pub const ALL: [&str; 7] = [
+/// Every scenario, in run order (the last four: zero loss under change, waypoint only).
+pub const ALL: [&str; 11] = [
     "sandwich-h1",
     "sandwich-h2c",
     "fixed-rate",
@@ -20,6 +21,10 @@ pub const ALL: [&str; 7] = [
     "route-scale",
     "hbone",
     "plain-crosscheck",
+    "reload",
+    "cert-rotation",
+    "drain",
+    "endpoint-loss",
 ];
 
 /// Runs scenario `name`.
@@ -32,6 +37,9 @@ pub async fn run(bench: &Bench, name: &str) -> Section {
         "route-scale" => route_scale(bench).await,
         "hbone" => hbone(bench).await,
         "plain-crosscheck" => crosscheck(bench).await,
+        zero_loss if zeroloss::sections::NAMES.contains(&zero_loss) => {
+            zeroloss::sections::run(bench, zero_loss).await
+        }
         other => Section {
             description: format!("unknown scenario; known: {}", ALL.join(", ")),
             name: other.into(),
@@ -248,16 +256,6 @@ async fn idle_conns(bench: &Bench) -> Section {
     section
 }
 
-/// Polls the waypoint's `/config_dump` until its version exceeds `than`.
-async fn config_version(admin: SocketAddr) -> Option<u64> {
-    let (status, body) = http_get(admin, "/config_dump").await.ok()?;
-    if status != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    v["version"].as_u64()
-}
-
 async fn route_scale(bench: &Bench) -> Section {
     let big = 10_000;
     let mut section = Section {
@@ -377,13 +375,12 @@ async fn hbone(bench: &Bench) -> Section {
         ..Default::default()
     };
     section.notes.push("Envoy does NOT do HBONE here: an equivalent CONNECT termination + origination config (internal listeners, as Istio's waypoint builds it) was not written in the time. Its row is a baseline: mutual TLS 1.3 in (HTTP/1.1, one TLS connection per load connection), plain HTTP out. Read waypoint vs Envoy in this table as 'HBONE in+out' vs 'mTLS in only'.".into());
-    let (Some(certs), Some(dest)) = (bench.certs.as_ref(), bench.dest_hbone) else {
-        section.rows.push(Row::failed(
-            "waypoint",
-            "",
-            "no certificates or no destination stand-in (127.0.0.2:15008 busy?)",
-        ));
-        return section;
+    let (certs, dest) = match bench.hbone_destination() {
+        Ok(found) => found,
+        Err(e) => {
+            section.rows.push(Row::failed("waypoint", "", &e));
+            return section;
+        }
     };
     let wp = async {
         let pool = bench.hbone_client()?;

@@ -130,6 +130,11 @@ pub struct RunArgs {
     /// Unix socket listeners accept only processes whose primary gid is this (SO_PEERCRED).
     #[arg(long, env = "WAYPOINT_UNIX_SOCKET_PEER_GID")]
     pub unix_socket_peer_gid: Option<u32>,
+    /// On SIGTERM/SIGINT, how long to keep serving after readiness turns false, telling clients
+    /// to go elsewhere (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`) before listeners close.
+    /// Counted within --drain-timeout.
+    #[arg(long, env = "WAYPOINT_DRAIN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
 }
 
 /// The admin server address, or none.
@@ -202,6 +207,7 @@ impl RunArgs {
             allowed_upgrades,
             unix_socket_peer_uid,
             unix_socket_peer_gid,
+            drain_grace,
         } = self;
         let mut options = WaypointOptions::new(config);
         options.sandwich = if no_sandwich {
@@ -210,6 +216,7 @@ impl RunArgs {
             sandwich_listen
         };
         options.reload_interval = reload_interval;
+        options.drain_grace = drain_grace;
         options.proxy.required = !proxy_optional;
         options.proxy.read_timeout = proxy_read_timeout;
         options.proxy.metadata_tlv = metadata_tlv;
@@ -264,7 +271,7 @@ impl RunArgs {
 /// Runs `waypoint run` until SIGTERM/SIGINT. `log_level` changes the process's log filter
 /// (served at the admin server's `/logging`).
 pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
-    let proxy_required = !args.proxy_optional;
+    let (proxy_required, drain_grace) = (!args.proxy_optional, args.drain_grace);
     let RunSettings {
         options,
         builtins,
@@ -295,7 +302,7 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         tracing::info!(listener = %addr, "sandwich listener ready (PROXY protocol {})", if proxy_required { "required" } else { "optional" });
     }
     wait_for_signal().await;
-    tracing::info!(deadline = ?drain_timeout, "stopping: draining in-flight requests");
+    tracing::info!(grace = ?drain_grace, deadline = ?drain_timeout, "stopping: readiness false, draining (clients told to go elsewhere), then closing listeners");
     if running.shutdown(drain_timeout).await {
         tracing::info!("drained; bye");
     } else {

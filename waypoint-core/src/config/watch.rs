@@ -66,7 +66,7 @@ impl ConfigWatcher {
         mut self,
         interval: Duration,
         mut on_change: impl FnMut(Result<Config, LoadError>) + Send,
-        mut shutdown: Shutdown,
+        shutdown: Shutdown,
     ) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

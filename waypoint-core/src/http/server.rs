@@ -1,13 +1,30 @@
 //! Serves HTTP on any byte stream a transport produced.
+//!
+//! # Draining without losing a request
+//!
+//! When a shutdown starts draining (see [`crate::shutdown`]), a connection is told to go
+//! elsewhere in the way its protocol allows without racing the client:
+//!
+//! - HTTP/2: GOAWAY at once (hyper sends it in two steps, so streams the client opened before
+//!   seeing it are still served); in-flight streams finish.
+//! - HTTP/1.1: nothing is closed yet. Each response from now on carries `Connection: close`, so
+//!   the client closes after reading it and opens its next connection elsewhere. Closing an
+//!   idle keep-alive connection here instead would race with a request the client is writing
+//!   at that moment, which would be lost. Idle connections are closed only when the stopping
+//!   phase begins.
+//! - A connection that has sent no request yet is treated as HTTP/1.1 until it does: calling
+//!   hyper's graceful shutdown before the protocol is known would drop it unserved.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::sync::Notify;
 
 use super::upgrade::AllowedUpgrades;
 use crate::body::Body;
@@ -88,39 +105,108 @@ impl HttpServer {
         }
     }
 
-    /// Serves one connection until the client closes it, or until `shutdown` fires: then
-    /// in-flight requests finish and the connection closes gracefully (HTTP/2 GOAWAY, HTTP/1.1
-    /// `Connection: close`).
+    /// Serves one connection until the client closes it, or until `shutdown` stops it. While
+    /// `shutdown` drains, HTTP/2 gets GOAWAY and HTTP/1.1 responses `Connection: close` (see the
+    /// module documentation); once it stops, in-flight requests finish and the connection
+    /// closes.
     pub async fn serve<H, F>(
         &self,
         io: BoxedIo,
         conn: Arc<ConnInfo>,
         handler: H,
-        mut shutdown: Shutdown,
+        shutdown: Shutdown,
     ) where
         H: Fn(hyper::Request<Incoming>, Arc<ConnInfo>) -> F + Send + Sync + 'static,
         F: Future<Output = http::Response<Body>> + Send + 'static,
     {
         let handler = Arc::new(handler);
         let peer = conn.source;
-        let service = hyper::service::service_fn(move |req| {
-            let (handler, conn) = (handler.clone(), conn.clone());
-            async move { Ok::<_, Infallible>(handler(req, conn).await) }
-        });
+        let state = Arc::new(ConnState::default());
+        let service = {
+            let state = state.clone();
+            hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let (handler, conn, state) = (handler.clone(), conn.clone(), state.clone());
+                async move {
+                    let version = req.version();
+                    state.learn(version);
+                    let mut resp = handler(req, conn).await;
+                    state.mark_draining(&mut resp, version);
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
         let connection = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
-        let result = tokio::select! {
-            result = connection.as_mut() => result,
-            () = shutdown.wait() => {
+        let (mut draining, mut closing) = (false, false);
+        let result = loop {
+            // Biased, shutdown first: a request that wakes this task after the drain began is
+            // answered as draining, never as if nothing had happened.
+            tokio::select! {
+                biased;
+                () = shutdown.wait_draining(), if !draining => {
+                    draining = true;
+                    state.draining.store(true, Ordering::Release);
+                }
+                () = shutdown.wait(), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = state.learned.notified(), if draining && !closing => {}
+                result = connection.as_mut() => break result,
+            }
+            // HTTP/2 is told as soon as both the drain and the protocol are known.
+            if draining && !closing && state.is_h2() {
+                closing = true;
                 connection.as_mut().graceful_shutdown();
-                connection.await
             }
         };
         if let Err(err) = result {
             // Clients that vanish mid-request are routine; log at debug to keep logs useful.
             tracing::debug!(?peer, error = %err, "connection ended with an error");
+        }
+    }
+}
+
+/// What the serving loop and the request handler of one connection share.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// 0 until the first request, then 1 (HTTP/1.x) or 2 (HTTP/2).
+    protocol: AtomicU8,
+    /// Told when the protocol becomes known.
+    learned: Notify,
+    /// Set when the shutdown drains.
+    draining: AtomicBool,
+}
+
+impl ConnState {
+    fn learn(&self, version: http::Version) {
+        let protocol = if version == http::Version::HTTP_2 {
+            2
+        } else {
+            1
+        };
+        if self.protocol.swap(protocol, Ordering::AcqRel) != protocol {
+            self.learned.notify_one();
+        }
+    }
+
+    fn is_h2(&self) -> bool {
+        self.protocol.load(Ordering::Acquire) == 2
+    }
+
+    /// While draining, an HTTP/1.x response (other than a protocol switch, which keeps the
+    /// connection by definition) asks the client to close: hyper then closes after writing it.
+    fn mark_draining(&self, resp: &mut http::Response<Body>, version: http::Version) {
+        if self.draining.load(Ordering::Acquire)
+            && version < http::Version::HTTP_2
+            && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
         }
     }
 }

@@ -112,7 +112,7 @@ impl CertStore {
     /// contents, so atomic-rename and in-place writes are both seen) and reloads on change,
     /// until `shutdown`. Logs `info` on rotation and `warn` on a rejected one; a rejected
     /// rotation is retried when the files change again (e.g. the key lands after the chain).
-    pub async fn watch(self: Arc<Self>, interval: Duration, mut shutdown: Shutdown) {
+    pub async fn watch(self: Arc<Self>, interval: Duration, shutdown: Shutdown) {
         let Some(paths) = self.paths.clone() else {
             shutdown.wait().await;
             return;

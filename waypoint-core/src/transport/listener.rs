@@ -217,7 +217,7 @@ impl SandwichListener {
     /// A connection whose PROXY header is refused is logged, counted and closed; the loop goes
     /// on. A failed accept is logged and retried after 50 ms. A Unix socket file is removed on
     /// return.
-    pub async fn serve<H, F>(self, handler: H, mut shutdown: Shutdown)
+    pub async fn serve<H, F>(self, handler: H, shutdown: Shutdown)
     where
         H: Fn(BoxedIo, ConnInfo) -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,

@@ -210,7 +210,7 @@ impl HboneListener {
     /// the authority as destination, the `forwarded: for=` address as source (the TCP peer
     /// when absent), `baggage` as source workload and a well-formed `traceparent`. Every
     /// connection and stream task holds a clone of `shutdown`, so a drain waits for them.
-    pub async fn serve<H, F>(self, handler: H, mut shutdown: Shutdown)
+    pub async fn serve<H, F>(self, handler: H, shutdown: Shutdown)
     where
         H: Fn(BoxedIo, ConnInfo) -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
@@ -330,7 +330,7 @@ where
 
     /// Accepts streams until the connection ends: closed by the client, broken, idle for too
     /// long, silent to PINGs, or drained after a shutdown.
-    async fn run(&self, mut conn: Conn, peer: Peer, mut shutdown: Shutdown) {
+    async fn run(&self, mut conn: Conn, peer: Peer, shutdown: Shutdown) {
         let keepalive = keepalive(
             conn.ping_pong(),
             self.opts.keepalive_interval,
@@ -352,8 +352,10 @@ where
                     }
                     None => break,
                 },
-                _ = shutdown.wait(), if !draining => {
-                    tracing::debug!(peer = %peer.addr, "shutting down: GOAWAY sent, open streams may finish");
+                // GOAWAY as soon as the drain starts: the client ztunnel opens its next
+                // tunnels elsewhere while the ones open here finish.
+                _ = shutdown.wait_draining(), if !draining => {
+                    tracing::debug!(peer = %peer.addr, "draining: GOAWAY sent, open streams may finish");
                     conn.graceful_shutdown();
                     draining = true;
                 }
