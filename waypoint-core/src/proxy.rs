@@ -11,16 +11,18 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, local_reply};
 use crate::config::{Condition, Config, ResourceStatus};
 use crate::conn::ConnInfo;
 use crate::filter::{
     BuildContext, BuildOutput, BuildReport, Decision, ExtensionRegistry, FilterChain,
     FilterFactory, RequestContext,
 };
+use crate::overload::{Overload, ResponseGuarded};
 use crate::route_status::{GatewayStatus, RouteParentStatus};
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
+use http::StatusCode;
 
 /// A config and the filter chain compiled from it. Immutable.
 #[derive(Debug)]
@@ -176,6 +178,7 @@ pub struct Proxy {
     store: Arc<SnapshotStore>,
     upstream: Arc<Upstream>,
     telemetry: Telemetry,
+    overload: Option<Arc<Overload>>,
 }
 
 impl Proxy {
@@ -186,7 +189,15 @@ impl Proxy {
             store,
             upstream,
             telemetry,
+            overload: None,
         }
+    }
+
+    /// Applies `overload`'s request limits: over the in-flight limit a request is answered 503
+    /// `overloaded` with response flag `OM`; a body over the size limit 413.
+    pub fn with_overload(mut self, overload: Arc<Overload>) -> Self {
+        self.overload = Some(overload);
+        self
     }
 
     /// The snapshot store.
@@ -205,12 +216,28 @@ impl Proxy {
         // Before the chain, so filters and the upstream see the propagated trace context.
         let record = self.telemetry.begin(&mut req, &conn);
         let mut ctx = RequestContext::new(conn, snapshot.config.clone());
-        let resp = match snapshot.chain.run_request(&mut req, &mut ctx).await {
-            Decision::Respond(resp) => resp,
-            Decision::Continue => {
-                let mut resp = self.upstream.forward(req, &mut ctx).await;
-                snapshot.chain.run_response(&mut resp, &mut ctx).await;
-                resp
+        let limits = self.overload.as_deref().map(Overload::requests);
+        let guard = match limits.map(|l| l.begin()).transpose() {
+            Ok(guard) => guard.flatten(),
+            Err(()) => {
+                ctx.response_flags.push(OVERLOAD_FLAG);
+                let resp = local_reply(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+                return self.telemetry.finish(record, &ctx, resp);
+            }
+        };
+        let resp = match limits.map(|l| l.limit_body(&mut req)).transpose() {
+            Err(too_large) => local_reply(StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string()),
+            Ok(trip) => {
+                let resp = self.serve(&snapshot, req, &mut ctx).await;
+                // The upstream saw an aborted request; its answer (or our 502) is not the
+                // client's: the client sent too much.
+                match trip.flatten() {
+                    Some(trip) if trip.tripped() => local_reply(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body over the size limit",
+                    ),
+                    _ => resp,
+                }
             }
         };
         tracing::debug!(
@@ -222,6 +249,32 @@ impl Proxy {
             elapsed_us = ctx.started.elapsed().as_micros() as u64,
             "request"
         );
-        self.telemetry.finish(record, &ctx, resp)
+        let resp = self.telemetry.finish(record, &ctx, resp);
+        match guard {
+            // The in-flight slot is held until the response body ends.
+            Some(guard) => resp.map(|body| Body::new(ResponseGuarded::new(body, guard))),
+            None => resp,
+        }
+    }
+
+    /// The chain, then the upstream when no filter answered.
+    async fn serve(
+        &self,
+        snapshot: &Snapshot,
+        mut req: http::Request<Body>,
+        ctx: &mut RequestContext,
+    ) -> http::Response<Body> {
+        match snapshot.chain.run_request(&mut req, ctx).await {
+            Decision::Respond(resp) => resp,
+            Decision::Continue => {
+                let mut resp = self.upstream.forward(req, ctx).await;
+                snapshot.chain.run_response(&mut resp, ctx).await;
+                resp
+            }
+        }
     }
 }
+
+/// The response flag of a request refused by the in-flight limit: Envoy's `OM`, for a request
+/// its overload manager refused (`UO` is Envoy's upstream circuit breaker, another thing).
+pub const OVERLOAD_FLAG: &str = "OM";

@@ -32,6 +32,7 @@ use crate::config::{self, LoadError};
 use crate::conn::ConnInfo;
 use crate::filter::{ExtensionRegistry, FilterFactory};
 use crate::http::{HttpServer, HttpServerConfig};
+use crate::overload::{Overload, OverloadOptions, memory};
 use crate::proxy::{Proxy, Snapshot, SnapshotStore};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
@@ -87,6 +88,9 @@ pub struct WaypointOptions {
     pub log_level: Option<LogLevelHook>,
     /// Export one span per request to an OTLP/HTTP collector; `None` exports nothing.
     pub otlp: Option<OtlpOptions>,
+    /// Connection, request and memory limits (the per-listener connection limit is
+    /// `listener.max_connections`).
+    pub overload: OverloadOptions,
 }
 
 /// Access log format and sampling.
@@ -150,6 +154,7 @@ impl WaypointOptions {
             cluster_domain: "cluster.local".into(),
             log_level: None,
             otlp: None,
+            overload: OverloadOptions::default(),
         }
     }
 }
@@ -236,6 +241,8 @@ impl Waypoint {
         };
         let metrics = Arc::new(TransportMetrics::new());
         metrics.register(&mut registry);
+        let overload = Overload::new(options.overload.clone());
+        overload.register(&mut registry);
         let hbone = match (&options.hbone, &certs) {
             (None, _) => None,
             (Some(_), None) => return Err(StartError::HboneWithoutCerts),
@@ -253,6 +260,10 @@ impl Waypoint {
                 })?,
             ),
         };
+        let hbone = hbone.map(|l| {
+            let label = format!("hbone:{}", l.local_addr());
+            l.with_gate(overload.gate(label, options.listener.max_connections))
+        });
         let mut listeners = Vec::new();
         for addr in &options.sandwich {
             let listener = SandwichListener::bind(
@@ -266,7 +277,7 @@ impl Waypoint {
                 addr: addr.clone(),
                 source,
             })?;
-            listeners.push(listener);
+            listeners.push(listener.with_overload(&overload));
         }
 
         let (trigger, shutdown) = shutdown::channel();
@@ -275,8 +286,11 @@ impl Waypoint {
             certs.clone(),
         ));
         registry.register_collector(Box::new(PoolCollector(upstream.clone())));
-        let proxy = Arc::new(Proxy::new(store.clone(), upstream, telemetry.clone()));
-        let http = HttpServer::new(&options.http);
+        let proxy = Arc::new(
+            Proxy::new(store.clone(), upstream, telemetry.clone()).with_overload(overload.clone()),
+        );
+        let http = HttpServer::new(&options.http).with_overload(overload.clone());
+        tokio::spawn(memory::watch(overload.clone(), shutdown.clone()));
         let sandwich_addrs = listeners.iter().map(|l| l.local_addr()).collect();
         let hbone_addr = hbone.as_ref().map(|l| l.local_addr());
         // Every binding ends in the same place: a byte stream and its ConnInfo, served as HTTP.
@@ -337,6 +351,7 @@ impl Waypoint {
                     store: store.clone(),
                     ready: ready.clone(),
                     set_log_level: options.log_level.as_ref().map(|hook| hook.0.clone()),
+                    overload: Some(overload.clone()),
                 };
                 let admin =
                     AdminServer::bind(addr, state)
@@ -380,6 +395,7 @@ impl Waypoint {
             hbone_addr,
             certs,
             metrics,
+            overload,
             trigger,
             _shutdown: shutdown,
         })
@@ -404,6 +420,7 @@ pub struct RunningWaypoint {
     hbone_addr: Option<SocketAddr>,
     certs: Option<Arc<CertStore>>,
     metrics: Arc<TransportMetrics>,
+    overload: Arc<Overload>,
     trigger: ShutdownTrigger,
     // Kept so the drain waits for tasks, not for this handle.
     _shutdown: Shutdown,
@@ -438,6 +455,11 @@ impl RunningWaypoint {
     /// Transport counters (accepted connections, rejected PROXY headers).
     pub fn transport_metrics(&self) -> &Arc<TransportMetrics> {
         &self.metrics
+    }
+
+    /// The overload state: open connections, memory watermark, and its metrics.
+    pub fn overload(&self) -> &Arc<Overload> {
+        &self.overload
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `deadline`, and returns whether

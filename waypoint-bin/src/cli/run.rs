@@ -1,7 +1,8 @@
 //! `waypoint run`: serve until SIGTERM/SIGINT.
 
 use super::{
-    PolicyArgs, parse_duration, parse_octal, parse_tlv_type, parse_upstream_mode, wait_for_signal,
+    Limit, PolicyArgs, parse_bytes, parse_bytes_limit, parse_count_limit, parse_duration,
+    parse_octal, parse_tlv_type, parse_upstream_mode, wait_for_signal,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -117,6 +118,41 @@ pub struct RunArgs {
     /// DNS suffix of Services, for `destination_service` labels.
     #[arg(long, env = "WAYPOINT_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Downstream connections open at once, all listeners together (HBONE connections and
+    /// their CONNECT streams included); more are closed at once. `none` for no limit.
+    #[arg(long, env = "WAYPOINT_MAX_CONNECTIONS", default_value = "100000", value_parser = parse_count_limit)]
+    pub max_connections: Limit,
+    /// Downstream connections open at once on each listener; more are closed at once.
+    #[arg(long, env = "WAYPOINT_MAX_CONNECTIONS_PER_LISTENER", default_value = "none", value_parser = parse_count_limit)]
+    pub max_connections_per_listener: Limit,
+    /// Requests in flight at once; more are answered 503 `overloaded` (response flag `OM`).
+    #[arg(long, env = "WAYPOINT_MAX_REQUESTS_IN_FLIGHT", default_value = "none", value_parser = parse_count_limit)]
+    pub max_requests_in_flight: Limit,
+    /// Largest request body (`1Mi`, `10M`, bytes): 413 when `content-length` is larger, the
+    /// request aborted when a streamed body grows past it.
+    #[arg(long, env = "WAYPOINT_MAX_REQUEST_BODY_BYTES", default_value = "none", value_parser = parse_bytes_limit)]
+    pub max_request_body_bytes: Limit,
+    /// Largest HTTP/1.1 request head (request line and headers); larger: 431. At least 8Ki.
+    #[arg(long, env = "WAYPOINT_MAX_REQUEST_HEADERS_BYTES", default_value = "64Ki", value_parser = parse_bytes)]
+    pub max_request_headers_bytes: u64,
+    /// Largest HTTP/2 request header list (SETTINGS_MAX_HEADER_LIST_SIZE); larger: 431 and the
+    /// stream reset.
+    #[arg(long, env = "WAYPOINT_H2_MAX_HEADER_LIST_BYTES", default_value = "64Ki", value_parser = parse_bytes)]
+    pub h2_max_header_list_bytes: u64,
+    /// HTTP/2 concurrent streams per downstream connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(
+        long,
+        env = "WAYPOINT_H2_MAX_CONCURRENT_STREAMS",
+        default_value = "200"
+    )]
+    pub h2_max_concurrent_streams: u32,
+    /// Resident memory (`512Mi`, `2Gi`) above which new connections are refused, readiness
+    /// fails and idle connections are closed, until it is back under 90 % of it. `none`: off.
+    #[arg(long, env = "WAYPOINT_MEMORY_LIMIT", default_value = "none", value_parser = parse_bytes_limit)]
+    pub memory_limit: Limit,
+    /// How often resident memory is checked against `--memory-limit`.
+    #[arg(long, env = "WAYPOINT_MEMORY_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub memory_check_interval: Duration,
 }
 
 /// The admin server address, or none.
@@ -194,6 +230,18 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         endpoint,
         sample: args.otlp_sample,
     });
+    // Overload protection (issue 11 item 4): connection, request, header, body and memory limits.
+    options.overload.max_connections = args.max_connections.count();
+    options.listener.max_connections = args.max_connections_per_listener.count();
+    options.overload.max_requests_in_flight = args.max_requests_in_flight.count();
+    options.overload.max_request_body_bytes = args.max_request_body_bytes.bytes();
+    options.overload.memory_limit = args.memory_limit.bytes();
+    options.overload.memory_check_interval = args.memory_check_interval;
+    options.http.max_header_bytes =
+        usize::try_from(args.max_request_headers_bytes).unwrap_or(usize::MAX);
+    options.http.h2_max_header_list_bytes =
+        u32::try_from(args.h2_max_header_list_bytes).unwrap_or(u32::MAX);
+    options.http.h2_max_concurrent_streams = args.h2_max_concurrent_streams;
 
     let running = match Waypoint::start(
         options,

@@ -11,6 +11,7 @@ use hyper_util::server::conn::auto;
 
 use crate::body::Body;
 use crate::conn::ConnInfo;
+use crate::overload::Overload;
 use crate::shutdown::Shutdown;
 use crate::transport::BoxedIo;
 
@@ -50,6 +51,7 @@ impl Default for HttpServerConfig {
 #[derive(Clone)]
 pub struct HttpServer {
     builder: Arc<auto::Builder<TokioExecutor>>,
+    overload: Option<Arc<Overload>>,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -77,12 +79,20 @@ impl HttpServer {
             .keep_alive_timeout(cfg.h2_keepalive_timeout);
         HttpServer {
             builder: Arc::new(builder),
+            overload: None,
         }
     }
 
-    /// Serves one connection until the client closes it, or until `shutdown` fires: then
-    /// in-flight requests finish and the connection closes gracefully (HTTP/2 GOAWAY, HTTP/1.1
-    /// `Connection: close`).
+    /// Enters every connection in `overload`'s registry, with whether it is handling a
+    /// request, so the memory watermark can ask it to close (idle ones first).
+    pub fn with_overload(mut self, overload: Arc<Overload>) -> Self {
+        self.overload = Some(overload);
+        self
+    }
+
+    /// Serves one connection until the client closes it, or until `shutdown` fires or the
+    /// memory watermark asks it to close: then in-flight requests finish and the connection
+    /// closes gracefully (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`).
     pub async fn serve<H, F>(
         &self,
         io: BoxedIo,
@@ -95,10 +105,29 @@ impl HttpServer {
     {
         let handler = Arc::new(handler);
         let peer = conn.source;
-        let service = hyper::service::service_fn(move |req| {
-            let (handler, conn) = (handler.clone(), conn.clone());
-            async move { Ok::<_, Infallible>(handler(req, conn).await) }
-        });
+        let registration = self.overload.as_ref().map(|o| o.connections().register());
+        let tracked = registration.as_ref().map(|r| r.conn().clone());
+        let service = {
+            let tracked = tracked.clone();
+            hyper::service::service_fn(move |req| {
+                let (handler, conn) = (handler.clone(), conn.clone());
+                // Busy from the head until the response head: an idle connection is one
+                // waiting for its next request (or streaming out a response body, which a
+                // graceful close lets finish anyway).
+                let busy = tracked.as_ref().map(|t| t.busy());
+                async move {
+                    let resp = handler(req, conn).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        let close_requested = async {
+            match &tracked {
+                Some(t) => t.close_requested().await,
+                None => std::future::pending().await,
+            }
+        };
         let connection = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -109,10 +138,30 @@ impl HttpServer {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
+            () = close_requested => {
+                tracing::debug!(?peer, "memory over the limit: closing connection gracefully");
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
         };
+        drop(registration);
         if let Err(err) = result {
-            // Clients that vanish mid-request are routine; log at debug to keep logs useful.
-            tracing::debug!(?peer, error = %err, "connection ended with an error");
+            let too_large = err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_parse_too_large);
+            if too_large {
+                // hyper has answered 431 and closed the connection.
+                if let Some(overload) = &self.overload {
+                    overload.metrics().inc_request_refused("headers_too_large");
+                }
+                tracing::debug!(
+                    ?peer,
+                    "request head over the size limit: 431, connection closed"
+                );
+            } else {
+                // Clients that vanish mid-request are routine; debug keeps the logs useful.
+                tracing::debug!(?peer, error = %err, "connection ended with an error");
+            }
         }
     }
 }
