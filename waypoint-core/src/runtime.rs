@@ -309,7 +309,9 @@ impl Waypoint {
                 async move {
                     let io: BoxedIo = match frontend {
                         None => io,
-                        Some(tls) => match accept(io, tls, TLS_HANDSHAKE_TIMEOUT).await {
+                        // Boxed: the handshake future is larger than the HTTP server's, and
+                        // inline it would size every connection's task, TLS or not.
+                        Some(tls) => match Box::pin(accept(io, tls, TLS_HANDSHAKE_TIMEOUT)).await {
                             Ok((io, info)) => {
                                 conn.tls = Some(info);
                                 Box::new(io)

@@ -1,19 +1,36 @@
 //! Serves HTTP on any byte stream a transport produced.
+//!
+//! The protocol is told from the first bytes: the HTTP/2 connection preface means h2c with
+//! prior knowledge, anything else HTTP/1.1. We detect it ourselves rather than with
+//! hyper-util's `auto` connection because `auto` holds the HTTP/1 and HTTP/2 state machines
+//! in one enum, so every HTTP/1.1 connection (the common case, and most of the idle ones)
+//! carried the larger HTTP/2 state inline; here only the one in use is allocated.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::AsyncReadExt;
 
 use crate::body::Body;
 use crate::conn::ConnInfo;
 use crate::overload::Overload;
 use crate::shutdown::Shutdown;
 use crate::transport::BoxedIo;
+use crate::transport::proxy_protocol::Rewind;
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A request being served, boxed (see [`HttpServer::serve`]).
+type ServiceFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
 /// Limits of the HTTP server side. The defaults follow the HBONE settings of DESIGN.md §2 where
 /// they apply, and protect against slow or abusive clients elsewhere.
@@ -50,7 +67,9 @@ impl Default for HttpServerConfig {
 /// [`ConnInfo`] to a request handler.
 #[derive(Clone)]
 pub struct HttpServer {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    h1: Arc<http1::Builder>,
+    h2: Arc<http2::Builder<TokioExecutor>>,
+    header_read_timeout: Duration,
     overload: Option<Arc<Overload>>,
 }
 
@@ -63,22 +82,21 @@ impl std::fmt::Debug for HttpServer {
 impl HttpServer {
     /// A server with the given limits.
     pub fn new(cfg: &HttpServerConfig) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(cfg.header_read_timeout)
             .max_buf_size(cfg.max_header_bytes.max(8192))
             .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_header_list_size(cfg.h2_max_header_list_bytes)
             .max_concurrent_streams(cfg.h2_max_concurrent_streams)
             .keep_alive_interval(cfg.h2_keepalive_interval)
             .keep_alive_timeout(cfg.h2_keepalive_timeout);
         HttpServer {
-            builder: Arc::new(builder),
+            h1: Arc::new(h1),
+            h2: Arc::new(h2),
+            header_read_timeout: cfg.header_read_timeout,
             overload: None,
         }
     }
@@ -98,7 +116,7 @@ impl HttpServer {
         io: BoxedIo,
         conn: Arc<ConnInfo>,
         handler: H,
-        mut shutdown: Shutdown,
+        shutdown: Shutdown,
     ) where
         H: Fn(hyper::Request<Incoming>, Arc<ConnInfo>) -> F + Send + Sync + 'static,
         F: Future<Output = http::Response<Body>> + Send + 'static,
@@ -115,11 +133,15 @@ impl HttpServer {
                 // waiting for its next request (or streaming out a response body, which a
                 // graceful close lets finish anyway).
                 let busy = tracked.as_ref().map(|t| t.busy());
-                async move {
+                // Boxed: hyper's HTTP/1 dispatcher keeps one slot the size of this future for
+                // the connection's whole life, idle or not. The proxy's request future is
+                // ~9.5 KiB; a box is 16 bytes, and the request pays one allocation instead.
+                let serve: ServiceFuture = Box::pin(async move {
                     let resp = handler(req, conn).await;
                     drop(busy);
                     Ok::<_, Infallible>(resp)
-                }
+                });
+                serve
             })
         };
         let close_requested = async {
@@ -128,28 +150,45 @@ impl HttpServer {
                 None => std::future::pending().await,
             }
         };
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(connection);
-        let result = tokio::select! {
-            result = connection.as_mut() => result,
-            () = shutdown.wait() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+        let sniffed = tokio::time::timeout(self.header_read_timeout, sniff_h2(io)).await;
+        let result = match sniffed {
+            Ok(Ok((true, io))) => {
+                let conn = Box::pin(self.h2.serve_connection(TokioIo::new(io), service));
+                drive(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    shutdown,
+                    close_requested,
+                    peer,
+                )
+                .await
             }
-            () = close_requested => {
-                tracing::debug!(?peer, "memory over the limit: closing connection gracefully");
-                connection.as_mut().graceful_shutdown();
-                connection.await
+            Ok(Ok((false, io))) => {
+                let conn = self
+                    .h1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                drive(
+                    Box::pin(conn),
+                    |c| c.graceful_shutdown(),
+                    shutdown,
+                    close_requested,
+                    peer,
+                )
+                .await
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(?peer, %error, "connection closed before its first request");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::debug!(?peer, timeout = ?self.header_read_timeout, "no request within the header read timeout; closing");
+                Ok(())
             }
         };
         drop(registration);
         if let Err(err) = result {
-            let too_large = err
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_parse_too_large);
-            if too_large {
+            if err.is_parse_too_large() {
                 // hyper has answered 431 and closed the connection.
                 if let Some(overload) = &self.overload {
                     overload.metrics().inc_request_refused("headers_too_large");
@@ -163,5 +202,77 @@ impl HttpServer {
                 tracing::debug!(?peer, error = %err, "connection ended with an error");
             }
         }
+    }
+}
+
+/// Runs `conn` to its end; on `shutdown` or a close request, asks it to finish gracefully
+/// (`graceful`: HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` after the current request) first.
+async fn drive<C>(
+    mut conn: Pin<Box<C>>,
+    graceful: fn(Pin<&mut C>),
+    mut shutdown: Shutdown,
+    close_requested: impl Future<Output = ()>,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::select! {
+        result = conn.as_mut() => result,
+        () = shutdown.wait() => {
+            graceful(conn.as_mut());
+            conn.await
+        }
+        () = close_requested => {
+            tracing::debug!(?peer, "memory over the limit: closing connection gracefully");
+            graceful(conn.as_mut());
+            conn.await
+        }
+    }
+}
+
+/// Reads just enough of the stream to tell h2c prior knowledge (the full 24-byte preface)
+/// from HTTP/1.1 (the first byte that differs), and hands the stream back with those bytes
+/// to be read again. An end of stream before a decision is an error.
+async fn sniff_h2(mut io: BoxedIo) -> std::io::Result<(bool, Rewind<BoxedIo>)> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut filled = 0;
+    while filled < buf.len() && buf[..filled] == H2_PREFACE[..filled] {
+        let n = io.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+    }
+    let h2 = buf[..filled] == H2_PREFACE[..];
+    Ok((h2, Rewind::new(Bytes::copy_from_slice(&buf[..filled]), io)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn sniff(bytes: &'static [u8]) -> std::io::Result<(bool, Vec<u8>)> {
+        let (client, server) = tokio::io::duplex(64);
+        let (mut client, server): (_, BoxedIo) = (client, Box::new(server));
+        client.write_all(bytes).await?;
+        drop(client);
+        let (h2, mut io) = sniff_h2(server).await?;
+        let mut replay = Vec::new();
+        io.read_to_end(&mut replay).await?;
+        Ok((h2, replay))
+    }
+
+    #[tokio::test]
+    async fn the_h2_preface_is_told_from_http1_and_every_byte_is_replayed() {
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00";
+        assert_eq!(sniff(h2).await.unwrap(), (true, h2.to_vec()));
+        let h1 = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        assert_eq!(sniff(h1).await.unwrap(), (false, h1.to_vec()));
+        // A request that starts like the preface but is not one is HTTP/1.1.
+        assert_eq!(sniff(b"PRI * HTTP/1.1\r\n").await.unwrap().0, false);
+        assert!(sniff(b"").await.is_err());
+        assert!(sniff(b"PRI * HTTP/2").await.is_err());
     }
 }
