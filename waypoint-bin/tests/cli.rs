@@ -22,14 +22,6 @@ impl Drop for Guard {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn manifests(echo_port: u16) -> String {
     common::service("echo", "10.96.0.10", echo_port)
 }
@@ -154,7 +146,7 @@ fn check_prints_per_parent_conditions() {
 #[test]
 fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let echo_port = free_port();
+    let echo_port = common::free_port();
     let _echo = Guard(
         waypoint()
             .args([
@@ -171,7 +163,7 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, manifests(echo_port)).unwrap();
     let sock = dir.path().join("waypoint.sock");
-    let admin_port = free_port();
+    let admin_port = common::free_port();
     let mut run = Guard(
         waypoint()
             .args(["run", "--config"])

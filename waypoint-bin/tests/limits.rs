@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use waypoint_bin::tools::echo::{self, EchoIdentity};
 use waypoint_bin::tools::send::{self, ProxyClaims, RequestSpec};
+use waypoint_core::transport::BoxedIo;
 use waypoint_core::transport::listener::ListenAddr;
 
 const VIP: &str = "10.96.0.10:80";
@@ -38,14 +39,6 @@ impl Drop for Waypoint {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Waypoint {
     /// Starts the binary in front of a Service `echo` at 10.96.0.10:80 whose endpoint is
     /// 127.0.0.1:`backend_port`, with `flags` added, and waits until its admin server answers.
@@ -53,8 +46,8 @@ impl Waypoint {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, common::service("echo", "10.96.0.10", backend_port)).unwrap();
-        let sandwich: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let sandwich: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
         let mut child = Command::new(env!("CARGO_BIN_EXE_waypoint"))
             .args(["run", "--config"])
             .arg(&config)
@@ -200,6 +193,13 @@ async fn echo_backend() -> u16 {
         .port()
 }
 
+/// Everything the waypoint sends until it closes the connection (at most 10 s).
+async fn read_answer(io: &mut BoxedIo) -> String {
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Connects, sends a PROXY header and a request, and returns what came back: nothing when the
 /// waypoint closed the connection without reading.
 async fn refused_exchange(to: &ListenAddr) -> Vec<u8> {
@@ -252,7 +252,7 @@ async fn the_total_connection_limit_spans_listeners() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("wp.sock");
     let unix = format!("unix:{}", sock.display());
-    let port = free_port();
+    let port = common::free_port();
     let tcp = format!("127.0.0.1:{port}");
     let listeners = format!("{tcp},{unix}");
     let mut wp = Waypoint::start(
@@ -393,9 +393,7 @@ async fn a_body_over_the_limit_is_refused_413_up_front_and_aborted_when_streamed
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = io.write_all(b"0\r\n\r\n").await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = read_answer(&mut io).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     wp.wait_metric(
         "waypoint_requests_refused_total{reason=\"body_too_large_streamed\"}",
@@ -416,9 +414,7 @@ async fn a_body_over_the_limit_is_refused_413_up_front_and_aborted_when_streamed
         "POST /small HTTP/1.1\r\nhost: echo\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n"
     );
     io.write_all(small.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = read_answer(&mut io).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(seen.lock().unwrap().ends_with(b"0\r\n\r\n"));
 }
@@ -437,9 +433,7 @@ async fn an_oversized_request_head_gets_431() {
         "b".repeat(20 * 1024)
     );
     let _ = io.write_all(head.as_bytes()).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = read_answer(&mut io).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     wp.wait_metric(
         "waypoint_requests_refused_total{reason=\"headers_too_large\"}",

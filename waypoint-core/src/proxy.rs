@@ -18,7 +18,7 @@ use crate::filter::{
     BuildContext, BuildOutput, BuildReport, Decision, ExtensionRegistry, FilterChain,
     FilterFactory, RequestContext,
 };
-use crate::overload::{Overload, ResponseGuarded};
+use crate::overload::Overload;
 use crate::route_status::{GatewayStatus, RouteParentStatus};
 use crate::telemetry::Telemetry;
 use crate::upstream::Upstream;
@@ -252,7 +252,7 @@ impl Proxy {
         let resp = self.telemetry.finish(record, &ctx, resp);
         match guard {
             // The in-flight slot is held until the response body ends.
-            Some(guard) => resp.map(|body| Body::new(ResponseGuarded::new(body, guard))),
+            Some(guard) => resp.map(|body| guard.hold_in(body)),
             None => resp,
         }
     }

@@ -778,3 +778,22 @@ async fn a_connection_over_the_listener_limit_is_closed_at_once_and_held_ones_ar
     }
     assert_eq!(h.served.recv().await.unwrap().1, b"3");
 }
+
+#[tokio::test]
+async fn rewind_hands_over_the_replayed_bytes_and_what_follows_in_one_read() {
+    // One read for a whole small request head keeps hyper from growing its read buffer.
+    let (mut client, server) = tokio::io::duplex(64);
+    client.write_all(b"HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut io = Rewind::new(Bytes::from_static(b"GET / "), server);
+    let mut buf = [0u8; 64];
+    let n = io.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+    // With nothing more ready, the replayed bytes still come at once.
+    let (_client, server) = tokio::io::duplex(64);
+    let mut io = Rewind::new(Bytes::from_static(b"GET"), server);
+    let n = tokio::time::timeout(Duration::from_secs(1), io.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"GET");
+}

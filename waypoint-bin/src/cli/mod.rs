@@ -210,3 +210,24 @@ pub(crate) async fn wait_for_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_kubernetes_quantities_and_none_means_no_limit() {
+        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_bytes("64Ki"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes_limit("none"), Ok(Limit(None)));
+        assert_eq!(parse_bytes_limit("0"), Ok(Limit(None)));
+        for bad in ["", "Mi", "12MB", "-1", "1.5Gi", "99999999999Ti"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_count_limit("100000"), Ok(Limit(Some(100_000))));
+        assert_eq!(parse_count_limit("none").map(Limit::count), Ok(None));
+        assert!(parse_count_limit("ten").is_err());
+    }
+}

@@ -132,7 +132,7 @@ pub struct RunArgs {
     /// request aborted when a streamed body grows past it.
     #[arg(long, env = "WAYPOINT_MAX_REQUEST_BODY_BYTES", default_value = "none", value_parser = parse_bytes_limit)]
     pub max_request_body_bytes: Limit,
-    /// Largest HTTP/1.1 request head (request line and headers); larger: 431. At least 8Ki.
+    /// Largest HTTP/1.1 request head (request line and headers); larger: 431.
     #[arg(long, env = "WAYPOINT_MAX_REQUEST_HEADERS_BYTES", default_value = "64Ki", value_parser = parse_bytes)]
     pub max_request_headers_bytes: u64,
     /// Largest HTTP/2 request header list (SETTINGS_MAX_HEADER_LIST_SIZE); larger: 431 and the

@@ -42,7 +42,7 @@ pub use conns::{
     BusyGuard, ConnPermit, ConnRegistry, ListenerGate, Refusal, Registration, TrackedConn,
 };
 pub use metrics::OverloadMetrics;
-pub use requests::{BodyTooLarge, BodyTrip, RequestGuard, RequestLimits, ResponseGuarded};
+pub use requests::{BodyTooLarge, BodyTrip, RequestGuard, RequestLimits};
 
 /// The limits an operator sets. `None` means no limit.
 #[derive(Clone, Debug, PartialEq, Eq)]

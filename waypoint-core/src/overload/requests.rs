@@ -2,7 +2,7 @@
 //!
 //! A request is in flight from its head until its response body has been sent or dropped, so a
 //! long download or a gRPC stream keeps its slot; the slot rides in the response body
-//! ([`ResponseGuarded`]). The body limit never buffers: [`LimitedBody`] counts frames as they
+//! ([`RequestGuard::hold_in`]). The body limit never buffers: [`LimitedBody`] counts frames as they
 //! pass and turns the one that crosses the limit into an error, which aborts the upstream
 //! request (HTTP/1.1: no final chunk and the connection closed; HTTP/2: RST_STREAM), so the
 //! upstream can never take a cut body for a whole one.
@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
 
 use super::OverloadMetrics;
 use crate::body::{Body, BoxError};
@@ -124,47 +125,23 @@ pub struct RequestGuard {
     metrics: OverloadMetrics,
 }
 
+impl RequestGuard {
+    /// `body`, holding this slot until it ends or is dropped (a long download or a gRPC
+    /// stream keeps its slot).
+    pub fn hold_in(self, body: Body) -> Body {
+        // The error mapper owns the guard, so the guard lives exactly as long as the body.
+        // (`map_err`, unlike `map_frame`, keeps the body's size hint: content-length stays.)
+        Body::new(body.map_err(move |error| {
+            let _held = &self;
+            error
+        }))
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.metrics.in_flight_gauge().dec();
-    }
-}
-
-/// A response body that holds its request's in-flight slot until it ends or is dropped.
-#[derive(Debug)]
-pub struct ResponseGuarded<B> {
-    inner: B,
-    _guard: RequestGuard,
-}
-
-impl<B> ResponseGuarded<B> {
-    /// Wraps `inner`, holding `guard` as long as it lives.
-    pub fn new(inner: B, guard: RequestGuard) -> Self {
-        ResponseGuarded {
-            inner,
-            _guard: guard,
-        }
-    }
-}
-
-impl<B: HttpBody + Unpin> HttpBody for ResponseGuarded<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -221,7 +198,6 @@ impl HttpBody for LimitedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     fn limits(in_flight: Option<usize>, body: Option<u64>) -> RequestLimits {
         RequestLimits::new(in_flight, body, OverloadMetrics::new(None))
@@ -236,7 +212,7 @@ mod tests {
         assert_eq!(l.metrics.requests_refused("in_flight_limit"), 1);
         assert_eq!(l.metrics.requests_in_flight(), 2);
         // The slot rides in the response body.
-        let body = ResponseGuarded::new(crate::body::empty(), a);
+        let body = a.hold_in(crate::body::empty());
         assert!(l.begin().is_err());
         drop(body);
         assert!(l.begin().unwrap().is_some());
