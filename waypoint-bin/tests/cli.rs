@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, waypoint};
+use common::waypoint;
 
 /// Kills the child when dropped, so a failed assertion leaves no process behind.
 struct Guard(Child);
@@ -144,7 +144,7 @@ fn check_prints_per_parent_conditions() {
 #[test]
 fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let echo_port = free_port();
+    let echo_port = common::free_port();
     let _echo = Guard(
         waypoint()
             .args([
@@ -161,7 +161,7 @@ fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, manifests(echo_port)).unwrap();
     let sock = dir.path().join("waypoint.sock");
-    let admin_port = free_port();
+    let admin_port = common::free_port();
     let mut run = Guard(
         waypoint()
             .args(["run", "--config"])

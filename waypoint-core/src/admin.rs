@@ -3,7 +3,7 @@
 //! | endpoint | what |
 //! |---|---|
 //! | `GET /metrics` | every metric of the registry, OpenMetrics text |
-//! | `GET /healthz/ready` | 200 `ready` once started and a config (version ≥ 1) is served, else 503 |
+//! | `GET /healthz/ready` | 200 `ready` once started and a config (version ≥ 1) is served, else 503; 503 too while memory is over `--memory-limit` |
 //! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, per-parent route status (`routeParents`), Gateways and listeners (`gateways`), Services and endpoints |
 //! | `POST`/`PUT /logging?level=<filter>` | changes the log filter (e.g. `info,waypoint_core=debug`) |
 //!
@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};
+use crate::overload::Overload;
 use crate::proxy::{Snapshot, SnapshotStore};
 use crate::route_status::{gateways_json, route_parents_json};
 use crate::shutdown::Shutdown;
@@ -47,6 +48,9 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Called by `/logging`; `None` answers 501.
     pub set_log_level: Option<SetLogLevel>,
+    /// Overload state: readiness fails while memory is over the watermark, so the Service
+    /// sends new connections to other replicas. `None`: not consulted.
+    pub overload: Option<Arc<Overload>>,
 }
 
 impl fmt::Debug for AdminState {
@@ -193,6 +197,15 @@ fn ready(state: &AdminState) -> AdminResponse {
         text(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: no config loaded",
+        )
+    } else if state
+        .overload
+        .as_ref()
+        .is_some_and(|o| o.memory_overloaded())
+    {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: memory over the limit",
         )
     } else {
         text(StatusCode::OK, "ready")

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod filter;
 pub mod http;
 pub mod identity;
+pub mod overload;
 pub mod proxy;
 pub mod route_status;
 pub mod runtime;

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, local_reply};
 use crate::config::{Condition, Config, ResourceStatus};
 use crate::conn::ConnInfo;
 use crate::filter::{
@@ -19,10 +19,12 @@ use crate::filter::{
     FilterFactory, RequestContext,
 };
 use crate::http::UpgradePolicy;
-use crate::http::upgrade::close_after_answer;
+use crate::http::upgrade::{Granted, close_after_answer};
+use crate::overload::Overload;
 use crate::route_status::{GatewayStatus, RouteParentStatus};
 use crate::telemetry::Telemetry;
 use crate::upstream::{UNEXPECTED_SWITCH_FLAG, Upstream};
+use http::StatusCode;
 
 /// A config and the filter chain compiled from it. Immutable.
 #[derive(Debug)]
@@ -181,6 +183,7 @@ pub struct Proxy {
     upstream: Arc<Upstream>,
     telemetry: Telemetry,
     upgrades: UpgradePolicy,
+    overload: Option<Arc<Overload>>,
 }
 
 impl Proxy {
@@ -192,12 +195,20 @@ impl Proxy {
             upstream,
             telemetry,
             upgrades: UpgradePolicy::default(),
+            overload: None,
         }
     }
 
     /// The same proxy deciding upgrades with `policy`.
     pub fn with_upgrade_policy(mut self, policy: UpgradePolicy) -> Self {
         self.upgrades = policy;
+        self
+    }
+
+    /// Applies `overload`'s request limits: over the in-flight limit a request is answered 503
+    /// `overloaded` with response flag `OM`; a body over the size limit 413.
+    pub fn with_overload(mut self, overload: Arc<Overload>) -> Self {
+        self.overload = Some(overload);
         self
     }
 
@@ -217,6 +228,7 @@ impl Proxy {
         // Before the chain, so filters and the upstream see the propagated trace context.
         let record = self.telemetry.begin(&mut req, &conn);
         let mut ctx = RequestContext::new(conn, snapshot.config.clone());
+        // Upgrades first: a refused one never takes an in-flight slot.
         let granted = match self.upgrades.admit(&mut req, &ctx.conn) {
             Ok(granted) => granted,
             Err(refused) => {
@@ -224,16 +236,28 @@ impl Proxy {
                 return self.telemetry.finish(record, &ctx, refused.into_response());
             }
         };
-        let resp = match snapshot.chain.run_request(&mut req, &mut ctx).await {
-            Decision::Respond(resp) => resp,
-            Decision::Continue => {
-                self.upgrades.recheck(&mut req, &ctx.conn);
-                let mut resp = self.upstream.forward(req, &mut ctx).await;
-                if ctx.response_flags.contains(&UNEXPECTED_SWITCH_FLAG) {
-                    self.upgrades.backend_error(granted.as_ref());
+        let limits = self.overload.as_deref().map(Overload::requests);
+        let guard = match limits.map(|l| l.begin()).transpose() {
+            Ok(guard) => guard.flatten(),
+            Err(()) => {
+                ctx.response_flags.push(OVERLOAD_FLAG);
+                let resp = local_reply(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+                return self.telemetry.finish(record, &ctx, resp);
+            }
+        };
+        let resp = match limits.map(|l| l.limit_body(&mut req)).transpose() {
+            Err(too_large) => local_reply(StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string()),
+            Ok(trip) => {
+                let resp = self.serve(&snapshot, req, &mut ctx, granted.as_ref()).await;
+                // The upstream saw an aborted request; its answer (or our 502) is not the
+                // client's: the client sent too much.
+                match trip.flatten() {
+                    Some(trip) if trip.tripped() => local_reply(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body over the size limit",
+                    ),
+                    _ => resp,
                 }
-                snapshot.chain.run_response(&mut resp, &mut ctx).await;
-                resp
             }
         };
         tracing::debug!(
@@ -245,6 +269,37 @@ impl Proxy {
             elapsed_us = ctx.started.elapsed().as_micros() as u64,
             "request"
         );
-        self.telemetry.finish(record, &ctx, resp)
+        let resp = self.telemetry.finish(record, &ctx, resp);
+        match guard {
+            // The in-flight slot is held until the response body ends.
+            Some(guard) => resp.map(|body| guard.hold_in(body)),
+            None => resp,
+        }
+    }
+
+    /// The chain, then the upstream when no filter answered.
+    async fn serve(
+        &self,
+        snapshot: &Snapshot,
+        mut req: http::Request<Body>,
+        ctx: &mut RequestContext,
+        granted: Option<&Granted>,
+    ) -> http::Response<Body> {
+        match snapshot.chain.run_request(&mut req, ctx).await {
+            Decision::Respond(resp) => resp,
+            Decision::Continue => {
+                self.upgrades.recheck(&mut req, &ctx.conn);
+                let mut resp = self.upstream.forward(req, ctx).await;
+                if ctx.response_flags.contains(&UNEXPECTED_SWITCH_FLAG) {
+                    self.upgrades.backend_error(granted);
+                }
+                snapshot.chain.run_response(&mut resp, ctx).await;
+                resp
+            }
+        }
     }
 }
+
+/// The response flag of a request refused by the in-flight limit: Envoy's `OM`, for a request
+/// its overload manager refused (`UO` is Envoy's upstream circuit breaker, another thing).
+pub const OVERLOAD_FLAG: &str = "OM";

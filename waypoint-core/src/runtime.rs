@@ -36,6 +36,7 @@ use crate::config::{self, LoadError};
 use crate::conn::ConnInfo;
 use crate::filter::{ExtensionRegistry, FilterFactory};
 use crate::http::{HttpServer, HttpServerConfig, UpgradePolicy};
+use crate::overload::{Overload, OverloadOptions, memory};
 use crate::proxy::{Proxy, Snapshot, SnapshotStore};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
@@ -96,6 +97,9 @@ pub struct WaypointOptions {
     /// close`) before listeners close: the time a load balancer needs to notice (see
     /// [`crate::shutdown`]). Zero (the default here; the binary's is 5 s) stops at once.
     pub drain_grace: Duration,
+    /// Connection, request and memory limits (the per-listener connection limit is
+    /// `listener.max_connections`).
+    pub overload: OverloadOptions,
 }
 
 /// Access log format and sampling.
@@ -160,6 +164,7 @@ impl WaypointOptions {
             log_level: None,
             otlp: None,
             drain_grace: Duration::ZERO,
+            overload: OverloadOptions::default(),
         }
     }
 }
@@ -298,6 +303,8 @@ impl WaypointBuilder {
         };
         let metrics = Arc::new(TransportMetrics::new());
         metrics.register(&mut registry);
+        let overload = Overload::new(options.overload.clone());
+        overload.register(&mut registry);
         let hbone = match (&options.hbone, &certs) {
             (None, _) => None,
             (Some(_), None) => return Err(StartError::HboneWithoutCerts),
@@ -315,6 +322,10 @@ impl WaypointBuilder {
                 })?,
             ),
         };
+        let hbone = hbone.map(|l| {
+            let label = format!("hbone:{}", l.local_addr());
+            l.with_gate(overload.gate(label, options.listener.max_connections))
+        });
         let mut listeners = Vec::new();
         for addr in &options.sandwich {
             let listener = SandwichListener::bind(
@@ -328,7 +339,7 @@ impl WaypointBuilder {
                 addr: addr.clone(),
                 source,
             })?;
-            listeners.push(listener);
+            listeners.push(listener.with_overload(&overload));
         }
 
         let (trigger, shutdown) = shutdown::channel();
@@ -340,9 +351,12 @@ impl WaypointBuilder {
         let upgrades = UpgradePolicy::new(options.http.allowed_upgrades.clone());
         upgrades.register(&mut registry);
         let proxy = Arc::new(
-            Proxy::new(store.clone(), upstream, telemetry.clone()).with_upgrade_policy(upgrades),
+            Proxy::new(store.clone(), upstream, telemetry.clone())
+                .with_upgrade_policy(upgrades)
+                .with_overload(overload.clone()),
         );
-        let http = HttpServer::new(&options.http);
+        let http = HttpServer::new(&options.http).with_overload(overload.clone());
+        tokio::spawn(memory::watch(overload.clone(), shutdown.clone()));
         let sandwich_addrs = listeners.iter().map(|l| l.local_addr()).collect();
         let hbone_addr = hbone.as_ref().map(|l| l.local_addr());
         // Every binding ends in the same place: a byte stream and its ConnInfo, served as HTTP.
@@ -361,7 +375,9 @@ impl WaypointBuilder {
                 async move {
                     let io: BoxedIo = match frontend {
                         None => io,
-                        Some(tls) => match accept(io, tls, TLS_HANDSHAKE_TIMEOUT).await {
+                        // Boxed: the handshake future is larger than the HTTP server's, and
+                        // inline it would size every connection's task, TLS or not.
+                        Some(tls) => match Box::pin(accept(io, tls, TLS_HANDSHAKE_TIMEOUT)).await {
                             Ok((io, info)) => {
                                 conn.tls = Some(info);
                                 Box::new(io)
@@ -403,6 +419,7 @@ impl WaypointBuilder {
                     store: store.clone(),
                     ready: ready.clone(),
                     set_log_level: options.log_level.as_ref().map(|hook| hook.0.clone()),
+                    overload: Some(overload.clone()),
                 };
                 let admin =
                     AdminServer::bind(addr, state)
@@ -447,6 +464,7 @@ impl WaypointBuilder {
             hbone_addr,
             certs,
             metrics,
+            overload,
             trigger,
             _shutdown: shutdown,
         })
@@ -471,6 +489,7 @@ pub struct RunningWaypoint {
     hbone_addr: Option<SocketAddr>,
     certs: Option<Arc<CertStore>>,
     metrics: Arc<TransportMetrics>,
+    overload: Arc<Overload>,
     trigger: ShutdownTrigger,
     drain_grace: Duration,
     // Kept so the drain waits for tasks, not for this handle.
@@ -506,6 +525,11 @@ impl RunningWaypoint {
     /// Transport counters (accepted connections, rejected PROXY headers).
     pub fn transport_metrics(&self) -> &Arc<TransportMetrics> {
         &self.metrics
+    }
+
+    /// The overload state: open connections, memory watermark, and its metrics.
+    pub fn overload(&self) -> &Arc<Overload> {
+        &self.overload
     }
 
     /// Fails the readiness probe, drains for the configured grace (still accepting; clients are

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::identity::SpiffeId;
+use waypoint_core::overload::{ListenerGate, Overload, OverloadOptions};
 use waypoint_core::shutdown::{self, ShutdownTrigger};
 use waypoint_core::tls::{
     self, CertStore, DevCa, ExpectedIdentity, SpiffeServerVerifier, WorkloadCerts,
@@ -59,11 +60,23 @@ async fn echo(io: impl AsyncRead + AsyncWrite) {
 }
 
 async fn start_with(ca: DevCa, store: Arc<CertStore>, opts: HboneOptions) -> Server {
+    start_gated(ca, store, opts, None).await
+}
+
+async fn start_gated(
+    ca: DevCa,
+    store: Arc<CertStore>,
+    opts: HboneOptions,
+    gate: Option<ListenerGate>,
+) -> Server {
     let metrics = Arc::new(TransportMetrics::new());
-    let listener =
+    let mut listener =
         HboneListener::bind("127.0.0.1:0".parse().unwrap(), store, opts, metrics.clone())
             .await
             .unwrap();
+    if let Some(gate) = gate {
+        listener = listener.with_gate(gate);
+    }
     let addr = listener.local_addr();
     let (tx, infos) = mpsc::unbounded_channel();
     let (trigger, shutdown) = shutdown::channel();
@@ -622,4 +635,46 @@ async fn client_that_never_answers_pings_is_dropped() {
     })
     .await;
     assert!(closed.is_ok(), "silent client kept connected");
+}
+
+#[tokio::test]
+async fn tunnels_and_their_connection_share_the_listener_limit_and_a_stream_over_it_gets_503() {
+    let ca = DevCa::generate(TD).unwrap();
+    let store = CertStore::from_certs(certs_for(&ca, &waypoint_id()), vec![]).unwrap();
+    let overload = Overload::new(OverloadOptions::default());
+    // Room for one HBONE connection and two of its tunnels.
+    let gate = overload.gate("hbone", Some(3));
+    let server = start_gated(ca, store, HboneOptions::default(), Some(gate.clone())).await;
+    let config = client_tls(&server.ca, &client_id());
+    let (mut client, _conn, _) = h2_connect(server.addr, config.clone()).await.unwrap();
+    let (status, first) = connect(&mut client, "10.0.0.1:80", &[]).await.unwrap();
+    assert_eq!(status, http::StatusCode::OK);
+    let (status, second) = connect(&mut client, "10.0.0.1:80", &[]).await.unwrap();
+    assert_eq!(status, http::StatusCode::OK);
+    eventually("three slots taken", || gate.open() == 3).await;
+
+    let (status, _) = connect(&mut client, "10.0.0.1:80", &[]).await.unwrap();
+    assert_eq!(status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        overload
+            .metrics()
+            .connections_refused("hbone", "listener_limit"),
+        1
+    );
+    // A new HBONE connection is closed before its TLS handshake completes.
+    assert!(h2_connect(server.addr, config.clone()).await.is_err());
+    assert_eq!(
+        overload
+            .metrics()
+            .connections_refused("hbone", "listener_limit"),
+        2
+    );
+
+    // The open tunnels still work; when one ends its slot serves a new tunnel.
+    assert_eq!(round_trip(first, b"one".to_vec()).await, b"one");
+    eventually("a slot given back", || gate.open() == 2).await;
+    let (status, third) = connect(&mut client, "10.0.0.1:80", &[]).await.unwrap();
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(round_trip(third, b"three".to_vec()).await, b"three");
+    assert_eq!(round_trip(second, b"two".to_vec()).await, b"two");
 }

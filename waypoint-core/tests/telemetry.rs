@@ -860,6 +860,7 @@ async fn admin_server_endpoints() {
             seen.lock().unwrap().push(level.to_owned());
             Ok(())
         })),
+        overload: None,
     };
     let (trigger, shutdown) = waypoint_core::shutdown::channel();
     let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state.clone())

@@ -128,6 +128,70 @@ pub(crate) fn parse_octal(s: &str) -> Result<u32, String> {
         .map_err(|e| format!("{s:?} is not an octal mode: {e}"))
 }
 
+/// A limit from the command line: a number, or `0` / `none` for no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit(pub Option<u64>);
+
+impl Limit {
+    /// The limit as a count.
+    pub fn count(self) -> Option<usize> {
+        self.0.map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// The limit in bytes.
+    pub fn bytes(self) -> Option<u64> {
+        self.0
+    }
+}
+
+/// A count limit: `10000`, or `0` / `none` for none.
+pub(crate) fn parse_count_limit(s: &str) -> Result<Limit, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    let n: u64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a count (or none): {e}"))?;
+    Ok(Limit((n > 0).then_some(n)))
+}
+
+/// A byte-size limit as Kubernetes writes quantities: `512Mi`, `1Gi`, `64Ki`, `1M` (powers of
+/// 1000), `1048576`; `0` or `none` for none.
+pub(crate) fn parse_bytes_limit(s: &str) -> Result<Limit, String> {
+    parse_bytes(s).map(|n| Limit((n > 0).then_some(n)))
+}
+
+/// A byte size: digits, then an optional `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024) or `K`, `M`,
+/// `G`, `T` (powers of 1000) suffix; `none` is 0.
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(0);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(split);
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown size suffix {suffix:?} (use Ki, Mi, Gi, Ti, K, M, G, T)"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|e| format!("{s:?} is not a size like 512Mi: {e}"))?;
+    n.checked_mul(multiplier)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
@@ -144,5 +208,26 @@ pub(crate) async fn wait_for_signal() {
             // Without signal handlers, Ctrl-C is the only way out.
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_kubernetes_quantities_and_none_means_no_limit() {
+        assert_eq!(parse_bytes("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_bytes("64Ki"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes_limit("none"), Ok(Limit(None)));
+        assert_eq!(parse_bytes_limit("0"), Ok(Limit(None)));
+        for bad in ["", "Mi", "12MB", "-1", "1.5Gi", "99999999999Ti"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_count_limit("100000"), Ok(Limit(Some(100_000))));
+        assert_eq!(parse_count_limit("none").map(Limit::count), Ok(None));
+        assert!(parse_count_limit("ten").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! `waypoint run`: serve until SIGTERM/SIGINT.
 
 use super::{
-    PolicyArgs, parse_duration, parse_octal, parse_tlv_type, parse_upstream_mode, wait_for_signal,
+    Limit, PolicyArgs, parse_bytes, parse_bytes_limit, parse_count_limit, parse_duration,
+    parse_octal, parse_tlv_type, parse_upstream_mode, wait_for_signal,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -135,6 +136,41 @@ pub struct RunArgs {
     /// Counted within --drain-timeout.
     #[arg(long, env = "WAYPOINT_DRAIN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub drain_grace: Duration,
+    /// Downstream connections open at once, all listeners together (HBONE connections and
+    /// their CONNECT streams included); more are closed at once. `none` for no limit.
+    #[arg(long, env = "WAYPOINT_MAX_CONNECTIONS", default_value = "100000", value_parser = parse_count_limit)]
+    pub max_connections: Limit,
+    /// Downstream connections open at once on each listener; more are closed at once.
+    #[arg(long, env = "WAYPOINT_MAX_CONNECTIONS_PER_LISTENER", default_value = "none", value_parser = parse_count_limit)]
+    pub max_connections_per_listener: Limit,
+    /// Requests in flight at once; more are answered 503 `overloaded` (response flag `OM`).
+    #[arg(long, env = "WAYPOINT_MAX_REQUESTS_IN_FLIGHT", default_value = "none", value_parser = parse_count_limit)]
+    pub max_requests_in_flight: Limit,
+    /// Largest request body (`1Mi`, `10M`, bytes): 413 when `content-length` is larger, the
+    /// request aborted when a streamed body grows past it.
+    #[arg(long, env = "WAYPOINT_MAX_REQUEST_BODY_BYTES", default_value = "none", value_parser = parse_bytes_limit)]
+    pub max_request_body_bytes: Limit,
+    /// Largest HTTP/1.1 request head (request line and headers); larger: 431.
+    #[arg(long, env = "WAYPOINT_MAX_REQUEST_HEADERS_BYTES", default_value = "64Ki", value_parser = parse_bytes)]
+    pub max_request_headers_bytes: u64,
+    /// Largest HTTP/2 request header list (SETTINGS_MAX_HEADER_LIST_SIZE); larger: 431 and the
+    /// stream reset.
+    #[arg(long, env = "WAYPOINT_H2_MAX_HEADER_LIST_BYTES", default_value = "64Ki", value_parser = parse_bytes)]
+    pub h2_max_header_list_bytes: u64,
+    /// HTTP/2 concurrent streams per downstream connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(
+        long,
+        env = "WAYPOINT_H2_MAX_CONCURRENT_STREAMS",
+        default_value = "200"
+    )]
+    pub h2_max_concurrent_streams: u32,
+    /// Resident memory (`512Mi`, `2Gi`) above which new connections are refused, readiness
+    /// fails and idle connections are closed, until it is back under 90 % of it. `none`: off.
+    #[arg(long, env = "WAYPOINT_MEMORY_LIMIT", default_value = "none", value_parser = parse_bytes_limit)]
+    pub memory_limit: Limit,
+    /// How often resident memory is checked against `--memory-limit`.
+    #[arg(long, env = "WAYPOINT_MEMORY_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub memory_check_interval: Duration,
 }
 
 /// The admin server address, or none.
@@ -208,6 +244,15 @@ impl RunArgs {
             unix_socket_peer_uid,
             unix_socket_peer_gid,
             drain_grace,
+            max_connections,
+            max_connections_per_listener,
+            max_requests_in_flight,
+            max_request_body_bytes,
+            max_request_headers_bytes,
+            h2_max_header_list_bytes,
+            h2_max_concurrent_streams,
+            memory_limit,
+            memory_check_interval,
         } = self;
         let mut options = WaypointOptions::new(config);
         options.sandwich = if no_sandwich {
@@ -224,6 +269,17 @@ impl RunArgs {
         options.listener.unix_peer_uid = unix_socket_peer_uid;
         options.listener.unix_peer_gid = unix_socket_peer_gid;
         options.http.allowed_upgrades = allowed_upgrades;
+        options.http.max_header_bytes =
+            usize::try_from(max_request_headers_bytes).unwrap_or(usize::MAX);
+        options.http.h2_max_header_list_bytes =
+            u32::try_from(h2_max_header_list_bytes).unwrap_or(u32::MAX);
+        options.http.h2_max_concurrent_streams = h2_max_concurrent_streams;
+        options.listener.max_connections = max_connections_per_listener.count();
+        options.overload.max_connections = max_connections.count();
+        options.overload.max_requests_in_flight = max_requests_in_flight.count();
+        options.overload.max_request_body_bytes = max_request_body_bytes.bytes();
+        options.overload.memory_limit = memory_limit.bytes();
+        options.overload.memory_check_interval = memory_check_interval;
         options.upstream.connect_timeout = connect_timeout;
         options.upstream.request_timeout = request_timeout;
         options.upstream.mode = upstream;

@@ -16,6 +16,15 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     out
 }
 
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A Service `name` in `default` at `vip`:80 with one ready endpoint, `127.0.0.1:port`.
 pub fn service(name: &str, vip: &str, port: u16) -> String {
     format!(
@@ -68,13 +77,4 @@ spec:
 /// The `waypoint` binary this test run built.
 pub fn waypoint() -> Command {
     Command::new(env!("CARGO_BIN_EXE_waypoint"))
-}
-
-/// A loopback TCP port free at the time of asking.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

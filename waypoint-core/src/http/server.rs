@@ -1,5 +1,11 @@
 //! Serves HTTP on any byte stream a transport produced.
 //!
+//! The protocol is told from the first bytes: the HTTP/2 connection preface means h2c with
+//! prior knowledge, anything else HTTP/1.1. We detect it ourselves rather than with
+//! hyper-util's `auto` connection because `auto` holds the HTTP/1 and HTTP/2 state machines
+//! in one enum, so every HTTP/1.1 connection (the common case, and most of the idle ones)
+//! carried the larger HTTP/2 state inline; here only the one in use is allocated.
+//!
 //! # Draining without losing a request
 //!
 //! When a shutdown starts draining (see [`crate::shutdown`]), a connection is told to go
@@ -12,25 +18,37 @@
 //!   idle keep-alive connection here instead would race with a request the client is writing
 //!   at that moment, which would be lost. Idle connections are closed only when the stopping
 //!   phase begins.
-//! - A connection that has sent no request yet is treated as HTTP/1.1 until it does: calling
-//!   hyper's graceful shutdown before the protocol is known would drop it unserved.
+//! - A connection whose first bytes have not arrived is left waiting through the grace (its
+//!   protocol decides how to tell it); when the shutdown stops, it is closed, having sent
+//!   nothing that could be lost.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::sync::Notify;
+use tokio::io::AsyncReadExt;
 
 use super::upgrade::AllowedUpgrades;
 use crate::body::Body;
 use crate::conn::ConnInfo;
+use crate::overload::Overload;
 use crate::shutdown::Shutdown;
 use crate::transport::BoxedIo;
+use crate::transport::proxy_protocol::Rewind;
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A request being served, boxed (see [`HttpServer::serve`]).
+type ServiceFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
 /// Limits of the HTTP server side. The defaults follow the HBONE settings of DESIGN.md §2 where
 /// they apply, and protect against slow or abusive clients elsewhere.
@@ -71,7 +89,10 @@ impl Default for HttpServerConfig {
 /// [`ConnInfo`] to a request handler.
 #[derive(Clone)]
 pub struct HttpServer {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    h1: Arc<http1::Builder>,
+    h2: Arc<http2::Builder<TokioExecutor>>,
+    header_read_timeout: Duration,
+    overload: Option<Arc<Overload>>,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -83,16 +104,16 @@ impl std::fmt::Debug for HttpServer {
 impl HttpServer {
     /// A server with the given limits.
     pub fn new(cfg: &HttpServerConfig) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(cfg.header_read_timeout)
+            // The exact limit, checked on the parsed head: the buffer bound alone is soft (a
+            // read may fill the buffer's spare capacity, up to twice the bound, first).
+            .max_header_size(cfg.max_header_bytes)
             .max_buf_size(cfg.max_header_bytes.max(8192))
             .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_header_list_size(cfg.h2_max_header_list_bytes)
             .max_concurrent_streams(cfg.h2_max_concurrent_streams)
             .keep_alive_interval(cfg.h2_keepalive_interval)
@@ -101,14 +122,24 @@ impl HttpServer {
         // unadvertised, so RFC 8441 extended CONNECT (`:protocol`) is refused by the HTTP/2
         // layer with a stream reset and never becomes a tunnel (see `upgrade`).
         HttpServer {
-            builder: Arc::new(builder),
+            h1: Arc::new(h1),
+            h2: Arc::new(h2),
+            header_read_timeout: cfg.header_read_timeout,
+            overload: None,
         }
     }
 
-    /// Serves one connection until the client closes it, or until `shutdown` stops it. While
-    /// `shutdown` drains, HTTP/2 gets GOAWAY and HTTP/1.1 responses `Connection: close` (see the
-    /// module documentation); once it stops, in-flight requests finish and the connection
-    /// closes.
+    /// Enters every connection in `overload`'s registry, with whether it is handling a
+    /// request, so the memory watermark can ask it to close (idle ones first).
+    pub fn with_overload(mut self, overload: Arc<Overload>) -> Self {
+        self.overload = Some(overload);
+        self
+    }
+
+    /// Serves one connection until the client closes it, or until `shutdown` stops it or the
+    /// memory watermark asks it to close: then in-flight requests finish and the connection
+    /// closes gracefully. While `shutdown` drains, HTTP/2 gets GOAWAY and HTTP/1.1 responses
+    /// `Connection: close` (see the module documentation).
     pub async fn serve<H, F>(
         &self,
         io: BoxedIo,
@@ -121,92 +152,205 @@ impl HttpServer {
     {
         let handler = Arc::new(handler);
         let peer = conn.source;
-        let state = Arc::new(ConnState::default());
+        let registration = self.overload.as_ref().map(|o| o.connections().register());
+        let tracked = registration.as_ref().map(|r| r.conn().clone());
+        let draining = Arc::new(AtomicBool::new(false));
         let service = {
-            let state = state.clone();
+            let (tracked, draining) = (tracked.clone(), draining.clone());
             hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let (handler, conn, state) = (handler.clone(), conn.clone(), state.clone());
-                async move {
+                let (handler, conn, draining) = (handler.clone(), conn.clone(), draining.clone());
+                // Busy from the head until the response head: an idle connection is one
+                // waiting for its next request (or streaming out a response body, which a
+                // graceful close lets finish anyway).
+                let busy = tracked.as_ref().map(|t| t.busy());
+                // Boxed: hyper's HTTP/1 dispatcher keeps one slot the size of this future for
+                // the connection's whole life, idle or not. The proxy's request future is
+                // ~9.5 KiB; a box is 16 bytes, and the request pays one allocation instead.
+                let serve: ServiceFuture = Box::pin(async move {
                     let version = req.version();
-                    state.learn(version);
                     let mut resp = handler(req, conn).await;
-                    state.mark_draining(&mut resp, version);
+                    drop(busy);
+                    if draining.load(Ordering::Acquire) {
+                        ask_to_close(&mut resp, version);
+                    }
                     Ok::<_, Infallible>(resp)
-                }
+                });
+                serve
             })
         };
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(connection);
-        let (mut draining, mut closing) = (false, false);
-        let result = loop {
-            // Biased, shutdown first: a request that wakes this task after the drain began is
-            // answered as draining, never as if nothing had happened.
-            tokio::select! {
-                biased;
-                () = shutdown.wait_draining(), if !draining => {
-                    draining = true;
-                    state.draining.store(true, Ordering::Release);
-                }
-                () = shutdown.wait(), if !closing => {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                () = state.learned.notified(), if draining && !closing => {}
-                result = connection.as_mut() => break result,
-            }
-            // HTTP/2 is told as soon as both the drain and the protocol are known.
-            if draining && !closing && state.is_h2() {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
+        let close_requested = async {
+            match &tracked {
+                Some(t) => t.close_requested().await,
+                None => std::future::pending().await,
             }
         };
+        // The protocol, from the first bytes. A stop while waiting for them closes the
+        // connection: it has sent nothing that could be lost.
+        let sniffed = tokio::select! {
+            biased;
+            () = shutdown.wait() => {
+                tracing::debug!(?peer, "stopping: closing a connection that sent nothing yet");
+                return;
+            }
+            sniffed = tokio::time::timeout(self.header_read_timeout, sniff_h2(io)) => sniffed,
+        };
+        let ends = Ends {
+            shutdown,
+            close_requested,
+            draining: &draining,
+            peer,
+        };
+        let result = match sniffed {
+            Ok(Ok((true, io))) => {
+                let conn = Box::pin(self.h2.serve_connection(TokioIo::new(io), service));
+                // HTTP/2 can be told at once (GOAWAY); streams the client opened before seeing
+                // it are still served.
+                drive(conn, |c| c.graceful_shutdown(), true, ends).await
+            }
+            Ok(Ok((false, io))) => {
+                let conn = self
+                    .h1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                drive(Box::pin(conn), |c| c.graceful_shutdown(), false, ends).await
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(?peer, %error, "connection closed before its first request");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::debug!(?peer, timeout = ?self.header_read_timeout, "no request within the header read timeout; closing");
+                Ok(())
+            }
+        };
+        drop(registration);
         if let Err(err) = result {
-            // Clients that vanish mid-request are routine; log at debug to keep logs useful.
-            tracing::debug!(?peer, error = %err, "connection ended with an error");
+            if err.is_parse_too_large() {
+                // hyper has answered 431 and closed the connection.
+                if let Some(overload) = &self.overload {
+                    overload.metrics().inc_request_refused("headers_too_large");
+                }
+                tracing::debug!(
+                    ?peer,
+                    "request head over the size limit: 431, connection closed"
+                );
+            } else {
+                // Clients that vanish mid-request are routine; debug keeps the logs useful.
+                tracing::debug!(?peer, error = %err, "connection ended with an error");
+            }
         }
     }
 }
 
-/// What the serving loop and the request handler of one connection share.
-#[derive(Debug, Default)]
-struct ConnState {
-    /// 0 until the first request, then 1 (HTTP/1.x) or 2 (HTTP/2).
-    protocol: AtomicU8,
-    /// Told when the protocol becomes known.
-    learned: Notify,
-    /// Set when the shutdown drains.
-    draining: AtomicBool,
+/// While draining, an HTTP/1.x response (other than a protocol switch, which keeps the
+/// connection by definition) asks the client to close: hyper then closes after writing it.
+fn ask_to_close(resp: &mut http::Response<Body>, version: http::Version) {
+    if version < http::Version::HTTP_2 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
 }
 
-impl ConnState {
-    fn learn(&self, version: http::Version) {
-        let protocol = if version == http::Version::HTTP_2 {
-            2
-        } else {
-            1
-        };
-        if self.protocol.swap(protocol, Ordering::AcqRel) != protocol {
-            self.learned.notify_one();
+/// What can end a connection early, besides its client.
+struct Ends<'a, R> {
+    shutdown: Shutdown,
+    /// The memory watermark asks this connection to close.
+    close_requested: R,
+    /// Set once the shutdown drains: HTTP/1.1 responses then ask the client to close.
+    draining: &'a AtomicBool,
+    peer: Option<std::net::SocketAddr>,
+}
+
+/// Runs `conn` to its end. `graceful` asks it to finish (HTTP/2 GOAWAY, HTTP/1.1 close after
+/// the current request): at once when the shutdown drains if `tell_on_drain` (HTTP/2), else
+/// when it stops or the memory watermark asks. Polled shutdown first (biased), so a request
+/// that wakes this task after the drain began is answered as draining.
+async fn drive<C>(
+    mut conn: Pin<Box<C>>,
+    graceful: fn(Pin<&mut C>),
+    tell_on_drain: bool,
+    ends: Ends<'_, impl Future<Output = ()>>,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let Ends {
+        shutdown,
+        close_requested,
+        draining,
+        peer,
+    } = ends;
+    tokio::pin!(close_requested);
+    let (mut told, mut closing) = (false, false);
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.wait_draining(), if !told => {
+                told = true;
+                draining.store(true, Ordering::Release);
+                if tell_on_drain && !closing {
+                    closing = true;
+                    graceful(conn.as_mut());
+                }
+            }
+            () = shutdown.wait(), if !closing => {
+                closing = true;
+                graceful(conn.as_mut());
+            }
+            () = &mut close_requested, if !closing => {
+                tracing::debug!(?peer, "memory over the limit: closing connection gracefully");
+                closing = true;
+                graceful(conn.as_mut());
+            }
+            result = conn.as_mut() => return result,
         }
     }
+}
 
-    fn is_h2(&self) -> bool {
-        self.protocol.load(Ordering::Acquire) == 2
+/// Reads just enough of the stream to tell h2c prior knowledge (the full 24-byte preface)
+/// from HTTP/1.1 (the first byte that differs), and hands the stream back with those bytes
+/// to be read again. An end of stream before a decision is an error.
+async fn sniff_h2(mut io: BoxedIo) -> std::io::Result<(bool, Rewind<BoxedIo>)> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut filled = 0;
+    while filled < buf.len() && buf[..filled] == H2_PREFACE[..filled] {
+        let n = io.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+    }
+    let h2 = buf[..filled] == H2_PREFACE[..];
+    Ok((h2, Rewind::new(Bytes::copy_from_slice(&buf[..filled]), io)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn sniff(bytes: &'static [u8]) -> std::io::Result<(bool, Vec<u8>)> {
+        let (client, server) = tokio::io::duplex(64);
+        let (mut client, server): (_, BoxedIo) = (client, Box::new(server));
+        client.write_all(bytes).await?;
+        drop(client);
+        let (h2, mut io) = sniff_h2(server).await?;
+        let mut replay = Vec::new();
+        io.read_to_end(&mut replay).await?;
+        Ok((h2, replay))
     }
 
-    /// While draining, an HTTP/1.x response (other than a protocol switch, which keeps the
-    /// connection by definition) asks the client to close: hyper then closes after writing it.
-    fn mark_draining(&self, resp: &mut http::Response<Body>, version: http::Version) {
-        if self.draining.load(Ordering::Acquire)
-            && version < http::Version::HTTP_2
-            && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
-        {
-            resp.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-        }
+    #[tokio::test]
+    async fn the_h2_preface_is_told_from_http1_and_every_byte_is_replayed() {
+        let h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00";
+        assert_eq!(sniff(h2).await.unwrap(), (true, h2.to_vec()));
+        let h1 = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+        assert_eq!(sniff(h1).await.unwrap(), (false, h1.to_vec()));
+        // A request that starts like the preface but is not one is HTTP/1.1.
+        assert!(!sniff(b"PRI * HTTP/1.1\r\n").await.unwrap().0);
+        assert!(sniff(b"").await.is_err());
+        assert!(sniff(b"PRI * HTTP/2").await.is_err());
     }
 }

@@ -575,7 +575,9 @@ impl ProcessCollector {
 /// which is 100 on every Linux architecture Rust targets.
 const USER_HZ: f64 = 100.0;
 
-fn resident_bytes() -> Option<u64> {
+/// The resident set size of this process, from `/proc/self/status` (`VmRSS`); `None` off Linux.
+/// Also read by the memory watermark ([`crate::overload::memory`]).
+pub(crate) fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 
 use super::BoxedIo;
 use super::metrics::TransportMetrics;
 use super::peer::PeerCheck;
 use super::proxy_protocol::{ProxyConfig, ProxyError, Rewind, conn_info, read_header};
 use crate::conn::{Binding, ConnInfo};
+use crate::overload::{ListenerGate, Overload, OverloadOptions};
 use crate::shutdown::Shutdown;
 
 /// Pause after a failed accept (EMFILE and the like), so a full file table does not spin the
@@ -88,7 +88,9 @@ pub struct ListenerOptions {
     /// File mode set on a Unix socket after bind (default `0o660`: the owner and its group,
     /// which is how ztunnel would be let in).
     pub unix_mode: u32,
-    /// At most this many connections at once; further ones wait in the kernel backlog.
+    /// At most this many connections at once on each listener (HBONE: its TCP connections and
+    /// CONNECT streams together); further ones are closed at once, counted in
+    /// `waypoint_connections_refused_total{reason="listener_limit"}`. Default none.
     pub max_connections: Option<usize>,
     /// Unix sockets only: accept only processes running as this user (`SO_PEERCRED`), say
     /// ztunnel's. Others are closed before a byte is read (see [`PeerCheck`](super::PeerCheck)).
@@ -114,9 +116,10 @@ pub struct SandwichListener {
     socket: Socket,
     local: ListenAddr,
     cfg: Arc<ProxyConfig>,
-    limit: Option<Arc<Semaphore>>,
+    gate: ListenerGate,
     metrics: Arc<TransportMetrics>,
     peers: PeerCheck,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -196,14 +199,29 @@ impl SandwichListener {
         };
         tracing::info!(listener = %local, required = cfg.required, peer_uid = ?peers.uid,
             peer_gid = ?peers.gid, "sandwich listener bound");
+        // A listener of its own counts only against its own limit; a waypoint's listeners
+        // share one total through `with_overload`.
+        let gate = Overload::new(OverloadOptions {
+            max_connections: None,
+            ..OverloadOptions::default()
+        })
+        .gate(local.to_string(), opts.max_connections);
         Ok(SandwichListener {
             socket,
             local,
             cfg: Arc::new(cfg),
-            limit: opts.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+            gate,
             metrics,
             peers,
+            max_connections: opts.max_connections,
         })
+    }
+
+    /// Counts this listener's connections in `overload` (the process-wide connection limit,
+    /// the memory watermark and their metrics), keeping its own per-listener limit.
+    pub fn with_overload(mut self, overload: &Arc<Overload>) -> Self {
+        self.gate = overload.gate(self.local.to_string(), self.max_connections);
+        self
     }
 
     /// The bound address (for TCP port 0, the port the system chose).
@@ -214,9 +232,10 @@ impl SandwichListener {
     /// Accepts connections until `shutdown` fires. Each connection runs in its own task, which
     /// holds a clone of `shutdown` until `handler` returns, so a drain waits for it.
     ///
-    /// A connection whose PROXY header is refused is logged, counted and closed; the loop goes
-    /// on. A failed accept is logged and retried after 50 ms. A Unix socket file is removed on
-    /// return.
+    /// A connection over a connection limit (or while memory is over the watermark) is closed
+    /// at once, before its PROXY header is read; a connection whose PROXY header is refused is
+    /// logged, counted and closed; the loop goes on. A failed accept is logged and retried
+    /// after 50 ms. A Unix socket file is removed on return.
     pub async fn serve<H, F>(self, handler: H, shutdown: Shutdown)
     where
         H: Fn(BoxedIo, ConnInfo) -> F + Send + Sync + 'static,
@@ -230,14 +249,6 @@ impl SandwichListener {
             peers: self.peers,
         });
         loop {
-            let permit = match &self.limit {
-                None => None,
-                Some(limit) => tokio::select! {
-                    _ = shutdown.wait() => break,
-                    // The semaphore is never closed, so this is always Ok.
-                    permit = limit.clone().acquire_owned() => permit.ok(),
-                },
-            };
             let accepted = tokio::select! {
                 _ = shutdown.wait() => break,
                 accepted = self.socket.accept() => accepted,
@@ -245,6 +256,10 @@ impl SandwichListener {
             match accepted {
                 Ok(conn) => {
                     let accepted_at = Instant::now();
+                    // Refused: dropping the socket closes it; the gate counted and logged it.
+                    let Ok(permit) = self.gate.admit() else {
+                        continue;
+                    };
                     let ctx = ctx.clone();
                     let task_shutdown = shutdown.clone();
                     tokio::spawn(async move {

@@ -392,7 +392,13 @@ async fn read_header_untimed<S: AsyncRead + Unpin>(
                 if header.local && cfg.required {
                     return Err(ProxyError::LocalCommand);
                 }
-                let rest = buf.split_off(consumed).freeze();
+                // Nothing past the header (the usual case): an empty `Bytes` of its own, so
+                // the connection does not keep the header's buffer alive for its whole life.
+                let rest = if consumed == buf.len() {
+                    Bytes::new()
+                } else {
+                    buf.split_off(consumed).freeze()
+                };
                 return Ok((Some(header), rest));
             }
             Decoded::NotProxy if cfg.required => return Err(ProxyError::NotProxy),
@@ -584,13 +590,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        if self.prefix.is_empty() {
+            // Release the replayed bytes' buffer rather than keep it for the connection's life.
+            self.prefix = Bytes::new();
+            // Read on in the same call, so the reader sees the replayed bytes and what follows
+            // as one read: hyper grows its 8 KiB read buffer to 16 KiB when a request head
+            // arrives in two reads. An error or nothing ready now is left for the next call;
+            // the replayed bytes are delivered either way.
+            if buf.remaining() > 0 {
+                let _ = Pin::new(&mut self.inner).poll_read(cx, buf);
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use super::stream::H2Stream;
 use crate::conn::{Binding, ConnInfo, WorkloadMetadata};
 use crate::identity::SpiffeId;
+use crate::overload::ListenerGate;
 use crate::shutdown::Shutdown;
 use crate::tls::{self, CertStore};
 use crate::transport::BoxedIo;
@@ -174,6 +175,7 @@ pub struct HboneListener {
     certs: Arc<CertStore>,
     opts: HboneOptions,
     metrics: Arc<TransportMetrics>,
+    gate: Option<ListenerGate>,
 }
 
 impl HboneListener {
@@ -194,7 +196,16 @@ impl HboneListener {
             certs,
             opts,
             metrics,
+            gate: None,
         })
+    }
+
+    /// Admits connections through `gate`: each TCP connection and each CONNECT stream takes a
+    /// connection slot of this listener. A TCP connection over the limit is closed before the
+    /// TLS handshake; a stream over it is answered 503. Without a gate nothing is limited.
+    pub fn with_gate(mut self, gate: ListenerGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// The bound address (for port 0, the port the system chose).
@@ -221,6 +232,7 @@ impl HboneListener {
             h2: self.opts.h2_builder(),
             opts: self.opts,
             metrics: self.metrics,
+            gate: self.gate,
         });
         loop {
             let accepted = tokio::select! {
@@ -229,7 +241,15 @@ impl HboneListener {
             };
             match accepted {
                 Ok((tcp, peer)) => {
-                    tokio::spawn(ctx.clone().serve_conn(tcp, peer, shutdown.clone()));
+                    // Refused: dropping the socket closes it before any TLS work.
+                    let Ok(permit) = ctx.gate.as_ref().map(ListenerGate::admit).transpose() else {
+                        continue;
+                    };
+                    let conn = ctx.clone().serve_conn(tcp, peer, shutdown.clone());
+                    tokio::spawn(async move {
+                        conn.await;
+                        drop(permit);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(listener = %self.local, %error, "HBONE accept failed; retrying");
@@ -251,6 +271,7 @@ struct ConnCtx<H> {
     h2: h2::server::Builder,
     opts: HboneOptions,
     metrics: Arc<TransportMetrics>,
+    gate: Option<ListenerGate>,
 }
 
 /// What is known about an established HBONE connection, copied into each stream's `ConnInfo`.
@@ -416,6 +437,22 @@ where
             );
             return;
         };
+        // A tunnel is a connection to the HTTP server: it takes a slot like any other.
+        let permit = match self.gate.as_ref().map(ListenerGate::admit).transpose() {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                tracing::debug!(peer = %peer.addr, identity = %peer.identity, reason = refusal.reason(), "HBONE stream refused: overload");
+                let reply = Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .body(());
+                if let Ok(reply) = reply
+                    && let Err(error) = respond.send_response(reply, true)
+                {
+                    tracing::debug!(peer = %peer.addr, %error, "cannot answer refused HBONE stream");
+                }
+                return;
+            }
+        };
         let mut info = ConnInfo::new(Binding::Hbone);
         info.peer_identity = Some(peer.identity.clone());
         info.destination = Some(destination);
@@ -450,6 +487,7 @@ where
         let serve = (self.handler)(Box::new(io), info);
         tokio::spawn(async move {
             serve.await;
+            drop(permit);
             drop(open);
             drop(task_shutdown);
         });
