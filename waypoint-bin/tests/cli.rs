@@ -5,20 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::waypoint;
-
-/// Kills the child when dropped, so a failed assertion leaves no process behind.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Guard, waypoint};
 
 fn manifests(echo_port: u16) -> String {
     common::service("echo", "10.96.0.10", echo_port)

@@ -5,31 +5,11 @@
 
 mod common;
 
+use common::{Guard, free_port, waypoint};
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn waypoint() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_waypoint"))
-}
-
-/// Kills the child when dropped, so a failed assertion leaves no process behind.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 const ECHO_VIP: &str = "10.96.0.10:80";
 
@@ -124,6 +104,7 @@ impl Running {
     }
 }
 
+/// A GET to the admin server that answers empty while it is not listening yet.
 fn admin_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {

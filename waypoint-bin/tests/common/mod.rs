@@ -74,6 +74,16 @@ spec:
   - from: [{source: {principals: ["cluster.local/ns/shop/sa/cart"]}}]
 "#;
 
+/// Kills the child when dropped, so a failed assertion leaves no process behind.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `waypoint` binary this test run built.
 pub fn waypoint() -> Command {
     Command::new(env!("CARGO_BIN_EXE_waypoint"))
