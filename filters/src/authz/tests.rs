@@ -71,6 +71,29 @@ fn normalization_table() {
 }
 
 #[test]
+fn a_decoded_hex_digit_never_completes_an_escape_with_a_stray_percent() {
+    use PathNormalization::*;
+    // Fuzz findings: decoding `%65` after a stray `%2` used to create `%2e`, a dot a backend
+    // decodes after the policy matched `/public`; and `%63` after `%b` created `%bc`.
+    let cases: &[(&str, PathNormalization, &str)] = &[
+        ("/public/%2%65%2%65/admin", Base, "/public/%2%65%2%65/admin"),
+        ("/a/%2%46etc", DecodeAndMergeSlashes, "/a/%2%46etc"),
+        (
+            "/\u{3}/lic/%%%b%63*2e",
+            MergeSlashes,
+            "/\u{3}/lic/%%%b%63*2e",
+        ),
+        ("/%%61", Base, "/%%61"),
+        ("/%%7e%61", Base, "/%~a"),
+    ];
+    for (input, mode, want) in cases {
+        let got = normalize_path(input, *mode).unwrap();
+        assert_eq!(got, *want, "{input} under {mode:?}");
+        assert_eq!(normalize_path(&got, *mode).unwrap(), got, "{input} twice");
+    }
+}
+
+#[test]
 fn cidrs_and_addresses() {
     let net = parse_cidr("10.0.0.0/8").unwrap();
     assert!(net.contains(&"10.255.1.1".parse::<std::net::IpAddr>().unwrap()));
