@@ -5,8 +5,8 @@
 #   fuzz/run.sh SECONDS [TARGET...]
 #
 # Each target fuzzes a scratch copy of its committed corpus (fuzz/corpus-work/<t>); afterwards
-# only the inputs that add coverage are merged back into fuzz/corpus/<t> (libFuzzer -merge=1),
-# so the committed corpora stay small. Logs: fuzz/logs/<t>.log. Crashing inputs:
+# fuzz/corpus/<t> becomes a set-cover minimized corpus of the old and new inputs (libFuzzer
+# -set_cover_merge=1 on edges), so the committed corpora stay small. Logs: fuzz/logs/<t>.log. Crashing inputs:
 # fuzz/artifacts/<t>/. Runs under `nice -n 19` (the machines are shared).
 #
 # Environment: FUZZ_SANITIZER (default none: the code is unsafe-free, and ASan's instrumented
@@ -49,13 +49,15 @@ for t in "${targets[@]}"; do
     ft=$(echo "$last" | grep -o 'ft: [0-9]*' | grep -o '[0-9]*')
     after=$(find "fuzz/artifacts/$t" -type f | wc -l)
     crashes=$((after - before))
-    # Keep a minimal corpus with the same coverage (a crash stops the run; what was found up
-    # to it is merged), plus the seeds taken from the tests.
+    # Keep a small corpus covering the same edges (a crash stops the run; what was found up
+    # to it is merged), plus the seeds taken from the tests. Edges only (-use_counters=0) and
+    # a set cover rather than -merge=1's superset keep the committed corpora a few hundred
+    # files; the next run grows the counter variety back in minutes.
     rm -rf "fuzz/corpus-min/$t"
     mkdir -p "fuzz/corpus-min/$t"
     if nice -n 19 cargo +nightly fuzz run -s "$sanitizer" "$t" "fuzz/corpus-min/$t" \
         "fuzz/corpus/$t" "fuzz/corpus-work/$t" -- \
-        -merge=1 -timeout="$timeout" -rss_limit_mb=2048 >>"$log" 2>&1; then
+        -set_cover_merge=1 -use_counters=0 -timeout="$timeout" -rss_limit_mb=2048 >>"$log" 2>&1; then
         find "fuzz/corpus/$t" -name 'seed-*' -exec cp {} "fuzz/corpus-min/$t/" \;
         rm -rf "fuzz/corpus/$t"
         mv "fuzz/corpus-min/$t" "fuzz/corpus/$t"
