@@ -19,6 +19,9 @@ use waypoint_core::filter::FilterFactory;
 
 pub mod authn;
 pub mod authz;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod route;
 pub mod scope;
 

@@ -15,6 +15,9 @@ pub mod body;
 pub mod config;
 pub mod conn;
 pub mod filter;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod overload;

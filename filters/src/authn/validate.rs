@@ -197,7 +197,7 @@ impl<'a> Jwt<'a> {
     }
 
     /// True when some candidate key of `keys` verifies the signature.
-    fn verified_by(&self, keys: &KeySet) -> Result<(), JwtFailure> {
+    pub(crate) fn verified_by(&self, keys: &KeySet) -> Result<(), JwtFailure> {
         let mut tried = false;
         for key in keys.candidates(self.header.kid.as_deref(), self.header.alg) {
             tried = true;

@@ -10,7 +10,7 @@ use super::RouteSet;
 
 /// A hostname as listeners and routes write it, lowercased.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) enum HostPattern {
+pub(crate) enum HostPattern {
     /// Any host (no hostname given).
     Any,
     /// `*.example.com`, stored as `.example.com`: hosts with at least one more label.
@@ -21,7 +21,7 @@ pub(super) enum HostPattern {
 
 impl HostPattern {
     /// The pattern of a listener or route hostname; `None` is [`HostPattern::Any`].
-    pub(super) fn parse(hostname: Option<&str>) -> Self {
+    pub(crate) fn parse(hostname: Option<&str>) -> Self {
         match hostname.map(str::to_ascii_lowercase) {
             None => HostPattern::Any,
             Some(h) => match h.strip_prefix('*') {
@@ -32,7 +32,7 @@ impl HostPattern {
     }
 
     /// True when the (lowercased, port-less) `host` matches.
-    pub(super) fn matches(&self, host: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Any => true,
             HostPattern::Exact(h) => h == host,
@@ -42,7 +42,7 @@ impl HostPattern {
 
     /// The hosts both a route hostname (`self`) and a listener hostname accept, written as one
     /// pattern, or `None` when they accept no host in common.
-    pub(super) fn intersect(&self, listener: &Self) -> Option<Self> {
+    pub(crate) fn intersect(&self, listener: &Self) -> Option<Self> {
         use HostPattern::*;
         match (self, listener) {
             (x, Any) => Some(x.clone()),
@@ -132,7 +132,7 @@ impl HostRoutes {
 
 /// The request's host: the URI authority (HTTP/2 `:authority`) or the Host header, without the
 /// port, lowercased (allocating only when it has capitals or a trailing dot).
-pub(super) fn request_host<B>(req: &http::Request<B>) -> Cow<'_, str> {
+pub(crate) fn request_host<B>(req: &http::Request<B>) -> Cow<'_, str> {
     let raw = req.uri().host().or_else(|| {
         req.headers()
             .get(http::header::HOST)

@@ -15,6 +15,7 @@ use waypoint_core::filter::{BuildContext, Filter, FilterChain, Response, RouteMa
 
 use super::compile::{Ranked, Referrer, extension_filter, report, resolve_backend_ref};
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
+use super::matcher::full_match_regex;
 use super::{Rule, WeightedBackend};
 
 /// A service or method condition.
@@ -130,10 +131,6 @@ pub(super) fn unimplemented(message: &str) -> Response {
     resp
 }
 
-fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!("^(?:{pattern})$"))
-}
-
 /// Compiles a GRPCRoute's matches (each with its rule index and match index) and rules.
 /// A match that cannot be compiled is reported and left out.
 pub(super) fn compile_route(
@@ -169,9 +166,9 @@ fn compile_match(spec: &GrpcRouteMatch, field: &str) -> Result<GrpcMatch, String
             match (value, m.kind) {
                 (None, _) => Ok(NameMatch::Any),
                 (Some(v), ValueMatchType::Exact) => Ok(NameMatch::Exact(v.clone())),
-                (Some(v), ValueMatchType::RegularExpression) => anchored(v)
+                (Some(v), ValueMatchType::RegularExpression) => full_match_regex(v)
                     .map(NameMatch::Regex)
-                    .map_err(|e| format!("{field}.method.{what}: invalid regular expression: {e}")),
+                    .map_err(|e| format!("{field}.method.{what}: {e}")),
             }
         };
         service = name(&m.service, "service")?;
@@ -192,8 +189,7 @@ fn compile_match(spec: &GrpcRouteMatch, field: &str) -> Result<GrpcMatch, String
             ),
             ValueMatchType::RegularExpression => HeaderMatch::Regex(
                 name,
-                anchored(&header.value)
-                    .map_err(|e| format!("{at}.value: invalid regular expression: {e}"))?,
+                full_match_regex(&header.value).map_err(|e| format!("{at}.value: {e}"))?,
             ),
         });
     }

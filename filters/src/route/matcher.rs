@@ -12,11 +12,21 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Compiles `pattern` so that it must match the whole value (Gateway API regex matches are
 /// full matches, not searches). The error says why, for the caller to name the field.
+///
+/// The pattern is first checked on its own: wrapping it in `^(?:…)$` would otherwise turn an
+/// invalid pattern such as `a)|(.*` into a valid one, `^(?:a)|(.*)$`, whose second branch is a
+/// search that matches every value (found by the `route_match` fuzz target). A pattern that is
+/// valid alone stays one group inside the anchors.
 pub fn full_match_regex(pattern: &str) -> Result<Regex, String> {
+    let invalid = |e: regex::Error| format!("invalid regular expression `{pattern}`: {e}");
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(invalid)?;
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| format!("invalid regular expression `{pattern}`: {e}"))
+        .map_err(invalid)
 }
 
 /// How a rule matches the request path.
@@ -255,6 +265,17 @@ mod tests {
                 .unwrap_err()
                 .contains("(unclosed")
         );
+    }
+
+    #[test]
+    fn a_regex_that_closes_the_anchoring_group_is_refused() {
+        // Wrapped as `^(?:a)|(.*)$` this would be valid and match anything (fuzz finding).
+        for pattern in ["a)|(.*", "/admin)|(/.*", ")(", "x)|(?:y"] {
+            let error = full_match_regex(pattern).unwrap_err();
+            assert!(error.contains(pattern), "{error}");
+        }
+        assert!(full_match_regex("(a)|(b)").unwrap().is_match("b"));
+        assert!(!full_match_regex("(a)|(b)").unwrap().is_match("ab"));
     }
 
     #[test]

@@ -26,7 +26,7 @@
 mod attach;
 mod compile;
 mod cors;
-mod gateway;
+pub(crate) mod gateway;
 mod grpc;
 mod header_modifier;
 mod matcher;

@@ -418,24 +418,23 @@ where
                 tracing::debug!(peer = %peer.addr, %error, "cannot answer refused HBONE stream");
             }
         };
-        if req.method() != Method::CONNECT {
-            tracing::warn!(peer = %peer.addr, identity = %peer.identity, method = %req.method(), "HBONE stream refused: method is not CONNECT");
-            refuse(
-                &mut respond,
-                HboneRejection::NotConnect,
-                StatusCode::METHOD_NOT_ALLOWED,
-            );
-            return;
-        }
-        let authority = req.uri().authority().map(|a| a.as_str());
-        let Some(destination) = authority.and_then(parse_authority) else {
-            tracing::warn!(peer = %peer.addr, identity = %peer.identity, authority = ?authority, "HBONE stream refused: authority is not ip:port");
-            refuse(
-                &mut respond,
-                HboneRejection::BadAuthority,
-                StatusCode::BAD_REQUEST,
-            );
-            return;
+        let info = match vet_connect(&req, peer.addr, &peer.identity) {
+            Ok(info) => info,
+            Err(rejection) => {
+                let status = match rejection {
+                    HboneRejection::NotConnect => {
+                        tracing::warn!(peer = %peer.addr, identity = %peer.identity, method = %req.method(), "HBONE stream refused: method is not CONNECT");
+                        StatusCode::METHOD_NOT_ALLOWED
+                    }
+                    _ => {
+                        let authority = req.uri().authority().map(|a| a.as_str());
+                        tracing::warn!(peer = %peer.addr, identity = %peer.identity, authority = ?authority, "HBONE stream refused: authority is not ip:port");
+                        StatusCode::BAD_REQUEST
+                    }
+                };
+                refuse(&mut respond, rejection, status);
+                return;
+            }
         };
         // A tunnel is a connection to the HTTP server: it takes a slot like any other.
         let permit = match self.gate.as_ref().map(ListenerGate::admit).transpose() {
@@ -453,18 +452,6 @@ where
                 return;
             }
         };
-        let mut info = ConnInfo::new(Binding::Hbone);
-        info.peer_identity = Some(peer.identity.clone());
-        info.destination = Some(destination);
-        info.source = Some(forwarded_source(req.headers()).unwrap_or(peer.addr));
-        info.source_workload = baggage(req.headers());
-        info.traceparent = req
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| is_valid_traceparent(v))
-            .map(str::to_owned);
-
         let send = match respond.send_response(Response::new(()), false) {
             Ok(send) => send,
             Err(error) => {
@@ -478,7 +465,7 @@ where
             stream = io.stream_id(),
             identity = %peer.identity,
             source = ?info.source,
-            destination = %destination,
+            destination = ?info.destination,
             "HBONE stream accepted"
         );
         self.metrics.inc_accepted("hbone");
@@ -538,6 +525,37 @@ async fn keepalive(ping_pong: Option<PingPong>, interval: Duration, timeout: Dur
             Err(_) => return,
         }
     }
+}
+
+/// Vets the request head of one HBONE stream and, when it is a CONNECT HBONE serves, says what
+/// is known of the tunnelled connection. Pure (no I/O, no logging), so the fuzzer drives the
+/// same checks a peer's stream meets: method, `:authority`, `forwarded`, `baggage` and
+/// `traceparent`. The caller logs and answers the rejection (405 or 400).
+pub(crate) fn vet_connect<B>(
+    req: &Request<B>,
+    peer_addr: SocketAddr,
+    peer_identity: &SpiffeId,
+) -> Result<ConnInfo, HboneRejection> {
+    if req.method() != Method::CONNECT {
+        return Err(HboneRejection::NotConnect);
+    }
+    let destination = req
+        .uri()
+        .authority()
+        .and_then(|a| parse_authority(a.as_str()))
+        .ok_or(HboneRejection::BadAuthority)?;
+    let mut info = ConnInfo::new(Binding::Hbone);
+    info.peer_identity = Some(peer_identity.clone());
+    info.destination = Some(destination);
+    info.source = Some(forwarded_source(req.headers()).unwrap_or(peer_addr));
+    info.source_workload = baggage(req.headers());
+    info.traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_traceparent(v))
+        .map(str::to_owned);
+    Ok(info)
 }
 
 /// Parses a CONNECT `:authority`: `ip:port` or `[ipv6]:port`, port not zero. Host names are
