@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let registry = ExtensionRegistry::new();
     let mut cx = BuildContext::new(&config, &registry);
-    for factory in waypoint_filters::builtin_factories() {
+    for factory in waypoint_filters::Builtins::default().factories() {
         let _filter = factory.build(&mut cx);
     }
     for report in cx.reports() {
