@@ -129,8 +129,9 @@ impl HttpServer {
         }
     }
 
-    /// Enters every connection in `overload`'s registry, with whether it is handling a
-    /// request, so the memory watermark can ask it to close (idle ones first).
+    /// When `overload` has a memory limit, enters every connection in its registry, with
+    /// whether it is handling a request, so the memory watermark can ask it to close (idle ones
+    /// first).
     pub fn with_overload(mut self, overload: Arc<Overload>) -> Self {
         self.overload = Some(overload);
         self
@@ -152,7 +153,13 @@ impl HttpServer {
     {
         let handler = Arc::new(handler);
         let peer = conn.source;
-        let registration = self.overload.as_ref().map(|o| o.connections().register());
+        // Only the memory watermark reads the registry; without a memory limit a connection
+        // skips its lock (twice per connection, HBONE tunnels included).
+        let registration = self
+            .overload
+            .as_ref()
+            .filter(|o| o.options().memory_limit.is_some())
+            .map(|o| o.connections().register());
         let tracked = registration.as_ref().map(|r| r.conn().clone());
         let draining = Arc::new(AtomicBool::new(false));
         let service = {
