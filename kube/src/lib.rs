@@ -6,5 +6,9 @@
 //! that trait; the HTTP client is one implementation, a scripted fake in tests is another.
 
 pub mod api;
+pub mod client;
+pub mod source;
 
 pub use api::{ApiResource, KubeApi, KubeError, ObjectList, WatchEvent, WatchEvents};
+pub use client::KubeClient;
+pub use source::{KubeSource, KubeSourceOptions};

@@ -31,14 +31,16 @@ use std::time::Duration;
 
 use crate::admin::{AdminServer, AdminState, SetLogLevel};
 use crate::config::build::{EndpointStatsCache, MeshOptions};
+use crate::config::source::ConfigSource;
 use crate::config::watch::ConfigWatcher;
-use crate::config::{self, LoadError};
+use crate::config::{self, Config, LoadError};
 use crate::conn::ConnInfo;
 use crate::filter::{ExtensionRegistry, FilterFactory};
 use crate::http::{HttpServer, HttpServerConfig, UpgradePolicy};
 use crate::overload::{Overload, OverloadOptions, memory};
 use crate::proxy::{Proxy, Snapshot, SnapshotStore};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use tokio::sync::mpsc;
 use crate::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
 use crate::telemetry::otlp::OtlpOptions;
 use crate::telemetry::{Telemetry, TelemetryOptions};
@@ -58,7 +60,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// field by field.
 #[derive(Clone, Debug)]
 pub struct WaypointOptions {
-    /// A manifest file or a directory of them; watched for changes.
+    /// A manifest file or a directory of them; watched for changes. Unused when the builder
+    /// has a [`WaypointBuilder::config_source`].
     pub config_path: PathBuf,
     /// How often the config source is checked for changes.
     pub reload_interval: Duration,
@@ -181,6 +184,9 @@ pub enum StartError {
     /// The certificates could not be loaded.
     #[error("cannot load certificates: {0}")]
     Certs(#[from] TlsError),
+    /// The config source stopped before its first config (named by the source).
+    #[error("the {0} config source stopped before it synced")]
+    SourceStopped(String),
     /// HBONE inbound was asked for without certificates.
     #[error("HBONE needs the waypoint's certificates (set the certificate paths)")]
     HboneWithoutCerts,
@@ -208,6 +214,7 @@ impl Waypoint {
             factories: Vec::new(),
             extensions: ExtensionRegistry::new(),
             registry: Registry::default(),
+            source: None,
         }
     }
 }
@@ -220,6 +227,7 @@ pub struct WaypointBuilder {
     factories: Vec<Arc<dyn FilterFactory>>,
     extensions: ExtensionRegistry,
     registry: Registry,
+    source: Option<Box<dyn ConfigSource>>,
 }
 
 impl std::fmt::Debug for WaypointBuilder {
@@ -260,21 +268,39 @@ impl WaypointBuilder {
         self
     }
 
+    /// Replaces the watched manifest files with `source` (the Kubernetes API, say):
+    /// `options.config_path` and `reload_interval` are then unused. [`WaypointBuilder::start`]
+    /// waits for the source's first config before it binds any listener; the admin server
+    /// answers not-ready meanwhile.
+    pub fn config_source(mut self, source: Box<dyn ConfigSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
     /// Loads the config, binds the listeners and starts serving. The chain is built by the
     /// factories, in order, for every config snapshot. Invalid resources in the initial config
-    /// are reported and left out; a config that cannot be read at all is an error.
+    /// are reported and left out; a config that cannot be read at all is an error. With a
+    /// [`config_source`](WaypointBuilder::config_source), this returns once the source has
+    /// synced (listeners bound), or fails if it stops before that.
     pub async fn start(self) -> Result<RunningWaypoint, StartError> {
         let WaypointBuilder {
             options,
             factories,
             extensions,
             mut registry,
+            mut source,
         } = self;
         let cache = Arc::new(EndpointStatsCache::with_mesh(options.mesh.clone()));
         // The watcher takes its baseline before the initial load, so an edit made while we
         // start is picked up by the first poll instead of being missed.
-        let watcher = ConfigWatcher::new(options.config_path.clone(), cache.clone());
-        let initial = config::load::load_path_with(&options.config_path, &cache)?;
+        let files = match source {
+            Some(_) => None,
+            None => {
+                let watcher = ConfigWatcher::new(options.config_path.clone(), cache.clone());
+                let initial = config::load::load_path_with(&options.config_path, &cache)?;
+                Some((watcher, initial))
+            }
+        };
         let store = Arc::new(SnapshotStore::new(factories, extensions));
         let telemetry = Telemetry::new(
             &mut registry,
@@ -290,9 +316,15 @@ impl WaypointBuilder {
             },
         )
         .map_err(StartError::Telemetry)?;
-        let initial = store.apply(initial);
-        telemetry.reload(true, initial.version);
-        log_statuses(&initial);
+        let files = files.map(|(watcher, initial)| {
+            let initial = store.apply(initial);
+            telemetry.reload(true, initial.version);
+            log_statuses(&initial);
+            watcher
+        });
+        if let Some(source) = source.as_mut() {
+            source.register_metrics(&mut registry);
+        }
 
         let certs = match &options.certs {
             Some(settings) => Some(CertStore::load(
@@ -301,13 +333,76 @@ impl WaypointBuilder {
             )?),
             None => None,
         };
+        if options.hbone.is_some() && certs.is_none() {
+            return Err(StartError::HboneWithoutCerts);
+        }
         let metrics = Arc::new(TransportMetrics::new());
         metrics.register(&mut registry);
         let overload = Overload::new(options.overload.clone());
         overload.register(&mut registry);
+
+        let (trigger, shutdown) = shutdown::channel();
+        let upstream = Arc::new(Upstream::with_certs(
+            options.upstream.clone(),
+            certs.clone(),
+        ));
+        registry.register_collector(Box::new(PoolCollector(upstream.clone())));
+        let upgrades = UpgradePolicy::new(options.http.allowed_upgrades.clone());
+        upgrades.register(&mut registry);
+        let proxy = Arc::new(
+            Proxy::new(store.clone(), upstream, telemetry.clone())
+                .with_upgrade_policy(upgrades)
+                .with_overload(overload.clone()),
+        );
+        let http = HttpServer::new(&options.http).with_overload(overload.clone());
+        tokio::spawn(memory::watch(overload.clone(), shutdown.clone()));
+
+        // The admin server comes up before the listeners: with a config source, it answers
+        // not-ready while the source syncs.
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin_addr = match options.admin {
+            Some(addr) => {
+                let state = AdminState {
+                    registry: Arc::new(registry),
+                    store: store.clone(),
+                    ready: ready.clone(),
+                    set_log_level: options.log_level.as_ref().map(|hook| hook.0.clone()),
+                    overload: Some(overload.clone()),
+                };
+                let admin =
+                    AdminServer::bind(addr, state)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: ListenAddr::Tcp(addr),
+                            source,
+                        })?;
+                let local = admin.local_addr();
+                tokio::spawn(admin.serve(shutdown.clone()));
+                Some(local)
+            }
+            None => None,
+        };
+
+        let reload = {
+            let (store, telemetry) = (store.clone(), telemetry.clone());
+            move |result: Result<Config, LoadError>| match result {
+                Ok(config) => {
+                    let snapshot = store.apply(config);
+                    telemetry.reload(true, snapshot.version);
+                    tracing::info!(version = snapshot.version, "config reloaded");
+                    log_statuses(&snapshot);
+                }
+                Err(err) => {
+                    telemetry.reload(false, store.load().version);
+                    tracing::error!(error = %err, "config reload failed; still serving the last good config")
+                }
+            }
+        };
+        if let Some(source) = source {
+            await_first_sync(source, cache.clone(), reload.clone(), shutdown.clone()).await?;
+        }
+
         let hbone = match (&options.hbone, &certs) {
-            (None, _) => None,
-            (Some(_), None) => return Err(StartError::HboneWithoutCerts),
             (Some(inbound), Some(certs)) => Some(
                 HboneListener::bind(
                     inbound.addr,
@@ -321,6 +416,7 @@ impl WaypointBuilder {
                     source,
                 })?,
             ),
+            _ => None,
         };
         let hbone = hbone.map(|l| {
             let label = format!("hbone:{}", l.local_addr());
@@ -341,22 +437,6 @@ impl WaypointBuilder {
             })?;
             listeners.push(listener.with_overload(&overload));
         }
-
-        let (trigger, shutdown) = shutdown::channel();
-        let upstream = Arc::new(Upstream::with_certs(
-            options.upstream.clone(),
-            certs.clone(),
-        ));
-        registry.register_collector(Box::new(PoolCollector(upstream.clone())));
-        let upgrades = UpgradePolicy::new(options.http.allowed_upgrades.clone());
-        upgrades.register(&mut registry);
-        let proxy = Arc::new(
-            Proxy::new(store.clone(), upstream, telemetry.clone())
-                .with_upgrade_policy(upgrades)
-                .with_overload(overload.clone()),
-        );
-        let http = HttpServer::new(&options.http).with_overload(overload.clone());
-        tokio::spawn(memory::watch(overload.clone(), shutdown.clone()));
         let sandwich_addrs = listeners.iter().map(|l| l.local_addr()).collect();
         let hbone_addr = hbone.as_ref().map(|l| l.local_addr());
         // Every binding ends in the same place: a byte stream and its ConnInfo, served as HTTP.
@@ -410,50 +490,11 @@ impl WaypointBuilder {
                     .watch(settings.reload_interval, shutdown.clone()),
             );
         }
+        if let Some(watcher) = files {
+            tokio::spawn(watcher.run(options.reload_interval, reload, shutdown.clone()));
+        }
 
-        let ready = Arc::new(AtomicBool::new(false));
-        let admin_addr = match options.admin {
-            Some(addr) => {
-                let state = AdminState {
-                    registry: Arc::new(registry),
-                    store: store.clone(),
-                    ready: ready.clone(),
-                    set_log_level: options.log_level.as_ref().map(|hook| hook.0.clone()),
-                    overload: Some(overload.clone()),
-                };
-                let admin =
-                    AdminServer::bind(addr, state)
-                        .await
-                        .map_err(|source| StartError::Bind {
-                            addr: ListenAddr::Tcp(addr),
-                            source,
-                        })?;
-                let local = admin.local_addr();
-                tokio::spawn(admin.serve(shutdown.clone()));
-                Some(local)
-            }
-            None => None,
-        };
-
-        let reload_store = store.clone();
-        tokio::spawn(watcher.run(
-            options.reload_interval,
-            move |result| match result {
-                Ok(config) => {
-                    let snapshot = reload_store.apply(config);
-                    telemetry.reload(true, snapshot.version);
-                    tracing::info!(version = snapshot.version, "config reloaded");
-                    log_statuses(&snapshot);
-                }
-                Err(err) => {
-                    telemetry.reload(false, reload_store.load().version);
-                    tracing::error!(error = %err, "config reload failed; still serving the last good config")
-                }
-            },
-            shutdown.clone(),
-        ));
-
-        // Listeners, watcher and admin are up: from here the readiness probe may pass.
+        // Listeners, config source and admin are up: from here the readiness probe may pass.
         ready.store(true, Ordering::Release);
         Ok(RunningWaypoint {
             drain_grace: options.drain_grace,
@@ -469,6 +510,33 @@ impl WaypointBuilder {
             _shutdown: shutdown,
         })
     }
+}
+
+/// Starts `source` and waits for its first config, which `apply` serves; later configs are
+/// applied as they come, until the source stops.
+async fn await_first_sync(
+    source: Box<dyn ConfigSource>,
+    cache: Arc<EndpointStatsCache>,
+    apply: impl Fn(Result<Config, LoadError>) + Send + 'static,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let name = source.name().to_owned();
+    // One slot: a source coalesces its own changes, and a slow apply should hold it back
+    // rather than queue stale configs.
+    let (updates, mut received) = mpsc::channel(1);
+    tokio::spawn(source.run(cache, updates, shutdown));
+    tracing::info!(source = %name, "waiting for the config source to sync; not ready and no listener until then");
+    let Some(first) = received.recv().await else {
+        return Err(StartError::SourceStopped(name));
+    };
+    apply(Ok(first));
+    tracing::info!(source = %name, "config source synced");
+    tokio::spawn(async move {
+        while let Some(config) = received.recv().await {
+            apply(Ok(config));
+        }
+    });
+    Ok(())
 }
 
 fn log_statuses(snapshot: &Snapshot) {

@@ -7,6 +7,7 @@
 pub mod build;
 pub mod load;
 pub mod resources;
+pub mod source;
 mod validate;
 pub mod watch;
 
