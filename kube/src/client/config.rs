@@ -75,14 +75,21 @@ pub enum Auth {
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
+    refresh: Duration,
     cached: Mutex<Option<(String, Instant)>>,
 }
 
 impl TokenFile {
-    /// A token kept in `path`.
+    /// A token kept in `path`, re-read every [`TOKEN_REFRESH`].
     pub fn new(path: PathBuf) -> Self {
+        Self::with_refresh(path, TOKEN_REFRESH)
+    }
+
+    /// A token kept in `path`, re-read every `refresh`.
+    pub fn with_refresh(path: PathBuf, refresh: Duration) -> Self {
         TokenFile {
             path,
+            refresh,
             cached: Mutex::new(None),
         }
     }
@@ -92,7 +99,7 @@ impl TokenFile {
     pub fn token(&self) -> Result<String, ConfigError> {
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((token, at)) = cached.as_ref()
-            && at.elapsed() < TOKEN_REFRESH
+            && at.elapsed() < self.refresh
         {
             return Ok(token.clone());
         }
