@@ -27,8 +27,9 @@ use waypoint_filters::{BuiltinSettings, Builtins};
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Manifest file or directory (Gateway, Service, EndpointSlice, HTTPRoute, ...); watched.
-    #[arg(long, env = "WAYPOINT_CONFIG")]
-    pub config: PathBuf,
+    /// Exactly one of --config and --kube is required.
+    #[arg(long, env = "WAYPOINT_CONFIG", required_unless_present = "kube", conflicts_with = "kube")]
+    pub config: Option<PathBuf>,
     /// Sandwich listeners (PROXY protocol required): `tcp:ADDR:PORT`, `ADDR:PORT`, or
     /// `unix:/path`. Repeat or comma-separate for several.
     #[arg(
@@ -171,6 +172,14 @@ pub struct RunArgs {
     /// How often resident memory is checked against `--memory-limit`.
     #[arg(long, env = "WAYPOINT_MEMORY_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub memory_check_interval: Duration,
+    /// Read config from the Kubernetes API server instead of files (in-cluster ServiceAccount,
+    /// or KUBECONFIG / ~/.kube/config). Not ready, and no listener, until every watched kind
+    /// has been listed once.
+    #[arg(long, env = "WAYPOINT_KUBE")]
+    pub kube: bool,
+    /// With --kube: watch namespaced kinds in this namespace only (default: all namespaces).
+    #[arg(long, env = "WAYPOINT_NAMESPACE")]
+    pub namespace: Option<String>,
 }
 
 /// The admin server address, or none.
@@ -206,6 +215,15 @@ pub struct RunSettings {
     pub builtins: BuiltinSettings,
     /// How long in-flight requests may take to finish on SIGTERM/SIGINT.
     pub drain_timeout: Duration,
+    /// Read config from the Kubernetes API instead of `options.config_path`.
+    pub kube: Option<KubeSettings>,
+}
+
+/// `--kube` and its options.
+#[derive(Clone, Debug, Default)]
+pub struct KubeSettings {
+    /// `--namespace`: watch namespaced kinds in this namespace only.
+    pub namespace: Option<String>,
 }
 
 impl RunArgs {
@@ -253,8 +271,11 @@ impl RunArgs {
             h2_max_concurrent_streams,
             memory_limit,
             memory_check_interval,
+            kube,
+            namespace,
         } = self;
-        let mut options = WaypointOptions::new(config);
+        // clap makes exactly one of --config and --kube present; with --kube the path is unused.
+        let mut options = WaypointOptions::new(config.unwrap_or_default());
         options.sandwich = if no_sandwich {
             Vec::new()
         } else {
@@ -320,6 +341,7 @@ impl RunArgs {
             options,
             builtins: policy.settings(),
             drain_timeout,
+            kube: kube.then_some(KubeSettings { namespace }),
         }
     }
 }
@@ -327,16 +349,29 @@ impl RunArgs {
 /// Runs `waypoint run` until SIGTERM/SIGINT. `log_level` changes the process's log filter
 /// (served at the admin server's `/logging`).
 pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
+    // Not a clap `requires`: a bool flag's default counts as present there.
+    if args.namespace.is_some() && !args.kube {
+        tracing::error!("--namespace (WAYPOINT_NAMESPACE) needs --kube: files are not read by namespace");
+        return ExitCode::FAILURE;
+    }
     let (proxy_required, drain_grace) = (!args.proxy_optional, args.drain_grace);
     let RunSettings {
         options,
         builtins,
         drain_timeout,
+        kube,
     } = args.into_settings(log_level);
-    let started = Waypoint::builder(options)
-        .filters(Builtins::new(builtins).factories())
-        .start()
-        .await;
+    let mut builder = Waypoint::builder(options).filters(Builtins::new(builtins).factories());
+    if let Some(kube) = kube {
+        match super::kube::source(kube) {
+            Ok(source) => builder = builder.config_source(source),
+            Err(error) => {
+                tracing::error!(%error, "waypoint could not start: no Kubernetes API client");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let started = builder.start().await;
     let running = match started {
         Ok(running) => running,
         Err(err) => {
