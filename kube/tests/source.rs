@@ -120,7 +120,11 @@ async fn listed_objects_become_the_first_config_labelled_by_kind_and_name() {
             "Service default/echo [kube:Service default/echo]"
         ]
     );
-    assert!(config.statuses.iter().all(|s| s.is_ok()), "{:?}", config.statuses);
+    assert!(
+        config.statuses.iter().all(|s| s.is_ok()),
+        "{:?}",
+        config.statuses
+    );
     assert_eq!(running.metrics.snapshots(), 1);
     running.nothing_for(Duration::from_millis(200)).await;
 }
@@ -189,7 +193,11 @@ async fn a_bookmark_advances_the_version_the_next_watch_starts_from() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A clean end resumes the watch; it does not list again.
-    let lists = api.calls().iter().filter(|c| c.starts_with("list /v1/services")).count();
+    let lists = api
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("list /v1/services"))
+        .count();
     assert_eq!(lists, 1);
 }
 
@@ -197,7 +205,10 @@ async fn a_bookmark_advances_the_version_the_next_watch_starts_from() {
 async fn lists_follow_continue_tokens_across_pages() {
     let api = Arc::new(FakeApi::new(2));
     for i in 0..5 {
-        api.apply(&SERVICE, service("default", &format!("s{i}"), &format!("10.0.0.{i}")));
+        api.apply(
+            &SERVICE,
+            service("default", &format!("s{i}"), &format!("10.0.0.{i}")),
+        );
     }
     let mut running = start(api.clone(), None);
     let config = running.next().await;
@@ -223,7 +234,10 @@ async fn a_burst_of_events_builds_one_snapshot() {
     let mut running = start(api.clone(), None);
     running.next().await;
     for i in 0..50 {
-        api.apply(&SERVICE, service("default", &format!("s{i}"), &format!("10.0.1.{i}")));
+        api.apply(
+            &SERVICE,
+            service("default", &format!("s{i}"), &format!("10.0.1.{i}")),
+        );
     }
     let config = running.next().await;
     assert_eq!(config.resources.services.len(), 50);
@@ -239,7 +253,11 @@ async fn nothing_is_sent_until_every_kind_has_listed_once() {
         &POD,
         vec![
             KubeError::Transport("refused".into()),
-            KubeError::Api { code: 503, reason: "ServiceUnavailable".into(), message: "".into() },
+            KubeError::Api {
+                code: 503,
+                reason: "ServiceUnavailable".into(),
+                message: "".into(),
+            },
         ],
     );
     let mut running = start(api.clone(), None);
@@ -265,7 +283,11 @@ async fn reference_grants_fall_back_to_v1beta1_when_v1_is_not_served() {
     let mut running = start(api.clone(), None);
     let config = running.next().await;
     assert_eq!(config.resources.reference_grants.len(), 1);
-    assert!(api.calls().iter().any(|c| c.starts_with("watch gateway.networking.k8s.io/v1beta1/referencegrants")));
+    assert!(
+        api.calls()
+            .iter()
+            .any(|c| c.starts_with("watch gateway.networking.k8s.io/v1beta1/referencegrants"))
+    );
 }
 
 #[tokio::test]
@@ -286,7 +308,10 @@ async fn an_invalid_object_is_left_out_with_a_status_naming_its_field() {
         .unwrap();
     assert_eq!(status.source, "kube:HTTPRoute default/bad");
     let message = &status.conditions[0].message;
-    assert!(message.starts_with("HTTPRoute default/bad: spec.rules[0].backendRefs[0].port"), "{message}");
+    assert!(
+        message.starts_with("HTTPRoute default/bad: spec.rules[0].backendRefs[0].port"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -298,10 +323,18 @@ async fn a_namespace_restricts_namespaced_kinds_only() {
     let config = running.next().await;
     assert_eq!(service_names(&config), ["a"]);
     let calls = api.calls();
-    assert!(calls.contains(&"list /v1/services ns=mine continue=".to_owned()), "{calls:?}");
-    assert!(calls.contains(&"list /v1/namespaces ns=* continue=".to_owned()), "{calls:?}");
     assert!(
-        calls.contains(&"list gateway.networking.k8s.io/v1/gatewayclasses ns=* continue=".to_owned()),
+        calls.contains(&"list /v1/services ns=mine continue=".to_owned()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"list /v1/namespaces ns=* continue=".to_owned()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(
+            &"list gateway.networking.k8s.io/v1/gatewayclasses ns=* continue=".to_owned()
+        ),
         "{calls:?}"
     );
 }

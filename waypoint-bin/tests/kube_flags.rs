@@ -45,7 +45,10 @@ fn run_needs_exactly_one_of_config_and_kube() {
     let (ok, text) = stderr_of(&["run", "--config", "x.yaml", "--kube"], &[]);
     assert!(!ok && text.contains("cannot be used with"), "{text}");
     let (ok, text) = stderr_of(&["run", "--config", "x.yaml", "--namespace", "ns"], &[]);
-    assert!(!ok && text.contains("--kube"), "--namespace needs --kube: {text}");
+    assert!(
+        !ok && text.contains("--kube"),
+        "--namespace needs --kube: {text}"
+    );
 }
 
 #[test]
@@ -54,7 +57,10 @@ fn kube_with_a_credential_plugin_exits_naming_the_field() {
     let path = kubeconfig(dir.path(), "https://127.0.0.1:1", "{exec: {command: aws}}");
     let (ok, text) = stderr_of(
         &["run", "--admin-addr", "off", "--no-sandwich"],
-        &[("WAYPOINT_KUBE", "true".as_ref()), ("KUBECONFIG", path.as_os_str())],
+        &[
+            ("WAYPOINT_KUBE", "true".as_ref()),
+            ("KUBECONFIG", path.as_os_str()),
+        ],
     );
     assert!(!ok, "{text}");
     assert!(text.contains("uses `exec`, a credential plugin"), "{text}");
@@ -65,7 +71,11 @@ fn kube_mode_is_not_ready_and_serves_nothing_until_the_api_server_answers() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on the API server's port: every list fails and is retried with backoff.
     let api_port = free_port();
-    let path = kubeconfig(dir.path(), &format!("http://127.0.0.1:{api_port}"), "{token: t}");
+    let path = kubeconfig(
+        dir.path(),
+        &format!("http://127.0.0.1:{api_port}"),
+        "{token: t}",
+    );
     let (admin, sandwich) = (free_port(), free_port());
     let _run = Guard(
         waypoint()
@@ -91,7 +101,9 @@ fn kube_mode_is_not_ready_and_serves_nothing_until_the_api_server_answers() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let metrics = admin_get(admin, "/metrics");
-        if metrics.contains("waypoint_kube_watch_restarts_total{kind=\"Service\",reason=\"transport\"}") {
+        if metrics
+            .contains("waypoint_kube_watch_restarts_total{kind=\"Service\",reason=\"transport\"}")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "{metrics}");

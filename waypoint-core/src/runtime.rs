@@ -40,7 +40,6 @@ use crate::http::{HttpServer, HttpServerConfig, UpgradePolicy};
 use crate::overload::{Overload, OverloadOptions, memory};
 use crate::proxy::{Proxy, Snapshot, SnapshotStore};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
-use tokio::sync::mpsc;
 use crate::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
 use crate::telemetry::otlp::OtlpOptions;
 use crate::telemetry::{Telemetry, TelemetryOptions};
@@ -52,6 +51,7 @@ use crate::transport::listener::{ListenAddr, ListenerOptions, SandwichListener};
 use crate::transport::metrics::TransportMetrics;
 use crate::transport::proxy_protocol::ProxyConfig;
 use crate::upstream::{PoolCollector, Upstream, UpstreamConfig};
+use tokio::sync::mpsc;
 
 /// How long a client of an HTTPS listener may take to complete its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

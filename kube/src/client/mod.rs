@@ -90,7 +90,9 @@ impl KubeClient {
         let body = match body {
             Some(value) => {
                 request = request.header(http::header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(value).map_err(|e| KubeError::Decode(e.to_string()))?)
+                Bytes::from(
+                    serde_json::to_vec(value).map_err(|e| KubeError::Decode(e.to_string()))?,
+                )
             }
             None => Bytes::new(),
         };
@@ -106,16 +108,24 @@ impl KubeClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, KubeError> {
-        let request = self.build_request(method.clone(), path, body)?;
         let exchange = async {
-            let mut sender = match self.take_idle() {
-                Some(sender) => sender,
-                None => self.connector.connect().await?,
+            // An idle connection the server closed meanwhile fails before any answer: try once
+            // more on a fresh one (the request was not processed).
+            let (sender, response) = match self.take_idle() {
+                Some(mut sender) => {
+                    let request = self.build_request(method.clone(), path, body)?;
+                    match sender.send_request(request).await {
+                        Ok(response) => (sender, response),
+                        Err(e) if e.is_canceled() || e.is_closed() => {
+                            self.fresh_exchange(&method, path, body).await?
+                        }
+                        Err(e) => {
+                            return Err(KubeError::Transport(format!("{method} {path}: {e}")));
+                        }
+                    }
+                }
+                None => self.fresh_exchange(&method, path, body).await?,
             };
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| KubeError::Transport(format!("{method} {path}: {e}")))?;
             let status = response.status();
             let body = response
                 .into_body()
@@ -132,6 +142,21 @@ impl KubeClient {
                 KubeError::Transport(format!("{method} {path}: no answer in {REQUEST_TIMEOUT:?}"))
             })??;
         answer(status, &body)
+    }
+
+    async fn fresh_exchange(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(SendRequest<Full<Bytes>>, hyper::Response<Incoming>), KubeError> {
+        let mut sender = self.connector.connect().await?;
+        let request = self.build_request(method.clone(), path, body)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| KubeError::Transport(format!("{method} {path}: {e}")))?;
+        Ok((sender, response))
     }
 
     fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
@@ -287,15 +312,9 @@ impl KubeApi for KubeClient {
                 ("timeoutSeconds", &timeout),
             ],
         );
-        let request = self.build_request(Method::GET, &path, None)?;
-        let start = async {
-            let mut sender = self.connector.connect().await?;
-            sender
-                .send_request(request)
-                .await
-                .map_err(|e| KubeError::Transport(format!("watch {path}: {e}")))
-        };
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, start)
+        // A connection of its own, not returned to the idle set: the body streams for minutes.
+        let start = self.fresh_exchange(&Method::GET, &path, None);
+        let (_, response) = tokio::time::timeout(REQUEST_TIMEOUT, start)
             .await
             .map_err(|_| {
                 KubeError::Transport(format!("watch {path}: no answer in {REQUEST_TIMEOUT:?}"))
@@ -308,9 +327,9 @@ impl KubeApi for KubeClient {
                 .and_then(Result::ok)
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            return Err(answer(status, &body).err().unwrap_or_else(|| {
-                KubeError::Decode(format!("watch {path}: answered {status}"))
-            }));
+            return Err(answer(status, &body)
+                .err()
+                .unwrap_or_else(|| KubeError::Decode(format!("watch {path}: answered {status}"))));
         }
         let (events, received) = mpsc::channel(WATCH_BUFFER);
         let deadline = Duration::from_secs(WATCH_TIMEOUT_SECONDS) + WATCH_SLACK;
@@ -366,7 +385,10 @@ async fn read_watch(
     let mut splitter = LineSplitter::default();
     loop {
         let (lines, last) = match body.frame().await {
-            None => (std::mem::take(&mut splitter).finish().into_iter().collect(), true),
+            None => (
+                std::mem::take(&mut splitter).finish().into_iter().collect(),
+                true,
+            ),
             Some(Err(e)) => {
                 let _ = events
                     .send(Err(KubeError::Transport(format!("watch broke: {e}"))))

@@ -94,7 +94,11 @@ pub fn parse_event(line: &[u8], resource: &ApiResource) -> Result<Option<WatchEv
             ));
         }
         other => {
-            tracing::debug!(event = other, kind = resource.kind, "skipping an unknown watch event type");
+            tracing::debug!(
+                event = other,
+                kind = resource.kind,
+                "skipping an unknown watch event type"
+            );
             return Ok(None);
         }
     }))
@@ -145,7 +149,10 @@ mod tests {
         };
         assert_eq!(added["kind"], "Service", "filled in");
         assert_eq!(added["apiVersion"], "v1");
-        assert_eq!(added["metadata"]["name"], "é", "a split UTF-8 sequence survives");
+        assert_eq!(
+            added["metadata"]["name"], "é",
+            "a split UTF-8 sequence survives"
+        );
         for a in 0..bytes.len() {
             for b in a..bytes.len() {
                 let mut splitter = LineSplitter::default();
@@ -169,7 +176,10 @@ mod tests {
     fn an_error_event_with_410_is_gone_and_others_are_api_errors() {
         let gone = br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 1 (5)"}}"#;
         let err = parse_event(gone, &SERVICE).unwrap_err();
-        assert!(matches!(&err, KubeError::Gone(m) if m.contains("too old")), "{err}");
+        assert!(
+            matches!(&err, KubeError::Gone(m) if m.contains("too old")),
+            "{err}"
+        );
         let forbidden = br#"{"type":"ERROR","object":{"kind":"Status","code":403,"reason":"Forbidden","message":"no"}}"#;
         let err = parse_event(forbidden, &SERVICE).unwrap_err();
         assert!(
@@ -180,7 +190,11 @@ mod tests {
 
     #[test]
     fn malformed_events_are_decode_errors_and_unknown_types_are_skipped() {
-        for bad in [&b"not json"[..], br#"{"type":"ADDED"}"#, br#"{"type":"BOOKMARK","object":{}}"#] {
+        for bad in [
+            &b"not json"[..],
+            br#"{"type":"ADDED"}"#,
+            br#"{"type":"BOOKMARK","object":{}}"#,
+        ] {
             let err = parse_event(bad, &SERVICE).unwrap_err();
             assert!(matches!(err, KubeError::Decode(_)), "{err}");
         }

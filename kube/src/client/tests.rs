@@ -100,16 +100,25 @@ fn inline_client_certificate_data_and_insecure_skip_verify_are_read() {
 fn credential_plugins_are_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     for (user, field) in [
-        ("    exec: {command: aws, apiVersion: client.authentication.k8s.io/v1}\n", "exec"),
+        (
+            "    exec: {command: aws, apiVersion: client.authentication.k8s.io/v1}\n",
+            "exec",
+        ),
         ("    auth-provider: {name: gcp}\n", "auth-provider"),
     ] {
-        let text = kubeconfig("    server: https://api.example\n    insecure-skip-tls-verify: true", user);
+        let text = kubeconfig(
+            "    server: https://api.example\n    insecure-skip-tls-verify: true",
+            user,
+        );
         let err = ClientConfig::from_kubeconfig(&write(dir.path(), "config", &text)).unwrap_err();
         assert!(
             matches!(&err, ConfigError::UnsupportedPlugin { user, field: f } if user == "u" && *f == field),
             "{err}"
         );
-        assert!(err.to_string().contains(&format!("uses `{field}`")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("uses `{field}`")),
+            "{err}"
+        );
     }
 }
 
@@ -117,18 +126,27 @@ fn credential_plugins_are_refused_naming_the_field() {
 fn broken_kubeconfigs_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("current-context: x\n".to_owned(), "`contexts` has no entry `x`"),
+        (
+            "current-context: x\n".to_owned(),
+            "`contexts` has no entry `x`",
+        ),
         ("clusters: []\n".to_owned(), "no `current-context`"),
         (
             kubeconfig("    server: ftp://x", "    token: t\n"),
             "expected https://host[:port]",
         ),
         (
-            kubeconfig("    server: https://x\n    certificate-authority-data: '%%%'", "    token: t\n"),
+            kubeconfig(
+                "    server: https://x\n    certificate-authority-data: '%%%'",
+                "    token: t\n",
+            ),
             "certificate-authority-data",
         ),
         (
-            kubeconfig("    server: https://x\n    insecure-skip-tls-verify: true", "    client-key-data: eA==\n"),
+            kubeconfig(
+                "    server: https://x\n    insecure-skip-tls-verify: true",
+                "    client-key-data: eA==\n",
+            ),
             "client-certificate and client-key go together",
         ),
         ("clusters: [".to_owned(), "config"),
@@ -147,7 +165,10 @@ fn https_without_a_certificate_authority_is_refused() {
     let text = kubeconfig("    server: https://x", "    token: t\n");
     let config = ClientConfig::from_kubeconfig(&write(dir.path(), "config", &text)).unwrap();
     let err = KubeClient::new(config).unwrap_err();
-    assert!(err.to_string().contains("no certificate authority"), "{err}");
+    assert!(
+        err.to_string().contains("no certificate authority"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -170,7 +191,10 @@ fn a_token_file_is_read_again_after_the_refresh_interval_and_kept_if_it_vanishes
     let path = write(dir.path(), "token", "one");
     let cached = TokenFile::with_refresh(path.clone(), Duration::from_secs(3600));
     let fresh = TokenFile::with_refresh(path.clone(), Duration::ZERO);
-    assert_eq!((cached.token().unwrap(), fresh.token().unwrap()), ("one".into(), "one".into()));
+    assert_eq!(
+        (cached.token().unwrap(), fresh.token().unwrap()),
+        ("one".into(), "one".into())
+    );
     std::fs::write(&path, "two").unwrap();
     assert_eq!(cached.token().unwrap(), "one");
     assert_eq!(fresh.token().unwrap(), "two");
@@ -181,9 +205,17 @@ fn a_token_file_is_read_again_after_the_refresh_interval_and_kept_if_it_vanishes
 #[test]
 fn status_objects_map_to_typed_errors() {
     let status = |code: u16, reason: &str| json!({"kind": "Status", "code": code, "reason": reason, "message": "m"});
-    assert!(matches!(status_error(404, Some(&status(404, "NotFound")), ""), KubeError::NotFound(m) if m == "m"));
-    assert!(matches!(status_error(409, Some(&status(409, "Conflict")), ""), KubeError::Conflict(_)));
-    assert!(matches!(status_error(410, Some(&status(410, "Expired")), ""), KubeError::Gone(_)));
+    assert!(
+        matches!(status_error(404, Some(&status(404, "NotFound")), ""), KubeError::NotFound(m) if m == "m")
+    );
+    assert!(matches!(
+        status_error(409, Some(&status(409, "Conflict")), ""),
+        KubeError::Conflict(_)
+    ));
+    assert!(matches!(
+        status_error(410, Some(&status(410, "Expired")), ""),
+        KubeError::Gone(_)
+    ));
     assert!(matches!(
         status_error(403, Some(&status(403, "Forbidden")), ""),
         KubeError::Api { code: 403, reason, message } if reason == "Forbidden" && message == "m"
@@ -192,13 +224,19 @@ fn status_objects_map_to_typed_errors() {
         answer(StatusCode::BAD_GATEWAY, b"upstream down"),
         Err(KubeError::Api { code: 502, message, .. }) if message == "upstream down"
     ));
-    assert!(matches!(answer(StatusCode::OK, b"<html>"), Err(KubeError::Decode(_))));
+    assert!(matches!(
+        answer(StatusCode::OK, b"<html>"),
+        Err(KubeError::Decode(_))
+    ));
 }
 
 #[test]
 fn query_values_are_percent_encoded() {
     assert_eq!(
-        with_query("/api/v1/pods".into(), &[("limit", "500"), ("continue", "eyJ2Ijo+/=")]),
+        with_query(
+            "/api/v1/pods".into(),
+            &[("limit", "500"), ("continue", "eyJ2Ijo+/=")]
+        ),
         "/api/v1/pods?limit=500&continue=eyJ2Ijo%2B%2F%3D"
     );
 }
@@ -318,13 +356,21 @@ async fn the_client_lists_watches_and_maps_errors_over_tls_with_a_token() {
     let mut events = client.watch(&SERVICE, None, "10").await.unwrap();
     let first = events.recv().await.unwrap().unwrap();
     assert!(matches!(first, WatchEvent::Added(o) if o["metadata"]["name"] == "a"));
-    assert_eq!(events.recv().await.unwrap().unwrap(), WatchEvent::Bookmark("12".into()));
+    assert_eq!(
+        events.recv().await.unwrap().unwrap(),
+        WatchEvent::Bookmark("12".into())
+    );
     assert!(matches!(events.recv().await.unwrap(), Err(KubeError::Gone(m)) if m == "too old"));
     assert!(events.recv().await.is_none(), "an error is the last item");
 
     assert_eq!(client.get(&HTTP_ROUTE, Some("d"), "r").await.unwrap(), None);
     let err = client
-        .replace_status(&HTTP_ROUTE, Some("d"), "r", &json!({"metadata": {"name": "r"}}))
+        .replace_status(
+            &HTTP_ROUTE,
+            Some("d"),
+            "r",
+            &json!({"metadata": {"name": "r"}}),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, KubeError::Conflict(m) if m.contains("modified")));
@@ -336,7 +382,10 @@ async fn a_server_with_an_unknown_certificate_is_refused() {
     let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     let client = client_for(port, &other.cert.pem());
     let err = client.list(&SERVICE, None, None).await.unwrap_err();
-    assert!(matches!(&err, KubeError::Transport(m) if m.contains("TLS")), "{err}");
+    assert!(
+        matches!(&err, KubeError::Transport(m) if m.contains("TLS")),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -32,8 +32,8 @@ use waypoint_core::shutdown::Shutdown;
 
 use crate::api::{ApiResource, KubeApi, kinds};
 pub use metrics::SourceMetrics;
-pub use reflector::{BACKOFF_INITIAL, BACKOFF_MAX};
 use reflector::Reflector;
+pub use reflector::{BACKOFF_INITIAL, BACKOFF_MAX};
 use store::Stores;
 
 /// How long the source waits without a change before building a snapshot.
@@ -121,7 +121,11 @@ impl KubeSource {
                 api: self.api.clone(),
                 resource: *resource,
                 // Cluster-scoped kinds are watched cluster-wide whatever the namespace.
-                namespace: self.options.namespace.clone().filter(|_| resource.namespaced),
+                namespace: self
+                    .options
+                    .namespace
+                    .clone()
+                    .filter(|_| resource.namespaced),
                 slot,
                 stores: stores.clone(),
                 metrics: self.metrics.clone(),

@@ -16,8 +16,8 @@ use serde_json::Value;
 use super::metrics::SourceMetrics;
 use super::store::{Stores, object_key};
 use super::strip::strip;
-use crate::client::stream::fill_type;
 use crate::api::{ApiResource, KubeApi, KubeError, WatchEvent, kinds};
+use crate::client::stream::fill_type;
 use waypoint_core::shutdown::Shutdown;
 
 /// First retry delay after a failure.
@@ -84,8 +84,11 @@ impl Reflector {
                     let count = items.len();
                     self.stores.replace(self.slot, items);
                     if outage {
-                        tracing::info!(kind = self.resource.kind, objects = count,
-                            "API server is back; listed again");
+                        tracing::info!(
+                            kind = self.resource.kind,
+                            objects = count,
+                            "API server is back; listed again"
+                        );
                         outage = false;
                     }
                     version
@@ -243,7 +246,10 @@ mod tests {
     fn backoff_grows_with_jitter_up_to_the_cap_and_resets() {
         let mut backoff = Backoff::new();
         let first = backoff.delay();
-        assert!(first >= BACKOFF_INITIAL / 2 && first <= BACKOFF_INITIAL, "{first:?}");
+        assert!(
+            first >= BACKOFF_INITIAL / 2 && first <= BACKOFF_INITIAL,
+            "{first:?}"
+        );
         let delays: Vec<_> = (0..20).map(|_| backoff.delay()).collect();
         assert!(delays.iter().all(|d| *d <= BACKOFF_MAX));
         assert!(delays[19] >= BACKOFF_MAX / 2, "{:?}", delays[19]);

@@ -98,7 +98,6 @@ impl Stores {
         });
     }
 
-
     /// Every object with its source label (`kube:HTTPRoute default/echo`), by kind in slot
     /// order, then namespace and name; `None` until every slot has synced.
     pub(super) fn objects(&self) -> Option<Vec<(String, Value)>> {

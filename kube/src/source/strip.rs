@@ -159,11 +159,16 @@ mod tests {
 
     #[test]
     fn only_tls_secrets_are_kept() {
-        let tls = json!({"kind": "Secret", "type": TLS_SECRET, "metadata": {"name": "c"}, "data": {}});
+        let tls =
+            json!({"kind": "Secret", "type": TLS_SECRET, "metadata": {"name": "c"}, "data": {}});
         assert!(strip("Secret", tls).is_some());
         let token = json!({"kind": "Secret", "type": "kubernetes.io/service-account-token",
             "metadata": {"name": "t"}, "data": {"token": "c2VjcmV0"}});
         assert_eq!(strip("Secret", token), None);
-        assert_eq!(strip("Secret", json!({"kind": "Secret"})), None, "Opaque by default");
+        assert_eq!(
+            strip("Secret", json!({"kind": "Secret"})),
+            None,
+            "Opaque by default"
+        );
     }
 }

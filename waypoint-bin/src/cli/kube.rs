@@ -23,5 +23,8 @@ pub fn source(settings: KubeSettings) -> Result<Box<dyn ConfigSource>, String> {
 /// Without the `kube` feature, `--kube` cannot work: say so instead of silently serving nothing.
 #[cfg(not(feature = "kube"))]
 pub fn source(_settings: KubeSettings) -> Result<Box<dyn ConfigSource>, String> {
-    Err("this waypoint was built without the `kube` feature; rebuild with it or use --config".into())
+    Err(
+        "this waypoint was built without the `kube` feature; rebuild with it or use --config"
+            .into(),
+    )
 }

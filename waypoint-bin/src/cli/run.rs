@@ -28,7 +28,12 @@ use waypoint_filters::{BuiltinSettings, Builtins};
 pub struct RunArgs {
     /// Manifest file or directory (Gateway, Service, EndpointSlice, HTTPRoute, ...); watched.
     /// Exactly one of --config and --kube is required.
-    #[arg(long, env = "WAYPOINT_CONFIG", required_unless_present = "kube", conflicts_with = "kube")]
+    #[arg(
+        long,
+        env = "WAYPOINT_CONFIG",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
     pub config: Option<PathBuf>,
     /// Sandwich listeners (PROXY protocol required): `tcp:ADDR:PORT`, `ADDR:PORT`, or
     /// `unix:/path`. Repeat or comma-separate for several.
@@ -351,7 +356,9 @@ impl RunArgs {
 pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
     // Not a clap `requires`: a bool flag's default counts as present there.
     if args.namespace.is_some() && !args.kube {
-        tracing::error!("--namespace (WAYPOINT_NAMESPACE) needs --kube: files are not read by namespace");
+        tracing::error!(
+            "--namespace (WAYPOINT_NAMESPACE) needs --kube: files are not read by namespace"
+        );
         return ExitCode::FAILURE;
     }
     let (proxy_required, drain_grace) = (!args.proxy_optional, args.drain_grace);
