@@ -32,18 +32,25 @@ impl ResourceKind {
 
 const GATEWAY_API: &str = "gateway.networking.k8s.io";
 
-/// The kinds waypoint reads or writes: (group, kind, plural, namespaced).
+/// The kinds waypoint reads or writes, and the others conformance manifests carry:
+/// (group, kind, plural, namespaced).
 const BUILT_IN: &[(&str, &str, &str, bool)] = &[
     (GATEWAY_API, "GatewayClass", "gatewayclasses", false),
     (GATEWAY_API, "Gateway", "gateways", true),
     (GATEWAY_API, "HTTPRoute", "httproutes", true),
     (GATEWAY_API, "GRPCRoute", "grpcroutes", true),
     (GATEWAY_API, "ReferenceGrant", "referencegrants", true),
+    (GATEWAY_API, "TLSRoute", "tlsroutes", true),
+    (GATEWAY_API, "TCPRoute", "tcproutes", true),
+    (GATEWAY_API, "UDPRoute", "udproutes", true),
+    (GATEWAY_API, "BackendTLSPolicy", "backendtlspolicies", true),
     ("", "Service", "services", true),
     ("", "Pod", "pods", true),
     ("", "Namespace", "namespaces", false),
     ("", "Secret", "secrets", true),
     ("", "ConfigMap", "configmaps", true),
+    ("", "ServiceAccount", "serviceaccounts", true),
+    ("apps", "Deployment", "deployments", true),
     ("discovery.k8s.io", "EndpointSlice", "endpointslices", true),
     (
         "security.istio.io",

@@ -48,6 +48,7 @@
 //! ```
 
 mod body;
+mod change;
 mod kinds;
 mod kubeconfig;
 mod meta;

@@ -79,12 +79,13 @@ pub(crate) struct Query {
 
 impl Query {
     /// Reads a query string; unknown and malformed parameters are ignored (selectors are not
-    /// implemented).
+    /// implemented). Nothing is percent-decoded: every value read is digits, a boolean, or a
+    /// continue token the emulator made of letters and digits.
     pub(crate) fn parse(query: &str) -> Query {
         let mut q = Query::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value);
+            let value = value.to_owned();
             let yes = value == "true" || value == "1";
             match key {
                 "watch" => q.watch = yes,
@@ -98,30 +99,6 @@ impl Query {
         }
         q
     }
-}
-
-/// `%XX` escapes and `+` decoded; a malformed escape is kept as written.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -170,15 +147,14 @@ mod tests {
     }
 
     #[test]
-    fn query_parameters_are_read_and_decoded() {
+    fn query_parameters_are_read_and_others_ignored() {
         let q = Query::parse(
-            "watch=1&resourceVersion=12&allowWatchBookmarks=true&timeoutSeconds=5&limit=2&continue=a%2Bb&labelSelector=x",
+            "watch=1&resourceVersion=12&allowWatchBookmarks=true&timeoutSeconds=5&limit=2&continue=aB3&labelSelector=x",
         );
         assert!(q.watch && q.bookmarks);
         assert_eq!(q.resource_version.as_deref(), Some("12"));
         assert_eq!((q.timeout_seconds, q.limit), (Some(5), Some(2)));
-        assert_eq!(q.continue_token.as_deref(), Some("a+b"));
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert_eq!(q.continue_token.as_deref(), Some("aB3"));
+        assert_eq!(Query::parse("watch=false&limit=x"), Query::default());
     }
 }

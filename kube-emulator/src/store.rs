@@ -13,101 +13,12 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+pub(crate) use crate::change::{Change, ChangeType, Resource, WatchMessage};
 use crate::meta::{new_uid, rfc3339};
 use crate::status::ApiError;
 
 pub(crate) use crate::paging::ListPage;
 use crate::paging::Pages;
-
-/// A resource type as a request addresses it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Resource {
-    /// API group (`""` for core).
-    pub(crate) group: String,
-    /// URL plural.
-    pub(crate) plural: String,
-    /// The kind, when known from the kind table.
-    pub(crate) kind: Option<String>,
-    /// Whether objects live in namespaces.
-    pub(crate) namespaced: bool,
-}
-
-impl Resource {
-    /// `plural.group` (or `plural` for core), as the API server names a resource in messages.
-    pub(crate) fn qualified(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
-    }
-
-    fn key(&self) -> (String, String) {
-        (self.group.clone(), self.plural.clone())
-    }
-
-    /// The namespace an object of this type is stored under (`""` when cluster-scoped).
-    pub(crate) fn scope<'a>(&self, namespace: Option<&'a str>) -> &'a str {
-        if self.namespaced {
-            namespace.unwrap_or("")
-        } else {
-            ""
-        }
-    }
-}
-
-/// What a change did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ChangeType {
-    /// Created.
-    Added,
-    /// Replaced, patched, or its status written.
-    Modified,
-    /// Deleted (the object is its last state).
-    Deleted,
-}
-
-impl ChangeType {
-    /// The watch event `type`.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ChangeType::Added => "ADDED",
-            ChangeType::Modified => "MODIFIED",
-            ChangeType::Deleted => "DELETED",
-        }
-    }
-}
-
-/// One write, as kept in the history and sent to watches.
-#[derive(Debug)]
-pub(crate) struct Change {
-    /// The resourceVersion the write produced.
-    pub(crate) rv: u64,
-    group: String,
-    plural: String,
-    namespace: String,
-    /// What happened.
-    pub(crate) change: ChangeType,
-    /// The object after the write (before it, for a delete), with the new resourceVersion.
-    pub(crate) object: Value,
-}
-
-impl Change {
-    fn concerns(&self, resource: &Resource, namespace: Option<&str>) -> bool {
-        self.group == resource.group
-            && self.plural == resource.plural
-            && namespace.is_none_or(|ns| ns == self.namespace)
-    }
-}
-
-/// What an open watch receives from the store.
-#[derive(Debug)]
-pub(crate) enum WatchMessage {
-    /// A live change.
-    Change(Arc<Change>),
-    /// The emulator breaks the connection (fault injection).
-    Break,
-}
 
 struct Watcher {
     resource: Resource,
@@ -274,14 +185,7 @@ impl Store {
         self.check_identity(r, &ns, &mut object, Some(name))?;
         let stored = self.precondition(r, &ns, name, &object)?;
         if !status_from_body || object.get("status").is_none() {
-            match stored.get("status") {
-                Some(status) => object["status"] = status.clone(),
-                None => {
-                    if let Some(fields) = object.as_object_mut() {
-                        fields.remove("status");
-                    }
-                }
-            }
+            set_status(&mut object, stored.get("status"));
         }
         let generation = meta_generation(&stored) + u64::from(content_changed(&stored, &object));
         let rv = self.next_rv();
@@ -308,14 +212,7 @@ impl Store {
         let ns = r.scope(namespace).to_owned();
         self.check_identity(r, &ns, &mut body, Some(name))?;
         let mut object = self.precondition(r, &ns, name, &body)?;
-        match body.get("status") {
-            Some(status) => object["status"] = status.clone(),
-            None => {
-                if let Some(fields) = object.as_object_mut() {
-                    fields.remove("status");
-                }
-            }
-        }
+        set_status(&mut object, body.get("status"));
         let rv = self.next_rv();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.commit(r, (ns, name.to_owned()), ChangeType::Modified, object)
@@ -524,6 +421,16 @@ impl Store {
             w.tx.send(WatchMessage::Change(change.clone())).is_ok()
         });
         self.history.push(change);
+    }
+}
+
+/// Gives `object` the status `status`, or none.
+fn set_status(object: &mut Value, status: Option<&Value>) {
+    if let Some(fields) = object.as_object_mut() {
+        match status {
+            Some(status) => fields.insert("status".to_owned(), status.clone()),
+            None => fields.remove("status"),
+        };
     }
 }
 

@@ -137,7 +137,7 @@ pub async fn send_tls(
 }
 
 /// How a watch stream ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
     /// The body ended cleanly.
     Clean,
@@ -188,11 +188,8 @@ impl Watch {
                 let line = self.buffer.split_to(at + 1);
                 return Ok(serde_json::from_slice(&line[..at]).unwrap());
             }
-            if let Some(end) = &self.ended {
-                return Err(match end {
-                    End::Clean => End::Clean,
-                    End::Broken => End::Broken,
-                });
+            if let Some(end) = self.ended {
+                return Err(end);
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => {
