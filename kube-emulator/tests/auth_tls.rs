@@ -6,9 +6,9 @@
 mod common;
 
 use base64::Engine as _;
-use common::{Call, get, json, read_json, send_tls};
+use common::{Call, End, Watch, connect_h2, get, json, read_json, send_h2, send_tls};
 use http::Method;
-use serde_json::Value;
+use serde_json::{Value, json as object};
 use waypoint_kube_emulator::{Emulator, EmulatorOptions};
 
 const PODS: &str = "/api/v1/pods";
@@ -83,4 +83,33 @@ async fn tls_works_with_the_ca_of_the_written_kubeconfig() {
         refused.is_err(),
         "handshake with an untrusted server must fail"
     );
+}
+
+#[tokio::test]
+async fn over_http2_lists_and_watches_work_and_a_broken_watch_is_reset() {
+    let emu = Emulator::start(EmulatorOptions {
+        tls: true,
+        ..EmulatorOptions::default()
+    })
+    .await
+    .unwrap();
+    let ca = emu.ca_pem().unwrap().to_owned();
+    let mut h2 = connect_h2(&emu, &ca).await;
+    let url = format!("{}{PODS}", emu.url());
+    let (code, list) = read_json(send_h2(&mut h2, &Call::new(Method::GET, &url)).await).await;
+    assert_eq!((code, list["kind"].as_str()), (200, Some("PodList")));
+
+    let from = list["metadata"]["resourceVersion"].as_str().unwrap();
+    let url = format!("{url}?watch=true&resourceVersion={from}");
+    let mut watch = Watch::of(send_h2(&mut h2, &Call::new(Method::GET, &url)).await);
+    emu.apply(
+        object!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "status": {"podIP": "10.1.0.7"}}),
+    )
+    .unwrap();
+    let added = watch.next().await.unwrap();
+    assert_eq!(added["type"], "ADDED");
+    assert_eq!(added["object"]["status"]["podIP"], "10.1.0.7");
+    emu.break_watches();
+    assert_eq!(watch.next().await, Err(End::Broken));
 }

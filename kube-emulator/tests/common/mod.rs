@@ -109,18 +109,19 @@ pub async fn get(emulator: &Emulator, path: &str) -> (u16, Value) {
     json(emulator, Call::new(Method::GET, path)).await
 }
 
-/// A client TLS config trusting exactly `ca_pem`.
-pub fn tls_client(ca_pem: &str) -> tokio_rustls::TlsConnector {
+/// A client TLS config trusting exactly `ca_pem`, offering `alpn`.
+pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -132,8 +133,40 @@ pub async fn send_tls(
 ) -> Result<Response<Incoming>, std::io::Error> {
     let stream = TcpStream::connect(emulator.addr()).await?;
     let name = ServerName::try_from("127.0.0.1").unwrap();
-    let tls = tls_client(ca_pem).connect(name, stream).await?;
+    let tls = tls_client(ca_pem, &[]).connect(name, stream).await?;
     Ok(send_over(tls, &emulator.addr().to_string(), &call).await)
+}
+
+/// An HTTP/2 connection over TLS (ALPN `h2`) to `127.0.0.1` trusting `ca_pem`.
+pub async fn connect_h2(
+    emulator: &Emulator,
+    ca_pem: &str,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(emulator.addr()).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tls_client(ca_pem, &[b"h2"])
+        .connect(name, stream)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// Sends `call` (whose path must be an absolute URL) on an HTTP/2 connection.
+pub async fn send_h2(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    call: &Call<'_>,
+) -> Response<Incoming> {
+    let mut request = call.build("");
+    request.headers_mut().remove(header::HOST);
+    sender.send_request(request).await.unwrap()
 }
 
 /// How a watch stream ended.
@@ -156,7 +189,11 @@ pub struct Watch {
 impl Watch {
     /// Opens a watch at `path` (query included).
     pub async fn open(emulator: &Emulator, path: &str) -> Watch {
-        let response = send(emulator, Call::new(Method::GET, path)).await;
+        Watch::of(send(emulator, Call::new(Method::GET, path)).await)
+    }
+
+    /// The watch a response streams.
+    pub fn of(response: Response<Incoming>) -> Watch {
         Watch {
             status: response.status().as_u16(),
             body: response.into_body(),
