@@ -322,6 +322,12 @@ impl Emulator {
             .collect()
     }
 
+    /// Every object of every kind, each with the `apiVersion` it was written with (grouped by
+    /// API group and plural, then by namespace and name).
+    pub fn objects(&self) -> Vec<Value> {
+        self.shared.store().all()
+    }
+
     /// The current resourceVersion.
     pub fn resource_version(&self) -> String {
         self.shared.store().resource_version().to_string()

@@ -156,6 +156,19 @@ fn resolve(shared: &Shared, path: &ResourcePath) -> Result<Resource, ApiError> {
     })
 }
 
+/// Gives a written object the `apiVersion` of its URL and its kind when it lacks them, so
+/// that stored objects always say what they are.
+fn fill_type(object: &mut Value, api_version: &str, resource: &Resource) {
+    if let Some(fields) = object.as_object_mut() {
+        fields
+            .entry("apiVersion")
+            .or_insert_with(|| json!(api_version));
+        if let Some(kind) = &resource.kind {
+            fields.entry("kind").or_insert_with(|| json!(kind));
+        }
+    }
+}
+
 async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
     let bytes: Bytes = Limited::new(request.into_body(), MAX_BODY)
         .collect()
@@ -198,12 +211,14 @@ async fn answer(
                 .ok_or_else(|| ApiError::not_found(&resource.qualified(), name))
         }
         (&Method::POST, None, false) => {
-            let body = read_json(request).await?;
+            let mut body = read_json(request).await?;
+            fill_type(&mut body, &api_version, &resource);
             let created = shared.store().create(&resource, ns, body, false)?;
             Ok(respond(201, &present(created, &api_version, true)))
         }
         (&Method::PUT, Some(name), status) => {
-            let body = read_json(request).await?;
+            let mut body = read_json(request).await?;
+            fill_type(&mut body, &api_version, &resource);
             let mut store = shared.store();
             let written = if status {
                 store.replace_status(&resource, ns, name, body)?

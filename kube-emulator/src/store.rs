@@ -115,6 +115,16 @@ impl Store {
             .get(&(r.scope(namespace).to_owned(), name.to_owned()))
     }
 
+    /// Every stored object of every kind, by group, plural, namespace and name.
+    pub(crate) fn all(&self) -> Vec<Value> {
+        let mut collections: Vec<_> = self.objects.iter().collect();
+        collections.sort_by(|a, b| a.0.cmp(b.0));
+        collections
+            .into_iter()
+            .flat_map(|(_, objects)| objects.values().cloned())
+            .collect()
+    }
+
     /// One page of the collection (all namespaces when `namespace` is `None`).
     pub(crate) fn list(
         &mut self,

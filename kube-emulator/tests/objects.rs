@@ -395,3 +395,38 @@ async fn apply_needs_a_known_kind_and_registered_kinds_are_served_in_their_scope
     assert_eq!((code, w["kind"].as_str()), (200, Some("Widget")));
     assert!(emu.get("example.com/v1", "Widget", "", "w").is_some());
 }
+
+#[tokio::test]
+async fn every_object_can_be_read_at_once_each_saying_what_it_is() {
+    let emu = emulator().await;
+    emu.apply(route("web", "a.example")).unwrap();
+    emu.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}))
+        .unwrap();
+    // Written over HTTP without apiVersion and kind: the URL says what it is.
+    let (code, _) = json(
+        &emu,
+        Call::new(Method::POST, "/api/v1/namespaces/apps/services")
+            .body(json!({"metadata": {"name": "s"}, "spec": {}})),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let kinds: Vec<(String, String)> = emu
+        .objects()
+        .iter()
+        .map(|o| {
+            (
+                o["apiVersion"].as_str().unwrap().to_owned(),
+                o["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, k: &str| (a.to_owned(), k.to_owned());
+    assert_eq!(
+        kinds,
+        [
+            pair("v1", "Namespace"),
+            pair("v1", "Service"),
+            pair("gateway.networking.k8s.io/v1", "HTTPRoute")
+        ]
+    );
+}
