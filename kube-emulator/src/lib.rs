@@ -309,6 +309,28 @@ impl Emulator {
         object.map(|o| present(o, api_version, true))
     }
 
+    /// Merges `patch` (RFC 7386) into the status of an object, as a controller's
+    /// `PATCH .../status` would: atomically, keeping spec, generation and every status field
+    /// the patch does not name. `Ok(None)` when the object does not exist.
+    pub fn patch_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Option<Value>, EmulatorError> {
+        let resource = self.resource(api_version, kind)?;
+        let mut store = self.shared.store();
+        let Some(stored) = store.get(&resource, Some(namespace), name) else {
+            return Ok(None);
+        };
+        let mut body = stored.clone();
+        meta::merge_patch(&mut body["status"], patch);
+        let written = store.replace_status(&resource, Some(namespace), name, body)?;
+        Ok(Some(present(written, api_version, true)))
+    }
+
     /// Every object of a kind, in every namespace.
     pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
         let Ok(resource) = self.resource(api_version, kind) else {

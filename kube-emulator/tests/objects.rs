@@ -430,3 +430,21 @@ async fn every_object_can_be_read_at_once_each_saying_what_it_is() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_status_patch_merges_into_the_stored_status_and_keeps_the_generation() {
+    let emu = emulator().await;
+    let mut with_status = route("r", "a.example");
+    with_status["status"] = json!({"parents": [{"controllerName": "other"}]});
+    emu.apply(with_status).unwrap();
+    let api = "gateway.networking.k8s.io/v1";
+    let patched = emu
+        .patch_status(api, "HTTPRoute", "apps", "r", &json!({"addresses": ["x"]}))
+        .unwrap()
+        .unwrap();
+    assert_eq!(patched["status"]["parents"][0]["controllerName"], "other");
+    assert_eq!(patched["status"]["addresses"], json!(["x"]));
+    assert_eq!(patched["metadata"]["generation"], 1);
+    let missing = emu.patch_status(api, "HTTPRoute", "apps", "nope", &json!({}));
+    assert!(missing.unwrap().is_none());
+}
