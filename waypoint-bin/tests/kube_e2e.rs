@@ -38,6 +38,10 @@ struct Kube {
 }
 
 fn run_kube(emulator: &Emulator, dir: &Path) -> Kube {
+    run_kube_with(emulator, dir, &[])
+}
+
+fn run_kube_with(emulator: &Emulator, dir: &Path, env: &[(&str, &str)]) -> Kube {
     let kubeconfig = dir.join("kubeconfig");
     emulator.write_kubeconfig(&kubeconfig).unwrap();
     let (admin, sock) = (free_port(), dir.join("kube.sock"));
@@ -48,6 +52,7 @@ fn run_kube(emulator: &Emulator, dir: &Path) -> Kube {
             .arg("--sandwich-listen")
             .arg(format!("unix:{}", sock.display()))
             .env("KUBECONFIG", &kubeconfig)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -173,6 +178,39 @@ async fn kube_mode_serves_applied_services_and_follows_updates_deletions_and_bro
         emulator.requests().iter().all(|r| !r.is_write()),
         "the source never writes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waypoint_namespace_restricts_what_is_read_to_one_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo_port = free_port();
+    let _echo = Guard(
+        waypoint()
+            .args(["echo", "--listen", &format!("127.0.0.1:{echo_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let emulator = emulator().await;
+    let in_apps = common::service("mine", "10.96.1.1", echo_port)
+        .replace("namespace: default", "namespace: apps");
+    emulator.apply_yaml(&in_apps).unwrap();
+    emulator
+        .apply_yaml(&common::service("theirs", "10.96.1.2", echo_port))
+        .unwrap();
+    let kube = run_kube_with(&emulator, dir.path(), &[("WAYPOINT_NAMESPACE", "apps")]);
+    served(&kube.sock, "10.96.1.1:80", "200 OK");
+    served(&kube.sock, "10.96.1.2:80", "404");
+    let paths: Vec<String> = emulator.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "/api/v1/namespaces/apps/services"),
+        "{paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p == "/api/v1/services"), "{paths:?}");
+    // Cluster-scoped kinds stay cluster-wide.
+    assert!(paths.iter().any(|p| p == "/api/v1/namespaces"), "{paths:?}");
 }
 
 fn service_lists(emulator: &Emulator) -> usize {
