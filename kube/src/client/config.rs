@@ -60,8 +60,7 @@ pub enum ConfigError {
     },
 }
 
-/// How requests authenticate.
-#[derive(Debug)]
+/// How requests authenticate. `Debug` never shows a token.
 pub enum Auth {
     /// No credentials beyond a client certificate, if any.
     None,
@@ -71,8 +70,17 @@ pub enum Auth {
     TokenFile(TokenFile),
 }
 
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Token(_) => f.write_str("Token(<redacted>)"),
+            Auth::TokenFile(file) => write!(f, "TokenFile({})", file.path.display()),
+        }
+    }
+}
+
 /// A token file and the last value read from it.
-#[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
     refresh: Duration,
@@ -124,8 +132,8 @@ impl TokenFile {
     }
 }
 
-/// Everything the HTTP client needs to reach and authenticate to the API server.
-#[derive(Debug)]
+/// Everything the HTTP client needs to reach and authenticate to the API server. `Debug`
+/// shows neither the token nor the client key.
 pub struct ClientConfig {
     /// The server URL (`https://10.96.0.1:443`).
     pub server: http::Uri,
@@ -138,6 +146,18 @@ pub struct ClientConfig {
     pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
     /// Bearer token.
     pub auth: Auth,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("server", &self.server)
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
+            .field("client_identity", &self.client_identity.is_some())
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 impl ClientConfig {

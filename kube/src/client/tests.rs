@@ -47,6 +47,11 @@ fn a_kubeconfig_with_inline_ca_and_token_uses_the_current_context() {
     assert_eq!(config.server.to_string(), "https://10.1.2.3:6443/");
     assert_eq!(config.ca_pem.as_deref(), Some(ca.cert.pem().as_bytes()));
     assert!(matches!(&config.auth, Auth::Token(t) if t == "abc.def"));
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("abc.def") && shown.contains("<redacted>"),
+        "{shown}"
+    );
     assert!(config.client_identity.is_none());
     KubeClient::new(config).unwrap();
 }
@@ -70,6 +75,15 @@ fn a_kubeconfig_reads_files_relative_to_its_directory() {
         panic!("{:?}", config.auth)
     };
     assert_eq!(file.token().unwrap(), "from-file");
+    let shown = format!(
+        "{:?}",
+        KubeClient::new(ClientConfig::from_kubeconfig(&dir.path().join("config")).unwrap())
+            .unwrap()
+    );
+    assert!(
+        !shown.contains("from-file") && !shown.contains("PRIVATE KEY"),
+        "{shown}"
+    );
     let (cert, key) = config.client_identity.as_ref().unwrap();
     assert_eq!(cert, client.cert.pem().as_bytes());
     assert_eq!(key, client.signing_key.serialize_pem().as_bytes());
