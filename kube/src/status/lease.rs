@@ -4,10 +4,11 @@
 //! Semantics are those every Kubernetes controller uses (client-go's `leaderelection`):
 //! - The Lease's `spec.holderIdentity` names the holder; `renewTime` moves on every renewal;
 //!   `leaseDurationSeconds` says how long the holder may go without renewing.
-//! - A candidate takes over only when the lease record has not changed for a whole
-//!   `leaseDurationSeconds` *as observed on its own clock* since it last saw it change. We do not
+//! - A candidate takes over only when the lease record (its `resourceVersion` and spec) has not
+//!   changed for a whole `leaseDurationSeconds` *as observed on its own clock*. We do not
 //!   compare `renewTime` with our wall clock: clocks of two nodes may disagree by more than a
 //!   lease, a locally observed interval cannot. A released Lease (empty holder) is taken at once.
+//!   The price: a candidate that starts next to an expired Lease waits one duration first.
 //! - Every write is a `replace` conditional on the `resourceVersion` read (or a `create`, which
 //!   fails with Conflict when another replica created it first), so of two candidates racing
 //!   for the same Lease exactly one succeeds.
@@ -115,7 +116,8 @@ pub struct Elector {
     settings: LeaseSettings,
     state: watch::Sender<Option<Instant>>,
     metrics: StatusMetrics,
-    /// The holder fields last seen, and when (our clock) they last changed.
+    /// The lease record last seen (resourceVersion and spec), and when (our clock) it last
+    /// changed.
     observed: Option<(Value, Instant)>,
 }
 
@@ -216,12 +218,9 @@ impl Elector {
             .filter(|v| v.is_object())
             .cloned()
             .unwrap_or_else(|| json!({}));
-        let record = json!([
-            spec.get("holderIdentity"),
-            spec.get("renewTime"),
-            spec.get("leaseDurationSeconds"),
-            spec.get("leaseTransitions"),
-        ]);
+        // Every write gives a new resourceVersion, so a renewal shows even when two land in the
+        // same microsecond of `renewTime`.
+        let record = json!([lease["metadata"]["resourceVersion"], spec]);
         let now = Instant::now();
         let changed_at = match &self.observed {
             Some((seen, at)) if *seen == record => *at,
