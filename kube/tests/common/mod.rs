@@ -118,23 +118,7 @@ impl FakeApi {
         self.lock().after_get.push((resource.plural, name.to_owned(), Box::new(change)));
     }
 
-    /// Every call so far.
-    pub fn calls(&self) -> Vec<Call> {
-        self.lock().calls.clone()
-    }
-
-    /// The calls of `verb` on `resource`.
-    pub fn calls_of(&self, verb: Verb, resource: &ApiResource) -> Vec<Call> {
-        self.calls()
-            .into_iter()
-            .filter(|c| c.verb == verb && c.plural == resource.plural)
-            .collect()
-    }
-}
-
-#[async_trait::async_trait]
-impl KubeApi for FakeApi {
-    async fn get(&self, resource: &ApiResource, namespace: Option<&str>, name: &str) -> Result<Option<Value>, KubeError> {
+    fn read(&self, resource: &ApiResource, namespace: Option<&str>, name: &str) -> Result<Option<Value>, KubeError> {
         let mut state = self.lock();
         state.record(Verb::Get, resource, name, None)?;
         let k = key(resource, namespace, name);
@@ -154,10 +138,33 @@ impl KubeApi for FakeApi {
         Ok(answer)
     }
 
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// The calls of `verb` on `resource`.
+    pub fn calls_of(&self, verb: Verb, resource: &ApiResource) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.verb == verb && c.plural == resource.plural)
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl KubeApi for FakeApi {
+    async fn get(&self, resource: &ApiResource, namespace: Option<&str>, name: &str) -> Result<Option<Value>, KubeError> {
+        let answer = self.read(resource, namespace, name);
+        // The answer travels back while other tasks run: what was read may be stale by the
+        // time the caller acts on it, as over a network.
+        tokio::task::yield_now().await;
+        answer
+    }
+
     async fn list(&self, _: &ApiResource, _: Option<&str>, _: Option<&str>) -> Result<ObjectList, KubeError> {
         Err(KubeError::Api { code: 405, reason: "MethodNotAllowed".into(), message: "not scripted".into() })
     }
-
     async fn watch(&self, _: &ApiResource, _: Option<&str>, _: &str) -> Result<WatchEvents, KubeError> {
         Err(KubeError::Api { code: 405, reason: "MethodNotAllowed".into(), message: "not scripted".into() })
     }
