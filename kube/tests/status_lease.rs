@@ -13,7 +13,7 @@ use waypoint_core::shutdown::{self, ShutdownTrigger};
 use waypoint_kube::KubeError;
 use waypoint_kube::api::kinds::LEASE;
 use waypoint_kube::status::{
-    Elector, LeaseSettings, Leadership, StatusMetrics, default_lease_name, holder_identity,
+    Elector, Leadership, LeaseSettings, StatusMetrics, default_lease_name, holder_identity,
     lease_namespace,
 };
 
@@ -52,14 +52,23 @@ async fn of_two_candidates_exactly_one_holds_the_lease_and_keeps_it() {
     let b = candidate(&api, "b");
     for _ in 0..12 {
         sleep(5).await;
-        assert!(a.leadership.holds() != b.leadership.holds(), "exactly one holds");
+        assert!(
+            a.leadership.holds() != b.leadership.holds(),
+            "exactly one holds"
+        );
     }
     let winner = if a.leadership.holds() { "a" } else { "b" };
     assert_eq!(holder(&api), winner);
-    let lease = api.object(&LEASE, Some("infra"), "waypoint-status").expect("lease");
+    let lease = api
+        .object(&LEASE, Some("infra"), "waypoint-status")
+        .expect("lease");
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
     assert_eq!(lease["spec"]["leaseTransitions"], 0, "never changed hands");
-    assert_eq!(api.calls_of(Verb::Create, &LEASE).len(), 2, "both tried to create it, one won");
+    assert_eq!(
+        api.calls_of(Verb::Create, &LEASE).len(),
+        2,
+        "both tried to create it, one won"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -78,8 +87,14 @@ async fn when_the_holder_stops_renewing_the_other_takes_over_after_expiry() {
         sleep(1).await;
         assert!(died.elapsed() < Duration::from_secs(30), "no takeover");
     }
-    assert!(died.elapsed() >= Duration::from_secs(10), "took over after {:?}", died.elapsed());
-    let lease = api.object(&LEASE, Some("infra"), "waypoint-status").expect("lease");
+    assert!(
+        died.elapsed() >= Duration::from_secs(10),
+        "took over after {:?}",
+        died.elapsed()
+    );
+    let lease = api
+        .object(&LEASE, Some("infra"), "waypoint-status")
+        .expect("lease");
     assert_eq!(lease["spec"]["holderIdentity"], "b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
     drop(a.trigger);
@@ -99,11 +114,27 @@ async fn a_lease_released_on_shutdown_goes_to_exactly_one_candidate_without_wait
     assert!(!a.leadership.holds());
     assert_eq!(holder(&api), serde_json::Value::Null);
     sleep(6).await;
-    assert!(b.leadership.holds() != c.leadership.holds(), "taken by exactly one, within one retry period");
-    let lease = api.object(&LEASE, Some("infra"), "waypoint-status").expect("lease");
+    assert!(
+        b.leadership.holds() != c.leadership.holds(),
+        "taken by exactly one, within one retry period"
+    );
+    let lease = api
+        .object(&LEASE, Some("infra"), "waypoint-status")
+        .expect("lease");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
-    let takeovers = api.calls_of(Verb::Replace, &LEASE).iter().filter(|c| c.body.as_ref().is_some_and(|b| b["spec"]["leaseTransitions"] == 1)).count();
-    assert_eq!(takeovers, 2, "both tried; the conditional replace let one through");
+    let takeovers = api
+        .calls_of(Verb::Replace, &LEASE)
+        .iter()
+        .filter(|c| {
+            c.body
+                .as_ref()
+                .is_some_and(|b| b["spec"]["leaseTransitions"] == 1)
+        })
+        .count();
+    assert_eq!(
+        takeovers, 2,
+        "both tried; the conditional replace let one through"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -113,14 +144,22 @@ async fn a_holder_that_cannot_renew_stops_holding_before_others_may_take_over() 
     sleep(1).await;
     assert!(a.leadership.holds());
     for _ in 0..10 {
-        api.fail(Verb::Get, &LEASE, KubeError::Transport("connection refused".into()));
+        api.fail(
+            Verb::Get,
+            &LEASE,
+            KubeError::Transport("connection refused".into()),
+        );
     }
     let cut = tokio::time::Instant::now();
     while a.leadership.holds() {
         sleep(1).await;
     }
     // It renewed last just before the cut; others wait 15 s from the last change they saw.
-    assert!(cut.elapsed() <= Duration::from_secs(10), "held {:?} without renewing", cut.elapsed());
+    assert!(
+        cut.elapsed() <= Duration::from_secs(10),
+        "held {:?} without renewing",
+        cut.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -135,7 +174,9 @@ async fn a_lease_held_by_another_replica_that_renews_is_never_taken() {
     let b = candidate(&api, "b");
     for round in 0..10 {
         // The other replica renews (a new resourceVersion) every 5 s.
-        let mut lease = api.object(&LEASE, Some("infra"), "waypoint-status").expect("lease");
+        let mut lease = api
+            .object(&LEASE, Some("infra"), "waypoint-status")
+            .expect("lease");
         lease["spec"]["renewTime"] = json!(format!("round {round}"));
         api.put(&LEASE, lease);
         sleep(5).await;
@@ -146,10 +187,16 @@ async fn a_lease_held_by_another_replica_that_renews_is_never_taken() {
 
 #[test]
 fn identity_name_and_namespace_follow_the_pod_then_the_gateway() {
-    assert_eq!(holder_identity(Some("wp-7d9".into()), Some("node".into())), "wp-7d9");
+    assert_eq!(
+        holder_identity(Some("wp-7d9".into()), Some("node".into())),
+        "wp-7d9"
+    );
     let a = holder_identity(None, Some("node\n".into()));
     let b = holder_identity(None, Some("node".into()));
-    assert!(a.starts_with("node-") && a.len() == "node-".len() + 6, "{a}");
+    assert!(
+        a.starts_with("node-") && a.len() == "node-".len() + 6,
+        "{a}"
+    );
     assert_ne!(a, b, "two processes on one host differ");
     assert!(holder_identity(None, None).starts_with("waypoint-"));
     let gateway = ("infra".to_owned(), "wp".to_owned());

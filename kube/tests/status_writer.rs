@@ -120,7 +120,13 @@ fn start(api: Arc<FakeApi>, identity: &str) -> Running {
         .with_metrics(metrics.clone());
     let (trigger, shutdown) = shutdown::channel();
     let task = tokio::spawn(writer.run(store.subscribe(), shutdown));
-    Running { api, store, metrics, trigger, task }
+    Running {
+        api,
+        store,
+        metrics,
+        trigger,
+        task,
+    }
 }
 
 impl Running {
@@ -130,7 +136,9 @@ impl Running {
     }
 
     fn route(&self) -> Value {
-        self.api.object(&HTTP_ROUTE, Some("infra"), "web").expect("the route")
+        self.api
+            .object(&HTTP_ROUTE, Some("infra"), "web")
+            .expect("the route")
     }
 }
 
@@ -159,7 +167,11 @@ async fn the_holder_writes_class_gateway_and_route_status_under_its_controller_n
     assert_eq!(ours["conditions"][0]["status"], "True");
     assert_eq!(ours["conditions"][0]["observedGeneration"], 2);
     assert_eq!(run.metrics.writes("HTTPRoute", "written"), 1);
-    assert_eq!(api.object(&LEASE, Some("infra"), "waypoint-status-wp").expect("lease")["spec"]["holderIdentity"], "a");
+    assert_eq!(
+        api.object(&LEASE, Some("infra"), "waypoint-status-wp")
+            .expect("lease")["spec"]["holderIdentity"],
+        "a"
+    );
     run.stop().await;
 }
 
@@ -167,12 +179,16 @@ async fn the_holder_writes_class_gateway_and_route_status_under_its_controller_n
 async fn the_gateway_keeps_the_addresses_its_deploying_controller_wrote() {
     let api = FakeApi::new();
     server_objects(&api);
-    let before = api.object(&GATEWAY, Some("infra"), "wp").expect("gateway")["status"]["addresses"].clone();
+    let before =
+        api.object(&GATEWAY, Some("infra"), "wp").expect("gateway")["status"]["addresses"].clone();
     let run = start(api.clone(), "a");
     settle().await;
     let gw = api.object(&GATEWAY, Some("infra"), "wp").expect("gateway");
     assert_eq!(gw["status"]["addresses"], before);
-    assert_eq!(gw["spec"]["listeners"][0]["name"], "http", "the rest of the object is kept");
+    assert_eq!(
+        gw["spec"]["listeners"][0]["name"], "http",
+        "the rest of the object is kept"
+    );
     run.stop().await;
 }
 
@@ -196,14 +212,29 @@ async fn our_stale_entries_are_removed() {
     let api = FakeApi::new();
     server_objects(&api);
     // A previous holder wrote entries for a parent the route no longer names.
-    api.put(&HTTP_ROUTE, route(vec![our_entry_for("old"), istio_entry(), our_entry_for("wp")]));
+    api.put(
+        &HTTP_ROUTE,
+        route(vec![
+            our_entry_for("old"),
+            istio_entry(),
+            our_entry_for("wp"),
+        ]),
+    );
     let run = start(api.clone(), "a");
     settle().await;
     let parents = run.route()["status"]["parents"].clone();
-    let names: Vec<&Value> = parents.as_array().into_iter().flatten().map(|p| &p["parentRef"]["name"]).collect();
+    let names: Vec<&Value> = parents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| &p["parentRef"]["name"])
+        .collect();
     assert_eq!(names, ["svc", "wp"]);
     // The entry for wp kept its place and, its status unchanged, its time.
-    assert_eq!(parents[1]["conditions"][0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
+    assert_eq!(
+        parents[1]["conditions"][0]["lastTransitionTime"],
+        "2026-01-01T00:00:00Z"
+    );
     assert_eq!(parents[1]["conditions"][0]["observedGeneration"], 2);
     run.stop().await;
 }
@@ -218,7 +249,9 @@ async fn nothing_is_written_when_the_server_already_has_it() {
     assert_eq!(writes, 1);
     // The same config again: the writer remembers what the server has and does not even read.
     let gets = api.calls_of(Verb::Get, &HTTP_ROUTE).len();
-    first.store.apply(parse_manifests(CONFIG, "cluster").expect("the config parses"));
+    first
+        .store
+        .apply(parse_manifests(CONFIG, "cluster").expect("the config parses"));
     settle().await;
     assert_eq!(api.calls_of(Verb::Get, &HTTP_ROUTE).len(), gets);
     first.stop().await;
@@ -228,7 +261,10 @@ async fn nothing_is_written_when_the_server_already_has_it() {
         + api.calls_of(Verb::ReplaceStatus, &GATEWAY_CLASS).len();
     let second = start(api.clone(), "b");
     settle().await;
-    assert!(api.calls_of(Verb::Get, &HTTP_ROUTE).len() > gets, "the new replica read the route");
+    assert!(
+        api.calls_of(Verb::Get, &HTTP_ROUTE).len() > gets,
+        "the new replica read the route"
+    );
     let after = api.calls_of(Verb::ReplaceStatus, &HTTP_ROUTE).len()
         + api.calls_of(Verb::ReplaceStatus, &GATEWAY).len()
         + api.calls_of(Verb::ReplaceStatus, &GATEWAY_CLASS).len();
@@ -251,7 +287,11 @@ async fn a_conflict_is_read_again_and_the_retry_keeps_the_concurrent_change() {
     let run = start(api.clone(), "a");
     settle().await;
     let writes = api.calls_of(Verb::ReplaceStatus, &HTTP_ROUTE);
-    assert_eq!(writes.len(), 2, "the first write conflicted, the second landed");
+    assert_eq!(
+        writes.len(),
+        2,
+        "the first write conflicted, the second landed"
+    );
     let parents = run.route()["status"]["parents"].clone();
     assert_eq!(parents[1], late, "the concurrent entry survived");
     assert_eq!(parents[2]["controllerName"], US);
@@ -270,18 +310,37 @@ async fn a_replica_without_the_lease_writes_nothing() {
     // A second replica, and a change both see: only the holder writes it.
     let other = start(api.clone(), "b");
     let changed = CONFIG.replace("generation: 2", "generation: 3");
-    holder.store.apply(parse_manifests(&changed, "cluster").expect("parses"));
-    other.store.apply(parse_manifests(&changed, "cluster").expect("parses"));
+    holder
+        .store
+        .apply(parse_manifests(&changed, "cluster").expect("parses"));
+    other
+        .store
+        .apply(parse_manifests(&changed, "cluster").expect("parses"));
     tokio::time::sleep(Duration::from_secs(60)).await;
     let writers: Vec<String> = api
         .calls_of(Verb::ReplaceStatus, &HTTP_ROUTE)
         .iter()
-        .map(|c| c.body.as_ref().map(|b| b["status"]["parents"][1]["conditions"][0]["observedGeneration"].to_string()).unwrap_or_default())
+        .map(|c| {
+            c.body
+                .as_ref()
+                .map(|b| {
+                    b["status"]["parents"][1]["conditions"][0]["observedGeneration"].to_string()
+                })
+                .unwrap_or_default()
+        })
         .collect();
-    assert_eq!(writers.len(), writes + 1, "one write of generation 3: {writers:?}");
+    assert_eq!(
+        writers.len(),
+        writes + 1,
+        "one write of generation 3: {writers:?}"
+    );
     assert_eq!(other.metrics.writes("HTTPRoute", "written"), 0);
     assert_eq!(holder.metrics.writes("HTTPRoute", "written"), 2);
-    assert!(api.calls_of(Verb::Replace, &LEASE).iter().all(|c| c.body.as_ref().is_some_and(|b| b["spec"]["holderIdentity"] == "a")));
+    assert!(api.calls_of(Verb::Replace, &LEASE).iter().all(|c| {
+        c.body
+            .as_ref()
+            .is_some_and(|b| b["spec"]["holderIdentity"] == "a")
+    }));
     other.stop().await;
     holder.stop().await;
 }
@@ -291,12 +350,24 @@ async fn with_the_api_server_away_writes_back_off_then_succeed() {
     let api = FakeApi::new();
     server_objects(&api);
     for _ in 0..4 {
-        api.fail(Verb::Get, &HTTP_ROUTE, KubeError::Transport("connection refused".into()));
+        api.fail(
+            Verb::Get,
+            &HTTP_ROUTE,
+            KubeError::Transport("connection refused".into()),
+        );
     }
     let run = start(api.clone(), "a");
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let attempts: Vec<_> = api.calls_of(Verb::Get, &HTTP_ROUTE).iter().map(|c| c.at).collect();
-    assert_eq!(attempts.len(), 5, "4 failures, the read that worked, none after: {attempts:?}");
+    let attempts: Vec<_> = api
+        .calls_of(Verb::Get, &HTTP_ROUTE)
+        .iter()
+        .map(|c| c.at)
+        .collect();
+    assert_eq!(
+        attempts.len(),
+        5,
+        "4 failures, the read that worked, none after: {attempts:?}"
+    );
     let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
     // 500 ms doubling; the first write pass of the class and Gateway went through.
     for (gap, want) in gaps.iter().zip([500, 1000, 2000, 4000]) {
@@ -312,11 +383,19 @@ async fn with_the_api_server_away_writes_back_off_then_succeed() {
 async fn a_route_deleted_before_the_write_is_skipped() {
     let api = FakeApi::new();
     server_objects(&api);
-    api.fail(Verb::ReplaceStatus, &HTTP_ROUTE, KubeError::NotFound("web".into()));
+    api.fail(
+        Verb::ReplaceStatus,
+        &HTTP_ROUTE,
+        KubeError::NotFound("web".into()),
+    );
     let run = start(api.clone(), "a");
     settle().await;
     assert_eq!(run.metrics.writes("HTTPRoute", "not_found"), 1);
     assert_eq!(run.metrics.writes("HTTPRoute", "error"), 0);
-    assert_eq!(api.calls_of(Verb::ReplaceStatus, &HTTP_ROUTE).len(), 1, "not retried");
+    assert_eq!(
+        api.calls_of(Verb::ReplaceStatus, &HTTP_ROUTE).len(),
+        1,
+        "not retried"
+    );
     run.stop().await;
 }

@@ -75,7 +75,7 @@ impl FromStr for ControllerName {
 }
 
 /// Lowercase DNS labels separated by dots, each starting and ending alphanumeric.
-fn is_dns_subdomain(s: &str) -> bool {
+pub(super) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|label| {
             let bytes = label.as_bytes();
@@ -107,9 +107,19 @@ mod tests {
 
     #[test]
     fn names_without_domain_or_path_are_malformed() {
-        for bad in ["example.com", "/bar", "example.com/", "Example.com/x", "-a.com/x", "a..b/x"] {
+        for bad in [
+            "example.com",
+            "/bar",
+            "example.com/",
+            "Example.com/x",
+            "-a.com/x",
+            "a..b/x",
+        ] {
             assert!(
-                matches!(bad.parse::<ControllerName>(), Err(ControllerNameError::Malformed(_))),
+                matches!(
+                    bad.parse::<ControllerName>(),
+                    Err(ControllerNameError::Malformed(_))
+                ),
                 "{bad}"
             );
         }

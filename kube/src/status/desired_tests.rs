@@ -198,18 +198,43 @@ fn the_gateway_flag_restricts_gateways_to_the_one_named() {
         ..Scope::default()
     };
     let desired = desired_status(&snapshot(), &scope);
-    assert!(desired.objects.contains_key(&key(StatusKind::Gateway, Some("infra"), "waypoint")));
-    assert!(!desired.objects.contains_key(&key(StatusKind::Gateway, Some("infra"), "second")));
+    assert!(
+        desired
+            .objects
+            .contains_key(&key(StatusKind::Gateway, Some("infra"), "waypoint"))
+    );
+    assert!(
+        !desired
+            .objects
+            .contains_key(&key(StatusKind::Gateway, Some("infra"), "second"))
+    );
 }
 
 #[test]
 fn gateway_status_has_generations_listeners_supported_kinds_and_attached_routes() {
     let desired = desired_status(&snapshot(), &Scope::default());
-    let gw = fields(&desired, &key(StatusKind::Gateway, Some("infra"), "waypoint"));
-    let types: Vec<&Value> = gw["conditions"].as_array().into_iter().flatten().map(|c| &c["type"]).collect();
+    let gw = fields(
+        &desired,
+        &key(StatusKind::Gateway, Some("infra"), "waypoint"),
+    );
+    let types: Vec<&Value> = gw["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| &c["type"])
+        .collect();
     assert_eq!(types, ["Accepted", "Programmed"]);
-    assert!(gw["conditions"].as_array().into_iter().flatten().all(|c| c["observedGeneration"] == 2));
-    assert!(gw.get("addresses").is_none(), "addresses are the deploying controller's");
+    assert!(
+        gw["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|c| c["observedGeneration"] == 2)
+    );
+    assert!(
+        gw.get("addresses").is_none(),
+        "addresses are the deploying controller's"
+    );
     let listeners = gw["listeners"].as_array().expect("listeners");
     assert_eq!(listeners.len(), 3);
     assert_eq!(listeners[0]["name"], "http");
@@ -220,8 +245,15 @@ fn gateway_status_has_generations_listeners_supported_kinds_and_attached_routes(
         listeners[0]["supportedKinds"],
         json!([{"group": group, "kind": "HTTPRoute"}, {"group": group, "kind": "GRPCRoute"}])
     );
-    assert_eq!(listeners[1]["supportedKinds"], json!([{"group": group, "kind": "GRPCRoute"}]));
-    assert_eq!(listeners[2]["supportedKinds"], json!([]), "HBONE takes no route kind");
+    assert_eq!(
+        listeners[1]["supportedKinds"],
+        json!([{"group": group, "kind": "GRPCRoute"}])
+    );
+    assert_eq!(
+        listeners[2]["supportedKinds"],
+        json!([]),
+        "HBONE takes no route kind"
+    );
 }
 
 #[test]
@@ -242,14 +274,21 @@ fn route_entries_are_ours_for_our_gateways_and_served_services_only() {
         let conditions = entry["conditions"].as_array().expect("conditions");
         assert_eq!(conditions.len(), 2);
         assert!(conditions.iter().all(|c| c["observedGeneration"] == 7));
-        assert!(conditions.iter().all(|c| c.get("lastTransitionTime").is_none()));
+        assert!(
+            conditions
+                .iter()
+                .all(|c| c.get("lastTransitionTime").is_none())
+        );
     }
 }
 
 #[test]
 fn a_route_with_no_parent_of_ours_wants_no_entries_so_stale_ones_go() {
     let desired = desired_status(&snapshot(), &Scope::default());
-    let elsewhere = entries(&desired, &key(StatusKind::HttpRoute, Some("infra"), "elsewhere"));
+    let elsewhere = entries(
+        &desired,
+        &key(StatusKind::HttpRoute, Some("infra"), "elsewhere"),
+    );
     assert!(elsewhere.is_empty());
 }
 

@@ -27,6 +27,7 @@ use waypoint_core::shutdown::Shutdown;
 
 use crate::api::{KubeApi, KubeError, kinds};
 
+use super::controller::is_dns_subdomain;
 use super::merge::now_micros;
 use super::metrics::StatusMetrics;
 
@@ -71,9 +72,29 @@ pub fn default_lease_name(gateway: Option<&(String, String)>) -> String {
     }
 }
 
+/// Why a Lease name was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a Lease name: lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253 characters"
+)]
+pub struct LeaseNameError(String);
+
+/// A Lease name as given (`--status-lease`), checked as the API server will (a DNS subdomain),
+/// so a typo fails at startup rather than on every renewal.
+pub fn lease_name(s: &str) -> Result<String, LeaseNameError> {
+    if s.len() <= 253 && is_dns_subdomain(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(LeaseNameError(s.to_owned()))
+    }
+}
+
 /// The Lease's namespace: `POD_NAMESPACE` (ours, where our RBAC grants Leases), else the
 /// Gateway's, else `default`.
-pub fn lease_namespace(pod_namespace: Option<String>, gateway: Option<&(String, String)>) -> String {
+pub fn lease_namespace(
+    pod_namespace: Option<String>,
+    gateway: Option<&(String, String)>,
+) -> String {
     pod_namespace
         .filter(|ns| !ns.is_empty())
         .or_else(|| gateway.map(|(ns, _)| ns.clone()))
@@ -90,7 +111,9 @@ pub fn holder_identity(pod_name: Option<String>, hostname: Option<String>) -> St
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "waypoint".to_owned());
-    let suffix: String = (0..6).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect();
+    let suffix: String = (0..6)
+        .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+        .collect();
     format!("{host}-{suffix}")
 }
 
@@ -176,8 +199,12 @@ impl Elector {
         let was = self.state.borrow().is_some();
         if was != until.is_some() {
             match until {
-                Some(_) => tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "status Lease acquired: this replica writes status"),
-                None => tracing::info!(lease = %self.settings.name, "status Lease not held: this replica does not write status"),
+                Some(_) => {
+                    tracing::info!(lease = %self.settings.name, identity = %self.settings.identity, "status Lease acquired: this replica writes status")
+                }
+                None => {
+                    tracing::info!(lease = %self.settings.name, "status Lease not held: this replica does not write status")
+                }
             }
         }
         self.metrics.set_leader(until.is_some());
@@ -210,7 +237,10 @@ impl Elector {
             };
         };
         if !lease.is_object() {
-            return Err(KubeError::Decode(format!("Lease {} is not an object", s.name)));
+            return Err(KubeError::Decode(format!(
+                "Lease {} is not an object",
+                s.name
+            )));
         }
         // A spec that is not an object is treated as empty (and replaced by ours if we may).
         let spec = lease

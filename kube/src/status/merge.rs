@@ -121,10 +121,9 @@ fn route_parents(
             parents.push(entry.clone());
             continue;
         }
-        let at = ours
-            .iter()
-            .enumerate()
-            .position(|(i, o)| !placed[i] && key(o, route_namespace) == key(entry, route_namespace));
+        let at = ours.iter().enumerate().position(|(i, o)| {
+            !placed[i] && key(o, route_namespace) == key(entry, route_namespace)
+        });
         if let Some(i) = at {
             placed[i] = true;
             parents.push(with_times(&ours[i], Some(entry), now));

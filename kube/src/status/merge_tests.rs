@@ -51,7 +51,10 @@ fn a_gateway_keeps_the_addresses_another_controller_wrote() {
     }));
     let merged = merged_status(Some(&old), &desired, US, "", NOW).expect("a status");
     assert_eq!(merged["addresses"], addresses);
-    assert_eq!(merged["listeners"][0]["conditions"][0]["lastTransitionTime"], NOW);
+    assert_eq!(
+        merged["listeners"][0]["conditions"][0]["lastTransitionTime"],
+        NOW
+    );
     // Written once, merged again: identical, so the writer skips it.
     let again = merged_status(Some(&merged), &desired, US, "", "2030-01-01T00:00:00Z");
     assert_eq!(again.as_ref(), Some(&merged));
@@ -91,7 +94,10 @@ fn our_entry_matches_a_parent_ref_written_without_defaults() {
     let desired = Desired::RouteParents(vec![entry(US, "b", "True")]);
     let merged = merged_status(Some(&old), &desired, US, "ns", NOW).expect("a status");
     assert_eq!(merged["parents"].as_array().map(Vec::len), Some(1));
-    assert_eq!(merged["parents"][0]["conditions"][0]["lastTransitionTime"], THEN);
+    assert_eq!(
+        merged["parents"][0]["conditions"][0]["lastTransitionTime"],
+        THEN
+    );
 }
 
 #[test]
@@ -99,7 +105,10 @@ fn a_route_with_nothing_of_ours_before_or_after_is_left_alone() {
     let desired = Desired::RouteParents(Vec::new());
     assert_eq!(merged_status(None, &desired, US, "ns", NOW), None);
     let old = json!({"parents": [entry(THEM, "a", "True")]});
-    assert_eq!(merged_status(Some(&old), &desired, US, "ns", NOW), Some(old));
+    assert_eq!(
+        merged_status(Some(&old), &desired, US, "ns", NOW),
+        Some(old)
+    );
 }
 
 #[test]

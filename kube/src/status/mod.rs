@@ -15,6 +15,7 @@ mod desired;
 mod lease;
 mod merge;
 mod metrics;
+mod settings;
 mod writer;
 
 #[cfg(test)]
@@ -28,7 +29,9 @@ pub use desired::{
     serves_service_parent, supported_kinds,
 };
 pub use lease::{
-    Elector, LeaseSettings, Leadership, default_lease_name, holder_identity, lease_namespace,
+    Elector, Leadership, LeaseNameError, LeaseSettings, default_lease_name, holder_identity,
+    lease_name, lease_namespace,
 };
 pub use metrics::{StatusMetrics, WriteLabels};
-pub use writer::{StatusSettings, StatusWriter};
+pub use settings::StatusSettings;
+pub use writer::StatusWriter;

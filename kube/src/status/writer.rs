@@ -20,7 +20,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -29,38 +28,14 @@ use waypoint_core::shutdown::Shutdown;
 
 use crate::api::{KubeApi, KubeError};
 
-use super::desired::{Desired, DesiredStatus, ObjectKey, Scope, desired_status};
-use super::lease::{Elector, LeaseSettings, Leadership};
+use super::desired::{Desired, DesiredStatus, ObjectKey, desired_status};
+use super::lease::{Elector, Leadership};
 use super::merge::{merged_status, now_seconds};
 use super::metrics::StatusMetrics;
+use super::settings::StatusSettings;
 
 /// How many times one object is re-read after a Conflict before the pass gives up on it.
 const CONFLICT_ATTEMPTS: usize = 5;
-
-/// Everything the status writer needs to know.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusSettings {
-    /// Whose status we write.
-    pub scope: Scope,
-    /// The Lease that decides which replica writes.
-    pub lease: LeaseSettings,
-    /// First retry delay after a failed pass.
-    pub backoff_initial: Duration,
-    /// The longest retry delay.
-    pub backoff_max: Duration,
-}
-
-impl StatusSettings {
-    /// Settings with a 500 ms first retry, doubling up to 30 s.
-    pub fn new(scope: Scope, lease: LeaseSettings) -> Self {
-        StatusSettings {
-            scope,
-            lease,
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Why a write did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +189,8 @@ impl Pass {
     /// Writes every object whose desired state is not confirmed yet; `Err(failures)` when some
     /// could not be written.
     async fn run(&mut self, desired: &DesiredStatus, leadership: &Leadership) -> Result<(), usize> {
-        self.confirmed.retain(|k, _| desired.objects.contains_key(k));
+        self.confirmed
+            .retain(|k, _| desired.objects.contains_key(k));
         let mut failures = 0;
         for (key, want) in &desired.objects {
             if self.confirmed.get(key) == Some(want) {

@@ -65,7 +65,13 @@ impl State {
         object["metadata"]["resourceVersion"] = json!(self.version.to_string());
     }
 
-    fn record(&mut self, verb: Verb, resource: &ApiResource, name: &str, body: Option<&Value>) -> Result<(), KubeError> {
+    fn record(
+        &mut self,
+        verb: Verb,
+        resource: &ApiResource,
+        name: &str,
+        body: Option<&Value>,
+    ) -> Result<(), KubeError> {
         self.calls.push(Call {
             verb,
             plural: resource.plural,
@@ -96,15 +102,28 @@ impl FakeApi {
     /// Stores `object` (namespace and name from its metadata) with a new resourceVersion.
     pub fn put(&self, resource: &ApiResource, mut object: Value) {
         let ns = object["metadata"]["namespace"].as_str().map(str::to_owned);
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let mut state = self.lock();
         state.bump(&mut object);
-        state.objects.insert(key(resource, ns.as_deref(), &name), object);
+        state
+            .objects
+            .insert(key(resource, ns.as_deref(), &name), object);
     }
 
     /// The stored object.
-    pub fn object(&self, resource: &ApiResource, namespace: Option<&str>, name: &str) -> Option<Value> {
-        self.lock().objects.get(&key(resource, namespace, name)).cloned()
+    pub fn object(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(&key(resource, namespace, name))
+            .cloned()
     }
 
     /// The next `verb` on `resource` answers `err`. Failures queue in order.
@@ -114,11 +133,23 @@ impl FakeApi {
 
     /// Right after the next GET of `name` answers, the stored object changes (a new
     /// resourceVersion): a concurrent writer, so a replace with what was read conflicts.
-    pub fn change_after_get(&self, resource: &ApiResource, name: &str, change: impl FnOnce(&mut Value) + Send + 'static) {
-        self.lock().after_get.push((resource.plural, name.to_owned(), Box::new(change)));
+    pub fn change_after_get(
+        &self,
+        resource: &ApiResource,
+        name: &str,
+        change: impl FnOnce(&mut Value) + Send + 'static,
+    ) {
+        self.lock()
+            .after_get
+            .push((resource.plural, name.to_owned(), Box::new(change)));
     }
 
-    fn read(&self, resource: &ApiResource, namespace: Option<&str>, name: &str) -> Result<Option<Value>, KubeError> {
+    fn read(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, KubeError> {
         let mut state = self.lock();
         state.record(Verb::Get, resource, name, None)?;
         let k = key(resource, namespace, name);
@@ -154,7 +185,12 @@ impl FakeApi {
 
 #[async_trait::async_trait]
 impl KubeApi for FakeApi {
-    async fn get(&self, resource: &ApiResource, namespace: Option<&str>, name: &str) -> Result<Option<Value>, KubeError> {
+    async fn get(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, KubeError> {
         let answer = self.read(resource, namespace, name);
         // The answer travels back while other tasks run: what was read may be stale by the
         // time the caller acts on it, as over a network.
@@ -162,15 +198,41 @@ impl KubeApi for FakeApi {
         answer
     }
 
-    async fn list(&self, _: &ApiResource, _: Option<&str>, _: Option<&str>) -> Result<ObjectList, KubeError> {
-        Err(KubeError::Api { code: 405, reason: "MethodNotAllowed".into(), message: "not scripted".into() })
+    async fn list(
+        &self,
+        _: &ApiResource,
+        _: Option<&str>,
+        _: Option<&str>,
+    ) -> Result<ObjectList, KubeError> {
+        Err(KubeError::Api {
+            code: 405,
+            reason: "MethodNotAllowed".into(),
+            message: "not scripted".into(),
+        })
     }
-    async fn watch(&self, _: &ApiResource, _: Option<&str>, _: &str) -> Result<WatchEvents, KubeError> {
-        Err(KubeError::Api { code: 405, reason: "MethodNotAllowed".into(), message: "not scripted".into() })
+    async fn watch(
+        &self,
+        _: &ApiResource,
+        _: Option<&str>,
+        _: &str,
+    ) -> Result<WatchEvents, KubeError> {
+        Err(KubeError::Api {
+            code: 405,
+            reason: "MethodNotAllowed".into(),
+            message: "not scripted".into(),
+        })
     }
 
-    async fn create(&self, resource: &ApiResource, namespace: Option<&str>, object: &Value) -> Result<Value, KubeError> {
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    async fn create(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        object: &Value,
+    ) -> Result<Value, KubeError> {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let mut state = self.lock();
         state.record(Verb::Create, resource, &name, Some(object))?;
         let k = key(resource, namespace, &name);
@@ -183,7 +245,13 @@ impl KubeApi for FakeApi {
         Ok(object)
     }
 
-    async fn replace(&self, resource: &ApiResource, namespace: Option<&str>, name: &str, object: &Value) -> Result<Value, KubeError> {
+    async fn replace(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        object: &Value,
+    ) -> Result<Value, KubeError> {
         let mut state = self.lock();
         state.record(Verb::Replace, resource, name, Some(object))?;
         let k = key(resource, namespace, name);
@@ -199,7 +267,13 @@ impl KubeApi for FakeApi {
         Ok(object)
     }
 
-    async fn replace_status(&self, resource: &ApiResource, namespace: Option<&str>, name: &str, object: &Value) -> Result<Value, KubeError> {
+    async fn replace_status(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        object: &Value,
+    ) -> Result<Value, KubeError> {
         let mut state = self.lock();
         state.record(Verb::ReplaceStatus, resource, name, Some(object))?;
         let k = key(resource, namespace, name);
