@@ -399,3 +399,31 @@ async fn a_route_deleted_before_the_write_is_skipped() {
     );
     run.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_newer_snapshot_supersedes_a_pass_in_progress() {
+    let api = FakeApi::new();
+    server_objects(&api);
+    // The first write of the route hangs; meanwhile the route changes.
+    api.delay(Verb::ReplaceStatus, &HTTP_ROUTE, Duration::from_secs(60));
+    let run = start(api.clone(), "a");
+    settle().await;
+    assert_eq!(
+        api.calls_of(Verb::ReplaceStatus, &HTTP_ROUTE).len(),
+        1,
+        "the first write is in flight"
+    );
+    let changed = CONFIG.replace("generation: 2", "generation: 3");
+    run.store
+        .apply(parse_manifests(&changed, "cluster").expect("parses"));
+    settle().await;
+    let route = run.route();
+    assert_eq!(
+        route["status"]["parents"][1]["conditions"][0]["observedGeneration"],
+        3
+    );
+    // Long after the abandoned write would have finished, the newer status is still there.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(run.route(), route);
+    run.stop().await;
+}

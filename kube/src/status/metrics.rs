@@ -62,3 +62,24 @@ impl StatusMetrics {
         self.leader.set(i64::from(held));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_the_lease_show_in_the_registry_under_their_names() {
+        let mut registry = Registry::default();
+        let metrics = StatusMetrics::new(&mut registry);
+        metrics.write("HTTPRoute", "written");
+        metrics.write("HTTPRoute", "written");
+        metrics.set_leader(true);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        assert!(
+            text.contains(r#"waypoint_status_writes_total{kind="HTTPRoute",result="written"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("waypoint_status_lease_held 1"), "{text}");
+    }
+}

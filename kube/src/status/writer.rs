@@ -14,7 +14,8 @@
 //! entries a previous holder left behind on every route of the config.
 //!
 //! Failures never block serving: this runs in its own task, and a newer snapshot supersedes a
-//! pass in progress. A pass that fails (API server away, 5xx, a refused write) is retried after
+//! pass in progress (a write abandoned on the wire that still lands later carries the old
+//! `resourceVersion`, so it cannot overwrite the newer one: the server answers Conflict). A pass that fails (API server away, 5xx, a refused write) is retried after
 //! an exponential backoff, capped; transport errors and 5xx end the pass at once (the next
 //! object would fail the same way).
 
@@ -106,7 +107,9 @@ impl StatusWriter {
         let mut leader = false;
         let mut snapshots_open = true;
         loop {
-            if pending && leader && leadership.holds() {
+            // Version 0 is the store's empty placeholder, not a config: nothing to write yet.
+            let configured = snapshots.borrow().version > 0;
+            if pending && leader && configured && leadership.holds() {
                 pending = false;
                 let snapshot = snapshots.borrow_and_update().clone();
                 let desired = desired_status(&snapshot, &scope);

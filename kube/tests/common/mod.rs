@@ -42,6 +42,7 @@ struct State {
     calls: Vec<Call>,
     failures: VecDeque<(Verb, &'static str, KubeError)>,
     after_get: Vec<(&'static str, String, Change)>,
+    delays: Vec<(Verb, &'static str, std::time::Duration)>,
 }
 
 /// The fake API server.
@@ -169,6 +170,25 @@ impl FakeApi {
         Ok(answer)
     }
 
+    /// The next `verb` on `resource` takes `delay` before it acts (a slow API server).
+    pub fn delay(&self, verb: Verb, resource: &ApiResource, delay: std::time::Duration) {
+        self.lock().delays.push((verb, resource.plural, delay));
+    }
+
+    async fn pause(&self, verb: Verb, resource: &ApiResource) {
+        let delay = {
+            let mut state = self.lock();
+            let at = state
+                .delays
+                .iter()
+                .position(|(v, p, _)| *v == verb && *p == resource.plural);
+            at.map(|i| state.delays.remove(i).2)
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// Every call so far.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
@@ -274,8 +294,10 @@ impl KubeApi for FakeApi {
         name: &str,
         object: &Value,
     ) -> Result<Value, KubeError> {
+        self.lock()
+            .record(Verb::ReplaceStatus, resource, name, Some(object))?;
+        self.pause(Verb::ReplaceStatus, resource).await;
         let mut state = self.lock();
-        state.record(Verb::ReplaceStatus, resource, name, Some(object))?;
         let k = key(resource, namespace, name);
         let Some(current) = state.objects.get(&k).cloned() else {
             return Err(KubeError::NotFound(name.to_owned()));
