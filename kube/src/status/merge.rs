@@ -50,44 +50,44 @@ fn owned_fields(old: Option<&Value>, fields: &Value, now: &str) -> Value {
 /// `new` conditions with `lastTransitionTime` carried over from `old` where the status did not
 /// change.
 fn conditions(new: &Value, old: Option<&Value>, now: &str) -> Value {
-    let old = old.and_then(Value::as_array);
-    let merged = new
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            let previous = old
-                .into_iter()
-                .flatten()
-                .find(|o| o.get("type") == c.get("type"));
-            let kept = previous
-                .filter(|o| o.get("status") == c.get("status"))
-                .and_then(|o| o.get("lastTransitionTime"))
-                .filter(|t| t.is_string());
-            let mut c = c.clone();
-            c["lastTransitionTime"] = kept.cloned().unwrap_or_else(|| json!(now));
-            c
-        })
-        .collect();
-    Value::Array(merged)
+    merge_items(new, old, "type", |c, previous| {
+        let kept = previous
+            .filter(|o| o.get("status") == c.get("status"))
+            .and_then(|o| o.get("lastTransitionTime"))
+            .filter(|t| t.is_string());
+        c["lastTransitionTime"] = kept.cloned().unwrap_or_else(|| json!(now));
+    })
 }
 
 /// Listener statuses, each listener's conditions merged with the listener of the same name.
 fn listeners(new: &Value, old: Option<&Value>, now: &str) -> Value {
+    merge_items(new, old, "name", |l, previous| {
+        let before = previous.and_then(|p| p.get("conditions"));
+        l["conditions"] = conditions(&l["conditions"], before, now);
+    })
+}
+
+/// Each item of the array `new`, changed by `merge` with the item of `old` that has the same
+/// `key` field (if any).
+fn merge_items(
+    new: &Value,
+    old: Option<&Value>,
+    key: &str,
+    merge: impl Fn(&mut Value, Option<&Value>),
+) -> Value {
     let old = old.and_then(Value::as_array);
     let merged = new
         .as_array()
         .into_iter()
         .flatten()
-        .map(|l| {
+        .map(|item| {
             let previous = old
                 .into_iter()
                 .flatten()
-                .find(|o| o.get("name") == l.get("name"));
-            let mut l = l.clone();
-            let before = previous.and_then(|p| p.get("conditions"));
-            l["conditions"] = conditions(&l["conditions"], before, now);
-            l
+                .find(|o| o.get(key) == item.get(key));
+            let mut item = item.clone();
+            merge(&mut item, previous);
+            item
         })
         .collect();
     Value::Array(merged)

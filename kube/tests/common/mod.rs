@@ -61,6 +61,19 @@ fn version_of(object: &Value) -> Option<&str> {
 }
 
 impl State {
+    /// The stored object `object` replaces: NotFound when there is none, Conflict when
+    /// `object` names another resourceVersion.
+    fn current(&self, k: &Key, object: &Value) -> Result<Value, KubeError> {
+        let name = &k.2;
+        let Some(current) = self.objects.get(k) else {
+            return Err(KubeError::NotFound(name.clone()));
+        };
+        if version_of(object).is_some_and(|v| Some(v) != version_of(current)) {
+            return Err(KubeError::Conflict(format!("{name} changed")));
+        }
+        Ok(current.clone())
+    }
+
     fn bump(&mut self, object: &mut Value) {
         self.version += 1;
         object["metadata"]["resourceVersion"] = json!(self.version.to_string());
@@ -275,12 +288,7 @@ impl KubeApi for FakeApi {
         let mut state = self.lock();
         state.record(Verb::Replace, resource, name, Some(object))?;
         let k = key(resource, namespace, name);
-        let Some(current) = state.objects.get(&k) else {
-            return Err(KubeError::NotFound(name.to_owned()));
-        };
-        if version_of(object).is_some_and(|v| Some(v) != version_of(current)) {
-            return Err(KubeError::Conflict(format!("{name} changed")));
-        }
+        state.current(&k, object)?;
         let mut object = object.clone();
         state.bump(&mut object);
         state.objects.insert(k, object.clone());
@@ -299,12 +307,7 @@ impl KubeApi for FakeApi {
         self.pause(Verb::ReplaceStatus, resource).await;
         let mut state = self.lock();
         let k = key(resource, namespace, name);
-        let Some(current) = state.objects.get(&k).cloned() else {
-            return Err(KubeError::NotFound(name.to_owned()));
-        };
-        if version_of(object).is_some_and(|v| Some(v) != version_of(&current)) {
-            return Err(KubeError::Conflict(format!("{name} changed")));
-        }
+        let current = state.current(&k, object)?;
         // The status subresource changes status only.
         let mut updated = current;
         updated["status"] = object["status"].clone();
