@@ -61,6 +61,13 @@ fn version_of(object: &Value) -> Option<&str> {
 }
 
 impl State {
+    /// Stores `object` under `k` with a new resourceVersion; the stored copy.
+    fn store(&mut self, k: Key, mut object: Value) -> Value {
+        self.bump(&mut object);
+        self.objects.insert(k, object.clone());
+        object
+    }
+
     /// The stored object `object` replaces: NotFound when there is none, Conflict when
     /// `object` names another resourceVersion.
     fn current(&self, k: &Key, object: &Value) -> Result<Value, KubeError> {
@@ -114,17 +121,14 @@ impl FakeApi {
     }
 
     /// Stores `object` (namespace and name from its metadata) with a new resourceVersion.
-    pub fn put(&self, resource: &ApiResource, mut object: Value) {
+    pub fn put(&self, resource: &ApiResource, object: Value) {
         let ns = object["metadata"]["namespace"].as_str().map(str::to_owned);
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let mut state = self.lock();
-        state.bump(&mut object);
-        state
-            .objects
-            .insert(key(resource, ns.as_deref(), &name), object);
+        self.lock()
+            .store(key(resource, ns.as_deref(), &name), object);
     }
 
     /// The stored object.
@@ -176,8 +180,7 @@ impl FakeApi {
             let (_, _, change) = state.after_get.remove(i);
             if let Some(mut object) = state.objects.remove(&k) {
                 change(&mut object);
-                state.bump(&mut object);
-                state.objects.insert(k, object);
+                state.store(k, object);
             }
         }
         Ok(answer)
@@ -272,10 +275,7 @@ impl KubeApi for FakeApi {
         if state.objects.contains_key(&k) {
             return Err(KubeError::Conflict(format!("{name} already exists")));
         }
-        let mut object = object.clone();
-        state.bump(&mut object);
-        state.objects.insert(k, object.clone());
-        Ok(object)
+        Ok(state.store(k, object.clone()))
     }
 
     async fn replace(
@@ -289,10 +289,7 @@ impl KubeApi for FakeApi {
         state.record(Verb::Replace, resource, name, Some(object))?;
         let k = key(resource, namespace, name);
         state.current(&k, object)?;
-        let mut object = object.clone();
-        state.bump(&mut object);
-        state.objects.insert(k, object.clone());
-        Ok(object)
+        Ok(state.store(k, object.clone()))
     }
 
     async fn replace_status(
@@ -311,8 +308,6 @@ impl KubeApi for FakeApi {
         // The status subresource changes status only.
         let mut updated = current;
         updated["status"] = object["status"].clone();
-        state.bump(&mut updated);
-        state.objects.insert(k, updated.clone());
-        Ok(updated)
+        Ok(state.store(k, updated))
     }
 }
