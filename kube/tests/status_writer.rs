@@ -208,14 +208,18 @@ async fn other_controllers_entries_are_kept_byte_for_byte_and_in_place() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn our_stale_entries_are_removed() {
+async fn our_stale_entries_are_removed_and_a_sibling_waypoints_are_kept() {
     let api = FakeApi::new();
     server_objects(&api);
-    // A previous holder wrote entries for a parent the route no longer names.
+    // A previous holder wrote an entry for a listener of our Gateway the route no longer names;
+    // a waypoint of another Gateway, under the same controller name, wrote its own.
+    let mut stale = our_entry_for("wp");
+    stale["parentRef"]["sectionName"] = json!("removed");
     api.put(
         &HTTP_ROUTE,
         route(vec![
-            our_entry_for("old"),
+            stale,
+            our_entry_for("other-waypoint"),
             istio_entry(),
             our_entry_for("wp"),
         ]),
@@ -229,13 +233,15 @@ async fn our_stale_entries_are_removed() {
         .flatten()
         .map(|p| &p["parentRef"]["name"])
         .collect();
-    assert_eq!(names, ["svc", "wp"]);
+    assert_eq!(names, ["other-waypoint", "svc", "wp"]);
+    assert_eq!(parents[0], our_entry_for("other-waypoint"));
+    assert!(parents[2]["parentRef"].get("sectionName").is_none());
     // The entry for wp kept its place and, its status unchanged, its time.
     assert_eq!(
-        parents[1]["conditions"][0]["lastTransitionTime"],
+        parents[2]["conditions"][0]["lastTransitionTime"],
         "2026-01-01T00:00:00Z"
     );
-    assert_eq!(parents[1]["conditions"][0]["observedGeneration"], 2);
+    assert_eq!(parents[2]["conditions"][0]["observedGeneration"], 2);
     run.stop().await;
 }
 

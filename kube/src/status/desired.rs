@@ -14,7 +14,8 @@
 //!
 //! Every route of the snapshot gets a desired entry list, possibly empty: empty means "none of
 //! ours", so entries we wrote before (a parent removed from the spec, a Gateway that is no
-//! longer ours) are removed.
+//! longer ours) are removed. With `--gateway`, waypoints of other Gateways may share our
+//! controller name: their entries (for their Gateway, or Services we do not serve) are kept.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -91,8 +92,15 @@ pub enum Desired {
     /// The fields of `status` we own (GatewayClass, Gateway): `conditions`, and `listeners` for
     /// Gateways. Other fields (a Gateway's `addresses`) are kept as read.
     Fields(Value),
-    /// Our entries of a route's shared `status.parents` (possibly none).
-    RouteParents(Vec<Value>),
+    /// Our entries of a route's shared `status.parents`.
+    RouteParents {
+        /// The entries we want (possibly none: then ours are removed).
+        ours: Vec<Value>,
+        /// `--gateway`: other waypoints may run under the same controller name for other
+        /// Gateways, so an entry of our controller for another Gateway (or for a Service we do
+        /// not serve) is theirs and kept. `None`: every entry of our controller is ours.
+        only_gateway: Option<(String, String)>,
+    },
 }
 
 /// The status of every object we write, for one snapshot.
@@ -191,7 +199,11 @@ pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
             namespace: Some(route.namespace.clone()),
             name: route.name.clone(),
         };
-        objects.insert(key, Desired::RouteParents(entries));
+        let desired = Desired::RouteParents {
+            ours: entries,
+            only_gateway: scope.gateway.clone(),
+        };
+        objects.insert(key, desired);
     }
     DesiredStatus { objects }
 }

@@ -163,7 +163,7 @@ fn fields(desired: &DesiredStatus, key: &ObjectKey) -> Value {
 
 fn entries(desired: &DesiredStatus, key: &ObjectKey) -> Vec<Value> {
     match desired.objects.get(key) {
-        Some(Desired::RouteParents(v)) => v.clone(),
+        Some(Desired::RouteParents { ours, .. }) => ours.clone(),
         other => panic!("{key}: {other:?}"),
     }
 }
@@ -303,6 +303,6 @@ fn another_controller_name_owns_other_classes() {
         desired
             .objects
             .values()
-            .all(|d| matches!(d, Desired::RouteParents(e) if e.iter().all(|e| e["parentRef"]["kind"] == "Service")))
+            .all(|d| matches!(d, Desired::RouteParents { ours, .. } if ours.iter().all(|e| e["parentRef"]["kind"] == "Service")))
     );
 }

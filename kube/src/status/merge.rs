@@ -26,7 +26,14 @@ pub fn merged_status(
 ) -> Option<Value> {
     match desired {
         Desired::Fields(fields) => Some(owned_fields(old, fields, now)),
-        Desired::RouteParents(ours) => route_parents(old, ours, controller, route_namespace, now),
+        Desired::RouteParents { ours, only_gateway } => {
+            let owner = Owner {
+                controller,
+                only_gateway: only_gateway.as_ref(),
+                route_namespace,
+            };
+            route_parents(old, ours, &owner, now)
+        }
     }
 }
 
@@ -93,37 +100,65 @@ fn merge_items(
     Value::Array(merged)
 }
 
+/// Decides which entries of a route's `status.parents` are ours to replace or remove.
+struct Owner<'a> {
+    controller: &'a str,
+    only_gateway: Option<&'a (String, String)>,
+    route_namespace: &'a str,
+}
+
+impl Owner<'_> {
+    fn key<'v>(&'v self, entry: &'v Value) -> Option<ParentKey<'v>> {
+        entry
+            .get("parentRef")
+            .map(|r| ParentKey::of(r, self.route_namespace))
+    }
+
+    /// Ours: our controller name and, with `--gateway`, our Gateway or a parent we want an
+    /// entry for (a Service we serve).
+    fn owns(&self, entry: &Value, ours: &[Value]) -> bool {
+        if entry.get("controllerName").and_then(Value::as_str) != Some(self.controller) {
+            return false;
+        }
+        let Some((namespace, name)) = self.only_gateway else {
+            return true;
+        };
+        let key = self.key(entry);
+        let our_gateway = key.as_ref().is_some_and(|k| {
+            k.group == "gateway.networking.k8s.io"
+                && k.kind == "Gateway"
+                && k.namespace == namespace
+                && k.name == name
+        });
+        our_gateway || ours.iter().any(|o| self.key(o) == key)
+    }
+}
+
 fn route_parents(
     old: Option<&Value>,
     ours: &[Value],
-    controller: &str,
-    route_namespace: &str,
+    owner: &Owner<'_>,
     now: &str,
 ) -> Option<Value> {
     let old_parents: &[Value] = old
         .and_then(|s| s.get("parents"))
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
-    let is_ours = |e: &Value| e.get("controllerName").and_then(Value::as_str) == Some(controller);
-    if ours.is_empty() && !old_parents.iter().any(is_ours) {
+    if ours.is_empty() && !old_parents.iter().any(|e| owner.owns(e, ours)) {
         // Nothing of ours, before or after: the status stays as it is.
         return old.cloned();
-    }
-    fn key<'a>(entry: &'a Value, route_namespace: &'a str) -> Option<ParentKey<'a>> {
-        entry
-            .get("parentRef")
-            .map(|r| ParentKey::of(r, route_namespace))
     }
     let mut placed = vec![false; ours.len()];
     let mut parents = Vec::with_capacity(old_parents.len() + ours.len());
     for entry in old_parents {
-        if !is_ours(entry) {
+        if !owner.owns(entry, ours) {
             parents.push(entry.clone());
             continue;
         }
-        let at = ours.iter().enumerate().position(|(i, o)| {
-            !placed[i] && key(o, route_namespace) == key(entry, route_namespace)
-        });
+        let at = ours
+            .iter()
+            .enumerate()
+            .position(|(i, o)| !placed[i] && owner.key(o) == owner.key(entry));
         if let Some(i) = at {
             placed[i] = true;
             parents.push(with_times(&ours[i], Some(entry), now));

@@ -29,6 +29,14 @@ fn with_time(mut v: Value, time: &str) -> Value {
     v
 }
 
+/// Our entries, every entry of our controller being ours (no `--gateway`).
+fn parents(ours: Vec<Value>) -> Desired {
+    Desired::RouteParents {
+        ours,
+        only_gateway: None,
+    }
+}
+
 #[test]
 fn an_unchanged_condition_keeps_its_time_and_a_flipped_one_gets_now() {
     let old = json!({"conditions": [with_time(json!({"conditions": [accepted("True")]}), THEN)["conditions"][0]]});
@@ -68,7 +76,7 @@ fn route_entries_of_others_stay_in_place_ours_are_replaced_and_stale_ones_remove
                             "conditions": [], "extra": {"unknown": [1, 2]}});
     let ours_stale = with_time(entry(US, "gone", "True"), THEN);
     let old = json!({"parents": [theirs_first, ours_kept, theirs_mid, ours_stale]});
-    let desired = Desired::RouteParents(vec![entry(US, "new", "True"), entry(US, "b", "False")]);
+    let desired = parents(vec![entry(US, "new", "True"), entry(US, "b", "False")]);
     let merged = merged_status(Some(&old), &desired, US, "ns", NOW).expect("a status");
     let parents = merged["parents"].as_array().expect("parents");
     let names: Vec<&Value> = parents.iter().map(|p| &p["parentRef"]["name"]).collect();
@@ -91,7 +99,7 @@ fn our_entry_matches_a_parent_ref_written_without_defaults() {
     // Another writer (or an older us) left group, kind and namespace out.
     let old = json!({"parents": [{"parentRef": {"name": "b"}, "controllerName": US,
                                    "conditions": [with_time(json!({"conditions": [accepted("True")]}), THEN)["conditions"][0]]}]});
-    let desired = Desired::RouteParents(vec![entry(US, "b", "True")]);
+    let desired = parents(vec![entry(US, "b", "True")]);
     let merged = merged_status(Some(&old), &desired, US, "ns", NOW).expect("a status");
     assert_eq!(merged["parents"].as_array().map(Vec::len), Some(1));
     assert_eq!(
@@ -102,7 +110,7 @@ fn our_entry_matches_a_parent_ref_written_without_defaults() {
 
 #[test]
 fn a_route_with_nothing_of_ours_before_or_after_is_left_alone() {
-    let desired = Desired::RouteParents(Vec::new());
+    let desired = parents(Vec::new());
     assert_eq!(merged_status(None, &desired, US, "ns", NOW), None);
     let old = json!({"parents": [entry(THEM, "a", "True")]});
     assert_eq!(
@@ -114,11 +122,29 @@ fn a_route_with_nothing_of_ours_before_or_after_is_left_alone() {
 #[test]
 fn a_malformed_status_from_the_server_is_replaced_not_a_panic() {
     let old = json!("not an object");
-    let desired = Desired::RouteParents(vec![entry(US, "b", "True")]);
+    let desired = parents(vec![entry(US, "b", "True")]);
     let merged = merged_status(Some(&old), &desired, US, "ns", NOW).expect("a status");
     assert_eq!(merged["parents"].as_array().map(Vec::len), Some(1));
     let old = json!({"parents": "nope", "conditions": 5});
     let desired = Desired::Fields(json!({"conditions": [accepted("True")]}));
     let merged = merged_status(Some(&old), &desired, US, "", NOW).expect("a status");
     assert_eq!(merged["conditions"][0]["lastTransitionTime"], NOW);
+}
+
+#[test]
+fn with_a_gateway_named_entries_of_sibling_waypoints_under_our_controller_are_kept() {
+    // Another waypoint, same controller name, serves Gateway ns/other.
+    let sibling = with_time(entry(US, "other", "True"), THEN);
+    let stale = with_time(entry(US, "mine", "True"), THEN);
+    let old = json!({"parents": [sibling, stale]});
+    let desired = Desired::RouteParents {
+        ours: Vec::new(),
+        only_gateway: Some(("ns".into(), "mine".into())),
+    };
+    let merged = merged_status(Some(&old), &desired, US, "ns", NOW).expect("a status");
+    assert_eq!(
+        merged["parents"],
+        json!([old["parents"][0]]),
+        "ours went, the sibling's stayed"
+    );
 }
