@@ -6,5 +6,6 @@
 //! that trait; the HTTP client is one implementation, a scripted fake in tests is another.
 
 pub mod api;
+pub mod status;
 
 pub use api::{ApiResource, KubeApi, KubeError, ObjectList, WatchEvent, WatchEvents};
