@@ -139,7 +139,7 @@ mod tests {
                     {"type": "Programmed", "status": "True"}]}],
             },
         });
-        let view = status_view(&[gw.clone()], OURS);
+        let view = status_view(std::slice::from_ref(&gw), OURS);
         assert!(status::gateway_ready(&view, "infra/gw").is_ok());
         let mut unwritten = gw;
         unwritten["status"] = json!({"addresses": [{"value": "10.97.0.2"}]});

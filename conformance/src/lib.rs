@@ -11,6 +11,7 @@
 //! `ConformanceReport` ([`report`]) for the profiles in [`features`].
 
 pub mod api_status;
+pub mod apiserver;
 pub mod case;
 pub mod client;
 pub mod cluster;

@@ -30,6 +30,10 @@ struct Args {
     /// Run only the cases whose name contains one of these.
     #[arg(long = "only")]
     only: Vec<String>,
+    /// How the waypoint reads the cluster: `kube` (an emulated API server; status read from
+    /// the objects it writes) or `files` (a manifest file; status from `/config_dump`).
+    #[arg(long, value_enum, default_value = "kube")]
+    source: runner::SourceMode,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         work_dir: work_dir.clone(),
         only: args.only,
         consistency_timeout: Duration::from_secs(10),
+        source: args.source,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -1,5 +1,6 @@
-//! The waypoint under test: a real `waypoint run` process reading a config directory the
-//! harness writes, with its sandwich listener and admin server on free loopback ports.
+//! The waypoint under test: a real `waypoint run` process reading the cluster the harness
+//! plays (a config directory it writes, or its emulated API server), with its sandwich
+//! listener and admin server on free loopback ports.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,8 +22,18 @@ pub struct Waypoint {
     pub sandwich: SocketAddr,
     /// Its admin server.
     pub admin: SocketAddr,
-    config_dir: PathBuf,
+    /// Files mode: the directory the config is written to.
+    config_dir: Option<PathBuf>,
     applied: u64,
+}
+
+/// Where the waypoint reads the cluster from.
+#[derive(Clone, Debug)]
+pub enum Launch {
+    /// `--config DIR`: the harness writes `DIR/cluster.json`.
+    Files(PathBuf),
+    /// `--kube` with `KUBECONFIG` pointing at the harness's API server.
+    Kube(PathBuf),
 }
 
 /// Why the waypoint could not be driven.
@@ -54,19 +65,29 @@ fn free_port() -> Result<SocketAddr, ProcessError> {
 }
 
 impl Waypoint {
-    /// Starts `binary` reading `config_dir`, its log going to `log`.
+    /// Starts `binary` reading the cluster from `launch`, its log going to `log`.
     pub async fn start(
         binary: &Path,
-        config_dir: &Path,
+        launch: &Launch,
         log: &Path,
     ) -> Result<Waypoint, ProcessError> {
         let sandwich = free_port()?;
         let admin = free_port()?;
         let log_file = std::fs::File::create(log).map_err(io("waypoint log"))?;
-        let child = Command::new(binary)
-            .arg("run")
-            .arg("--config")
-            .arg(config_dir)
+        let mut command = Command::new(binary);
+        command.arg("run");
+        let config_dir = match launch {
+            Launch::Files(dir) => {
+                command.arg("--config").arg(dir);
+                Some(dir.clone())
+            }
+            Launch::Kube(kubeconfig) => {
+                command.arg("--kube").env("KUBECONFIG", kubeconfig);
+                command.args(["--controller-name", crate::apiserver::CONTROLLER_NAME]);
+                None
+            }
+        };
+        let child = command
             .args(["--sandwich-listen", &sandwich.to_string()])
             .args(["--admin-addr", &admin.to_string()])
             .args(["--reload-interval", "100ms", "--request-timeout", "15s"])
@@ -82,7 +103,7 @@ impl Waypoint {
             child,
             sandwich,
             admin,
-            config_dir: config_dir.to_owned(),
+            config_dir,
             applied: 0,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -110,11 +131,20 @@ impl Waypoint {
     /// Writes the cluster config and waits until the waypoint has applied it; returns the
     /// `/config_dump` of the applied snapshot.
     pub async fn apply(&mut self, config: &str) -> Result<Value, ProcessError> {
+        let dir = self
+            .config_dir
+            .as_ref()
+            .ok_or_else(|| ProcessError::Io("this waypoint reads no config files".into()))?;
         // Write beside and rename, so the watcher never reads half a file.
-        let tmp = self.config_dir.join(".cluster.json.tmp");
+        let tmp = dir.join(".cluster.json.tmp");
         std::fs::write(&tmp, config).map_err(io("writing config"))?;
-        std::fs::rename(&tmp, self.config_dir.join("cluster.json"))
-            .map_err(io("writing config"))?;
+        std::fs::rename(&tmp, dir.join("cluster.json")).map_err(io("writing config"))?;
+        self.await_snapshot().await
+    }
+
+    /// Waits until the waypoint has applied a snapshot newer than the last one seen; returns
+    /// its `/config_dump`.
+    pub async fn await_snapshot(&mut self) -> Result<Value, ProcessError> {
         let want = self.applied + 1;
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut have = self.applied;

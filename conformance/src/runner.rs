@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use waypoint_bin::tools::send::ProxyClaims;
 
-use crate::case::{Case, RequestCase};
+use crate::apiserver::ApiServer;
+use crate::case::{Case, RequestCase, StatusCheck};
 use crate::client::{self, Route};
 use crate::cluster::{Cluster, ClusterState, merge_patch, object_ref, parse_yaml, without};
 use crate::features;
 use crate::judge::judge;
 use crate::pods::Pods;
-use crate::process::Waypoint;
+use crate::process::{Launch, Waypoint};
 use crate::status;
 use crate::tls::Certificates;
 
@@ -61,7 +62,30 @@ pub struct Options {
     pub only: Vec<String>,
     /// How long a request may take to pass three times in a row.
     pub consistency_timeout: Duration,
+    /// Where the waypoint reads the cluster from, and where its status is read.
+    pub source: SourceMode,
 }
+
+/// How the cluster reaches the waypoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceMode {
+    /// As in a cluster: an emulated API server that `waypoint run --kube` lists and watches,
+    /// and whose objects carry the status the waypoint writes.
+    #[default]
+    Kube,
+    /// A manifest file `waypoint run --config` reads; status from its `/config_dump`.
+    Files,
+}
+
+/// The cluster as the waypoint sees it: manifest files or an API server.
+enum Source {
+    Files,
+    Api(ApiServer),
+}
+
+/// How long status may take to show what a case expects once the waypoint took the change
+/// (status is written after the snapshot, by its own task, as in a cluster).
+const STATUS_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Consecutive passes upstream requires before it believes a result.
 const REQUIRED_PASSES: usize = 3;
@@ -100,6 +124,8 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
     })?;
     let cases = Case::load_dir(&opts.cases).map_err(|e| e.to_string())?;
     let mut base = read_manifests(&root, "base/manifests.yaml")?;
+    // The implementation provides the class upstream's manifests name.
+    base.push(ApiServer::gateway_class());
     base.extend(read_manifests(&root, "mesh/manifests.yaml")?);
     // Upstream's suite creates its certificate Secrets in code, after the base manifests.
     let certs = Certificates::generate()?;
@@ -111,10 +137,21 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
     let mut pods = Pods::default();
     let cluster = Cluster::apply(base.clone(), &mut state);
     pods.ensure(&cluster.pods).await?;
-    std::fs::write(config_dir.join("cluster.json"), cluster.config_json())
-        .map_err(|e| format!("writing config: {e}"))?;
     let log = opts.work_dir.join("waypoint.log");
-    let mut waypoint = Waypoint::start(&opts.waypoint, &config_dir, &log)
+    let (mut source, launch) = match opts.source {
+        SourceMode::Files => {
+            std::fs::write(config_dir.join("cluster.json"), cluster.config_json())
+                .map_err(|e| format!("writing config: {e}"))?;
+            (Source::Files, Launch::Files(config_dir))
+        }
+        SourceMode::Kube => {
+            let kubeconfig = opts.work_dir.join("kubeconfig");
+            let mut api = ApiServer::start(&kubeconfig).await?;
+            api.sync(&cluster)?;
+            (Source::Api(api), Launch::Kube(kubeconfig))
+        }
+    };
+    let mut waypoint = Waypoint::start(&opts.waypoint, &launch, &log)
         .await
         .map_err(|e| e.to_string())?;
 
@@ -144,6 +181,8 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
                         certs: &certs,
                         pods: &mut pods,
                         waypoint: &mut waypoint,
+                        source: &mut source,
+                        dump: Value::Null,
                     };
                     run.run(opts).await
                 } else {
@@ -185,36 +224,75 @@ struct CaseRun<'a> {
     certs: &'a Certificates,
     pods: &'a mut Pods,
     waypoint: &'a mut Waypoint,
+    source: &'a mut Source,
+    /// Files mode: the `/config_dump` of the last snapshot applied.
+    dump: Value,
 }
 
 impl CaseRun<'_> {
     /// Applies the case's objects (less those deleted) and waits for the waypoint to take
-    /// them; returns the cluster and the waypoint's `/config_dump`.
-    async fn apply(&mut self) -> Result<(Cluster, Value), String> {
+    /// them; returns the cluster.
+    async fn apply(&mut self) -> Result<Cluster, String> {
         let objects = without(&self.objects, &self.deleted);
         let mut cluster = Cluster::apply(objects, self.state);
         cluster.fill_endpoints(&self.case.endpoints_from);
         self.pods.ensure(&cluster.pods).await?;
-        let dump = self
-            .waypoint
-            .apply(&cluster.config_json())
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((cluster, dump))
+        match self.source {
+            Source::Files => {
+                self.dump = self
+                    .waypoint
+                    .apply(&cluster.config_json())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Source::Api(api) => {
+                if api.sync(&cluster)? {
+                    self.waypoint
+                        .await_snapshot()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Judges `checks` (and that each Gateway in `ready` is ready) against the status: the
+    /// snapshot's in files mode; the API server's in Kubernetes mode, where the waypoint
+    /// writes it shortly after the snapshot, so it is read again until it holds or
+    /// [`STATUS_PATIENCE`] has passed, as upstream's suite polls a cluster.
+    async fn status_failures(&self, checks: &[StatusCheck], ready: &[&str]) -> Vec<String> {
+        let deadline = Instant::now() + STATUS_PATIENCE;
+        loop {
+            let view = match &*self.source {
+                Source::Files => self.dump.clone(),
+                Source::Api(api) => api.status(),
+            };
+            let failures: Vec<String> = checks
+                .iter()
+                .filter_map(|s| status::check(&view, s).err())
+                .chain(
+                    ready
+                        .iter()
+                        .filter_map(|g| status::gateway_ready(&view, g).err()),
+                )
+                .collect();
+            if failures.is_empty()
+                || matches!(*self.source, Source::Files)
+                || Instant::now() > deadline
+            {
+                return failures;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn run(&mut self, opts: &Options) -> Outcome {
         let case = self.case;
-        let (mut cluster, dump) = match self.apply().await {
+        let mut cluster = match self.apply().await {
             Ok(applied) => applied,
             Err(e) => return Outcome::Failed(vec![e]),
         };
-        let mut failures: Vec<String> = case
-            .status
-            .iter()
-            .filter_map(|s| status::check(&dump, s).err())
-            .map(|e| format!("status: {e}"))
-            .collect();
         // Every Gateway the requests go to must be ready first, as upstream waits for it.
         let mut targets: Vec<&str> = case
             .requests
@@ -224,20 +302,21 @@ impl CaseRun<'_> {
             .collect();
         targets.sort_unstable();
         targets.dedup();
-        if !case.mesh {
-            failures.extend(
-                targets
-                    .iter()
-                    .filter_map(|g| status::gateway_ready(&dump, g).err())
-                    .map(|e| format!("status: {e}")),
-            );
+        if case.mesh {
+            targets.clear();
         }
+        let mut failures: Vec<String> = self
+            .status_failures(&case.status, &targets)
+            .await
+            .into_iter()
+            .map(|e| format!("status: {e}"))
+            .collect();
         for (i, req) in case.requests.iter().enumerate() {
             let label = req.name.clone().unwrap_or_else(|| format!("requests[{i}]"));
             if !req.delete.is_empty() {
                 self.deleted.extend(req.delete.iter().cloned());
                 match self.apply().await {
-                    Ok((applied, _)) => cluster = applied,
+                    Ok(applied) => cluster = applied,
                     Err(e) => {
                         failures.push(format!("{label}: deleting {:?}: {e}", req.delete));
                         break;
@@ -282,10 +361,10 @@ impl CaseRun<'_> {
                 }
             }
             match self.apply().await {
-                Ok((_, dump)) => failures.extend(
-                    step.status
-                        .iter()
-                        .filter_map(|s| status::check(&dump, s).err())
+                Ok(_) => failures.extend(
+                    self.status_failures(&step.status, &[])
+                        .await
+                        .into_iter()
                         .map(|e| format!("then[{i}] status: {e}")),
                 ),
                 Err(e) => failures.push(format!("then[{i}]: {e}")),

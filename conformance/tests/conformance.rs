@@ -36,8 +36,19 @@ fn waypoint_binary() -> PathBuf {
     profile_dir.join("waypoint")
 }
 
+/// Every case through the API server (`waypoint run --kube`, status read from the objects).
 #[test]
-fn upstream_conformance_suite() {
+fn upstream_conformance_suite_through_the_api_server() {
+    run_suite(runner::SourceMode::Kube, "conformance-report.yaml");
+}
+
+/// Every case from manifest files (`waypoint run --config`, status from `/config_dump`).
+#[test]
+fn upstream_conformance_suite_from_manifest_files() {
+    run_suite(runner::SourceMode::Files, "conformance-report-files.yaml");
+}
+
+fn run_suite(source: runner::SourceMode, report_name: &str) {
     let Some(manifests) = manifests() else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -62,12 +73,13 @@ fn upstream_conformance_suite() {
         work_dir: work_dir.path().to_owned(),
         only: Vec::new(),
         consistency_timeout: Duration::from_secs(10),
+        source,
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let results = rt.block_on(runner::run(&opts)).expect("harness runs");
     let summary = report::summary(&results);
     eprintln!("{summary}");
-    let report_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance-report.yaml");
+    let report_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(report_name);
     std::fs::write(&report_path, report::build(&results).to_yaml()).expect("write report");
     eprintln!("ConformanceReport: {}", report_path.display());
     assert!(results.len() >= 70, "only {} cases ran", results.len());
@@ -86,6 +98,6 @@ fn upstream_conformance_suite() {
     }
     assert!(
         failed.is_empty(),
-        "failed conformance cases: {failed:?}\n{summary}"
+        "failed conformance cases ({source:?}): {failed:?}\n{summary}"
     );
 }

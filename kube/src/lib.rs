@@ -8,6 +8,7 @@
 pub mod api;
 pub mod client;
 pub mod source;
+pub mod status;
 
 pub use api::{ApiResource, KubeApi, KubeError, ObjectList, WatchEvent, WatchEvents};
 pub use client::KubeClient;

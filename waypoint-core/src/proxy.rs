@@ -94,8 +94,14 @@ impl Snapshot {
 }
 
 /// Holds the current snapshot and builds new ones from configs.
+///
+/// Besides the [`ArcSwap`] the request path loads from, every applied snapshot is also sent on
+/// a `watch` channel for background consumers (the Kubernetes status writer): they see the
+/// latest snapshot without polling, and a slow consumer never holds up `apply` or a request,
+/// since a `watch` keeps only the newest value.
 pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
+    applied: tokio::sync::watch::Sender<Arc<Snapshot>>,
     factories: Vec<Arc<dyn FilterFactory>>,
     extensions: ExtensionRegistry,
     version: AtomicU64,
@@ -113,9 +119,16 @@ impl SnapshotStore {
     /// A store whose chains are built by `factories`, in order, resolving `ExtensionRef`s with
     /// `extensions`. It starts with an empty config (version 0) until [`SnapshotStore::apply`].
     pub fn new(factories: Vec<Arc<dyn FilterFactory>>, extensions: ExtensionRegistry) -> Self {
-        let empty = build(Arc::new(Config::default()), &factories, &extensions, 0);
+        let empty = Arc::new(build(
+            Arc::new(Config::default()),
+            &factories,
+            &extensions,
+            0,
+        ));
+        let (applied, _) = tokio::sync::watch::channel(empty.clone());
         SnapshotStore {
-            current: ArcSwap::from_pointee(empty),
+            current: ArcSwap::new(empty),
+            applied,
             factories,
             extensions,
             version: AtomicU64::new(0),
@@ -133,7 +146,24 @@ impl SnapshotStore {
             version,
         ));
         self.current.store(snapshot.clone());
+        // Stored even when nobody subscribes. Two concurrent applies may finish out of order:
+        // subscribers only ever move forward.
+        self.applied.send_if_modified(|latest| {
+            let newer = latest.version < snapshot.version;
+            if newer {
+                *latest = snapshot.clone();
+            }
+            newer
+        });
         snapshot
+    }
+
+    /// A receiver that sees every snapshot applied from now on (its current value is the
+    /// snapshot current at the time of the call). A watch keeps only the newest value: a
+    /// consumer that falls behind skips to the latest snapshot, which is what a status writer
+    /// wants.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.applied.subscribe()
     }
 
     /// Builds the snapshot `config` would give without making it current (`waypoint check`).
@@ -303,3 +333,24 @@ impl Proxy {
 /// The response flag of a request refused by the in-flight limit: Envoy's `OM`, for a request
 /// its overload manager refused (`UO` is Envoy's upstream circuit breaker, another thing).
 pub const OVERLOAD_FLAG: &str = "OM";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_subscriber_sees_every_applied_snapshot_and_skips_to_the_newest() {
+        let store = SnapshotStore::new(Vec::new(), ExtensionRegistry::default());
+        let mut applied = store.subscribe();
+        assert_eq!(applied.borrow_and_update().version, 0);
+        store.apply(Config::default());
+        applied.changed().await.expect("the store is alive");
+        assert_eq!(applied.borrow_and_update().version, 1);
+        store.apply(Config::default());
+        store.apply(Config::default());
+        applied.changed().await.expect("the store is alive");
+        assert_eq!(applied.borrow_and_update().version, 3);
+        assert!(!applied.has_changed().expect("the store is alive"));
+        assert_eq!(store.load().version, 3);
+    }
+}

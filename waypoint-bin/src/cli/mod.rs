@@ -13,7 +13,7 @@ mod run;
 mod tools;
 
 pub use policy::{AuthzArgs, NormalizationChoice, PolicyArgs, authz};
-pub use run::{AccessLogChoice, AdminAddr, RunArgs, run};
+pub use run::{AccessLogChoice, AdminAddr, RunArgs, RunSettings, StatusFlags, run};
 pub use tools::{CheckArgs, EchoArgs, SendArgs, certs, check, echo, send};
 
 /// An L7 waypoint proxy for Istio ambient mesh: native HBONE, or sandwiched behind a co-located

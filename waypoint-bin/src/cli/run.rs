@@ -22,6 +22,9 @@ use waypoint_core::transport::hbone::HboneOptions;
 use waypoint_core::transport::listener::ListenAddr;
 use waypoint_core::upstream::UpstreamMode;
 use waypoint_filters::{BuiltinSettings, Builtins};
+use waypoint_kube::status::{
+    ControllerName, ControllerNameError, DEFAULT_CONTROLLER_NAME, lease_name,
+};
 
 /// `waypoint run`.
 #[derive(Debug, Args)]
@@ -185,6 +188,34 @@ pub struct RunArgs {
     /// With --kube: watch namespaced kinds in this namespace only (default: all namespaces).
     #[arg(long, env = "WAYPOINT_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Our Gateway API controller name (with `--kube`): we write status for GatewayClasses whose
+    /// `spec.controllerName` equals it, their Gateways, and our entries of route status. A
+    /// domain-prefixed path; `istio.io` names are refused (istiod owns those Gateways).
+    #[arg(long, env = "WAYPOINT_CONTROLLER_NAME", default_value = DEFAULT_CONTROLLER_NAME, value_parser = parse_controller_name)]
+    pub controller_name: ControllerName,
+    /// The `coordination.k8s.io` Lease whose holder alone writes status (with `--kube`), in
+    /// `POD_NAMESPACE` (else the Gateway's namespace). Default: `waypoint-status-<gateway name>`
+    /// with `--gateway`, else `waypoint-status`.
+    #[arg(long, env = "WAYPOINT_STATUS_LEASE", value_parser = parse_lease_name)]
+    pub status_lease: Option<String>,
+}
+
+fn parse_controller_name(s: &str) -> Result<ControllerName, String> {
+    s.parse().map_err(|e: ControllerNameError| e.to_string())
+}
+
+fn parse_lease_name(s: &str) -> Result<String, String> {
+    lease_name(s).map_err(|e| e.to_string())
+}
+
+/// What the status writer is told by flags; the rest (who we are, which Lease namespace) comes
+/// from the pod's environment when it starts (`StatusSettings::for_process`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusFlags {
+    /// `--controller-name`.
+    pub controller_name: ControllerName,
+    /// `--status-lease`; `None`: derived from the Gateway.
+    pub lease_name: Option<String>,
 }
 
 /// The admin server address, or none.
@@ -220,6 +251,8 @@ pub struct RunSettings {
     pub builtins: BuiltinSettings,
     /// How long in-flight requests may take to finish on SIGTERM/SIGINT.
     pub drain_timeout: Duration,
+    /// The status writer's flags (effective with `--kube`).
+    pub status: StatusFlags,
     /// Read config from the Kubernetes API instead of `options.config_path`.
     pub kube: Option<KubeSettings>,
 }
@@ -278,6 +311,8 @@ impl RunArgs {
             memory_check_interval,
             kube,
             namespace,
+            controller_name,
+            status_lease,
         } = self;
         // clap makes exactly one of --config and --kube present; with --kube the path is unused.
         let mut options = WaypointOptions::new(config.unwrap_or_default());
@@ -347,6 +382,10 @@ impl RunArgs {
             builtins: policy.settings(),
             drain_timeout,
             kube: kube.then_some(KubeSettings { namespace }),
+            status: StatusFlags {
+                controller_name,
+                lease_name: status_lease,
+            },
         }
     }
 }
@@ -367,6 +406,8 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         builtins,
         drain_timeout,
         kube,
+        // Used by the Kubernetes source's status writer (`--kube`).
+        status: _,
     } = args.into_settings(log_level);
     let mut builder = Waypoint::builder(options).filters(Builtins::new(builtins).factories());
     if let Some(kube) = kube {

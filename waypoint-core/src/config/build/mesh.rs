@@ -2,7 +2,10 @@
 //!
 //! Istio puts a workload in the ambient mesh when its namespace is labelled
 //! `istio.io/dataplane-mode: ambient`, unless the pod itself says `istio.io/dataplane-mode:
-//! none` (a pod label `ambient` opts a pod in on its own). The waypoint reads the `Namespace` and
+//! none` (a pod label `ambient` opts a pod in on its own). What istiod trusts in the end is
+//! the pod annotation `ambient.istio.io/redirection: enabled`, which istio-cni sets once it has
+//! really captured the pod: a pod carrying it is in the mesh whatever the labels say (the
+//! labels are intent; the annotation is the fact). The waypoint reads the `Namespace` and
 //! `Pod` objects among the manifests (kept verbatim as [`RawObject`]s) and, for clusters whose
 //! namespaces are not in the manifests, a list of ambient namespaces from its own flags.
 
@@ -17,6 +20,9 @@ use crate::tls::ExpectedIdentity;
 
 /// The label Istio reads on namespaces and pods to enrol them in the ambient mesh.
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
+
+/// The pod annotation istio-cni sets (`enabled`) once the pod's traffic is captured.
+pub const REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";
 
 /// Mesh settings the manifests do not carry (the waypoint's flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +89,15 @@ impl<'a> MeshIndex<'a> {
             .and_then(Value::as_str)
             .and_then(|name| self.pods.get(&(pod_ns, name)).copied());
 
+        let captured = pod.is_some_and(|p| {
+            p.metadata
+                .annotations
+                .get(REDIRECTION_ANNOTATION)
+                .map(String::as_str)
+                == Some("enabled")
+        });
         let in_mesh = match pod.and_then(dataplane_mode) {
+            _ if captured => true,
             Some("none") => false,
             Some("ambient") => true,
             _ => [pod_ns, slice_ns]
@@ -241,5 +255,41 @@ mod tests {
             EndpointTransport::Hbone { .. }
         ));
         assert_eq!(index.transport("other", None), EndpointTransport::Plain);
+    }
+
+    #[test]
+    fn a_pod_istio_cni_captured_is_in_the_mesh_whatever_its_labels_say() {
+        let mut captured = raw(
+            "Pod",
+            Some("plain"),
+            "db-1",
+            None,
+            json!({"spec": {"serviceAccountName": "db"}}),
+        );
+        captured
+            .resource
+            .metadata
+            .annotations
+            .insert(REDIRECTION_ANNOTATION.into(), "enabled".into());
+        let mut disabled = raw("Pod", Some("plain"), "db-2", None, json!({"spec": {}}));
+        disabled
+            .resource
+            .metadata
+            .annotations
+            .insert(REDIRECTION_ANNOTATION.into(), "disabled".into());
+        let opts = MeshOptions {
+            trust_domain: "td.example".into(),
+            ..Default::default()
+        };
+        let others = vec![captured, disabled];
+        let index = MeshIndex::new(&opts, &others);
+        assert_eq!(
+            index.transport("plain", Some(&pod_ref("plain", "db-1"))),
+            exact("plain", "db")
+        );
+        assert_eq!(
+            index.transport("plain", Some(&pod_ref("plain", "db-2"))),
+            EndpointTransport::Plain
+        );
     }
 }

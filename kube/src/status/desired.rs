@@ -1,0 +1,344 @@
+//! The status we want the API server to hold, computed from one snapshot: pure functions, no
+//! I/O, so every decision (which objects are ours, which parents we own, what each condition
+//! says) is unit tested without a fake API server.
+//!
+//! The result holds only what *we* decide. Times (`lastTransitionTime`) and everything other
+//! controllers own are added when merging with the object as read (see `merge`), so two
+//! desired states compare equal exactly when there is nothing new to write.
+//!
+//! Which objects are ours:
+//! - GatewayClasses whose `spec.controllerName` is our controller name;
+//! - Gateways of those classes, restricted to `--gateway ns/name` when set;
+//! - on routes, the `status.parents` entries for parents that are our Gateways, and for Service
+//!   parents we serve ([`serves_service_parent`]).
+//!
+//! Every route of the snapshot gets a desired entry list, possibly empty: empty means "none of
+//! ours", so entries we wrote before (a parent removed from the spec, a Gateway that is no
+//! longer ours) are removed. With `--gateway`, waypoints of other Gateways may share our
+//! controller name: their entries (for their Gateway, or Services we do not serve) are kept.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::{Map, Value, json};
+use waypoint_core::config::ResourceRef;
+use waypoint_core::config::resources::{Gateway, Listener, Object};
+use waypoint_core::proxy::Snapshot;
+use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, condition_json};
+
+use crate::api::{ApiResource, kinds};
+
+use super::controller::ControllerName;
+
+/// The Gateway API group.
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The kinds whose status we write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatusKind {
+    /// `GatewayClass` (cluster-scoped).
+    GatewayClass,
+    /// `Gateway`.
+    Gateway,
+    /// `HTTPRoute`.
+    HttpRoute,
+    /// `GRPCRoute`.
+    GrpcRoute,
+}
+
+impl StatusKind {
+    /// The API resource of this kind.
+    pub fn resource(self) -> ApiResource {
+        match self {
+            StatusKind::GatewayClass => kinds::GATEWAY_CLASS,
+            StatusKind::Gateway => kinds::GATEWAY,
+            StatusKind::HttpRoute => kinds::HTTP_ROUTE,
+            StatusKind::GrpcRoute => kinds::GRPC_ROUTE,
+        }
+    }
+
+    fn route(kind: &str) -> Option<StatusKind> {
+        match kind {
+            "HTTPRoute" => Some(StatusKind::HttpRoute),
+            "GRPCRoute" => Some(StatusKind::GrpcRoute),
+            _ => None,
+        }
+    }
+}
+
+/// One object whose status we write.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// Its kind.
+    pub kind: StatusKind,
+    /// Its namespace; `None` for GatewayClasses.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = self.kind.resource().kind;
+        match &self.namespace {
+            Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
+            None => write!(f, "{kind} {}", self.name),
+        }
+    }
+}
+
+/// What we want in one object's status.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Desired {
+    /// The fields of `status` we own (GatewayClass, Gateway): `conditions`, and `listeners` for
+    /// Gateways. Other fields (a Gateway's `addresses`) are kept as read.
+    Fields(Value),
+    /// Our entries of a route's shared `status.parents`.
+    RouteParents {
+        /// The entries we want (possibly none: then ours are removed).
+        ours: Vec<Value>,
+        /// `--gateway`: other waypoints may run under the same controller name for other
+        /// Gateways, so an entry of our controller for another Gateway (or for a Service we do
+        /// not serve) is theirs and kept. `None`: every entry of our controller is ours.
+        only_gateway: Option<(String, String)>,
+    },
+}
+
+/// The status of every object we write, for one snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DesiredStatus {
+    /// By object, in a stable order (classes, Gateways, then routes).
+    pub objects: BTreeMap<ObjectKey, Desired>,
+}
+
+/// Whose status we write: our controller name, and the one Gateway we serve when named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Our controller name.
+    pub controller: ControllerName,
+    /// `--gateway`: `(namespace, name)`; `None` = every Gateway of our classes.
+    pub gateway: Option<(String, String)>,
+}
+
+/// Computes the status we want for `snapshot`.
+pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
+    let resources = &snapshot.config.resources;
+    let mut objects = BTreeMap::new();
+    let mut classes = HashSet::new();
+    for class in resources.others.iter().map(|o| &o.resource) {
+        let is_ours = class.group() == GATEWAY_GROUP
+            && class.kind == "GatewayClass"
+            && class.body["spec"]["controllerName"] == scope.controller.as_str();
+        if !is_ours {
+            continue;
+        }
+        classes.insert(class.metadata.name.as_str());
+        let accepted = condition(
+            "Accepted",
+            true,
+            "Accepted",
+            "handled by this controller",
+            class.metadata.generation,
+        );
+        let key = ObjectKey {
+            kind: StatusKind::GatewayClass,
+            namespace: None,
+            name: class.metadata.name.clone(),
+        };
+        objects.insert(key, Desired::Fields(json!({ "conditions": [accepted] })));
+    }
+    let mut our_gateways = HashSet::new();
+    for gateway in resources.gateways.iter().map(|g| &g.resource) {
+        let named = scope.gateway.as_ref().is_none_or(|(ns, name)| {
+            gateway.metadata.namespace() == ns && &gateway.metadata.name == name
+        });
+        if !named || !classes.contains(gateway.spec.gateway_class_name.as_str()) {
+            continue;
+        }
+        let reference = gateway.resource_ref();
+        let Some(computed) = snapshot.gateways.iter().find(|g| g.gateway == reference) else {
+            tracing::warn!(gateway = %reference, "no status computed for our Gateway: not written");
+            continue;
+        };
+        our_gateways.insert(reference.clone());
+        let key = ObjectKey {
+            kind: StatusKind::Gateway,
+            namespace: Some(reference.namespace.clone()),
+            name: reference.name.clone(),
+        };
+        objects.insert(key, Desired::Fields(gateway_fields(gateway, computed)));
+    }
+    let routes = resources
+        .http_routes
+        .iter()
+        .map(|r| r.resource_ref())
+        .chain(resources.grpc_routes.iter().map(|r| r.resource_ref()));
+    for route in routes {
+        let Some(kind) = StatusKind::route(&route.kind) else {
+            continue;
+        };
+        let entries = snapshot
+            .route_parents
+            .iter()
+            .filter(|p| p.route == route)
+            .filter(|p| owns_parent(snapshot, &our_gateways, &p.parent))
+            .map(|p| {
+                let conditions: Vec<Value> = p
+                    .conditions
+                    .iter()
+                    .map(|c| with_generation(condition_json(c), p.observed_generation))
+                    .collect();
+                json!({
+                    "parentRef": parent_ref_json(&p.parent),
+                    "controllerName": scope.controller.as_str(),
+                    "conditions": conditions,
+                })
+            })
+            .collect();
+        let key = ObjectKey {
+            kind,
+            namespace: Some(route.namespace.clone()),
+            name: route.name.clone(),
+        };
+        let desired = Desired::RouteParents {
+            ours: entries,
+            only_gateway: scope.gateway.clone(),
+        };
+        objects.insert(key, desired);
+    }
+    DesiredStatus { objects }
+}
+
+/// Whether a route's entry for `parent` is ours to write.
+fn owns_parent(
+    snapshot: &Snapshot,
+    our_gateways: &HashSet<ResourceRef>,
+    parent: &ParentRefKey,
+) -> bool {
+    match (parent.group.as_str(), parent.kind.as_str()) {
+        (GATEWAY_GROUP, "Gateway") => our_gateways.contains(&ResourceRef::new(
+            "Gateway",
+            parent.namespace.clone(),
+            parent.name.clone(),
+        )),
+        ("" | "core", "Service") => serves_service_parent(snapshot, parent),
+        _ => false,
+    }
+}
+
+/// Whether this waypoint serves the Service parent `parent` (GAMMA), so the route's entry for
+/// it is ours. Today: every Service parent the snapshot reports a status for, i.e. every
+/// Service of the config. When the config says which Services are bound to our Gateway
+/// (`istio.io/use-waypoint`), this is the one place to switch to it.
+pub fn serves_service_parent(snapshot: &Snapshot, parent: &ParentRefKey) -> bool {
+    snapshot
+        .route_parents
+        .iter()
+        .any(|p| p.parent.kind == "Service" && p.parent == *parent)
+}
+
+/// The parentRef of a status entry: the route's reference with defaults applied (namespace
+/// filled in), optional fields left out rather than `null` (the CRD schema refuses nulls).
+pub fn parent_ref_json(parent: &ParentRefKey) -> Value {
+    let mut out = Map::new();
+    out.insert("group".into(), json!(parent.group));
+    out.insert("kind".into(), json!(parent.kind));
+    out.insert("namespace".into(), json!(parent.namespace));
+    out.insert("name".into(), json!(parent.name));
+    if let Some(section) = &parent.section_name {
+        out.insert("sectionName".into(), json!(section));
+    }
+    if let Some(port) = parent.port {
+        out.insert("port".into(), json!(port));
+    }
+    Value::Object(out)
+}
+
+/// Our fields of a Gateway's status.
+fn gateway_fields(gateway: &Gateway, computed: &GatewayStatus) -> Value {
+    let generation = gateway.metadata.generation;
+    let conditions: Vec<Value> = computed
+        .conditions
+        .iter()
+        .map(|c| with_generation(condition_json(c), generation))
+        .collect();
+    let listeners: Vec<Value> = gateway
+        .spec
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let status = computed.listeners.iter().find(|s| s.name == l.name)?;
+            Some(listener_json(l, status, generation))
+        })
+        .collect();
+    json!({ "conditions": conditions, "listeners": listeners })
+}
+
+fn listener_json(listener: &Listener, status: &ListenerStatus, generation: Option<i64>) -> Value {
+    let conditions: Vec<Value> = status
+        .conditions
+        .iter()
+        .map(|c| with_generation(condition_json(c), generation))
+        .collect();
+    json!({
+        "name": listener.name,
+        "supportedKinds": supported_kinds(listener),
+        "attachedRoutes": status.attached_routes,
+        "conditions": conditions,
+    })
+}
+
+/// The route kinds a listener takes: HTTPRoute and GRPCRoute on HTTP and HTTPS listeners
+/// (narrowed to the valid ones of `allowedRoutes.kinds` when given), none on others (HBONE and
+/// PROXY listeners carry mesh traffic; routes reach it through Service parents).
+pub fn supported_kinds(listener: &Listener) -> Vec<Value> {
+    const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+    if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS") {
+        return Vec::new();
+    }
+    let allowed = &listener.allowed_routes.kinds;
+    ROUTE_KINDS
+        .iter()
+        .filter(|kind| {
+            allowed.is_empty()
+                || allowed
+                    .iter()
+                    .any(|k| k.group == GATEWAY_GROUP && k.kind == **kind)
+        })
+        .map(|kind| json!({ "group": GATEWAY_GROUP, "kind": kind }))
+        .collect()
+}
+
+fn condition(
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Value {
+    let c = waypoint_core::config::Condition {
+        kind: kind.into(),
+        status,
+        reason: reason.into(),
+        message: message.into(),
+    };
+    with_generation(condition_json(&c), generation)
+}
+
+/// The API server caps a condition message at 32768 bytes.
+const MAX_MESSAGE_BYTES: usize = 32_768;
+
+fn with_generation(mut condition: Value, generation: Option<i64>) -> Value {
+    if let Some(Value::String(message)) = condition.get_mut("message")
+        && message.len() > MAX_MESSAGE_BYTES
+    {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    if let Some(generation) = generation {
+        condition["observedGeneration"] = json!(generation);
+    }
+    condition
+}
