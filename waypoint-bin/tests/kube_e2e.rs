@@ -174,9 +174,64 @@ async fn kube_mode_serves_applied_services_and_follows_updates_deletions_and_bro
         .apply_yaml(&common::service("echo", "10.96.0.13", echo_port))
         .unwrap();
     served(&kube.sock, "10.96.0.13:80", "200 OK");
+    // The config source never writes; the status writer writes only its Lease and status.
+    for write in emulator.requests().iter().filter(|r| r.is_write()) {
+        assert!(
+            write.path.contains("/leases") || write.path.ends_with("/status"),
+            "{} {}",
+            write.method,
+            write.path
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_mode_writes_gateway_status_under_our_controller_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = emulator().await;
+    emulator
+        .apply_yaml(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: waypoint}\n\
+             spec: {controllerName: waypoint.dev/gateway-controller}\n",
+        )
+        .unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/quickstart/manifests.yaml"
+    );
+    emulator
+        .apply_yaml(&std::fs::read_to_string(fixture).unwrap())
+        .unwrap();
+    let _kube = run_kube(&emulator, dir.path());
+    eventually("the Gateway's status written", || {
+        let gateway = emulator.get(
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            "default",
+            "waypoint",
+        );
+        let conditions = gateway
+            .as_ref()
+            .and_then(|g| g["status"]["conditions"].as_array().cloned())
+            .unwrap_or_default();
+        let accepted = conditions
+            .iter()
+            .any(|c| c["type"] == "Accepted" && c["status"] == "True");
+        (!accepted).then(|| format!("{gateway:?}"))
+    });
+    let class = emulator
+        .get(
+            "gateway.networking.k8s.io/v1",
+            "GatewayClass",
+            "",
+            "waypoint",
+        )
+        .unwrap();
     assert!(
-        emulator.requests().iter().all(|r| !r.is_write()),
-        "the source never writes"
+        class["status"]["conditions"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["type"] == "Accepted" && c["status"] == "True")),
+        "{class}"
     );
 }
 

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::kube::KubeSide;
 use clap::{Args, ValueEnum};
+use prometheus_client::registry::Registry;
 use waypoint_core::config::build::MeshOptions;
 use waypoint_core::http::AllowedUpgrades;
 use waypoint_core::runtime::{
@@ -406,13 +408,18 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         builtins,
         drain_timeout,
         kube,
-        // Used by the Kubernetes source's status writer (`--kube`).
-        status: _,
+        status,
     } = args.into_settings(log_level);
+    let gateway = builtins.scope.gateway.clone();
     let mut builder = Waypoint::builder(options).filters(Builtins::new(builtins).factories());
+    let mut kube_side = None;
     if let Some(kube) = kube {
-        match super::kube::source(kube) {
-            Ok(source) => builder = builder.config_source(source),
+        let mut registry = Registry::default();
+        match KubeSide::new(kube, status, gateway, &mut registry) {
+            Ok((side, source)) => {
+                builder = builder.config_source(source).metrics_registry(registry);
+                kube_side = Some(side);
+            }
             Err(error) => {
                 tracing::error!(%error, "waypoint could not start: no Kubernetes API client");
                 return ExitCode::FAILURE;
@@ -440,12 +447,16 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
     for addr in running.sandwich_addrs() {
         tracing::info!(listener = %addr, "sandwich listener ready (PROXY protocol {})", if proxy_required { "required" } else { "optional" });
     }
+    let status_task = kube_side.map(|side| side.start_status(running.store()));
     wait_for_signal().await;
     tracing::info!(grace = ?drain_grace, deadline = ?drain_timeout, "stopping: readiness false, draining (clients told to go elsewhere), then closing listeners");
     if running.shutdown(drain_timeout).await {
         tracing::info!("drained; bye");
     } else {
         tracing::warn!("drain deadline passed with requests still in flight");
+    }
+    if let Some(task) = status_task {
+        task.stop().await;
     }
     ExitCode::SUCCESS
 }
