@@ -104,19 +104,7 @@ fn served(sock: &Path, destination: &str, status: &str) {
 async fn kube_mode_serves_applied_services_and_follows_updates_deletions_and_broken_watches() {
     let dir = tempfile::tempdir().unwrap();
     let echo_port = free_port();
-    let _echo = Guard(
-        waypoint()
-            .args([
-                "echo",
-                "--listen",
-                &format!("127.0.0.1:{echo_port}"),
-                "--pod",
-                "echo-kube",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _echo = common::echo(echo_port, "echo-kube");
     let emulator = emulator().await;
     emulator
         .apply_yaml(&common::service("echo", "10.96.0.10", echo_port))
@@ -239,13 +227,7 @@ async fn kube_mode_writes_gateway_status_under_our_controller_name() {
 async fn waypoint_namespace_restricts_what_is_read_to_one_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let echo_port = free_port();
-    let _echo = Guard(
-        waypoint()
-            .args(["echo", "--listen", &format!("127.0.0.1:{echo_port}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _echo = common::echo(echo_port, "echo-apps");
     let emulator = emulator().await;
     let in_apps = common::service("mine", "10.96.1.1", echo_port)
         .replace("namespace: default", "namespace: apps");
