@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::run::{Echo, Running, check, rbac_denied, served};
+use common::run::{Echo, Running, check, policy, rbac_denied, served};
 
 /// The "pod": an echo server on its own loopback address.
 const POD_IP: &str = "127.0.0.2";
@@ -128,24 +128,20 @@ fn a_bound_workload_is_reached_by_pod_ip_and_port_without_service_routing() {
 #[test]
 fn a_service_targeted_deny_spares_pod_addressed_traffic_while_a_gateway_targeted_one_does_not() {
     let (echo, pod) = (Echo::start(), Echo::start_on(POD_IP));
-    let policies = r#"---
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-podsvc, namespace: default}
-spec:
-  targetRefs: [{kind: Service, group: "", name: podsvc}]
-  action: DENY
-  rules: [{}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-gw-path, namespace: default}
-spec:
-  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: wp}]
-  action: DENY
-  rules: [{to: [{operation: {paths: ["/gw"]}}]}]
-"#;
-    let config = manifests(&echo, &pod, policies);
+    let deny_service = policy(
+        "default",
+        "deny-podsvc",
+        r#"{kind: Service, group: "", name: podsvc}"#,
+        "  action: DENY\n  rules: [{}]\n",
+    );
+    let deny_gateway_path = policy(
+        "default",
+        "deny-gw-path",
+        "{kind: Gateway, group: gateway.networking.k8s.io, name: wp}",
+        "  action: DENY\n  rules: [{to: [{operation: {paths: [\"/gw\"]}}]}]\n",
+    );
+    let policies = format!("---\n{deny_service}---\n{deny_gateway_path}");
+    let config = manifests(&echo, &pod, &policies);
     let (wp, _dir) = Running::start(&config, &["--gateway", "default/wp"], &[]);
     let pod_addr = format!("{POD_IP}:{}", pod.port);
 
@@ -170,7 +166,10 @@ fn without_a_gateway_every_service_is_served_and_pod_ips_are_not() {
     }
     let out = wp.send_to(&format!("{POD_IP}:{}", pod.port), SOURCE, "/", &[]);
     assert!(out.contains("no Service is known"), "{out}");
-    assert!(!wp.admin("/metrics").contains("waypoint_unbound_destination_total{"));
+    assert!(
+        !wp.admin("/metrics")
+            .contains("waypoint_unbound_destination_total{")
+    );
     assert!(wp.admin("/config_dump").contains("\"enforced\": false"));
 }
 
@@ -186,12 +185,18 @@ fn check_shows_what_is_bound_and_why_the_rest_is_not() {
         out.contains("binding: Gateway default/wp, traffic type all, listener mesh"),
         "{out}"
     );
-    assert!(out.contains("serves  Service default/echo (Bound)"), "{out}");
+    assert!(
+        out.contains("serves  Service default/echo (Bound)"),
+        "{out}"
+    );
     assert!(
         out.contains("serves  Pod default/echo-pod-1 at 127.0.0.2 (Bound)"),
         "{out}"
     );
-    assert!(out.contains("not bound Pod default/stray (OptedOut)"), "{out}");
+    assert!(
+        out.contains("not bound Pod default/stray (OptedOut)"),
+        "{out}"
+    );
     assert!(
         out.contains("not bound Service default/theirs (OtherWaypoint): its label istio.io/use-waypoint names waypoint default/elsewhere"),
         "{out}"

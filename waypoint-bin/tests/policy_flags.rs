@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::run::{Echo, rbac_denied, served};
+use common::run::{Echo, policy, rbac_denied, served};
 
 const ECHO_VIP: &str = "10.96.0.10:80";
 
@@ -34,12 +34,6 @@ impl Running {
 fn gateway(namespace: &str, name: &str, class: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  gatewayClassName: {class}\n  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]\n"
-    )
-}
-
-fn policy(namespace: &str, name: &str, target: &str, body: &str) -> String {
-    format!(
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  targetRefs: [{target}]\n{body}"
     )
 }
 

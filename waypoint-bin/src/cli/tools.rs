@@ -61,7 +61,10 @@ fn print_binding(binding: &Binding) -> usize {
                 .unwrap_or_default(),
             _ => String::new(),
         };
-        println!("    {verdict} {}{ips} ({}): {}", d.object, d.reason, d.message);
+        println!(
+            "    {verdict} {}{ips} ({}): {}",
+            d.object, d.reason, d.message
+        );
     }
     binding.problems().len()
 }

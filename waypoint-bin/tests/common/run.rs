@@ -152,3 +152,11 @@ pub fn check(manifests: &str, flags: &[&str]) -> (bool, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     (out.status.success(), stdout)
 }
+
+/// An AuthorizationPolicy `namespace`/`name` with `targetRefs: [target]` and the rest of its
+/// spec `body` (YAML lines indented by two).
+pub fn policy(namespace: &str, name: &str, target: &str, body: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  targetRefs: [{target}]\n{body}"
+    )
+}

@@ -6,25 +6,75 @@ use super::*;
 use crate::config::build::{EndpointStatsCache, MeshOptions};
 use crate::config::load::parse_manifests_with;
 
-/// One case: (what it shows, extra manifests, gateway/class metadata, object, reason).
+/// One case of the table: the Gateway `mesh/wp` of class `wpc`, and the decision about one
+/// object among `objects`.
 struct Case {
     name: &'static str,
-    /// Labels/annotations of the Gateway `mesh/wp` and GatewayClass `wpc`, as YAML flow maps.
+    /// Labels/annotations of the Gateway and of the GatewayClass, as YAML flow-map entries.
     gateway_meta: &'static str,
     class_meta: &'static str,
-    /// The listeners of the Gateway, as YAML.
+    /// The Gateway's listeners, as a YAML flow sequence.
     listeners: &'static str,
     /// Namespaces and the object under test, as YAML documents.
-    objects: &'static str,
+    objects: String,
     /// The object decided on, and the expected reason (`None`: no decision at all).
     object: (&'static str, &'static str, &'static str),
     reason: Option<&'static str>,
+}
+
+impl Case {
+    /// The Service `<ns>/s` among `objects`, with an HBONE listener and no metadata.
+    fn service(
+        name: &'static str,
+        objects: String,
+        ns: &'static str,
+        reason: Option<&'static str>,
+    ) -> Case {
+        Case {
+            name,
+            gateway_meta: "",
+            class_meta: "",
+            listeners: HBONE,
+            objects,
+            object: ("Service", ns, "s"),
+            reason,
+        }
+    }
+
+    /// The Pod `mesh/p`, labelled to use `wp`.
+    fn pod(name: &'static str, reason: Option<&'static str>) -> Case {
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: mesh, labels: {istio.io/use-waypoint: wp}}\nspec: {serviceAccountName: p}\nstatus: {podIP: 10.1.0.5}\n---\n";
+        Case {
+            object: ("Pod", "mesh", "p"),
+            ..Case::service(name, pod.into(), "mesh", reason)
+        }
+    }
+
+    fn gateway(self, gateway_meta: &'static str) -> Case {
+        Case {
+            gateway_meta,
+            ..self
+        }
+    }
+
+    fn class(self, class_meta: &'static str) -> Case {
+        Case { class_meta, ..self }
+    }
+
+    fn listeners(self, listeners: &'static str) -> Case {
+        Case { listeners, ..self }
+    }
 }
 
 const HBONE: &str = "[{name: mesh, port: 15008, protocol: HBONE}]";
 const HBONE_ALL: &str =
     "[{name: mesh, port: 15008, protocol: HBONE, allowedRoutes: {namespaces: {from: All}}}]";
 const HBONE_SELECTOR: &str = "[{name: mesh, port: 15008, protocol: HBONE, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {team: a}}}}}]";
+const FOR_WORKLOAD: &str = "labels: {istio.io/waypoint-for: workload}";
+const PROXY_BINDING: &str = "annotations: {ambient.istio.io/waypoint-inbound-binding: PROXY/15088}";
+const NS_A: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {team: a}}\n---\n";
+const NS_B: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n---\n";
+const NS_MESH: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh, labels: {istio.io/use-waypoint: wp}}\n---\n";
 
 fn svc(ns: &str, name: &str, labels: &str) -> String {
     format!(
@@ -61,225 +111,137 @@ fn decision_of<'c>(
 
 #[test]
 fn decisions_mirror_istiod_case_by_case() {
-    let ns_a = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {team: a}}\n---\n";
-    let ns_b = "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n---\n";
-    let ns_mesh_label = "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh, labels: {istio.io/use-waypoint: wp}}\n---\n";
-    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-    let pod = |labels: &str| {
-        leak(format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: mesh, labels: {labels}}}\nspec: {{serviceAccountName: p}}\nstatus: {{podIP: 10.1.0.5}}\n---\n"
-        ))
+    let own = || svc("mesh", "s", "{istio.io/use-waypoint: wp}");
+    let labelled = |labels| format!("{NS_MESH}{}", svc("mesh", "s", labels));
+    let cross = |ns| {
+        let labels = "{istio.io/use-waypoint: wp, istio.io/use-waypoint-namespace: mesh}";
+        svc(ns, "s", labels)
     };
-    let cases = vec![
-        Case {
-            name: "the object's own label binds",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE,
-            objects: leak(svc("mesh", "s", "{istio.io/use-waypoint: wp}")),
-            object: ("Service", "mesh", "s"),
-            reason: Some("Bound"),
-        },
-        Case {
-            name: "the namespace's label binds",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE,
-            objects: leak(format!("{ns_mesh_label}{}", svc("mesh", "s", "{}"))),
-            object: ("Service", "mesh", "s"),
-            reason: Some("Bound"),
-        },
-        Case {
-            name: "the object's label wins over the namespace's",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE,
-            objects: leak(format!(
-                "{ns_mesh_label}{}",
-                svc("mesh", "s", "{istio.io/use-waypoint: other}")
-            )),
-            object: ("Service", "mesh", "s"),
-            reason: Some("OtherWaypoint"),
-        },
-        Case {
-            name: "none on the object opts out of the namespace's waypoint",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE,
-            objects: leak(format!(
-                "{ns_mesh_label}{}",
-                svc("mesh", "s", "{istio.io/use-waypoint: none}")
-            )),
-            object: ("Service", "mesh", "s"),
-            reason: Some("OptedOut"),
-        },
-        Case {
-            name: "no label anywhere: no decision",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE,
-            objects: leak(svc("mesh", "s", "{}")),
-            object: ("Service", "mesh", "s"),
-            reason: None,
-        },
-        Case {
-            name: "cross-namespace is denied by default (from: Same)",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE,
-            objects: leak(svc(
-                "b",
-                "s",
-                "{istio.io/use-waypoint: wp, istio.io/use-waypoint-namespace: mesh}",
-            )),
-            object: ("Service", "b", "s"),
-            reason: Some("AttachmentDenied"),
-        },
-        Case {
-            name: "without use-waypoint-namespace the Gateway is looked for in the object's namespace",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE_ALL,
-            objects: leak(svc("b", "s", "{istio.io/use-waypoint: wp}")),
-            object: ("Service", "b", "s"),
-            reason: Some("OtherWaypoint"),
-        },
-        Case {
-            name: "cross-namespace is allowed with from: All",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE_ALL,
-            objects: leak(svc(
-                "b",
-                "s",
-                "{istio.io/use-waypoint: wp, istio.io/use-waypoint-namespace: mesh}",
-            )),
-            object: ("Service", "b", "s"),
-            reason: Some("Bound"),
-        },
-        Case {
-            name: "a Selector admits a namespace whose labels match",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE_SELECTOR,
-            objects: leak(format!(
-                "{ns_a}{}",
-                svc(
-                    "a",
-                    "s",
-                    "{istio.io/use-waypoint: wp, istio.io/use-waypoint-namespace: mesh}"
-                )
-            )),
-            object: ("Service", "a", "s"),
-            reason: Some("Bound"),
-        },
-        Case {
-            name: "a Selector refuses a namespace whose labels do not match",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE_SELECTOR,
-            objects: leak(format!(
-                "{ns_b}{}",
-                svc(
-                    "b",
-                    "s",
-                    "{istio.io/use-waypoint: wp, istio.io/use-waypoint-namespace: mesh}"
-                )
-            )),
-            object: ("Service", "b", "s"),
-            reason: Some("AttachmentDenied"),
-        },
-        Case {
-            name: "a service waypoint does not take a Pod that names it",
-            gateway_meta: "",
-            class_meta: "",
-            listeners: HBONE,
-            objects: pod("{istio.io/use-waypoint: wp}"),
-            object: ("Pod", "mesh", "p"),
-            reason: Some("UnsupportedTrafficType"),
-        },
-        Case {
-            name: "a workload waypoint (Gateway label) takes the Pod",
-            gateway_meta: "labels: {istio.io/waypoint-for: workload}",
-            class_meta: "",
-            listeners: HBONE,
-            objects: pod("{istio.io/use-waypoint: wp}"),
-            object: ("Pod", "mesh", "p"),
-            reason: Some("Bound"),
-        },
-        Case {
-            name: "a workload waypoint does not take a Service",
-            gateway_meta: "labels: {istio.io/waypoint-for: workload}",
-            class_meta: "",
-            listeners: HBONE,
-            objects: leak(svc("mesh", "s", "{istio.io/use-waypoint: wp}")),
-            object: ("Service", "mesh", "s"),
-            reason: Some("UnsupportedTrafficType"),
-        },
-        Case {
-            name: "the GatewayClass label applies when the Gateway has none",
-            gateway_meta: "",
-            class_meta: "labels: {istio.io/waypoint-for: all}",
-            listeners: HBONE,
-            objects: pod("{istio.io/use-waypoint: wp}"),
-            object: ("Pod", "mesh", "p"),
-            reason: Some("Bound"),
-        },
-        Case {
-            name: "the Gateway label wins over the GatewayClass label",
-            gateway_meta: "labels: {istio.io/waypoint-for: service}",
-            class_meta: "labels: {istio.io/waypoint-for: all}",
-            listeners: HBONE,
-            objects: pod("{istio.io/use-waypoint: wp}"),
-            object: ("Pod", "mesh", "p"),
-            reason: Some("UnsupportedTrafficType"),
-        },
-        Case {
-            name: "waypoint-for none takes nothing",
-            gateway_meta: "labels: {istio.io/waypoint-for: none}",
-            class_meta: "",
-            listeners: HBONE,
-            objects: leak(svc("mesh", "s", "{istio.io/use-waypoint: wp}")),
-            object: ("Service", "mesh", "s"),
-            reason: Some("UnsupportedTrafficType"),
-        },
-        Case {
-            name: "the inbound binding's listener decides attachment, not the HBONE one",
-            gateway_meta: "annotations: {ambient.istio.io/waypoint-inbound-binding: PROXY/15088}",
-            class_meta: "",
-            listeners: "[{name: mesh, port: 15008, protocol: HBONE, allowedRoutes: {namespaces: {from: All}}}, {name: proxy, port: 15088, protocol: istio.io/PROXY}]",
-            objects: leak(svc(
-                "b",
-                "s",
-                "{istio.io/use-waypoint: wp, istio.io/use-waypoint-namespace: mesh}",
-            )),
-            object: ("Service", "b", "s"),
-            reason: Some("AttachmentDenied"),
-        },
-        Case {
-            name: "the GatewayClass's inbound binding applies too",
-            gateway_meta: "",
-            class_meta: "annotations: {ambient.istio.io/waypoint-inbound-binding: PROXY/15088}",
-            listeners: "[{name: mesh, port: 15008, protocol: HBONE}, {name: proxy, port: 15088, protocol: istio.io/PROXY, allowedRoutes: {namespaces: {from: All}}}]",
-            objects: leak(svc(
-                "b",
-                "s",
-                "{istio.io/use-waypoint: wp, istio.io/use-waypoint-namespace: mesh}",
-            )),
-            object: ("Service", "b", "s"),
-            reason: Some("Bound"),
-        },
+    let both = "[{name: mesh, port: 15008, protocol: HBONE, allowedRoutes: {namespaces: {from: All}}}, {name: proxy, port: 15088, protocol: istio.io/PROXY}]";
+    let proxy_all = "[{name: mesh, port: 15008, protocol: HBONE}, {name: proxy, port: 15088, protocol: istio.io/PROXY, allowedRoutes: {namespaces: {from: All}}}]";
+    let cases = [
+        Case::service("the object's own label binds", own(), "mesh", Some("Bound")),
+        Case::service(
+            "the namespace's label binds",
+            labelled("{}"),
+            "mesh",
+            Some("Bound"),
+        ),
+        Case::service(
+            "the object's label wins over the namespace's",
+            labelled("{istio.io/use-waypoint: other}"),
+            "mesh",
+            Some("OtherWaypoint"),
+        ),
+        Case::service(
+            "none on the object opts out of the namespace's waypoint",
+            labelled("{istio.io/use-waypoint: none}"),
+            "mesh",
+            Some("OptedOut"),
+        ),
+        Case::service(
+            "no label anywhere: no decision",
+            svc("mesh", "s", "{}"),
+            "mesh",
+            None,
+        ),
+        Case::service(
+            "cross-namespace is denied by default",
+            cross("b"),
+            "b",
+            Some("AttachmentDenied"),
+        ),
+        Case::service(
+            "without use-waypoint-namespace the Gateway is the object's namespace's",
+            svc("b", "s", "{istio.io/use-waypoint: wp}"),
+            "b",
+            Some("OtherWaypoint"),
+        )
+        .listeners(HBONE_ALL),
+        Case::service(
+            "cross-namespace with from: All",
+            cross("b"),
+            "b",
+            Some("Bound"),
+        )
+        .listeners(HBONE_ALL),
+        Case::service(
+            "a matching Selector",
+            format!("{NS_A}{}", cross("a")),
+            "a",
+            Some("Bound"),
+        )
+        .listeners(HBONE_SELECTOR),
+        Case::service(
+            "a Selector that does not match",
+            format!("{NS_B}{}", cross("b")),
+            "b",
+            Some("AttachmentDenied"),
+        )
+        .listeners(HBONE_SELECTOR),
+        Case::pod(
+            "a service waypoint takes no Pod",
+            Some("UnsupportedTrafficType"),
+        ),
+        Case::pod(
+            "a workload waypoint (Gateway label) takes the Pod",
+            Some("Bound"),
+        )
+        .gateway(FOR_WORKLOAD),
+        Case::service(
+            "a workload waypoint takes no Service",
+            own(),
+            "mesh",
+            Some("UnsupportedTrafficType"),
+        )
+        .gateway(FOR_WORKLOAD),
+        Case::pod(
+            "the GatewayClass label applies when the Gateway has none",
+            Some("Bound"),
+        )
+        .class("labels: {istio.io/waypoint-for: all}"),
+        Case::pod(
+            "the Gateway label wins over the GatewayClass's",
+            Some("UnsupportedTrafficType"),
+        )
+        .gateway("labels: {istio.io/waypoint-for: service}")
+        .class("labels: {istio.io/waypoint-for: all}"),
+        Case::service(
+            "waypoint-for none takes nothing",
+            own(),
+            "mesh",
+            Some("UnsupportedTrafficType"),
+        )
+        .gateway("labels: {istio.io/waypoint-for: none}"),
+        Case::service(
+            "the inbound binding's listener decides attachment, not the HBONE one",
+            cross("b"),
+            "b",
+            Some("AttachmentDenied"),
+        )
+        .gateway(PROXY_BINDING)
+        .listeners(both),
+        Case::service(
+            "the GatewayClass's inbound binding applies too",
+            cross("b"),
+            "b",
+            Some("Bound"),
+        )
+        .class(PROXY_BINDING)
+        .listeners(proxy_all),
     ];
     for case in &cases {
         let config = build(&manifests(case));
-        let got = decision_of(&config, case.object).map(|d| d.reason);
+        let decision = decision_of(&config, case.object);
+        let got = decision.map(|d| d.reason);
         assert_eq!(got, case.reason, "{}: {:?}", case.name, config.binding());
-        if let Some(d) = decision_of(&config, case.object) {
-            let (_, ns, name) = case.object;
-            let served = config.binding().service_bound(ns, name);
-            if case.object.0 == "Service" {
-                assert_eq!(served, d.bound, "{}", case.name);
-            }
+        if let (Some(d), ("Service", ns, name)) = (decision, case.object) {
+            assert_eq!(
+                config.binding().service_bound(ns, name),
+                d.bound,
+                "{}",
+                case.name
+            );
         }
     }
 }
@@ -315,7 +277,8 @@ fn an_unbound_service_vip_is_refused_with_its_reason_and_a_bound_one_served() {
     let text = format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: wp, namespace: mesh}}\nspec:\n  gatewayClassName: wpc\n  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]\n  addresses: [{{type: IPAddress, value: 10.0.0.1}}]\n---\n{}{}",
         svc("mesh", "bound", "{istio.io/use-waypoint: wp}").replace("10.96.0.9", "10.96.0.1"),
-        svc("mesh", "other", "{istio.io/use-waypoint: elsewhere}").replace("10.96.0.9", "10.96.0.2"),
+        svc("mesh", "other", "{istio.io/use-waypoint: elsewhere}")
+            .replace("10.96.0.9", "10.96.0.2"),
     );
     let config = build(&text);
     let at = |s: &str| config.destination(Some(s.parse().unwrap()));
@@ -324,7 +287,10 @@ fn an_unbound_service_vip_is_refused_with_its_reason_and_a_bound_one_served() {
         panic!("served");
     };
     assert_eq!(why.reason(), "service_not_bound");
-    assert!(why.to_string().contains("names waypoint mesh/elsewhere"), "{why}");
+    assert!(
+        why.to_string().contains("names waypoint mesh/elsewhere"),
+        "{why}"
+    );
     assert!(matches!(at("10.0.0.1:15008"), Destination::Gateway));
     assert!(matches!(
         config.destination(None),
@@ -345,7 +311,12 @@ fn without_a_gateway_every_service_is_served_and_no_pod_is() {
         config.destination(Some("10.96.0.9:80".parse().unwrap())),
         Destination::Service(_)
     ));
-    assert!(config.binding().workload_at("10.1.0.5".parse().unwrap()).is_none());
+    assert!(
+        config
+            .binding()
+            .workload_at("10.1.0.5".parse().unwrap())
+            .is_none()
+    );
 }
 
 #[test]
