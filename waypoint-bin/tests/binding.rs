@@ -119,6 +119,20 @@ fn a_bound_workload_is_reached_by_pod_ip_and_port_without_service_routing() {
     let out = wp.send_to(&pod_addr, SOURCE, "/direct", &[]);
     assert!(served(&out), "{out}");
     assert_eq!(unbound_count(&wp, "unknown_destination"), 0);
+    // Istio's metrics name the pod as the destination workload, and no Service.
+    let metrics = wp.admin("/metrics");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        line.contains("destination_workload=\"echo-pod-1\""),
+        "{line}"
+    );
+    assert!(
+        line.contains("destination_service_name=\"unknown\""),
+        "{line}"
+    );
     // Another port of the same pod goes to exactly that port: nothing listens there.
     let closed = format!("{POD_IP}:{}", common::free_port());
     let out = wp.send_to(&closed, SOURCE, "/", &[]);

@@ -248,7 +248,7 @@ fn decisions_mirror_istiod_case_by_case() {
 
 #[test]
 fn a_bound_pod_is_found_by_each_of_its_ips_and_gets_its_own_backend() {
-    let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: mesh, labels: {istio.io/waypoint-for: all}}\nspec:\n  gatewayClassName: wpc\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: mesh, labels: {istio.io/use-waypoint: wp, app: p}}\nspec: {serviceAccountName: p-sa}\nstatus: {podIP: 10.1.0.5, podIPs: [{ip: 10.1.0.5}, {ip: 'fd00::5'}]}\n";
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: mesh, labels: {istio.io/waypoint-for: all}}\nspec:\n  gatewayClassName: wpc\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: mesh, labels: {istio.io/use-waypoint: wp, app: p}}\nspec: {serviceAccountName: p-sa}\nstatus: {podIP: 10.1.0.5, podIPs: [{ip: 10.1.0.5}, {ip: 'fd00::5'}]}\n";
     let config = build(text);
     let dest: SocketAddr = "10.1.0.5:8080".parse().unwrap();
     let Destination::Workload(w) = config.destination(Some(dest)) else {
@@ -264,6 +264,12 @@ fn a_bound_pod_is_found_by_each_of_its_ips_and_gets_its_own_backend() {
     let addrs: Vec<SocketAddr> = backend.endpoints.iter().map(|e| e.address).collect();
     assert_eq!(addrs, [dest]);
     assert!(backend.cluster_ips.is_empty());
+    // In the mesh (its namespace is ambient): HBONE, proving the pod's own service account.
+    let identity = crate::identity::SpiffeId::new("cluster.local", "mesh", "p-sa").unwrap();
+    let hbone = EndpointTransport::Hbone {
+        identity: crate::tls::ExpectedIdentity::Exact(identity),
+    };
+    assert_eq!(backend.endpoints[0].transport, hbone);
     // Another IP is nothing of ours.
     let other: SocketAddr = "10.1.0.6:8080".parse().unwrap();
     assert!(matches!(
