@@ -10,6 +10,7 @@
 //! judged as upstream judges them ([`judge`], [`status`]), and reported as an upstream
 //! `ConformanceReport` ([`report`]) for the profiles in [`features`].
 
+pub mod api_status;
 pub mod case;
 pub mod client;
 pub mod cluster;
