@@ -289,11 +289,10 @@ impl Proxy {
     /// for such a destination and resets the connection without a word; an HTTP answer says why
     /// while forwarding nothing, and never dials a Service VIP (which would loop back here).
     fn refuse_unbound(&self, ctx: &mut RequestContext) -> Option<http::Response<Body>> {
-        let config = ctx.config.clone();
-        if !config.binding().enforced() {
+        if !ctx.config.binding().enforced() {
             return None;
         }
-        let Destination::Unbound(why) = config.destination(ctx.conn.destination) else {
+        let Destination::Unbound(why) = ctx.config.destination(ctx.conn.destination) else {
             return None;
         };
         self.telemetry.unbound_destination(why.reason());
