@@ -11,10 +11,11 @@ use common::run::{Echo, Running, check, policy, rbac_denied, served};
 const POD_IP: &str = "127.0.0.2";
 const SOURCE: &str = "10.244.0.7:40000";
 
-/// The Gateway `default/wp` (for `all` traffic, at 10.0.0.1 with an HTTP listener on 80), the
+/// The Gateway `default/wp` (for `all` traffic, at 10.0.0.1 with an HTTP listener on 80) and
+/// another, `elsewhere` (10.0.0.2), both parents of an HTTPRoute to `echo`; the
 /// Services `echo` (bound), `other` (names no waypoint) and `podsvc` (bound, its endpoint is the
-/// pod), the bound Pod `echo-pod-1` at [`POD_IP`], the Pod `stray` that opts out, a
-/// Gateway-parent HTTPRoute to `echo`, and `extra` documents.
+/// pod), the bound Pod `echo-pod-1` at [`POD_IP`], the Pod `stray` that opts out, and `extra`
+/// documents.
 fn manifests(echo: &Echo, pod: &Echo, extra: &str) -> String {
     let bound = |svc: String, name: &str| {
         svc.replace(
@@ -43,10 +44,18 @@ spec:
   - {{name: http, port: 80, protocol: HTTP}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: elsewhere, namespace: default}}
+spec:
+  gatewayClassName: waypoint
+  addresses: [{{type: IPAddress, value: 10.0.0.2}}]
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: via-gateway, namespace: default}}
 spec:
-  parentRefs: [{{name: wp, sectionName: http}}]
+  parentRefs: [{{name: wp, sectionName: http}}, {{name: elsewhere, sectionName: http}}]
   rules: [{{backendRefs: [{{name: echo, port: 80}}]}}]
 ---
 apiVersion: v1
@@ -100,9 +109,12 @@ fn with_a_gateway_a_bound_service_is_served_and_an_unbound_one_refused_and_count
     assert!(not_served(&out), "{out}");
     assert_eq!(unbound_count(&wp, "unknown_destination"), 2);
 
-    // Our Gateway's own listener keeps serving its routes.
+    // Our Gateway's own listener keeps serving its routes; another Gateway's does not.
     let out = wp.send_to("10.0.0.1:80", SOURCE, "/", &[]);
     assert!(served(&out), "{out}");
+    let out = wp.send_to("10.0.0.2:80", SOURCE, "/", &[]);
+    assert!(not_served(&out), "{out}");
+    assert_eq!(unbound_count(&wp, "unknown_destination"), 3);
 
     let dump = wp.admin("/config_dump");
     assert!(dump.contains("\"enforced\": true"), "{dump}");
@@ -174,7 +186,12 @@ fn without_a_gateway_every_service_is_served_and_pod_ips_are_not() {
     let (echo, pod) = (Echo::start(), Echo::start_on(POD_IP));
     let config = manifests(&echo, &pod, "");
     let (wp, _dir) = Running::start(&config, &[], &[]);
-    for vip in ["10.96.0.10:80", "10.96.0.11:80", "10.0.0.1:80"] {
+    for vip in [
+        "10.96.0.10:80",
+        "10.96.0.11:80",
+        "10.0.0.1:80",
+        "10.0.0.2:80",
+    ] {
         let out = wp.send_to(vip, SOURCE, "/", &[]);
         assert!(served(&out), "{vip}: {out}");
     }
