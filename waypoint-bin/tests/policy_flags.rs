@@ -5,47 +5,12 @@
 
 mod common;
 
-use common::{Guard, free_port, waypoint};
-
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use common::run::{Echo, policy, rbac_denied, served};
 
 const ECHO_VIP: &str = "10.96.0.10:80";
 
-/// An echo backend (also serving as the ext_authz check server: it answers 200 to anything but
-/// `/status/NNN`).
-struct Echo {
-    port: u16,
-    _process: Guard,
-}
-
-impl Echo {
-    fn start() -> Echo {
-        let port = free_port();
-        let process = waypoint()
-            .args(["echo", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--pod", "echo-pod"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "echo never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Echo {
-            port,
-            _process: Guard(process),
-        }
-    }
-}
-
-/// A `waypoint run` process on a TCP sandwich listener, ready (admin `/healthz/ready` 200).
-struct Running {
-    sandwich: u16,
-    _process: Guard,
-}
+/// The `waypoint run` of these tests: every request goes to the echo Service's VIP.
+struct Running(common::run::Running);
 
 impl Running {
     fn start(
@@ -53,50 +18,12 @@ impl Running {
         flags: &[&str],
         env: &[(&str, &str)],
     ) -> (Running, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, manifests).unwrap();
-        let (sandwich, admin) = (free_port(), free_port());
-        let mut command = waypoint();
-        command
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--sandwich-listen", &format!("127.0.0.1:{sandwich}")])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-            .args(flags)
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let process = Guard(command.spawn().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !admin_get(admin, "/healthz/ready").starts_with("HTTP/1.1 200") {
-            assert!(Instant::now() < deadline, "waypoint never became ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (
-            Running {
-                sandwich,
-                _process: process,
-            },
-            dir,
-        )
+        let (running, dir) = common::run::Running::start(manifests, flags, env);
+        (Running(running), dir)
     }
 
-    /// Sends one request as ztunnel would (PROXY v2 naming the caller) and returns the status
-    /// line and body as `waypoint send` prints them.
     fn send(&self, source: &str, path: &str, headers: &[&str]) -> String {
-        let mut command = waypoint();
-        command
-            .args(["send", "--to", &format!("127.0.0.1:{}", self.sandwich)])
-            .args(["--destination", ECHO_VIP, "--source", source])
-            .args(["--identity", "spiffe://cluster.local/ns/default/sa/sleep"])
-            .args(["--path", path]);
-        for h in headers {
-            command.args(["-H", h]);
-        }
-        let out = command.output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.0.send_to(ECHO_VIP, source, path, headers)
     }
 
     fn get(&self, path: &str) -> String {
@@ -104,42 +31,9 @@ impl Running {
     }
 }
 
-/// A GET to the admin server that answers empty while it is not listening yet.
-fn admin_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    );
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
-    out
-}
-
-/// Served by the echo backend (its JSON names the pod).
-fn served(response: &str) -> bool {
-    response.contains("200 OK") && response.contains("\"pod\":\"echo-pod\"")
-}
-
-/// Denied by the waypoint's RBAC, never reaching the backend.
-fn rbac_denied(response: &str) -> bool {
-    response.contains("403")
-        && response.contains("RBAC: access denied")
-        && !response.contains("\"pod\"")
-}
-
 fn gateway(namespace: &str, name: &str, class: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  gatewayClassName: {class}\n  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]\n"
-    )
-}
-
-fn policy(namespace: &str, name: &str, target: &str, body: &str) -> String {
-    format!(
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  targetRefs: [{target}]\n{body}"
     )
 }
 
@@ -286,12 +180,20 @@ fn gateway_flags_choose_which_gateways_policies_are_ours() {
     let (all, _d1) = Running::start(&config, &[], &[]);
     assert!(rbac_denied(&all.get("/")));
 
+    // With --gateway, the echo Service must be bound to that Gateway to be served at all: its
+    // namespace names the waypoint.
+    let bound_to = |gw: &str| {
+        format!(
+            "{config}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: default, labels: {{istio.io/use-waypoint: {gw}}}}}\n"
+        )
+    };
+    let (config, config_b) = (bound_to("wp-a"), bound_to("wp-b"));
     let (a, _d2) = Running::start(&config, &["--gateway", "default/wp-a"], &[]);
     assert!(served(&a.get("/")), "{}", a.get("/"));
     // wp-a's class is `waypoint`: the other class's policy is not ours either.
     assert!(served(&a.get("/class")));
 
-    let (b, _d3) = Running::start(&config, &[], &[("WAYPOINT_GATEWAY", "default/wp-b")]);
+    let (b, _d3) = Running::start(&config_b, &[], &[("WAYPOINT_GATEWAY", "default/wp-b")]);
     assert!(rbac_denied(&b.get("/")));
 
     // --gateway-class names the class outright.
@@ -337,33 +239,18 @@ fn xff_trusted_hops_flag_chooses_the_remote_address() {
 
 #[test]
 fn check_takes_the_policy_flags_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
     let custom = policy(
         "default",
         "custom",
         ON_ECHO,
         "  action: CUSTOM\n  provider: {name: checker}\n  rules: [{}]\n",
     );
-    std::fs::write(
-        &config,
-        format!(
-            "{}---\n{custom}",
-            common::service("echo", "10.96.0.10", 8080)
-        ),
-    )
-    .unwrap();
-    let check = |flags: &[&str]| {
-        let out = waypoint()
-            .args(["check", "--config"])
-            .arg(&config)
-            .args(flags)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    assert!(check(&[]).contains("ProviderNotFound"));
-    let with = check(&["--ext-authz", "checker=127.0.0.1:9"]);
+    let config = format!(
+        "{}---\n{custom}",
+        common::service("echo", "10.96.0.10", 8080)
+    );
+    let (_, without) = common::run::check(&config, &[]);
+    assert!(without.contains("ProviderNotFound"), "{without}");
+    let (_, with) = common::run::check(&config, &["--ext-authz", "checker=127.0.0.1:9"]);
     assert!(!with.contains("ProviderNotFound"), "{with}");
-    assert!(Path::new(&config).exists());
 }

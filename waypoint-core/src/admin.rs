@@ -27,6 +27,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::config::binding::Binding;
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};
 use crate::overload::Overload;
 use crate::proxy::{Snapshot, SnapshotStore};
@@ -258,14 +259,62 @@ pub fn config_dump_json(snapshot: &Snapshot) -> Value {
         "routeParents": route_parents_json(&snapshot.route_parents),
         "gateways": gateways_json(&snapshot.gateways),
         "services": services,
+        "binding": binding_json(snapshot.config.binding()),
+    })
+}
+
+/// What is bound to this waypoint's Gateway (`enforced: false` without `--gateway`).
+fn binding_json(binding: &Binding) -> Value {
+    let workloads: Vec<Value> = binding
+        .workloads()
+        .into_iter()
+        .map(|w| {
+            json!({
+                "namespace": w.pod.namespace,
+                "name": w.pod.name,
+                "serviceAccount": w.service_account,
+                "ips": w.ips,
+                "labels": w.labels,
+                "transport": transport_json(&w.transport),
+            })
+        })
+        .collect();
+    let decisions: Vec<Value> = binding
+        .decisions()
+        .iter()
+        .map(|d| {
+            json!({
+                "kind": d.object.kind,
+                "namespace": d.object.namespace,
+                "name": d.object.name,
+                "bound": d.bound,
+                "reason": d.reason,
+                "message": d.message,
+            })
+        })
+        .collect();
+    json!({
+        "enforced": binding.enforced(),
+        "gateway": binding.gateway().map(|g| format!("{}/{}", g.namespace, g.name)),
+        "trafficType": binding.traffic_type().to_string(),
+        "listener": binding.bound_listener(),
+        "problems": binding.problems(),
+        "workloads": workloads,
+        "decisions": decisions,
     })
 }
 
 fn endpoint_json(e: &Endpoint) -> Value {
-    match &e.transport {
-        EndpointTransport::Plain => json!({"address": e.address, "transport": "plain"}),
+    let mut v = transport_json(&e.transport);
+    v["address"] = json!(e.address);
+    v
+}
+
+/// `{"transport": "plain"}` or `{"transport": "hbone", "identity": ...}`.
+fn transport_json(t: &EndpointTransport) -> Value {
+    match t {
+        EndpointTransport::Plain => json!({"transport": "plain"}),
         EndpointTransport::Hbone { identity } => json!({
-            "address": e.address,
             "transport": "hbone",
             "identity": identity.to_string(),
         }),

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 
 use crate::body::{self, Body, local_reply};
+use crate::config::binding::Destination;
 use crate::config::{Condition, Config, ResourceStatus};
 use crate::conn::ConnInfo;
 use crate::filter::{
@@ -258,6 +259,10 @@ impl Proxy {
         // Before the chain, so filters and the upstream see the propagated trace context.
         let record = self.telemetry.begin(&mut req, &conn);
         let mut ctx = RequestContext::new(conn, snapshot.config.clone());
+        // Binding first: traffic that is not this waypoint's reaches no filter and no backend.
+        if let Some(resp) = self.refuse_unbound(&mut ctx) {
+            return self.telemetry.finish(record, &ctx, resp);
+        }
         // Upgrades first: a refused one never takes an in-flight slot.
         let granted = match self.upgrades.admit(&mut req, &ctx.conn) {
             Ok(granted) => granted,
@@ -307,6 +312,33 @@ impl Proxy {
         }
     }
 
+    /// With binding enforced (`--gateway`), the answer to a request whose destination is not
+    /// bound to this waypoint: 404 with response flag `NR` (Envoy's "no route"), naming the
+    /// reason (every request of the connection gets the same answer: its destination does not
+    /// change). Istio's Envoy waypoint has no filter chain
+    /// for such a destination and resets the connection without a word; an HTTP answer says why
+    /// while forwarding nothing, and never dials a Service VIP (which would loop back here).
+    fn refuse_unbound(&self, ctx: &mut RequestContext) -> Option<http::Response<Body>> {
+        if !ctx.config.binding().enforced() {
+            return None;
+        }
+        let Destination::Unbound(why) = ctx.config.destination(ctx.conn.destination) else {
+            return None;
+        };
+        self.telemetry.unbound_destination(why.reason());
+        tracing::info!(
+            source = ?ctx.conn.source,
+            destination = ?ctx.conn.destination,
+            reason = why.reason(),
+            "refused: {why}"
+        );
+        ctx.response_flags.push(NO_ROUTE_FLAG);
+        Some(local_reply(
+            StatusCode::NOT_FOUND,
+            format!("waypoint: destination not served: {why}"),
+        ))
+    }
+
     /// The chain, then the upstream when no filter answered.
     async fn serve(
         &self,
@@ -329,6 +361,10 @@ impl Proxy {
         }
     }
 }
+
+/// The response flag of a request no route serves (Envoy's `NR`), here one whose destination
+/// is not bound to this waypoint.
+pub const NO_ROUTE_FLAG: &str = "NR";
 
 /// The response flag of a request refused by the in-flight limit: Envoy's `OM`, for a request
 /// its overload manager refused (`UO` is Envoy's upstream circuit breaker, another thing).

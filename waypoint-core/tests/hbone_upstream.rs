@@ -746,6 +746,7 @@ fn manifests_decide_each_endpoint_transport() {
     let cache = EndpointStatsCache::with_mesh(MeshOptions {
         trust_domain: td.into(),
         ambient_namespaces: BTreeSet::new(),
+        ..Default::default()
     });
     let cfg = parse_manifests_with(MANIFESTS, "mesh.yaml", &cache).unwrap();
     let exact = |sa: &str| EndpointTransport::Hbone {
@@ -779,6 +780,7 @@ fn manifests_decide_each_endpoint_transport() {
     let cache = EndpointStatsCache::with_mesh(MeshOptions {
         trust_domain: td.into(),
         ambient_namespaces: ["old".to_owned()].into(),
+        ..Default::default()
     });
     let cfg = parse_manifests_with(MANIFESTS, "mesh.yaml", &cache).unwrap();
     assert_eq!(

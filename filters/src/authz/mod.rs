@@ -20,6 +20,9 @@
 //!   destinations resolve to Services.
 //! - CUSTOM policies are checked after JWT authentication (Envoy runs ext_authz first), so
 //!   their rules can also use request principals.
+//! - Workload-addressed traffic (a bound Pod's IP, see `waypoint_core::config::binding`) has no
+//!   Service: only the policies of this waypoint's Gateway or GatewayClass apply, as in Istio
+//!   (its direct-pod filter chain is built without a Service).
 //! - `ports` and `destination.port` match the port the client dialled (the Service port), as the
 //!   waypoint sees it; a sidecar would see the workload's target port.
 

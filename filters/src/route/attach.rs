@@ -384,27 +384,7 @@ impl<'a> Builder<'a> {
     /// Whether `selector` matches namespace `ns`'s labels (from its `Namespace` manifest, plus
     /// the `kubernetes.io/metadata.name` label Kubernetes always sets).
     fn selects(&self, selector: &LabelSelector, ns: &str) -> bool {
-        let labels = self.namespaces.get(ns).copied();
-        let label = |key: &str| -> Option<&str> {
-            if key == "kubernetes.io/metadata.name" {
-                return Some(ns);
-            }
-            labels.and_then(|l| l.get(key)).map(String::as_str)
-        };
-        selector
-            .match_labels
-            .iter()
-            .all(|(k, v)| label(k) == Some(v.as_str()))
-            && selector.match_expressions.iter().all(|e| {
-                let value = label(&e.key);
-                match e.operator.as_str() {
-                    "In" => value.is_some_and(|v| e.values.iter().any(|x| x == v)),
-                    "NotIn" => value.is_none_or(|v| !e.values.iter().any(|x| x == v)),
-                    "Exists" => value.is_some(),
-                    "DoesNotExist" => value.is_none(),
-                    _ => false,
-                }
-            })
+        selector.selects_namespace(ns, self.namespaces.get(ns).copied())
     }
 
     /// The route table, with each Gateway's status reported.

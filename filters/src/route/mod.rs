@@ -4,6 +4,8 @@
 //! - a Service (ClusterIP, port): the routes attached to that Service (GAMMA), never chosen by
 //!   the Host header; a known Service with no route attached goes to the Service itself, as it
 //!   would without a waypoint;
+//! - a bound Pod's IP (workload-addressed traffic, waypoint-for `workload`/`all`): exactly that
+//!   pod and port, no routes;
 //! - a Gateway address and listener port: the Host header picks the listener (exact hostname,
 //!   else the longest wildcard, else one without hostname), then the routes of the most specific
 //!   effective hostname (route hostnames intersected with the listener's). On a TLS connection
@@ -43,6 +45,7 @@ use async_trait::async_trait;
 use http::StatusCode;
 use waypoint_core::body::local_reply;
 use waypoint_core::config::ServiceBackend;
+use waypoint_core::config::binding::Destination;
 use waypoint_core::filter::{
     BuildContext, Decision, Filter, FilterChain, FilterFactory, MirrorTarget, Request,
     RequestContext, Response, RetryPolicy, RouteMatch, UpstreamTarget,
@@ -369,11 +372,20 @@ impl RouteFilter {
                 )),
             };
         }
-        let Some(service) = ctx.config.service_at(destination).cloned() else {
-            return Selected::Done(no_route(
-                ctx,
-                format!("waypoint: no Service is known at destination {destination}"),
-            ));
+        // What the destination is, decided in one place (the config's binding): a Service,
+        // or a bound Pod addressed directly, served without Service routing or routes.
+        let service = match ctx.config.destination(Some(destination)) {
+            Destination::Service(service) => service.clone(),
+            Destination::Workload(workload) => {
+                ctx.upstream = Some(UpstreamTarget::new(workload.backend(destination)));
+                return Selected::Done(Decision::Continue);
+            }
+            Destination::Gateway | Destination::Unbound(_) => {
+                return Selected::Done(no_route(
+                    ctx,
+                    format!("waypoint: no Service is known at destination {destination}"),
+                ));
+            }
         };
         let Some(set) = self.table.entries_for(destination, client_namespace(ctx)) else {
             // No route attached: the Service itself, as without a waypoint.

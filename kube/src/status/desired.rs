@@ -226,14 +226,18 @@ fn owns_parent(
 }
 
 /// Whether this waypoint serves the Service parent `parent` (GAMMA), so the route's entry for
-/// it is ours. Today: every Service parent the snapshot reports a status for, i.e. every
-/// Service of the config. When the config says which Services are bound to our Gateway
-/// (`istio.io/use-waypoint`), this is the one place to switch to it.
+/// it is ours: the snapshot reports a status for it and, when binding is enforced (`--gateway`),
+/// the Service is bound to our Gateway. A route on a Service another waypoint serves is that
+/// waypoint's to report.
 pub fn serves_service_parent(snapshot: &Snapshot, parent: &ParentRefKey) -> bool {
     snapshot
-        .route_parents
-        .iter()
-        .any(|p| p.parent.kind == "Service" && p.parent == *parent)
+        .config
+        .binding()
+        .service_bound(&parent.namespace, &parent.name)
+        && snapshot
+            .route_parents
+            .iter()
+            .any(|p| p.parent.kind == "Service" && p.parent == *parent)
 }
 
 /// The parentRef of a status entry: the route's reference with defaults applied (namespace

@@ -306,3 +306,38 @@ fn another_controller_name_owns_other_classes() {
             .all(|d| matches!(d, Desired::RouteParents { ours, .. } if ours.iter().all(|e| e["parentRef"]["kind"] == "Service")))
     );
 }
+
+#[test]
+fn with_binding_enforced_a_service_parent_not_bound_to_us_is_not_ours() {
+    use waypoint_core::config::build::{EndpointStatsCache, MeshOptions};
+    use waypoint_core::config::load::parse_manifests_with;
+    let service = "\n---\napiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: infra}\nspec: {clusterIP: 10.0.0.9, ports: [{port: 80}]}\n";
+    let bound_namespace = "\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: infra, labels: {istio.io/use-waypoint: waypoint}}\n";
+    let mut scoped = snapshot();
+    let cache = EndpointStatsCache::with_mesh(MeshOptions {
+        gateway: Some(("infra".into(), "waypoint".into())),
+        ..MeshOptions::default()
+    });
+    let scope = Scope {
+        gateway: Some(("infra".into(), "waypoint".into())),
+        ..Scope::default()
+    };
+    let service_parents = |snapshot: &Snapshot| {
+        entries(
+            &desired_status(snapshot, &scope),
+            &key(StatusKind::HttpRoute, Some("infra"), "web"),
+        )
+        .into_iter()
+        .filter(|e| e["parentRef"]["kind"] == "Service")
+        .count()
+    };
+    // No use-waypoint label anywhere: svc is not bound to us, so its entry is not ours.
+    let text = format!("{MANIFESTS}{service}");
+    let unbound = parse_manifests_with(&text, "test.yaml", &cache).expect("parse");
+    scoped.config = Arc::new(unbound);
+    assert_eq!(service_parents(&scoped), 0);
+    let text = format!("{MANIFESTS}{service}{bound_namespace}");
+    let bound = parse_manifests_with(&text, "test.yaml", &cache).expect("parse");
+    scoped.config = Arc::new(bound);
+    assert_eq!(service_parents(&scoped), 1);
+}

@@ -19,7 +19,8 @@ pub struct PolicyArgs {
     #[arg(long, env = "WAYPOINT_ROOT_NAMESPACE", default_value = "istio-system")]
     pub root_namespace: String,
     /// This waypoint's Gateway as `namespace/name`; policies targeting other Gateways are
-    /// another waypoint's. Default: every Gateway in the config is this waypoint.
+    /// another waypoint's, and only Services and Pods bound to it are served (binding).
+    /// Default: every Gateway in the config is this waypoint, and every Service is served.
     #[arg(long, env = "WAYPOINT_GATEWAY", value_parser = parse_namespaced)]
     pub gateway: Option<(String, String)>,
     /// This waypoint's GatewayClass name (for GatewayClass-targeted policies).

@@ -357,6 +357,8 @@ impl RunArgs {
         options.mesh = MeshOptions {
             trust_domain,
             ambient_namespaces: ambient_namespaces.into_iter().collect(),
+            // The one --gateway flag: policy scope (below) and binding read the same value.
+            gateway: policy.gateway.clone(),
         };
         options.hbone = hbone_listen.map(|addr| HboneInbound {
             addr,

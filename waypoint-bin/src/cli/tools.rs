@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clap::Args;
 use waypoint_core::config;
+use waypoint_core::config::binding::Binding;
+use waypoint_core::config::build::{EndpointStatsCache, MeshOptions};
 use waypoint_core::filter::ExtensionRegistry;
 use waypoint_core::identity::SpiffeId;
 use waypoint_core::proxy::SnapshotStore;
@@ -28,6 +30,43 @@ pub struct CheckArgs {
     /// ext_authz providers exist).
     #[command(flatten)]
     pub policy: PolicyArgs,
+}
+
+/// Prints what is bound to this waypoint's Gateway and why the rest is not; returns the number
+/// of binding problems (a missing Gateway, a malformed inbound binding).
+fn print_binding(binding: &Binding) -> usize {
+    let Some(gateway) = binding.gateway() else {
+        println!("binding: off (no --gateway named: every Service in the config is served)");
+        return 0;
+    };
+    println!(
+        "binding: {gateway}, traffic type {}, listener {}",
+        binding.traffic_type(),
+        binding.bound_listener().unwrap_or("(none: from Same)")
+    );
+    for problem in binding.problems() {
+        println!("    PROBLEM {problem}");
+    }
+    for d in binding.decisions() {
+        let verdict = if d.bound { "serves " } else { "not bound" };
+        let ips = match d.object.kind.as_str() {
+            "Pod" if d.bound => binding
+                .workloads()
+                .into_iter()
+                .find(|w| w.pod == d.object)
+                .map(|w| {
+                    let ips: Vec<String> = w.ips.iter().map(ToString::to_string).collect();
+                    format!(" at {}", ips.join(", "))
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        println!(
+            "    {verdict} {}{ips} ({}): {}",
+            d.object, d.reason, d.message
+        );
+    }
+    binding.problems().len()
 }
 
 /// `waypoint echo`.
@@ -102,7 +141,12 @@ pub struct SendArgs {
 /// Runs `waypoint check`: prints every resource's status (with each route's per-parent
 /// conditions and each Gateway's listeners), returns failure when any is rejected.
 pub fn check(args: CheckArgs) -> ExitCode {
-    let config = match config::load_path(&args.config) {
+    // Built as `run` builds it: binding to --gateway included.
+    let cache = EndpointStatsCache::with_mesh(MeshOptions {
+        gateway: args.policy.gateway.clone(),
+        ..MeshOptions::default()
+    });
+    let config = match config::load::load_path_with(&args.config, &cache) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
@@ -112,7 +156,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
     let builtins = Builtins::new(args.policy.settings());
     let store = SnapshotStore::new(builtins.factories(), ExtensionRegistry::new());
     let snapshot = store.preview(config);
-    let mut failed = 0;
+    let mut failed = print_binding(snapshot.config.binding());
     for status in snapshot.statuses() {
         let ok = status.is_ok();
         failed += usize::from(!ok);
@@ -167,7 +211,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
         }
     }
     if failed > 0 {
-        eprintln!("{failed} resource(s) rejected");
+        eprintln!("{failed} resource(s) rejected or binding problem(s)");
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

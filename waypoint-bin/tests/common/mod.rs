@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
 
+pub mod run;
+
 use std::net::SocketAddr;
 use std::process::Command;
 

@@ -21,8 +21,8 @@ use super::{
     AppProtocol, Condition, Config, Endpoint, EndpointStats, ResourceRef, ResourceStatus,
     ServiceBackend,
 };
-use mesh::MeshIndex;
 pub use mesh::{DATAPLANE_MODE_LABEL, MeshOptions};
+pub(crate) use mesh::{MeshIndex, service_account};
 
 /// Endpoint load-balancing state by address, kept across config reloads: a new snapshot gets
 /// the same [`EndpointStats`] as the old one for an endpoint that is still there, so in-flight
@@ -161,14 +161,37 @@ pub fn build(
         }
     }
     cache.prune();
+    let computed =
+        super::binding::compute(&resources, cache.mesh().gateway.as_ref(), &mesh, &by_name);
+    if let Some((gateway, why)) = computed.malformed {
+        reject_gateway(&mut statuses, &gateway, why);
+    }
     let frontend = frontend::build_frontend(&resources, &secret_keys);
     Config {
+        binding: computed.binding,
         resources,
         statuses,
         by_destination,
         by_name,
         frontend_tls: frontend.tls,
         listener_tls_problems: frontend.problems,
+    }
+}
+
+/// Marks this waypoint's Gateway not accepted: its inbound-binding annotation is malformed.
+/// It keeps serving as istiod reads it (see `config::binding`); the status says why.
+fn reject_gateway(statuses: &mut [ResourceStatus], gateway: &ResourceRef, why: String) {
+    let message = format!("{gateway}: {why}");
+    for status in statuses.iter_mut().filter(|s| &s.resource == gateway) {
+        for c in status
+            .conditions
+            .iter_mut()
+            .filter(|c| c.kind == "Accepted")
+        {
+            c.status = false;
+            c.reason = "Invalid".into();
+            c.message = message.clone();
+        }
     }
 }
 

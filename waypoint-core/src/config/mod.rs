@@ -4,6 +4,7 @@
 //! out) → `build` (indexes the request path reads: services by VIP, backends with their ready
 //! endpoints) → [`Config`]. The request path only reads a `Config`; it never parses or locks.
 
+pub mod binding;
 pub mod build;
 pub mod load;
 pub mod resources;
@@ -159,6 +160,8 @@ pub struct Config {
     pub frontend_tls: crate::tls::frontend::FrontendTls,
     /// HTTPS listeners whose certificates could not be used, by `(Gateway, listener name)`.
     pub(crate) listener_tls_problems: HashMap<(ResourceRef, String), ListenerRefProblem>,
+    /// What is bound to this waypoint's Gateway (see [`binding`]).
+    pub(crate) binding: binding::Binding,
 }
 
 /// Why an HTTPS listener's certificate cannot be used: its `ResolvedRefs` is false.

@@ -103,7 +103,8 @@ impl SourceLabels {
 /// Istio's `destination_*` labels, learned from the backend Service.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DestinationLabels {
-    /// Unknown: the waypoint does not learn which workload owns the endpoint.
+    /// The Pod's name for workload-addressed traffic; else unknown (the waypoint does not
+    /// learn which workload owns a Service's endpoint).
     pub destination_workload: Label,
     /// The Service's namespace (endpoints of a Service live in its namespace).
     pub destination_workload_namespace: Label,
@@ -166,6 +167,14 @@ impl DestinationLabels {
         labels
     }
 
+    /// Labels for the Pod `namespace`/`name` addressed directly (no Service).
+    pub fn workload(namespace: &str, name: &str, info: &DestinationInfo<'_>) -> Self {
+        let mut labels = Self::unknown(info);
+        labels.destination_workload = bounded(name);
+        labels.destination_workload_namespace = bounded(namespace);
+        labels
+    }
+
     /// Labels for a Service given only by hostname (PROXY TLV 0xD1): name and namespace are
     /// read from `<name>.<namespace>.svc...` when it has that form.
     pub fn hostname(host: &str, info: &DestinationInfo<'_>) -> Self {
@@ -198,7 +207,12 @@ impl DestinationLabels {
                 .map(|b| b.as_ref())
         });
         if let Some(b) = backend {
-            return Self::service(&b.service.namespace, &b.service.name, info);
+            let (ns, name) = (&b.service.namespace, &b.service.name);
+            // Workload-addressed traffic (see `config::binding`): a Pod, no Service.
+            if b.service.kind == "Pod" {
+                return Self::workload(ns, name, info);
+            }
+            return Self::service(ns, name, info);
         }
         match conn.target_service.as_deref() {
             Some(host) if !host.is_empty() => Self::hostname(host, info),

@@ -110,6 +110,7 @@ pub struct Telemetry {
 struct Inner {
     requests: RequestMetrics,
     authz: Family<AuthzLabels, Counter>,
+    unbound: Family<UnboundLabels, Counter>,
     tcp: TcpMetrics,
     config: ConfigMetrics,
     access_log: Option<AccessLogger>,
@@ -117,6 +118,12 @@ struct Inner {
     cluster_domain: String,
     cluster: Option<String>,
     otlp: Option<OtlpExporter>,
+}
+
+/// Labels of `waypoint_unbound_destination_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnboundLabels {
+    reason: &'static str,
 }
 
 /// Labels of `waypoint_authz_decisions_total`.
@@ -155,6 +162,12 @@ impl Telemetry {
             "Authorization decisions by outcome, action and deciding policy",
             authz.clone(),
         );
+        let unbound = Family::<UnboundLabels, Counter>::default();
+        registry.register(
+            "waypoint_unbound_destination",
+            "Requests refused because their destination is not bound to this waypoint, by reason",
+            unbound.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "waypoint_access_log_dropped",
@@ -174,6 +187,7 @@ impl Telemetry {
             inner: Arc::new(Inner {
                 requests,
                 authz,
+                unbound,
                 tcp,
                 config,
                 access_log,
@@ -183,6 +197,15 @@ impl Telemetry {
                 otlp,
             }),
         })
+    }
+
+    /// Counts a request refused because its destination is not bound to this waypoint
+    /// (`reason`: see [`crate::config::binding::Unbound::reason`]).
+    pub fn unbound_destination(&self, reason: &'static str) {
+        self.inner
+            .unbound
+            .get_or_create(&UnboundLabels { reason })
+            .inc();
     }
 
     /// Starts recording a request: propagates the trace context into its headers (see

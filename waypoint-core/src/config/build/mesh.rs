@@ -31,6 +31,9 @@ pub struct MeshOptions {
     pub trust_domain: String,
     /// Namespaces in the ambient mesh even without a labelled `Namespace` manifest.
     pub ambient_namespaces: BTreeSet<String>,
+    /// This waypoint's Gateway (`namespace`, `name`), from `--gateway`. When set, only what is
+    /// bound to it is served (see [`crate::config::binding`]); when unset, every Service.
+    pub gateway: Option<(String, String)>,
 }
 
 impl Default for MeshOptions {
@@ -38,19 +41,20 @@ impl Default for MeshOptions {
         MeshOptions {
             trust_domain: "cluster.local".to_owned(),
             ambient_namespaces: BTreeSet::new(),
+            gateway: None,
         }
     }
 }
 
 /// The mesh membership facts of one config build, indexed once.
-pub(super) struct MeshIndex<'a> {
+pub(crate) struct MeshIndex<'a> {
     opts: &'a MeshOptions,
     ambient: HashSet<&'a str>,
     pods: HashMap<(&'a str, &'a str), &'a RawObject>,
 }
 
 impl<'a> MeshIndex<'a> {
-    pub(super) fn new(opts: &'a MeshOptions, others: &'a [Sourced<RawObject>]) -> Self {
+    pub(crate) fn new(opts: &'a MeshOptions, others: &'a [Sourced<RawObject>]) -> Self {
         let mut ambient = HashSet::new();
         let mut pods = HashMap::new();
         for obj in others.iter().map(|o| &o.resource) {
@@ -88,7 +92,17 @@ impl<'a> MeshIndex<'a> {
             .and_then(|t| t.get("name"))
             .and_then(Value::as_str)
             .and_then(|name| self.pods.get(&(pod_ns, name)).copied());
+        self.pod_transport(pod_ns, slice_ns, pod)
+    }
 
+    /// The transport for a pod of `pod_ns` (the object, when known), reached through an
+    /// EndpointSlice of `slice_ns` (the pod's own namespace when addressed directly).
+    pub(crate) fn pod_transport(
+        &self,
+        pod_ns: &str,
+        slice_ns: &str,
+        pod: Option<&RawObject>,
+    ) -> EndpointTransport {
         let captured = pod.is_some_and(|p| {
             p.metadata
                 .annotations
@@ -108,13 +122,7 @@ impl<'a> MeshIndex<'a> {
             return EndpointTransport::Plain;
         }
         let exact = pod.and_then(|pod| {
-            let spec = pod.body.get("spec");
-            let sa = spec
-                .and_then(|s| s.get("serviceAccountName"))
-                .and_then(Value::as_str)
-                .filter(|sa| !sa.is_empty())
-                .unwrap_or("default");
-            SpiffeId::new(&self.opts.trust_domain, pod_ns, sa).ok()
+            SpiffeId::new(&self.opts.trust_domain, pod_ns, service_account(pod)).ok()
         });
         let identity = match exact {
             Some(id) => ExpectedIdentity::Exact(id),
@@ -125,6 +133,16 @@ impl<'a> MeshIndex<'a> {
         };
         EndpointTransport::Hbone { identity }
     }
+}
+
+/// A pod's `spec.serviceAccountName`; Kubernetes runs a pod without one as `default`.
+pub(crate) fn service_account(pod: &RawObject) -> &str {
+    pod.body
+        .get("spec")
+        .and_then(|s| s.get("serviceAccountName"))
+        .and_then(Value::as_str)
+        .filter(|sa| !sa.is_empty())
+        .unwrap_or("default")
 }
 
 fn dataplane_mode(obj: &RawObject) -> Option<&str> {

@@ -177,6 +177,38 @@ pub struct LabelSelector {
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
+impl LabelSelector {
+    /// Whether namespace `ns`, labelled `labels` (from its `Namespace` object, when known), is
+    /// selected. The `kubernetes.io/metadata.name` label Kubernetes sets on every namespace is
+    /// always there, so namespace selectors work without `Namespace` objects too.
+    pub fn selects_namespace(&self, ns: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        self.matches(|key| {
+            if key == "kubernetes.io/metadata.name" {
+                return Some(ns);
+            }
+            labels.and_then(|l| l.get(key)).map(String::as_str)
+        })
+    }
+
+    /// Whether an object with these labels is selected. `labels` answers a key's value. An
+    /// unknown operator selects nothing (fail closed).
+    pub fn matches<'v>(&self, labels: impl Fn(&str) -> Option<&'v str>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels(k) == Some(v.as_str()))
+            && self.match_expressions.iter().all(|e| {
+                let value = labels(&e.key);
+                match e.operator.as_str() {
+                    "In" => value.is_some_and(|v| e.values.iter().any(|x| x == v)),
+                    "NotIn" => value.is_none_or(|v| !e.values.iter().any(|x| x == v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
+}
+
 /// `key operator values`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct LabelSelectorRequirement {
