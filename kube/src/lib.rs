@@ -6,6 +6,10 @@
 //! that trait; the HTTP client is one implementation, a scripted fake in tests is another.
 
 pub mod api;
+pub mod client;
+pub mod source;
 pub mod status;
 
 pub use api::{ApiResource, KubeApi, KubeError, ObjectList, WatchEvent, WatchEvents};
+pub use client::KubeClient;
+pub use source::{KubeSource, KubeSourceOptions};

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use waypoint_core::config;
 use waypoint_core::upstream::UpstreamMode;
 
+mod kube;
 mod policy;
 mod run;
 mod tools;

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::kube::KubeSide;
 use clap::{Args, ValueEnum};
+use prometheus_client::registry::Registry;
 use waypoint_core::config::build::MeshOptions;
 use waypoint_core::http::AllowedUpgrades;
 use waypoint_core::runtime::{
@@ -30,8 +32,14 @@ use waypoint_kube::status::{
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Manifest file or directory (Gateway, Service, EndpointSlice, HTTPRoute, ...); watched.
-    #[arg(long, env = "WAYPOINT_CONFIG")]
-    pub config: PathBuf,
+    /// Exactly one of --config and --kube is required.
+    #[arg(
+        long,
+        env = "WAYPOINT_CONFIG",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    pub config: Option<PathBuf>,
     /// Sandwich listeners (PROXY protocol required): `tcp:ADDR:PORT`, `ADDR:PORT`, or
     /// `unix:/path`. Repeat or comma-separate for several.
     #[arg(
@@ -174,6 +182,14 @@ pub struct RunArgs {
     /// How often resident memory is checked against `--memory-limit`.
     #[arg(long, env = "WAYPOINT_MEMORY_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub memory_check_interval: Duration,
+    /// Read config from the Kubernetes API server instead of files (in-cluster ServiceAccount,
+    /// or KUBECONFIG / ~/.kube/config). Not ready, and no listener, until every watched kind
+    /// has been listed once.
+    #[arg(long, env = "WAYPOINT_KUBE")]
+    pub kube: bool,
+    /// With --kube: watch namespaced kinds in this namespace only (default: all namespaces).
+    #[arg(long, env = "WAYPOINT_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Our Gateway API controller name (with `--kube`): we write status for GatewayClasses whose
     /// `spec.controllerName` equals it, their Gateways, and our entries of route status. A
     /// domain-prefixed path; `istio.io` names are refused (istiod owns those Gateways).
@@ -239,6 +255,15 @@ pub struct RunSettings {
     pub drain_timeout: Duration,
     /// The status writer's flags (effective with `--kube`).
     pub status: StatusFlags,
+    /// Read config from the Kubernetes API instead of `options.config_path`.
+    pub kube: Option<KubeSettings>,
+}
+
+/// `--kube` and its options.
+#[derive(Clone, Debug, Default)]
+pub struct KubeSettings {
+    /// `--namespace`: watch namespaced kinds in this namespace only.
+    pub namespace: Option<String>,
 }
 
 impl RunArgs {
@@ -286,10 +311,13 @@ impl RunArgs {
             h2_max_concurrent_streams,
             memory_limit,
             memory_check_interval,
+            kube,
+            namespace,
             controller_name,
             status_lease,
         } = self;
-        let mut options = WaypointOptions::new(config);
+        // clap makes exactly one of --config and --kube present; with --kube the path is unused.
+        let mut options = WaypointOptions::new(config.unwrap_or_default());
         options.sandwich = if no_sandwich {
             Vec::new()
         } else {
@@ -357,6 +385,7 @@ impl RunArgs {
             options,
             builtins: policy.settings(),
             drain_timeout,
+            kube: kube.then_some(KubeSettings { namespace }),
             status: StatusFlags {
                 controller_name,
                 lease_name: status_lease,
@@ -368,18 +397,38 @@ impl RunArgs {
 /// Runs `waypoint run` until SIGTERM/SIGINT. `log_level` changes the process's log filter
 /// (served at the admin server's `/logging`).
 pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
+    // Not a clap `requires`: a bool flag's default counts as present there.
+    if args.namespace.is_some() && !args.kube {
+        tracing::error!(
+            "--namespace (WAYPOINT_NAMESPACE) needs --kube: files are not read by namespace"
+        );
+        return ExitCode::FAILURE;
+    }
     let (proxy_required, drain_grace) = (!args.proxy_optional, args.drain_grace);
     let RunSettings {
         options,
         builtins,
         drain_timeout,
-        // Used by the Kubernetes source's status writer (`--kube`).
-        status: _,
+        kube,
+        status,
     } = args.into_settings(log_level);
-    let started = Waypoint::builder(options)
-        .filters(Builtins::new(builtins).factories())
-        .start()
-        .await;
+    let gateway = builtins.scope.gateway.clone();
+    let mut builder = Waypoint::builder(options).filters(Builtins::new(builtins).factories());
+    let mut kube_side = None;
+    if let Some(kube) = kube {
+        let mut registry = Registry::default();
+        match KubeSide::new(kube, status, gateway, &mut registry) {
+            Ok((side, source)) => {
+                builder = builder.config_source(source).metrics_registry(registry);
+                kube_side = Some(side);
+            }
+            Err(error) => {
+                tracing::error!(%error, "waypoint could not start: no Kubernetes API client");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let started = builder.start().await;
     let running = match started {
         Ok(running) => running,
         Err(err) => {
@@ -400,12 +449,16 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
     for addr in running.sandwich_addrs() {
         tracing::info!(listener = %addr, "sandwich listener ready (PROXY protocol {})", if proxy_required { "required" } else { "optional" });
     }
+    let status_task = kube_side.map(|side| side.start_status(running.store()));
     wait_for_signal().await;
     tracing::info!(grace = ?drain_grace, deadline = ?drain_timeout, "stopping: readiness false, draining (clients told to go elsewhere), then closing listeners");
     if running.shutdown(drain_timeout).await {
         tracing::info!("drained; bye");
     } else {
         tracing::warn!("drain deadline passed with requests still in flight");
+    }
+    if let Some(task) = status_task {
+        task.stop().await;
     }
     ExitCode::SUCCESS
 }

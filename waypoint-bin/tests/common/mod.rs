@@ -86,6 +86,23 @@ impl Drop for Guard {
     }
 }
 
+/// `waypoint echo` on `127.0.0.1:port`, answering as pod `pod`; killed when dropped.
+pub fn echo(port: u16, pod: &str) -> Guard {
+    Guard(
+        waypoint()
+            .args([
+                "echo",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--pod",
+                pod,
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// The `waypoint` binary this test run built.
 pub fn waypoint() -> Command {
     Command::new(env!("CARGO_BIN_EXE_waypoint"))

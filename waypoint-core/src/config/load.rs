@@ -91,6 +91,24 @@ pub fn parse_manifests_with(
     Ok(reader.finish(cache))
 }
 
+/// Builds a config from objects that arrive one by one rather than as text (the Kubernetes
+/// API source), each with the label its statuses name as source (`kube:HTTPRoute
+/// default/echo`). It is the same reader and builder the files go through: an object that does
+/// not deserialize is left out with a status naming its field, and the rest loads. Objects are
+/// read in the order given; give them in a stable order so that duplicate detection and the
+/// order of statuses do not depend on the order events arrived in. Only an object without a
+/// `kind`, or that is not a mapping, fails the build.
+pub fn load_objects_with(
+    objects: impl IntoIterator<Item = (String, Value)>,
+    cache: &EndpointStatsCache,
+) -> Result<Config, LoadError> {
+    let mut reader = Reader::default();
+    for (source, object) in objects {
+        reader.add_document(object, &source, 0)?;
+    }
+    Ok(reader.finish(cache))
+}
+
 /// A hash of the names, sizes, modification times and contents of the files [`load_path`]
 /// would read: when it is unchanged, a reload would give the same config. Contents are hashed
 /// because a same-size edit within the file system's mtime granularity must not be missed.
@@ -221,8 +239,12 @@ impl Reader {
             .rsplit_once('/')
             .unwrap_or(("", api_version.as_str()));
         let Some(known) = KnownKind::of(group, &kind) else {
-            tracing::warn!(source = at, kind = %kind, api_version = %api_version, resource = %rref,
-                "skipping unknown kind (kept verbatim for extensions)");
+            if read_verbatim(group, &kind) {
+                tracing::debug!(source = at, resource = %rref, "kept verbatim (read by the builder)");
+            } else {
+                tracing::warn!(source = at, kind = %kind, api_version = %api_version, resource = %rref,
+                    "skipping unknown kind (kept verbatim for extensions)");
+            }
             self.resources.others.push(Sourced {
                 source: at.to_owned(),
                 resource: RawObject {
@@ -335,6 +357,16 @@ impl KnownKind {
             KnownKind::AuthorizationPolicy | KnownKind::RequestAuthentication => &["v1", "v1beta1"],
         }
     }
+}
+
+/// Kinds the builder reads from the verbatim objects (Namespaces and Pods for mesh membership,
+/// GatewayClasses for binding): expected, so not worth a warning. The Kubernetes source sends
+/// every one of them on every rebuild, where a warning per object would drown the log.
+fn read_verbatim(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
+        ("", "Namespace") | ("", "Pod") | ("gateway.networking.k8s.io", "GatewayClass")
+    )
 }
 
 /// The name and namespace of a document even when the rest of its metadata is malformed, so a

@@ -8,6 +8,7 @@ pub mod binding;
 pub mod build;
 pub mod load;
 pub mod resources;
+pub mod source;
 mod validate;
 pub mod watch;
 

@@ -22,152 +22,40 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::registry::Registry;
 use std::time::Duration;
 
-use crate::admin::{AdminServer, AdminState, SetLogLevel};
-use crate::config::build::{EndpointStatsCache, MeshOptions};
+use crate::admin::{AdminServer, AdminState};
+use crate::config::build::EndpointStatsCache;
+use crate::config::source::ConfigSource;
 use crate::config::watch::ConfigWatcher;
-use crate::config::{self, LoadError};
+use crate::config::{self, Config, LoadError};
 use crate::conn::ConnInfo;
 use crate::filter::{ExtensionRegistry, FilterFactory};
-use crate::http::{HttpServer, HttpServerConfig, UpgradePolicy};
-use crate::overload::{Overload, OverloadOptions, memory};
+use crate::http::{HttpServer, UpgradePolicy};
+use crate::overload::{Overload, memory};
 use crate::proxy::{Proxy, Snapshot, SnapshotStore};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
-use crate::telemetry::otlp::OtlpOptions;
+use crate::telemetry::access_log::AccessLogOptions;
 use crate::telemetry::{Telemetry, TelemetryOptions};
 use crate::tls::frontend::accept;
-use crate::tls::{CertPaths, CertStore, TlsError};
+use crate::tls::{CertStore, TlsError};
 use crate::transport::BoxedIo;
-use crate::transport::hbone::{HboneListener, HboneOptions};
-use crate::transport::listener::{ListenAddr, ListenerOptions, SandwichListener};
+use crate::transport::hbone::HboneListener;
+use crate::transport::listener::{ListenAddr, SandwichListener};
 use crate::transport::metrics::TransportMetrics;
-use crate::transport::proxy_protocol::ProxyConfig;
-use crate::upstream::{PoolCollector, Upstream, UpstreamConfig};
+use crate::upstream::{PoolCollector, Upstream};
+use tokio::sync::mpsc;
+
+mod options;
+
+pub use options::{AccessLogSettings, CertSettings, HboneInbound, LogLevelHook, WaypointOptions};
 
 /// How long a client of an HTTPS listener may take to complete its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Everything a waypoint needs to start. Built with [`WaypointOptions::new`] and then adjusted
-/// field by field.
-#[derive(Clone, Debug)]
-pub struct WaypointOptions {
-    /// A manifest file or a directory of them; watched for changes.
-    pub config_path: PathBuf,
-    /// How often the config source is checked for changes.
-    pub reload_interval: Duration,
-    /// Sandwich listeners (TCP and/or Unix socket), each expecting a PROXY header.
-    pub sandwich: Vec<ListenAddr>,
-    /// How PROXY headers are read on the sandwich listeners.
-    pub proxy: ProxyConfig,
-    /// Socket options of the sandwich listeners.
-    pub listener: ListenerOptions,
-    /// Limits of the HTTP server side.
-    pub http: HttpServerConfig,
-    /// Upstream timeouts, pooling and transport (plain, HBONE, co-located ztunnel).
-    pub upstream: UpstreamConfig,
-    /// Which endpoints are in the mesh (HBONE) and the trust domain of their identities.
-    pub mesh: MeshOptions,
-    /// Native HBONE inbound (mTLS HTTP/2 CONNECT, usually on `:15008`); `None` disables it.
-    pub hbone: Option<HboneInbound>,
-    /// The waypoint's certificates, needed by HBONE inbound and outbound; `None` runs without an
-    /// identity (sandwich only, plain upstream).
-    pub certs: Option<CertSettings>,
-    /// The admin server (`/metrics`, `/healthz/ready`, `/config_dump`, `/logging`); `None`
-    /// disables it.
-    pub admin: Option<SocketAddr>,
-    /// Access logs to stdout; `None` disables them (Istio's default).
-    pub access_log: Option<AccessLogSettings>,
-    /// The cluster name (Istio's `CLUSTER_ID`) for metric labels.
-    pub cluster_id: Option<String>,
-    /// The DNS suffix of Services (`cluster.local`).
-    pub cluster_domain: String,
-    /// Changes the log filter at run time (`POST /logging?level=`); `None` answers 501.
-    pub log_level: Option<LogLevelHook>,
-    /// Export one span per request to an OTLP/HTTP collector; `None` exports nothing.
-    pub otlp: Option<OtlpOptions>,
-    /// On [`RunningWaypoint::shutdown`], how long to keep accepting and serving after the
-    /// readiness probe turned false, telling clients to go elsewhere (GOAWAY, `Connection:
-    /// close`) before listeners close: the time a load balancer needs to notice (see
-    /// [`crate::shutdown`]). Zero (the default here; the binary's is 5 s) stops at once.
-    pub drain_grace: Duration,
-    /// Connection, request and memory limits (the per-listener connection limit is
-    /// `listener.max_connections`).
-    pub overload: OverloadOptions,
-}
-
-/// Access log format and sampling.
-#[derive(Clone, Copy, Debug)]
-pub struct AccessLogSettings {
-    /// JSON (default) or text lines.
-    pub format: AccessLogFormat,
-    /// Fraction of requests logged, `0.0..=1.0`.
-    pub sample: f64,
-}
-
-/// A function that changes the process's log filter (the binary wires it to its subscriber).
-#[derive(Clone)]
-pub struct LogLevelHook(pub SetLogLevel);
-
-impl std::fmt::Debug for LogLevelHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LogLevelHook")
-    }
-}
-
-/// Where the waypoint's workload certificates come from.
-#[derive(Clone, Debug)]
-pub struct CertSettings {
-    /// Certificate chain, key and trust bundle files (watched: rotated files are used for new
-    /// handshakes).
-    pub paths: CertPaths,
-    /// Trust domains whose clients are accepted; empty = the waypoint's own.
-    pub trust_domains: Vec<String>,
-    /// How often the files are checked for rotation.
-    pub reload_interval: Duration,
-}
-
-/// The HBONE listener's address and HTTP/2 settings.
-#[derive(Clone, Debug)]
-pub struct HboneInbound {
-    /// Address to listen on (ztunnels dial `<waypoint ip>:15008`).
-    pub addr: SocketAddr,
-    /// HTTP/2 and handshake settings.
-    pub options: HboneOptions,
-}
-
-impl WaypointOptions {
-    /// Defaults: the sandwich listener on `127.0.0.1:15088` (where a stock ztunnel connects),
-    /// PROXY header required, config polled every 2 s.
-    pub fn new(config_path: impl Into<PathBuf>) -> Self {
-        WaypointOptions {
-            config_path: config_path.into(),
-            reload_interval: Duration::from_secs(2),
-            sandwich: vec![ListenAddr::Tcp(([127, 0, 0, 1], 15088).into())],
-            proxy: ProxyConfig::default(),
-            listener: ListenerOptions::default(),
-            http: HttpServerConfig::default(),
-            upstream: UpstreamConfig::default(),
-            mesh: MeshOptions::default(),
-            hbone: None,
-            certs: None,
-            admin: Some(AdminServer::DEFAULT_ADDR),
-            access_log: None,
-            cluster_id: None,
-            cluster_domain: "cluster.local".into(),
-            log_level: None,
-            otlp: None,
-            drain_grace: Duration::ZERO,
-            overload: OverloadOptions::default(),
-        }
-    }
-}
 
 /// Why a waypoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +69,9 @@ pub enum StartError {
     /// The certificates could not be loaded.
     #[error("cannot load certificates: {0}")]
     Certs(#[from] TlsError),
+    /// The config source stopped before its first config (named by the source).
+    #[error("the {0} config source stopped before it synced")]
+    SourceStopped(String),
     /// HBONE inbound was asked for without certificates.
     #[error("HBONE needs the waypoint's certificates (set the certificate paths)")]
     HboneWithoutCerts,
@@ -208,6 +99,7 @@ impl Waypoint {
             factories: Vec::new(),
             extensions: ExtensionRegistry::new(),
             registry: Registry::default(),
+            source: None,
         }
     }
 }
@@ -220,6 +112,7 @@ pub struct WaypointBuilder {
     factories: Vec<Arc<dyn FilterFactory>>,
     extensions: ExtensionRegistry,
     registry: Registry,
+    source: Option<Box<dyn ConfigSource>>,
 }
 
 impl std::fmt::Debug for WaypointBuilder {
@@ -260,21 +153,39 @@ impl WaypointBuilder {
         self
     }
 
+    /// Replaces the watched manifest files with `source` (the Kubernetes API, say):
+    /// `options.config_path` and `reload_interval` are then unused. [`WaypointBuilder::start`]
+    /// waits for the source's first config before it binds any listener; the admin server
+    /// answers not-ready meanwhile.
+    pub fn config_source(mut self, source: Box<dyn ConfigSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
     /// Loads the config, binds the listeners and starts serving. The chain is built by the
     /// factories, in order, for every config snapshot. Invalid resources in the initial config
-    /// are reported and left out; a config that cannot be read at all is an error.
+    /// are reported and left out; a config that cannot be read at all is an error. With a
+    /// [`config_source`](WaypointBuilder::config_source), this returns once the source has
+    /// synced (listeners bound), or fails if it stops before that.
     pub async fn start(self) -> Result<RunningWaypoint, StartError> {
         let WaypointBuilder {
             options,
             factories,
             extensions,
             mut registry,
+            mut source,
         } = self;
         let cache = Arc::new(EndpointStatsCache::with_mesh(options.mesh.clone()));
         // The watcher takes its baseline before the initial load, so an edit made while we
         // start is picked up by the first poll instead of being missed.
-        let watcher = ConfigWatcher::new(options.config_path.clone(), cache.clone());
-        let initial = config::load::load_path_with(&options.config_path, &cache)?;
+        let files = match source {
+            Some(_) => None,
+            None => {
+                let watcher = ConfigWatcher::new(options.config_path.clone(), cache.clone());
+                let initial = config::load::load_path_with(&options.config_path, &cache)?;
+                Some((watcher, initial))
+            }
+        };
         let store = Arc::new(SnapshotStore::new(factories, extensions));
         let telemetry = Telemetry::new(
             &mut registry,
@@ -290,9 +201,15 @@ impl WaypointBuilder {
             },
         )
         .map_err(StartError::Telemetry)?;
-        let initial = store.apply(initial);
-        telemetry.reload(true, initial.version);
-        log_statuses(&initial);
+        let files = files.map(|(watcher, initial)| {
+            let initial = store.apply(initial);
+            telemetry.reload(true, initial.version);
+            log_statuses(&initial);
+            watcher
+        });
+        if let Some(source) = source.as_mut() {
+            source.register_metrics(&mut registry);
+        }
 
         let certs = match &options.certs {
             Some(settings) => Some(CertStore::load(
@@ -301,13 +218,76 @@ impl WaypointBuilder {
             )?),
             None => None,
         };
+        if options.hbone.is_some() && certs.is_none() {
+            return Err(StartError::HboneWithoutCerts);
+        }
         let metrics = Arc::new(TransportMetrics::new());
         metrics.register(&mut registry);
         let overload = Overload::new(options.overload.clone());
         overload.register(&mut registry);
+
+        let (trigger, shutdown) = shutdown::channel();
+        let upstream = Arc::new(Upstream::with_certs(
+            options.upstream.clone(),
+            certs.clone(),
+        ));
+        registry.register_collector(Box::new(PoolCollector(upstream.clone())));
+        let upgrades = UpgradePolicy::new(options.http.allowed_upgrades.clone());
+        upgrades.register(&mut registry);
+        let proxy = Arc::new(
+            Proxy::new(store.clone(), upstream, telemetry.clone())
+                .with_upgrade_policy(upgrades)
+                .with_overload(overload.clone()),
+        );
+        let http = HttpServer::new(&options.http).with_overload(overload.clone());
+        tokio::spawn(memory::watch(overload.clone(), shutdown.clone()));
+
+        // The admin server comes up before the listeners: with a config source, it answers
+        // not-ready while the source syncs.
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin_addr = match options.admin {
+            Some(addr) => {
+                let state = AdminState {
+                    registry: Arc::new(registry),
+                    store: store.clone(),
+                    ready: ready.clone(),
+                    set_log_level: options.log_level.as_ref().map(|hook| hook.0.clone()),
+                    overload: Some(overload.clone()),
+                };
+                let admin =
+                    AdminServer::bind(addr, state)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: ListenAddr::Tcp(addr),
+                            source,
+                        })?;
+                let local = admin.local_addr();
+                tokio::spawn(admin.serve(shutdown.clone()));
+                Some(local)
+            }
+            None => None,
+        };
+
+        let reload = {
+            let (store, telemetry) = (store.clone(), telemetry.clone());
+            move |result: Result<Config, LoadError>| match result {
+                Ok(config) => {
+                    let snapshot = store.apply(config);
+                    telemetry.reload(true, snapshot.version);
+                    tracing::info!(version = snapshot.version, "config reloaded");
+                    log_statuses(&snapshot);
+                }
+                Err(err) => {
+                    telemetry.reload(false, store.load().version);
+                    tracing::error!(error = %err, "config reload failed; still serving the last good config")
+                }
+            }
+        };
+        if let Some(source) = source {
+            await_first_sync(source, cache.clone(), reload.clone(), shutdown.clone()).await?;
+        }
+
         let hbone = match (&options.hbone, &certs) {
-            (None, _) => None,
-            (Some(_), None) => return Err(StartError::HboneWithoutCerts),
             (Some(inbound), Some(certs)) => Some(
                 HboneListener::bind(
                     inbound.addr,
@@ -321,6 +301,7 @@ impl WaypointBuilder {
                     source,
                 })?,
             ),
+            _ => None,
         };
         let hbone = hbone.map(|l| {
             let label = format!("hbone:{}", l.local_addr());
@@ -341,22 +322,6 @@ impl WaypointBuilder {
             })?;
             listeners.push(listener.with_overload(&overload));
         }
-
-        let (trigger, shutdown) = shutdown::channel();
-        let upstream = Arc::new(Upstream::with_certs(
-            options.upstream.clone(),
-            certs.clone(),
-        ));
-        registry.register_collector(Box::new(PoolCollector(upstream.clone())));
-        let upgrades = UpgradePolicy::new(options.http.allowed_upgrades.clone());
-        upgrades.register(&mut registry);
-        let proxy = Arc::new(
-            Proxy::new(store.clone(), upstream, telemetry.clone())
-                .with_upgrade_policy(upgrades)
-                .with_overload(overload.clone()),
-        );
-        let http = HttpServer::new(&options.http).with_overload(overload.clone());
-        tokio::spawn(memory::watch(overload.clone(), shutdown.clone()));
         let sandwich_addrs = listeners.iter().map(|l| l.local_addr()).collect();
         let hbone_addr = hbone.as_ref().map(|l| l.local_addr());
         // Every binding ends in the same place: a byte stream and its ConnInfo, served as HTTP.
@@ -410,50 +375,11 @@ impl WaypointBuilder {
                     .watch(settings.reload_interval, shutdown.clone()),
             );
         }
+        if let Some(watcher) = files {
+            tokio::spawn(watcher.run(options.reload_interval, reload, shutdown.clone()));
+        }
 
-        let ready = Arc::new(AtomicBool::new(false));
-        let admin_addr = match options.admin {
-            Some(addr) => {
-                let state = AdminState {
-                    registry: Arc::new(registry),
-                    store: store.clone(),
-                    ready: ready.clone(),
-                    set_log_level: options.log_level.as_ref().map(|hook| hook.0.clone()),
-                    overload: Some(overload.clone()),
-                };
-                let admin =
-                    AdminServer::bind(addr, state)
-                        .await
-                        .map_err(|source| StartError::Bind {
-                            addr: ListenAddr::Tcp(addr),
-                            source,
-                        })?;
-                let local = admin.local_addr();
-                tokio::spawn(admin.serve(shutdown.clone()));
-                Some(local)
-            }
-            None => None,
-        };
-
-        let reload_store = store.clone();
-        tokio::spawn(watcher.run(
-            options.reload_interval,
-            move |result| match result {
-                Ok(config) => {
-                    let snapshot = reload_store.apply(config);
-                    telemetry.reload(true, snapshot.version);
-                    tracing::info!(version = snapshot.version, "config reloaded");
-                    log_statuses(&snapshot);
-                }
-                Err(err) => {
-                    telemetry.reload(false, reload_store.load().version);
-                    tracing::error!(error = %err, "config reload failed; still serving the last good config")
-                }
-            },
-            shutdown.clone(),
-        ));
-
-        // Listeners, watcher and admin are up: from here the readiness probe may pass.
+        // Listeners, config source and admin are up: from here the readiness probe may pass.
         ready.store(true, Ordering::Release);
         Ok(RunningWaypoint {
             drain_grace: options.drain_grace,
@@ -469,6 +395,33 @@ impl WaypointBuilder {
             _shutdown: shutdown,
         })
     }
+}
+
+/// Starts `source` and waits for its first config, which `apply` serves; later configs are
+/// applied as they come, until the source stops.
+async fn await_first_sync(
+    source: Box<dyn ConfigSource>,
+    cache: Arc<EndpointStatsCache>,
+    apply: impl Fn(Result<Config, LoadError>) + Send + 'static,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let name = source.name().to_owned();
+    // One slot: a source coalesces its own changes, and a slow apply should hold it back
+    // rather than queue stale configs.
+    let (updates, mut received) = mpsc::channel(1);
+    tokio::spawn(source.run(cache, updates, shutdown));
+    tracing::info!(source = %name, "waiting for the config source to sync; not ready and no listener until then");
+    let Some(first) = received.recv().await else {
+        return Err(StartError::SourceStopped(name));
+    };
+    apply(Ok(first));
+    tracing::info!(source = %name, "config source synced");
+    tokio::spawn(async move {
+        while let Some(config) = received.recv().await {
+            apply(Ok(config));
+        }
+    });
+    Ok(())
 }
 
 fn log_statuses(snapshot: &Snapshot) {
