@@ -8,97 +8,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
+use common::kube::{admin_up, emulator, eventually, run_kube, run_kube_with, send, served};
 use common::{Guard, admin_get, free_port, waypoint};
 use serde_json::Value;
-use waypoint_kube_emulator::{Emulator, EmulatorOptions};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn emulator() -> Emulator {
-    Emulator::start(EmulatorOptions {
-        tls: true,
-        token: Some("e2e-token".into()),
-        bookmark_interval: Duration::from_secs(1),
-        omit_list_item_type: true,
-        ..EmulatorOptions::default()
-    })
-    .await
-    .unwrap()
-}
-
-/// A running `waypoint run --kube` on a Unix socket, with its admin port.
-struct Kube {
-    _guard: Guard,
-    admin: u16,
-    sock: PathBuf,
-}
-
-fn run_kube(emulator: &Emulator, dir: &Path) -> Kube {
-    run_kube_with(emulator, dir, &[])
-}
-
-fn run_kube_with(emulator: &Emulator, dir: &Path, env: &[(&str, &str)]) -> Kube {
-    let kubeconfig = dir.join("kubeconfig");
-    emulator.write_kubeconfig(&kubeconfig).unwrap();
-    let (admin, sock) = (free_port(), dir.join("kube.sock"));
-    let guard = Guard(
-        waypoint()
-            .args(["run", "--kube"])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-            .arg("--sandwich-listen")
-            .arg(format!("unix:{}", sock.display()))
-            .env("KUBECONFIG", &kubeconfig)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    Kube {
-        _guard: guard,
-        admin,
-        sock,
-    }
-}
-
-fn eventually(what: &str, mut done: impl FnMut() -> Option<String>) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let last = done();
-        match last {
-            None => return,
-            Some(state) if Instant::now() > deadline => panic!("{what}: {state}"),
-            Some(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-fn admin_up(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-fn send(sock: &Path, destination: &str) -> Output {
-    waypoint()
-        .args(["send", "--to"])
-        .arg(format!("unix:{}", sock.display()))
-        .args(["--destination", destination, "--path", "/kube"])
-        .args(["--identity", "spiffe://cluster.local/ns/default/sa/sleep"])
-        .output()
-        .unwrap()
-}
-
-/// Waits until a request to `destination` answers with `status` (e.g. `200 OK`).
-fn served(sock: &Path, destination: &str, status: &str) {
-    eventually(&format!("{destination} answers {status}"), || {
-        let out = send(sock, destination);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (!text.contains(status)).then_some(text)
-    });
-}
+use waypoint_kube_emulator::Emulator;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_mode_serves_applied_services_and_follows_updates_deletions_and_broken_watches() {

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
 
+pub mod kube;
 pub mod run;
 
 use std::net::SocketAddr;
