@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod fake;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake::FakeApi;
+use common::{FakeApi, Verb};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use waypoint_core::config::Config;
@@ -107,9 +107,9 @@ fn service_names(config: &Config) -> Vec<String> {
 
 #[tokio::test]
 async fn listed_objects_become_the_first_config_labelled_by_kind_and_name() {
-    let api = Arc::new(FakeApi::new(100));
-    api.apply(&SERVICE, service("default", "echo", "10.0.0.1"));
-    api.apply(&HTTP_ROUTE, route("default", "echo", "echo"));
+    let api = FakeApi::new();
+    api.put(&SERVICE, service("default", "echo", "10.0.0.1"));
+    api.put(&HTTP_ROUTE, route("default", "echo", "echo"));
     let mut running = start(api.clone(), None);
     let config = running.next().await;
     assert_eq!(service_names(&config), ["echo"]);
@@ -131,16 +131,16 @@ async fn listed_objects_become_the_first_config_labelled_by_kind_and_name() {
 
 #[tokio::test]
 async fn adds_updates_and_deletes_reach_later_configs() {
-    let api = Arc::new(FakeApi::new(100));
-    api.apply(&SERVICE, service("default", "a", "10.0.0.1"));
+    let api = FakeApi::new();
+    api.put(&SERVICE, service("default", "a", "10.0.0.1"));
     let mut running = start(api.clone(), None);
     running.next().await;
 
-    api.apply(&SERVICE, service("default", "b", "10.0.0.2"));
+    api.put(&SERVICE, service("default", "b", "10.0.0.2"));
     let config = running.until(|c| c.resources.services.len() == 2).await;
     assert_eq!(service_names(&config), ["a", "b"]);
 
-    api.apply(&SERVICE, service("default", "a", "10.0.0.9"));
+    api.put(&SERVICE, service("default", "a", "10.0.0.9"));
     let config = running
         .until(|c| c.resources.services[0].resource.spec.cluster_ip.as_deref() == Some("10.0.0.9"))
         .await;
@@ -153,9 +153,9 @@ async fn adds_updates_and_deletes_reach_later_configs() {
 
 #[tokio::test]
 async fn a_watch_that_gets_410_lists_again_and_a_deletion_missed_meanwhile_converges() {
-    let api = Arc::new(FakeApi::new(100));
-    api.apply(&SERVICE, service("default", "a", "10.0.0.1"));
-    api.apply(&SERVICE, service("default", "b", "10.0.0.2"));
+    let api = FakeApi::new();
+    api.put(&SERVICE, service("default", "a", "10.0.0.1"));
+    api.put(&SERVICE, service("default", "b", "10.0.0.2"));
     let mut running = start(api.clone(), None);
     assert_eq!(service_names(&running.next().await), ["a", "b"]);
 
@@ -179,7 +179,7 @@ async fn a_watch_that_gets_410_lists_again_and_a_deletion_missed_meanwhile_conve
 
 #[tokio::test]
 async fn a_bookmark_advances_the_version_the_next_watch_starts_from() {
-    let api = Arc::new(FakeApi::new(100));
+    let api = FakeApi::new();
     let mut running = start(api.clone(), None);
     running.next().await;
     let rv = api.bookmark(&SERVICE);
@@ -188,13 +188,17 @@ async fn a_bookmark_advances_the_version_the_next_watch_starts_from() {
     api.break_watches(None);
     let resumed = format!("watch /v1/services rv={rv}");
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !api.calls().contains(&resumed) {
-        assert!(tokio::time::Instant::now() < deadline, "{:?}", api.calls());
+    while !api.call_lines().contains(&resumed) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            api.call_lines()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A clean end resumes the watch; it does not list again.
     let lists = api
-        .calls()
+        .call_lines()
         .iter()
         .filter(|c| c.starts_with("list /v1/services"))
         .count();
@@ -203,9 +207,9 @@ async fn a_bookmark_advances_the_version_the_next_watch_starts_from() {
 
 #[tokio::test]
 async fn lists_follow_continue_tokens_across_pages() {
-    let api = Arc::new(FakeApi::new(2));
+    let api = FakeApi::with_page_size(2);
     for i in 0..5 {
-        api.apply(
+        api.put(
             &SERVICE,
             service("default", &format!("s{i}"), &format!("10.0.0.{i}")),
         );
@@ -214,7 +218,7 @@ async fn lists_follow_continue_tokens_across_pages() {
     let config = running.next().await;
     assert_eq!(service_names(&config), ["s0", "s1", "s2", "s3", "s4"]);
     let pages: Vec<String> = api
-        .calls()
+        .call_lines()
         .into_iter()
         .filter(|c| c.starts_with("list /v1/services"))
         .collect();
@@ -230,11 +234,11 @@ async fn lists_follow_continue_tokens_across_pages() {
 
 #[tokio::test]
 async fn a_burst_of_events_builds_one_snapshot() {
-    let api = Arc::new(FakeApi::new(100));
+    let api = FakeApi::new();
     let mut running = start(api.clone(), None);
     running.next().await;
     for i in 0..50 {
-        api.apply(
+        api.put(
             &SERVICE,
             service("default", &format!("s{i}"), &format!("10.0.1.{i}")),
         );
@@ -247,18 +251,17 @@ async fn a_burst_of_events_builds_one_snapshot() {
 
 #[tokio::test]
 async fn nothing_is_sent_until_every_kind_has_listed_once() {
-    let api = Arc::new(FakeApi::new(100));
-    api.apply(&SERVICE, service("default", "a", "10.0.0.1"));
-    api.fail_lists(
+    let api = FakeApi::new();
+    api.put(&SERVICE, service("default", "a", "10.0.0.1"));
+    api.fail(Verb::List, &POD, KubeError::Transport("refused".into()));
+    api.fail(
+        Verb::List,
         &POD,
-        vec![
-            KubeError::Transport("refused".into()),
-            KubeError::Api {
-                code: 503,
-                reason: "ServiceUnavailable".into(),
-                message: "".into(),
-            },
-        ],
+        KubeError::Api {
+            code: 503,
+            reason: "ServiceUnavailable".into(),
+            message: "".into(),
+        },
     );
     let mut running = start(api.clone(), None);
     // Two failed lists back off 100-200 ms and 200-400 ms: no config before they are retried.
@@ -271,9 +274,9 @@ async fn nothing_is_sent_until_every_kind_has_listed_once() {
 
 #[tokio::test]
 async fn reference_grants_fall_back_to_v1beta1_when_v1_is_not_served() {
-    let api = Arc::new(FakeApi::new(100));
+    let api = FakeApi::new();
     api.remove_resource(&REFERENCE_GRANT);
-    api.apply(
+    api.put(
         &REFERENCE_GRANT_V1BETA1,
         json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
             "metadata": {"name": "g", "namespace": "backends"},
@@ -284,7 +287,7 @@ async fn reference_grants_fall_back_to_v1beta1_when_v1_is_not_served() {
     let config = running.next().await;
     assert_eq!(config.resources.reference_grants.len(), 1);
     assert!(
-        api.calls()
+        api.call_lines()
             .iter()
             .any(|c| c.starts_with("watch gateway.networking.k8s.io/v1beta1/referencegrants"))
     );
@@ -292,11 +295,11 @@ async fn reference_grants_fall_back_to_v1beta1_when_v1_is_not_served() {
 
 #[tokio::test]
 async fn an_invalid_object_is_left_out_with_a_status_naming_its_field() {
-    let api = Arc::new(FakeApi::new(100));
-    api.apply(&SERVICE, service("default", "a", "10.0.0.1"));
+    let api = FakeApi::new();
+    api.put(&SERVICE, service("default", "a", "10.0.0.1"));
     let mut bad = route("default", "bad", "a");
     bad["spec"]["rules"][0]["backendRefs"][0]["port"] = json!("eighty");
-    api.apply(&HTTP_ROUTE, bad);
+    api.put(&HTTP_ROUTE, bad);
     let mut running = start(api.clone(), None);
     let config = running.next().await;
     assert_eq!(service_names(&config), ["a"]);
@@ -316,13 +319,13 @@ async fn an_invalid_object_is_left_out_with_a_status_naming_its_field() {
 
 #[tokio::test]
 async fn a_namespace_restricts_namespaced_kinds_only() {
-    let api = Arc::new(FakeApi::new(100));
-    api.apply(&SERVICE, service("mine", "a", "10.0.0.1"));
-    api.apply(&SERVICE, service("other", "b", "10.0.0.2"));
+    let api = FakeApi::new();
+    api.put(&SERVICE, service("mine", "a", "10.0.0.1"));
+    api.put(&SERVICE, service("other", "b", "10.0.0.2"));
     let mut running = start(api.clone(), Some("mine"));
     let config = running.next().await;
     assert_eq!(service_names(&config), ["a"]);
-    let calls = api.calls();
+    let calls = api.call_lines();
     assert!(
         calls.contains(&"list /v1/services ns=mine continue=".to_owned()),
         "{calls:?}"

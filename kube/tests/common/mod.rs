@@ -1,134 +1,69 @@
-//! A scripted, in-memory `KubeApi` for the status writer and Lease tests: it keeps objects with
-//! resourceVersions as the API server does (conditional replace, Conflict on a stale version,
-//! status subresource writes that keep the rest of the object), records every call, and answers
-//! from a script when told to (a failure for the next call of a verb on a kind, or a concurrent
-//! change right after a read).
+//! One scripted, in-memory `KubeApi` for every event-level test of the kube crate: the config
+//! source's reflectors and the status writer and its Lease talk to the same fake, as they
+//! talk to one API server in production.
+//!
+//! It keeps one object store under one etcd-like resourceVersion counter (`store.rs`), so a
+//! status write the writer makes is a `Modified` event a reflector would see, and a
+//! conditional replace with a stale version conflicts as it would against etcd. Watches
+//! replay the event log from the version they ask for; compaction makes older versions answer
+//! 410. Lists come in pages. Tests script the rest: a failure for the next call of a verb on
+//! a resource, a delay, a concurrent change right after a read, broken watches, a resource
+//! whose CRD is missing. Every call is recorded (`Call` prints as `list <path> ns=..
+//! continue=..`, `watch <path> rv=..`) so tests can assert what was asked.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, VecDeque};
+mod store;
+mod verbs;
+
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::time::Instant;
-use waypoint_kube::{ApiResource, KubeApi, KubeError, ObjectList, WatchEvents};
+use serde_json::Value;
+use waypoint_kube::{ApiResource, KubeError};
 
-/// A verb of [`KubeApi`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verb {
-    Get,
-    Create,
-    Replace,
-    ReplaceStatus,
-}
+pub use store::{Call, Verb};
+use store::{State, key, key_of, path_of};
 
-/// One recorded call.
-#[derive(Clone, Debug)]
-pub struct Call {
-    pub verb: Verb,
-    pub plural: &'static str,
-    pub name: String,
-    pub body: Option<Value>,
-    pub at: Instant,
-}
-
-type Key = (&'static str, Option<String>, String);
-type Change = Box<dyn FnOnce(&mut Value) + Send>;
-
-#[derive(Default)]
-struct State {
-    objects: BTreeMap<Key, Value>,
-    version: u64,
-    calls: Vec<Call>,
-    failures: VecDeque<(Verb, &'static str, KubeError)>,
-    after_get: Vec<(&'static str, String, Change)>,
-    delays: Vec<(Verb, &'static str, std::time::Duration)>,
-}
+/// Objects per list page unless a test asks for smaller pages.
+const DEFAULT_PAGE_SIZE: usize = 100;
 
 /// The fake API server.
-#[derive(Default)]
 pub struct FakeApi {
     state: Mutex<State>,
-}
-
-fn key(resource: &ApiResource, namespace: Option<&str>, name: &str) -> Key {
-    let ns = namespace.filter(|_| resource.namespaced).map(str::to_owned);
-    (resource.plural, ns, name.to_owned())
-}
-
-fn version_of(object: &Value) -> Option<&str> {
-    object["metadata"]["resourceVersion"].as_str()
-}
-
-impl State {
-    /// Stores `object` under `k` with a new resourceVersion; the stored copy.
-    fn store(&mut self, k: Key, mut object: Value) -> Value {
-        self.bump(&mut object);
-        self.objects.insert(k, object.clone());
-        object
-    }
-
-    /// The stored object `object` replaces: NotFound when there is none, Conflict when
-    /// `object` names another resourceVersion.
-    fn current(&self, k: &Key, object: &Value) -> Result<Value, KubeError> {
-        let name = &k.2;
-        let Some(current) = self.objects.get(k) else {
-            return Err(KubeError::NotFound(name.clone()));
-        };
-        if version_of(object).is_some_and(|v| Some(v) != version_of(current)) {
-            return Err(KubeError::Conflict(format!("{name} changed")));
-        }
-        Ok(current.clone())
-    }
-
-    fn bump(&mut self, object: &mut Value) {
-        self.version += 1;
-        object["metadata"]["resourceVersion"] = json!(self.version.to_string());
-    }
-
-    fn record(
-        &mut self,
-        verb: Verb,
-        resource: &ApiResource,
-        name: &str,
-        body: Option<&Value>,
-    ) -> Result<(), KubeError> {
-        self.calls.push(Call {
-            verb,
-            plural: resource.plural,
-            name: name.to_owned(),
-            body: body.cloned(),
-            at: Instant::now(),
-        });
-        let scripted = self
-            .failures
-            .iter()
-            .position(|(v, p, _)| *v == verb && *p == resource.plural);
-        match scripted.and_then(|i| self.failures.remove(i)) {
-            Some((_, _, err)) => Err(err),
-            None => Ok(()),
-        }
-    }
+    /// Objects per list page.
+    page_size: usize,
 }
 
 impl FakeApi {
+    /// An empty API server answering lists in pages of 100.
     pub fn new() -> Arc<Self> {
-        Arc::new(FakeApi::default())
+        Self::with_page_size(DEFAULT_PAGE_SIZE)
+    }
+
+    /// An empty API server answering lists in pages of `page_size` objects.
+    pub fn with_page_size(page_size: usize) -> Arc<Self> {
+        Arc::new(FakeApi {
+            state: Mutex::default(),
+            page_size,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores `object` (namespace and name from its metadata) with a new resourceVersion.
+    /// Creates or updates `object` (namespace and name from its metadata) with a new
+    /// resourceVersion, telling watchers.
     pub fn put(&self, resource: &ApiResource, object: Value) {
-        let ns = object["metadata"]["namespace"].as_str().map(str::to_owned);
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        self.lock()
-            .store(key(resource, ns.as_deref(), &name), object);
+        let k = key_of(resource, &object);
+        self.lock().write(resource, k, object);
+    }
+
+    /// Deletes an object, telling watchers unless `silently` (an event lost in an outage).
+    pub fn delete(&self, resource: &ApiResource, namespace: &str, name: &str, silently: bool) {
+        let k = key(resource, Some(namespace), name);
+        self.lock().remove(resource, &k, silently);
     }
 
     /// The stored object.
@@ -139,14 +74,50 @@ impl FakeApi {
         name: &str,
     ) -> Option<Value> {
         self.lock()
-            .objects
-            .get(&key(resource, namespace, name))
-            .cloned()
+            .object(resource, &key(resource, namespace, name))
+    }
+
+    /// Sends a bookmark at a new version to `resource`'s watchers; that version.
+    pub fn bookmark(&self, resource: &ApiResource) -> String {
+        self.lock().bookmark(resource)
+    }
+
+    /// Forgets the event history: watches from older versions answer 410.
+    pub fn compact(&self) {
+        let mut state = self.lock();
+        state.compacted = state.version + 1;
+        for c in state.collections.values_mut() {
+            c.log.clear();
+        }
+    }
+
+    /// Ends every open watch, with `error` as the last item when given.
+    pub fn break_watches(&self, error: Option<fn() -> KubeError>) {
+        let mut state = self.lock();
+        for c in state.collections.values_mut() {
+            for w in c.watchers.drain(..) {
+                if let Some(make) = error {
+                    let _ = w.sender.try_send(Err(make()));
+                }
+            }
+        }
+    }
+
+    /// Makes every call on `resource` answer 404 (its CRD is not installed).
+    pub fn remove_resource(&self, resource: &ApiResource) {
+        self.lock().missing.push(path_of(resource));
     }
 
     /// The next `verb` on `resource` answers `err`. Failures queue in order.
     pub fn fail(&self, verb: Verb, resource: &ApiResource, err: KubeError) {
-        self.lock().failures.push_back((verb, resource.plural, err));
+        self.lock()
+            .failures
+            .push_back((verb, path_of(resource), err));
+    }
+
+    /// The next `verb` on `resource` takes `delay` before it acts (a slow API server).
+    pub fn delay(&self, verb: Verb, resource: &ApiResource, delay: Duration) {
+        self.lock().delays.push((verb, path_of(resource), delay));
     }
 
     /// Right after the next GET of `name` answers, the stored object changes (a new
@@ -159,50 +130,7 @@ impl FakeApi {
     ) {
         self.lock()
             .after_get
-            .push((resource.plural, name.to_owned(), Box::new(change)));
-    }
-
-    fn read(
-        &self,
-        resource: &ApiResource,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<Option<Value>, KubeError> {
-        let mut state = self.lock();
-        state.record(Verb::Get, resource, name, None)?;
-        let k = key(resource, namespace, name);
-        let answer = state.objects.get(&k).cloned();
-        let change = state
-            .after_get
-            .iter()
-            .position(|(p, n, _)| *p == resource.plural && n == name);
-        if let Some(i) = change {
-            let (_, _, change) = state.after_get.remove(i);
-            if let Some(mut object) = state.objects.remove(&k) {
-                change(&mut object);
-                state.store(k, object);
-            }
-        }
-        Ok(answer)
-    }
-
-    /// The next `verb` on `resource` takes `delay` before it acts (a slow API server).
-    pub fn delay(&self, verb: Verb, resource: &ApiResource, delay: std::time::Duration) {
-        self.lock().delays.push((verb, resource.plural, delay));
-    }
-
-    async fn pause(&self, verb: Verb, resource: &ApiResource) {
-        let delay = {
-            let mut state = self.lock();
-            let at = state
-                .delays
-                .iter()
-                .position(|(v, p, _)| *v == verb && *p == resource.plural);
-            at.map(|i| state.delays.remove(i).2)
-        };
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
-        }
+            .push((path_of(resource), name.to_owned(), Box::new(change)));
     }
 
     /// Every call so far.
@@ -210,104 +138,17 @@ impl FakeApi {
         self.lock().calls.clone()
     }
 
+    /// Every call so far, each as its one-line description.
+    pub fn call_lines(&self) -> Vec<String> {
+        self.calls().iter().map(Call::to_string).collect()
+    }
+
     /// The calls of `verb` on `resource`.
     pub fn calls_of(&self, verb: Verb, resource: &ApiResource) -> Vec<Call> {
+        let path = path_of(resource);
         self.calls()
             .into_iter()
-            .filter(|c| c.verb == verb && c.plural == resource.plural)
+            .filter(|c| c.verb == verb && c.path == path)
             .collect()
-    }
-}
-
-#[async_trait::async_trait]
-impl KubeApi for FakeApi {
-    async fn get(
-        &self,
-        resource: &ApiResource,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<Option<Value>, KubeError> {
-        let answer = self.read(resource, namespace, name);
-        // The answer travels back while other tasks run: what was read may be stale by the
-        // time the caller acts on it, as over a network.
-        tokio::task::yield_now().await;
-        answer
-    }
-
-    async fn list(
-        &self,
-        _: &ApiResource,
-        _: Option<&str>,
-        _: Option<&str>,
-    ) -> Result<ObjectList, KubeError> {
-        Err(KubeError::Api {
-            code: 405,
-            reason: "MethodNotAllowed".into(),
-            message: "not scripted".into(),
-        })
-    }
-    async fn watch(
-        &self,
-        _: &ApiResource,
-        _: Option<&str>,
-        _: &str,
-    ) -> Result<WatchEvents, KubeError> {
-        Err(KubeError::Api {
-            code: 405,
-            reason: "MethodNotAllowed".into(),
-            message: "not scripted".into(),
-        })
-    }
-
-    async fn create(
-        &self,
-        resource: &ApiResource,
-        namespace: Option<&str>,
-        object: &Value,
-    ) -> Result<Value, KubeError> {
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let mut state = self.lock();
-        state.record(Verb::Create, resource, &name, Some(object))?;
-        let k = key(resource, namespace, &name);
-        if state.objects.contains_key(&k) {
-            return Err(KubeError::Conflict(format!("{name} already exists")));
-        }
-        Ok(state.store(k, object.clone()))
-    }
-
-    async fn replace(
-        &self,
-        resource: &ApiResource,
-        namespace: Option<&str>,
-        name: &str,
-        object: &Value,
-    ) -> Result<Value, KubeError> {
-        let mut state = self.lock();
-        state.record(Verb::Replace, resource, name, Some(object))?;
-        let k = key(resource, namespace, name);
-        state.current(&k, object)?;
-        Ok(state.store(k, object.clone()))
-    }
-
-    async fn replace_status(
-        &self,
-        resource: &ApiResource,
-        namespace: Option<&str>,
-        name: &str,
-        object: &Value,
-    ) -> Result<Value, KubeError> {
-        self.lock()
-            .record(Verb::ReplaceStatus, resource, name, Some(object))?;
-        self.pause(Verb::ReplaceStatus, resource).await;
-        let mut state = self.lock();
-        let k = key(resource, namespace, name);
-        let current = state.current(&k, object)?;
-        // The status subresource changes status only.
-        let mut updated = current;
-        updated["status"] = object["status"].clone();
-        Ok(state.store(k, updated))
     }
 }
