@@ -20,14 +20,15 @@
 use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Map, Value, json};
-use waypoint_core::config::ResourceRef;
 use waypoint_core::config::resources::{Gateway, Listener, Object};
+use waypoint_core::config::{Condition, ResourceRef};
 use waypoint_core::proxy::Snapshot;
-use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, condition_json};
+use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey};
 
 use crate::api::{ApiResource, kinds};
 
 use super::controller::ControllerName;
+use super::schema::{api_attached_routes, api_condition, api_conditions};
 
 /// The Gateway API group.
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -132,13 +133,13 @@ pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
             continue;
         }
         classes.insert(class.metadata.name.as_str());
-        let accepted = condition(
-            "Accepted",
-            true,
-            "Accepted",
-            "handled by this controller",
-            class.metadata.generation,
-        );
+        let accepted = Condition {
+            kind: "Accepted".into(),
+            status: true,
+            reason: "Accepted".into(),
+            message: "handled by this controller".into(),
+        };
+        let accepted = api_condition(&accepted, class.metadata.generation);
         let key = ObjectKey {
             kind: StatusKind::GatewayClass,
             namespace: None,
@@ -181,17 +182,18 @@ pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
             .iter()
             .filter(|p| p.route == route)
             .filter(|p| owns_parent(snapshot, &our_gateways, &p.parent))
-            .map(|p| {
-                let conditions: Vec<Value> = p
-                    .conditions
-                    .iter()
-                    .map(|c| with_generation(condition_json(c), p.observed_generation))
-                    .collect();
-                json!({
+            .filter_map(|p| {
+                let conditions = api_conditions(&p.conditions, p.observed_generation);
+                if conditions.is_empty() {
+                    // The API refuses a parent entry without a condition.
+                    tracing::warn!(%route, parent = %p.parent.name, "route parent without conditions: not written");
+                    return None;
+                }
+                Some(json!({
                     "parentRef": parent_ref_json(&p.parent),
                     "controllerName": scope.controller.as_str(),
                     "conditions": conditions,
-                })
+                }))
             })
             .collect();
         let key = ObjectKey {
@@ -260,11 +262,7 @@ pub fn parent_ref_json(parent: &ParentRefKey) -> Value {
 /// Our fields of a Gateway's status.
 fn gateway_fields(gateway: &Gateway, computed: &GatewayStatus) -> Value {
     let generation = gateway.metadata.generation;
-    let conditions: Vec<Value> = computed
-        .conditions
-        .iter()
-        .map(|c| with_generation(condition_json(c), generation))
-        .collect();
+    let conditions = api_conditions(&computed.conditions, generation);
     let listeners: Vec<Value> = gateway
         .spec
         .listeners
@@ -278,16 +276,11 @@ fn gateway_fields(gateway: &Gateway, computed: &GatewayStatus) -> Value {
 }
 
 fn listener_json(listener: &Listener, status: &ListenerStatus, generation: Option<i64>) -> Value {
-    let conditions: Vec<Value> = status
-        .conditions
-        .iter()
-        .map(|c| with_generation(condition_json(c), generation))
-        .collect();
     json!({
         "name": listener.name,
         "supportedKinds": supported_kinds(listener),
-        "attachedRoutes": status.attached_routes,
-        "conditions": conditions,
+        "attachedRoutes": api_attached_routes(status.attached_routes),
+        "conditions": api_conditions(&status.conditions, generation),
     })
 }
 
@@ -310,39 +303,4 @@ pub fn supported_kinds(listener: &Listener) -> Vec<Value> {
         })
         .map(|kind| json!({ "group": GATEWAY_GROUP, "kind": kind }))
         .collect()
-}
-
-fn condition(
-    kind: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> Value {
-    let c = waypoint_core::config::Condition {
-        kind: kind.into(),
-        status,
-        reason: reason.into(),
-        message: message.into(),
-    };
-    with_generation(condition_json(&c), generation)
-}
-
-/// The API server caps a condition message at 32768 bytes.
-const MAX_MESSAGE_BYTES: usize = 32_768;
-
-fn with_generation(mut condition: Value, generation: Option<i64>) -> Value {
-    if let Some(Value::String(message)) = condition.get_mut("message")
-        && message.len() > MAX_MESSAGE_BYTES
-    {
-        let mut end = MAX_MESSAGE_BYTES;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-    }
-    if let Some(generation) = generation {
-        condition["observedGeneration"] = json!(generation);
-    }
-    condition
 }

@@ -64,7 +64,7 @@ spec:
   rules: [{backendRefs: [{name: svc, port: 80}]}]
 "#;
 
-fn cond(kind: &str, status: bool, reason: &str) -> Condition {
+pub(super) fn cond(kind: &str, status: bool, reason: &str) -> Condition {
     Condition {
         kind: kind.into(),
         status,
@@ -116,7 +116,7 @@ fn gateway_status(name: &str, listeners: &[&str]) -> GatewayStatus {
     }
 }
 
-fn snapshot() -> Snapshot {
+pub(super) fn snapshot() -> Snapshot {
     let config = parse_manifests(MANIFESTS, "test.yaml").expect("the manifests parse");
     let service = ParentRefKey {
         group: String::new(),
@@ -146,7 +146,7 @@ fn snapshot() -> Snapshot {
     }
 }
 
-fn key(kind: StatusKind, namespace: Option<&str>, name: &str) -> ObjectKey {
+pub(super) fn key(kind: StatusKind, namespace: Option<&str>, name: &str) -> ObjectKey {
     ObjectKey {
         kind,
         namespace: namespace.map(Into::into),

@@ -9,11 +9,12 @@
 //! - Routes: `status.parents` is shared. Every entry of another controller is kept as the same
 //!   JSON value at the same position; each of ours is replaced in place by the desired entry for
 //!   the same parent, or removed when there is none (stale); desired entries not yet present
-//!   are appended.
+//!   are appended. The list is capped as the API caps it (see `schema`): our entries give way.
 
 use serde_json::{Map, Value, json};
 
 use super::desired::Desired;
+use super::schema::cap_parents;
 
 /// The status `old` becomes with `desired` merged in; equal to `old` when there is nothing to
 /// write (`None` for a route that has no status and none of our entries).
@@ -169,6 +170,7 @@ fn route_parents(
             parents.push(with_times(entry, None, now));
         }
     }
+    cap_parents(&mut parents, |e| owner.owns(e, ours));
     let mut status = match old {
         Some(Value::Object(map)) => map.clone(),
         _ => Map::new(),

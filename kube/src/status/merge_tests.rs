@@ -14,7 +14,7 @@ fn accepted(status: &str) -> Value {
     json!({"type": "Accepted", "status": status, "reason": "Accepted", "message": "m", "observedGeneration": 1})
 }
 
-fn entry(controller: &str, parent: &str, status: &str) -> Value {
+pub(super) fn entry(controller: &str, parent: &str, status: &str) -> Value {
     json!({
         "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "ns", "name": parent},
         "controllerName": controller,
@@ -22,7 +22,7 @@ fn entry(controller: &str, parent: &str, status: &str) -> Value {
     })
 }
 
-fn with_time(mut v: Value, time: &str) -> Value {
+pub(super) fn with_time(mut v: Value, time: &str) -> Value {
     for c in v["conditions"].as_array_mut().expect("conditions") {
         c["lastTransitionTime"] = json!(time);
     }

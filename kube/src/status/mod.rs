@@ -15,6 +15,7 @@ mod desired;
 mod lease;
 mod merge;
 mod metrics;
+mod schema;
 mod settings;
 mod writer;
 
@@ -22,6 +23,8 @@ mod writer;
 mod desired_tests;
 #[cfg(test)]
 mod merge_tests;
+#[cfg(test)]
+mod schema_tests;
 
 pub use controller::{ControllerName, ControllerNameError, DEFAULT_CONTROLLER_NAME};
 pub use desired::{
