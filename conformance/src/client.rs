@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 use waypoint_bin::tools::send::{ProxyClaims, connect};
+use waypoint_core::http::authority;
 use waypoint_core::transport::BoxedIo;
 use waypoint_core::transport::listener::ListenAddr;
 
@@ -93,21 +94,13 @@ async fn tls_connect(
     let sni = req
         .sni
         .clone()
-        .unwrap_or_else(|| strip_port(host).to_owned());
+        .unwrap_or_else(|| authority::strip_port(host).to_owned());
     let name = ServerName::try_from(sni.clone()).map_err(|e| format!("SNI `{sni}`: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, io)
         .await
         .map_err(|e| format!("TLS handshake (SNI {sni}): {e}"))?;
     Ok(Box::new(stream))
-}
-
-/// `host:port` without the port (a Host header's host is what SNI names by default).
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
 }
 
 async fn exchange(

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use waypoint_core::config::resources::{
     AuthorizationRule, RuleCondition, RuleOperation, RuleSource,
 };
+use waypoint_core::http::authority;
 
 use super::RequestPrincipal;
 
@@ -366,16 +367,6 @@ pub(crate) struct OperationMatch {
     paths: Field<PathPattern>,
 }
 
-/// The host without its port (`[::1]:80` → `[::1]`, `a:80` → `a`).
-fn strip_port(host: &str) -> Option<&str> {
-    let (name, port) = host.rsplit_once(':')?;
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    // A bare IPv6 address has colons but no brackets: it has no port.
-    (!name.contains(':') || name.ends_with(']')).then_some(name)
-}
-
 impl OperationMatch {
     pub(crate) fn compile(at: &str, o: &RuleOperation) -> Result<Self, String> {
         Ok(OperationMatch {
@@ -389,12 +380,13 @@ impl OperationMatch {
     }
 
     fn matches(&self, a: &Attrs<'_>) -> bool {
-        let bare = strip_port(a.host);
-        self.hosts.check(|m| {
-            m.matches_ignore_case(a.host) || bare.is_some_and(|b| m.matches_ignore_case(b))
-        }) && self
-            .ports
-            .check(|p| a.destination.is_some_and(|d| d.port() == *p))
+        let bare = authority::strip_port(a.host);
+        let has_port = bare.len() != a.host.len();
+        self.hosts
+            .check(|m| m.matches_ignore_case(a.host) || (has_port && m.matches_ignore_case(bare)))
+            && self
+                .ports
+                .check(|p| a.destination.is_some_and(|d| d.port() == *p))
             && self.methods.check(|m| m.matches(a.method))
             && self.paths.check(|p| p.matches(a.path))
     }

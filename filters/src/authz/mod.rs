@@ -36,7 +36,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::CONTENT_TYPE;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use waypoint_core::body::{full, local_reply};
@@ -44,6 +44,7 @@ use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{
     BuildContext, Decision, Filter, FilterFactory, Request, RequestContext, Response,
 };
+use waypoint_core::http::authority;
 use waypoint_core::identity::SpiffeId;
 
 use crate::scope::WaypointScope;
@@ -513,12 +514,9 @@ fn denied() -> Response {
     resp
 }
 
+/// The `host[:port]` policies match, read as the router reads it (see [`authority`]).
 fn host_of(req: &Request) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or_default()
+    authority::request_authority(req).unwrap_or_default()
 }
 
 fn log_decision(d: &AuthzDecision, reason: impl FnOnce() -> String) {

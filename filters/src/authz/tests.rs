@@ -276,6 +276,41 @@ async fn denied_requests_get_istios_exact_reply_and_a_record() {
 }
 
 #[tokio::test]
+async fn a_deny_on_a_host_matches_the_host_the_router_reads() {
+    let h = harness(
+        AuthzFactory::default(),
+        &[policy(
+            "d",
+            "action: DENY\nrules: [{to: [{operation: {hosts: [\"httpbin.foo\"]}}]}]",
+        )],
+    );
+    let with = |uri: &str, host: &str| {
+        http::Request::builder()
+            .uri(uri)
+            .header("host", host)
+            .body(body::empty())
+            .unwrap()
+    };
+    let denied =
+        |d: &Decision| matches!(d, Decision::Respond(r) if r.status() == StatusCode::FORBIDDEN);
+    let cases = [
+        // Userinfo in an absolute-form target names no host: the router goes to httpbin.foo.
+        (with("http://u@httpbin.foo:8000/", "other.example"), true),
+        // An empty port is still a port.
+        (with("/", "httpbin.foo:"), true),
+        // The target authority wins over Host, as it does for routing.
+        (with("http://httpbin.foo/", "other.example"), true),
+        (with("http://other.example/", "httpbin.foo"), false),
+        (with("/", "[fd00::1]:8000"), false),
+    ];
+    for (req, want_denied) in cases {
+        let seen = format!("{} host {:?}", req.uri(), req.headers()["host"]);
+        let (d, _, _) = h.run(req).await;
+        assert_eq!(denied(&d), want_denied, "{seen}");
+    }
+}
+
+#[tokio::test]
 async fn request_principal_from_authn_is_used() {
     let h = harness(
         AuthzFactory::default(),

@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use waypoint_core::http::authority;
+
 use super::RouteSet;
 
 /// A hostname as listeners and routes write it, lowercased.
@@ -130,16 +132,10 @@ impl HostRoutes {
     }
 }
 
-/// The request's host: the URI authority (HTTP/2 `:authority`) or the Host header, without the
-/// port, lowercased (allocating only when it has capitals or a trailing dot).
+/// The request's host (see [`authority`]) without the port, lowercased (allocating only when it
+/// has capitals or a trailing dot).
 pub(crate) fn request_host<B>(req: &http::Request<B>) -> Cow<'_, str> {
-    let raw = req.uri().host().or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(strip_port)
-    });
-    normalize_host(raw.unwrap_or_default())
+    normalize_host(authority::request_host(req).unwrap_or_default())
 }
 
 /// A host name (SNI) as listeners match it: lower case, without a trailing dot.
@@ -149,18 +145,6 @@ pub(super) fn normalize_host(host: &str) -> Cow<'_, str> {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
-    }
-}
-
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .find(']')
-            .map_or(authority, |end| &authority[..=end]);
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
     }
 }
 

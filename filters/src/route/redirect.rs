@@ -9,6 +9,7 @@ use http::{HeaderValue, StatusCode, header};
 use waypoint_core::body::{self, local_reply};
 use waypoint_core::config::resources::{RedirectScheme, RequestRedirect};
 use waypoint_core::filter::{Decision, Filter, Request, RequestContext};
+use waypoint_core::http::authority;
 
 use super::MatchedPrefix;
 use super::rewrite::PathRewrite;
@@ -64,30 +65,15 @@ pub(crate) fn location_scheme_and_port(
     (scheme, (port != scheme.well_known_port()).then_some(port))
 }
 
-/// The request's host without its port: the `Host` header, else the URI authority (HTTP/2),
-/// else the address the client dialled. IPv6 literals keep their brackets.
-fn request_host<'r>(req: &'r Request, destination: Option<SocketAddr>) -> Option<String> {
-    let raw: Option<&'r str> = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    match raw {
-        Some(raw) => Some(strip_port(raw).to_owned()),
+/// The request's host without its port (see [`authority`]: the one the router matched), else
+/// the address the client dialled. IPv6 literals keep their brackets.
+fn request_host(req: &Request, destination: Option<SocketAddr>) -> Option<String> {
+    match authority::request_host(req) {
+        Some(host) => Some(host.to_owned()),
         None => destination.map(|d| match d {
             SocketAddr::V4(v4) => v4.ip().to_string(),
             SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
         }),
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
     }
 }
 
@@ -225,10 +211,29 @@ mod tests {
     }
 
     #[test]
-    fn host_without_port() {
-        assert_eq!(strip_port("echo:80"), "echo");
-        assert_eq!(strip_port("echo"), "echo");
-        assert_eq!(strip_port("[fd00::1]:8080"), "[fd00::1]");
-        assert_eq!(strip_port("[fd00::1]"), "[fd00::1]");
+    fn a_redirect_names_the_host_the_router_matched_not_a_conflicting_host_header() {
+        let req = |uri: &str, host: &str| {
+            http::Request::get(uri)
+                .header(header::HOST, host)
+                .body(waypoint_core::body::empty())
+                .unwrap()
+        };
+        let absolute = req("http://routed.example:8080/p", "other.example");
+        assert_eq!(
+            request_host(&absolute, None).as_deref(),
+            Some("routed.example")
+        );
+        let origin = req("/p", "[fd00::1]:8080");
+        assert_eq!(request_host(&origin, None).as_deref(), Some("[fd00::1]"));
+    }
+
+    #[test]
+    fn without_any_host_a_redirect_names_the_address_the_client_dialled() {
+        let req = http::Request::get("/p")
+            .body(waypoint_core::body::empty())
+            .unwrap();
+        let v6: SocketAddr = "[fd00::1]:80".parse().unwrap();
+        assert_eq!(request_host(&req, Some(v6)).as_deref(), Some("[fd00::1]"));
+        assert_eq!(request_host(&req, None), None);
     }
 }

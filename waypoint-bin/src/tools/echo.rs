@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use waypoint_core::http::authority;
 
 pub use record::{DEFAULT_CAPACITY as DEFAULT_LOG_CAPACITY, LoggedRequest, RequestLog};
 pub use retry::DEFAULT_RETRY_UUIDS;
@@ -315,19 +316,12 @@ fn target<B>(req: &Request<B>) -> &str {
     req.uri().path_and_query().map_or("/", |p| p.as_str())
 }
 
-/// Go's `r.Host`: the `:authority` for HTTP/2, else the `Host` header.
+/// Go's `r.Host`: the URI authority (HTTP/2 `:authority`, HTTP/1.1 absolute form) without
+/// userinfo, else the `Host` header; the waypoint reads a request's host the same way.
 fn host<B>(req: &Request<B>) -> String {
-    let header = req
-        .headers()
-        .get(http::header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
-    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
-    let (first, second) = if req.version() == Version::HTTP_2 {
-        (authority, header)
-    } else {
-        (header, authority)
-    };
-    first.or(second).unwrap_or_default()
+    authority::request_authority(req)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Go's `r.Proto`.

@@ -7,7 +7,7 @@ mod mesh;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::resources::{
     AddressType, EndpointSlice, Object, Protocol, Resources, Service, ServiceType, Sourced,
@@ -54,13 +54,6 @@ impl EndpointStatsCache {
     /// The mesh options builds through this cache use.
     pub fn mesh(&self) -> &MeshOptions {
         &self.mesh
-    }
-
-    /// The process-wide cache used by [`load_path`](super::load_path) and
-    /// [`parse_manifests`](super::parse_manifests).
-    pub fn global() -> &'static EndpointStatsCache {
-        static GLOBAL: OnceLock<EndpointStatsCache> = OnceLock::new();
-        GLOBAL.get_or_init(EndpointStatsCache::new)
     }
 
     /// The stats of `address`: the live ones if any snapshot still holds them, else new ones.

@@ -50,10 +50,12 @@ pub enum LoadError {
     },
 }
 
-/// Loads a file, or every `*.yaml`/`*.yml`/`*.json` file of a directory, using the process-wide
-/// [`EndpointStatsCache`].
+/// Loads a file, or every `*.yaml`/`*.yml`/`*.json` file of a directory, with a fresh
+/// [`EndpointStatsCache`]: a one-shot load shares endpoint stats with nothing. A process that
+/// reloads (and so wants an endpoint's stats to survive the swap) passes its own cache to
+/// [`load_path_with`].
 pub fn load_path(path: &Path) -> Result<Config, LoadError> {
-    load_path_with(path, EndpointStatsCache::global())
+    load_path_with(path, &EndpointStatsCache::new())
 }
 
 /// [`load_path`] with an explicit endpoint stats cache.
@@ -75,9 +77,9 @@ pub fn load_path_with(path: &Path, cache: &EndpointStatsCache) -> Result<Config,
 }
 
 /// Parses manifests (multi-document YAML; JSON is YAML too) from a string; `source` names it
-/// in statuses and errors. Uses the process-wide [`EndpointStatsCache`].
+/// in statuses and errors. Builds with a fresh [`EndpointStatsCache`], as [`load_path`] does.
 pub fn parse_manifests(text: &str, source: &str) -> Result<Config, LoadError> {
-    parse_manifests_with(text, source, EndpointStatsCache::global())
+    parse_manifests_with(text, source, &EndpointStatsCache::new())
 }
 
 /// [`parse_manifests`] with an explicit endpoint stats cache.

@@ -1,6 +1,8 @@
 //! HTTP serving on an inbound byte stream: HTTP/1.1 or HTTP/2 with prior knowledge (h2c),
-//! detected per connection.
+//! detected per connection; and [`authority`], the one reading of which host a request is for,
+//! shared by the built-in filters and open to vendors.
 
+pub mod authority;
 mod server;
 pub mod upgrade;
 

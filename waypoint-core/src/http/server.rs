@@ -50,7 +50,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 type ServiceFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
-/// Limits of the HTTP server side. The defaults follow the HBONE settings of DESIGN.md §2 where
+/// Limits of the HTTP server side. The defaults follow the HBONE settings of `docs/wire.md` where
 /// they apply, and protect against slow or abusive clients elsewhere.
 #[derive(Clone, Debug)]
 pub struct HttpServerConfig {

@@ -234,15 +234,7 @@ impl Telemetry {
         let span = self.inner.otlp.as_ref().is_some_and(OtlpExporter::sampled);
         let request = (log || span).then(|| RequestLine {
             method: req.method().as_str().to_owned(),
-            authority: req
-                .uri()
-                .authority()
-                .map(|a| a.as_str())
-                .or_else(|| {
-                    req.headers()
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                })
+            authority: crate::http::authority::request_authority(req)
                 .map(|a| truncate(a, MAX_PATH_LEN).to_owned()),
             path: truncate(
                 req.uri().path_and_query().map_or("/", |p| p.as_str()),

@@ -1,7 +1,7 @@
 //! Workload certificates and the mutual TLS that HBONE runs on.
 //!
 //! HBONE is HTTP/2 `CONNECT` inside TLS 1.3 with a client certificate on both ends, and the
-//! identity of each end is the single SPIFFE URI SAN of its leaf certificate (see DESIGN.md §2).
+//! identity of each end is the single SPIFFE URI SAN of its leaf certificate (see `docs/wire.md`).
 //! This module holds:
 //!
 //! - [`WorkloadCerts`]: the waypoint's own certificate chain, key and trust bundle, loaded from

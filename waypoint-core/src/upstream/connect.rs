@@ -2,12 +2,12 @@
 //! to the endpoint's ztunnel, or the co-located ztunnel's Unix socket behind a PROXY v2 header.
 //! Each produces a [`BoxedIo`] that the HTTP pools speak HTTP/1.1 or h2c over.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
@@ -109,19 +109,19 @@ pub fn baggage(m: &WorkloadMetadata) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// W3C baggage values allow `baggage-octet`s only; everything else (and `%` itself, since
-/// values are percent-decoded on the way in) is percent-encoded.
+/// What a W3C baggage value may not hold as is: everything but `baggage-octet`s (controls,
+/// space, `"`, `,`, `;`, backslash, DEL; non-ASCII bytes are always encoded), and `%` itself, since
+/// values are percent-decoded on the way in.
+const BAGGAGE_VALUE_ESCAPED: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'%')
+    .add(b',')
+    .add(b';')
+    .add(b'\\');
+
 fn percent_encode_into(value: &str, out: &mut String) {
-    for b in value.bytes() {
-        let plain =
-            matches!(b, 0x21 | 0x23..=0x24 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
-        if plain {
-            out.push(char::from(b));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
+    out.extend(utf8_percent_encode(value, BAGGAGE_VALUE_ESCAPED));
 }
 
 /// A new trace context, not sampled, as ztunnel makes one for each tunnel it opens.
@@ -278,6 +278,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(baggage(&odd).unwrap(), "k8s.namespace.name=ns");
+    }
+
+    #[test]
+    fn a_baggage_value_keeps_exactly_the_baggage_octets_and_escapes_every_other_byte() {
+        // W3C baggage-octet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E, minus `%` (ours).
+        let octet = |b: u8| matches!(b, 0x21 | 0x23..=0x24 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        for b in 0u8..0x80 {
+            let mut out = String::new();
+            percent_encode_into(char::from(b).encode_utf8(&mut [0; 4]), &mut out);
+            let want = if octet(b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            };
+            assert_eq!(out, want, "byte {b:#04x}");
+        }
+        let mut out = String::new();
+        percent_encode_into("\u{e9}", &mut out);
+        assert_eq!(out, "%C3%A9");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The HBONE client: mTLS HTTP/2 connections to destination ztunnels on port 15008, pooled and
-//! multiplexed, each tunnel one `CONNECT` stream (DESIGN.md §2).
+//! multiplexed, each tunnel one `CONNECT` stream (`docs/wire.md`).
 //!
 //! Connections are keyed by (destination `ip:15008`, expected server identities) and carry at
 //! most [`HboneClientOptions::max_streams_per_connection`] tunnels; the next tunnel opens a new
@@ -35,7 +35,7 @@ const MIN_FRAME: u32 = 16 * 1024;
 const MAX_FRAME: u32 = (1 << 24) - 1;
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 
-/// HBONE client settings. The defaults are ztunnel's (DESIGN.md §2).
+/// HBONE client settings. The defaults are ztunnel's (`docs/wire.md`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HboneClientOptions {
     /// The port destination ztunnels accept HBONE on ([`HBONE_PORT`]; another value only for

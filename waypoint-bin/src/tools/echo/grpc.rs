@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Ur
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::EchoBody;
@@ -200,36 +201,18 @@ fn unary_message(mut body: Bytes) -> Result<Bytes, String> {
     Ok(body)
 }
 
-/// grpc-message is percent-encoded: everything outside printable ASCII, and `%` itself.
+/// What grpc-message escapes: everything outside printable ASCII (non-ASCII bytes always are),
+/// and `%` itself.
+const GRPC_MESSAGE_ESCAPED: &AsciiSet = &CONTROLS.add(b'%');
+
 fn percent_encode(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for b in message.bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(message, GRPC_MESSAGE_ESCAPED).to_string()
 }
 
 fn percent_decode(value: &[u8]) -> String {
-    let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (value[i], value.get(i + 1), value.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push(((hex(h).unwrap_or(0) << 4) | hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode(value)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 // ---- client --------------------------------------------------------------------------------
@@ -434,5 +417,19 @@ mod tests {
         assert_eq!(encoded, "100%25 sure%0A%C3%A9");
         assert_eq!(percent_decode(encoded.as_bytes()), "100% sure\n\u{e9}");
         assert_eq!(percent_decode(b"bad %zz %4"), "bad %zz %4");
+        // Printable ASCII but `%` goes as is; every other byte is escaped.
+        for b in 0u8..0x80 {
+            let plain = (0x20..0x7f).contains(&b) && b != b'%';
+            let want = if plain {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            };
+            assert_eq!(
+                percent_encode(&char::from(b).to_string()),
+                want,
+                "byte {b:#04x}"
+            );
+        }
     }
 }

@@ -80,4 +80,11 @@ fn names_protos_and_hosts() {
         .body(())
         .unwrap();
     assert_eq!(host(&h1), "header.example");
+    // Go's server ignores Host when an HTTP/1.1 target is in absolute form.
+    let absolute = Request::builder()
+        .uri("http://target.example:81/x")
+        .header("host", "header.example")
+        .body(())
+        .unwrap();
+    assert_eq!(host(&absolute), "target.example:81");
 }

@@ -1,5 +1,5 @@
 //! Native HBONE, the ambient mesh tunnel: mutual TLS 1.3 with SPIFFE identities, then one
-//! HTTP/2 `CONNECT` stream per tunnelled TCP connection (DESIGN.md §2).
+//! HTTP/2 `CONNECT` stream per tunnelled TCP connection (`docs/wire.md`).
 //!
 //! - [`server`]: [`HboneListener`], the inbound side on `:15008`. Each CONNECT stream becomes a
 //!   [`BoxedIo`](crate::transport::BoxedIo) and a [`ConnInfo`](crate::conn::ConnInfo) for the

@@ -39,7 +39,7 @@ const MIN_FRAME: u32 = 16 * 1024;
 const MAX_FRAME: u32 = (1 << 24) - 1;
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 
-/// HTTP/2 and timing settings of the HBONE server. The defaults are ztunnel's (DESIGN.md §2),
+/// HTTP/2 and timing settings of the HBONE server. The defaults are ztunnel's (`docs/wire.md`),
 /// so a waypoint behaves like the ztunnel a client would otherwise reach.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HboneOptions {
