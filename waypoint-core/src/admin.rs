@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 
 use crate::config::binding::Binding;
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};
+use crate::conn::percent_decode;
 use crate::overload::Overload;
 use crate::proxy::{Snapshot, SnapshotStore};
 use crate::route_status::{gateways_json, route_parents_json};
@@ -353,12 +354,6 @@ fn logging(state: &AdminState, query: Option<&str>) -> AdminResponse {
             format!("invalid log level {:?}: {reason}", level.trim()),
         ),
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 #[cfg(test)]

@@ -120,9 +120,9 @@ impl WorkloadMetadata {
     }
 }
 
-/// A baggage value percent-decoded (an escape that is not `%` and two hex digits stays as is;
-/// bytes that do not form UTF-8 become U+FFFD).
-fn percent_decode(s: &str) -> String {
+/// A percent-decoded baggage value or query parameter (an escape that is not `%` and two hex
+/// digits stays as is; bytes that do not form UTF-8 become U+FFFD).
+pub(crate) fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()

@@ -50,6 +50,7 @@ use waypoint_core::filter::{
     BuildContext, Decision, Filter, FilterChain, FilterFactory, MirrorTarget, Request,
     RequestContext, Response, RetryPolicy, RouteMatch, UpstreamTarget,
 };
+use waypoint_core::proxy::NO_ROUTE_FLAG;
 
 pub use cors::Cors;
 pub use header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
@@ -217,13 +218,13 @@ fn client_namespace(ctx: &RequestContext) -> Option<&str> {
 }
 
 fn no_route(ctx: &mut RequestContext, message: String) -> Decision {
-    ctx.response_flags.push("NR");
+    ctx.response_flags.push(NO_ROUTE_FLAG);
     Decision::Respond(local_reply(StatusCode::NOT_FOUND, message))
 }
 
 /// 421: the Host belongs to another listener than the one the TLS server name chose.
 fn misdirected(ctx: &mut RequestContext, sni: &str, host: &str) -> Decision {
-    ctx.response_flags.push("NR");
+    ctx.response_flags.push(NO_ROUTE_FLAG);
     Decision::Respond(local_reply(
         StatusCode::MISDIRECTED_REQUEST,
         format!(
@@ -406,7 +407,7 @@ fn miss_decision(ctx: &mut RequestContext, miss: Miss, what: String) -> Decision
             format!("waypoint: no route of {what} matches this request"),
         ),
         Miss::Unimplemented => {
-            ctx.response_flags.push("NR");
+            ctx.response_flags.push(NO_ROUTE_FLAG);
             Decision::Respond(grpc::unimplemented(&format!(
                 "no GRPCRoute rule of {what} matches this method"
             )))

@@ -17,13 +17,13 @@
 //! longer ours) are removed. With `--gateway`, waypoints of other Gateways may share our
 //! controller name: their entries (for their Gateway, or Services we do not serve) are kept.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 use waypoint_core::config::resources::{Gateway, Listener, Object};
 use waypoint_core::config::{Condition, ResourceRef};
 use waypoint_core::proxy::Snapshot;
-use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey};
+use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
 
 use crate::api::{ApiResource, kinds};
 
@@ -168,6 +168,11 @@ pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
         };
         objects.insert(key, Desired::Fields(gateway_fields(gateway, computed)));
     }
+    // Each route's reported parents, gathered once rather than searched for every route.
+    let mut parents_of: HashMap<&ResourceRef, Vec<&RouteParentStatus>> = HashMap::new();
+    for p in &snapshot.route_parents {
+        parents_of.entry(&p.route).or_default().push(p);
+    }
     let routes = resources
         .http_routes
         .iter()
@@ -177,10 +182,10 @@ pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
         let Some(kind) = StatusKind::route(&route.kind) else {
             continue;
         };
-        let entries = snapshot
-            .route_parents
-            .iter()
-            .filter(|p| p.route == route)
+        let entries = parents_of
+            .get(&route)
+            .into_iter()
+            .flatten()
             .filter(|p| owns_parent(snapshot, &our_gateways, &p.parent))
             .filter_map(|p| {
                 let conditions = api_conditions(&p.conditions, p.observed_generation);
@@ -227,19 +232,15 @@ fn owns_parent(
     }
 }
 
-/// Whether this waypoint serves the Service parent `parent` (GAMMA), so the route's entry for
-/// it is ours: the snapshot reports a status for it and, when binding is enforced (`--gateway`),
-/// the Service is bound to our Gateway. A route on a Service another waypoint serves is that
+/// Whether this waypoint serves the Service parent `parent` (GAMMA) that the snapshot reports,
+/// so the route's entry for it is ours: always, unless binding is enforced (`--gateway`) and the
+/// Service is not bound to our Gateway. A route on a Service another waypoint serves is that
 /// waypoint's to report.
 pub fn serves_service_parent(snapshot: &Snapshot, parent: &ParentRefKey) -> bool {
     snapshot
         .config
         .binding()
         .service_bound(&parent.namespace, &parent.name)
-        && snapshot
-            .route_parents
-            .iter()
-            .any(|p| p.parent.kind == "Service" && p.parent == *parent)
 }
 
 /// The parentRef of a status entry: the route's reference with defaults applied (namespace

@@ -110,6 +110,7 @@ use crate::conn::ConnInfo;
 use crate::filter::{MirrorTarget, RequestContext};
 #[cfg(doc)]
 use crate::filter::{RetryPolicy, UpstreamTarget};
+use crate::proxy::NO_ROUTE_FLAG;
 use crate::tls::CertStore;
 use connect::{Connector, Route};
 use mirror::Counters;
@@ -337,7 +338,7 @@ impl Upstream {
         ctx: &mut RequestContext,
     ) -> Response<Body> {
         let Some(target) = ctx.upstream.clone() else {
-            ctx.response_flags.push("NR");
+            ctx.response_flags.push(NO_ROUTE_FLAG);
             let message = match ctx.conn.destination {
                 Some(dest) => format!("no route to {dest}"),
                 None => "no route: the connection has no known destination".to_owned(),
