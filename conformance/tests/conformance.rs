@@ -109,3 +109,48 @@ fn run_suite(source: runner::SourceMode, report_name: &str) {
         "failed conformance cases ({source:?}): {failed:?}\n{summary}"
     );
 }
+
+/// The command's `--source` picks how the waypoint reads the cluster: `files` leaves the
+/// manifest file `waypoint run --config` watched in the work directory, `kube` the kubeconfig of
+/// the emulated API server `waypoint run --kube` watched. One case each, through the binary.
+#[test]
+fn the_source_flag_chooses_files_or_the_api_server() {
+    let _turn = ONE_SUITE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(manifests) = manifests() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "manifests missing"
+        );
+        return;
+    };
+    for (source, left_behind, absent) in [
+        ("files", "config/cluster.json", "kubeconfig"),
+        ("kube", "kubeconfig", "config/cluster.json"),
+    ] {
+        let work_dir = tempfile::tempdir().expect("temp dir");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_waypoint-conformance"))
+            .arg("--manifests")
+            .arg(&manifests)
+            .arg("--waypoint")
+            .arg(waypoint_binary())
+            .arg("--work-dir")
+            .arg(work_dir.path())
+            .args(["--source", source, "--only", "HTTPRouteSimpleSameNamespace"])
+            .output()
+            .expect("run waypoint-conformance");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "--source {source}: {stderr}");
+        // The gateway and the mesh variant of the case both match `--only`.
+        assert!(
+            stderr.contains("2 cases: 2 passed"),
+            "--source {source}: {stderr}"
+        );
+        assert!(
+            work_dir.path().join(left_behind).is_file(),
+            "--source {source}"
+        );
+        assert!(!work_dir.path().join(absent).exists(), "--source {source}");
+    }
+}
