@@ -41,6 +41,7 @@ use async_trait::async_trait;
 use crate::body::Body;
 use crate::config::{Config, Endpoint, ResourceRef, ServiceBackend};
 use crate::conn::ConnInfo;
+use crate::flags::ResponseFlag;
 use crate::route_status::{GatewayStatus, RouteParentStatus};
 
 /// A request as filters see it.
@@ -96,6 +97,29 @@ pub trait Filter: Send + Sync + 'static {
 
     /// Sees the response on its way back. The default leaves it unchanged.
     async fn on_response(&self, _resp: &mut Response, _ctx: &mut RequestContext) {}
+
+    /// The end-of-request phase: called once when the response body has ended (or the client
+    /// went away), with the final status, flags and timings. This is where a vendor writes its
+    /// own access log line or metric. It runs where the request completes (possibly inside a
+    /// body's `Drop`), so it is synchronous and must not block: hand slow work to a task.
+    fn on_finished(&self, _finished: &Finished<'_>) {}
+}
+
+/// How a request ended, as the end-of-request phase ([`Filter::on_finished`]) sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Finished<'a> {
+    /// The request's context as the chain and the upstream left it (route, endpoint, response
+    /// flags including how the body ended, extensions filters left).
+    pub ctx: &'a RequestContext,
+    /// The status sent to the client.
+    pub status: http::StatusCode,
+    /// From the request's arrival until the end of the response body.
+    pub duration: Duration,
+    /// Request body bytes read from the client.
+    pub request_bytes: u64,
+    /// Response body bytes sent to the client.
+    pub response_bytes: u64,
 }
 
 /// Where the routing decided to send a request, and how: timeouts, retries, mirrors.
@@ -106,10 +130,12 @@ pub trait Filter: Send + Sync + 'static {
 pub struct UpstreamTarget {
     /// The backend Service port whose ready endpoints may serve the request.
     pub backend: Arc<ServiceBackend>,
-    /// The whole-transaction timeout, retries included; `None` uses the waypoint's default.
-    pub request_timeout: Option<Duration>,
-    /// Per-attempt timeout to the backend; `None` means the request timeout bounds it.
-    pub backend_timeout: Option<Duration>,
+    /// The whole-transaction timeout, retries included; [`Timeout::Default`] is the waypoint's
+    /// default request timeout.
+    pub request_timeout: Timeout,
+    /// Per-attempt timeout to the backend; [`Timeout::Default`] and [`Timeout::Disabled`] leave
+    /// each try bounded by the request timeout alone.
+    pub backend_timeout: Timeout,
     /// When to try again on another endpoint; `None` sends once.
     pub retry: Option<Arc<RetryPolicy>>,
     /// Backends that get a copy of the request, fire and forget.
@@ -121,10 +147,42 @@ impl UpstreamTarget {
     pub fn new(backend: Arc<ServiceBackend>) -> Self {
         UpstreamTarget {
             backend,
-            request_timeout: None,
-            backend_timeout: None,
+            request_timeout: Timeout::Default,
+            backend_timeout: Timeout::Default,
             retry: None,
             mirrors: Vec::new(),
+        }
+    }
+}
+
+/// A timeout as a route states it: not stated, stated as none, or a limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Timeout {
+    /// Not stated: the waypoint's default applies.
+    #[default]
+    Default,
+    /// No limit at all (Gateway API `0s`).
+    Disabled,
+    /// At most this long.
+    After(Duration),
+}
+
+impl Timeout {
+    /// A Gateway API duration: `0s` disables the timeout.
+    pub fn from_gateway(duration: Duration) -> Self {
+        if duration.is_zero() {
+            Timeout::Disabled
+        } else {
+            Timeout::After(duration)
+        }
+    }
+
+    /// The limit, with `default` standing in for [`Timeout::Default`]; `None` is no limit.
+    pub fn limit(self, default: Option<Duration>) -> Option<Duration> {
+        match self {
+            Timeout::Default => default,
+            Timeout::Disabled => None,
+            Timeout::After(d) => Some(d),
         }
     }
 }
@@ -202,6 +260,7 @@ impl MirrorTarget {
 }
 
 /// Per-request state shared by the filters of one request.
+#[derive(Debug)]
 pub struct RequestContext {
     /// The connection the request arrived on.
     pub conn: Arc<ConnInfo>,
@@ -215,7 +274,7 @@ pub struct RequestContext {
     pub endpoint: Option<Endpoint>,
     /// Envoy-style response flags for logs and metrics (`NR` no route, `UF` upstream failure,
     /// `UT` upstream timeout, `UH` no healthy upstream, ...).
-    pub response_flags: Vec<&'static str>,
+    pub response_flags: Vec<ResponseFlag>,
     /// When the request arrived.
     pub started: Instant,
     /// Typed values filters leave for each other (vendor data goes here).
@@ -316,6 +375,13 @@ impl FilterChain {
         self.run_response_upto(self.filters.len(), resp, ctx).await;
     }
 
+    /// Runs the end-of-request phase of every filter, in chain order.
+    pub fn run_finished(&self, finished: &Finished<'_>) {
+        for filter in &self.filters {
+            filter.on_finished(finished);
+        }
+    }
+
     async fn run_response_upto(&self, n: usize, resp: &mut Response, ctx: &mut RequestContext) {
         for filter in self.filters[..n].iter().rev() {
             filter.on_response(resp, ctx).await;
@@ -335,6 +401,10 @@ impl Filter for FilterChain {
 
     async fn on_response(&self, resp: &mut Response, ctx: &mut RequestContext) {
         self.run_response(resp, ctx).await
+    }
+
+    fn on_finished(&self, finished: &Finished<'_>) {
+        self.run_finished(finished)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod body;
 pub mod config;
 pub mod conn;
 pub mod filter;
+pub mod flags;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

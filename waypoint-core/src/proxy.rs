@@ -19,12 +19,13 @@ use crate::filter::{
     BuildContext, BuildOutput, BuildReport, Decision, ExtensionRegistry, FilterChain,
     FilterFactory, RequestContext,
 };
+use crate::flags::ResponseFlag;
 use crate::http::UpgradePolicy;
 use crate::http::upgrade::{Granted, close_after_answer};
 use crate::overload::Overload;
 use crate::route_status::{GatewayStatus, RouteParentStatus};
 use crate::telemetry::Telemetry;
-use crate::upstream::{UNEXPECTED_SWITCH_FLAG, Upstream};
+use crate::upstream::Upstream;
 use http::StatusCode;
 
 /// A config and the filter chain compiled from it. Immutable.
@@ -275,7 +276,7 @@ impl Proxy {
         let guard = match limits.map(|l| l.begin()).transpose() {
             Ok(guard) => guard.flatten(),
             Err(()) => {
-                ctx.response_flags.push(OVERLOAD_FLAG);
+                ctx.response_flags.push(ResponseFlag::OverloadManager);
                 let resp = local_reply(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
                 return self.telemetry.finish(record, &ctx, resp);
             }
@@ -332,7 +333,7 @@ impl Proxy {
             reason = why.reason(),
             "refused: {why}"
         );
-        ctx.response_flags.push(NO_ROUTE_FLAG);
+        ctx.response_flags.push(ResponseFlag::NoRoute);
         Some(local_reply(
             StatusCode::NOT_FOUND,
             format!("waypoint: destination not served: {why}"),
@@ -352,7 +353,10 @@ impl Proxy {
             Decision::Continue => {
                 self.upgrades.recheck(&mut req, &ctx.conn);
                 let mut resp = self.upstream.forward(req, ctx).await;
-                if ctx.response_flags.contains(&UNEXPECTED_SWITCH_FLAG) {
+                if ctx
+                    .response_flags
+                    .contains(&ResponseFlag::UpstreamProtocolError)
+                {
                     self.upgrades.backend_error(granted);
                 }
                 snapshot.chain.run_response(&mut resp, ctx).await;
@@ -361,14 +365,6 @@ impl Proxy {
         }
     }
 }
-
-/// The response flag of a request no route serves (Envoy's `NR`), here one whose destination
-/// is not bound to this waypoint.
-pub const NO_ROUTE_FLAG: &str = "NR";
-
-/// The response flag of a request refused by the in-flight limit: Envoy's `OM`, for a request
-/// its overload manager refused (`UO` is Envoy's upstream circuit breaker, another thing).
-pub const OVERLOAD_FLAG: &str = "OM";
 
 #[cfg(test)]
 mod tests {

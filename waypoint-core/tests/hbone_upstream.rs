@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use waypoint_core::flags::ResponseFlag;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -392,7 +393,10 @@ async fn refused_connect_is_503_with_the_status() {
     let mut ctx = ctx(&svc, None);
     let resp = up.forward(get("/"), &mut ctx).await;
     assert_eq!(resp.status(), 503);
-    assert_eq!(ctx.response_flags, ["UF"]);
+    assert_eq!(
+        ctx.response_flags,
+        [ResponseFlag::UpstreamConnectionFailure]
+    );
     assert_eq!(
         text(resp).await,
         "upstream connect error to 127.0.0.1:9: HBONE CONNECT to 127.0.0.1:9 refused: \
@@ -416,7 +420,10 @@ async fn unexpected_server_identity_is_503_naming_both() {
     let mut ctx = ctx(&svc, None);
     let resp = up.forward(get("/"), &mut ctx).await;
     assert_eq!(resp.status(), 503);
-    assert_eq!(ctx.response_flags, ["UF"]);
+    assert_eq!(
+        ctx.response_flags,
+        [ResponseFlag::UpstreamConnectionFailure]
+    );
     let body = text(resp).await;
     assert!(
         body.contains("HBONE TLS handshake with 127.0.0.1:"),
@@ -457,7 +464,10 @@ async fn nothing_listening_on_the_hbone_port_is_503() {
     let mut ctx = ctx(&svc, None);
     let resp = up.forward(get("/"), &mut ctx).await;
     assert_eq!(resp.status(), 503);
-    assert_eq!(ctx.response_flags, ["UF"]);
+    assert_eq!(
+        ctx.response_flags,
+        [ResponseFlag::UpstreamConnectionFailure]
+    );
     assert_eq!(
         text(resp).await,
         format!(
@@ -719,7 +729,10 @@ async fn ztunnel_socket_gets_proxy_v2_then_http() {
     let mut ctx = ctx(&svc, None);
     let resp = up.forward(get("/"), &mut ctx).await;
     assert_eq!(resp.status(), 503);
-    assert_eq!(ctx.response_flags, ["UF"]);
+    assert_eq!(
+        ctx.response_flags,
+        [ResponseFlag::UpstreamConnectionFailure]
+    );
     let body = text(resp).await;
     assert!(
         body.contains(&format!("ztunnel socket {}", path.display())),

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use waypoint_core::flags::ResponseFlag;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -22,7 +23,7 @@ use tokio::sync::mpsc;
 use waypoint_core::body::{Body, empty, full};
 use waypoint_core::config::{AppProtocol, Config, ServiceBackend};
 use waypoint_core::conn::{Binding, ConnInfo};
-use waypoint_core::filter::{MirrorTarget, RequestContext, RetryPolicy, UpstreamTarget};
+use waypoint_core::filter::{MirrorTarget, RequestContext, RetryPolicy, Timeout, UpstreamTarget};
 use waypoint_core::upstream::{Upstream, UpstreamConfig, UpstreamStats};
 
 /// What a backend saw of one request.
@@ -203,7 +204,7 @@ async fn a_mirror_down_or_slow_does_not_touch_the_client() {
     let slow = backend("slow", |_| (200, Duration::from_secs(3))).await;
     let up = Upstream::new(UpstreamConfig::default());
     let target = UpstreamTarget {
-        request_timeout: Some(Duration::from_millis(400)),
+        request_timeout: Timeout::After(Duration::from_millis(400)),
         mirrors: vec![
             MirrorTarget::new(service("down", &[refused().await])),
             MirrorTarget::new(service("slow", &[slow.addr])),
@@ -335,10 +336,10 @@ fn fail_first(n: usize, code: u16) -> impl Fn(usize) -> (u16, Duration) + Send +
 async fn retries_listed_codes_up_to_the_attempts() {
     let up = Upstream::new(UpstreamConfig::default());
     // (fails before success, code, expected status, requests the backend sees, flags)
-    let cases: [(usize, u16, u16, usize, &[&str]); 4] = [
+    let cases: [(usize, u16, u16, usize, &[ResponseFlag]); 4] = [
         (2, 500, 200, 3, &[]),
         (3, 500, 200, 4, &[]),
-        (4, 500, 500, 4, &["URX"]),
+        (4, 500, 500, 4, &[ResponseFlag::UpstreamRetryLimitExceeded]),
         (2, 503, 503, 1, &[]),
     ];
     for (fails, code, want, sent, flags) in cases {
@@ -390,7 +391,7 @@ async fn the_request_timeout_caps_all_tries_with_504() {
     let b = backend("b", |_| (500, Duration::from_millis(50))).await;
     let up = Upstream::new(UpstreamConfig::default());
     let target = UpstreamTarget {
-        request_timeout: Some(Duration::from_millis(400)),
+        request_timeout: Timeout::After(Duration::from_millis(400)),
         retry: retry(&[500], 100, 50),
         ..UpstreamTarget::new(service("b", &[b.addr]))
     };
@@ -399,7 +400,13 @@ async fn the_request_timeout_caps_all_tries_with_504() {
     let resp = up.forward(get("/"), &mut ctx).await;
     let took = start.elapsed();
     assert_eq!(resp.status(), 504);
-    assert_eq!(ctx.response_flags, ["UT", "URX"]);
+    assert_eq!(
+        ctx.response_flags,
+        [
+            ResponseFlag::UpstreamRequestTimeout,
+            ResponseFlag::UpstreamRetryLimitExceeded
+        ]
+    );
     assert!(
         took >= Duration::from_millis(390) && took < Duration::from_millis(700),
         "{took:?}"
@@ -418,8 +425,8 @@ async fn a_try_past_the_backend_timeout_is_retried() {
     .await;
     let up = Upstream::new(UpstreamConfig::default());
     let target = UpstreamTarget {
-        request_timeout: Some(Duration::from_secs(1)),
-        backend_timeout: Some(Duration::from_millis(150)),
+        request_timeout: Timeout::After(Duration::from_secs(1)),
+        backend_timeout: Timeout::After(Duration::from_millis(150)),
         retry: retry(&[], 1, 10),
         ..UpstreamTarget::new(service("b", &[b.addr]))
     };
@@ -442,7 +449,7 @@ async fn a_try_past_the_backend_timeout_is_retried() {
     let mut ctx = context(target);
     let resp = up.forward(get("/"), &mut ctx).await;
     assert_eq!(resp.status(), 504);
-    assert_eq!(ctx.response_flags, ["UT"]);
+    assert_eq!(ctx.response_flags, [ResponseFlag::UpstreamRequestTimeout]);
     assert!(text(resp).await.contains("after 150ms"));
 }
 
@@ -473,7 +480,10 @@ async fn count_503(up: &Upstream, target: UpstreamTarget, n: usize) -> usize {
     for _ in 0..n {
         let mut ctx = context(target.clone());
         if up.forward(get("/"), &mut ctx).await.status() == 503 {
-            assert_eq!(ctx.response_flags, ["UF"]);
+            assert_eq!(
+                ctx.response_flags,
+                [ResponseFlag::UpstreamConnectionFailure]
+            );
             failures += 1;
         }
     }

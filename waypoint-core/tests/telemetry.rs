@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use waypoint_core::flags::ResponseFlag;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -235,7 +236,7 @@ async fn unknown_source_and_flags_are_rendered_as_istio_does() {
     });
     conn.destination = Some("192.0.2.1:80".parse().unwrap());
     let mut ctx = RequestContext::new(Arc::new(conn), Arc::new(config(MESH)));
-    ctx.response_flags = vec!["NR", "UH"];
+    ctx.response_flags = vec![ResponseFlag::NoRoute, ResponseFlag::NoHealthyUpstream];
     exchange(&tel, request("/", ""), &ctx, response(404, "")).await;
     let text = scrape(&registry);
     let l = line(&text, "istio_requests_total{");

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use waypoint_core::flags::ResponseFlag;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
@@ -27,7 +28,7 @@ use tokio::sync::mpsc;
 use waypoint_core::body::{Body, boxed, empty, full};
 use waypoint_core::config::{AppProtocol, Config, ServiceBackend};
 use waypoint_core::conn::{Binding, ConnInfo};
-use waypoint_core::filter::{RequestContext, UpstreamTarget};
+use waypoint_core::filter::{RequestContext, Timeout, UpstreamTarget};
 use waypoint_core::upstream::{Upstream, UpstreamConfig};
 
 type Handler = Arc<
@@ -120,7 +121,7 @@ fn ctx_for(backend: Option<Arc<ServiceBackend>>, timeout: Option<Duration>) -> R
     conn.destination = Some(([10, 96, 0, 10], 80).into());
     let mut ctx = RequestContext::new(Arc::new(conn), Arc::new(Config::default()));
     ctx.upstream = backend.map(|backend| UpstreamTarget {
-        request_timeout: timeout,
+        request_timeout: timeout.map_or(Timeout::Default, Timeout::from_gateway),
         ..UpstreamTarget::new(backend)
     });
     ctx
@@ -286,7 +287,10 @@ async fn refused_port_is_503_uf() {
         let mut ctx = ctx_for(Some(svc.clone()), None);
         let resp = up.forward(get("/"), &mut ctx).await;
         assert_eq!(resp.status(), 503);
-        assert_eq!(ctx.response_flags, ["UF"]);
+        assert_eq!(
+            ctx.response_flags,
+            [ResponseFlag::UpstreamConnectionFailure]
+        );
         assert_eq!(
             text(resp).await,
             format!("upstream connect error to {closed}: connection refused\n")
@@ -311,7 +315,10 @@ async fn reset_before_response_is_503_uf() {
     let mut ctx = ctx_for(Some(service(AppProtocol::Http1, &[addr])), None);
     let resp = up.forward(get("/"), &mut ctx).await;
     assert_eq!(resp.status(), 503);
-    assert_eq!(ctx.response_flags, ["UF"]);
+    assert_eq!(
+        ctx.response_flags,
+        [ResponseFlag::UpstreamConnectionFailure]
+    );
     let body = text(resp).await;
     assert!(
         body.starts_with(&format!("upstream connect error to {addr}: connection")),
@@ -339,7 +346,7 @@ async fn slow_upstream_times_out_with_504_ut() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(1),
         "{took:?}"
     );
-    assert_eq!(ctx.response_flags, ["UT"]);
+    assert_eq!(ctx.response_flags, [ResponseFlag::UpstreamRequestTimeout]);
     assert_eq!(
         text(resp).await,
         format!("upstream request timeout after 300ms to {}\n", b.addr)
@@ -354,7 +361,7 @@ async fn slow_upstream_times_out_with_504_ut() {
     let mut ctx = ctx_for(Some(svc), None);
     let resp = up.forward(get("/slow"), &mut ctx).await;
     assert_eq!(resp.status(), 504);
-    assert_eq!(ctx.response_flags, ["UT"]);
+    assert_eq!(ctx.response_flags, [ResponseFlag::UpstreamRequestTimeout]);
 }
 
 #[tokio::test]
@@ -363,7 +370,7 @@ async fn no_endpoints_is_503_uh_and_no_target_is_404_nr() {
     let mut ctx = ctx_for(Some(service(AppProtocol::Http1, &[])), None);
     let resp = up.forward(get("/"), &mut ctx).await;
     assert_eq!(resp.status(), 503);
-    assert_eq!(ctx.response_flags, ["UH"]);
+    assert_eq!(ctx.response_flags, [ResponseFlag::NoHealthyUpstream]);
     assert_eq!(
         text(resp).await,
         "no healthy upstream for Service default/echo:80\n"
@@ -372,7 +379,7 @@ async fn no_endpoints_is_503_uh_and_no_target_is_404_nr() {
     let mut ctx = ctx_for(None, None);
     let resp = up.forward(get("/"), &mut ctx).await;
     assert_eq!(resp.status(), 404);
-    assert_eq!(ctx.response_flags, ["NR"]);
+    assert_eq!(ctx.response_flags, [ResponseFlag::NoRoute]);
     assert!(text(resp).await.contains("10.96.0.10:80"));
 }
 

@@ -34,6 +34,7 @@ mod normalize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use waypoint_core::flags::ResponseFlag;
 
 use async_trait::async_trait;
 use http::header::CONTENT_TYPE;
@@ -622,7 +623,8 @@ impl Filter for AuthzFilter {
                 CheckOutcome::Allow(headers) => upstream_headers.extend(headers),
                 CheckOutcome::Deny(resp) => {
                     tracing::info!(policy = %check.rule.policy, provider = %check.provider, status = %resp.status(), "authz: ext_authz denied");
-                    ctx.response_flags.push("UAEX");
+                    ctx.response_flags
+                        .push(ResponseFlag::UnauthorizedExternalService);
                     ctx.extensions.insert(custom_denied);
                     return Decision::Respond(resp);
                 }
@@ -631,7 +633,8 @@ impl Filter for AuthzFilter {
                 }
                 CheckOutcome::Failed(why) => {
                     tracing::warn!(provider = %check.provider, "authz: ext_authz failed ({why}); denying");
-                    ctx.response_flags.push("UAEX");
+                    ctx.response_flags
+                        .push(ResponseFlag::UnauthorizedExternalService);
                     ctx.extensions.insert(custom_denied);
                     let mut resp = local_reply(
                         ext_authz::FAILURE_STATUS,

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use waypoint_core::flags::ResponseFlag;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -423,7 +424,10 @@ async fn ext_authz_allows_denies_and_fails_closed() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers["www-authenticate"], "Bearer");
     assert_eq!(&body[..], b"denied by provider");
-    assert_eq!(ctx.response_flags, ["UAEX"]);
+    assert_eq!(
+        ctx.response_flags,
+        [ResponseFlag::UnauthorizedExternalService]
+    );
     let rec = ctx.extensions.get::<AuthzDecision>().unwrap();
     assert_eq!((rec.allowed, rec.action.as_str()), (false, "CUSTOM"));
 
@@ -448,7 +452,10 @@ async fn ext_authz_down_is_403_unless_fail_open() {
         panic!("expected 403")
     };
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert_eq!(ctx.response_flags, ["UAEX"]);
+    assert_eq!(
+        ctx.response_flags,
+        [ResponseFlag::UnauthorizedExternalService]
+    );
 
     let open = harness(
         custom_factory(addr.to_string(), true),

@@ -5,7 +5,6 @@
 
 use std::cmp::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderName, Method};
 use waypoint_core::config::resources::{
@@ -13,7 +12,7 @@ use waypoint_core::config::resources::{
     LocalObjectReference, Object, ObjectMeta, ParentReference, PathMatchType, ValueMatchType,
 };
 use waypoint_core::config::{Config, ResourceRef};
-use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, RouteMatch};
+use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, RouteMatch, Timeout};
 
 use super::attach::{Builder, Entries, Ordered, RouteView, resolved_refs};
 use super::cors::Cors;
@@ -25,9 +24,6 @@ use super::upstream::{compile_mirrors, compile_retry};
 use super::{MatchedPrefix, RouteTable, Rule, WeightedBackend, grpc};
 
 pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
-
-/// A `0s` timeout means "no timeout": a year stands in for forever.
-const NO_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A match kind's Gateway API precedence: `Less` means `self` wins. Ties are broken by the
 /// caller (route age, name, rule order).
@@ -285,7 +281,7 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &HttpRoute, index: usize) -> R
         .collect::<Vec<_>>();
     let timeouts = spec.timeouts.clone().unwrap_or_default();
     let timeout = |d: Option<waypoint_core::config::resources::GatewayDuration>| {
-        d.map(|d| if d.0.is_zero() { NO_TIMEOUT } else { d.0 })
+        d.map_or(Timeout::Default, |d| Timeout::from_gateway(d.0))
     };
     Rule {
         route: RouteMatch {

@@ -11,7 +11,7 @@ use waypoint_core::body;
 use waypoint_core::config::resources::{
     GrpcRoute, GrpcRouteFilter, GrpcRouteFilterType, GrpcRouteMatch, Object, ValueMatchType,
 };
-use waypoint_core::filter::{BuildContext, Filter, FilterChain, Response, RouteMatch};
+use waypoint_core::filter::{BuildContext, Filter, FilterChain, Response, RouteMatch, Timeout};
 
 use super::compile::{Ranked, Referrer, extension_filter, report, resolve_backend_ref};
 use super::header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
@@ -266,8 +266,8 @@ fn compile_rule(cx: &mut BuildContext<'_>, route: &GrpcRoute, index: usize) -> R
         backend_filters: backends.iter().any(|b| !b.filters.is_empty()),
         total_weight: backends.iter().map(|b| b.weight).sum(),
         backends,
-        request_timeout: None,
-        backend_timeout: None,
+        request_timeout: Timeout::Default,
+        backend_timeout: Timeout::Default,
         retry: None,
     }
 }

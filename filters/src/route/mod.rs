@@ -39,7 +39,6 @@ mod upstream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use http::StatusCode;
@@ -48,9 +47,9 @@ use waypoint_core::config::ServiceBackend;
 use waypoint_core::config::binding::Destination;
 use waypoint_core::filter::{
     BuildContext, Decision, Filter, FilterChain, FilterFactory, MirrorTarget, Request,
-    RequestContext, Response, RetryPolicy, RouteMatch, UpstreamTarget,
+    RequestContext, Response, RetryPolicy, RouteMatch, Timeout, UpstreamTarget,
 };
-use waypoint_core::proxy::NO_ROUTE_FLAG;
+use waypoint_core::flags::ResponseFlag;
 
 pub use cors::Cors;
 pub use header_modifier::{HeaderEdits, RequestHeaders, ResponseHeaders};
@@ -173,8 +172,8 @@ struct Rule {
     backend_filters: bool,
     backends: Vec<WeightedBackend>,
     total_weight: u64,
-    request_timeout: Option<Duration>,
-    backend_timeout: Option<Duration>,
+    request_timeout: Timeout,
+    backend_timeout: Timeout,
     retry: Option<Arc<RetryPolicy>>,
 }
 
@@ -218,13 +217,13 @@ fn client_namespace(ctx: &RequestContext) -> Option<&str> {
 }
 
 fn no_route(ctx: &mut RequestContext, message: String) -> Decision {
-    ctx.response_flags.push(NO_ROUTE_FLAG);
+    ctx.response_flags.push(ResponseFlag::NoRoute);
     Decision::Respond(local_reply(StatusCode::NOT_FOUND, message))
 }
 
 /// 421: the Host belongs to another listener than the one the TLS server name chose.
 fn misdirected(ctx: &mut RequestContext, sni: &str, host: &str) -> Decision {
-    ctx.response_flags.push(NO_ROUTE_FLAG);
+    ctx.response_flags.push(ResponseFlag::NoRoute);
     Decision::Respond(local_reply(
         StatusCode::MISDIRECTED_REQUEST,
         format!(
@@ -407,7 +406,7 @@ fn miss_decision(ctx: &mut RequestContext, miss: Miss, what: String) -> Decision
             format!("waypoint: no route of {what} matches this request"),
         ),
         Miss::Unimplemented => {
-            ctx.response_flags.push(NO_ROUTE_FLAG);
+            ctx.response_flags.push(ResponseFlag::NoRoute);
             Decision::Respond(grpc::unimplemented(&format!(
                 "no GRPCRoute rule of {what} matches this method"
             )))

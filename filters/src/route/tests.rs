@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use waypoint_core::flags::ResponseFlag;
 
 use http::StatusCode;
 use waypoint_core::body;
@@ -148,7 +149,7 @@ async fn unknown_destination_is_404_naming_it() {
     let r = routed("", &ExtensionRegistry::new());
     let out = r.send("10.1.2.3:80", None, http::Request::get("/")).await;
     assert_eq!(out.status, Some(StatusCode::NOT_FOUND));
-    assert_eq!(out.ctx.response_flags, ["NR"]);
+    assert_eq!(out.ctx.response_flags, [ResponseFlag::NoRoute]);
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@
 //! paths or authorities, whose cardinality a client controls.
 
 use std::borrow::Cow;
+
+use crate::flags::ResponseFlag;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
@@ -254,11 +256,14 @@ pub fn security_policy(conn: &ConnInfo) -> Label {
 }
 
 /// Envoy's rendering of response flags: `-` when none.
-pub fn flags_label(flags: &[&'static str]) -> Label {
+pub fn flags_label(flags: &[ResponseFlag]) -> Label {
     match flags {
         [] => Cow::Borrowed("-"),
-        [one] => Cow::Borrowed(one),
-        many => bounded(&many.join(",")),
+        [one] => Cow::Borrowed(one.as_str()),
+        many => {
+            let codes: Vec<&str> = many.iter().map(|f| f.as_str()).collect();
+            bounded(&codes.join(","))
+        }
     }
 }
 

@@ -41,6 +41,7 @@ use crate::body::{Body, BoxError};
 use crate::config::{Config, Endpoint, EndpointTransport};
 use crate::conn::ConnInfo;
 use crate::filter::{AuthzDecision, RequestContext};
+use crate::flags::ResponseFlag;
 use crate::tls::ExpectedIdentity;
 
 use access_log::{AccessLogEntry, AccessLogOptions, AccessLogger, MAX_PATH_LEN, truncate};
@@ -474,7 +475,7 @@ struct Pending {
     conn: Arc<ConnInfo>,
     destination: DestinationLabels,
     status: u16,
-    flags: Vec<&'static str>,
+    flags: Vec<ResponseFlag>,
     route: Option<String>,
     grpc_status: Option<Label>,
     upstream_host: Option<std::net::SocketAddr>,
@@ -486,7 +487,7 @@ struct Pending {
 impl Pending {
     /// Records the request. `extra` is a flag for how the body ended abnormally: `UR` when the
     /// upstream body failed, `DC` when the client went away before the end.
-    fn complete(mut self, extra: Option<&'static str>) {
+    fn complete(mut self, extra: Option<ResponseFlag>) {
         let inner = &self.telemetry.inner;
         if let Some(flag) = extra
             && !self.flags.contains(&flag)
@@ -577,7 +578,7 @@ struct ResponseBody {
 }
 
 impl ResponseBody {
-    fn complete(&mut self, extra: Option<&'static str>) {
+    fn complete(&mut self, extra: Option<ResponseFlag>) {
         if let Some(pending) = self.pending.take() {
             pending.complete(extra);
         }
@@ -612,7 +613,7 @@ impl http_body::Body for ResponseBody {
                     this.complete(None);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.complete(Some("UR")),
+            Poll::Ready(Some(Err(_))) => this.complete(Some(ResponseFlag::UpstreamRemoteReset)),
             Poll::Ready(None) => this.complete(None),
             Poll::Pending => {}
         }
@@ -634,7 +635,7 @@ impl Drop for ResponseBody {
         // not send: both are normal ends.
         let normal =
             self.inner.is_end_stream() || self.pending.as_ref().is_some_and(|p| p.bodyless);
-        let extra = (!normal).then_some("DC");
+        let extra = (!normal).then_some(ResponseFlag::DownstreamConnectionTermination);
         self.complete(extra);
     }
 }

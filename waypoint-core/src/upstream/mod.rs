@@ -110,17 +110,13 @@ use crate::conn::ConnInfo;
 use crate::filter::{MirrorTarget, RequestContext};
 #[cfg(doc)]
 use crate::filter::{RetryPolicy, UpstreamTarget};
-use crate::proxy::NO_ROUTE_FLAG;
+use crate::flags::ResponseFlag;
 use crate::tls::CertStore;
 use connect::{Connector, Route};
 use mirror::Counters;
 use pool::HttpPool;
 use replay::Replay;
 use retry::{Budget, DownstreamUpgrade, Outgoing};
-
-/// The response flag of a backend that switched protocols unasked (Envoy's "upstream protocol
-/// error" flag).
-pub const UNEXPECTED_SWITCH_FLAG: &str = "UPE";
 
 /// How long a mirrored copy may take when the request it copies has no timeout at all.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
@@ -338,7 +334,7 @@ impl Upstream {
         ctx: &mut RequestContext,
     ) -> Response<Body> {
         let Some(target) = ctx.upstream.clone() else {
-            ctx.response_flags.push(NO_ROUTE_FLAG);
+            ctx.response_flags.push(ResponseFlag::NoRoute);
             let message = match ctx.conn.destination {
                 Some(dest) => format!("no route to {dest}"),
                 None => "no route: the connection has no known destination".to_owned(),
@@ -376,14 +372,16 @@ impl Upstream {
             {
                 Ok(Ok(replay)) => replay,
                 Ok(Err(e)) => {
-                    ctx.response_flags.push("DPE");
+                    ctx.response_flags
+                        .push(ResponseFlag::DownstreamProtocolError);
                     return local_reply(
                         StatusCode::BAD_REQUEST,
                         format!("request body could not be read: {e}"),
                     );
                 }
                 Err(limit) => {
-                    ctx.response_flags.push("UT");
+                    ctx.response_flags
+                        .push(ResponseFlag::UpstreamRequestTimeout);
                     return local_reply(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!(
@@ -482,7 +480,7 @@ mod tests {
 
         let resp = up.forward(req(), &mut ctx).await;
         assert_eq!(resp.status(), 404);
-        assert_eq!(ctx.response_flags, ["NR"]);
+        assert_eq!(ctx.response_flags, [ResponseFlag::NoRoute]);
 
         ctx.response_flags.clear();
         ctx.upstream = Some(crate::filter::UpstreamTarget::new(Arc::new(
@@ -496,6 +494,6 @@ mod tests {
         )));
         let resp = up.forward(req(), &mut ctx).await;
         assert_eq!(resp.status(), 503);
-        assert_eq!(ctx.response_flags, ["UH"]);
+        assert_eq!(ctx.response_flags, [ResponseFlag::NoHealthyUpstream]);
     }
 }

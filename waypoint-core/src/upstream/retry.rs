@@ -15,12 +15,11 @@ use tokio::time::Instant;
 use super::balance::{InFlight, InFlightBody, pick_avoiding};
 use super::pool::PooledBody;
 use super::replay::Replay;
-use super::{
-    UNEXPECTED_SWITCH_FLAG, Upstream, UpstreamConfig, forward, remove_hop_by_hop, service_name,
-};
+use super::{Upstream, UpstreamConfig, forward, remove_hop_by_hop, service_name};
 use crate::body::{Body, boxed, local_reply};
 use crate::config::ServiceBackend;
 use crate::filter::{RequestContext, RetryPolicy, UpstreamTarget};
+use crate::flags::ResponseFlag;
 use crate::http::upgrade::switch_was_offered;
 
 /// The time a request may take: the request timeout (the route's, else the waypoint default)
@@ -35,11 +34,12 @@ pub(super) struct Budget {
 
 impl Budget {
     pub(super) fn new(target: &UpstreamTarget, cfg: &UpstreamConfig) -> Self {
-        let set = |d: Duration| (!d.is_zero()).then_some(d);
-        let request = set(target.request_timeout.unwrap_or(cfg.request_timeout));
+        // A zero default means none, as a zero route timeout does.
+        let default = Some(cfg.request_timeout).filter(|d| !d.is_zero());
+        let request = target.request_timeout.limit(default);
         Budget {
             request,
-            per_try: target.backend_timeout.and_then(set),
+            per_try: target.backend_timeout.limit(None),
             deadline: request.and_then(|d| Instant::now().checked_add(d)),
         }
     }
@@ -159,7 +159,8 @@ impl Upstream {
                     }
                     _ => {
                         if retries > 0 && policy.is_some_and(|p| p.retries_status(resp.status())) {
-                            ctx.response_flags.push("URX");
+                            ctx.response_flags
+                                .push(ResponseFlag::UpstreamRetryLimitExceeded);
                         }
                         return match finish(resp, guard, downstream_upgrade.take(), address) {
                             Ok(resp) => resp,
@@ -252,7 +253,7 @@ fn unexpected_switch(
     address: SocketAddr,
     reason: &str,
 ) -> Response<Body> {
-    ctx.response_flags.push(UNEXPECTED_SWITCH_FLAG);
+    ctx.response_flags.push(ResponseFlag::UpstreamProtocolError);
     tracing::warn!(
         endpoint = %address,
         service = %service_name(backend),
@@ -269,7 +270,7 @@ pub(super) fn no_healthy_upstream(
     ctx: &mut RequestContext,
     backend: &ServiceBackend,
 ) -> Response<Body> {
-    ctx.response_flags.push("UH");
+    ctx.response_flags.push(ResponseFlag::NoHealthyUpstream);
     tracing::warn!(service = %service_name(backend), "no healthy upstream");
     local_reply(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -284,9 +285,11 @@ fn timed_out(
     limit: Duration,
     retried: bool,
 ) -> Response<Body> {
-    ctx.response_flags.push("UT");
+    ctx.response_flags
+        .push(ResponseFlag::UpstreamRequestTimeout);
     if retried {
-        ctx.response_flags.push("URX");
+        ctx.response_flags
+            .push(ResponseFlag::UpstreamRetryLimitExceeded);
     }
     tracing::warn!(
         endpoint = %address,
@@ -310,9 +313,11 @@ fn connect_failed(
     reason: &str,
     retried: bool,
 ) -> Response<Body> {
-    ctx.response_flags.push("UF");
+    ctx.response_flags
+        .push(ResponseFlag::UpstreamConnectionFailure);
     if retried {
-        ctx.response_flags.push("URX");
+        ctx.response_flags
+            .push(ResponseFlag::UpstreamRetryLimitExceeded);
     }
     tracing::warn!(
         endpoint = %address,
@@ -333,6 +338,7 @@ mod tests {
 
     use super::*;
     use crate::config::{AppProtocol, ResourceRef};
+    use crate::filter::Timeout;
 
     fn target(request: Option<u64>, backend: Option<u64>) -> UpstreamTarget {
         let mut t = UpstreamTarget::new(Arc::new(ServiceBackend {
@@ -342,8 +348,13 @@ mod tests {
             protocol: AppProtocol::Http1,
             endpoints: vec![],
         }));
-        t.request_timeout = request.map(Duration::from_millis);
-        t.backend_timeout = backend.map(Duration::from_millis);
+        let ms = |d: Option<u64>| {
+            d.map_or(Timeout::Default, |ms| {
+                Timeout::from_gateway(Duration::from_millis(ms))
+            })
+        };
+        t.request_timeout = ms(request);
+        t.backend_timeout = ms(backend);
         t
     }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use waypoint_core::filter::{MirrorTarget, RetryPolicy, UpstreamTarget};
+use waypoint_core::filter::{MirrorTarget, RetryPolicy, Timeout, UpstreamTarget};
 
 use super::{ECHO, ExtensionRegistry, Routed, route, routed};
 
@@ -78,7 +78,10 @@ async fn rule_and_backend_mirrors_and_the_retry_reach_the_upstream() {
             backoff: Duration::from_millis(100),
         })
     );
-    assert_eq!(target.request_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(
+        target.request_timeout,
+        Timeout::After(Duration::from_secs(2))
+    );
 
     // The other rule has neither.
     let plain = r.target_of("/other").await;
