@@ -20,7 +20,8 @@ use waypoint_core::tls::{
     self, CertStore, DevCa, ExpectedIdentity, SpiffeServerVerifier, WorkloadCerts,
 };
 use waypoint_core::transport::TransportMetrics;
-use waypoint_core::transport::hbone::{H2Stream, HboneListener, HboneOptions};
+use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
+use waypoint_core::wire::hbone::H2Stream;
 
 const TD: &str = "cluster.local";
 const DAY: Duration = Duration::from_secs(86_400);
