@@ -159,6 +159,105 @@ pub(crate) async fn accept_loop<A, S, F>(
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
     use super::*;
+    use crate::overload::{Overload, OverloadOptions};
+    use tokio::sync::{Mutex, mpsc, oneshot};
+
+    /// A socket whose accepts are scripted: each item sent is the next accept's result.
+    struct Scripted(Mutex<mpsc::UnboundedReceiver<io::Result<u32>>>);
+
+    impl Accept for Scripted {
+        type Conn = u32;
+
+        async fn accept(&self) -> io::Result<u32> {
+            match self.0.lock().await.recv().await {
+                Some(next) => next,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn scripted() -> (mpsc::UnboundedSender<io::Result<u32>>, Scripted) {
+        let (send, receive) = mpsc::unbounded_channel();
+        (send, Scripted(Mutex::new(receive)))
+    }
+
+    const AT: Listening<'static> = Listening {
+        binding: "test",
+        listener: "tcp:127.0.0.1:0",
+    };
+
+    #[tokio::test]
+    async fn a_failed_accept_is_retried_and_the_next_connection_is_served() {
+        let (accepts, socket) = scripted();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let (served, mut seen) = mpsc::unbounded_channel();
+        let running = tokio::spawn(async move {
+            accept_loop(&socket, AT, None, shutdown, move |conn, _, _| {
+                let served = served.clone();
+                async move {
+                    let _ = served.send(conn);
+                }
+            })
+            .await
+        });
+        accepts.send(Err(io::Error::other("EMFILE"))).unwrap();
+        accepts.send(Ok(7)).unwrap();
+        assert_eq!(seen.recv().await, Some(7));
+        // The loop ends with the shutdown, and nothing it spawned is left running.
+        assert!(trigger.shutdown(Duration::from_secs(5)).await);
+        running.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_the_gate_is_closed_unserved_and_a_freed_slot_admits_the_next() {
+        let overload = Overload::new(OverloadOptions::default());
+        let gate = overload.gate("tcp:127.0.0.1:0", Some(1));
+        let (accepts, socket) = scripted();
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let (served, mut seen) = mpsc::unbounded_channel();
+        let (release, released) = oneshot::channel::<()>();
+        let released = std::sync::Arc::new(Mutex::new(Some(released)));
+        let loop_gate = gate.clone();
+        tokio::spawn(async move {
+            accept_loop(
+                &socket,
+                AT,
+                Some(&loop_gate),
+                shutdown,
+                move |conn, _, _| {
+                    let (served, released) = (served.clone(), released.clone());
+                    async move {
+                        let _ = served.send(conn);
+                        // The first connection stays open until released.
+                        if let Some(released) = released.lock().await.take() {
+                            let _ = released.await;
+                        }
+                    }
+                },
+            )
+            .await
+        });
+        accepts.send(Ok(1)).unwrap();
+        assert_eq!(seen.recv().await, Some(1));
+        assert_eq!(gate.open(), 1);
+        accepts.send(Ok(2)).unwrap();
+        let refused = || {
+            overload
+                .metrics()
+                .connections_refused("tcp:127.0.0.1:0", "listener_limit")
+        };
+        while refused() == 0 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        while gate.open() > 0 {
+            tokio::task::yield_now().await;
+        }
+        accepts.send(Ok(3)).unwrap();
+        // 2 came while 1 held the only slot: it was never served.
+        assert_eq!(seen.recv().await, Some(3));
+        assert_eq!(gate.open(), 0);
+    }
 
     #[test]
     fn listen_addr_parses_and_displays() {
