@@ -14,7 +14,7 @@
 //!
 //! - [`listener`]: the one accept loop every binding runs, and [`ListenAddr`].
 //! - [`sandwich`]: [`SandwichListener`] over TCP or a Unix socket (socket files, peer checks).
-//! - [`hbone`]: [`HboneListener`](hbone::HboneListener).
+//! - [`hbone`]: the HBONE listener, [`HboneListener`](hbone::HboneListener).
 //! - [`proxy_header`]: reading the PROXY header off a socket and mapping it to `ConnInfo` (the
 //!   format itself is [`crate::wire::proxy_protocol`]).
 //! - [`rewind`]: [`Rewind`], which replays bytes read past what was needed.

@@ -198,7 +198,7 @@ impl fmt::Display for Shown<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::proxy_protocol::encode_v2;
+    use crate::wire::proxy_protocol::{SAMPLE_TLVS, encode_v2};
     use std::net::SocketAddr;
 
     const ID: &str = "spiffe://cluster.local/ns/default/sa/default";
@@ -231,14 +231,7 @@ mod tests {
 
     #[test]
     fn every_known_tlv_fills_conn_info_and_every_tlv_is_kept() {
-        let baggage = b"k8s.namespace.name=shop,k8s.deployment.name=cart";
-        let tlvs: &[(u8, &[u8])] = &[
-            (0xD0, ID.as_bytes()),
-            (0xD1, b"cart.shop.svc.cluster.local"),
-            (0xE0, baggage),
-            (0xEF, b"\x00\xffvendor"),
-            (0x03, b""),
-        ];
+        let tlvs = SAMPLE_TLVS;
         for (src, dst) in [
             ("10.0.0.1:1234", "10.0.0.2:80"),
             ("[fd00::1]:1234", "[fd00::2]:443"),

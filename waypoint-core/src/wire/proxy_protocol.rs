@@ -381,6 +381,17 @@ fn as_v6(ip: IpAddr) -> Ipv6Addr {
     }
 }
 
+/// TLVs of every kind a header may carry (identity, service, baggage, a vendor's, an empty
+/// one), for tests of the codec and of the reader that maps them.
+#[cfg(test)]
+pub(crate) const SAMPLE_TLVS: &[(u8, &[u8])] = &[
+    (0xD0, b"spiffe://cluster.local/ns/default/sa/default"),
+    (0xD1, b"cart.shop.svc.cluster.local"),
+    (0xE0, b"k8s.namespace.name=shop,k8s.deployment.name=cart"),
+    (0xEF, b"\x00\xffvendor"),
+    (0x03, b""),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,14 +441,7 @@ mod tests {
 
     #[test]
     fn encode_round_trips_v4_v6_and_mixed() {
-        let baggage = b"k8s.namespace.name=shop,k8s.deployment.name=cart";
-        let tlvs: &[(u8, &[u8])] = &[
-            (0xD0, ID.as_bytes()),
-            (0xD1, b"cart.shop.svc.cluster.local"),
-            (0xE0, baggage),
-            (0xEF, b"\x00\xffvendor"),
-            (0x03, b""),
-        ];
+        let tlvs = SAMPLE_TLVS;
         let cases = [
             (
                 "10.0.0.1:1234",

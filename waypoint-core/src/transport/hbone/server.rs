@@ -27,9 +27,9 @@ use crate::identity::SpiffeId;
 use crate::overload::ListenerGate;
 use crate::shutdown::Shutdown;
 use crate::tls::{self, CertStore};
-use crate::transport::BoxedIo;
 use crate::transport::listener::{Listening, accept_loop};
 use crate::transport::metrics::TransportMetrics;
+use crate::wire::BoxedIo;
 use crate::wire::baggage;
 use crate::wire::hbone::{
     H2Stream, MAX_FRAME_SIZE, MAX_WINDOW_SIZE, MIN_FRAME_SIZE, forwarded_for, is_valid_traceparent,
@@ -212,8 +212,9 @@ impl HboneListener {
     /// Accepts connections until `shutdown` fires, then returns; connections already open
     /// get a GOAWAY and finish their streams.
     ///
-    /// Each accepted CONNECT stream is answered 200 and handed to `handler` as a [`BoxedIo`]
-    /// ([`H2Stream`]) and a [`ConnInfo`] with `binding: Hbone`, the client's proven identity,
+    /// Each accepted CONNECT stream is answered 200 and handed to `handler` as a
+    /// [`BoxedIo`] ([`H2Stream`]) and a [`ConnInfo`] with
+    /// `binding: Hbone`, the client's proven identity,
     /// the authority as destination, the `forwarded: for=` address as source (the TCP peer
     /// when absent), `baggage` as source workload and a well-formed `traceparent`. Every
     /// connection and stream task holds a clone of `shutdown`, so a drain waits for them.
