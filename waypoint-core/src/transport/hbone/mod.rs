@@ -4,6 +4,9 @@
 //! sandwich listener feeds. The wire facts it shares with the HBONE client (port, HTTP/2 bounds,
 //! CONNECT headers, [`H2Stream`](crate::wire::hbone::H2Stream)) are [`crate::wire::hbone`].
 
+mod connect;
 pub mod server;
+
+pub(crate) use connect::vet_connect;
 
 pub use server::{HboneListener, HboneOptions, HboneRejection};
