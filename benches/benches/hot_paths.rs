@@ -22,9 +22,8 @@ use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::filter::{
     BuildContext, Decision, ExtensionRegistry, FilterChain, FilterFactory, RequestContext,
 };
-use waypoint_core::transport::proxy_protocol::{
-    Decoded, ProxyConfig, conn_info, decode, encode_v2,
-};
+use waypoint_core::transport::{ProxyConfig, conn_info};
+use waypoint_core::wire::proxy_protocol::{Decoded, decode, encode_v2};
 
 fn proxy_decode(c: &mut Criterion) {
     let identity = b"spiffe://cluster.local/ns/default/sa/sleep";

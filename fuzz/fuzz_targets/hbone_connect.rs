@@ -14,9 +14,10 @@
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use waypoint_core::conn::WorkloadMetadata;
 use waypoint_core::identity::SpiffeId;
-use waypoint_core::transport::hbone::{HboneRejection, forwarded_for, is_valid_traceparent};
+use waypoint_core::transport::hbone::HboneRejection;
+use waypoint_core::wire::baggage;
+use waypoint_core::wire::hbone::{forwarded_for, is_valid_traceparent};
 
 fuzz_target!(|data: &[u8]| {
     let peer: SocketAddr = ([192, 0, 2, 1], 40000).into();
@@ -40,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or(&line[colon + 1..]);
         builder = builder.header(&line[..colon], value);
         if let Ok(text) = std::str::from_utf8(value) {
-            let _ = WorkloadMetadata::from_baggage(text);
+            let _ = baggage::decode(text);
             if let Some(addr) = forwarded_for(text) {
                 assert_eq!(
                     forwarded_for(&format!("for=\"{addr}\"")),

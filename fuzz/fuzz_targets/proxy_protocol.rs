@@ -19,9 +19,9 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
 use waypoint_core::conn::Binding;
 use waypoint_core::identity::SpiffeId;
-use waypoint_core::transport::proxy_protocol::{
-    Decoded, MIN_HEADER_BYTES, ProxyConfig, TLV_PEER_IDENTITY, conn_info, decode, encode_v2,
-    read_header,
+use waypoint_core::transport::{ProxyConfig, conn_info, read_header};
+use waypoint_core::wire::proxy_protocol::{
+    Decoded, MIN_HEADER_BYTES, TLV_PEER_IDENTITY, decode, encode_v2,
 };
 
 /// The v1 line limit of the spec, CRLF included.
@@ -119,7 +119,7 @@ fn check_read_header(
     wire: &[u8],
     max: usize,
     chunk: usize,
-    decoded: &Result<Decoded, waypoint_core::transport::proxy_protocol::ProxyError>,
+    decoded: &Result<Decoded, waypoint_core::wire::proxy_protocol::ProxyError>,
 ) {
     let cfg = ProxyConfig {
         required: false,

@@ -12,7 +12,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, waypoint};
-use waypoint_core::transport::encode_v2;
+use waypoint_core::wire::proxy_protocol::encode_v2;
 
 /// A uid and gid no test process runs as.
 const STRANGER: &str = "4242";

@@ -16,8 +16,8 @@ use waypoint_core::filter::{
     BuildContext, Decision, Filter, FilterFactory, Request, RequestContext,
 };
 use waypoint_core::runtime::{RunningWaypoint, Waypoint, WaypointOptions};
-use waypoint_core::transport::encode_v2;
 use waypoint_core::transport::listener::ListenAddr;
+use waypoint_core::wire::proxy_protocol::encode_v2;
 use waypoint_filters::Builtins;
 
 const CART: &str = "spiffe://cluster.local/ns/shop/sa/cart";

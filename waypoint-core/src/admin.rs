@@ -29,12 +29,12 @@ use tokio::net::TcpListener;
 
 use crate::config::binding::Binding;
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};
-use crate::conn::percent_decode;
 use crate::overload::Overload;
-use crate::proxy::{Snapshot, SnapshotStore};
 use crate::route_status::{gateways_json, route_parents_json};
 use crate::shutdown::Shutdown;
+use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::telemetry::access_log::rfc3339_millis;
+use crate::wire::percent_decode;
 
 /// Changes the process's log filter; the error is shown to the caller.
 pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;

@@ -38,7 +38,8 @@ pub struct Tlv {
 }
 
 /// Metadata about the source workload, in the W3C baggage form ztunnel sends on HBONE
-/// (`k8s.cluster.name=c1,k8s.namespace.name=ns,k8s.deployment.name=app,...`).
+/// (`k8s.cluster.name=c1,k8s.namespace.name=ns,k8s.deployment.name=app,...`). Its codec, both
+/// ways, is [`crate::wire::baggage`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WorkloadMetadata {
     /// `k8s.cluster.name`.
@@ -59,73 +60,11 @@ pub struct WorkloadMetadata {
     pub zone: Option<String>,
 }
 
-/// Longest baggage string we parse; longer input is ignored rather than trusted in part.
-const MAX_BAGGAGE: usize = 8 * 1024;
-
 impl WorkloadMetadata {
-    /// Parses a W3C baggage string. Unknown keys and malformed members are skipped; input over
-    /// 8 KiB yields empty metadata. Values are percent-decoded as W3C baggage requires.
-    ///
-    /// ```
-    /// use waypoint_core::conn::WorkloadMetadata;
-    /// let m = WorkloadMetadata::from_baggage(
-    ///     "k8s.cluster.name=c1,k8s.namespace.name=shop,k8s.deployment.name=cart,service.name=cart,service.version=v2",
-    /// );
-    /// assert_eq!(m.namespace.as_deref(), Some("shop"));
-    /// assert_eq!(m.workload_kind.as_deref(), Some("deployment"));
-    /// assert_eq!(m.workload_name.as_deref(), Some("cart"));
-    /// assert_eq!(m.service_version.as_deref(), Some("v2"));
-    /// ```
-    pub fn from_baggage(baggage: &str) -> Self {
-        let mut m = WorkloadMetadata::default();
-        if baggage.len() > MAX_BAGGAGE {
-            return m;
-        }
-        for member in baggage.split(',') {
-            // A member may carry `;properties` after the value: they are not ours.
-            let kv = member.split(';').next().unwrap_or_default();
-            let Some((key, value)) = kv.split_once('=') else {
-                continue;
-            };
-            let (key, value) = (key.trim(), percent_decode(value.trim()));
-            if value.is_empty() {
-                continue;
-            }
-            match key {
-                "k8s.cluster.name" => m.cluster = Some(value),
-                "k8s.namespace.name" => m.namespace = Some(value),
-                "service.name" => m.service_name = Some(value),
-                "service.version" => m.service_version = Some(value),
-                "cloud.region" => m.region = Some(value),
-                "cloud.availability_zone" => m.zone = Some(value),
-                _ => {
-                    if let Some(kind) = key
-                        .strip_prefix("k8s.")
-                        .and_then(|k| k.strip_suffix(".name"))
-                        && !kind.is_empty()
-                        && !kind.contains('.')
-                    {
-                        m.workload_kind = Some(kind.to_owned());
-                        m.workload_name = Some(value);
-                    }
-                }
-            }
-        }
-        m
-    }
-
     /// True when nothing was learned.
     pub fn is_empty(&self) -> bool {
         *self == WorkloadMetadata::default()
     }
-}
-
-/// A percent-decoded baggage value or query parameter (an escape that is not `%` and two hex
-/// digits stays as is; bytes that do not form UTF-8 become U+FFFD).
-pub(crate) fn percent_decode(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 /// What the waypoint learned terminating TLS on a connection (a Gateway HTTPS listener).
@@ -187,24 +126,5 @@ impl ConnInfo {
     /// The raw value of the first TLV of `kind`, if present.
     pub fn tlv(&self, kind: u8) -> Option<&Bytes> {
         self.tlvs.iter().find(|t| t.kind == kind).map(|t| &t.value)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn baggage_skips_garbage_and_decodes() {
-        let m = WorkloadMetadata::from_baggage(
-            "junk,=x,k8s.pod.name=p%2D1;prop=1, cloud.region = eu ,k8s..name=x",
-        );
-        assert_eq!(m.workload_kind.as_deref(), Some("pod"));
-        assert_eq!(m.workload_name.as_deref(), Some("p-1"));
-        assert_eq!(m.region.as_deref(), Some("eu"));
-        assert!(WorkloadMetadata::from_baggage(&"a=b,".repeat(5000)).is_empty());
-        assert_eq!(percent_decode("%"), "%");
-        assert_eq!(percent_decode("a%4"), "a%4");
-        assert_eq!(percent_decode("%41%zz"), "A%zz");
     }
 }

@@ -18,5 +18,5 @@ pub fn hbone_connect<B>(
     peer_addr: SocketAddr,
     peer_identity: &SpiffeId,
 ) -> Result<ConnInfo, HboneRejection> {
-    crate::transport::hbone::server::vet_connect(req, peer_addr, peer_identity)
+    crate::transport::hbone::vet_connect(req, peer_addr, peer_identity)
 }

@@ -8,7 +8,9 @@
 //! - [`filter`]: the filter chain API shared by built-in and vendor filters.
 //! - [`config`]: Kubernetes manifests parsed and validated into an immutable [`config::Config`].
 //! - [`upstream`]: forwarding to the chosen backend's endpoints over pooled connections.
-//! - [`proxy`]: the request path tying them together, and the snapshot store it reads.
+//! - [`wire`]: the codecs both directions share (PROXY protocol, HBONE, baggage).
+//! - [`pipeline`]: the request path tying them together, top to bottom.
+//! - [`snapshot`]: the config snapshot a request is served with, and the store that swaps it.
 
 pub mod admin;
 pub mod body;
@@ -22,11 +24,13 @@ pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod overload;
-pub mod proxy;
+pub mod pipeline;
 pub mod route_status;
 pub mod runtime;
 pub mod shutdown;
+pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;
 pub mod upstream;
+pub mod wire;

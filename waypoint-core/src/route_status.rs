@@ -1,5 +1,5 @@
 //! Gateway API status the filter factories compute while building: per-parent route conditions
-//! and Gateway/listener conditions. They live in the [`Snapshot`](crate::proxy::Snapshot) and
+//! and Gateway/listener conditions. They live in the [`Snapshot`](crate::snapshot::Snapshot) and
 //! are shown by `/config_dump` and `waypoint check`, in the shape a status writer needs.
 
 use serde_json::{Value, json};

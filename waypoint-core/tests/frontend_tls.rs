@@ -19,7 +19,7 @@ use waypoint_core::filter::{
 };
 use waypoint_core::runtime::{RunningWaypoint, Waypoint, WaypointOptions};
 use waypoint_core::transport::listener::ListenAddr;
-use waypoint_core::transport::proxy_protocol::encode_v2;
+use waypoint_core::wire::proxy_protocol::encode_v2;
 
 struct Pem {
     cert: String,

@@ -20,7 +20,8 @@ use waypoint_core::tls::{
     self, CertStore, DevCa, ExpectedIdentity, SpiffeServerVerifier, WorkloadCerts,
 };
 use waypoint_core::transport::TransportMetrics;
-use waypoint_core::transport::hbone::{H2Stream, HboneListener, HboneOptions};
+use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
+use waypoint_core::wire::hbone::H2Stream;
 
 const TD: &str = "cluster.local";
 const DAY: Duration = Duration::from_secs(86_400);
@@ -677,4 +678,97 @@ async fn tunnels_and_their_connection_share_the_listener_limit_and_a_stream_over
     assert_eq!(status, http::StatusCode::OK);
     assert_eq!(round_trip(third, b"three".to_vec()).await, b"three");
     assert_eq!(round_trip(second, b"two".to_vec()).await, b"two");
+}
+
+#[tokio::test]
+async fn a_sandwich_connection_and_an_hbone_tunnel_reach_one_handler_through_one_gated_accept_loop()
+{
+    use waypoint_core::transport::{BoxedIo, ListenAddr, SandwichListener};
+    use waypoint_core::wire::proxy_protocol::encode_v2;
+
+    let ca = DevCa::generate(TD).unwrap();
+    let store = CertStore::from_certs(certs_for(&ca, &waypoint_id()), vec![]).unwrap();
+    // Two connections at a time for the whole process, whichever binding they come through:
+    // an HBONE connection and its one tunnel fill it.
+    let overload = Overload::new(OverloadOptions {
+        max_connections: Some(2),
+        ..OverloadOptions::default()
+    });
+    let metrics = Arc::new(TransportMetrics::new());
+    let hbone = HboneListener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        store,
+        HboneOptions::default(),
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let hbone_addr = hbone.local_addr();
+    let hbone = hbone.with_gate(overload.gate(format!("hbone:{hbone_addr}"), None));
+    let sandwich = SandwichListener::bind(
+        &"tcp:127.0.0.1:0".parse::<ListenAddr>().unwrap(),
+        Default::default(),
+        Default::default(),
+        metrics.clone(),
+    )
+    .await
+    .unwrap()
+    .with_overload(&overload);
+    let ListenAddr::Tcp(sandwich_addr) = sandwich.local_addr() else {
+        panic!("a TCP listener");
+    };
+
+    // The same handler value serves both bindings, as the pipeline does in a running waypoint.
+    let (tx, mut infos) = mpsc::unbounded_channel();
+    let handler = move |io: BoxedIo, info: ConnInfo| {
+        let _ = tx.send(info.binding.clone());
+        echo(io)
+    };
+    let (_trigger, shutdown) = shutdown::channel();
+    tokio::spawn(sandwich.serve(handler.clone(), shutdown.clone()));
+    tokio::spawn(hbone.serve(handler, shutdown));
+
+    // An HBONE connection and its tunnel take both slots ...
+    let config = client_tls(&ca, &client_id());
+    let (mut client, conn, _) = h2_connect(hbone_addr, config).await.unwrap();
+    let (status, io) = connect(&mut client, "10.0.0.1:80", &[]).await.unwrap();
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(infos.recv().await, Some(Binding::Hbone));
+    assert_eq!(overload.open_connections(), 2);
+
+    // ... so a sandwich connection is refused by the same gate, before its header is read.
+    let header = encode_v2(
+        "10.0.0.9:5000".parse().unwrap(),
+        "10.0.0.1:80".parse().unwrap(),
+        &[],
+    );
+    let sandwich_label = format!("tcp:{sandwich_addr}");
+    let refused = || {
+        overload
+            .metrics()
+            .connections_refused(&sandwich_label, "total_limit")
+    };
+    let mut turned_away = TcpStream::connect(sandwich_addr).await.unwrap();
+    let _ = turned_away.write_all(&header).await;
+    let mut nothing = Vec::new();
+    let _ = turned_away.read_to_end(&mut nothing).await;
+    assert!(nothing.is_empty());
+    assert_eq!(refused(), 1);
+
+    // Once the tunnel and its connection end, the sandwich connection reaches the same handler.
+    assert_eq!(round_trip(io, b"pong".to_vec()).await, b"pong");
+    drop(client);
+    conn.abort();
+    eventually("the HBONE slots given back", || {
+        overload.open_connections() == 0
+    })
+    .await;
+    let mut plain = TcpStream::connect(sandwich_addr).await.unwrap();
+    plain.write_all(&header).await.unwrap();
+    plain.write_all(b"ping").await.unwrap();
+    let mut echoed = [0; 4];
+    plain.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+    assert!(matches!(infos.recv().await, Some(Binding::Sandwich { .. })));
+    assert_eq!(refused(), 1);
 }

@@ -27,15 +27,16 @@ use waypoint_core::config::load::parse_manifests_with;
 use waypoint_core::config::{
     AppProtocol, Config, Endpoint, EndpointStats, EndpointTransport, ResourceRef, ServiceBackend,
 };
-use waypoint_core::conn::{Binding, ConnInfo, WorkloadMetadata};
+use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::filter::{RequestContext, UpstreamTarget};
 use waypoint_core::identity::SpiffeId;
 use waypoint_core::shutdown::{self, ShutdownTrigger};
 use waypoint_core::tls::{self, CertStore, DevCa, ExpectedIdentity, WorkloadCerts};
-use waypoint_core::transport::hbone::{H2Stream, HboneListener, HboneOptions};
-use waypoint_core::transport::proxy_protocol::{Decoded, TLV_PEER_IDENTITY, decode, encode_v2};
+use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
 use waypoint_core::transport::{BoxedIo, TransportMetrics};
 use waypoint_core::upstream::{HboneClientOptions, Upstream, UpstreamConfig, UpstreamMode};
+use waypoint_core::wire::hbone::H2Stream;
+use waypoint_core::wire::proxy_protocol::{Decoded, TLV_PEER_IDENTITY, decode, encode_v2};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -203,7 +204,7 @@ fn ctx(svc: &Arc<ServiceBackend>, traceparent: Option<&str>) -> RequestContext {
     let mut conn = ConnInfo::new(Binding::Hbone);
     conn.source = Some("10.1.2.3:4567".parse().unwrap());
     conn.destination = Some(([10, 96, 0, 20], 80).into());
-    conn.source_workload = WorkloadMetadata::from_baggage(BAGGAGE);
+    conn.source_workload = waypoint_core::wire::baggage::decode(BAGGAGE);
     conn.traceparent = traceparent.map(str::to_owned);
     let mut ctx = RequestContext::new(Arc::new(conn), Arc::new(Config::default()));
     ctx.upstream = Some(UpstreamTarget::new(svc.clone()));
@@ -267,7 +268,7 @@ async fn through_hbone(h2c: bool) {
     assert_eq!(conn.source, Some("10.1.2.3:4567".parse().unwrap()));
     assert_eq!(
         conn.source_workload,
-        WorkloadMetadata::from_baggage(BAGGAGE)
+        waypoint_core::wire::baggage::decode(BAGGAGE)
     );
     assert_eq!(conn.traceparent.as_deref(), Some(TRACEPARENT));
     assert_eq!(svc.endpoints[0].stats.in_flight.load(Ordering::SeqCst), 0);
@@ -373,7 +374,7 @@ async fn connect_request_carries_ztunnel_headers() {
     assert!(c.headers.get("baggage").is_none());
     let trace = c.headers["traceparent"].to_str().unwrap();
     assert!(
-        waypoint_core::transport::hbone::is_valid_traceparent(trace) && trace.ends_with("-00"),
+        waypoint_core::wire::hbone::is_valid_traceparent(trace) && trace.ends_with("-00"),
         "{trace}"
     );
     assert_ne!(trace, TRACEPARENT);

@@ -27,9 +27,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use waypoint_core::admin::{AdminServer, AdminState};
 use waypoint_core::body::{self, Body, BoxError};
 use waypoint_core::config::{Config, ResourceRef, load::parse_manifests};
-use waypoint_core::conn::{Binding, ConnInfo, WorkloadMetadata};
+use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::filter::{ExtensionRegistry, RequestContext, RouteMatch, UpstreamTarget};
-use waypoint_core::proxy::SnapshotStore;
+use waypoint_core::snapshot::SnapshotStore;
 use waypoint_core::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
 use waypoint_core::telemetry::trace::{TraceParent, TraceSource, propagate};
 use waypoint_core::telemetry::{Telemetry, TelemetryOptions};
@@ -61,7 +61,7 @@ fn client_conn(baggage: &str) -> ConnInfo {
     conn.source = Some("10.0.0.5:40000".parse().unwrap());
     conn.destination = Some("10.96.0.10:80".parse().unwrap());
     conn.peer_identity = Some("spiffe://cluster.local/ns/shop/sa/client".parse().unwrap());
-    conn.source_workload = WorkloadMetadata::from_baggage(baggage);
+    conn.source_workload = waypoint_core::wire::baggage::decode(baggage);
     conn
 }
 

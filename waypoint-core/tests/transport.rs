@@ -14,11 +14,12 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::shutdown::{self, ShutdownTrigger};
-use waypoint_core::transport::proxy_protocol::ProxyHeader;
 use waypoint_core::transport::{
-    BoxedIo, Decoded, ListenAddr, ListenerOptions, ProxyConfig, ProxyError, Rewind,
-    SandwichListener, TransportMetrics, conn_info, decode, encode_v2, read_header,
+    BoxedIo, ListenAddr, ListenerOptions, ProxyConfig, Rewind, SandwichListener, TransportMetrics,
+    conn_info, read_header,
 };
+use waypoint_core::wire::proxy_protocol::ProxyHeader;
+use waypoint_core::wire::proxy_protocol::{Decoded, ProxyError, decode, encode_v2};
 
 const ID: &str = "spiffe://cluster.local/ns/default/sa/default";
 

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use waypoint_core::tls::{CertPaths, CertStore, ExpectedIdentity, WorkloadCerts};
-use waypoint_core::transport::proxy_protocol::encode_v2;
 use waypoint_core::upstream::{HboneClientOptions, HbonePool};
+use waypoint_core::wire::proxy_protocol::encode_v2;
 
 use super::configs::{self, Job, SERVICE_VIP, TLV_PEER_IDENTITY};
 use super::load::{self, Dialer, LoadSpec};

@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::{Map, Value, json};
 use waypoint_core::config::resources::{Gateway, Listener, Object};
 use waypoint_core::config::{Condition, ResourceRef};
-use waypoint_core::proxy::Snapshot;
 use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
+use waypoint_core::snapshot::Snapshot;
 
 use crate::api::{ApiResource, kinds};
 

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use waypoint_core::config::{Condition, ResourceRef, parse_manifests};
 use waypoint_core::filter::FilterChain;
-use waypoint_core::proxy::Snapshot;
 use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
+use waypoint_core::snapshot::Snapshot;
 
 use super::desired::*;
 

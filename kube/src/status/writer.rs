@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use waypoint_core::proxy::Snapshot;
 use waypoint_core::shutdown::Shutdown;
+use waypoint_core::snapshot::Snapshot;
 
 use crate::api::{KubeApi, KubeError};
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use waypoint_core::config::source::ConfigSource;
-use waypoint_core::proxy::SnapshotStore;
 use waypoint_core::shutdown::{self, ShutdownTrigger};
+use waypoint_core::snapshot::SnapshotStore;
 use waypoint_kube::status::{StatusMetrics, StatusSettings, StatusWriter};
 use waypoint_kube::{KubeApi, KubeClient, KubeSource, KubeSourceOptions};
 

@@ -12,7 +12,7 @@ use waypoint_core::config::binding::Binding;
 use waypoint_core::config::build::{EndpointStatsCache, MeshOptions};
 use waypoint_core::filter::ExtensionRegistry;
 use waypoint_core::identity::SpiffeId;
-use waypoint_core::proxy::SnapshotStore;
+use waypoint_core::snapshot::SnapshotStore;
 use waypoint_core::tls::{CertPaths, DevCa};
 use waypoint_core::transport::listener::ListenAddr;
 use waypoint_core::upstream::TunnelSource;

@@ -14,8 +14,8 @@ use waypoint_core::identity::SpiffeId;
 use waypoint_core::tls::{CertPaths, CertStore, ExpectedIdentity};
 use waypoint_core::transport::BoxedIo;
 use waypoint_core::transport::listener::ListenAddr;
-use waypoint_core::transport::proxy_protocol::encode_v2;
 use waypoint_core::upstream::{HboneClientOptions, HbonePool, TunnelSource};
+use waypoint_core::wire::proxy_protocol::encode_v2;
 
 /// PROXY TLV type of the source SPIFFE identity (Istio's choice).
 pub const TLV_IDENTITY: u8 = 0xD0;

@@ -41,7 +41,7 @@ use crate::conn::ConnInfo;
 use crate::overload::Overload;
 use crate::shutdown::Shutdown;
 use crate::transport::BoxedIo;
-use crate::transport::proxy_protocol::Rewind;
+use crate::transport::Rewind;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -1,6 +1,6 @@
-//! Assembling a running waypoint: config source, snapshot store, listeners, upstream.
-//! Connections to an HTTPS listener's address are TLS-terminated here, with the server config
-//! of the current snapshot, between the transport and the HTTP server.
+//! Assembling a running waypoint: config source, snapshot store, listeners, upstream. This
+//! module only builds and starts the parts; what happens to a connection and its requests is
+//! [`crate::pipeline`], read top to bottom.
 //!
 //! The `waypoint` binary is a thin CLI over this module; a vendor embedding the crate starts a
 //! waypoint the same way, with its own filters in the chain.
@@ -33,29 +33,25 @@ use crate::config::build::EndpointStatsCache;
 use crate::config::source::ConfigSource;
 use crate::config::watch::ConfigWatcher;
 use crate::config::{self, Config, LoadError};
-use crate::conn::ConnInfo;
 use crate::filter::{ExtensionRegistry, FilterFactory};
 use crate::http::{HttpServer, UpgradePolicy};
 use crate::overload::{Overload, memory};
-use crate::proxy::{Proxy, Snapshot, SnapshotStore};
+use crate::pipeline::Pipeline;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::telemetry::access_log::AccessLogOptions;
 use crate::telemetry::{Telemetry, TelemetryOptions};
-use crate::tls::frontend::accept;
 use crate::tls::{CertStore, TlsError};
-use crate::transport::BoxedIo;
 use crate::transport::hbone::HboneListener;
-use crate::transport::listener::{ListenAddr, SandwichListener};
+use crate::transport::listener::ListenAddr;
 use crate::transport::metrics::TransportMetrics;
+use crate::transport::sandwich::SandwichListener;
 use crate::upstream::{PoolCollector, Upstream};
 use tokio::sync::mpsc;
 
 mod options;
 
 pub use options::{AccessLogSettings, CertSettings, HboneInbound, LogLevelHook, WaypointOptions};
-
-/// How long a client of an HTTPS listener may take to complete its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a waypoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -234,12 +230,12 @@ impl WaypointBuilder {
         registry.register_collector(Box::new(PoolCollector(upstream.clone())));
         let upgrades = UpgradePolicy::new(options.http.allowed_upgrades.clone());
         upgrades.register(&mut registry);
-        let proxy = Arc::new(
-            Proxy::new(store.clone(), upstream, telemetry.clone())
+        let http = HttpServer::new(&options.http).with_overload(overload.clone());
+        let pipeline = Arc::new(
+            Pipeline::new(store.clone(), http, upstream, telemetry.clone())
                 .with_upgrade_policy(upgrades)
                 .with_overload(overload.clone()),
         );
-        let http = HttpServer::new(&options.http).with_overload(overload.clone());
         tokio::spawn(memory::watch(overload.clone(), shutdown.clone()));
 
         // The admin server comes up before the listeners: with a config source, it answers
@@ -324,43 +320,11 @@ impl WaypointBuilder {
         }
         let sandwich_addrs = listeners.iter().map(|l| l.local_addr()).collect();
         let hbone_addr = hbone.as_ref().map(|l| l.local_addr());
-        // Every binding ends in the same place: a byte stream and its ConnInfo, served as HTTP.
+        // Every binding ends in the same place: a byte stream and its ConnInfo, served by the
+        // pipeline.
         let handler = {
             let shutdown = shutdown.clone();
-            let (telemetry, store) = (telemetry.clone(), store.clone());
-            move |io, mut conn: ConnInfo| {
-                let (proxy, http, shutdown) = (proxy.clone(), http.clone(), shutdown.clone());
-                let config = store.load().config.clone();
-                let io: BoxedIo = Box::new(telemetry.counted(io, &conn, &config));
-                // A destination that is an HTTPS listener gets TLS first; the server config
-                // comes from the same snapshot, so a reload never mixes certificates.
-                let frontend = conn
-                    .destination
-                    .and_then(|d| config.frontend_tls.get(d).cloned());
-                async move {
-                    let io: BoxedIo = match frontend {
-                        None => io,
-                        // Boxed: the handshake future is larger than the HTTP server's, and
-                        // inline it would size every connection's task, TLS or not.
-                        Some(tls) => match Box::pin(accept(io, tls, TLS_HANDSHAKE_TIMEOUT)).await {
-                            Ok((io, info)) => {
-                                conn.tls = Some(info);
-                                Box::new(io)
-                            }
-                            Err(error) => {
-                                tracing::warn!(source = ?conn.source, destination = ?conn.destination,
-                                    %error, "closing connection: TLS handshake with the client failed");
-                                return;
-                            }
-                        },
-                    };
-                    let serve = move |req, conn| {
-                        let proxy = proxy.clone();
-                        async move { proxy.handle(req, conn).await }
-                    };
-                    http.serve(io, Arc::new(conn), serve, shutdown).await
-                }
-            }
+            move |io, conn| pipeline.serve_connection(io, conn, shutdown.clone())
         };
         for listener in listeners {
             tokio::spawn(listener.serve(handler.clone(), shutdown.clone()));

@@ -13,8 +13,9 @@ use crate::telemetry::access_log::AccessLogFormat;
 use crate::telemetry::otlp::OtlpOptions;
 use crate::tls::CertPaths;
 use crate::transport::hbone::HboneOptions;
-use crate::transport::listener::{ListenAddr, ListenerOptions};
-use crate::transport::proxy_protocol::ProxyConfig;
+use crate::transport::listener::ListenAddr;
+use crate::transport::proxy_header::ProxyConfig;
+use crate::transport::sandwich::ListenerOptions;
 use crate::upstream::UpstreamConfig;
 
 /// Everything a waypoint needs to start. Built with [`WaypointOptions::new`] and then adjusted

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 
 use super::hbone::HboneRejection;
 use super::peer::PeerRejection;
-use super::proxy_protocol::ProxyError;
+use crate::wire::proxy_protocol::ProxyError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BindingLabels {

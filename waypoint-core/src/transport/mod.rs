@@ -1,45 +1,38 @@
 //! Inbound transports: how bytes reach the waypoint and what is known about their sender.
 //!
 //! Every binding ends in the same pair: a byte stream ([`BoxedIo`]) and a
-//! [`ConnInfo`](crate::conn::ConnInfo). Code after that point (HTTP serving, filters) never learns
-//! which binding the bytes came through.
+//! [`ConnInfo`](crate::conn::ConnInfo), handed to the connection handler (the
+//! [`Pipeline`](crate::pipeline::Pipeline)). Code after that point (HTTP serving, filters)
+//! never learns which binding the bytes came through.
 //!
-//! The binding built here is the *sandwich*: a co-located ztunnel terminates HBONE, opens TCP to
-//! `127.0.0.1:15088` (or, as our extension, a Unix socket), writes a PROXY protocol v2 header whose
-//! TLVs carry the source identity (`0xD0`), the targeted service (`0xD1`) and optionally the source
-//! workload's metadata (`0xE0` by default), then copies the raw application bytes.
+//! Two bindings:
+//! - the *sandwich*: a co-located ztunnel terminates HBONE, opens TCP to `127.0.0.1:15088` (or,
+//!   as our extension, a Unix socket), writes a PROXY protocol v2 header whose TLVs carry the
+//!   source identity (`0xD0`), the targeted service (`0xD1`) and optionally the source
+//!   workload's metadata (`0xE0` by default), then copies the raw application bytes;
+//! - native *HBONE* on `:15008`: mutual TLS and HTTP/2, one inbound connection per `CONNECT`.
 //!
-//! - [`proxy_protocol`]: a pure decoder of PROXY v1/v2 headers, the async header reader with its
-//!   timeout and size limit, the mapping to `ConnInfo`, an encoder for clients and tests, and
-//!   [`Rewind`], which replays bytes read past the header.
-//! - [`listener`]: [`SandwichListener`], the accept loop over TCP or a Unix socket.
+//! - [`listener`]: the one accept loop every binding runs, and [`ListenAddr`].
+//! - [`sandwich`]: [`SandwichListener`] over TCP or a Unix socket (socket files, peer checks).
+//! - [`hbone`]: the HBONE listener, [`HboneListener`](hbone::HboneListener).
+//! - [`proxy_header`]: reading the PROXY header off a socket and mapping it to `ConnInfo` (the
+//!   format itself is [`crate::wire::proxy_protocol`]).
+//! - [`rewind`]: [`Rewind`], which replays bytes read past what was needed.
 //! - [`metrics`]: [`TransportMetrics`], the accepted and rejected connection counters.
 //! - [`peer`]: [`PeerCheck`], who may connect to a Unix socket listener (`SO_PEERCRED`).
-
-use tokio::io::{AsyncRead, AsyncWrite};
 
 pub mod hbone;
 pub mod listener;
 pub mod metrics;
 pub mod peer;
-pub mod proxy_protocol;
+pub mod proxy_header;
+pub mod rewind;
+pub mod sandwich;
 
-pub use listener::{ListenAddr, ListenAddrError, ListenerOptions, SandwichListener};
+pub use crate::wire::{BoxedIo, Io};
+pub use listener::{ListenAddr, ListenAddrError};
 pub use metrics::TransportMetrics;
 pub use peer::{PeerCheck, PeerRejection};
-pub use proxy_protocol::{
-    Decoded, ProxyConfig, ProxyError, ProxyHeader, Rewind, conn_info, decode, encode_v2,
-    read_header,
-};
-
-/// A bidirectional byte stream handed to the HTTP layer, whatever binding it came through.
-///
-/// A trait of its own (rather than spelling the bounds out) so that [`BoxedIo`] can erase the
-/// concrete stream type: a TCP stream, a Unix stream, an HBONE tunnel, each possibly wrapped in
-/// [`Rewind`].
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-/// A type-erased inbound stream, as handed to a connection handler.
-pub type BoxedIo = Box<dyn Io>;
+pub use proxy_header::{ProxyConfig, conn_info, read_header};
+pub use rewind::Rewind;
+pub use sandwich::{ListenerOptions, SandwichListener};

@@ -7,17 +7,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
 use super::forward::describe;
 use super::hbone::HbonePool;
-use crate::conn::{ConnInfo, WorkloadMetadata};
+use crate::conn::ConnInfo;
 use crate::tls::{CertStore, ExpectedIdentity};
-use crate::transport::BoxedIo;
-use crate::transport::hbone::is_valid_traceparent;
-use crate::transport::proxy_protocol::{TLV_PEER_IDENTITY, encode_v2};
+use crate::wire::BoxedIo;
+use crate::wire::baggage;
+use crate::wire::hbone::is_valid_traceparent;
+use crate::wire::proxy_protocol::{TLV_PEER_IDENTITY, encode_v2};
 
 /// On whose behalf the waypoint opens a tunnel: what the HBONE CONNECT headers (or the PROXY
 /// header toward a co-located ztunnel) say about the original client.
@@ -40,7 +40,7 @@ impl TunnelSource {
     pub fn from_conn(conn: &ConnInfo) -> Self {
         TunnelSource {
             address: conn.source,
-            baggage: baggage(&conn.source_workload),
+            baggage: baggage::encode(&conn.source_workload),
             traceparent: conn
                 .traceparent
                 .as_deref()
@@ -58,70 +58,6 @@ impl TunnelSource {
     pub fn traceparent_or_fresh(&self) -> String {
         self.traceparent.clone().unwrap_or_else(fresh_traceparent)
     }
-}
-
-/// Re-serialises workload metadata as the W3C baggage ztunnel sends on HBONE:
-/// `k8s.cluster.name=..,k8s.namespace.name=..,k8s.<kind>.name=..,service.name=..,
-/// service.version=..,cloud.region=..,cloud.availability_zone=..`, unknown members left out.
-/// `None` when nothing is known.
-///
-/// ```
-/// use waypoint_core::conn::WorkloadMetadata;
-/// use waypoint_core::upstream::baggage;
-/// let m = WorkloadMetadata::from_baggage("k8s.namespace.name=shop,k8s.deployment.name=cart,service.version=v2");
-/// assert_eq!(
-///     baggage(&m).as_deref(),
-///     Some("k8s.namespace.name=shop,k8s.deployment.name=cart,service.version=v2"),
-/// );
-/// assert_eq!(baggage(&WorkloadMetadata::default()), None);
-/// ```
-pub fn baggage(m: &WorkloadMetadata) -> Option<String> {
-    // A kind we could not write back as a key is dropped with its name rather than sent mangled.
-    let kind_ok = |k: &str| {
-        k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    let workload_key = match (&m.workload_kind, &m.workload_name) {
-        (Some(kind), Some(_)) if kind_ok(kind) => Some(format!("k8s.{kind}.name")),
-        _ => None,
-    };
-    let members = [
-        (Some("k8s.cluster.name"), &m.cluster),
-        (Some("k8s.namespace.name"), &m.namespace),
-        (workload_key.as_deref(), &m.workload_name),
-        (Some("service.name"), &m.service_name),
-        (Some("service.version"), &m.service_version),
-        (Some("cloud.region"), &m.region),
-        (Some("cloud.availability_zone"), &m.zone),
-    ];
-    let mut out = String::new();
-    for (key, value) in members {
-        let (Some(key), Some(value)) = (key, value) else {
-            continue;
-        };
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str(key);
-        out.push('=');
-        percent_encode_into(value, &mut out);
-    }
-    (!out.is_empty()).then_some(out)
-}
-
-/// What a W3C baggage value may not hold as is: everything but `baggage-octet`s (controls,
-/// space, `"`, `,`, `;`, backslash, DEL; non-ASCII bytes are always encoded), and `%` itself, since
-/// values are percent-decoded on the way in.
-const BAGGAGE_VALUE_ESCAPED: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'%')
-    .add(b',')
-    .add(b';')
-    .add(b'\\');
-
-fn percent_encode_into(value: &str, out: &mut String) {
-    out.extend(utf8_percent_encode(value, BAGGAGE_VALUE_ESCAPED));
 }
 
 /// A new trace context, not sampled, as ztunnel makes one for each tunnel it opens.
@@ -249,55 +185,6 @@ impl Connector {
 mod tests {
     use super::*;
     use crate::conn::Binding;
-
-    #[test]
-    fn baggage_round_trips_and_escapes() {
-        let m = WorkloadMetadata {
-            cluster: Some("c1".into()),
-            namespace: Some("shop".into()),
-            workload_kind: Some("deployment".into()),
-            workload_name: Some("cart".into()),
-            service_name: Some("cart svc,x;y%".into()),
-            service_version: None,
-            region: Some("eu-west-1".into()),
-            zone: None,
-        };
-        let b = baggage(&m).unwrap();
-        assert_eq!(
-            b,
-            "k8s.cluster.name=c1,k8s.namespace.name=shop,k8s.deployment.name=cart,\
-             service.name=cart%20svc%2Cx%3By%25,cloud.region=eu-west-1"
-        );
-        assert_eq!(WorkloadMetadata::from_baggage(&b), m);
-
-        // A kind that cannot be a key goes, with its name.
-        let odd = WorkloadMetadata {
-            workload_kind: Some("a b".into()),
-            workload_name: Some("n".into()),
-            namespace: Some("ns".into()),
-            ..Default::default()
-        };
-        assert_eq!(baggage(&odd).unwrap(), "k8s.namespace.name=ns");
-    }
-
-    #[test]
-    fn a_baggage_value_keeps_exactly_the_baggage_octets_and_escapes_every_other_byte() {
-        // W3C baggage-octet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E, minus `%` (ours).
-        let octet = |b: u8| matches!(b, 0x21 | 0x23..=0x24 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
-        for b in 0u8..0x80 {
-            let mut out = String::new();
-            percent_encode_into(char::from(b).encode_utf8(&mut [0; 4]), &mut out);
-            let want = if octet(b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            };
-            assert_eq!(out, want, "byte {b:#04x}");
-        }
-        let mut out = String::new();
-        percent_encode_into("\u{e9}", &mut out);
-        assert_eq!(out, "%C3%A9");
-    }
 
     #[test]
     fn source_from_conn_and_traceparent() {

@@ -26,14 +26,11 @@ use tokio_rustls::TlsConnector;
 
 use super::connect::TunnelSource;
 use crate::tls::{self, CertStore, ExpectedIdentity};
-use crate::transport::hbone::H2Stream;
-
-/// The port ztunnel accepts HBONE on.
-pub const HBONE_PORT: u16 = 15008;
-
-const MIN_FRAME: u32 = 16 * 1024;
-const MAX_FRAME: u32 = (1 << 24) - 1;
-const MAX_WINDOW: u32 = (1 << 31) - 1;
+pub use crate::wire::hbone::HBONE_PORT;
+use crate::wire::hbone::{
+    H2Stream, MAX_FRAME_SIZE as MAX_FRAME, MAX_WINDOW_SIZE as MAX_WINDOW,
+    MIN_FRAME_SIZE as MIN_FRAME,
+};
 
 /// HBONE client settings. The defaults are ztunnel's (`docs/wire.md`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -98,7 +98,7 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode, Version};
 
 pub use balance::pick;
-pub use connect::{TunnelSource, baggage};
+pub use connect::TunnelSource;
 pub use hbone::{HBONE_PORT, HboneClientOptions, HboneError, HbonePool, HboneStream};
 pub(crate) use hop::{HTTP2_SETTINGS, tokens as header_tokens};
 pub use hop::{is_upgrade, remove_hop_by_hop};

@@ -26,7 +26,7 @@ use super::connect::{Connector, Route};
 use super::forward::describe;
 use crate::body::Body;
 use crate::config::AppProtocol;
-use crate::transport::BoxedIo;
+use crate::wire::BoxedIo;
 
 /// HTTP/2 keepalive toward h2c backends: the same PING cadence ztunnel and Istio's waypoint use,
 /// so a dead backend connection is noticed before a request waits on it.

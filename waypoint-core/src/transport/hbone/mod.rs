@@ -1,16 +1,12 @@
-//! Native HBONE, the ambient mesh tunnel: mutual TLS 1.3 with SPIFFE identities, then one
-//! HTTP/2 `CONNECT` stream per tunnelled TCP connection (`docs/wire.md`).
-//!
-//! - [`server`]: [`HboneListener`], the inbound side on `:15008`. Each CONNECT stream becomes a
-//!   [`BoxedIo`](crate::transport::BoxedIo) and a [`ConnInfo`](crate::conn::ConnInfo) for the
-//!   same handler the sandwich listener feeds.
-//! - [`stream`]: [`H2Stream`], one HTTP/2 stream as a byte stream, shared by the server and the
-//!   upstream client.
+//! The inbound HBONE binding: [`HboneListener`] on `:15008` terminates mutual TLS and HTTP/2
+//! and turns each `CONNECT` stream into a [`BoxedIo`](crate::transport::BoxedIo) and a
+//! [`ConnInfo`](crate::conn::ConnInfo) for the same accept loop and connection handler the
+//! sandwich listener feeds. The wire facts it shares with the HBONE client (port, HTTP/2 bounds,
+//! CONNECT headers, [`H2Stream`](crate::wire::hbone::H2Stream)) are [`crate::wire::hbone`].
 
+mod connect;
 pub mod server;
-pub mod stream;
 
-pub use server::{
-    HboneListener, HboneOptions, HboneRejection, forwarded_for, is_valid_traceparent,
-};
-pub use stream::H2Stream;
+pub(crate) use connect::vet_connect;
+
+pub use server::{HboneListener, HboneOptions, HboneRejection};

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,27 +17,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Ping, PingPong, RecvStream};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
-use super::stream::H2Stream;
-use crate::conn::{Binding, ConnInfo, WorkloadMetadata};
+use super::vet_connect;
+use crate::conn::ConnInfo;
 use crate::identity::SpiffeId;
 use crate::overload::ListenerGate;
 use crate::shutdown::Shutdown;
 use crate::tls::{self, CertStore};
-use crate::transport::BoxedIo;
+use crate::transport::listener::{Listening, accept_loop};
 use crate::transport::metrics::TransportMetrics;
-
-/// Pause after a failed accept (EMFILE and the like), so a full file table does not spin the
-/// loop while connections drain.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// HTTP/2 bounds (RFC 9113 §6.5.2): h2 panics outside them, so options are clamped first.
-const MIN_FRAME: u32 = 16 * 1024;
-const MAX_FRAME: u32 = (1 << 24) - 1;
-const MAX_WINDOW: u32 = (1 << 31) - 1;
+use crate::wire::BoxedIo;
+use crate::wire::hbone::{H2Stream, MAX_FRAME_SIZE, MAX_WINDOW_SIZE, MIN_FRAME_SIZE};
 
 /// HTTP/2 and timing settings of the HBONE server. The defaults are ztunnel's (`docs/wire.md`),
 /// so a waypoint behaves like the ztunnel a client would otherwise reach.
@@ -84,9 +78,9 @@ impl HboneOptions {
     fn h2_builder(&self) -> h2::server::Builder {
         let mut b = h2::server::Builder::new();
         b.max_concurrent_streams(self.max_concurrent_streams)
-            .initial_window_size(self.stream_window.min(MAX_WINDOW))
-            .initial_connection_window_size(self.connection_window.min(MAX_WINDOW))
-            .max_frame_size(self.max_frame_size.clamp(MIN_FRAME, MAX_FRAME))
+            .initial_window_size(self.stream_window.min(MAX_WINDOW_SIZE))
+            .initial_connection_window_size(self.connection_window.min(MAX_WINDOW_SIZE))
+            .max_frame_size(self.max_frame_size.clamp(MIN_FRAME_SIZE, MAX_FRAME_SIZE))
             .max_header_list_size(self.max_header_list_size);
         b
     }
@@ -216,8 +210,9 @@ impl HboneListener {
     /// Accepts connections until `shutdown` fires, then returns; connections already open
     /// get a GOAWAY and finish their streams.
     ///
-    /// Each accepted CONNECT stream is answered 200 and handed to `handler` as a [`BoxedIo`]
-    /// ([`H2Stream`]) and a [`ConnInfo`] with `binding: Hbone`, the client's proven identity,
+    /// Each accepted CONNECT stream is answered 200 and handed to `handler` as a
+    /// [`BoxedIo`] ([`H2Stream`]) and a [`ConnInfo`] with
+    /// `binding: Hbone`, the client's proven identity,
     /// the authority as destination, the `forwarded: for=` address as source (the TCP peer
     /// when absent), `baggage` as source workload and a well-formed `traceparent`. Every
     /// connection and stream task holds a clone of `shutdown`, so a drain waits for them.
@@ -234,33 +229,20 @@ impl HboneListener {
             metrics: self.metrics,
             gate: self.gate,
         });
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.wait() => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            match accepted {
-                Ok((tcp, peer)) => {
-                    // Refused: dropping the socket closes it before any TLS work.
-                    let Ok(permit) = ctx.gate.as_ref().map(ListenerGate::admit).transpose() else {
-                        continue;
-                    };
-                    let conn = ctx.clone().serve_conn(tcp, peer, shutdown.clone());
-                    tokio::spawn(async move {
-                        conn.await;
-                        drop(permit);
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(listener = %self.local, %error, "HBONE accept failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.wait() => break,
-                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-                    }
-                }
-            }
-        }
-        tracing::info!(listener = %self.local, "HBONE listener stopped accepting");
+        let listener = self.local.to_string();
+        let at = Listening {
+            binding: "HBONE",
+            listener: &listener,
+        };
+        let gate = ctx.gate.clone();
+        accept_loop(
+            &self.listener,
+            at,
+            gate.as_ref(),
+            shutdown,
+            |(tcp, peer), _accepted_at, shutdown| ctx.clone().serve_conn(tcp, peer, shutdown),
+        )
+        .await;
     }
 }
 
@@ -527,261 +509,9 @@ async fn keepalive(ping_pong: Option<PingPong>, interval: Duration, timeout: Dur
     }
 }
 
-/// Vets the request head of one HBONE stream and, when it is a CONNECT HBONE serves, says what
-/// is known of the tunnelled connection. Pure (no I/O, no logging), so the fuzzer drives the
-/// same checks a peer's stream meets: method, `:authority`, `forwarded`, `baggage` and
-/// `traceparent`. The caller logs and answers the rejection (405 or 400).
-pub(crate) fn vet_connect<B>(
-    req: &Request<B>,
-    peer_addr: SocketAddr,
-    peer_identity: &SpiffeId,
-) -> Result<ConnInfo, HboneRejection> {
-    if req.method() != Method::CONNECT {
-        return Err(HboneRejection::NotConnect);
-    }
-    let destination = req
-        .uri()
-        .authority()
-        .and_then(|a| parse_authority(a.as_str()))
-        .ok_or(HboneRejection::BadAuthority)?;
-    let mut info = ConnInfo::new(Binding::Hbone);
-    info.peer_identity = Some(peer_identity.clone());
-    info.destination = Some(destination);
-    info.source = Some(forwarded_source(req.headers()).unwrap_or(peer_addr));
-    info.source_workload = baggage(req.headers());
-    info.traceparent = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| is_valid_traceparent(v))
-        .map(str::to_owned);
-    Ok(info)
-}
-
-/// Parses a CONNECT `:authority`: `ip:port` or `[ipv6]:port`, port not zero. Host names are
-/// refused: HBONE always names the destination by address.
-fn parse_authority(authority: &str) -> Option<SocketAddr> {
-    authority
-        .parse::<SocketAddr>()
-        .ok()
-        .filter(|a| a.port() != 0)
-}
-
-/// The client address of the first `forwarded` element's `for=` parameter (RFC 7239), as
-/// ztunnel sends it: `for="10.1.2.3:4567"`, `for="[fd00::1]:4567"`, or bare `for=10.1.2.3`
-/// (port 0 then). Obfuscated (`_hidden`), `unknown` or malformed values give `None`.
-///
-/// ```
-/// use waypoint_core::transport::hbone::forwarded_for;
-/// assert_eq!(forwarded_for(r#"for="10.1.2.3:4567";host=cart.shop.svc"#), Some("10.1.2.3:4567".parse().unwrap()));
-/// assert_eq!(forwarded_for(r#"For="[fd00::1]:80""#), Some("[fd00::1]:80".parse().unwrap()));
-/// assert_eq!(forwarded_for("for=unknown"), None);
-/// ```
-pub fn forwarded_for(value: &str) -> Option<SocketAddr> {
-    // The first element is the hop nearest the original client.
-    let element = split_unquoted(value, ',').into_iter().next()?;
-    let for_value = split_unquoted(element, ';').into_iter().find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("for")
-            .then(|| value.trim())
-    })?;
-    let node = match for_value.strip_prefix('"') {
-        Some(rest) => rest.strip_suffix('"')?,
-        None => for_value,
-    };
-    if let Ok(addr) = node.parse::<SocketAddr>() {
-        return Some(addr);
-    }
-    // No port: IPv6 must still be bracketed, or `fd00::1:80` would pass for an address.
-    let ip = match node.strip_prefix('[') {
-        Some(v6) => IpAddr::V6(v6.strip_suffix(']')?.parse().ok()?),
-        None => IpAddr::V4(node.parse().ok()?),
-    };
-    Some(SocketAddr::new(ip, 0))
-}
-
-/// Splits on `sep` outside double quotes, so a quoted value may hold `,` or `;`.
-fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in s.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == sep && !quoted => {
-                parts.push(&s[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts
-}
-
-/// The source address from the first valid `forwarded` header, if any.
-fn forwarded_source(headers: &HeaderMap) -> Option<SocketAddr> {
-    headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(forwarded_for)
-}
-
-/// Source workload metadata from every `baggage` header (W3C allows several, to be read as
-/// one comma-joined list).
-fn baggage(headers: &HeaderMap) -> WorkloadMetadata {
-    let values: Vec<&str> = headers
-        .get_all("baggage")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    match values.as_slice() {
-        [] => WorkloadMetadata::default(),
-        [one] => WorkloadMetadata::from_baggage(one),
-        many => WorkloadMetadata::from_baggage(&many.join(",")),
-    }
-}
-
-/// True for a W3C `traceparent` of version 00: `00-<32 hex>-<16 hex>-<2 hex>`, lowercase, with
-/// neither id all zeros (the spec calls those invalid). Anything else is dropped rather than
-/// propagated into our own traces.
-///
-/// ```
-/// use waypoint_core::transport::hbone::is_valid_traceparent;
-/// assert!(is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-/// assert!(!is_valid_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
-/// ```
-pub fn is_valid_traceparent(value: &str) -> bool {
-    let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    let mut parts = value.split('-');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("00"), Some(trace), Some(parent), Some(flags), None) => {
-            hex(trace, 32) && nonzero(trace) && hex(parent, 16) && nonzero(parent) && hex(flags, 2)
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn addr(s: &str) -> Option<SocketAddr> {
-        Some(s.parse().unwrap())
-    }
-
-    #[test]
-    fn forwarded_for_forms() {
-        let cases = [
-            (r#"for="10.1.2.3:4567""#, addr("10.1.2.3:4567")),
-            (
-                r#"for="10.1.2.3:4567";host=cart.shop.svc.cluster.local"#,
-                addr("10.1.2.3:4567"),
-            ),
-            (r#"host=x;FOR="10.1.2.3:1""#, addr("10.1.2.3:1")),
-            (r#"for = "10.1.2.3:2" ; proto=http"#, addr("10.1.2.3:2")),
-            ("for=10.1.2.3:4567", addr("10.1.2.3:4567")),
-            ("for=10.1.2.3", addr("10.1.2.3:0")),
-            (r#"for="[fd00::1]:80""#, addr("[fd00::1]:80")),
-            ("for=[fd00::1]:80", addr("[fd00::1]:80")),
-            (r#"for="[fd00::1]""#, addr("[fd00::1]:0")),
-            // The first element wins; later hops are proxies nearer to us.
-            (r#"for="10.0.0.1:1", for="10.0.0.2:2""#, addr("10.0.0.1:1")),
-            // A quoted host holding separators does not split the element.
-            (r#"host="a;b,c";for="10.0.0.3:3""#, addr("10.0.0.3:3")),
-        ];
-        for (input, want) in cases {
-            assert_eq!(forwarded_for(input), want, "{input}");
-        }
-    }
-
-    #[test]
-    fn forwarded_for_rejects_garbage() {
-        for input in [
-            "",
-            "for=",
-            r#"for="""#,
-            "for=unknown",
-            "for=_hidden",
-            r#"for="10.1.2.3:4567"#,
-            "for=10.1.2.3:99999",
-            "for=cart.shop:80",
-            "by=10.0.0.1:80",
-            "for=fd00::1:80",
-            "for",
-            r#"for="[fd00::1]:80"x"#,
-            // Only the first element counts, even when a later one is valid.
-            r#"for=unknown, for="10.0.0.2:2""#,
-        ] {
-            assert_eq!(forwarded_for(input), None, "{input}");
-        }
-    }
-
-    #[test]
-    fn forwarded_header_fallback_and_baggage_join() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(forwarded_source(&headers), None);
-        headers.append("forwarded", "for=unknown".parse().unwrap());
-        headers.append("forwarded", r#"for="10.9.9.9:9""#.parse().unwrap());
-        assert_eq!(forwarded_source(&headers), addr("10.9.9.9:9"));
-
-        headers.append("baggage", "k8s.namespace.name=shop".parse().unwrap());
-        headers.append("baggage", "k8s.pod.name=cart-1".parse().unwrap());
-        let m = baggage(&headers);
-        assert_eq!(m.namespace.as_deref(), Some("shop"));
-        assert_eq!(m.workload_name.as_deref(), Some("cart-1"));
-        assert!(baggage(&HeaderMap::new()).is_empty());
-    }
-
-    #[test]
-    fn traceparent_check() {
-        assert!(is_valid_traceparent(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
-        ));
-        for bad in [
-            "",
-            "00",
-            // Uppercase hex, wrong version, wrong lengths, extra field, zero ids.
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902g7-01",
-        ] {
-            assert!(!is_valid_traceparent(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn authority_needs_ip_and_port() {
-        assert_eq!(parse_authority("10.0.0.1:80"), addr("10.0.0.1:80"));
-        assert_eq!(parse_authority("[fd00::1]:8080"), addr("[fd00::1]:8080"));
-        for bad in [
-            "10.0.0.1",
-            "cart:80",
-            "10.0.0.1:0",
-            "fd00::1:80",
-            "",
-            "[fd00::1]",
-        ] {
-            assert_eq!(parse_authority(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn options_default_to_ztunnel_and_clamp() {

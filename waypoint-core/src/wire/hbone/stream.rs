@@ -30,7 +30,7 @@ const MAX_WRITE_CHUNK: usize = 256 * 1024;
 /// ```no_run
 /// # async fn f(mut client: h2::client::SendRequest<bytes::Bytes>) -> Result<(), Box<dyn std::error::Error>> {
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
-/// use waypoint_core::transport::hbone::H2Stream;
+/// use waypoint_core::wire::hbone::H2Stream;
 ///
 /// let req = http::Request::connect("10.0.0.1:80").body(())?;
 /// let (response, send) = client.send_request(req, false)?;

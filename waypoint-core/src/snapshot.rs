@@ -1,32 +1,22 @@
-//! The request path: one config snapshot per request, the filter chain, then the upstream.
+//! The config snapshot a request is served with.
 //!
 //! A [`Snapshot`] pairs a validated [`Config`] with the filter chain built from it. The
 //! [`SnapshotStore`] swaps snapshots atomically on reload; a request loads the current one once
-//! and is served with it start to finish, so a reload never changes a request in flight.
+//! (in [`crate::pipeline`]) and is served with it start to finish, so a reload never changes a
+//! request in flight. Background consumers (the Kubernetes status writer) subscribe instead of
+//! polling.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
 
-use crate::body::{self, Body, local_reply};
-use crate::config::binding::Destination;
 use crate::config::{Condition, Config, ResourceStatus};
-use crate::conn::ConnInfo;
 use crate::filter::{
-    BuildContext, BuildOutput, BuildReport, Decision, ExtensionRegistry, FilterChain,
-    FilterFactory, RequestContext,
+    BuildContext, BuildOutput, BuildReport, ExtensionRegistry, FilterChain, FilterFactory,
 };
-use crate::flags::ResponseFlag;
-use crate::http::UpgradePolicy;
-use crate::http::upgrade::{Granted, close_after_answer};
-use crate::overload::Overload;
 use crate::route_status::{GatewayStatus, RouteParentStatus};
-use crate::telemetry::Telemetry;
-use crate::upstream::Upstream;
-use http::StatusCode;
 
 /// A config and the filter chain compiled from it. Immutable.
 #[derive(Debug)]
@@ -203,166 +193,6 @@ fn build(
         gateways,
         version,
         applied_at: SystemTime::now(),
-    }
-}
-
-/// Serves requests: the snapshot store's chain, then the upstream, observed by telemetry.
-/// Upgrades and `CONNECT` are decided by an [`UpgradePolicy`] first (see
-/// [`crate::http::upgrade`]): a refused one never reaches the chain or a backend.
-#[derive(Debug)]
-pub struct Proxy {
-    store: Arc<SnapshotStore>,
-    upstream: Arc<Upstream>,
-    telemetry: Telemetry,
-    upgrades: UpgradePolicy,
-    overload: Option<Arc<Overload>>,
-}
-
-impl Proxy {
-    /// A proxy reading snapshots from `store`, forwarding with `upstream`, and recording
-    /// metrics, access logs and trace context with `telemetry`. Upgrades: WebSocket only.
-    pub fn new(store: Arc<SnapshotStore>, upstream: Arc<Upstream>, telemetry: Telemetry) -> Self {
-        Proxy {
-            store,
-            upstream,
-            telemetry,
-            upgrades: UpgradePolicy::default(),
-            overload: None,
-        }
-    }
-
-    /// The same proxy deciding upgrades with `policy`.
-    pub fn with_upgrade_policy(mut self, policy: UpgradePolicy) -> Self {
-        self.upgrades = policy;
-        self
-    }
-
-    /// Applies `overload`'s request limits: over the in-flight limit a request is answered 503
-    /// `overloaded` with response flag `OM`; a body over the size limit 413.
-    pub fn with_overload(mut self, overload: Arc<Overload>) -> Self {
-        self.overload = Some(overload);
-        self
-    }
-
-    /// The snapshot store.
-    pub fn store(&self) -> &Arc<SnapshotStore> {
-        &self.store
-    }
-
-    /// Serves one request that arrived on `conn`.
-    pub async fn handle(
-        &self,
-        req: hyper::Request<Incoming>,
-        conn: Arc<ConnInfo>,
-    ) -> http::Response<Body> {
-        let snapshot = self.store.load();
-        let mut req = req.map(body::boxed);
-        // Before the chain, so filters and the upstream see the propagated trace context.
-        let record = self.telemetry.begin(&mut req, &conn);
-        let mut ctx = RequestContext::new(conn, snapshot.config.clone());
-        // Binding first: traffic that is not this waypoint's reaches no filter and no backend.
-        if let Some(resp) = self.refuse_unbound(&mut ctx) {
-            return self.telemetry.finish(record, &ctx, resp);
-        }
-        // Upgrades first: a refused one never takes an in-flight slot.
-        let granted = match self.upgrades.admit(&mut req, &ctx.conn) {
-            Ok(granted) => granted,
-            Err(refused) => {
-                close_after_answer(&mut req);
-                return self.telemetry.finish(record, &ctx, refused.into_response());
-            }
-        };
-        let limits = self.overload.as_deref().map(Overload::requests);
-        let guard = match limits.map(|l| l.begin()).transpose() {
-            Ok(guard) => guard.flatten(),
-            Err(()) => {
-                ctx.response_flags.push(ResponseFlag::OverloadManager);
-                let resp = local_reply(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
-                return self.telemetry.finish(record, &ctx, resp);
-            }
-        };
-        let resp = match limits.map(|l| l.limit_body(&mut req)).transpose() {
-            Err(too_large) => local_reply(StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string()),
-            Ok(trip) => {
-                let resp = self.serve(&snapshot, req, &mut ctx, granted.as_ref()).await;
-                // The upstream saw an aborted request; its answer (or our 502) is not the
-                // client's: the client sent too much.
-                match trip.flatten() {
-                    Some(trip) if trip.tripped() => local_reply(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body over the size limit",
-                    ),
-                    _ => resp,
-                }
-            }
-        };
-        tracing::debug!(
-            source = ?ctx.conn.source,
-            destination = ?ctx.conn.destination,
-            identity = ctx.conn.peer_identity.as_ref().map(|i| i.as_str()),
-            status = resp.status().as_u16(),
-            flags = ?ctx.response_flags,
-            elapsed_us = ctx.started.elapsed().as_micros() as u64,
-            "request"
-        );
-        let resp = self.telemetry.finish(record, &ctx, resp);
-        match guard {
-            // The in-flight slot is held until the response body ends.
-            Some(guard) => resp.map(|body| guard.hold_in(body)),
-            None => resp,
-        }
-    }
-
-    /// With binding enforced (`--gateway`), the answer to a request whose destination is not
-    /// bound to this waypoint: 404 with response flag `NR` (Envoy's "no route"), naming the
-    /// reason (every request of the connection gets the same answer: its destination does not
-    /// change). Istio's Envoy waypoint has no filter chain
-    /// for such a destination and resets the connection without a word; an HTTP answer says why
-    /// while forwarding nothing, and never dials a Service VIP (which would loop back here).
-    fn refuse_unbound(&self, ctx: &mut RequestContext) -> Option<http::Response<Body>> {
-        if !ctx.config.binding().enforced() {
-            return None;
-        }
-        let Destination::Unbound(why) = ctx.config.destination(ctx.conn.destination) else {
-            return None;
-        };
-        self.telemetry.unbound_destination(why.reason());
-        tracing::info!(
-            source = ?ctx.conn.source,
-            destination = ?ctx.conn.destination,
-            reason = why.reason(),
-            "refused: {why}"
-        );
-        ctx.response_flags.push(ResponseFlag::NoRoute);
-        Some(local_reply(
-            StatusCode::NOT_FOUND,
-            format!("waypoint: destination not served: {why}"),
-        ))
-    }
-
-    /// The chain, then the upstream when no filter answered.
-    async fn serve(
-        &self,
-        snapshot: &Snapshot,
-        mut req: http::Request<Body>,
-        ctx: &mut RequestContext,
-        granted: Option<&Granted>,
-    ) -> http::Response<Body> {
-        match snapshot.chain.run_request(&mut req, ctx).await {
-            Decision::Respond(resp) => resp,
-            Decision::Continue => {
-                self.upgrades.recheck(&mut req, &ctx.conn);
-                let mut resp = self.upstream.forward(req, ctx).await;
-                if ctx
-                    .response_flags
-                    .contains(&ResponseFlag::UpstreamProtocolError)
-                {
-                    self.upgrades.backend_error(granted);
-                }
-                snapshot.chain.run_response(&mut resp, ctx).await;
-                resp
-            }
-        }
     }
 }
 

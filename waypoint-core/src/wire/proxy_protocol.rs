@@ -1,33 +1,30 @@
-//! The PROXY protocol header a co-located ztunnel writes before the application bytes.
+//! The PROXY protocol (v1 text and v2 binary) as bytes: a pure decoder and an encoder, and the
+//! TLV types Istio gives meaning to. Used both ways: the sandwich listener decodes the header a
+//! co-located ztunnel writes ([`crate::transport::proxy_header`] reads it off a socket and maps
+//! it to a [`ConnInfo`](crate::conn::ConnInfo)); the upstream encodes one toward a ztunnel's
+//! Unix socket. No I/O here, so benches and fuzz targets drive exactly what peers meet.
 //!
 //! ztunnel writes a v2 header (`\r\n\r\n\0\r\nQUIT\n`, command `0x21`, family `0x11` or `0x21`)
 //! whose TLVs carry the source identity (`0xD0`) and, when known, the targeted service (`0xD1`).
 //! We also accept v1 text headers, so a hand-written client or HAProxy can talk to the listener.
-//!
-//! A header is either fully valid or the connection is closed: an identity TLV that does not
-//! parse is an error, never a silent downgrade to "unauthenticated".
+//! The byte layout is in `docs/wire.md`.
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
-use std::str::FromStr;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use ppp::v2::{Addresses, Protocol};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use crate::conn::{Binding, ConnInfo, Tlv, WorkloadMetadata};
-use crate::identity::{SpiffeId, SpiffeIdError};
+use crate::conn::Tlv;
+use crate::identity::SpiffeIdError;
 
-const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+pub(crate) const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// Signature, version/command, family/protocol and the 2-byte length.
-const V2_PREFIX_LEN: usize = 16;
-const V1_SIGNATURE: &[u8; 6] = b"PROXY ";
+pub(crate) const V2_PREFIX_LEN: usize = 16;
+pub(crate) const V1_SIGNATURE: &[u8; 6] = b"PROXY ";
 /// The longest v1 line the spec allows, CRLF included.
-const V1_MAX_LEN: usize = 107;
+pub(crate) const V1_MAX_LEN: usize = 107;
 
 /// The smallest header limit honoured: the prefix plus the largest v2 address block (two Unix
 /// paths). A smaller `max_header_bytes` is raised to this, so no valid address block is refused.
@@ -39,32 +36,6 @@ pub const TLV_TARGET_SERVICE: u8 = 0xD1;
 /// Default TLV type of the source workload metadata (a W3C baggage string): the first
 /// application-specific type of the PROXY spec.
 pub const DEFAULT_METADATA_TLV: u8 = 0xE0;
-
-/// How the sandwich listener treats the PROXY header.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProxyConfig {
-    /// Refuse connections without a PROXY header, or with a LOCAL one (default true, as a
-    /// sandwiched waypoint must never serve a connection whose origin it does not know).
-    pub required: bool,
-    /// How long the whole header may take to arrive (default 5 s).
-    pub read_timeout: Duration,
-    /// Largest header accepted, prefix included (default 4096; values below
-    /// [`MIN_HEADER_BYTES`] are raised to it).
-    pub max_header_bytes: usize,
-    /// TLV type of the source workload metadata (default [`DEFAULT_METADATA_TLV`]).
-    pub metadata_tlv: u8,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        ProxyConfig {
-            required: true,
-            read_timeout: Duration::from_secs(5),
-            max_header_bytes: 4096,
-            metadata_tlv: DEFAULT_METADATA_TLV,
-        }
-    }
-}
 
 /// Why a connection's PROXY header was refused. The connection is closed in every case.
 #[derive(Debug, thiserror::Error)]
@@ -361,155 +332,6 @@ fn decode_v1(buf: &[u8]) -> Result<Decoded, ProxyError> {
     })
 }
 
-/// Reads a PROXY header from the start of `io`.
-///
-/// A v2 header is read exactly (the 16-byte prefix, then the declared length), so nothing past
-/// it is consumed; a v1 line is read in chunks of at most 107 bytes. Returns the header and the
-/// bytes read past it, which the caller must replay before reading `io` again ([`Rewind`]).
-/// The whole header must arrive within `cfg.read_timeout`.
-///
-/// When `cfg.required` is false and the stream does not start with a PROXY signature, returns
-/// `(None, bytes read so far)`. A LOCAL command is an error when required, else
-/// `Some(header)` with `local == true`.
-pub async fn read_header<S: AsyncRead + Unpin>(
-    io: &mut S,
-    cfg: &ProxyConfig,
-) -> Result<(Option<ProxyHeader>, Bytes), ProxyError> {
-    match tokio::time::timeout(cfg.read_timeout, read_header_untimed(io, cfg)).await {
-        Ok(result) => result,
-        Err(_) => Err(ProxyError::Timeout(cfg.read_timeout)),
-    }
-}
-
-async fn read_header_untimed<S: AsyncRead + Unpin>(
-    io: &mut S,
-    cfg: &ProxyConfig,
-) -> Result<(Option<ProxyHeader>, Bytes), ProxyError> {
-    let mut buf = BytesMut::with_capacity(128);
-    loop {
-        let want = match decode(&buf, cfg.max_header_bytes)? {
-            Decoded::Complete { header, consumed } => {
-                if header.local && cfg.required {
-                    return Err(ProxyError::LocalCommand);
-                }
-                // Nothing past the header (the usual case): an empty `Bytes` of its own, so
-                // the connection does not keep the header's buffer alive for its whole life.
-                let rest = if consumed == buf.len() {
-                    Bytes::new()
-                } else {
-                    buf.split_off(consumed).freeze()
-                };
-                return Ok((Some(header), rest));
-            }
-            Decoded::NotProxy if cfg.required => return Err(ProxyError::NotProxy),
-            Decoded::NotProxy => return Ok((None, buf.freeze())),
-            Decoded::Incomplete { needed: Some(n) } => n,
-            // Nothing yet: the v2 prefix is the most we may take without over-reading a v2
-            // header. Past that it can only be a v1 line.
-            Decoded::Incomplete { needed: None } if buf.is_empty() => V2_PREFIX_LEN,
-            Decoded::Incomplete { needed: None } => V1_MAX_LEN.saturating_sub(buf.len()).max(1),
-        };
-        buf.reserve(want);
-        if io.read_buf(&mut (&mut buf).limit(want)).await? == 0 {
-            let confirmed = buf.starts_with(V2_SIGNATURE) || buf.starts_with(V1_SIGNATURE);
-            return if !cfg.required && !confirmed {
-                Ok((None, buf.freeze()))
-            } else if buf.is_empty() {
-                Err(ProxyError::Empty)
-            } else {
-                Err(ProxyError::Truncated { read: buf.len() })
-            };
-        }
-    }
-}
-
-/// Builds the [`ConnInfo`] of a connection from its header.
-///
-/// TLV 0xD0 must be an Istio SPIFFE identity (else an error: the connection is closed rather
-/// than served as unauthenticated), 0xD1 a hostname; the metadata TLV (`cfg.metadata_tlv`) is
-/// parsed as baggage, and ignored when it is not UTF-8. All TLVs are kept in `tlvs`.
-pub fn conn_info(
-    header: &ProxyHeader,
-    binding: Binding,
-    cfg: &ProxyConfig,
-) -> Result<ConnInfo, ProxyError> {
-    let mut info = ConnInfo::new(binding);
-    info.source = header.source;
-    info.destination = header.destination;
-    let mut seen_identity: Option<&Bytes> = None;
-    let mut seen_service: Option<&Bytes> = None;
-    for tlv in &header.tlvs {
-        match tlv.kind {
-            TLV_PEER_IDENTITY if check_unique(&mut seen_identity, tlv)? => {
-                let raw = String::from_utf8_lossy(&tlv.value);
-                info.peer_identity = Some(SpiffeId::from_str(&raw)?);
-            }
-            TLV_TARGET_SERVICE if check_unique(&mut seen_service, tlv)? => {
-                info.target_service = Some(parse_hostname(&tlv.value)?);
-            }
-            // A repeat with the same value as the first.
-            TLV_PEER_IDENTITY | TLV_TARGET_SERVICE => {}
-            kind if kind == cfg.metadata_tlv => {
-                info.source_workload = match std::str::from_utf8(&tlv.value) {
-                    Ok(baggage) => WorkloadMetadata::from_baggage(baggage),
-                    Err(_) => WorkloadMetadata::default(),
-                };
-            }
-            _ => {}
-        }
-    }
-    info.tlvs = header.tlvs.clone();
-    Ok(info)
-}
-
-/// True the first time a TLV kind is seen; a repeat with another value is an error, since we
-/// cannot tell which of two identities to trust.
-fn check_unique<'a>(seen: &mut Option<&'a Bytes>, tlv: &'a Tlv) -> Result<bool, ProxyError> {
-    match seen {
-        None => {
-            *seen = Some(&tlv.value);
-            Ok(true)
-        }
-        Some(first) if **first == tlv.value => Ok(false),
-        Some(_) => Err(ProxyError::ConflictingTlv(tlv.kind)),
-    }
-}
-
-fn parse_hostname(raw: &[u8]) -> Result<String, ProxyError> {
-    let shown = || Shown(raw).to_string();
-    let host = std::str::from_utf8(raw).map_err(|_| ProxyError::InvalidHostname(shown()))?;
-    let valid = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    if valid {
-        Ok(host.to_owned())
-    } else {
-        Err(ProxyError::InvalidHostname(shown()))
-    }
-}
-
-/// A peer-supplied value for an error message: escaped, and cut short so logs stay readable.
-struct Shown<'a>(&'a [u8]);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX: usize = 64;
-        let cut = &self.0[..self.0.len().min(MAX)];
-        write!(f, "\"{}\"", cut.escape_ascii())?;
-        if self.0.len() > MAX {
-            write!(f, "... ({} bytes)", self.0.len())
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// Encodes a PROXY v2 header (PROXY command, TCP) naming `source` and `destination`, followed
 /// by `tlvs` in order. For the quickstart client, tests and the load generator.
 ///
@@ -559,91 +381,21 @@ fn as_v6(ip: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// A stream that first yields bytes already read from it (those past the PROXY header), then
-/// reads from the stream itself. Writes go straight to the stream.
-#[derive(Debug)]
-pub struct Rewind<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    /// Wraps `inner`, replaying `prefix` before anything read from it.
-    pub fn new(prefix: Bytes, inner: S) -> Self {
-        Rewind { prefix, inner }
-    }
-
-    /// The bytes not replayed yet, and the stream.
-    pub fn into_inner(self) -> (Bytes, S) {
-        (self.prefix, self.inner)
-    }
-
-    /// The wrapped stream (for socket options or addresses).
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.prefix.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = self.prefix.len().min(buf.remaining());
-        buf.put_slice(&self.prefix[..n]);
-        self.prefix.advance(n);
-        if self.prefix.is_empty() {
-            // Release the replayed bytes' buffer rather than keep it for the connection's life.
-            self.prefix = Bytes::new();
-            // Read on in the same call, so the reader sees the replayed bytes and what follows
-            // as one read: hyper grows its 8 KiB read buffer to 16 KiB when a request head
-            // arrives in two reads. An error or nothing ready now is left for the next call;
-            // the replayed bytes are delivered either way.
-            if buf.remaining() > 0 {
-                let _ = Pin::new(&mut self.inner).poll_read(cx, buf);
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+/// TLVs of every kind a header may carry (identity, service, baggage, a vendor's, an empty
+/// one), for tests of the codec and of the reader that maps them.
+#[cfg(test)]
+pub(crate) const SAMPLE_TLVS: &[(u8, &[u8])] = &[
+    (0xD0, b"spiffe://cluster.local/ns/default/sa/default"),
+    (0xD1, b"cart.shop.svc.cluster.local"),
+    (0xE0, b"k8s.namespace.name=shop,k8s.deployment.name=cart"),
+    (0xEF, b"\x00\xffvendor"),
+    (0x03, b""),
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::Tlv;
 
     const ID: &str = "spiffe://cluster.local/ns/default/sa/default";
 
@@ -685,27 +437,11 @@ mod tests {
                 value: Bytes::from_static(ID.as_bytes())
             }]
         );
-
-        let binding = Binding::Sandwich {
-            listener: "tcp:127.0.0.1:15088".into(),
-        };
-        let info = conn_info(&header, binding.clone(), &ProxyConfig::default()).unwrap();
-        assert_eq!(info.binding, binding);
-        assert_eq!(info.peer_identity.unwrap().as_str(), ID);
-        assert!(info.source_workload.is_empty());
-        assert_eq!(info.target_service, None);
     }
 
     #[test]
     fn encode_round_trips_v4_v6_and_mixed() {
-        let baggage = b"k8s.namespace.name=shop,k8s.deployment.name=cart";
-        let tlvs: &[(u8, &[u8])] = &[
-            (0xD0, ID.as_bytes()),
-            (0xD1, b"cart.shop.svc.cluster.local"),
-            (0xE0, baggage),
-            (0xEF, b"\x00\xffvendor"),
-            (0x03, b""),
-        ];
+        let tlvs = SAMPLE_TLVS;
         let cases = [
             (
                 "10.0.0.1:1234",
@@ -735,16 +471,6 @@ mod tests {
             let kept: Vec<(u8, &[u8])> =
                 header.tlvs.iter().map(|t| (t.kind, &t.value[..])).collect();
             assert_eq!(kept, tlvs);
-
-            let info = conn_info(&header, Binding::Hbone, &ProxyConfig::default()).unwrap();
-            assert_eq!(info.peer_identity.as_ref().unwrap().namespace(), "default");
-            assert_eq!(
-                info.target_service.as_deref(),
-                Some("cart.shop.svc.cluster.local")
-            );
-            assert_eq!(info.source_workload.workload_name.as_deref(), Some("cart"));
-            assert_eq!(info.tlv(0xEF).unwrap().as_ref(), b"\x00\xffvendor");
-            assert_eq!(info.tlvs.len(), 5);
         }
     }
 
