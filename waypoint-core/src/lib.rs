@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod body;
+mod completion;
 pub mod config;
 pub mod conn;
 pub mod filter;

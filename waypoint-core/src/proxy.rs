@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 
 use crate::body::{self, Body, local_reply};
+use crate::completion::Completion;
 use crate::config::binding::Destination;
 use crate::config::{Condition, Config, ResourceStatus};
 use crate::conn::ConnInfo;
@@ -23,9 +24,11 @@ use crate::flags::ResponseFlag;
 use crate::http::UpgradePolicy;
 use crate::http::upgrade::{Granted, close_after_answer};
 use crate::overload::Overload;
+use crate::overload::RequestGuard;
 use crate::route_status::{GatewayStatus, RouteParentStatus};
+use crate::telemetry::RequestRecord;
 use crate::telemetry::Telemetry;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamLease};
 use http::StatusCode;
 
 /// A config and the filter chain compiled from it. Immutable.
@@ -262,14 +265,15 @@ impl Proxy {
         let mut ctx = RequestContext::new(conn, snapshot.config.clone());
         // Binding first: traffic that is not this waypoint's reaches no filter and no backend.
         if let Some(resp) = self.refuse_unbound(&mut ctx) {
-            return self.telemetry.finish(record, &ctx, resp);
+            return self.finish(resp, record, ctx, snapshot, UpstreamLease::default(), None);
         }
         // Upgrades first: a refused one never takes an in-flight slot.
         let granted = match self.upgrades.admit(&mut req, &ctx.conn) {
             Ok(granted) => granted,
             Err(refused) => {
                 close_after_answer(&mut req);
-                return self.telemetry.finish(record, &ctx, refused.into_response());
+                let resp = refused.into_response();
+                return self.finish(resp, record, ctx, snapshot, UpstreamLease::default(), None);
             }
         };
         let limits = self.overload.as_deref().map(Overload::requests);
@@ -278,21 +282,25 @@ impl Proxy {
             Err(()) => {
                 ctx.response_flags.push(ResponseFlag::OverloadManager);
                 let resp = local_reply(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
-                return self.telemetry.finish(record, &ctx, resp);
+                return self.finish(resp, record, ctx, snapshot, UpstreamLease::default(), None);
             }
         };
-        let resp = match limits.map(|l| l.limit_body(&mut req)).transpose() {
-            Err(too_large) => local_reply(StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string()),
+        let (resp, lease) = match limits.map(|l| l.limit_body(&mut req)).transpose() {
+            Err(too_large) => {
+                let resp = local_reply(StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string());
+                (resp, UpstreamLease::default())
+            }
             Ok(trip) => {
-                let resp = self.serve(&snapshot, req, &mut ctx, granted.as_ref()).await;
+                let served = self.serve(&snapshot, req, &mut ctx, granted.as_ref()).await;
                 // The upstream saw an aborted request; its answer (or our 502) is not the
-                // client's: the client sent too much.
+                // client's: the client sent too much. (Its lease goes: the connection closes.)
                 match trip.flatten() {
-                    Some(trip) if trip.tripped() => local_reply(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body over the size limit",
-                    ),
-                    _ => resp,
+                    Some(trip) if trip.tripped() => {
+                        let message = "request body over the size limit";
+                        let resp = local_reply(StatusCode::PAYLOAD_TOO_LARGE, message);
+                        (resp, UpstreamLease::default())
+                    }
+                    _ => served,
                 }
             }
         };
@@ -305,12 +313,31 @@ impl Proxy {
             elapsed_us = ctx.started.elapsed().as_micros() as u64,
             "request"
         );
-        let resp = self.telemetry.finish(record, &ctx, resp);
-        match guard {
-            // The in-flight slot is held until the response body ends.
-            Some(guard) => resp.map(|body| guard.hold_in(body)),
-            None => resp,
-        }
+        self.finish(resp, record, ctx, snapshot, lease, guard)
+    }
+
+    /// `resp` with the request's one completion (see [`crate::completion`] for what it does
+    /// and in which order): when its body ends or is dropped, the upstream lease is released,
+    /// telemetry records the request, the filters' end-of-request phase runs and the
+    /// in-flight slot is given back.
+    fn finish(
+        &self,
+        resp: http::Response<Body>,
+        record: RequestRecord,
+        ctx: RequestContext,
+        snapshot: Arc<Snapshot>,
+        lease: UpstreamLease,
+        slot: Option<RequestGuard>,
+    ) -> http::Response<Body> {
+        let completion = Completion {
+            record: self.telemetry.pending(record, &ctx, &resp),
+            status: resp.status(),
+            lease,
+            ctx,
+            snapshot,
+            slot,
+        };
+        resp.map(|body| body::watch(body, completion))
     }
 
     /// With binding enforced (`--gateway`), the answer to a request whose destination is not
@@ -347,12 +374,12 @@ impl Proxy {
         mut req: http::Request<Body>,
         ctx: &mut RequestContext,
         granted: Option<&Granted>,
-    ) -> http::Response<Body> {
+    ) -> (http::Response<Body>, UpstreamLease) {
         match snapshot.chain.run_request(&mut req, ctx).await {
-            Decision::Respond(resp) => resp,
+            Decision::Respond(resp) => (resp, UpstreamLease::default()),
             Decision::Continue => {
                 self.upgrades.recheck(&mut req, &ctx.conn);
-                let mut resp = self.upstream.forward(req, ctx).await;
+                let (mut resp, lease) = self.upstream.forward_leased(req, ctx).await;
                 if ctx
                     .response_flags
                     .contains(&ResponseFlag::UpstreamProtocolError)
@@ -360,7 +387,7 @@ impl Proxy {
                     self.upgrades.backend_error(granted);
                 }
                 snapshot.chain.run_response(&mut resp, ctx).await;
-                resp
+                (resp, lease)
             }
         }
     }
