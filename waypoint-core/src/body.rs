@@ -1,5 +1,5 @@
 //! The body type that flows through the filter chain, small helpers for local replies, and the
-//! one body wrapper ([`watch`]) every part of the request path uses to count, limit or finish
+//! one body wrapper (`watch`) every part of the request path uses to count, limit or finish
 //! a body.
 
 use std::pin::Pin;
