@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod body;
+mod completion;
 pub mod config;
 pub mod conn;
 pub mod filter;

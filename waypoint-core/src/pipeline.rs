@@ -45,6 +45,7 @@ use http::StatusCode;
 use hyper::body::Incoming;
 
 use crate::body::{self, Body, local_reply};
+use crate::completion::Completion;
 use crate::config::binding::Destination;
 use crate::conn::ConnInfo;
 use crate::filter::{Decision, RequestContext};
@@ -57,7 +58,7 @@ use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::telemetry::{RequestRecord, Telemetry};
 use crate::tls::frontend::accept;
 use crate::transport::BoxedIo;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamLease};
 
 /// How long a client of an HTTPS listener may take to complete its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,14 +181,15 @@ impl Pipeline {
         let mut ctx = RequestContext::new(conn, snapshot.config.clone());
         // Binding first: traffic that is not this waypoint's reaches no filter and no backend.
         if let Some(resp) = self.refuse_unbound(&mut ctx) {
-            return self.complete(record, &ctx, resp, None);
+            return self.complete(resp, record, ctx, snapshot, UpstreamLease::default(), None);
         }
         // Upgrades next: a refused one never takes an in-flight slot.
         let granted = match self.upgrades.admit(&mut req, &ctx.conn) {
             Ok(granted) => granted,
             Err(refused) => {
                 close_after_answer(&mut req);
-                return self.complete(record, &ctx, refused.into_response(), None);
+                let resp = refused.into_response();
+                return self.complete(resp, record, ctx, snapshot, UpstreamLease::default(), None);
             }
         };
         let limits = self.overload.as_deref().map(Overload::requests);
@@ -196,23 +198,27 @@ impl Pipeline {
             Err(()) => {
                 ctx.response_flags.push(ResponseFlag::OverloadManager);
                 let resp = local_reply(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
-                return self.complete(record, &ctx, resp, None);
+                return self.complete(resp, record, ctx, snapshot, UpstreamLease::default(), None);
             }
         };
-        let resp = match limits.map(|l| l.limit_body(&mut req)).transpose() {
-            Err(too_large) => local_reply(StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string()),
+        let (resp, lease) = match limits.map(|l| l.limit_body(&mut req)).transpose() {
+            Err(too_large) => {
+                let resp = local_reply(StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string());
+                (resp, UpstreamLease::default())
+            }
             Ok(trip) => {
-                let resp = self
+                let served = self
                     .filter_and_forward(&snapshot, req, &mut ctx, granted.as_ref())
                     .await;
                 // The upstream saw an aborted request; its answer (or our 502) is not the
-                // client's: the client sent too much.
+                // client's: the client sent too much. (Its lease goes: the connection closes.)
                 match trip.flatten() {
-                    Some(trip) if trip.tripped() => local_reply(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body over the size limit",
-                    ),
-                    _ => resp,
+                    Some(trip) if trip.tripped() => {
+                        let message = "request body over the size limit";
+                        let resp = local_reply(StatusCode::PAYLOAD_TOO_LARGE, message);
+                        (resp, UpstreamLease::default())
+                    }
+                    _ => served,
                 }
             }
         };
@@ -225,7 +231,7 @@ impl Pipeline {
             elapsed_us = ctx.started.elapsed().as_micros() as u64,
             "request"
         );
-        self.complete(record, &ctx, resp, in_flight)
+        self.complete(resp, record, ctx, snapshot, lease, in_flight)
     }
 
     /// With binding enforced (`--gateway`), the answer to a request whose destination is not
@@ -262,12 +268,12 @@ impl Pipeline {
         mut req: http::Request<Body>,
         ctx: &mut RequestContext,
         granted: Option<&Granted>,
-    ) -> http::Response<Body> {
+    ) -> (http::Response<Body>, UpstreamLease) {
         match snapshot.chain.run_request(&mut req, ctx).await {
-            Decision::Respond(resp) => resp,
+            Decision::Respond(resp) => (resp, UpstreamLease::default()),
             Decision::Continue => {
                 self.upgrades.recheck(&mut req, &ctx.conn);
-                let mut resp = self.upstream.forward(req, ctx).await;
+                let (mut resp, lease) = self.upstream.forward_leased(req, ctx).await;
                 if ctx
                     .response_flags
                     .contains(&ResponseFlag::UpstreamProtocolError)
@@ -275,27 +281,35 @@ impl Pipeline {
                     self.upgrades.backend_error(granted);
                 }
                 snapshot.chain.run_response(&mut resp, ctx).await;
-                resp
+                (resp, lease)
             }
         }
     }
 
     // ---- Completion -----------------------------------------------------------------------
 
-    /// The last step of every request, answered by us or by a backend: telemetry records it
-    /// (metrics and access log once the response body ends), and the in-flight slot, when one
-    /// was taken, is held until the response body ends.
+    /// The last step of every request, answered by us or by a backend: `resp` leaves with the
+    /// request's one completion (see [`crate::completion`] for what it does and in which
+    /// order): when its body ends or is dropped, the upstream lease is released, telemetry
+    /// records the request, the filters' end-of-request phase runs and the in-flight slot is
+    /// given back.
     fn complete(
         &self,
-        record: RequestRecord,
-        ctx: &RequestContext,
         resp: http::Response<Body>,
-        in_flight: Option<RequestGuard>,
+        record: RequestRecord,
+        ctx: RequestContext,
+        snapshot: Arc<Snapshot>,
+        lease: UpstreamLease,
+        slot: Option<RequestGuard>,
     ) -> http::Response<Body> {
-        let resp = self.telemetry.finish(record, ctx, resp);
-        match in_flight {
-            Some(guard) => resp.map(|body| guard.hold_in(body)),
-            None => resp,
-        }
+        let completion = Completion {
+            record: self.telemetry.pending(record, &ctx, &resp),
+            status: resp.status(),
+            lease,
+            ctx,
+            snapshot,
+            slot,
+        };
+        resp.map(|body| body::watch(body, completion))
     }
 }

@@ -1,23 +1,21 @@
 //! Per-request limits: how many requests may be in flight, and how large a request body may be.
 //!
 //! A request is in flight from its head until its response body has been sent or dropped, so a
-//! long download or a gRPC stream keeps its slot; the slot rides in the response body
-//! ([`RequestGuard::hold_in`]). The body limit never buffers: [`LimitedBody`] counts frames as they
-//! pass and turns the one that crosses the limit into an error, which aborts the upstream
+//! long download or a gRPC stream keeps its slot; the slot ([`RequestGuard`]) is held by the
+//! request's completion, which gives it back last. The body limit never buffers: [`BodyLimit`]
+//! counts frames as they pass and turns the one that crosses the limit into an error, which
+//! aborts the upstream
 //! request (HTTP/1.1: no final chunk and the connection closed; HTTP/2: RST_STREAM), so the
 //! upstream can never take a cut body for a whole one.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::BodyExt;
+use http_body::{Body as HttpBody, Frame};
 
 use super::OverloadMetrics;
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BodyWatch, BoxError};
 
 /// The in-flight and body-size limits (see [`super::OverloadOptions`]).
 #[derive(Debug)]
@@ -107,13 +105,15 @@ impl RequestLimits {
         }
         let trip = BodyTrip::default();
         let inner = std::mem::replace(req.body_mut(), crate::body::empty());
-        *req.body_mut() = Body::new(LimitedBody {
+        *req.body_mut() = crate::body::watch(
             inner,
-            left: limit,
-            limit,
-            trip: trip.clone(),
-            metrics: self.metrics.clone(),
-        });
+            BodyLimit {
+                left: limit,
+                limit,
+                trip: trip.clone(),
+                metrics: self.metrics.clone(),
+            },
+        );
         Ok(Some(trip))
     }
 }
@@ -125,19 +125,6 @@ pub struct RequestGuard {
     metrics: OverloadMetrics,
 }
 
-impl RequestGuard {
-    /// `body`, holding this slot until it ends or is dropped (a long download or a gRPC
-    /// stream keeps its slot).
-    pub fn hold_in(self, body: Body) -> Body {
-        // The error mapper owns the guard, so the guard lives exactly as long as the body.
-        // (`map_err`, unlike `map_frame`, keeps the body's size hint: content-length stays.)
-        Body::new(body.map_err(move |error| {
-            let _held = &self;
-            error
-        }))
-    }
-}
-
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -145,59 +132,40 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A request body that fails when more than `limit` bytes pass.
-struct LimitedBody {
-    inner: Body,
+/// Fails a request body when more than `limit` bytes pass.
+struct BodyLimit {
     left: u64,
     limit: u64,
     trip: BodyTrip,
     metrics: OverloadMetrics,
 }
 
-impl HttpBody for LimitedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if this.trip.tripped() {
-            return Poll::Ready(None);
-        }
-        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            other => return other,
+impl BodyWatch for BodyLimit {
+    fn on_frame(&mut self, frame: &Frame<Bytes>) -> Result<(), BoxError> {
+        let Some(data) = frame.data_ref() else {
+            return Ok(());
         };
-        if let Some(data) = frame.data_ref() {
-            let n = data.len() as u64;
-            if n > this.left {
-                this.trip.0.store(true, Ordering::Release);
-                this.metrics.inc_request_refused("body_too_large_streamed");
-                return Poll::Ready(Some(Err(format!(
-                    "request body over the limit of {} bytes; aborted",
-                    this.limit
-                )
-                .into())));
-            }
-            this.left -= n;
+        let n = data.len() as u64;
+        if n > self.left {
+            self.trip.0.store(true, Ordering::Release);
+            self.metrics.inc_request_refused("body_too_large_streamed");
+            return Err(format!(
+                "request body over the limit of {} bytes; aborted",
+                self.limit
+            )
+            .into());
         }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.left -= n;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
 
     fn limits(in_flight: Option<usize>, body: Option<u64>) -> RequestLimits {
         RequestLimits::new(in_flight, body, OverloadMetrics::new(None))
@@ -211,10 +179,9 @@ mod tests {
         assert!(l.begin().is_err());
         assert_eq!(l.metrics.requests_refused("in_flight_limit"), 1);
         assert_eq!(l.metrics.requests_in_flight(), 2);
-        // The slot rides in the response body.
-        let body = a.hold_in(crate::body::empty());
+        // The slot is held until the guard (in the request's completion) goes.
         assert!(l.begin().is_err());
-        drop(body);
+        drop(a);
         assert!(l.begin().unwrap().is_some());
         assert!(limits(None, None).begin().unwrap().is_none());
     }

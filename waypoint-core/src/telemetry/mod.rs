@@ -1,11 +1,14 @@
 //! Istio-standard observability the request path calls: metrics, access logs and trace context.
 //!
 //! ```text
-//!  request ──▶ Telemetry::begin  (trace context into the headers, request body counted)
+//!  request ──▶ Telemetry::begin   (trace context into the headers, request body counted)
 //!          ──▶ filters, upstream
-//!  response ◀── Telemetry::finish (response body counted; when it ends or is dropped:
-//!                                  istio_* metrics recorded, access log line queued)
+//!  response ◀── Telemetry::pending (a record of the response; the request's completion counts
+//!                                   its body and, when it ends or is dropped, records the
+//!                                   istio_* metrics, the span and the access log line)
 //! ```
+//!
+//! [`Telemetry::finish`] does the same on its own, for a caller without a completion.
 //!
 //! - [`metrics`]: `istio_requests_total`, `istio_request_duration_milliseconds`,
 //!   `istio_request_bytes`, `istio_response_bytes`, `istio_tcp_*`, the waypoint's config metrics
@@ -19,39 +22,36 @@ pub mod metrics;
 pub mod otlp;
 pub mod trace;
 
-use std::borrow::Cow;
+mod record;
+
+pub(crate) use record::PendingRecord;
+pub use record::RequestRecord;
+
 use std::fmt;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::AtomicU64;
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
-use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::combinators::UnsyncBoxBody;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::config::{Config, Endpoint, EndpointTransport};
 use crate::conn::ConnInfo;
 use crate::filter::{AuthzDecision, RequestContext};
-use crate::flags::ResponseFlag;
 use crate::tls::ExpectedIdentity;
 
-use access_log::{AccessLogEntry, AccessLogOptions, AccessLogger, MAX_PATH_LEN, truncate};
+use access_log::{AccessLogOptions, AccessLogger, MAX_PATH_LEN, truncate};
 use metrics::{
     ConfigMetrics, CountedIo, DestinationInfo, DestinationLabels, Label, ProcessCollector,
-    RequestLabels, RequestMetrics, SourceLabels, TcpLabels, TcpMetrics, UNKNOWN, flags_label,
-    security_policy,
+    RequestMetrics, TcpLabels, TcpMetrics,
 };
-use otlp::{OtlpExporter, OtlpOptions, SpanRecord};
-use trace::TraceContext;
+use otlp::{OtlpExporter, OtlpOptions};
+use record::{RequestBytes, RequestLine, grpc_status_label};
 
 /// What to record besides the metrics, and what the waypoint knows of its place.
 #[derive(Debug)]
@@ -223,10 +223,7 @@ impl Telemetry {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let request_bytes = Arc::new(AtomicU64::new(0));
         let body = std::mem::replace(req.body_mut(), crate::body::empty());
-        *req.body_mut() = UnsyncBoxBody::new(CountingBody {
-            inner: body,
-            count: request_bytes.clone(),
-        });
+        *req.body_mut() = crate::body::watch(body, RequestBytes(request_bytes.clone()));
         let log = self
             .inner
             .access_log
@@ -257,14 +254,28 @@ impl Telemetry {
         }
     }
 
-    /// Finishes recording: wraps the response body so that when it ends (or is dropped, e.g.
-    /// the client went away) the `istio_*` metrics are recorded and the access log line queued.
+    /// Finishes recording on its own: wraps the response body so that when it ends (or is
+    /// dropped, e.g. the client went away) the `istio_*` metrics are recorded and the access
+    /// log line queued. (The proxy instead puts `Telemetry::pending`'s record in the
+    /// request's one completion, beside the other end-of-request work.)
     pub fn finish(
         &self,
         record: RequestRecord,
         ctx: &RequestContext,
         resp: http::Response<Body>,
     ) -> http::Response<Body> {
+        let pending = self.pending(record, ctx, &resp);
+        resp.map(|body| crate::body::watch(body, pending))
+    }
+
+    /// The record of a request whose response (after the response filters) is `resp`, to be
+    /// completed when its body ends; counts the authorization decision now.
+    pub(crate) fn pending(
+        &self,
+        record: RequestRecord,
+        ctx: &RequestContext,
+        resp: &http::Response<Body>,
+    ) -> PendingRecord {
         let mut destination = DestinationLabels::resolve(
             ctx.upstream.as_ref().map(|u| u.backend.as_ref()),
             &ctx.conn,
@@ -311,7 +322,7 @@ impl Telemetry {
                 })
                 .inc();
         }
-        let pending = Pending {
+        PendingRecord {
             telemetry: self.clone(),
             bodyless,
             conn: ctx.conn.clone(),
@@ -333,13 +344,7 @@ impl Telemetry {
             }),
             bytes_sent: 0,
             record,
-        };
-        resp.map(|inner| {
-            UnsyncBoxBody::new(ResponseBody {
-                inner,
-                pending: Some(Box::new(pending)),
-            })
-        })
+        }
     }
 
     /// Records a config load or reload; on success also the version now served.
@@ -391,251 +396,5 @@ fn protocol_name(version: http::Version) -> &'static str {
         http::Version::HTTP_2 => "HTTP/2",
         http::Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/1.1",
-    }
-}
-
-/// A gRPC status is a small number; anything else from the upstream is not a label value.
-fn grpc_status_label(value: &http::HeaderValue) -> Option<Label> {
-    let s = value.to_str().ok()?.trim();
-    (!s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| Cow::Owned(s.to_owned()))
-}
-
-/// What [`Telemetry::begin`] learned about a request, handed back to [`Telemetry::finish`].
-#[derive(Debug)]
-pub struct RequestRecord {
-    start_time: SystemTime,
-    started: Instant,
-    head: bool,
-    grpc: bool,
-    trace: TraceContext,
-    request_bytes: Arc<AtomicU64>,
-    // Only copied when the request is access-logged or its span exported.
-    request: Option<RequestLine>,
-    log: bool,
-    span: bool,
-}
-
-#[derive(Debug)]
-struct RequestLine {
-    method: String,
-    authority: Option<String>,
-    path: String,
-    protocol: &'static str,
-}
-
-impl RequestRecord {
-    /// The request's trace context (the waypoint's span).
-    pub fn trace(&self) -> &TraceContext {
-        &self.trace
-    }
-
-    /// Request body bytes read so far.
-    pub fn request_bytes(&self) -> u64 {
-        self.request_bytes.load(Ordering::Relaxed)
-    }
-}
-
-struct CountingBody {
-    inner: Body,
-    count: Arc<AtomicU64>,
-}
-
-impl http_body::Body for CountingBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &res
-            && let Some(data) = frame.data_ref()
-        {
-            this.count.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        res
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Everything needed to record a request once its response body is done.
-struct Pending {
-    telemetry: Telemetry,
-    bodyless: bool,
-    conn: Arc<ConnInfo>,
-    destination: DestinationLabels,
-    status: u16,
-    flags: Vec<ResponseFlag>,
-    route: Option<String>,
-    grpc_status: Option<Label>,
-    upstream_host: Option<std::net::SocketAddr>,
-    authz: Option<(&'static str, Option<String>)>,
-    bytes_sent: u64,
-    record: RequestRecord,
-}
-
-impl Pending {
-    /// Records the request. `extra` is a flag for how the body ended abnormally: `UR` when the
-    /// upstream body failed, `DC` when the client went away before the end.
-    fn complete(mut self, extra: Option<ResponseFlag>) {
-        let inner = &self.telemetry.inner;
-        if let Some(flag) = extra
-            && !self.flags.contains(&flag)
-        {
-            self.flags.push(flag);
-        }
-        let duration = self.record.started.elapsed();
-        let request_bytes = self.record.request_bytes.load(Ordering::Relaxed);
-        let labels = RequestLabels {
-            reporter: Cow::Borrowed("waypoint"),
-            source: SourceLabels::from_conn(&self.conn),
-            destination: self.destination,
-            request_protocol: Cow::Borrowed(if self.record.grpc { "grpc" } else { "http" }),
-            response_code: Cow::Owned(self.status.to_string()),
-            grpc_response_status: self.grpc_status.unwrap_or(Cow::Borrowed("")),
-            connection_security_policy: security_policy(&self.conn),
-            response_flags: flags_label(&self.flags),
-        };
-        inner
-            .requests
-            .record(&labels, duration, request_bytes, self.bytes_sent);
-
-        let Some(line) = self.record.request else {
-            return;
-        };
-        let service = &labels.destination.destination_service;
-        if self.record.span
-            && let Some(exporter) = &inner.otlp
-        {
-            let target = self
-                .route
-                .as_deref()
-                .or((service != UNKNOWN).then_some(&**service));
-            exporter.record(SpanRecord {
-                trace: self.record.trace,
-                name: match target {
-                    Some(t) => format!("{} {t}", line.method),
-                    None => line.method.clone(),
-                },
-                start: self.record.start_time,
-                end: self.record.start_time + duration,
-                method: line.method.clone(),
-                path: line.path.clone(),
-                status: self.status,
-                authority: line.authority.clone(),
-                peer_principal: self
-                    .conn
-                    .peer_identity
-                    .as_ref()
-                    .map(|id| id.as_str().to_owned()),
-            });
-        }
-        let (true, Some(logger)) = (self.record.log, &inner.access_log) else {
-            return;
-        };
-        logger.log(&AccessLogEntry {
-            start_time: self.record.start_time,
-            source_principal: self
-                .conn
-                .peer_identity
-                .as_ref()
-                .map(|id| id.as_str().to_owned()),
-            source_address: self.conn.source,
-            destination_address: self.conn.destination,
-            destination_service: (service != UNKNOWN).then(|| service.to_string()),
-            method: line.method,
-            authority: line.authority,
-            path: line.path,
-            protocol: line.protocol,
-            response_code: self.status,
-            response_flags: labels.response_flags.to_string(),
-            upstream_host: self.upstream_host,
-            authz: self.authz.as_ref().map(|a| a.0),
-            authz_policy: self.authz.as_ref().and_then(|a| a.1.clone()),
-            bytes_received: request_bytes,
-            bytes_sent: self.bytes_sent,
-            duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),
-            trace_id: self.record.trace.trace_id_hex(),
-            route: self.route,
-        });
-    }
-}
-
-/// The response body as sent downstream: counted, and recorded once when it ends.
-struct ResponseBody {
-    inner: Body,
-    pending: Option<Box<Pending>>,
-}
-
-impl ResponseBody {
-    fn complete(&mut self, extra: Option<ResponseFlag>) {
-        if let Some(pending) = self.pending.take() {
-            pending.complete(extra);
-        }
-    }
-}
-
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_frame(cx);
-        match &res {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(pending) = this.pending.as_mut() {
-                    if let Some(data) = frame.data_ref() {
-                        pending.bytes_sent += data.len() as u64;
-                    }
-                    if let Some(trailers) = frame.trailers_ref()
-                        && pending.record.grpc
-                        && let Some(status) =
-                            trailers.get("grpc-status").and_then(grpc_status_label)
-                    {
-                        pending.grpc_status = Some(status);
-                    }
-                }
-                if this.inner.is_end_stream() {
-                    this.complete(None);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.complete(Some(ResponseFlag::UpstreamRemoteReset)),
-            Poll::Ready(None) => this.complete(None),
-            Poll::Pending => {}
-        }
-        res
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        // A server may stop polling once `is_end_stream` says so, or never poll a body it must
-        // not send: both are normal ends.
-        let normal =
-            self.inner.is_end_stream() || self.pending.as_ref().is_some_and(|p| p.bodyless);
-        let extra = (!normal).then_some(ResponseFlag::DownstreamConnectionTermination);
-        self.complete(extra);
     }
 }

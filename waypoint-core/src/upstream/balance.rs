@@ -1,13 +1,8 @@
 //! Endpoint choice (least request, power of two choices) and the in-flight accounting it reads.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 
 use crate::config::{Endpoint, EndpointStats};
 
@@ -70,58 +65,10 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted in flight until the body ends, fails or is
-/// dropped: a request is not done for the endpoint before its response is fully read.
-pub(crate) struct InFlightBody<B> {
-    inner: B,
-    guard: Option<InFlight>,
-}
-
-impl<B> InFlightBody<B> {
-    /// Wraps `inner`, releasing `guard` when it is done.
-    pub(crate) fn new(inner: B, guard: InFlight) -> Self {
-        InFlightBody {
-            inner,
-            guard: Some(guard),
-        }
-    }
-}
-
-impl<B> http_body::Body for InFlightBody<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.guard = None,
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.guard = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Full};
 
     fn endpoints(loads: &[usize]) -> Vec<Endpoint> {
         loads
@@ -192,53 +139,5 @@ mod tests {
             .filter(|_| pick(&eps).unwrap().address == eps[0].address)
             .count();
         assert!((350..650).contains(&hits), "{hits}");
-    }
-
-    #[tokio::test]
-    async fn guard_released_at_end_of_body_or_drop() {
-        let stats = Arc::new(EndpointStats::default());
-        let in_flight = || stats.in_flight.load(Ordering::Relaxed);
-
-        let body = InFlightBody::new(
-            Full::new(Bytes::from_static(b"hi")),
-            InFlight::start(&stats),
-        );
-        assert_eq!(in_flight(), 1);
-        let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(&bytes[..], b"hi");
-        assert_eq!(in_flight(), 0);
-
-        // A streaming body is released when its last frame was read, before the body is dropped.
-        let mut body = InFlightBody::new(Chunks(vec![b"a", b"b"]), InFlight::start(&stats));
-        assert_eq!(in_flight(), 1);
-        assert!(body.frame().await.is_some());
-        assert_eq!(in_flight(), 1);
-        while body.frame().await.is_some() {}
-        assert_eq!(in_flight(), 0);
-        drop(body);
-        assert_eq!(in_flight(), 0);
-
-        let body = InFlightBody::new(Full::new(Bytes::from_static(b"x")), InFlight::start(&stats));
-        assert_eq!(in_flight(), 1);
-        drop(body);
-        assert_eq!(in_flight(), 0);
-    }
-
-    /// A body of several frames that only knows it ended when asked for one more.
-    struct Chunks(Vec<&'static [u8]>);
-
-    impl http_body::Body for Chunks {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            if self.0.is_empty() {
-                return Poll::Ready(None);
-            }
-            let chunk = self.0.remove(0);
-            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(chunk)))))
-        }
     }
 }

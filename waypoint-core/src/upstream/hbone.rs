@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 use tokio_rustls::TlsConnector;
 
-use super::connect::TunnelSource;
+use super::dial::TunnelSource;
 use crate::tls::{self, CertStore, ExpectedIdentity};
 pub use crate::wire::hbone::HBONE_PORT;
 use crate::wire::hbone::{
@@ -322,7 +322,7 @@ impl HbonePool {
             .await
             .map_err(|e| HboneError::Connect {
                 addr,
-                reason: super::forward::describe(&e),
+                reason: super::failure::describe(&e),
             })?;
         // Best effort: a socket that refuses TCP_NODELAY still works, only slower.
         let _ = tcp.set_nodelay(true);
@@ -417,7 +417,7 @@ fn tls_reason(e: &io::Error) -> String {
             other.to_string()
         }
         Some(r) => r.to_string(),
-        None => super::forward::describe(e),
+        None => super::failure::describe(e),
     }
 }
 

@@ -1,18 +1,11 @@
-//! Request mirrors: a copy of the request to one endpoint of another backend, sent in a task of
-//! its own so it never delays or fails the request it copies; its response is read and dropped.
-//! Copies in flight are bounded; beyond the bound they are dropped and counted.
+//! The bookkeeping of request mirrors ([`Upstream::mirror`](super::Upstream) sends them): what
+//! became of the copies, and the bounded slots of those in flight.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
-use http_body_util::BodyExt;
-
-use super::balance::{InFlight, pick};
-use super::replay::Replay;
-use super::{Upstream, forward, service_name};
-use crate::conn::ConnInfo;
-use crate::filter::MirrorTarget;
+#[cfg(doc)]
+use super::Upstream;
 
 /// Counters of what the upstream did besides forwarding, shared with mirror tasks.
 #[derive(Debug, Default)]
@@ -58,10 +51,10 @@ impl Counters {
 }
 
 /// One of the bounded mirror slots, given back when the copy is done.
-struct Slot(Arc<Counters>);
+pub(super) struct Slot(pub(super) Arc<Counters>);
 
 impl Slot {
-    fn take(counters: &Arc<Counters>, max: usize) -> Option<Slot> {
+    pub(super) fn take(counters: &Arc<Counters>, max: usize) -> Option<Slot> {
         let taken =
             counters
                 .mirrors_in_flight
@@ -75,71 +68,5 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.mirrors_in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Upstream {
-    /// Sends a copy of the kept request to one endpoint of `mirror`, in the background, for at
-    /// most `limit`. Without a kept request (its body too large or of unknown length) the
-    /// copy is skipped.
-    pub(super) fn mirror(
-        &self,
-        mirror: &MirrorTarget,
-        replay: Option<&Replay>,
-        conn: &ConnInfo,
-        limit: Duration,
-    ) {
-        let counters = &self.counters;
-        let backend = &mirror.backend;
-        let Some(replay) = replay else {
-            counters.mirrors_skipped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(mirror = %service_name(backend), "mirror skipped: request body not kept");
-            return;
-        };
-        let Some(slot) = Slot::take(counters, self.cfg.max_mirrors_in_flight) else {
-            counters.mirrors_dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(mirror = %service_name(backend), "mirror dropped: too many in flight");
-            return;
-        };
-        let Some(endpoint) = pick(&backend.endpoints) else {
-            counters.mirrors_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(mirror = %service_name(backend), "mirror failed: no healthy upstream");
-            return;
-        };
-        let address = endpoint.address;
-        let protocol = backend.protocol;
-        let mut req = replay.request();
-        forward::prepare(&mut req, address, protocol, false);
-        let route = self.route(endpoint, conn);
-        let guard = InFlight::start(&endpoint.stats);
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let exchange = async {
-                let resp = pool.send(protocol, route, req).await?;
-                let status = resp.status();
-                // Read to the end so the connection can serve again.
-                resp.into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| forward::describe(&e))?;
-                Ok::<_, String>(status)
-            };
-            let outcome = match tokio::time::timeout(limit, exchange).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(format!("timeout after {}ms", limit.as_millis())),
-            };
-            let counters = &slot.0;
-            match outcome {
-                Ok(status) => {
-                    counters.mirrors_sent.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(endpoint = %address, status = status.as_u16(), "mirror answered");
-                }
-                Err(reason) => {
-                    counters.mirrors_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(endpoint = %address, %reason, "mirror failed");
-                }
-            }
-        });
     }
 }

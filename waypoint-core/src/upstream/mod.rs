@@ -79,174 +79,65 @@
 //! Tunnels carry their client in their headers, so HTTP connections over a tunnel are pooled
 //! per (endpoint, client address, client metadata): a pooled connection never speaks for
 //! another client. Plain TCP connections are pooled per endpoint alone.
+//!
+//! # Where things are
+//!
+//! Every method of [`Upstream`] is in this file: forwarding, tries, mirrors. Around it:
+//! `balance` (endpoint choice), `budget` (timeouts over tries), `rewrite` (the request as the
+//! endpoint gets it), `pool` (HTTP connections) over `dial` (the byte stream of a
+//! `DialPath`) and `hbone` (the HBONE client), `tunnel` (upgrades), `failure` (local replies
+//! and error descriptions), `lease` (what a request holds until its response body ends:
+//! `Upstream::forward_leased` hands it to the caller's completion instead of wrapping the
+//! body), `replay`, `mirror` and `metrics` (bookkeeping), `config` (the settings).
 
 mod balance;
-mod connect;
-mod forward;
+mod budget;
+mod config;
+mod dial;
+mod failure;
 mod hbone;
 mod hop;
+mod lease;
+mod metrics;
 mod mirror;
 mod pool;
 mod replay;
-mod retry;
+mod rewrite;
+mod tunnel;
 
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 
 pub use balance::pick;
-pub use connect::TunnelSource;
+pub use config::{UpstreamConfig, UpstreamMode};
+pub use dial::TunnelSource;
 pub use hbone::{HBONE_PORT, HboneClientOptions, HboneError, HbonePool, HboneStream};
 pub(crate) use hop::{HTTP2_SETTINGS, tokens as header_tokens};
 pub use hop::{is_upgrade, remove_hop_by_hop};
+pub(crate) use lease::UpstreamLease;
+pub use metrics::{PoolCollector, PoolSizes};
 pub use mirror::UpstreamStats;
 
-use crate::body::{Body, local_reply};
-use crate::config::{AppProtocol, Endpoint, EndpointTransport, ServiceBackend};
+use crate::body::{self, Body, local_reply};
+use crate::config::{AppProtocol, Endpoint, EndpointTransport};
 use crate::conn::ConnInfo;
-use crate::filter::{MirrorTarget, RequestContext};
-#[cfg(doc)]
-use crate::filter::{RetryPolicy, UpstreamTarget};
+use crate::filter::{MirrorTarget, RequestContext, RetryPolicy, UpstreamTarget};
 use crate::flags::ResponseFlag;
 use crate::tls::CertStore;
-use connect::{Connector, Route};
-use mirror::Counters;
+use balance::{InFlight, pick_avoiding};
+use budget::{Budget, Expiry};
+use dial::{DialPath, Dialer};
+use mirror::{Counters, Slot};
 use pool::HttpPool;
 use replay::Replay;
-use retry::{Budget, DownstreamUpgrade, Outgoing};
+use tunnel::DownstreamUpgrade;
 
 /// How long a mirrored copy may take when the request it copies has no timeout at all.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Connections held by the upstream pools at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolSizes {
-    /// Idle HTTP/1.1 connections ready for reuse.
-    pub http1_idle: usize,
-    /// Open HTTP/2 (h2c) connections.
-    pub http2: usize,
-    /// Open HBONE (mTLS HTTP/2) connections carrying tunnels.
-    pub hbone: usize,
-}
-
-/// Exposes [`Upstream::pool_sizes`] as `waypoint_upstream_pool_connections{kind}` and
-/// [`Upstream::stats`] as `waypoint_upstream_mirror_requests_total{result}` (`sent`, `failed`,
-/// `dropped`, `skipped`) and `waypoint_upstream_retries_total`, read at scrape time.
-#[derive(Debug)]
-pub struct PoolCollector(pub Arc<Upstream>);
-
-impl prometheus_client::collector::Collector for PoolCollector {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        let sizes = self.0.pool_sizes();
-        let mut family = encoder.encode_descriptor(
-            "waypoint_upstream_pool_connections",
-            "Connections held by the upstream pools",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (kind, n) in [
-            ("http1_idle", sizes.http1_idle),
-            ("http2", sizes.http2),
-            ("hbone", sizes.hbone),
-        ] {
-            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(
-                i64::try_from(n).unwrap_or(i64::MAX),
-            );
-            gauge.encode(family.encode_family(&[("kind", kind)])?)?;
-        }
-
-        let stats = self.0.stats();
-        let counter = prometheus_client::metrics::counter::ConstCounter::new;
-        let mut family = encoder.encode_descriptor(
-            "waypoint_upstream_mirror_requests",
-            "Mirrored request copies, by what became of them",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for (result, n) in [
-            ("sent", stats.mirrors_sent),
-            ("failed", stats.mirrors_failed),
-            ("dropped", stats.mirrors_dropped),
-            ("skipped", stats.mirrors_skipped),
-        ] {
-            counter(n).encode(family.encode_family(&[("result", result)])?)?;
-        }
-        counter(stats.retries).encode(encoder.encode_descriptor(
-            "waypoint_upstream_retries",
-            "Retries sent to backends",
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?)?;
-        Ok(())
-    }
-}
-
-/// How the waypoint reaches endpoints (see the module documentation).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum UpstreamMode {
-    /// Plain TCP to endpoint addresses, always. The sandwich default: the in-pod ztunnel
-    /// captures the connection and sends it as HBONE.
-    #[default]
-    Plain,
-    /// HBONE to endpoints in the mesh when a workload certificate is configured, plain TCP to
-    /// the others (and to every endpoint without a certificate).
-    Auto,
-    /// Every connection through the co-located ztunnel's Unix socket at this path, behind a
-    /// PROXY v2 header naming the endpoint (our extension).
-    ZtunnelUnix(PathBuf),
-}
-
-/// The waypoint's own upstream settings (flags, not Kubernetes resources).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamConfig {
-    /// How long to wait for a connection to an endpoint (TCP, or every handshake of a tunnel).
-    pub connect_timeout: Duration,
-    /// The timeout until response headers when the route sets none (Envoy's default is 15 s).
-    /// Zero disables it.
-    pub request_timeout: Duration,
-    /// How long an unused pooled HTTP connection stays open (zero: none is kept).
-    pub idle_timeout: Duration,
-    /// The most idle HTTP/1.1 connections kept per endpoint (and, over tunnels, per client).
-    pub max_idle_per_endpoint: usize,
-    /// Which transport carries the HTTP connections.
-    pub mode: UpstreamMode,
-    /// HBONE client settings (used in [`UpstreamMode::Auto`]).
-    pub hbone: HboneClientOptions,
-    /// The waypoint's own IP, named as PROXY source toward the co-located ztunnel when the
-    /// original client is unknown. Unset, the unspecified address is sent.
-    pub own_ip: Option<IpAddr>,
-    /// The largest request body kept in memory so the request can be retried or mirrored
-    /// (its length must be known up front); larger bodies stream once, unretried, unmirrored.
-    pub max_replay_body: usize,
-    /// The most mirrored copies in flight at once; more are dropped (and counted).
-    pub max_mirrors_in_flight: usize,
-}
-
-impl Default for UpstreamConfig {
-    fn default() -> Self {
-        UpstreamConfig {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(90),
-            // High enough that a burst of concurrent requests does not churn connections (each
-            // new one costs a handshake and, under load, can overflow the backend's accept
-            // queue); idle ones are still closed after `idle_timeout`.
-            max_idle_per_endpoint: 1024,
-            mode: UpstreamMode::Plain,
-            hbone: HboneClientOptions::default(),
-            own_ip: None,
-            max_replay_body: 64 * 1024,
-            max_mirrors_in_flight: 1024,
-        }
-    }
-}
 
 /// The upstream connector: connection pools to every endpoint, shared by all requests. Build
 /// one per process and share it (in an `Arc`); config reloads do not touch it, so pooled
@@ -286,7 +177,7 @@ impl Upstream {
             UpstreamMode::ZtunnelUnix(path) => Some(path.clone()),
             _ => None,
         };
-        let connector = Connector {
+        let dialer = Dialer {
             connect_timeout: cfg.connect_timeout,
             hbone,
             ztunnel,
@@ -294,7 +185,7 @@ impl Upstream {
             own_ip: cfg.own_ip,
         };
         Upstream {
-            pool: HttpPool::new(connector, &cfg),
+            pool: HttpPool::new(dialer, &cfg),
             cfg,
             counters: Arc::default(),
         }
@@ -307,7 +198,7 @@ impl Upstream {
 
     /// The HBONE connection pool, when this connector sends HBONE.
     pub fn hbone_pool(&self) -> Option<&Arc<HbonePool>> {
-        self.pool.connector().hbone.as_ref()
+        self.pool.dialer().hbone.as_ref()
     }
 
     /// How many connections the pools hold now.
@@ -327,23 +218,33 @@ impl Upstream {
 
     /// Forwards `req` to an endpoint of `ctx.upstream` and returns the backend's response, its
     /// body streaming. Failures become local replies (see the module documentation) with their
-    /// response flag pushed to `ctx.response_flags`.
-    pub async fn forward(
+    /// response flag pushed to `ctx.response_flags`. The body keeps the endpoint counted busy
+    /// (and its HTTP/1.1 connection out of the pool) until it ends or is dropped.
+    pub async fn forward(&self, req: Request<Body>, ctx: &mut RequestContext) -> Response<Body> {
+        let (resp, lease) = self.forward_leased(req, ctx).await;
+        resp.map(|body| body::watch(body, lease))
+    }
+
+    /// [`Upstream::forward`], with the response body as the backend sends it and the
+    /// [`UpstreamLease`] apart: the caller releases it when the body it sends on ends (the
+    /// pipeline's completion does, with the rest of the end-of-request work).
+    pub(crate) async fn forward_leased(
         &self,
         mut req: Request<Body>,
         ctx: &mut RequestContext,
-    ) -> Response<Body> {
+    ) -> (Response<Body>, UpstreamLease) {
+        let local = |resp| (resp, UpstreamLease::default());
         let Some(target) = ctx.upstream.clone() else {
             ctx.response_flags.push(ResponseFlag::NoRoute);
             let message = match ctx.conn.destination {
                 Some(dest) => format!("no route to {dest}"),
                 None => "no route: the connection has no known destination".to_owned(),
             };
-            return local_reply(StatusCode::NOT_FOUND, message);
+            return local(local_reply(StatusCode::NOT_FOUND, message));
         };
         let backend = &target.backend;
         if backend.endpoints.is_empty() {
-            return retry::no_healthy_upstream(ctx, backend);
+            return local(failure::no_healthy_upstream(ctx, backend));
         }
         let budget = Budget::new(&target, &self.cfg);
 
@@ -371,25 +272,8 @@ impl Upstream {
                 .await
             {
                 Ok(Ok(replay)) => replay,
-                Ok(Err(e)) => {
-                    ctx.response_flags
-                        .push(ResponseFlag::DownstreamProtocolError);
-                    return local_reply(
-                        StatusCode::BAD_REQUEST,
-                        format!("request body could not be read: {e}"),
-                    );
-                }
-                Err(limit) => {
-                    ctx.response_flags
-                        .push(ResponseFlag::UpstreamRequestTimeout);
-                    return local_reply(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "request body not received within the {}ms request timeout",
-                            limit.as_millis()
-                        ),
-                    );
-                }
+                Ok(Err(e)) => return local(failure::body_unreadable(ctx, &e)),
+                Err(limit) => return local(failure::body_too_slow(ctx, limit)),
             }
         } else {
             None
@@ -408,64 +292,217 @@ impl Upstream {
         self.send_tries(out, &target, &budget, ctx).await
     }
 
-    /// The transport for `endpoint` under this connector's mode.
-    fn route(&self, endpoint: &Endpoint, conn: &ConnInfo) -> Route {
-        let connector = self.pool.connector();
+    /// Sends `out` to endpoints of `target`, trying again as its retry policy allows (only when
+    /// the request was kept whole), and returns the last try's response or a local reply.
+    async fn send_tries(
+        &self,
+        out: Outgoing<'_>,
+        target: &UpstreamTarget,
+        budget: &Budget,
+        ctx: &mut RequestContext,
+    ) -> (Response<Body>, UpstreamLease) {
+        let local = |resp| (resp, UpstreamLease::default());
+        let backend = &target.backend;
+        let policy = target.retry.as_deref().filter(|_| out.replay.is_some());
+        let Outgoing {
+            first,
+            replay,
+            upgrade,
+            mut downstream_upgrade,
+        } = out;
+        let mut next = Some(first);
+        let mut retries = 0u32;
+        let mut last = None;
+        loop {
+            let Some(mut req) = next.take().or_else(|| replay.map(Replay::request)) else {
+                // Unreachable: a policy needs a kept request. Answer rather than panic.
+                let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, "retry without a copy");
+                return local(resp);
+            };
+            let Some(endpoint) = pick_avoiding(&backend.endpoints, last) else {
+                return local(failure::no_healthy_upstream(ctx, backend));
+            };
+            let address = endpoint.address;
+            ctx.endpoint = Some(endpoint.clone());
+            let guard = InFlight::start(&endpoint.stats);
+            let path = self.dial_path(endpoint, &ctx.conn);
+            rewrite::prepare(&mut req, address, backend.protocol, upgrade);
+
+            let limit = budget.next_try();
+            let exchange = self.pool.send(backend.protocol, path, req);
+            let result = match limit {
+                Some((limit, _)) => tokio::time::timeout(limit, exchange).await.ok(),
+                None => Some(exchange.await),
+            };
+            let may_retry = policy.filter(|p| retries < p.attempts);
+            let why = match result {
+                Some(Ok((resp, conn))) => match may_retry {
+                    Some(p) if p.retries_status(resp.status()) => {
+                        let why = format!("status {}", resp.status());
+                        failure::discard(resp, conn);
+                        why
+                    }
+                    _ => {
+                        if retries > 0 && policy.is_some_and(|p| p.retries_status(resp.status())) {
+                            ctx.response_flags
+                                .push(ResponseFlag::UpstreamRetryLimitExceeded);
+                        }
+                        let upgrade = downstream_upgrade.take();
+                        return match tunnel::finish(resp, conn, guard, upgrade, address) {
+                            Ok((resp, lease)) => (resp.map(body::boxed), lease),
+                            Err(reason) => {
+                                local(failure::unexpected_switch(ctx, backend, address, &reason))
+                            }
+                        };
+                    }
+                },
+                Some(Err(reason)) => {
+                    if may_retry.is_none() {
+                        let retried = retries > 0;
+                        return local(failure::connect_failed(
+                            ctx, backend, address, &reason, retried,
+                        ));
+                    }
+                    reason
+                }
+                None => {
+                    let expiry = match limit {
+                        Some((_, expiry)) => expiry,
+                        None => Expiry::Request(Duration::ZERO),
+                    };
+                    match (expiry, may_retry) {
+                        (Expiry::Try(_), Some(_)) => "backend timeout".to_owned(),
+                        (Expiry::Try(d) | Expiry::Request(d), _) => {
+                            let retried = retries > 0;
+                            return local(failure::timed_out(ctx, backend, address, d, retried));
+                        }
+                    }
+                }
+            };
+            drop(guard);
+            retries += 1;
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            let backoff = may_retry.map_or(RetryPolicy::DEFAULT_BACKOFF, |p| p.backoff);
+            tracing::debug!(
+                endpoint = %address,
+                service = %failure::service_name(backend),
+                retry = retries,
+                reason = %why,
+                backoff_ms = backoff.as_millis() as u64,
+                "retrying upstream request"
+            );
+            if !budget.back_off(backoff).await {
+                let limit = budget.request.unwrap_or_default();
+                return local(failure::timed_out(ctx, backend, address, limit, true));
+            }
+            last = Some(address);
+        }
+    }
+
+    /// Sends a copy of the kept request to one endpoint of `mirror`, in the background, for at
+    /// most `limit`, so it never delays or fails the request it copies; its response is read
+    /// and dropped. Copies in flight are bounded; beyond the bound they are dropped and counted. Without a kept request (its body too large or of unknown length) the
+    /// copy is skipped.
+    fn mirror(
+        &self,
+        mirror: &MirrorTarget,
+        replay: Option<&Replay>,
+        conn: &ConnInfo,
+        limit: Duration,
+    ) {
+        let counters = &self.counters;
+        let backend = &mirror.backend;
+        let Some(replay) = replay else {
+            counters.mirrors_skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(mirror = %failure::service_name(backend), "mirror skipped: request body not kept");
+            return;
+        };
+        let Some(slot) = Slot::take(counters, self.cfg.max_mirrors_in_flight) else {
+            counters.mirrors_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(mirror = %failure::service_name(backend), "mirror dropped: too many in flight");
+            return;
+        };
+        let Some(endpoint) = pick(&backend.endpoints) else {
+            counters.mirrors_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(mirror = %failure::service_name(backend), "mirror failed: no healthy upstream");
+            return;
+        };
+        let address = endpoint.address;
+        let protocol = backend.protocol;
+        let mut req = replay.request();
+        rewrite::prepare(&mut req, address, protocol, false);
+        let path = self.dial_path(endpoint, conn);
+        let guard = InFlight::start(&endpoint.stats);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let exchange = async {
+                let (resp, conn) = pool.send(protocol, path, req).await?;
+                let status = resp.status();
+                // Read to the end so the connection can serve again.
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| failure::describe(&e))?;
+                if let Some(conn) = conn {
+                    conn.give_back();
+                }
+                Ok::<_, String>(status)
+            };
+            let outcome = match tokio::time::timeout(limit, exchange).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!("timeout after {}ms", limit.as_millis())),
+            };
+            let counters = &slot.0;
+            match outcome {
+                Ok(status) => {
+                    counters.mirrors_sent.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(endpoint = %address, status = status.as_u16(), "mirror answered");
+                }
+                Err(reason) => {
+                    counters.mirrors_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(endpoint = %address, %reason, "mirror failed");
+                }
+            }
+        });
+    }
+
+    /// How to reach `endpoint` under this connector's mode.
+    fn dial_path(&self, endpoint: &Endpoint, conn: &ConnInfo) -> DialPath {
+        let dialer = self.pool.dialer();
         match (&self.cfg.mode, &endpoint.transport) {
-            (UpstreamMode::ZtunnelUnix(_), _) => Route::Ztunnel {
+            (UpstreamMode::ZtunnelUnix(_), _) => DialPath::Ztunnel {
                 endpoint: endpoint.address,
                 source: TunnelSource::from_conn(conn),
             },
             (UpstreamMode::Auto, EndpointTransport::Hbone { identity })
-                if connector.hbone.is_some() =>
+                if dialer.hbone.is_some() =>
             {
-                Route::Hbone {
+                DialPath::Hbone {
                     endpoint: endpoint.address,
                     identity: identity.clone(),
                     source: TunnelSource::from_conn(conn),
                 }
             }
-            _ => Route::Plain(endpoint.address),
+            _ => DialPath::Plain(endpoint.address),
         }
     }
 }
 
-/// `Service ns/name:port`, as messages name a backend.
-fn service_name(backend: &ServiceBackend) -> String {
-    format!(
-        "{}/{}:{}",
-        backend.service.namespace, backend.service.name, backend.port
-    )
+/// How the downstream request is sent: its first try, its copies for retries, and whether it
+/// upgrades the connection.
+struct Outgoing<'a> {
+    first: Request<Body>,
+    replay: Option<&'a Replay>,
+    upgrade: bool,
+    downstream_upgrade: Option<DownstreamUpgrade>,
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
     use super::*;
-    use crate::config::ResourceRef;
-
-    #[test]
-    fn collector_exposes_pools_mirrors_and_retries() {
-        let up = Arc::new(Upstream::new(UpstreamConfig::default()));
-        up.counters
-            .mirrors_dropped
-            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
-        up.counters
-            .retries
-            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(PoolCollector(up)));
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        for line in [
-            "waypoint_upstream_pool_connections{kind=\"http1_idle\"} 0",
-            "waypoint_upstream_mirror_requests_total{result=\"dropped\"} 3",
-            "waypoint_upstream_mirror_requests_total{result=\"sent\"} 0",
-            "waypoint_upstream_retries_total 2",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
-        }
-    }
+    use crate::config::{ResourceRef, ServiceBackend};
 
     #[tokio::test]
     async fn no_target_and_no_endpoints_are_local_replies() {

@@ -1,29 +1,26 @@
 //! The HTTP client side of forwarding: pooled HTTP/1.1 and h2c connections over whatever byte
-//! stream the [`Connector`] opens for a [`Route`] (TCP, an HBONE tunnel, the ztunnel socket).
+//! stream the [`Dialer`] opens for a [`DialPath`] (TCP, an HBONE tunnel, the ztunnel socket).
 //!
-//! - HTTP/1.1: one request at a time per connection. A connection goes back to the idle list of
-//!   its route once its response body has been read to the end (a body dropped half-read closes
-//!   it); at most `max_idle_per_endpoint` wait there, each for at most the idle timeout.
-//! - h2c: one connection per route, multiplexed. It leaves the pool when it closes or stays
+//! - HTTP/1.1: one request at a time per connection. [`HttpPool::send`] hands the response
+//!   back with the connection's [`Return`]; whoever sees the response body end (the request's
+//!   [`UpstreamLease`](super::UpstreamLease)) gives it back to the idle list of its dial path once
+//!   the body was read to the end (a body dropped half-read closes it); at most `max_idle_per_endpoint` wait there, each for at most the idle timeout.
+//! - h2c: one connection per dial path, multiplexed. It leaves the pool when it closes or stays
 //!   unused for the idle timeout; requests already on it finish first.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::UpstreamConfig;
-use super::connect::{Connector, Route};
-use super::forward::describe;
+use super::dial::{DialPath, Dialer};
+use super::failure::describe;
 use crate::body::Body;
 use crate::config::AppProtocol;
 use crate::wire::BoxedIo;
@@ -32,6 +29,9 @@ use crate::wire::BoxedIo;
 /// so a dead backend connection is noticed before a request waits on it.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A response with its connection's way back to the pool ([`HttpPool::send`]).
+pub(crate) type Exchange = (Response<Incoming>, Option<Return>);
 
 struct IdleH1 {
     id: u64,
@@ -47,11 +47,11 @@ struct H2Conn {
 
 /// Every pooled upstream HTTP connection of the process.
 pub(crate) struct HttpPool {
-    connector: Connector,
+    dialer: Dialer,
     idle_timeout: Duration,
     max_idle: usize,
-    h1: Mutex<HashMap<Route, Vec<IdleH1>>>,
-    h2: Mutex<HashMap<Route, H2Conn>>,
+    h1: Mutex<HashMap<DialPath, Vec<IdleH1>>>,
+    h2: Mutex<HashMap<DialPath, H2Conn>>,
     next_id: AtomicU64,
 }
 
@@ -61,9 +61,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl HttpPool {
-    pub(crate) fn new(connector: Connector, cfg: &UpstreamConfig) -> Arc<Self> {
+    pub(crate) fn new(dialer: Dialer, cfg: &UpstreamConfig) -> Arc<Self> {
         Arc::new(HttpPool {
-            connector,
+            dialer,
             idle_timeout: cfg.idle_timeout,
             max_idle: cfg.max_idle_per_endpoint,
             h1: Mutex::new(HashMap::new()),
@@ -72,8 +72,8 @@ impl HttpPool {
         })
     }
 
-    pub(crate) fn connector(&self) -> &Connector {
-        &self.connector
+    pub(crate) fn dialer(&self) -> &Dialer {
+        &self.dialer
     }
 
     /// Idle HTTP/1.1 connections and open HTTP/2 connections held now.
@@ -84,28 +84,30 @@ impl HttpPool {
         )
     }
 
-    /// Sends `req` over a pooled connection for `route`, opening one if needed. The error is a
+    /// Sends `req` over a pooled connection for `path`, opening one if needed. With the
+    /// response comes the HTTP/1.1 connection's [`Return`], to give back once the body is read
+    /// (none for h2c: its connection is shared, and for a protocol switch). The error is a
     /// reason in words.
     pub(crate) async fn send(
         self: &Arc<Self>,
         protocol: AppProtocol,
-        route: Route,
+        path: DialPath,
         req: Request<Body>,
-    ) -> Result<Response<PooledBody>, String> {
+    ) -> Result<Exchange, String> {
         match protocol {
-            AppProtocol::Http1 => self.send_h1(route, req).await,
-            AppProtocol::H2c => self.send_h2(route, req).await,
+            AppProtocol::Http1 => self.send_h1(path, req).await,
+            AppProtocol::H2c => self.send_h2(path, req).await,
         }
     }
 
     async fn send_h1(
         self: &Arc<Self>,
-        route: Route,
+        path: DialPath,
         mut req: Request<Body>,
-    ) -> Result<Response<PooledBody>, String> {
-        while let Some(mut idle) = self.checkout_h1(&route) {
+    ) -> Result<Exchange, String> {
+        while let Some(mut idle) = self.checkout_h1(&path) {
             match idle.sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.pooled_h1(resp, route, idle.id, idle.sender)),
+                Ok(resp) => return Ok(self.pooled_h1(resp, path, idle.id, idle.sender)),
                 Err(mut e) => match e.take_message() {
                     // The connection closed before our request went out: another one can
                     // take it unchanged.
@@ -114,29 +116,29 @@ impl HttpPool {
                 },
             }
         }
-        let io = self.connector.connect(&route).await?;
+        let io = self.dialer.dial(&path).await?;
         let (mut sender, conn) = http1::Builder::new()
             .handshake::<_, Body>(TokioIo::new(io))
             .await
             .map_err(|e| describe(&e))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let endpoint = route.endpoint();
+        let endpoint = path.endpoint();
         tokio::spawn(drive_h1(
             conn,
             Arc::downgrade(self),
-            route.clone(),
+            path.clone(),
             id,
             self.idle_timeout,
         ));
         tracing::trace!(%endpoint, id, "new upstream HTTP/1.1 connection");
         let resp = sender.send_request(req).await.map_err(|e| describe(&e))?;
-        Ok(self.pooled_h1(resp, route, id, sender))
+        Ok(self.pooled_h1(resp, path, id, sender))
     }
 
-    /// The most recently used idle connection of `route` that is still open.
-    fn checkout_h1(&self, route: &Route) -> Option<IdleH1> {
+    /// The most recently used idle connection of `path` that is still open.
+    fn checkout_h1(&self, path: &DialPath) -> Option<IdleH1> {
         let mut idle = lock(&self.h1);
-        let list = idle.get_mut(route)?;
+        let list = idle.get_mut(path)?;
         let found = loop {
             let Some(conn) = list.pop() else { break None };
             if !conn.sender.is_closed() && conn.since.elapsed() < self.idle_timeout {
@@ -144,7 +146,7 @@ impl HttpPool {
             }
         };
         if list.is_empty() {
-            idle.remove(route);
+            idle.remove(path);
         }
         found
     }
@@ -152,28 +154,28 @@ impl HttpPool {
     fn pooled_h1(
         self: &Arc<Self>,
         resp: Response<Incoming>,
-        route: Route,
+        path: DialPath,
         id: u64,
         sender: http1::SendRequest<Body>,
-    ) -> Response<PooledBody> {
+    ) -> Exchange {
         // After a protocol switch the connection belongs to the tunnel, not the pool.
         let back = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Return {
             pool: Arc::downgrade(self),
-            route,
+            path,
             id,
             sender,
         });
-        resp.map(|inner| PooledBody { inner, back })
+        (resp, back)
     }
 
-    /// Puts a connection whose exchange is complete back on its route's idle list.
-    fn put_h1(&self, route: Route, id: u64, sender: http1::SendRequest<Body>) {
+    /// Puts a connection whose exchange is complete back on its dial path's idle list.
+    fn put_h1(&self, path: DialPath, id: u64, sender: http1::SendRequest<Body>) {
         // A zero idle timeout keeps nothing idle: the connection closes now.
         if self.idle_timeout.is_zero() {
             return;
         }
         let mut idle = lock(&self.h1);
-        let list = idle.entry(route).or_default();
+        let list = idle.entry(path).or_default();
         if list.len() < self.max_idle {
             list.push(IdleH1 {
                 id,
@@ -185,9 +187,9 @@ impl HttpPool {
 
     /// Drops connection `id` from the idle list when it has waited there for the idle timeout
     /// (its connection then closes). Says when to look again.
-    fn expire_h1(&self, route: &Route, id: u64) -> Duration {
+    fn expire_h1(&self, path: &DialPath, id: u64) -> Duration {
         let mut idle = lock(&self.h1);
-        let Some(list) = idle.get_mut(route) else {
+        let Some(list) = idle.get_mut(path) else {
             return self.idle_timeout;
         };
         let Some(pos) = list.iter().position(|c| c.id == id) else {
@@ -199,30 +201,30 @@ impl HttpPool {
         }
         list.remove(pos);
         if list.is_empty() {
-            idle.remove(route);
+            idle.remove(path);
         }
         self.idle_timeout
     }
 
     async fn send_h2(
         self: &Arc<Self>,
-        route: Route,
+        path: DialPath,
         req: Request<Body>,
-    ) -> Result<Response<PooledBody>, String> {
-        let mut sender = match self.checkout_h2(&route) {
+    ) -> Result<Exchange, String> {
+        let mut sender = match self.checkout_h2(&path) {
             Some(sender) => sender,
-            None => self.connect_h2(route).await?,
+            None => self.connect_h2(path).await?,
         };
         sender.ready().await.map_err(|e| describe(&e))?;
         let resp = sender.send_request(req).await.map_err(|e| describe(&e))?;
-        Ok(resp.map(|inner| PooledBody { inner, back: None }))
+        Ok((resp, None))
     }
 
-    fn checkout_h2(&self, route: &Route) -> Option<http2::SendRequest<Body>> {
+    fn checkout_h2(&self, path: &DialPath) -> Option<http2::SendRequest<Body>> {
         let mut conns = lock(&self.h2);
-        let conn = conns.get_mut(route)?;
+        let conn = conns.get_mut(path)?;
         if conn.sender.is_closed() {
-            conns.remove(route);
+            conns.remove(path);
             return None;
         }
         conn.last_used = Instant::now();
@@ -231,9 +233,9 @@ impl HttpPool {
 
     async fn connect_h2(
         self: &Arc<Self>,
-        route: Route,
+        path: DialPath,
     ) -> Result<http2::SendRequest<Body>, String> {
-        let io = self.connector.connect(&route).await?;
+        let io = self.dialer.dial(&path).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
@@ -242,10 +244,10 @@ impl HttpPool {
             .await
             .map_err(|e| describe(&e))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        // Two requests racing to a fresh route may both connect; the later one wins the slot
+        // Two requests racing to a fresh dial path may both connect; the later one wins the slot
         // and the other connection closes once its request is done.
         lock(&self.h2).insert(
-            route.clone(),
+            path.clone(),
             H2Conn {
                 id,
                 sender: sender.clone(),
@@ -255,27 +257,27 @@ impl HttpPool {
         tokio::spawn(drive_h2(
             conn,
             Arc::downgrade(self),
-            route,
+            path,
             id,
             self.idle_timeout,
         ));
         Ok(sender)
     }
 
-    /// Drops the pool's handle on h2c connection `id` if it is still the one for `route` and,
+    /// Drops the pool's handle on h2c connection `id` if it is still the one for `path` and,
     /// with `idle`, has not been used for that long; with every handle gone, hyper closes the
     /// connection after its last stream. Returns how long until it would be idle enough when
     /// it was kept.
-    fn release_h2(&self, route: &Route, id: u64, idle: Option<Duration>) -> Option<Duration> {
+    fn release_h2(&self, path: &DialPath, id: u64, idle: Option<Duration>) -> Option<Duration> {
         let mut conns = lock(&self.h2);
-        let conn = conns.get(route).filter(|c| c.id == id)?;
+        let conn = conns.get(path).filter(|c| c.id == id)?;
         if let Some(idle) = idle {
             let unused = conn.last_used.elapsed();
             if unused < idle {
                 return Some(idle - unused);
             }
         }
-        conns.remove(route);
+        conns.remove(path);
         None
     }
 }
@@ -285,7 +287,7 @@ impl HttpPool {
 async fn drive_h1(
     conn: http1::Connection<TokioIo<BoxedIo>, Body>,
     pool: Weak<HttpPool>,
-    route: Route,
+    path: DialPath,
     id: u64,
     idle_timeout: Duration,
 ) {
@@ -295,7 +297,7 @@ async fn drive_h1(
     // With a zero idle timeout nothing waits in the idle list (see `put_h1`): no reaping.
     if idle_timeout.is_zero() {
         if let Err(e) = conn.await {
-            tracing::debug!(endpoint = %route.endpoint(), error = %e, "HTTP/1.1 upstream connection ended");
+            tracing::debug!(endpoint = %path.endpoint(), error = %e, "HTTP/1.1 upstream connection ended");
         }
         return;
     }
@@ -303,13 +305,13 @@ async fn drive_h1(
         tokio::select! {
             result = &mut conn => {
                 if let Err(e) = result {
-                    tracing::debug!(endpoint = %route.endpoint(), error = %e, "HTTP/1.1 upstream connection ended");
+                    tracing::debug!(endpoint = %path.endpoint(), error = %e, "HTTP/1.1 upstream connection ended");
                 }
                 return;
             }
             _ = tokio::time::sleep(next_check) => {
                 let Some(pool) = pool.upgrade() else { continue };
-                next_check = pool.expire_h1(&route, id);
+                next_check = pool.expire_h1(&path, id);
             }
         }
     }
@@ -320,7 +322,7 @@ async fn drive_h1(
 async fn drive_h2(
     conn: http2::Connection<TokioIo<BoxedIo>, Body, TokioExecutor>,
     pool: Weak<HttpPool>,
-    route: Route,
+    path: DialPath,
     id: u64,
     idle_timeout: Duration,
 ) {
@@ -331,12 +333,12 @@ async fn drive_h2(
         tokio::select! {
             result = &mut conn => {
                 if let Err(e) = result {
-                    tracing::debug!(endpoint = %route.endpoint(), error = %e, "h2c upstream connection ended");
+                    tracing::debug!(endpoint = %path.endpoint(), error = %e, "h2c upstream connection ended");
                 }
                 break;
             }
             _ = tokio::time::sleep(next_check), if pooled => {
-                match pool.upgrade().and_then(|p| p.release_h2(&route, id, Some(idle_timeout))) {
+                match pool.upgrade().and_then(|p| p.release_h2(&path, id, Some(idle_timeout))) {
                     Some(remaining) => next_check = remaining,
                     None => pooled = false,
                 }
@@ -344,25 +346,26 @@ async fn drive_h2(
         }
     }
     if pooled && let Some(pool) = pool.upgrade() {
-        pool.release_h2(&route, id, None);
+        pool.release_h2(&path, id, None);
     }
 }
 
-/// An HTTP/1.1 connection to hand back once its response is complete.
-struct Return {
+/// An HTTP/1.1 connection to hand back once its response is complete; dropped instead, the
+/// connection closes (its state is unknown).
+pub(crate) struct Return {
     pool: Weak<HttpPool>,
-    route: Route,
+    path: DialPath,
     id: u64,
     sender: http1::SendRequest<Body>,
 }
 
 impl Return {
-    fn give_back(self) {
+    pub(crate) fn give_back(self) {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
         if self.sender.is_ready() {
-            pool.put_h1(self.route, self.id, self.sender);
+            pool.put_h1(self.path, self.id, self.sender);
             return;
         }
         // The connection task has not caught up with the end of the message yet (or the
@@ -372,66 +375,11 @@ impl Return {
             return;
         };
         let mut sender = self.sender;
-        let (route, id) = (self.route, self.id);
+        let (path, id) = (self.path, self.id);
         runtime.spawn(async move {
             if sender.ready().await.is_ok() {
-                pool.put_h1(route, id, sender);
+                pool.put_h1(path, id, sender);
             }
         });
-    }
-}
-
-/// A response body from a pooled connection. Read to the end, it hands its HTTP/1.1 connection
-/// back to the pool; dropped before, the connection closes (its state is unknown).
-pub(crate) struct PooledBody {
-    inner: Incoming,
-    back: Option<Return>,
-}
-
-impl http_body::Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(back) = this.back.take() {
-                    back.give_back();
-                }
-            }
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
-                if let Some(back) = this.back.take() {
-                    back.give_back();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.back = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // A body nobody needed to poll (no content, or its length reached with the last frame)
-        // is complete all the same.
-        if self.inner.is_end_stream()
-            && let Some(back) = self.back.take()
-        {
-            back.give_back();
-        }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
-use super::forward::describe;
+use super::failure::describe;
 use super::hbone::HbonePool;
 use crate::conn::ConnInfo;
 use crate::tls::{CertStore, ExpectedIdentity};
@@ -72,7 +72,7 @@ fn fresh_traceparent() -> String {
 /// it, so connections of different transports (or, over tunnels, different sources) are never
 /// mixed up.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Route {
+pub(crate) enum DialPath {
     /// Plain TCP to the endpoint.
     Plain(SocketAddr),
     /// An HBONE tunnel to the endpoint through its node's ztunnel on `<ip>:15008`.
@@ -88,18 +88,18 @@ pub(crate) enum Route {
     },
 }
 
-impl Route {
+impl DialPath {
     /// The endpoint (pod ip:port) the connection is for, whatever carries it.
     pub(crate) fn endpoint(&self) -> SocketAddr {
         match self {
-            Route::Plain(a) => *a,
-            Route::Hbone { endpoint, .. } | Route::Ztunnel { endpoint, .. } => *endpoint,
+            DialPath::Plain(a) => *a,
+            DialPath::Hbone { endpoint, .. } | DialPath::Ztunnel { endpoint, .. } => *endpoint,
         }
     }
 }
 
-/// Opens the byte stream for a [`Route`].
-pub(crate) struct Connector {
+/// Opens the byte stream for a [`DialPath`].
+pub(crate) struct Dialer {
     pub(crate) connect_timeout: Duration,
     pub(crate) hbone: Option<Arc<HbonePool>>,
     pub(crate) ztunnel: Option<PathBuf>,
@@ -107,20 +107,20 @@ pub(crate) struct Connector {
     pub(crate) own_ip: Option<IpAddr>,
 }
 
-impl Connector {
-    /// A connected stream for `route`, within the connect timeout. The error is a reason in
+impl Dialer {
+    /// A connected stream for `to`, within the connect timeout. The error is a reason in
     /// words, for a local reply.
-    pub(crate) async fn connect(&self, route: &Route) -> Result<BoxedIo, String> {
+    pub(crate) async fn dial(&self, to: &DialPath) -> Result<BoxedIo, String> {
         let limit = self.connect_timeout;
-        match tokio::time::timeout(limit, self.connect_inner(route)).await {
+        match tokio::time::timeout(limit, self.dial_inner(to)).await {
             Ok(result) => result,
             Err(_) => Err(format!("connect timeout after {}ms", limit.as_millis())),
         }
     }
 
-    async fn connect_inner(&self, route: &Route) -> Result<BoxedIo, String> {
-        match route {
-            Route::Plain(endpoint) => {
+    async fn dial_inner(&self, to: &DialPath) -> Result<BoxedIo, String> {
+        match to {
+            DialPath::Plain(endpoint) => {
                 let stream = TcpStream::connect(endpoint)
                     .await
                     .map_err(|e| describe(&e))?;
@@ -128,7 +128,7 @@ impl Connector {
                 let _ = stream.set_nodelay(true);
                 Ok(Box::new(stream))
             }
-            Route::Hbone {
+            DialPath::Hbone {
                 endpoint,
                 identity,
                 source,
@@ -142,7 +142,7 @@ impl Connector {
                     .map_err(|e| e.to_string())?;
                 Ok(Box::new(stream))
             }
-            Route::Ztunnel { endpoint, source } => {
+            DialPath::Ztunnel { endpoint, source } => {
                 let Some(path) = &self.ztunnel else {
                     return Err("no ztunnel socket is configured".to_owned());
                 };
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn proxy_header_names_source_endpoint() {
-        let connector = Connector {
+        let dialer = Dialer {
             connect_timeout: Duration::from_secs(1),
             hbone: None,
             ztunnel: None,
@@ -226,12 +226,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            connector.proxy_header(endpoint, &source),
+            dialer.proxy_header(endpoint, &source),
             encode_v2("10.9.9.9:5555".parse().unwrap(), endpoint, &[])
         );
         // Unknown source: the waypoint itself, port 0.
         assert_eq!(
-            connector.proxy_header(endpoint, &TunnelSource::default()),
+            dialer.proxy_header(endpoint, &TunnelSource::default()),
             encode_v2("0.0.0.0:0".parse().unwrap(), endpoint, &[])
         );
     }

@@ -1,17 +1,12 @@
-//! The wire side of forwarding: request rewriting, error descriptions, and the byte tunnel
-//! behind a protocol upgrade.
+//! The request as the endpoint gets it: host, URI form and version for the backend's
+//! protocol, hop-by-hop headers removed.
 
-use std::error::Error as StdError;
-use std::io;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 
-use super::balance::InFlight;
 use super::hop;
 use crate::body::Body;
 use crate::config::AppProtocol;
@@ -64,74 +59,6 @@ pub(crate) fn prepare(
         AppProtocol::Http1 => Version::HTTP_11,
         AppProtocol::H2c => Version::HTTP_2,
     };
-}
-
-/// A reason why an exchange failed before response headers, in words for a local reply.
-pub(crate) fn describe(err: &(dyn StdError + 'static)) -> String {
-    let mut innermost = err.to_string();
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && let Some(reason) = io_reason(io.kind())
-        {
-            return reason.to_owned();
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() {
-                return "connection closed before response headers".to_owned();
-            }
-            if h.is_timeout() {
-                return "timeout".to_owned();
-            }
-        }
-        innermost = e.to_string();
-        cur = e.source();
-    }
-    innermost
-}
-
-fn io_reason(kind: io::ErrorKind) -> Option<&'static str> {
-    Some(match kind {
-        io::ErrorKind::ConnectionRefused => "connection refused",
-        io::ErrorKind::TimedOut => "connect timeout",
-        io::ErrorKind::ConnectionReset => "connection reset",
-        io::ErrorKind::ConnectionAborted => "connection aborted",
-        io::ErrorKind::BrokenPipe => "connection closed (broken pipe)",
-        io::ErrorKind::NotConnected => "not connected",
-        io::ErrorKind::AddrNotAvailable => "address not available",
-        io::ErrorKind::HostUnreachable => "host unreachable",
-        io::ErrorKind::NetworkUnreachable => "network unreachable",
-        io::ErrorKind::UnexpectedEof => "connection closed before response headers",
-        _ => return None,
-    })
-}
-
-/// Joins the two halves of an upgraded exchange (say, a WebSocket) once hyper hands them over,
-/// and copies bytes both ways until either side closes. The request counts as in flight for the
-/// tunnel's lifetime.
-pub(crate) fn tunnel(
-    downstream: OnUpgrade,
-    upstream: OnUpgrade,
-    endpoint: SocketAddr,
-    guard: InFlight,
-) {
-    tokio::spawn(async move {
-        let _guard = guard;
-        let (down, up) = match tokio::try_join!(downstream, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(%endpoint, error = %e, "protocol upgrade failed");
-                return;
-            }
-        };
-        let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-        match tokio::io::copy_bidirectional(&mut down, &mut up).await {
-            Ok((sent, received)) => {
-                tracing::debug!(%endpoint, sent, received, "upgraded connection closed")
-            }
-            Err(e) => tracing::debug!(%endpoint, error = %e, "upgraded connection failed"),
-        }
-    });
 }
 
 #[cfg(test)]
@@ -194,31 +121,5 @@ mod tests {
         prepare(&mut req, v6, AppProtocol::Http1, false);
         assert_eq!(req.uri(), "/x");
         assert_eq!(req.headers()["host"], "[fd00::1]:80");
-    }
-
-    #[test]
-    fn describe_walks_the_source_chain() {
-        #[derive(Debug)]
-        struct Outer(io::Error);
-        impl std::fmt::Display for Outer {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("tcp connect error")
-            }
-        }
-        impl StdError for Outer {
-            fn source(&self) -> Option<&(dyn StdError + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let refused = Outer(io::Error::from(io::ErrorKind::ConnectionRefused));
-        assert_eq!(describe(&refused), "connection refused");
-        // What HttpConnector reports when its connect timeout fires.
-        let timed_out = Outer(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "deadline has elapsed",
-        ));
-        assert_eq!(describe(&timed_out), "connect timeout");
-        let other = Outer(io::Error::other("tls says no"));
-        assert_eq!(describe(&other), "tls says no");
     }
 }

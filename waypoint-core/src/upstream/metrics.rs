@@ -1,0 +1,103 @@
+//! The upstream's figures as Prometheus reads them: pool sizes, mirrored copies and retries,
+//! gathered at scrape time from the [`Upstream`] rather than counted twice.
+
+use std::sync::Arc;
+
+use super::Upstream;
+
+/// Connections held by the upstream pools at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolSizes {
+    /// Idle HTTP/1.1 connections ready for reuse.
+    pub http1_idle: usize,
+    /// Open HTTP/2 (h2c) connections.
+    pub http2: usize,
+    /// Open HBONE (mTLS HTTP/2) connections carrying tunnels.
+    pub hbone: usize,
+}
+
+/// Exposes [`Upstream::pool_sizes`] as `waypoint_upstream_pool_connections{kind}` and
+/// [`Upstream::stats`] as `waypoint_upstream_mirror_requests_total{result}` (`sent`, `failed`,
+/// `dropped`, `skipped`) and `waypoint_upstream_retries_total`, read at scrape time.
+#[derive(Debug)]
+pub struct PoolCollector(pub Arc<Upstream>);
+
+impl prometheus_client::collector::Collector for PoolCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let sizes = self.0.pool_sizes();
+        let mut family = encoder.encode_descriptor(
+            "waypoint_upstream_pool_connections",
+            "Connections held by the upstream pools",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (kind, n) in [
+            ("http1_idle", sizes.http1_idle),
+            ("http2", sizes.http2),
+            ("hbone", sizes.hbone),
+        ] {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(
+                i64::try_from(n).unwrap_or(i64::MAX),
+            );
+            gauge.encode(family.encode_family(&[("kind", kind)])?)?;
+        }
+
+        let stats = self.0.stats();
+        let counter = prometheus_client::metrics::counter::ConstCounter::new;
+        let mut family = encoder.encode_descriptor(
+            "waypoint_upstream_mirror_requests",
+            "Mirrored request copies, by what became of them",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (result, n) in [
+            ("sent", stats.mirrors_sent),
+            ("failed", stats.mirrors_failed),
+            ("dropped", stats.mirrors_dropped),
+            ("skipped", stats.mirrors_skipped),
+        ] {
+            counter(n).encode(family.encode_family(&[("result", result)])?)?;
+        }
+        counter(stats.retries).encode(encoder.encode_descriptor(
+            "waypoint_upstream_retries",
+            "Retries sent to backends",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
+mod tests {
+    use super::*;
+    use crate::upstream::UpstreamConfig;
+
+    #[test]
+    fn collector_exposes_pools_mirrors_and_retries() {
+        let up = Arc::new(Upstream::new(UpstreamConfig::default()));
+        up.counters
+            .mirrors_dropped
+            .fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+        up.counters
+            .retries
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(PoolCollector(up)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "waypoint_upstream_pool_connections{kind=\"http1_idle\"} 0",
+            "waypoint_upstream_mirror_requests_total{result=\"dropped\"} 3",
+            "waypoint_upstream_mirror_requests_total{result=\"sent\"} 0",
+            "waypoint_upstream_retries_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}
