@@ -19,9 +19,8 @@
 use std::collections::HashSet;
 
 use waypoint_core::config::Config;
-use waypoint_core::config::resources::PolicyTargetRef;
+use waypoint_core::config::resources::{GATEWAY_API_GROUP, PolicyTargetRef};
 
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
 
 /// Istio's default root namespace.
@@ -178,7 +177,7 @@ impl TargetResolver<'_> {
         let (scope, config) = (self.scope, self.config);
         let name = reference.name.as_str();
         match (reference.group.as_str(), reference.kind.as_str()) {
-            (GATEWAY_GROUP, "Gateway") => {
+            (GATEWAY_API_GROUP, "Gateway") => {
                 if scope.is_our_gateway(config, ns, name) {
                     (Some(PolicyTarget::Waypoint), None)
                 } else if scope.gateway.is_none() {
@@ -189,7 +188,7 @@ impl TargetResolver<'_> {
                     (None, None)
                 }
             }
-            (GATEWAY_GROUP, "GatewayClass") => {
+            (GATEWAY_API_GROUP, "GatewayClass") => {
                 if ns != scope.root_namespace {
                     let message = format!(
                         "{field}: GatewayClass targets are honoured only for policies in the \
@@ -240,7 +239,7 @@ mod tests {
 
     fn target(kind: &str, name: &str) -> PolicyTargetRef {
         let group = match kind {
-            "Gateway" | "GatewayClass" => GATEWAY_GROUP,
+            "Gateway" | "GatewayClass" => GATEWAY_API_GROUP,
             "ServiceEntry" => ISTIO_NETWORKING_GROUP,
             _ => "",
         };
