@@ -64,6 +64,25 @@ pub enum SideCallError {
 }
 
 /// How a side call is made: its deadline and how much response body it reads.
+///
+/// ```no_run
+/// # async fn fetch() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use waypoint_core::http::client::{HttpUrl, SideClient};
+///
+/// let url = HttpUrl::parse("http://issuer.example:8080/jwks.json")?;
+/// let request = http::Request::get(url.path_and_query.as_str())
+///     .header(http::header::HOST, url.authority.as_str())
+///     .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+/// let keys = SideClient::new(Duration::from_secs(5), 1024 * 1024)
+///     .send(&url.connect_addr(), request)
+///     .await?
+///     .success_body()
+///     .await?;
+/// # let _ = keys;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SideClient {
     /// The deadline for the whole exchange: connect, handshake, request, response head and
