@@ -8,11 +8,18 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use waypoint_core::http::client::{SideCallError, SideClient};
+
+/// How `/config_dump` is read: a dump of the whole suite's config is a few megabytes, and an
+/// admin server that stops answering fails the read instead of hanging the suite.
+const CONFIG_DUMP_CLIENT: SideClient = SideClient {
+    timeout: Duration::from_secs(10),
+    max_body: 64 * 1024 * 1024,
+};
 
 /// A running waypoint.
 #[derive(Debug)]
@@ -165,29 +172,20 @@ impl Waypoint {
         })
     }
 
-    /// GET `/config_dump` from the admin server.
+    /// GET `/config_dump` from the admin server, through the waypoint's side-call client.
     pub async fn config_dump(&self) -> Result<Value, ProcessError> {
-        let stream = TcpStream::connect(self.admin)
-            .await
-            .map_err(io("admin server"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ProcessError::Io(format!("admin server: {e}")))?;
-        tokio::spawn(conn);
         let req = http::Request::get("/config_dump")
             .header(http::header::HOST, "admin")
             .body(Empty::<Bytes>::new())
             .map_err(|e| ProcessError::Io(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
+        let admin_error = |e: SideCallError| ProcessError::Io(format!("admin server: {e}"));
+        let body = CONFIG_DUMP_CLIENT
+            .send(&self.admin.to_string(), req)
             .await
-            .map_err(|e| ProcessError::Io(format!("admin server: {e}")))?;
-        let body = resp
-            .into_body()
-            .collect()
+            .map_err(admin_error)?
+            .body()
             .await
-            .map_err(|e| ProcessError::Io(format!("admin server: {e}")))?
-            .to_bytes();
+            .map_err(admin_error)?;
         serde_json::from_slice(&body).map_err(|e| ProcessError::Io(format!("config_dump: {e}")))
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use serde::Serialize;
+use waypoint_core::telemetry::access_log::rfc3339_millis;
 
 use crate::features::{self, Level, PROFILES};
 use crate::runner::{CaseResult, Outcome};
@@ -95,22 +96,12 @@ impl LevelReport {
     }
 }
 
-/// Today's date, UTC, as `YYYY-MM-DD` (civil-from-days; no calendar crate for one line).
+/// Today's date, UTC, as `YYYY-MM-DD`: the date part of the access log's timestamp format, so
+/// the calendar arithmetic lives in one place.
 fn today() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    let mut stamp = rfc3339_millis(std::time::SystemTime::now());
+    stamp.truncate("YYYY-MM-DD".len());
+    stamp
 }
 
 /// Builds the report from the results.

@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use serde_json::{Value, json};
+use waypoint_core::tls::{CheckedServerVerifier, ServerCertCheck};
 
 /// The self-signed certificate Secrets of upstream's suite setup: `(namespace, name, hosts)`.
 const SUITE_SECRETS: [(&str, &str, &[&str]); 2] = [
@@ -75,10 +73,10 @@ pub fn client_config(cert_pem: &str, alpn: &[u8]) -> Result<Arc<rustls::ClientCo
     let trusted = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| format!("trusted certificate: {e}"))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = Arc::new(PinnedCert {
-        trusted,
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(CheckedServerVerifier::with_check(
+        PinnedCert { trusted },
+        provider.signature_verification_algorithms,
+    ));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -95,59 +93,22 @@ pub fn client_config(cert_pem: &str, alpn: &[u8]) -> Result<Arc<rustls::ClientCo
 #[derive(Debug)]
 struct PinnedCert {
     trusted: CertificateDer<'static>,
-    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
+impl ServerCertCheck for PinnedCert {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
         _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    ) -> Result<(), rustls::Error> {
         if end_entity.as_ref() == self.trusted.as_ref() {
-            Ok(ServerCertVerified::assertion())
+            Ok(())
         } else {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer,
             ))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 

@@ -19,9 +19,8 @@
 use std::collections::HashSet;
 
 use waypoint_core::config::Config;
-use waypoint_core::config::resources::PolicyTargetRef;
+use waypoint_core::config::resources::{GATEWAY_API_GROUP, PolicyTargetRef};
 
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
 
 /// Istio's default root namespace.
@@ -138,26 +137,18 @@ impl TargetResolver<'_> {
         self.services.contains(&(namespace, name))
     }
 
-    /// Resolves the references of a policy in `policy_namespace`: `target_ref` (the deprecated
-    /// single form, reported as `spec.targetRef`) then `target_refs`.
+    /// Resolves the references of a policy in `policy_namespace`, as its
+    /// [`PolicyAttachment::Targets`] lists them (field path, reference).
+    ///
+    /// [`PolicyAttachment::Targets`]: waypoint_core::config::resources::PolicyAttachment::Targets
     pub fn resolve(
         &self,
         policy_namespace: &str,
-        target_ref: Option<&PolicyTargetRef>,
-        target_refs: &[PolicyTargetRef],
+        targets: &[(String, &PolicyTargetRef)],
     ) -> ResolvedTargets {
-        let fields = target_ref
-            .map(|r| ("spec.targetRef".to_owned(), r))
-            .into_iter()
-            .chain(
-                target_refs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (format!("spec.targetRefs[{i}]"), r)),
-            );
         let mut resolved = ResolvedTargets::default();
-        for (field, reference) in fields {
-            let (target, problem) = self.resolve_one(policy_namespace, &field, reference);
+        for (field, reference) in targets {
+            let (target, problem) = self.resolve_one(policy_namespace, field, reference);
             resolved.problems.extend(problem);
             if let Some(target) = target
                 && !resolved.targets.contains(&target)
@@ -186,7 +177,7 @@ impl TargetResolver<'_> {
         let (scope, config) = (self.scope, self.config);
         let name = reference.name.as_str();
         match (reference.group.as_str(), reference.kind.as_str()) {
-            (GATEWAY_GROUP, "Gateway") => {
+            (GATEWAY_API_GROUP, "Gateway") => {
                 if scope.is_our_gateway(config, ns, name) {
                     (Some(PolicyTarget::Waypoint), None)
                 } else if scope.gateway.is_none() {
@@ -197,7 +188,7 @@ impl TargetResolver<'_> {
                     (None, None)
                 }
             }
-            (GATEWAY_GROUP, "GatewayClass") => {
+            (GATEWAY_API_GROUP, "GatewayClass") => {
                 if ns != scope.root_namespace {
                     let message = format!(
                         "{field}: GatewayClass targets are honoured only for policies in the \
@@ -242,12 +233,13 @@ impl TargetResolver<'_> {
 mod tests {
     use super::*;
     use waypoint_core::config::parse_manifests;
+    use waypoint_core::config::resources::{PolicyAttachment, RequestAuthenticationSpec};
 
     const CONFIG: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: app}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{port: 80}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: app}\nspec:\n  gatewayClassName: waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: other, namespace: app}\nspec:\n  gatewayClassName: other-class\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
 
     fn target(kind: &str, name: &str) -> PolicyTargetRef {
         let group = match kind {
-            "Gateway" | "GatewayClass" => GATEWAY_GROUP,
+            "Gateway" | "GatewayClass" => GATEWAY_API_GROUP,
             "ServiceEntry" => ISTIO_NETWORKING_GROUP,
             _ => "",
         };
@@ -266,7 +258,9 @@ mod tests {
         t: PolicyTargetRef,
     ) -> (Vec<PolicyTarget>, Vec<&'static str>) {
         let config = parse_manifests(CONFIG, "test.yaml").unwrap();
-        let r = scope.resolver(&config).resolve(ns, None, &[t]);
+        let r = scope
+            .resolver(&config)
+            .resolve(ns, &[("spec.targetRefs[0]".to_owned(), &t)]);
         (r.targets, r.problems.iter().map(|p| p.reason).collect())
     }
 
@@ -431,15 +425,21 @@ mod tests {
     #[test]
     fn repeated_targets_apply_once_and_fields_are_named_in_order() {
         let config = parse_manifests(CONFIG, "test.yaml").unwrap();
-        let single = target("Service", "nope");
-        let refs = [
-            target("Gateway", "wp"),
-            target("Gateway", "other"),
-            target("Kind", "x"),
-        ];
+        let spec = RequestAuthenticationSpec {
+            target_ref: Some(target("Service", "nope")),
+            target_refs: vec![
+                target("Gateway", "wp"),
+                target("Gateway", "other"),
+                target("Kind", "x"),
+            ],
+            ..Default::default()
+        };
+        let PolicyAttachment::Targets(targets) = spec.attachment() else {
+            panic!("a spec with targets and no selector attaches by its targets");
+        };
         let r = WaypointScope::default()
             .resolver(&config)
-            .resolve("app", Some(&single), &refs);
+            .resolve("app", &targets);
         assert_eq!(r.targets, [service("nope"), PolicyTarget::Waypoint]);
         let messages: Vec<&str> = r.problems.iter().map(|p| p.message.as_str()).collect();
         assert!(

@@ -56,6 +56,8 @@ impl ApiResource {
 
 /// The resource types waypoint reads and writes.
 pub mod kinds {
+    use waypoint_core::config::resources::GATEWAY_API_GROUP;
+
     use super::ApiResource;
 
     const fn gateway_api(
@@ -64,7 +66,7 @@ pub mod kinds {
         namespaced: bool,
     ) -> ApiResource {
         ApiResource {
-            group: "gateway.networking.k8s.io",
+            group: GATEWAY_API_GROUP,
             version: "v1",
             kind,
             plural,

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use tokio::io::AsyncWriteExt;
-use waypoint_bin::tools::echo::{self, EchoIdentity};
 use waypoint_bin::tools::send::{self, ProxyClaims, RequestSpec};
 use waypoint_core::body::local_reply;
 use waypoint_core::conn::ConnInfo;
@@ -91,24 +90,8 @@ impl Harness {
 
     async fn start_with(adjust: impl FnOnce(&mut WaypointOptions)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let echo_addr = echo::spawn(
-            ([127, 0, 0, 1], 0).into(),
-            EchoIdentity {
-                pod: "echo-1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let slow_addr = echo::spawn(
-            ([127, 0, 0, 1], 0).into(),
-            EchoIdentity {
-                pod: "slow-1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let echo_addr = common::echo_in_process("echo-1").await;
+        let slow_addr = common::echo_in_process("slow-1").await;
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, manifests(echo_addr.port(), slow_addr.port(), "")).unwrap();
         let probe = Arc::new(Probe::default());

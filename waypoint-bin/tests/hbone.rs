@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use waypoint_bin::tools::echo::{self, EchoIdentity};
 use waypoint_core::conn::ConnInfo;
 use waypoint_core::filter::{
     BuildContext, Decision, Filter, FilterFactory, Request, RequestContext,
@@ -125,15 +124,7 @@ async fn mesh() -> Mesh {
         .unwrap();
 
     // The destination ztunnel: terminates HBONE and pipes each tunnel to the address it names.
-    let echo_addr = echo::spawn(
-        ([127, 0, 0, 1], 0).into(),
-        EchoIdentity {
-            pod: "echo-1".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let echo_addr = common::echo_in_process("echo-1").await;
     let destination = HboneListener::bind(
         ([127, 0, 0, 1], 0).into(),
         CertStore::load(backend_certs, vec![]).unwrap(),
@@ -214,6 +205,23 @@ async fn mesh() -> Mesh {
 }
 
 impl Mesh {
+    /// Rewrites the waypoint's config file with `edit` and waits until the waypoint has
+    /// loaded it.
+    async fn rewrite_config(&self, edit: impl FnOnce(String) -> String) {
+        let store = self.waypoint.store();
+        let before = store.load().version;
+        let config_path = self._dir.path().join("config.yaml");
+        let text = edit(std::fs::read_to_string(&config_path).unwrap());
+        std::fs::write(&config_path, text).unwrap();
+        for _ in 0..200 {
+            if store.load().version > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(store.load().version > before, "config reloaded");
+    }
+
     /// A fresh tunnel from the client ztunnel to the waypoint, for `destination`.
     async fn tunnel(&self, destination: &str) -> HboneStream {
         let source = TunnelSource {
@@ -381,20 +389,10 @@ async fn a_hundred_concurrent_tunnels_share_pooled_connections() {
 async fn a_destination_with_the_wrong_identity_is_refused_with_503() {
     let mesh = mesh().await;
     // Re-point the Pod at another service account: the destination's certificate no longer fits.
-    let store = mesh.waypoint.store();
-    let before = store.load().version;
-    let config_path = mesh._dir.path().join("config.yaml");
-    let text = std::fs::read_to_string(&config_path)
-        .unwrap()
-        .replace("serviceAccountName: echo-sa", "serviceAccountName: billing");
-    std::fs::write(&config_path, text).unwrap();
-    for _ in 0..200 {
-        if store.load().version > before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(store.load().version > before, "config reloaded");
+    mesh.rewrite_config(|text| {
+        text.replace("serviceAccountName: echo-sa", "serviceAccountName: billing")
+    })
+    .await;
     let (status, body) = mesh.request("10.96.0.10:80", "/", false).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let body = body.as_str().unwrap_or_default().to_owned();
@@ -407,12 +405,9 @@ async fn a_destination_with_the_wrong_identity_is_refused_with_503() {
 #[tokio::test]
 async fn authorization_policy_uses_the_client_certificate_identity() {
     let mesh = mesh().await;
-    let store = mesh.waypoint.store();
-    let before = store.load().version;
-    let config_path = mesh._dir.path().join("config.yaml");
-    let mut text = std::fs::read_to_string(&config_path).unwrap();
-    text.push_str(
-        r#"---
+    mesh.rewrite_config(|mut text| {
+        text.push_str(
+            r#"---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: not-cart, namespace: default}
@@ -422,15 +417,11 @@ spec:
   rules:
   - from: [{source: {principals: ["cluster.local/ns/shop/sa/cart"]}}]
 "#,
-    );
-    std::fs::write(&config_path, text).unwrap();
-    for _ in 0..200 {
-        if store.load().version > before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(store.load().version > before, "config reloaded");
+        );
+        text
+    })
+    .await;
+    let store = mesh.waypoint.store();
     let statuses = store.load().statuses();
     let policy = statuses
         .iter()

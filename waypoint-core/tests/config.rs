@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use waypoint_core::config::build::EndpointStatsCache;
 use waypoint_core::config::load::{fingerprint, load_path_with, parse_manifests_with};
+use waypoint_core::config::resources::PolicyAttachment;
 use waypoint_core::config::watch::watch;
 use waypoint_core::config::{AppProtocol, Config, LoadError, ResourceStatus};
 
@@ -267,6 +268,59 @@ fn services_and_slices_are_validated() {
             .message
             .contains("endpoints[0].addresses[0]: `fd00::1` is not an IPv4 address")
     );
+}
+
+#[test]
+fn how_a_policy_attaches_is_read_once_for_validation_and_the_filters() {
+    let policy = |spec: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: app}}\nspec: {spec}\n"
+        )
+    };
+    // A selector together with targets is refused by validation, as istiod refuses it.
+    let config = parse(&policy(
+        "{selector: {matchLabels: {app: a}}, targetRefs: [{kind: Service, name: a}]}",
+    ));
+    assert!(config.resources.authorization_policies.is_empty());
+    let message = &config.statuses[0].conditions[0].message;
+    assert!(
+        message.contains("spec: `selector` and `targetRef(s)` cannot be used together"),
+        "{message}"
+    );
+
+    // The deprecated single target comes first, and each target carries its field path.
+    let config = parse(&policy(
+        "{targetRef: {kind: Service, name: a}, targetRefs: [{kind: Service, name: b}, {kind: Service, name: c}]}",
+    ));
+    let spec = &config.resources.authorization_policies[0].spec;
+    let PolicyAttachment::Targets(targets) = spec.attachment() else {
+        panic!("targets without a selector attach by their targets");
+    };
+    let read: Vec<(&str, &str)> = targets
+        .iter()
+        .map(|(field, target)| (field.as_str(), target.name.as_str()))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("spec.targetRef", "a"),
+            ("spec.targetRefs[0]", "b"),
+            ("spec.targetRefs[1]", "c")
+        ]
+    );
+
+    // A selector alone, or nothing, is for ztunnel and sidecars: kept, and never a waypoint's.
+    for (spec, attachment) in [
+        (
+            "{selector: {matchLabels: {app: a}}}",
+            PolicyAttachment::Selector,
+        ),
+        ("{}", PolicyAttachment::Namespace),
+    ] {
+        let config = parse(&policy(spec));
+        let policy = &config.resources.authorization_policies[0];
+        assert_eq!(policy.spec.attachment(), attachment, "{spec}");
+    }
 }
 
 #[test]

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 
+mod common;
+use common::text;
+
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,10 +17,9 @@ use waypoint_core::flags::ResponseFlag;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 
@@ -83,18 +85,7 @@ async fn echo_backend(h2: bool, delay: Duration) -> SocketAddr {
                     .unwrap();
                 Ok::<_, Infallible>(resp)
             });
-            let io = TokioIo::new(stream);
-            tokio::spawn(async move {
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                }
-            });
+            common::serve_backend_connection(stream, svc, h2);
         }
     });
     addr
@@ -217,18 +208,6 @@ fn get(path: &str) -> Request<Body> {
         .header("host", "cart.shop.svc")
         .body(empty())
         .unwrap()
-}
-
-async fn text(resp: Response<Body>) -> String {
-    String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
 }
 
 async fn through_hbone(h2c: bool) {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 
 mod common;
+use common::{get, text};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use waypoint_core::body::{Body, empty, full};
+use waypoint_core::body::full;
 use waypoint_core::config::{AppProtocol, Config, ServiceBackend};
 use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::filter::{MirrorTarget, RequestContext, RetryPolicy, Timeout, UpstreamTarget};
@@ -114,18 +115,6 @@ fn context(target: UpstreamTarget) -> RequestContext {
     let mut ctx = RequestContext::new(Arc::new(conn), Arc::new(Config::default()));
     ctx.upstream = Some(target);
     ctx
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::get(path)
-        .header("host", "echo.test")
-        .body(empty())
-        .unwrap()
-}
-
-async fn text(resp: Response<Body>) -> String {
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 async fn next_seen(b: &mut Backend) -> Seen {

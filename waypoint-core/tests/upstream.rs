@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 
 mod common;
+use common::{get, text};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,7 +21,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -58,19 +59,7 @@ async fn backend(h2: bool, handler: Handler) -> Backend {
                 let fut = handler(req);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
-            let io = TokioIo::new(stream);
-            tokio::spawn(async move {
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .with_upgrades()
-                        .await;
-                }
-            });
+            common::serve_backend_connection(stream, svc, h2);
         }
     });
     Backend {
@@ -125,19 +114,6 @@ fn ctx_for(backend: Option<Arc<ServiceBackend>>, timeout: Option<Duration>) -> R
         ..UpstreamTarget::new(backend)
     });
     ctx
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::builder()
-        .uri(path)
-        .header("host", "echo.test")
-        .body(empty())
-        .unwrap()
-}
-
-async fn text(resp: Response<Body>) -> String {
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 fn in_flight(backend: &ServiceBackend, i: usize) -> usize {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 use waypoint_core::config::ResourceRef;
-use waypoint_core::config::resources::{JwtRule, Object, RequestAuthentication};
+use waypoint_core::config::resources::{JwtRule, Object, PolicyAttachment, RequestAuthentication};
 use waypoint_core::filter::{BuildContext, BuildReport};
 
 use super::jwks::{JwksCache, KeySet};
@@ -31,27 +31,33 @@ pub(super) fn compile(
         let policy_ref = policy.resource_ref();
         let policy_ns = policy.metadata.namespace();
         let spec = &policy.spec;
-        if spec.selector.is_some() {
-            report(
-                cx,
-                &policy_ref,
-                "Ignored",
-                "spec.selector: selector policies apply to sidecars and gateways, not waypoints; use targetRefs".into(),
-            );
-            continue;
-        }
-        if spec.target_ref.is_none() && spec.target_refs.is_empty() {
-            report(
-                cx,
-                &policy_ref,
-                "Ignored",
-                "spec.targetRefs: a policy without targetRefs does not apply to waypoints".into(),
-            );
-            continue;
-        }
+        let targets = match spec.attachment() {
+            PolicyAttachment::Targets(targets) => targets,
+            PolicyAttachment::Selector | PolicyAttachment::SelectorAndTargets => {
+                report(
+                    cx,
+                    &policy_ref,
+                    "Ignored",
+                    "spec.selector: selector policies apply to sidecars and gateways, not \
+                     waypoints; use targetRefs"
+                        .into(),
+                );
+                continue;
+            }
+            PolicyAttachment::Namespace => {
+                report(
+                    cx,
+                    &policy_ref,
+                    "Ignored",
+                    "spec.targetRefs: a policy without targetRefs does not apply to waypoints"
+                        .into(),
+                );
+                continue;
+            }
+        };
         // Rules first: their field errors are worth reporting even when no target resolves.
         let rules = compile_rules(cx, cache, policy, &policy_ref);
-        let resolved = resolver.resolve(policy_ns, spec.target_ref.as_ref(), &spec.target_refs);
+        let resolved = resolver.resolve(policy_ns, &targets);
         for problem in resolved.problems {
             report(cx, &policy_ref, problem.reason, problem.message);
         }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use waypoint_core::http::client::{HttpUrl, SideClient, UrlError};
 
 /// Largest JWKS (or OpenID discovery document) body accepted from the network.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -414,99 +414,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// An `http://` URL split into what a GET needs.
+/// An `http://` URL split into what a GET needs, and the URL as configured for messages.
 #[derive(Clone, Debug)]
 struct HttpTarget {
     display: String,
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
+    url: HttpUrl,
 }
 
 impl HttpTarget {
     fn parse(uri: &str) -> Result<HttpTarget, JwksError> {
-        let bad = |reason: &str| JwksError::BadUri {
+        let url = HttpUrl::parse(uri).map_err(|e| JwksError::BadUri {
             uri: uri.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let parsed: http::Uri = uri.parse().map_err(|_| bad("not a valid URI"))?;
-        match parsed.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https is not supported by this waypoint yet; serve the JWKS over http or inline it with `jwks`",
-                ));
-            }
-            _ => return Err(bad("the scheme must be http")),
-        }
-        let authority = parsed.authority().ok_or_else(|| bad("no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(bad("user information is not allowed"));
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+            reason: match e {
+                UrlError::Https => "https is not supported by this waypoint yet; serve the JWKS \
+                                    over http or inline it with `jwks`"
+                    .to_owned(),
+                e => e.to_string(),
+            },
+        })?;
         Ok(HttpTarget {
             display: uri.to_owned(),
-            host,
-            port: authority.port_u16().unwrap_or(80),
-            authority: authority.as_str().to_owned(),
-            path: parsed
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
+            url,
         })
     }
 }
 
-/// GETs `target` with one HTTP/1.1 connection; only a 2xx body of at most [`MAX_JWKS_BYTES`]
+/// GETs `target` over the side-call client; only a 2xx body of at most [`MAX_JWKS_BYTES`]
 /// is returned.
 async fn http_get(target: &HttpTarget, timeout: Duration) -> Result<Bytes, JwksError> {
     let failed = |reason: String| JwksError::Fetch {
         uri: target.display.clone(),
         reason,
     };
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| failed(format!("connect: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| failed(format!("handshake: {e}")))?;
-        let mut conn = std::pin::pin!(conn);
-        let request = http::Request::get(target.path.as_str())
-            .header(http::header::HOST, target.authority.as_str())
-            .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, "waypoint-jwks")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| failed(format!("request: {e}")))?;
-        let response = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| failed(format!("request: {e}")))?;
-            if !response.status().is_success() {
-                return Err(failed(format!("status {}", response.status())));
-            }
-            Limited::new(response.into_body(), MAX_JWKS_BYTES)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .map_err(|e| failed(format!("body (limit {MAX_JWKS_BYTES} bytes): {e}")))
-        };
-        // The connection must be driven while the response is read.
-        tokio::select! {
-            body = response => body,
-            closed = &mut conn => Err(failed(match closed {
-                Ok(()) => "connection closed before the response".to_owned(),
-                Err(e) => format!("connection: {e}"),
-            })),
-        }
-    };
-    tokio::time::timeout(timeout, exchange)
+    let request = http::Request::get(target.url.path_and_query.as_str())
+        .header(http::header::HOST, target.url.authority.as_str())
+        .header(http::header::ACCEPT, "application/json")
+        .header(http::header::USER_AGENT, "waypoint-jwks")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| failed(format!("request: {e}")))?;
+    let client = SideClient::new(timeout, MAX_JWKS_BYTES);
+    let response = client
+        .send(&target.url.connect_addr(), request)
         .await
-        .map_err(|_| failed(format!("timed out after {timeout:?}")))?
+        .map_err(|e| failed(e.to_string()))?;
+    response
+        .success_body()
+        .await
+        .map_err(|e| failed(e.to_string()))
 }

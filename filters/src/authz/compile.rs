@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use waypoint_core::config::ResourceRef;
-use waypoint_core::config::resources::{AuthorizationAction, AuthorizationPolicy, Object};
+use waypoint_core::config::resources::{
+    AuthorizationAction, AuthorizationPolicy, Object, PolicyAttachment,
+};
 use waypoint_core::filter::{BuildContext, BuildReport};
 
 use super::matcher::RuleMatch;
@@ -39,28 +41,32 @@ pub(super) fn compile(factory: &AuthzFactory, cx: &mut BuildContext<'_>) -> Poli
         let rref = policy.resource_ref();
         let ns = policy.metadata.namespace();
         let spec = &policy.spec;
-        if spec.selector.is_some() {
-            report(
-                cx,
-                &rref,
-                "Ignored",
-                "spec.selector: a policy that selects workloads by label is enforced by ztunnel \
-                 or sidecars, not by a waypoint; use spec.targetRefs to attach it here"
-                    .into(),
-            );
-            continue;
-        }
-        if spec.target_ref.is_none() && spec.target_refs.is_empty() {
-            report(
-                cx,
-                &rref,
-                "Ignored",
-                "spec: a policy with neither selector nor targetRefs applies to the workloads of \
-                 its namespace (enforced by ztunnel), not to a waypoint; use spec.targetRefs"
-                    .into(),
-            );
-            continue;
-        }
+        let targets = match spec.attachment() {
+            PolicyAttachment::Targets(targets) => targets,
+            PolicyAttachment::Selector | PolicyAttachment::SelectorAndTargets => {
+                report(
+                    cx,
+                    &rref,
+                    "Ignored",
+                    "spec.selector: a policy that selects workloads by label is enforced by \
+                     ztunnel or sidecars, not by a waypoint; use spec.targetRefs to attach it here"
+                        .into(),
+                );
+                continue;
+            }
+            PolicyAttachment::Namespace => {
+                report(
+                    cx,
+                    &rref,
+                    "Ignored",
+                    "spec: a policy with neither selector nor targetRefs applies to the workloads \
+                     of its namespace (enforced by ztunnel), not to a waypoint; use \
+                     spec.targetRefs"
+                        .into(),
+                );
+                continue;
+            }
+        };
         let dry_run = policy
             .metadata
             .annotations
@@ -79,7 +85,7 @@ pub(super) fn compile(factory: &AuthzFactory, cx: &mut BuildContext<'_>) -> Poli
             continue;
         }
 
-        let resolved = resolver.resolve(ns, spec.target_ref.as_ref(), &spec.target_refs);
+        let resolved = resolver.resolve(ns, &targets);
         for problem in resolved.problems {
             report(cx, &rref, problem.reason, problem.message);
         }

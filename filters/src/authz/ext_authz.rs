@@ -1,7 +1,8 @@
 //! CUSTOM policies: asking an external HTTP authorization service (Istio's
 //! `envoyExtAuthzHttp` provider) whether a request may pass.
 //!
-//! One HTTP/1.1 connection per check, closed afterwards: simple and correct; a pool can come
+//! One HTTP/1.1 connection per check through the side-call client
+//! ([`waypoint_core::http::client`]), closed afterwards: simple and correct; a pool can come
 //! when a measurement asks for it.
 
 use std::time::Duration;
@@ -9,9 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
 use waypoint_core::body::{Body, full};
+use waypoint_core::http::client::{SideCallError, SideClient};
 
 /// The header carrying the peer's SPIFFE principal (`td/ns/x/sa/y`) to the provider. Any value
 /// the client sent under this name is replaced, so it cannot be forged.
@@ -89,13 +90,9 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 }
 
 pub(crate) async fn check(provider: &ExtAuthzProvider, req: &CheckRequest<'_>) -> CheckOutcome {
-    match tokio::time::timeout(provider.timeout, exchange(provider, req)).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(why)) => CheckOutcome::Failed(why),
-        Err(_) => CheckOutcome::Failed(format!(
-            "no answer within {} ms",
-            provider.timeout.as_millis()
-        )),
+    match exchange(provider, req).await {
+        Ok(outcome) => outcome,
+        Err(why) => CheckOutcome::Failed(why),
     }
 }
 
@@ -131,59 +128,48 @@ fn build_request(
     Ok(out)
 }
 
+/// One check over the side-call client: the provider's timeout covers connect, request,
+/// response and denial body.
 async fn exchange(
     provider: &ExtAuthzProvider,
     req: &CheckRequest<'_>,
 ) -> Result<CheckOutcome, String> {
     let request = build_request(provider, req)?;
-    let stream = tokio::net::TcpStream::connect(provider.address.as_str())
+    let failed = |e: SideCallError| match e {
+        // The address is in the message already.
+        SideCallError::Connect { .. } => e.to_string(),
+        e => format!("check with {}: {e}", provider.address),
+    };
+    let response = SideClient::new(provider.timeout, MAX_DENY_BODY)
+        .send(&provider.address, request)
         .await
-        .map_err(|e| format!("connect to {}: {e}", provider.address))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake with {}: {e}", provider.address))?;
-    // The connection task ends when the exchange is done and `sender` is dropped.
-    let driver = tokio::spawn(conn);
-    let result = async {
-        let resp = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("check request to {}: {e}", provider.address))?;
-        let (parts, body) = resp.into_parts();
-        if parts.status.is_success() {
-            let copied = provider
-                .headers_to_upstream
-                .iter()
-                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
-                .flat_map(|name| {
-                    parts
-                        .headers
-                        .get_all(&name)
-                        .iter()
-                        .map(|v| (name.clone(), v.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            return Ok(CheckOutcome::Allow(copied));
-        }
-        let body = Limited::new(body, MAX_DENY_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("denial body from {}: {e}", provider.address))?
-            .to_bytes();
-        let mut deny = http::Response::new(full(body));
-        *deny.status_mut() = parts.status;
-        for (name, value) in &parts.headers {
-            if !hop_by_hop(name) {
-                deny.headers_mut().append(name.clone(), value.clone());
-            }
-        }
-        Ok(CheckOutcome::Deny(deny))
+        .map_err(failed)?;
+    if response.status().is_success() {
+        // An allowing answer is read for its headers only.
+        let copied = provider
+            .headers_to_upstream
+            .iter()
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .flat_map(|name| {
+                response
+                    .headers()
+                    .get_all(&name)
+                    .iter()
+                    .map(|v| (name.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        return Ok(CheckOutcome::Allow(copied));
     }
-    .await;
-    drop(sender);
-    driver.abort();
-    result
+    let (parts, body) = response.into_response().await.map_err(failed)?.into_parts();
+    let mut deny = http::Response::new(full(body));
+    *deny.status_mut() = parts.status;
+    for (name, value) in &parts.headers {
+        if !hop_by_hop(name) {
+            deny.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    Ok(CheckOutcome::Deny(deny))
 }
 
 /// The status a provider failure turns into when the provider is not fail-open.

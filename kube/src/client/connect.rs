@@ -12,13 +12,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use waypoint_core::tls::{CheckedServerVerifier, ServerCertCheck};
 
 use super::config::{ClientConfig, ConfigError};
 use crate::api::KubeError;
@@ -135,7 +135,10 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ConfigError
             "insecure-skip-tls-verify: the API server's certificate is not checked");
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(provider())))
+            .with_custom_certificate_verifier(Arc::new(CheckedServerVerifier::with_check(
+                AnyServer,
+                provider().signature_verification_algorithms,
+            )))
     } else {
         let mut roots = RootCertStore::empty();
         let pem = config.ca_pem.as_deref().ok_or_else(|| {
@@ -173,52 +176,18 @@ fn tls_config(config: &ClientConfig) -> Result<rustls::ClientConfig, ConfigError
     }
 }
 
-/// `insecure-skip-tls-verify`: any certificate passes, signatures are still checked so the
-/// handshake itself stays sound.
+/// `insecure-skip-tls-verify`: any certificate passes; [`CheckedServerVerifier`] still checks
+/// the handshake signatures so the handshake itself stays sound.
 #[derive(Debug)]
-struct AnyServer(Arc<CryptoProvider>);
+struct AnyServer;
 
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
+impl ServerCertCheck for AnyServer {
+    fn check(
         &self,
         _end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
         _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+    ) -> Result<(), rustls::Error> {
+        Ok(())
     }
 }

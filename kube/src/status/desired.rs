@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
-use waypoint_core::config::resources::{Gateway, Listener, Object};
+use waypoint_core::config::resources::{GATEWAY_API_GROUP, Gateway, Listener, Object};
 use waypoint_core::config::{Condition, ResourceRef};
 use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
 use waypoint_core::snapshot::Snapshot;
@@ -29,9 +29,6 @@ use crate::api::{ApiResource, kinds};
 
 use super::controller::ControllerName;
 use super::schema::{api_attached_routes, api_condition, api_conditions};
-
-/// The Gateway API group.
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// The kinds whose status we write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,7 +123,7 @@ pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
     let mut objects = BTreeMap::new();
     let mut classes = HashSet::new();
     for class in resources.others.iter().map(|o| &o.resource) {
-        let is_ours = class.group() == GATEWAY_GROUP
+        let is_ours = class.group() == GATEWAY_API_GROUP
             && class.kind == "GatewayClass"
             && class.body["spec"]["controllerName"] == scope.controller.as_str();
         if !is_ours {
@@ -222,7 +219,7 @@ fn owns_parent(
     parent: &ParentRefKey,
 ) -> bool {
     match (parent.group.as_str(), parent.kind.as_str()) {
-        (GATEWAY_GROUP, "Gateway") => our_gateways.contains(&ResourceRef::new(
+        (GATEWAY_API_GROUP, "Gateway") => our_gateways.contains(&ResourceRef::new(
             "Gateway",
             parent.namespace.clone(),
             parent.name.clone(),
@@ -300,8 +297,8 @@ pub fn supported_kinds(listener: &Listener) -> Vec<Value> {
             allowed.is_empty()
                 || allowed
                     .iter()
-                    .any(|k| k.group == GATEWAY_GROUP && k.kind == **kind)
+                    .any(|k| k.group == GATEWAY_API_GROUP && k.kind == **kind)
         })
-        .map(|kind| json!({ "group": GATEWAY_GROUP, "kind": kind }))
+        .map(|kind| json!({ "group": GATEWAY_API_GROUP, "kind": kind }))
         .collect()
 }

@@ -12,6 +12,7 @@
 //!   are appended. The list is capped as the API caps it (see `schema`): our entries give way.
 
 use serde_json::{Map, Value, json};
+use waypoint_core::config::resources::GATEWAY_API_GROUP;
 
 use super::desired::Desired;
 use super::schema::cap_parents;
@@ -126,7 +127,7 @@ impl Owner<'_> {
         };
         let key = self.key(entry);
         let our_gateway = key.as_ref().is_some_and(|k| {
-            k.group == "gateway.networking.k8s.io"
+            k.group == GATEWAY_API_GROUP
                 && k.kind == "Gateway"
                 && k.namespace == namespace
                 && k.name == name
@@ -201,7 +202,7 @@ impl<'a> ParentKey<'a> {
     fn of(r: &'a Value, route_namespace: &'a str) -> Self {
         let text = |field: &str| r.get(field).and_then(Value::as_str);
         ParentKey {
-            group: text("group").unwrap_or("gateway.networking.k8s.io"),
+            group: text("group").unwrap_or(GATEWAY_API_GROUP),
             kind: text("kind").unwrap_or("Gateway"),
             namespace: text("namespace").unwrap_or(route_namespace),
             name: text("name").unwrap_or_default(),

@@ -104,6 +104,19 @@ pub fn echo(port: u16, pod: &str) -> Guard {
     )
 }
 
+/// An echo backend in this process on a free loopback port, answering as pod `pod`.
+pub async fn echo_in_process(pod: &str) -> SocketAddr {
+    waypoint_bin::tools::echo::spawn(
+        ([127, 0, 0, 1], 0).into(),
+        waypoint_bin::tools::echo::EchoIdentity {
+            pod: pod.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// The `waypoint` binary this test run built.
 pub fn waypoint() -> Command {
     Command::new(env!("CARGO_BIN_EXE_waypoint"))

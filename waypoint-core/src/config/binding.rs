@@ -43,7 +43,6 @@ pub const INBOUND_BINDING_ANNOTATION: &str = "ambient.istio.io/waypoint-inbound-
 /// istiod's label on waypoints it manages; such a Service never binds to a waypoint itself.
 const MANAGED_LABEL: &str = "gateway.istio.io/managed";
 const MESH_CONTROLLER: &str = "istio.io-mesh-controller";
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Which traffic a waypoint takes (`istio.io/waypoint-for`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::build::{EndpointStatsCache, build, invalid};
-use super::resources::{ObjectMeta, RawObject, Resources, Sourced};
+use super::resources::{GATEWAY_API_GROUP, ObjectMeta, RawObject, Resources, Sourced};
 use super::{Config, ResourceRef, ResourceStatus};
 
 /// Why manifests could not be read at all. (A resource that is merely invalid is not an error:
@@ -336,10 +336,10 @@ enum KnownKind {
 impl KnownKind {
     fn of(group: &str, kind: &str) -> Option<KnownKind> {
         Some(match (group, kind) {
-            ("gateway.networking.k8s.io", "Gateway") => KnownKind::Gateway,
-            ("gateway.networking.k8s.io", "HTTPRoute") => KnownKind::HttpRoute,
-            ("gateway.networking.k8s.io", "GRPCRoute") => KnownKind::GrpcRoute,
-            ("gateway.networking.k8s.io", "ReferenceGrant") => KnownKind::ReferenceGrant,
+            (GATEWAY_API_GROUP, "Gateway") => KnownKind::Gateway,
+            (GATEWAY_API_GROUP, "HTTPRoute") => KnownKind::HttpRoute,
+            (GATEWAY_API_GROUP, "GRPCRoute") => KnownKind::GrpcRoute,
+            (GATEWAY_API_GROUP, "ReferenceGrant") => KnownKind::ReferenceGrant,
             ("", "Service") => KnownKind::Service,
             ("", "Secret") => KnownKind::Secret,
             ("discovery.k8s.io", "EndpointSlice") => KnownKind::EndpointSlice,
@@ -367,7 +367,7 @@ impl KnownKind {
 fn read_verbatim(group: &str, kind: &str) -> bool {
     matches!(
         (group, kind),
-        ("", "Namespace") | ("", "Pod") | ("gateway.networking.k8s.io", "GatewayClass")
+        ("", "Namespace") | ("", "Pod") | (GATEWAY_API_GROUP, "GatewayClass")
     )
 }
 

@@ -1,8 +1,10 @@
 //! HTTP serving on an inbound byte stream: HTTP/1.1 or HTTP/2 with prior knowledge (h2c),
 //! detected per connection; and [`authority`], the one reading of which host a request is for,
-//! shared by the built-in filters and open to vendors.
+//! shared by the built-in filters and open to vendors; [`client`], the one small HTTP/1.1
+//! client the waypoint's side calls (OTLP export, ext_authz checks, JWKS fetches) share.
 
 pub mod authority;
+pub mod client;
 mod server;
 pub mod upgrade;
 

@@ -9,23 +9,22 @@
 //!
 //! The body is an `ExportTraceServiceRequest` in the OTLP JSON mapping: trace and span ids are
 //! lower-case hex (not base64), 64-bit integers (times, `intValue`) are decimal strings, and
-//! enums (`kind`, `status.code`) are numbers. Only `http://` collectors are supported: a TLS
-//! client for a telemetry sidecar is not worth its weight here, so `https://` is refused at
-//! startup rather than silently sending nothing.
+//! enums (`kind`, `status.code`) are numbers. The export goes through the side-call client
+//! ([`crate::http::client`]), so only `http://` collectors are supported: `https://` is refused
+//! at startup rather than silently sending nothing.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::access_log::truncate;
 use super::trace::TraceContext;
+use crate::http::client::{HttpUrl, SideCallError, SideClient, UrlError};
 
 /// The path OTLP/HTTP collectors take traces on, appended to the endpoint.
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -95,11 +94,8 @@ pub enum OtlpError {
 /// Where export requests go, resolved once at startup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Target {
-    /// Host name or IP, without IPv6 brackets, for connecting.
-    host: String,
-    port: u16,
-    /// `host[:port]` as given, for the `Host` header.
-    authority: String,
+    /// The collector's URL as configured, split.
+    url: HttpUrl,
     /// The request path: the endpoint's prefix plus [`TRACES_PATH`].
     path: String,
 }
@@ -109,35 +105,18 @@ fn parse_endpoint(endpoint: &str) -> Result<Target, OtlpError> {
         endpoint: endpoint.to_owned(),
         reason,
     };
-    let uri: http::Uri = endpoint.trim().parse().map_err(|_| invalid("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(s) if s.eq_ignore_ascii_case("https") => {
-            return Err(OtlpError::Https(endpoint.to_owned()));
-        }
-        Some(s) if s.eq_ignore_ascii_case("http") => {}
-        _ => return Err(invalid("the scheme must be http://")),
-    }
-    let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(invalid("credentials in the URL are not supported"));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.is_empty() {
-        return Err(invalid("no host"));
-    }
-    if uri.query().is_some() {
+    let url = HttpUrl::parse(endpoint).map_err(|e| match e {
+        UrlError::Https => OtlpError::Https(endpoint.to_owned()),
+        UrlError::NotAUrl => invalid("not a URL"),
+        UrlError::NotHttp => invalid("the scheme must be http://"),
+        UrlError::NoHost => invalid("no host"),
+        UrlError::Credentials => invalid("credentials in the URL are not supported"),
+    })?;
+    if url.query().is_some() {
         return Err(invalid("a query string is not allowed"));
     }
-    Ok(Target {
-        host: host.to_owned(),
-        port: authority.port_u16().unwrap_or(80),
-        authority: authority.as_str().to_owned(),
-        path: format!("{}{TRACES_PATH}", uri.path().trim_end_matches('/')),
-    })
+    let path = format!("{}{TRACES_PATH}", url.path().trim_end_matches('/'));
+    Ok(Target { url, path })
 }
 
 /// One finished request, as its span is exported.
@@ -275,7 +254,7 @@ async fn run(
             Err(reason) => {
                 failures.inc();
                 tracing::warn!(
-                    collector = %target.authority,
+                    collector = %target.url.authority,
                     spans = batch.len(),
                     "OTLP export failed, spans dropped: {reason}"
                 );
@@ -291,56 +270,34 @@ async fn run(
 /// POSTs one body to the collector over a fresh HTTP/1.1 connection (at most one per
 /// [`BATCH_INTERVAL`] under light load, so pooling would buy little), within [`EXPORT_TIMEOUT`].
 async fn export(target: &Target, body: Vec<u8>) -> Result<(), String> {
-    let attempt = async {
-        let stream = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| format!("connect to {}:{}: {e}", target.host, target.port))?;
-        // Latency matters more than packet count for a one-shot request.
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("HTTP handshake: {e}"))?;
-        let request = http::Request::post(target.path.as_str())
-            .header(http::header::HOST, target.authority.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("building the request: {e}"))?;
-        let exchange = async {
-            let resp = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("sending: {e}"))?;
-            let status = resp.status();
-            // The body is read (bounded) so the connection ends cleanly and an error can be
-            // shown; OTLP's partial-success details are not acted on.
-            let text = Limited::new(resp.into_body(), MAX_ERROR_BODY)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            if status.is_success() {
-                Ok(())
-            } else {
-                let text = String::from_utf8_lossy(&text);
-                Err(format!(
-                    "collector answered {status}: {}",
-                    truncate(text.trim(), 200)
-                ))
-            }
-        };
-        tokio::pin!(exchange, conn);
-        tokio::select! {
-            biased;
-            res = &mut exchange => res,
-            // The connection may finish (e.g. `connection: close`) in the same poll that
-            // delivers the last bytes; the exchange still has them, or fails if it does not.
-            _ = &mut conn => exchange.await,
-        }
-    };
-    tokio::time::timeout(EXPORT_TIMEOUT, attempt)
+    let request = http::Request::post(target.path.as_str())
+        .header(http::header::HOST, target.url.authority.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("building the request: {e}"))?;
+    let client = SideClient::new(EXPORT_TIMEOUT, MAX_ERROR_BODY);
+    let response = client
+        .send(&target.url.connect_addr(), request)
         .await
-        .map_err(|_| format!("no answer within {}s", EXPORT_TIMEOUT.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    // The body is read (bounded) so the connection ends cleanly and an error can be shown;
+    // OTLP's partial-success details are not acted on, so a body that breaks off or is too
+    // long is no failure. Running out of time is.
+    let text = match response.body().await {
+        Ok(text) => text,
+        Err(e @ SideCallError::Timeout(_)) => return Err(e.to_string()),
+        Err(_) => Bytes::new(),
+    };
+    if status.is_success() {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(&text);
+        Err(format!(
+            "collector answered {status}: {}",
+            truncate(text.trim(), 200)
+        ))
+    }
 }
 
 #[derive(Serialize)]
@@ -510,16 +467,16 @@ mod tests {
     fn endpoints_are_parsed_and_https_is_refused() {
         let t = parse_endpoint("http://otel-collector.istio-system:4318").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.port, t.path.as_str()),
+            (t.url.host.as_str(), t.url.port, t.path.as_str()),
             ("otel-collector.istio-system", 4318, "/v1/traces")
         );
         let t = parse_endpoint("http://[::1]:4318/otlp/").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.authority.as_str()),
+            (t.url.host.as_str(), t.url.authority.as_str()),
             ("::1", "[::1]:4318")
         );
         assert_eq!(t.path, "/otlp/v1/traces");
-        assert_eq!(parse_endpoint("http://collector").unwrap().port, 80);
+        assert_eq!(parse_endpoint("http://collector").unwrap().url.port, 80);
         assert!(matches!(
             parse_endpoint("https://collector:4318"),
             Err(OtlpError::Https(_))

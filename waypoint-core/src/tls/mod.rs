@@ -9,6 +9,9 @@
 //! - [`server_config`] / [`client_config`]: rustls configurations with the HBONE parameters
 //!   (TLS 1.3 only, AES-GCM, ALPN `h2`, no SNI, no resumption) and SPIFFE-aware verifiers
 //!   ([`SpiffeClientVerifier`], [`SpiffeServerVerifier`]).
+//! - [`ServerCertCheck`] / [`CheckedServerVerifier`]: a client verifier written as one decision
+//!   about the presented certificate, with the handshake-signature plumbing rustls asks for
+//!   written once (the Kubernetes client and the conformance runner use it too).
 //! - [`CertStore`]: the current pair behind an atomic pointer, reloaded when the files rotate.
 //! - [`DevCa`]: a small CA for development clusters, tests and tooling.
 //! - [`frontend`]: TLS termination for Gateway HTTPS listeners (certificates from Secrets,
@@ -17,6 +20,7 @@
 mod ca;
 mod certs;
 pub mod frontend;
+mod server_check;
 mod store;
 mod verify;
 
@@ -26,10 +30,11 @@ use crate::identity::SpiffeIdError;
 
 pub use ca::{DevCa, IssuedCert};
 pub use certs::{CertPaths, WorkloadCerts, spiffe_identities};
+pub use server_check::{CheckedServerVerifier, ServerCertCheck};
 pub use store::CertStore;
 pub use verify::{
-    ExpectedIdentity, SpiffeClientVerifier, SpiffeServerVerifier, client_config, negotiated_h2,
-    peer_identity, server_config,
+    ExpectedIdentity, SpiffeClientVerifier, SpiffeServerCheck, SpiffeServerVerifier, client_config,
+    negotiated_h2, peer_identity, server_config,
 };
 
 /// The only application protocol HBONE speaks inside TLS.

@@ -2,21 +2,19 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::client::{Resumption, verify_server_cert_signed_by_trust_anchor};
-use rustls::crypto::{
-    CryptoProvider, WebPkiSupportedAlgorithms, aws_lc_rs, verify_tls12_signature,
-    verify_tls13_signature,
-};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, aws_lc_rs};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
     CertificateError, CommonState, DigitallySignedStruct, DistinguishedName, OtherError,
     RootCertStore, SignatureScheme,
 };
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::certs::{single_identity, spiffe_uris};
+use super::server_check::{CheckedServerVerifier, ServerCertCheck};
 use super::{ALPN_H2, TlsError, WorkloadCerts};
 use crate::identity::SpiffeId;
 
@@ -173,15 +171,19 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 }
 
-/// Client-side verifier of server certificates: the chain must root in the trust bundle, and
+/// What the HBONE client accepts of a server: the chain must root in the trust bundle, and
 /// some SPIFFE URI SAN of the leaf must match one of the expected identities. The server name
 /// is deliberately not checked: HBONE dials an IP and sends no SNI, so identity is the SAN.
 #[derive(Debug)]
-pub struct SpiffeServerVerifier {
+pub struct SpiffeServerCheck {
     roots: Arc<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
     expected: Vec<ExpectedIdentity>,
 }
+
+/// Client-side verifier of server certificates: [`SpiffeServerCheck`] with the handshake
+/// signatures verified by the HBONE provider's algorithms.
+pub type SpiffeServerVerifier = CheckedServerVerifier<SpiffeServerCheck>;
 
 impl SpiffeServerVerifier {
     /// A verifier trusting `roots` and accepting a server proving one of `expected`.
@@ -189,23 +191,23 @@ impl SpiffeServerVerifier {
         roots: &[CertificateDer<'static>],
         expected: Vec<ExpectedIdentity>,
     ) -> Result<Self, TlsError> {
-        Ok(SpiffeServerVerifier {
+        let algorithms = provider().signature_verification_algorithms;
+        let check = SpiffeServerCheck {
             roots: root_store(roots)?,
-            algorithms: provider().signature_verification_algorithms,
+            algorithms,
             expected,
-        })
+        };
+        Ok(CheckedServerVerifier::with_check(check, algorithms))
     }
 }
 
-impl ServerCertVerifier for SpiffeServerVerifier {
-    fn verify_server_cert(
+impl ServerCertCheck for SpiffeServerCheck {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    ) -> Result<(), rustls::Error> {
         let cert = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &cert,
@@ -222,7 +224,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             .filter_map(|uri| uri.parse::<SpiffeId>().ok())
             .any(|id| self.expected.iter().any(|want| want.matches(&id)));
         if ok {
-            return Ok(ServerCertVerified::assertion());
+            return Ok(());
         }
         let shown = |v: Vec<String>| {
             if v.is_empty() {
@@ -236,28 +238,6 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             shown(presented),
             shown(self.expected.iter().map(ToString::to_string).collect()),
         )))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

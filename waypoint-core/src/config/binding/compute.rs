@@ -9,13 +9,13 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{
-    Binding, BindingDecision, BoundWorkload, GATEWAY_GROUP, INBOUND_BINDING_ANNOTATION,
-    MANAGED_LABEL, MESH_CONTROLLER, ObjectKind, TrafficType, USE_WAYPOINT_LABEL,
-    USE_WAYPOINT_NAMESPACE_LABEL, WAYPOINT_FOR_LABEL,
+    Binding, BindingDecision, BoundWorkload, INBOUND_BINDING_ANNOTATION, MANAGED_LABEL,
+    MESH_CONTROLLER, ObjectKind, TrafficType, USE_WAYPOINT_LABEL, USE_WAYPOINT_NAMESPACE_LABEL,
+    WAYPOINT_FOR_LABEL,
 };
 use crate::config::build::{MeshIndex, service_account};
 use crate::config::resources::{
-    FromNamespaces, Gateway, Listener, ObjectMeta, RawObject, Resources,
+    FromNamespaces, GATEWAY_API_GROUP, Gateway, Listener, ObjectMeta, RawObject, Resources,
 };
 use crate::config::{AppProtocol, ResourceRef, ServiceBackend};
 
@@ -60,7 +60,7 @@ pub(crate) fn compute(
     };
     binding.gateway_addresses.extend(listener_addresses(gw));
     let class = resources.others.iter().map(|o| &o.resource).find(|o| {
-        o.group() == GATEWAY_GROUP
+        o.group() == GATEWAY_API_GROUP
             && o.kind == "GatewayClass"
             && o.metadata.name == gw.spec.gateway_class_name
     });

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 
 use crate::config::resources::{
-    Gateway, Listener, Object, ReferenceGrant, Resources, Secret, SecretObjectReference, Sourced,
-    TlsMode,
+    GATEWAY_API_GROUP, Gateway, Listener, Object, ReferenceGrant, Resources, Secret,
+    SecretObjectReference, Sourced, TlsMode,
 };
 use crate::config::{ListenerRefProblem, ResourceRef, ResourceStatus};
 use crate::tls::frontend::{FrontendTls, SniResolver, certified_key};
@@ -199,9 +199,7 @@ fn granted(grants: &[Sourced<ReferenceGrant>], from_ns: &str, ns: &str, name: &s
         .filter(|g| g.metadata.namespace() == ns)
         .any(|g| {
             g.spec.from.iter().any(|f| {
-                f.group == "gateway.networking.k8s.io"
-                    && f.kind == "Gateway"
-                    && f.namespace == from_ns
+                f.group == GATEWAY_API_GROUP && f.kind == "Gateway" && f.namespace == from_ns
             }) && g.spec.to.iter().any(|t| {
                 t.group.is_empty()
                     && t.kind == "Secret"

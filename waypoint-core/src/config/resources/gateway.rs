@@ -8,9 +8,13 @@ use serde::{Deserialize, Deserializer, de};
 
 use super::{LocalObjectReference, ObjectMeta};
 
-/// The Gateway API group, the default of group fields that name Gateway API kinds.
+/// The Gateway API group (`Gateway`, `GatewayClass`, `HTTPRoute`, ...): written once here for
+/// the loader, the builder, the policy filters and the status writer.
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The default of group fields that name Gateway API kinds.
 pub(super) fn gateway_group() -> String {
-    "gateway.networking.k8s.io".into()
+    GATEWAY_API_GROUP.into()
 }
 
 /// A Gateway (`gateway.networking.k8s.io/v1`); the waypoint itself is one.

@@ -41,6 +41,46 @@ pub struct PolicyTargetRef {
     pub namespace: Option<String>,
 }
 
+/// How a policy says where it applies: the one reading of `selector`, `targetRef` and
+/// `targetRefs` that validation and both policy filters share, so they cannot disagree about
+/// which of them wins or how a reference is named in a message.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PolicyAttachment<'a> {
+    /// `selector` alone: workloads chosen by label, which sidecars and ztunnel enforce, never
+    /// a waypoint.
+    Selector,
+    /// `selector` together with `targetRef(s)`, which istiod's validation rejects.
+    SelectorAndTargets,
+    /// Neither: the workloads of the policy's namespace (ztunnel's), never a waypoint.
+    Namespace,
+    /// `targetRef` (the deprecated single form) then `targetRefs`, each with its field path
+    /// (`spec.targetRef`, `spec.targetRefs[1]`) for messages. Never empty.
+    Targets(Vec<(String, &'a PolicyTargetRef)>),
+}
+
+fn attachment<'a>(
+    selector: Option<&WorkloadSelector>,
+    target_ref: Option<&'a PolicyTargetRef>,
+    target_refs: &'a [PolicyTargetRef],
+) -> PolicyAttachment<'a> {
+    let targets: Vec<(String, &PolicyTargetRef)> = target_ref
+        .map(|r| ("spec.targetRef".to_owned(), r))
+        .into_iter()
+        .chain(
+            target_refs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("spec.targetRefs[{i}]"), r)),
+        )
+        .collect();
+    match (selector.is_some(), targets.is_empty()) {
+        (true, true) => PolicyAttachment::Selector,
+        (true, false) => PolicyAttachment::SelectorAndTargets,
+        (false, true) => PolicyAttachment::Namespace,
+        (false, false) => PolicyAttachment::Targets(targets),
+    }
+}
+
 /// The spec of an AuthorizationPolicy.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
@@ -57,6 +97,17 @@ pub struct AuthorizationPolicySpec {
     pub provider: Option<AuthorizationProvider>,
     /// Rules; none means the policy never matches.
     pub rules: Vec<AuthorizationRule>,
+}
+
+impl AuthorizationPolicySpec {
+    /// How the policy says where it applies.
+    pub fn attachment(&self) -> PolicyAttachment<'_> {
+        attachment(
+            self.selector.as_ref(),
+            self.target_ref.as_ref(),
+            &self.target_refs,
+        )
+    }
 }
 
 /// What a matching policy does.
@@ -179,6 +230,17 @@ pub struct RequestAuthenticationSpec {
     pub target_refs: Vec<PolicyTargetRef>,
     /// JWT rules.
     pub jwt_rules: Vec<JwtRule>,
+}
+
+impl RequestAuthenticationSpec {
+    /// How the policy says where it applies.
+    pub fn attachment(&self) -> PolicyAttachment<'_> {
+        attachment(
+            self.selector.as_ref(),
+            self.target_ref.as_ref(),
+            &self.target_refs,
+        )
+    }
 }
 
 /// How tokens of one issuer are found and validated. Unknown fields are rejected: a misspelled

@@ -1,7 +1,9 @@
 //! Istio security: the checks istiod's validation webhook makes that bear on enforcement.
 
 use super::{Check, check_header_name, ensure};
-use crate::config::resources::{AuthorizationAction, AuthorizationPolicy, RequestAuthentication};
+use crate::config::resources::{
+    AuthorizationAction, AuthorizationPolicy, PolicyAttachment, RequestAuthentication,
+};
 
 pub(in crate::config) fn check_authz(policy: &AuthorizationPolicy) -> Check {
     let spec = &policy.spec;
@@ -14,7 +16,7 @@ pub(in crate::config) fn check_authz(policy: &AuthorizationPolicy) -> Check {
         }
     })?;
     ensure(
-        spec.selector.is_none() || (spec.target_ref.is_none() && spec.target_refs.is_empty()),
+        spec.attachment() != PolicyAttachment::SelectorAndTargets,
         || "spec: `selector` and `targetRef(s)` cannot be used together".into(),
     )?;
     for (i, rule) in spec.rules.iter().enumerate() {
