@@ -121,7 +121,7 @@ impl Harness {
         options.admin = Some(([127, 0, 0, 1], 0).into());
         adjust(&mut options);
         let waypoint = Waypoint::builder(options)
-            .filters(Builtins::default().factories())
+            .install(Builtins::default())
             .filter(Arc::new(ProbeFactory(probe.clone())))
             .start()
             .await

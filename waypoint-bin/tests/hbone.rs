@@ -192,7 +192,7 @@ async fn mesh() -> Mesh {
     options.upstream.hbone.port = relay_port;
     let seen_by_waypoint = Seen::default();
     let waypoint = Waypoint::builder(options)
-        .filters(Builtins::default().factories())
+        .install(Builtins::default())
         .filter(Arc::new(seen_by_waypoint.clone()))
         .start()
         .await
