@@ -166,6 +166,9 @@ async fn main() {
     ] {
         let seen = demo(dir.path(), identity, path).await;
         println!("{identity} GET {path} -> {}\n{}\n", seen.status, seen.body);
+        for line in seen.metrics.lines().filter(|l| l.starts_with("vendor_")) {
+            println!("  /metrics: {line}");
+        }
     }
 }
 
