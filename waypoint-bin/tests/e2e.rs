@@ -122,7 +122,7 @@ impl Harness {
         adjust(&mut options);
         let waypoint = Waypoint::builder(options)
             .install(Builtins::default())
-            .filter(Arc::new(ProbeFactory(probe.clone())))
+            .factory(Arc::new(ProbeFactory(probe.clone())))
             .start()
             .await
             .unwrap();

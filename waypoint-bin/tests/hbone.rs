@@ -193,7 +193,7 @@ async fn mesh() -> Mesh {
     let seen_by_waypoint = Seen::default();
     let waypoint = Waypoint::builder(options)
         .install(Builtins::default())
-        .filter(Arc::new(seen_by_waypoint.clone()))
+        .factory(Arc::new(seen_by_waypoint.clone()))
         .start()
         .await
         .unwrap();

@@ -90,17 +90,43 @@ async fn a_body_no_filter_observes_is_not_wrapped() {
     assert_eq!(exchange.request.body().size_hint().exact(), Some(5));
 }
 
+/// Runs a nested chain (as the routing filter runs a rule's filters) and records whether the
+/// request body was still unwrapped when the nested chain returned.
+struct Nesting {
+    inner: FilterChain,
+    unwrapped_after_inner: Arc<Mutex<Option<bool>>>,
+}
+
+#[async_trait]
+impl Filter for Nesting {
+    fn name(&self) -> &str {
+        "nesting"
+    }
+    async fn on_request(&self, req: &mut Request, ctx: &mut RequestContext) -> Decision {
+        let decision = self.inner.run_request(req, ctx).await;
+        let unwrapped = req.body().size_hint().exact().is_some();
+        *self.unwrapped_after_inner.lock().unwrap() = Some(unwrapped);
+        decision
+    }
+}
+
 #[tokio::test]
-async fn observers_of_a_nested_chain_wrap_the_body_once_with_the_outer_ones() {
+async fn only_the_outermost_chain_wraps_the_body_with_every_observer() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut inner = FilterSet::new();
     inner.install(marks(seen.clone()));
     let (inner, _) = inner.build(&crate::config::Config::default());
+    let unwrapped_after_inner = Arc::new(Mutex::new(None));
+    let nesting = Nesting {
+        inner,
+        unwrapped_after_inner: unwrapped_after_inner.clone(),
+    };
     let chain = TestChain::new("", move |filters: &mut FilterSet| {
-        filters.filter(inner);
+        filters.filter(nesting);
     })
     .unwrap();
     let mut exchange = chain.send(conn("10.0.0.1:80"), post("x")).await;
+    assert_eq!(*unwrapped_after_inner.lock().unwrap(), Some(true));
     assert_eq!(exchange.forwarded_body().await.unwrap(), "x12");
 }
 
@@ -291,4 +317,48 @@ async fn the_end_of_request_phase_reaches_every_filter_with_the_final_status() {
     assert_eq!(exchange.status(), Some(StatusCode::IM_A_TEAPOT));
     exchange.finish(StatusCode::IM_A_TEAPOT, 0, 16);
     assert_eq!(*statuses.lock().unwrap(), [418]);
+}
+
+#[test]
+fn bundles_install_in_order_and_a_set_installs_into_another() {
+    let noop = |name: &'static str| request_fn(name, |_, _| Decision::Continue);
+    let mut vendor = FilterSet::new();
+    vendor.filter(noop("b")).filter(noop("c"));
+    let mut filters = FilterSet::new();
+    filters
+        .install(|set: &mut FilterSet| {
+            set.filter(noop("a"));
+        })
+        .install(vendor)
+        .build_with("d", move |_cx| Arc::new(noop("d")));
+    assert_eq!(filters.names(), ["a", "b", "c", "d"]);
+    let (chain, _) = filters.build(&crate::config::Config::default());
+    let built: Vec<&str> = chain.filters().iter().map(|f| f.name()).collect();
+    assert_eq!(built, ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn an_untyped_factory_that_refuses_is_reported_on_its_object_too() {
+    let config = parse_manifests(LIMITER, "test.yaml").unwrap();
+    let mut registry = ExtensionRegistry::new();
+    registry.register(
+        "example.com",
+        "Limiter",
+        |_name: &str, _ns: &str, object: Option<&serde_json::Value>| {
+            assert!(object.is_some(), "the manifest is handed over");
+            Err::<Arc<dyn Filter>, _>("limits are not supported".to_owned())
+        },
+    );
+    let mut cx = BuildContext::new(&config, &registry);
+    let refused = cx.build_extension("example.com", "Limiter", "slow", "default");
+    assert!(matches!(refused, Err(ExtensionError::Refused(_))));
+    let reports = cx.into_reports();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(
+        (
+            reports[0].resource.name.as_str(),
+            reports[0].message.as_str()
+        ),
+        ("slow", "limits are not supported")
+    );
 }

@@ -133,8 +133,9 @@ impl WaypointBuilder {
         self
     }
 
-    /// Appends one filter factory to the chain (shorthand for a bundle of one).
-    pub fn filter(mut self, factory: impl FilterFactory) -> Self {
+    /// Appends one filter factory to the chain (shorthand for a bundle of one, as
+    /// [`FilterSet::factory`]).
+    pub fn factory(mut self, factory: impl FilterFactory) -> Self {
         self.filters.factory(factory);
         self
     }
