@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
-use waypoint_core::filter::testing::{TestChain, conn_as};
+use waypoint_core::filter::testing::{TestChain, conn_as, service};
 use waypoint_core::filter::{
     Decision, Filter, FilterSet, Finished, Request, RequestContext, async_trait,
 };
@@ -60,14 +60,7 @@ impl Filter for AccessLog {
     }
 }
 
-const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: default}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{name: http, port: 80}]
----
+const ROUTE: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: echo, namespace: default}
@@ -85,7 +78,11 @@ fn chain() -> (TestChain, Arc<Mutex<Vec<String>>>) {
     filters.install(Builtins::default()).filter(AccessLog {
         lines: lines.clone(),
     });
-    let chain = TestChain::new(MANIFESTS, filters).expect("manifests parse");
+    let chain = TestChain::new(
+        &format!("{}---\n{ROUTE}", service("echo", "10.96.0.10", 80)),
+        filters,
+    )
+    .expect("manifests parse");
     (chain, lines)
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
-use waypoint_core::filter::testing::TestChain;
+use waypoint_core::filter::testing::{TestChain, service};
 use waypoint_core::filter::{Decision, Extension, Filter, FilterSet, request_fn};
 use waypoint_filters::Builtins;
 
@@ -52,14 +52,8 @@ fn vendor(filters: &mut FilterSet) {
     filters.extension("filters.example.com", "RateTag", rate_tag);
 }
 
+/// The route naming the vendor object, and the object (its `spec` filled in per test).
 const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: default}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{name: http, port: 80}]
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: tagged, namespace: default}
@@ -80,7 +74,12 @@ spec: SPEC
 fn chain(spec: &str) -> TestChain {
     let mut filters = FilterSet::new();
     filters.install(Builtins::default()).install(vendor);
-    TestChain::new(&MANIFESTS.replace("SPEC", spec), filters).expect("manifests parse")
+    let manifests = format!(
+        "{}---\n{}",
+        service("echo", "10.96.0.10", 80),
+        MANIFESTS.replace("SPEC", spec)
+    );
+    TestChain::new(&manifests, filters).expect("manifests parse")
 }
 
 #[tokio::main]

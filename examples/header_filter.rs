@@ -12,7 +12,7 @@
 
 use http::HeaderValue;
 use waypoint_core::body::empty;
-use waypoint_core::filter::testing::{TestChain, conn};
+use waypoint_core::filter::testing::{TestChain, conn, service};
 use waypoint_core::filter::{
     Decision, Filter, FilterSet, Request, RequestContext, Response, async_trait, request_fn,
 };
@@ -57,19 +57,15 @@ fn vendor(filters: &mut FilterSet) {
         .filter(Echo);
 }
 
-const MANIFESTS: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: default}
-spec:
-  clusterIP: 10.96.0.10
-  ports: [{name: http, port: 80}]
-"#;
+/// The Service the requests are for.
+fn manifests() -> String {
+    service("echo", "10.96.0.10", 80)
+}
 
 fn chain() -> TestChain {
     let mut filters = FilterSet::new();
     filters.install(Builtins::default()).install(vendor);
-    TestChain::new(MANIFESTS, filters).expect("manifests parse")
+    TestChain::new(&manifests(), filters).expect("manifests parse")
 }
 
 async fn round_trip(path: &str) -> (http::HeaderMap, http::HeaderMap) {
@@ -105,7 +101,7 @@ async fn the_response_phase_reads_the_request_head() {
 async fn no_filter_asking_means_no_request_head_is_kept() {
     let mut filters = FilterSet::new();
     filters.install(Builtins::default());
-    let chain = TestChain::new(MANIFESTS, filters).expect("manifests parse");
+    let chain = TestChain::new(&manifests(), filters).expect("manifests parse");
     let exchange = chain.get("10.96.0.10:80", "/").await;
     assert!(exchange.forwarded(), "{:?}", exchange.status());
     assert!(exchange.ctx.request_head().is_none());

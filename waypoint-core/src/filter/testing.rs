@@ -5,7 +5,7 @@
 //! exactly the chain a waypoint would build for those manifests (through [`Install`], the one
 //! registration entry point), with no socket, no upstream and no clock of its own.
 //!
-//! - [`TestChain::new`] parses the manifests and builds the chain; [`TestChain::reports`] holds
+//! - [`TestChain::new`] parses the manifests ([`service`] writes the usual Service) and builds the chain; [`TestChain::reports`] holds
 //!   what the factories reported.
 //! - [`TestChain::send`] runs the request phase for a request on a [`ConnInfo`] ([`conn`] makes
 //!   one) and returns an [`Exchange`]: answered (the local reply) or forwarded (to which
@@ -76,6 +76,14 @@ pub fn conn_as(destination: &str, identity: &str) -> ConnInfo {
     let mut conn = conn(destination);
     conn.peer_identity = Some(identity.parse().expect("a test identity is a SPIFFE id"));
     conn
+}
+
+/// The manifest of a Service `name` in namespace `default` at `cluster_ip`, with one HTTP
+/// port: the usual first document of a test's manifests.
+pub fn service(name: &str, cluster_ip: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  clusterIP: {cluster_ip}\n  ports: [{{name: http, port: {port}}}]\n"
+    )
 }
 
 /// Reads a body whole.
