@@ -203,7 +203,7 @@ async fn setup() -> Setup {
     options.upstream.mode = UpstreamMode::Auto;
     options.upstream.hbone.port = destination_hbone.port();
     let running = Waypoint::builder(options)
-        .filters(Builtins::default().factories())
+        .install(Builtins::default())
         .start()
         .await
         .unwrap();

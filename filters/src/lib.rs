@@ -1,8 +1,9 @@
 //! # waypoint-filters
 //!
 //! The built-in filters of the waypoint proxy. Each is an ordinary
-//! [`waypoint_core::filter::Filter`] built by a [`waypoint_core::filter::FilterFactory`]: a vendor
-//! filter has exactly the same powers.
+//! [`waypoint_core::filter::Filter`] built by a [`waypoint_core::filter::FilterFactory`], and
+//! [`Builtins`] registers them through [`Install`], the entry point a vendor's bundle uses: a
+//! vendor filter has exactly the same powers.
 //!
 //! - [`authn`]: Istio RequestAuthentication (JWT validation, request principals).
 //! - [`authz`]: Istio AuthorizationPolicy (ALLOW, DENY, AUDIT, CUSTOM via ext_authz).
@@ -13,9 +14,7 @@
 //! authorization, then the router), except that CUSTOM (ext_authz) policies are checked by the
 //! authz filter after JWT validation rather than before it.
 
-use std::sync::Arc;
-
-use waypoint_core::filter::FilterFactory;
+use waypoint_core::filter::{FilterSet, Install};
 
 pub mod authn;
 pub mod authz;
@@ -42,8 +41,9 @@ pub struct BuiltinSettings {
     pub xff_trusted_hops: Option<usize>,
 }
 
-/// The built-in filters, built from one [`BuiltinSettings`]; [`Builtins::factories`] gives the
-/// chain.
+/// The built-in filters, built from one [`BuiltinSettings`]. Installed (see [`Install`]) they
+/// append authn, authz and route to the chain, in that order; a vendor's filters installed
+/// before them run first, after them run once a route is chosen.
 #[derive(Debug, Default)]
 pub struct Builtins {
     authn: authn::AuthnFactory,
@@ -80,14 +80,13 @@ impl Builtins {
     pub fn authz(&self) -> &authz::AuthzFactory {
         &self.authz
     }
+}
 
-    /// The built-in chain, in the order the waypoint runs it: authn, authz, route. A vendor
-    /// inserts its own factories anywhere in this list.
-    pub fn factories(self) -> Vec<Arc<dyn FilterFactory>> {
-        vec![
-            Arc::new(self.authn),
-            Arc::new(self.authz),
-            Arc::new(route::RouteFactory),
-        ]
+impl Install for Builtins {
+    fn add_to(self, filters: &mut FilterSet) {
+        filters
+            .factory(self.authn)
+            .factory(self.authz)
+            .factory(route::RouteFactory);
     }
 }

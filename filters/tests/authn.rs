@@ -10,18 +10,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use bytes::Bytes;
 use http::StatusCode;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use waypoint_core::body;
-use waypoint_core::config::{Config, parse_manifests};
-use waypoint_core::conn::{Binding, ConnInfo};
-use waypoint_core::filter::{
-    BuildContext, BuildReport, Decision, ExtensionRegistry, Filter, FilterFactory, Request,
-    RequestContext,
-};
+use waypoint_core::conn::Binding;
+use waypoint_core::filter::testing::{TestChain, conn};
+use waypoint_core::filter::{BuildReport, FilterSet, Request};
 use waypoint_filters::authn::{AuthnFactory, JwksCache, JwksSettings};
 use waypoint_filters::authz::RequestPrincipal;
 
@@ -177,25 +174,25 @@ fn inline(signers: &[&Signer]) -> String {
 const ON_ECHO: &str = r#"{group: "", kind: Service, name: echo}"#;
 
 struct Authn {
-    filter: Arc<dyn Filter>,
-    config: Arc<Config>,
+    chain: TestChain,
     reports: Vec<BuildReport>,
 }
 
 fn authn_with(cache: Arc<JwksCache>, policies: &str) -> Authn {
-    let config = parse_manifests(&format!("{BASE}\n---\n{policies}"), "test.yaml").unwrap();
-    let registry = ExtensionRegistry::new();
-    let mut cx = BuildContext::new(&config, &registry);
-    let filter = AuthnFactory {
+    let factory = AuthnFactory {
         jwks_fetcher: cache,
         ..Default::default()
-    }
-    .build(&mut cx);
-    let reports = cx.into_reports();
+    };
+    let chain = TestChain::new(
+        &format!("{BASE}\n---\n{policies}"),
+        |filters: &mut FilterSet| {
+            filters.factory(factory);
+        },
+    )
+    .unwrap();
     Authn {
-        filter,
-        config: Arc::new(config),
-        reports,
+        reports: chain.reports().to_vec(),
+        chain,
     }
 }
 
@@ -212,23 +209,17 @@ struct Outcome {
 
 impl Authn {
     async fn send_to(&self, destination: &str, req: http::request::Builder) -> Outcome {
-        let mut req = req.body(body::empty()).unwrap();
-        let mut conn = ConnInfo::new(Binding::Hbone);
-        conn.destination = Some(destination.parse::<SocketAddr>().unwrap());
-        let mut ctx = RequestContext::new(Arc::new(conn), self.config.clone());
-        let (status, body) = match self.filter.on_request(&mut req, &mut ctx).await {
-            Decision::Continue => (None, String::new()),
-            Decision::Respond(resp) => {
-                let status = resp.status();
-                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-                (Some(status), String::from_utf8_lossy(&bytes).into_owned())
-            }
-        };
+        let mut conn = conn(destination);
+        conn.binding = Binding::Hbone;
+        let mut exchange = self
+            .chain
+            .send(conn, req.body(body::empty()).unwrap())
+            .await;
         Outcome {
-            status,
-            body,
-            principal: ctx.extensions.get::<RequestPrincipal>().cloned(),
-            request: req,
+            status: exchange.status(),
+            body: exchange.reply_text().await,
+            principal: exchange.ctx.extensions.get::<RequestPrincipal>().cloned(),
+            request: exchange.request,
         }
     }
 
@@ -874,7 +865,6 @@ async fn openid_discovery_finds_the_jwks() {
 
 #[tokio::test]
 async fn missing_token_is_denied_only_where_a_request_principal_is_required() {
-    use waypoint_core::filter::FilterChain;
     use waypoint_filters::authz::AuthzFactory;
 
     let key = es256("k1");
@@ -889,39 +879,29 @@ spec:
   rules:
   - from: [{source: {requestPrincipals: ["*"]}}]
 "#;
-    let config = parse_manifests(
+    let chain = TestChain::new(
         &format!(
             "{BASE}\n---\n{}{require_jwt}",
             policy(ON_ECHO, &inline(&[&key]), "")
         ),
-        "test.yaml",
+        |filters: &mut FilterSet| {
+            filters
+                .factory(AuthnFactory::default())
+                .factory(AuthzFactory::default());
+        },
     )
     .unwrap();
-    let registry = ExtensionRegistry::new();
-    let mut cx = BuildContext::new(&config, &registry);
-    let chain = FilterChain::new(vec![
-        AuthnFactory::default().build(&mut cx),
-        AuthzFactory::default().build(&mut cx),
-    ]);
-    assert!(cx.into_reports().is_empty());
-    let config = Arc::new(config);
+    assert!(chain.reports().is_empty());
     let run = |destination: &str, token: Option<String>| {
-        let (chain, config) = (chain.clone(), config.clone());
-        let destination: SocketAddr = destination.parse().unwrap();
-        async move {
-            let mut req = http::Request::get("/");
-            if let Some(token) = token {
-                req = req.header("authorization", format!("Bearer {token}"));
-            }
-            let mut req = req.body(body::empty()).unwrap();
-            let mut conn = ConnInfo::new(Binding::Hbone);
-            conn.destination = Some(destination);
-            let mut ctx = RequestContext::new(Arc::new(conn), config);
-            match chain.run_request(&mut req, &mut ctx).await {
-                Decision::Continue => None,
-                Decision::Respond(resp) => Some(resp.status()),
-            }
+        let mut req = http::Request::get("/");
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
         }
+        let req = req.body(body::empty()).unwrap();
+        let mut conn = conn(destination);
+        conn.binding = Binding::Hbone;
+        let chain = &chain;
+        async move { chain.send(conn, req).await.status() }
     };
     // No token: allowed by authn, denied by the policy that wants a request principal.
     assert_eq!(run(ECHO, None).await, Some(StatusCode::FORBIDDEN));

@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use waypoint_core::config::parse_manifests;
-use waypoint_core::filter::{BuildContext, ExtensionRegistry};
+use waypoint_core::filter::FilterSet;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -28,12 +28,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!condition.message.is_empty(), "{status:?}");
         }
     }
-    let registry = ExtensionRegistry::new();
-    let mut cx = BuildContext::new(&config, &registry);
-    for factory in waypoint_filters::Builtins::default().factories() {
-        let _filter = factory.build(&mut cx);
-    }
-    for report in cx.reports() {
+    let mut filters = FilterSet::new();
+    filters.install(waypoint_filters::Builtins::default());
+    let (_chain, output) = filters.build(&config);
+    for report in &output.reports {
         assert!(!report.resource.kind.is_empty(), "{report:?}");
         assert!(!report.reason.is_empty(), "{report:?}");
         assert!(!report.message.is_empty(), "{report:?}");

@@ -104,8 +104,8 @@ impl Harness {
         options.admin = Some(([127, 0, 0, 1], 0).into());
         adjust(&mut options);
         let waypoint = Waypoint::builder(options)
-            .filters(Builtins::default().factories())
-            .filter(Arc::new(ProbeFactory(probe.clone())))
+            .install(Builtins::default())
+            .factory(Arc::new(ProbeFactory(probe.clone())))
             .start()
             .await
             .unwrap();

@@ -183,8 +183,8 @@ async fn mesh() -> Mesh {
     options.upstream.hbone.port = relay_port;
     let seen_by_waypoint = Seen::default();
     let waypoint = Waypoint::builder(options)
-        .filters(Builtins::default().factories())
-        .filter(Arc::new(seen_by_waypoint.clone()))
+        .install(Builtins::default())
+        .factory(Arc::new(seen_by_waypoint.clone()))
         .start()
         .await
         .unwrap();

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use waypoint_core::filter::{
-    BuildContext, Decision, Filter, FilterFactory, Request, RequestContext,
+    BuildContext, Decision, Filter, FilterFactory, FilterSet, Request, RequestContext,
 };
 use waypoint_core::runtime::{RunningWaypoint, Waypoint, WaypointOptions};
 use waypoint_core::transport::listener::ListenAddr;
@@ -153,8 +153,12 @@ impl Harness {
         options.admin = Some(([127, 0, 0, 1], 0).into());
         adjust(&mut options);
         let waypoint = Waypoint::builder(options)
-            .filters(Builtins::default().factories())
-            .filters(filter)
+            .install(Builtins::default())
+            .install(|filters: &mut FilterSet| {
+                if let Some(filter) = filter {
+                    filters.factory(filter);
+                }
+            })
             .start()
             .await
             .unwrap();

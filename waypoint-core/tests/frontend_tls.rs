@@ -197,7 +197,7 @@ async fn start() -> Running {
     options.sandwich = vec![ListenAddr::Tcp(([127, 0, 0, 1], 0).into())];
     options.admin = None;
     let waypoint = Waypoint::builder(options)
-        .filter(Arc::new(TlsEcho))
+        .factory(Arc::new(TlsEcho))
         .start()
         .await
         .unwrap();

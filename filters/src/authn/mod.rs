@@ -32,7 +32,7 @@ use validate::{Jwt, Keys};
 use crate::scope::WaypointScope;
 
 /// The principal a valid token yields, as AuthorizationPolicy reads it.
-pub use crate::authz::RequestPrincipal;
+pub use waypoint_core::filter::RequestPrincipal;
 
 /// Builds the [`AuthnFilter`] of each config snapshot. Keep one factory (and so one
 /// [`JwksCache`]) for the life of the process, so reloads reuse fetched key sets.

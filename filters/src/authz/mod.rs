@@ -59,20 +59,9 @@ use matcher::{Attrs, RuleMatch};
 /// The body Istio (Envoy's RBAC filter) sends with a denied request, byte for byte.
 pub const DENIED_BODY: &str = "RBAC: access denied";
 
-/// The caller proven by a validated JWT. The authn filter inserts it into
-/// `RequestContext::extensions` as `waypoint_filters::authz::RequestPrincipal`; its absence
-/// means the request carried no (valid) token.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RequestPrincipal {
-    /// `<iss>/<sub>`, matched by `requestPrincipals` and `request.auth.principal`.
-    pub principal: String,
-    /// The `aud` claim (a string becomes one entry), for `request.auth.audiences`.
-    pub audiences: Vec<String>,
-    /// The `azp` claim, for `request.auth.presenter`.
-    pub presenter: Option<String>,
-    /// Every claim of the token, for `request.auth.claims[...]`.
-    pub claims: serde_json::Value,
-}
+/// The caller proven by a validated token; it lives in core so that any token filter (the
+/// built-in RequestAuthentication or a vendor's) can feed AuthorizationPolicy.
+pub use waypoint_core::filter::RequestPrincipal;
 
 pub use waypoint_core::filter::AuthzDecision;
 

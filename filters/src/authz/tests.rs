@@ -13,9 +13,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use waypoint_core::body;
-use waypoint_core::config::parse_manifests;
-use waypoint_core::conn::{Binding, ConnInfo};
-use waypoint_core::filter::{BuildContext, ExtensionRegistry, FilterFactory, RequestContext};
+use waypoint_core::config::Config;
+use waypoint_core::conn::Binding;
+use waypoint_core::filter::testing::{self, TestChain, conn_as};
+use waypoint_core::filter::{FilterSet, RequestContext};
 
 use super::matcher::{PathPattern, StringMatch, parse_cidr};
 use super::*;
@@ -186,33 +187,36 @@ fn policy(name: &str, body: &str) -> String {
 struct Harness {
     filter: Arc<dyn Filter>,
     config: Arc<Config>,
+    chain: TestChain,
 }
 
 fn harness(factory: AuthzFactory, policies: &[String]) -> Harness {
     let text = format!("{SERVICES}\n---\n{}", policies.join("\n---\n"));
-    let config = parse_manifests(&text, "test.yaml").unwrap();
-    let registry = ExtensionRegistry::new();
-    let mut cx = BuildContext::new(&config, &registry);
-    let filter = factory.build(&mut cx);
+    let chain = TestChain::new(&text, |filters: &mut FilterSet| {
+        filters.factory(factory);
+    })
+    .unwrap();
     Harness {
-        filter,
-        config: Arc::new(config),
+        filter: chain.chain().filters()[0].clone(),
+        config: chain.config().clone(),
+        chain,
     }
 }
 
 impl Harness {
-    async fn run(&self, mut req: Request) -> (Decision, Request, RequestContext) {
-        let mut conn = ConnInfo::new(Binding::Hbone);
-        conn.source = Some("10.0.0.5:4000".parse().unwrap());
-        conn.destination = Some("10.96.0.10:8000".parse().unwrap());
-        conn.peer_identity = Some(
-            "spiffe://cluster.local/ns/default/sa/sleep"
-                .parse()
-                .unwrap(),
+    async fn run(&self, req: Request) -> (Decision, Request, RequestContext) {
+        let mut conn = conn_as(
+            "10.96.0.10:8000",
+            "spiffe://cluster.local/ns/default/sa/sleep",
         );
-        let mut ctx = RequestContext::new(Arc::new(conn), self.config.clone());
-        let d = self.filter.on_request(&mut req, &mut ctx).await;
-        (d, req, ctx)
+        conn.binding = Binding::Hbone;
+        conn.source = Some("10.0.0.5:4000".parse().unwrap());
+        let exchange = self.chain.send(conn, req).await;
+        let decision = match exchange.response {
+            Some(resp) => Decision::Respond(resp),
+            None => Decision::Continue,
+        };
+        (decision, exchange.request, exchange.ctx)
     }
 }
 
@@ -320,8 +324,8 @@ async fn request_principal_from_authn_is_used() {
             "rules: [{from: [{source: {requestPrincipals: [\"iss/alice\"]}}]}]",
         )],
     );
-    let mut conn = ConnInfo::new(Binding::Hbone);
-    conn.destination = Some("10.96.0.10:8000".parse().unwrap());
+    let mut conn = testing::conn("10.96.0.10:8000");
+    conn.binding = Binding::Hbone;
     let mut ctx = RequestContext::new(Arc::new(conn), h.config.clone());
     let mut req = get("/");
     assert!(matches!(

@@ -12,7 +12,9 @@ use waypoint_core::config::resources::{
     LocalObjectReference, Object, ObjectMeta, ParentReference, PathMatchType, ValueMatchType,
 };
 use waypoint_core::config::{Config, ResourceRef};
-use waypoint_core::filter::{BuildContext, BuildReport, Filter, FilterChain, RouteMatch, Timeout};
+use waypoint_core::filter::{
+    BuildContext, BuildReport, ExtensionError, Filter, FilterChain, RouteMatch, Timeout,
+};
 
 use super::attach::{Builder, Entries, Ordered, RouteView, resolved_refs};
 use super::cors::Cors;
@@ -376,25 +378,16 @@ fn compile_filters(
 /// The vendor filter an `ExtensionRef` at `at` names, built by its registered factory with the
 /// referenced object's manifest (when the config holds one).
 pub(super) fn extension_filter(
-    cx: &BuildContext<'_>,
+    cx: &mut BuildContext<'_>,
     r: &LocalObjectReference,
     ns: &str,
     at: &str,
 ) -> Result<Arc<dyn Filter>, String> {
-    let factory = cx.extensions().get(&r.group, &r.kind).ok_or_else(|| {
-        format!(
-            "{at}.extensionRef: no filter is registered for {}/{}",
-            r.group, r.kind
-        )
-    })?;
-    let object = cx
-        .config()
-        .resources
-        .other(&r.group, &r.kind, ns, &r.name)
-        .map(|o| &o.body);
-    factory
-        .build(&r.name, ns, object)
-        .map_err(|e| format!("{at}.extensionRef {}: {e}", r.name))
+    cx.build_extension(&r.group, &r.kind, &r.name, ns)
+        .map_err(|e| match e {
+            ExtensionError::NotRegistered { .. } => format!("{at}.extensionRef: {e}"),
+            _ => format!("{at}.extensionRef {}: {e}", r.name),
+        })
 }
 
 pub(super) fn resolve_backend(

@@ -1,16 +1,14 @@
 //! Gateway parents and GRPCRoute, in memory: manifests, a request to a Gateway address with a
 //! Host header, the chosen upstream, and the per-parent / Gateway status reported.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::StatusCode;
 use waypoint_core::body;
-use waypoint_core::config::{Config, parse_manifests};
-use waypoint_core::conn::{Binding, ConnInfo, TlsInfo};
-use waypoint_core::filter::{
-    BuildContext, BuildOutput, Decision, ExtensionRegistry, FilterChain, FilterFactory,
-};
+use waypoint_core::config::Config;
+use waypoint_core::conn::TlsInfo;
+use waypoint_core::filter::BuildOutput;
+use waypoint_core::filter::testing::{TestChain, conn};
 
 use super::RouteFactory;
 
@@ -46,24 +44,29 @@ spec: {clusterIP: 10.96.2.1, ports: [{name: http, port: 8080}]}
 
 pub(super) struct Gw {
     pub(super) config: Arc<Config>,
-    chain: FilterChain,
-    pub(super) out: BuildOutput,
+    harness: TestChain,
 }
 
 pub(super) fn gw(manifests: &str) -> Gw {
-    let config = parse_manifests(&format!("{BASE}\n---\n{manifests}"), "test.yaml")
-        .expect("manifests parse");
-    let registry = ExtensionRegistry::new();
-    let mut cx = BuildContext::new(&config, &registry);
-    let filter = RouteFactory.build(&mut cx);
+    let harness = TestChain::new(
+        &format!("{BASE}\n---\n{manifests}"),
+        |filters: &mut waypoint_core::filter::FilterSet| {
+            filters.factory(RouteFactory);
+        },
+    )
+    .expect("manifests parse");
     Gw {
-        chain: FilterChain::new(vec![filter]),
-        out: cx.finish(),
-        config: Arc::new(config),
+        config: harness.config().clone(),
+        harness,
     }
 }
 
 impl Gw {
+    /// Everything the routing factory reported.
+    pub(super) fn out(&self) -> &BuildOutput {
+        self.harness.output()
+    }
+
     async fn send(&self, dest: &str, req: http::request::Builder) -> (Option<StatusCode>, String) {
         self.send_on(dest, None, req).await.0
     }
@@ -76,16 +79,14 @@ impl Gw {
         tls: Option<TlsInfo>,
         req: http::request::Builder,
     ) -> ((Option<StatusCode>, String), Option<String>) {
-        let mut conn = ConnInfo::new(Binding::Plain {
-            listener: "test".into(),
-        });
-        conn.destination = Some(dest.parse::<SocketAddr>().unwrap());
+        let mut conn = conn(dest);
         conn.tls = tls;
-        let mut ctx =
-            waypoint_core::filter::RequestContext::new(Arc::new(conn), self.config.clone());
-        let mut request = req.body(body::empty()).unwrap();
-        match self.chain.run_request(&mut request, &mut ctx).await {
-            Decision::Respond(resp) => {
+        let exchange = self
+            .harness
+            .send(conn, req.body(body::empty()).unwrap())
+            .await;
+        match exchange.response {
+            Some(resp) => {
                 let grpc = resp
                     .headers()
                     .get("grpc-status")
@@ -96,8 +97,8 @@ impl Gw {
                     .map(|v| v.to_str().unwrap().to_owned());
                 ((Some(resp.status()), grpc.unwrap_or_default()), location)
             }
-            Decision::Continue => {
-                let u = ctx.upstream.expect("an upstream");
+            None => {
+                let u = exchange.ctx.upstream.expect("an upstream");
                 ((None, u.backend.service.name.clone()), None)
             }
         }
@@ -117,14 +118,14 @@ impl Gw {
     /// `Accepted/<reason> ResolvedRefs/<reason>` of `route` for its parent `gateway`.
     fn parent(&self, route: &str, gateway: &str) -> String {
         let p = self
-            .out
+            .out()
             .route_parents
             .iter()
             .find(|p| p.route.name == route && p.parent.name == gateway)
             .unwrap_or_else(|| {
                 panic!(
                     "no status of {route} for {gateway}: {:?}",
-                    self.out.route_parents
+                    self.out().route_parents
                 )
             });
         p.conditions
@@ -136,7 +137,7 @@ impl Gw {
 
     fn attached(&self, gateway: &str, listener: &str) -> u32 {
         let g = self
-            .out
+            .out()
             .gateways
             .iter()
             .find(|g| g.gateway.name == gateway)
@@ -365,7 +366,7 @@ async fn section_name_and_port_select_listeners() {
         );
     }
     assert!(
-        g.out
+        g.out()
             .route_parents
             .iter()
             .all(|p| p.route.name != "other-gw")
@@ -427,7 +428,7 @@ async fn allowed_routes_namespaces_and_kinds() {
     assert_eq!(g.get("10.0.0.5:82", "x", "/").await, "w1");
     assert_eq!(g.get("10.0.0.5:80", "x", "/").await, "404");
     assert_eq!(g.attached("ar", "same"), 0);
-    let tls = g.out.gateways[0]
+    let tls = g.out().gateways[0]
         .listeners
         .iter()
         .find(|l| l.name == "tls-only")
@@ -485,7 +486,7 @@ async fn backend_problems_are_resolved_refs_per_parent() {
     assert_eq!(g.get(d, "x", "/k").await, "500");
     assert_eq!(g.get(d, "x", "/o").await, "500");
     let svc = g
-        .out
+        .out()
         .route_parents
         .iter()
         .find(|p| p.parent.kind == "Service")
@@ -501,7 +502,7 @@ async fn gateway_without_address_is_reported_not_served() {
     let g = gw(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: bare, namespace: infra}\nspec:\n  gatewayClassName: w\n  listeners: [{name: http, port: 80, protocol: HTTP}]\n",
     );
-    let status = &g.out.gateways[0];
+    let status = &g.out().gateways[0];
     assert!(status.addresses.is_empty());
     assert_eq!(status.conditions[1].reason, "AddressNotAssigned");
     assert_eq!(status.listeners[0].conditions[2].reason, "Pending");
@@ -552,7 +553,7 @@ async fn grpc_method_and_header_matching_and_unimplemented() {
         grpc_route("exact", &rules),
         http_route("plain", "infra", "[{name: gg}]", "[]", &to("v3")),
     ]));
-    assert!(g.out.reports.is_empty(), "{:?}", g.out.reports);
+    assert!(g.out().reports.is_empty(), "{:?}", g.out().reports);
     assert_eq!(g.call("Echo", &[]).await, "v1");
     assert_eq!(g.call("EchoTwo", &[]).await, "v2");
     assert_eq!(g.call("EchoThree", &[]).await, "200 grpc-status 12");

@@ -1,16 +1,15 @@
 //! Routing decisions, in memory: a config from manifests, a request, the chosen upstream.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use waypoint_core::flags::ResponseFlag;
 
 use http::StatusCode;
 use waypoint_core::body;
-use waypoint_core::config::{Config, parse_manifests};
-use waypoint_core::conn::{Binding, ConnInfo};
+use waypoint_core::config::Config;
+use waypoint_core::filter::testing::{TestChain, conn, conn_as};
 use waypoint_core::filter::{
-    BuildContext, BuildReport, Decision, ExtensionRegistry, Filter, FilterChain, FilterFactory,
-    Request, RequestContext, Response,
+    BuildReport, Decision, ExtensionRegistry, Filter, FilterChain, FilterSet, Request,
+    RequestContext, Response,
 };
 
 use super::RouteFactory;
@@ -65,18 +64,25 @@ pub(super) struct Routed {
     pub(super) config: Arc<Config>,
     pub(super) chain: FilterChain,
     pub(super) reports: Vec<BuildReport>,
+    harness: TestChain,
 }
 
+/// The routing filter alone over the shared Services and `routes`, with `registry`'s
+/// `ExtensionRef` filters.
 pub(super) fn routed(routes: &str, registry: &ExtensionRegistry) -> Routed {
-    let config = parse_manifests(&format!("{SERVICES}\n---\n{routes}"), "test.yaml")
-        .expect("manifests parse");
-    let mut cx = BuildContext::new(&config, registry);
-    let filter = RouteFactory.build(&mut cx);
-    let reports = cx.into_reports();
+    let registry = registry.clone();
+    let harness = TestChain::new(
+        &format!("{SERVICES}\n---\n{routes}"),
+        move |filters: &mut FilterSet| {
+            filters.factory(RouteFactory).add_extensions(registry);
+        },
+    )
+    .expect("manifests parse");
     Routed {
-        chain: FilterChain::new(vec![filter]),
-        config: Arc::new(config),
-        reports,
+        config: harness.config().clone(),
+        chain: harness.chain().clone(),
+        reports: harness.reports().to_vec(),
+        harness,
     }
 }
 
@@ -96,28 +102,20 @@ impl Routed {
         identity: Option<&str>,
         req: http::request::Builder,
     ) -> Outcome {
-        let mut conn = ConnInfo::new(Binding::Plain {
-            listener: "test".into(),
-        });
-        conn.destination = Some(destination.parse::<SocketAddr>().unwrap());
-        conn.peer_identity = identity.map(|i| i.parse().unwrap());
-        let mut ctx = RequestContext::new(Arc::new(conn), self.config.clone());
-        let mut request = req.body(body::empty()).unwrap();
-        let response = match self.chain.run_request(&mut request, &mut ctx).await {
-            Decision::Respond(resp) => Some(resp),
-            Decision::Continue => None,
+        let conn = match identity {
+            Some(identity) => conn_as(destination, identity),
+            None => conn(destination),
         };
-        let status = response.as_ref().map(|r| r.status());
-        let upstream = ctx
-            .upstream
-            .as_ref()
-            .map(|u| format!("{}/{}", u.backend.service.namespace, u.backend.service.name));
+        let exchange = self
+            .harness
+            .send(conn, req.body(body::empty()).unwrap())
+            .await;
         Outcome {
-            status,
-            upstream,
-            request,
-            ctx,
-            response,
+            status: exchange.status(),
+            upstream: exchange.upstream_service(),
+            request: exchange.request,
+            ctx: exchange.ctx,
+            response: exchange.response,
         }
     }
 

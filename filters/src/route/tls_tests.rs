@@ -161,7 +161,7 @@ async fn redirects_on_tls_connections_are_https() {
 /// `ResolvedRefs=<reason> Programmed=<reason>` of one listener of Gateway `tls`.
 fn listener_conditions(g: &Gw, listener: &str) -> String {
     let status = g
-        .out
+        .out()
         .gateways
         .iter()
         .find(|s| s.gateway.name == "tls")
@@ -205,7 +205,7 @@ async fn unusable_certificate_refs_are_listener_status() {
         );
     }
     let status = g
-        .out
+        .out()
         .gateways
         .iter()
         .find(|s| s.gateway.name == "tls")

@@ -413,7 +413,7 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         status,
     } = args.into_settings(log_level);
     let gateway = builtins.scope.gateway.clone();
-    let mut builder = Waypoint::builder(options).filters(Builtins::new(builtins).factories());
+    let mut builder = Waypoint::builder(options).install(Builtins::new(builtins));
     let mut kube_side = None;
     if let Some(kube) = kube {
         let mut registry = Registry::default();

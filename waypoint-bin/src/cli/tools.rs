@@ -10,7 +10,7 @@ use clap::Args;
 use waypoint_core::config;
 use waypoint_core::config::binding::Binding;
 use waypoint_core::config::build::{EndpointStatsCache, MeshOptions};
-use waypoint_core::filter::ExtensionRegistry;
+use waypoint_core::filter::FilterSet;
 use waypoint_core::identity::SpiffeId;
 use waypoint_core::snapshot::SnapshotStore;
 use waypoint_core::tls::{CertPaths, DevCa};
@@ -153,8 +153,10 @@ pub fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let builtins = Builtins::new(args.policy.settings());
-    let store = SnapshotStore::new(builtins.factories(), ExtensionRegistry::new());
+    let mut filters = FilterSet::new();
+    filters.install(Builtins::new(args.policy.settings()));
+    let (factories, extensions) = filters.into_parts();
+    let store = SnapshotStore::new(factories, extensions);
     let snapshot = store.preview(config);
     let mut failed = print_binding(snapshot.config.binding());
     for status in snapshot.statuses() {

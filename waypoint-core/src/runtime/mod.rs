@@ -8,12 +8,14 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use waypoint_core::runtime::{Waypoint, WaypointOptions};
-//! use waypoint_core::filter::ExtensionRegistry;
+//! use waypoint_core::filter::{Decision, FilterSet, request_fn};
 //!
 //! let options = WaypointOptions::new("examples/quickstart");
 //! let running = Waypoint::builder(options)
-//!     .filters(vec![/* filter factories, e.g. waypoint_filters::Builtins::new(settings).factories() */])
-//!     .extensions(ExtensionRegistry::new())
+//!     // A bundle: the built-ins are `waypoint_filters::Builtins::new(settings)`.
+//!     .install(|filters: &mut FilterSet| {
+//!         filters.filter(request_fn("noop", |_req, _ctx| Decision::Continue));
+//!     })
 //!     .start()
 //!     .await?;
 //! println!("listening on {:?}", running.sandwich_addrs());
@@ -33,7 +35,7 @@ use crate::config::build::EndpointStatsCache;
 use crate::config::source::ConfigSource;
 use crate::config::watch::ConfigWatcher;
 use crate::config::{self, Config, LoadError};
-use crate::filter::{ExtensionRegistry, FilterFactory};
+use crate::filter::{FilterFactory, FilterSet, Install};
 use crate::http::{HttpServer, UpgradePolicy};
 use crate::overload::{Overload, memory};
 use crate::pipeline::Pipeline;
@@ -88,12 +90,11 @@ pub struct Waypoint;
 
 impl Waypoint {
     /// Begins assembling a waypoint with `options`. The filter chain starts empty: add the
-    /// built-ins (`waypoint_filters::Builtins`) and your own with [`WaypointBuilder::filters`].
+    /// built-ins (`waypoint_filters::Builtins`) and your own with [`WaypointBuilder::install`].
     pub fn builder(options: WaypointOptions) -> WaypointBuilder {
         WaypointBuilder {
             options,
-            factories: Vec::new(),
-            extensions: ExtensionRegistry::new(),
+            filters: FilterSet::new(),
             registry: Registry::default(),
             source: None,
         }
@@ -105,8 +106,7 @@ impl Waypoint {
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct WaypointBuilder {
     options: WaypointOptions,
-    factories: Vec<Arc<dyn FilterFactory>>,
-    extensions: ExtensionRegistry,
+    filters: FilterSet,
     registry: Registry,
     source: Option<Box<dyn ConfigSource>>,
 }
@@ -115,30 +115,24 @@ impl std::fmt::Debug for WaypointBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WaypointBuilder")
             .field("options", &self.options)
-            .field(
-                "filters",
-                &self.factories.iter().map(|f| f.name()).collect::<Vec<_>>(),
-            )
+            .field("filters", &self.filters)
             .finish_non_exhaustive()
     }
 }
 
 impl WaypointBuilder {
-    /// Appends filter factories to the chain; requests run them in the order added.
-    pub fn filters(mut self, factories: impl IntoIterator<Item = Arc<dyn FilterFactory>>) -> Self {
-        self.factories.extend(factories);
+    /// Adds a bundle of filters (the built-ins, a vendor's): its chain factories go after
+    /// those added before, in the order the bundle adds them, and its `ExtensionRef` filters
+    /// join the registry. The one registration entry point; see [`FilterSet`].
+    pub fn install(mut self, bundle: impl Install) -> Self {
+        self.filters.install(bundle);
         self
     }
 
-    /// Appends one filter factory to the chain.
-    pub fn filter(mut self, factory: Arc<dyn FilterFactory>) -> Self {
-        self.factories.push(factory);
-        self
-    }
-
-    /// The filters Gateway API `ExtensionRef`s may name, by kind.
-    pub fn extensions(mut self, extensions: ExtensionRegistry) -> Self {
-        self.extensions = extensions;
+    /// Appends one filter factory to the chain (shorthand for a bundle of one, as
+    /// [`FilterSet::factory`]).
+    pub fn factory(mut self, factory: impl FilterFactory) -> Self {
+        self.filters.factory(factory);
         self
     }
 
@@ -166,8 +160,7 @@ impl WaypointBuilder {
     pub async fn start(self) -> Result<RunningWaypoint, StartError> {
         let WaypointBuilder {
             options,
-            factories,
-            extensions,
+            filters,
             mut registry,
             mut source,
         } = self;
@@ -182,6 +175,7 @@ impl WaypointBuilder {
                 Some((watcher, initial))
             }
         };
+        let (factories, extensions) = filters.into_parts();
         let store = Arc::new(SnapshotStore::new(factories, extensions));
         let telemetry = Telemetry::new(
             &mut registry,
