@@ -13,11 +13,12 @@ use waypoint_core::config::{Condition, Config, ListenerRefProblem, ResourceRef};
 use waypoint_core::filter::BuildContext;
 use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
 
-use super::compile::{GATEWAY_GROUP, Ranked, report};
+use super::compile::{Ranked, report};
 use super::gateway::{GatewayPort, HostPattern, HostRoutes, ListenerRoutes};
 use super::grpc::GrpcMatch;
 use super::matcher::RequestMatch;
 use super::{RouteEntry, RouteSet, RouteTable, Rule};
+use waypoint_core::config::resources::GATEWAY_API_GROUP;
 
 /// One compiled match of one rule, with what precedence ties are broken on.
 #[derive(Clone)]
@@ -165,7 +166,7 @@ impl<'a> Builder<'a> {
                 parent.kind == "Service" && (parent.group.is_empty() || parent.group == "core");
             if is_service {
                 self.attach_service(cx, view, p, parent);
-            } else if parent.group == GATEWAY_GROUP && parent.kind == "Gateway" {
+            } else if parent.group == GATEWAY_API_GROUP && parent.kind == "Gateway" {
                 self.attach_gateway(cx, view, p, parent);
             } else {
                 report(
@@ -272,7 +273,7 @@ impl<'a> Builder<'a> {
         };
         let gw: &Gateway = &gateways[gi];
         let key = ParentRefKey {
-            group: GATEWAY_GROUP.into(),
+            group: GATEWAY_API_GROUP.into(),
             kind: "Gateway".into(),
             namespace: gw_ns.into(),
             name: parent.name.clone(),
@@ -367,7 +368,7 @@ impl<'a> Builder<'a> {
                 allowed
                     .kinds
                     .iter()
-                    .any(|k| k.group == GATEWAY_GROUP && k.kind == kind)
+                    .any(|k| k.group == GATEWAY_API_GROUP && k.kind == kind)
             };
         kind_ok
             && match allowed.namespaces.from {
@@ -484,7 +485,7 @@ fn listener_status(
         .allowed_routes
         .kinds
         .iter()
-        .filter(|k| k.group != GATEWAY_GROUP || !ROUTE_KINDS.contains(&k.kind.as_str()))
+        .filter(|k| k.group != GATEWAY_API_GROUP || !ROUTE_KINDS.contains(&k.kind.as_str()))
         .map(|k| k.kind.as_str())
         .collect();
     let accepted = if supported {

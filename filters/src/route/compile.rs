@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use http::{HeaderName, Method};
 use waypoint_core::config::resources::{
-    HttpBackendRef, HttpMethod, HttpRoute, HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch,
-    LocalObjectReference, Object, ObjectMeta, ParentReference, PathMatchType, ValueMatchType,
+    GATEWAY_API_GROUP, HttpBackendRef, HttpMethod, HttpRoute, HttpRouteFilter, HttpRouteFilterType,
+    HttpRouteMatch, LocalObjectReference, Object, ObjectMeta, ParentReference, PathMatchType,
+    ValueMatchType,
 };
 use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{
@@ -24,8 +25,6 @@ use super::redirect::Redirect;
 use super::rewrite::{PathRewrite, Rewrite};
 use super::upstream::{compile_mirrors, compile_retry};
 use super::{MatchedPrefix, RouteTable, Rule, WeightedBackend, grpc};
-
-pub(super) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// A match kind's Gateway API precedence: `Less` means `self` wins. Ties are broken by the
 /// caller (route age, name, rule order).
@@ -484,11 +483,9 @@ fn reference_granted(
 ) -> bool {
     config.resources.reference_grants.iter().any(|grant| {
         grant.metadata.namespace() == to_ns
-            && grant
-                .spec
-                .from
-                .iter()
-                .any(|f| f.group == GATEWAY_GROUP && f.kind == from_kind && f.namespace == from_ns)
+            && grant.spec.from.iter().any(|f| {
+                f.group == GATEWAY_API_GROUP && f.kind == from_kind && f.namespace == from_ns
+            })
             && grant.spec.to.iter().any(|t| {
                 t.group.is_empty()
                     && t.kind == "Service"
