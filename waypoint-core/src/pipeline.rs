@@ -19,13 +19,15 @@
 //!        │                 snapshot → trace context → binding check → upgrade policy
 //!        │                 → overload limits (in-flight slot, body size)
 //!        ▼
-//!  filter.rs               FilterChain::run_request   (a filter may answer: Respond)
+//!  filter/mod.rs           FilterChain::run_request   (a filter may answer: Respond)
 //!        ▼
 //!  upstream/mod.rs         Upstream::forward: endpoint choice, pools, tries, mirrors
 //!        ▼
-//!  filter.rs               FilterChain::run_response
+//!  filter/mod.rs           FilterChain::run_response
 //!        ▼
-//!  pipeline.rs             complete: metrics, access log, in-flight slot held by the body
+//!  pipeline.rs             complete: one Completion rides on the response body; when the
+//!                          body ends it releases the upstream lease, records metrics and
+//!                          the access log, runs the filters' on_finished, frees the slot
 //! ```
 //!
 //! Why one file: the per-connection glue used to be a closure in the runtime's assembly code
@@ -34,7 +36,7 @@
 //! [`crate::runtime`] only builds a [`Pipeline`] and hands it to the listeners, and
 //! [`HttpServer`] knows nothing of it beyond the request handler it is given.
 //!
-//! Every request loads one [`Snapshot`](crate::snapshot::Snapshot) and is served with it start
+//! Every request loads one [`Snapshot`] and is served with it start
 //! to finish, so a reload never changes a request in flight.
 
 use std::future::Future;
@@ -168,7 +170,7 @@ impl Pipeline {
     // ---- Per request ----------------------------------------------------------------------
 
     /// Serves one request that arrived on `conn`: binding check, upgrade policy, overload
-    /// limits, the chain and the upstream, then [`complete`](Pipeline::complete).
+    /// limits, the chain and the upstream, then `complete`.
     pub async fn handle(
         &self,
         req: hyper::Request<Incoming>,

@@ -23,7 +23,7 @@ use crate::upstream::UpstreamConfig;
 #[derive(Clone, Debug)]
 pub struct WaypointOptions {
     /// A manifest file or a directory of them; watched for changes. Unused when the builder
-    /// has a [`WaypointBuilder::config_source`].
+    /// has a [`WaypointBuilder::config_source`](super::WaypointBuilder::config_source).
     pub config_path: PathBuf,
     /// How often the config source is checked for changes.
     pub reload_interval: Duration,
@@ -57,7 +57,7 @@ pub struct WaypointOptions {
     pub log_level: Option<LogLevelHook>,
     /// Export one span per request to an OTLP/HTTP collector; `None` exports nothing.
     pub otlp: Option<OtlpOptions>,
-    /// On [`RunningWaypoint::shutdown`], how long to keep accepting and serving after the
+    /// On [`RunningWaypoint::shutdown`](super::RunningWaypoint::shutdown), how long to keep accepting and serving after the
     /// readiness probe turned false, telling clients to go elsewhere (GOAWAY, `Connection:
     /// close`) before listeners close: the time a load balancer needs to notice (see
     /// [`crate::shutdown`]). Zero (the default here; the binary's is 5 s) stops at once.

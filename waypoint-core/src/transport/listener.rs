@@ -1,13 +1,13 @@
 //! Where inbound bindings listen, and the one accept loop they all run.
 //!
 //! A binding (the sandwich listener over TCP or a Unix socket, the HBONE listener) is a bound
-//! socket that [`Accept`]s, plus what it does with each accepted socket: read a PROXY header,
+//! socket that `Accept`s, plus what it does with each accepted socket: read a PROXY header,
 //! or handshake TLS and HTTP/2 and open one inbound connection per `CONNECT`. Either way it
 //! ends by handing `(BoxedIo, ConnInfo)` to the connection handler, the
 //! [`Pipeline`](crate::pipeline::Pipeline).
 //!
 //! The loop around the socket is the same for every binding, so it is written once
-//! ([`accept_loop`]): stop accepting when the shutdown stops (not while it drains: a client
+//! (`accept_loop`): stop accepting when the shutdown stops (not while it drains: a client
 //! that has not noticed the drain yet is still served), admit each socket through the
 //! listener's [`ListenerGate`] (connection limits, memory watermark) before a byte is read,
 //! serve it in a task of its own that holds a [`Shutdown`] clone so a drain waits for it, and

@@ -50,7 +50,7 @@ impl Default for ProxyConfig {
 ///
 /// A v2 header is read exactly (the 16-byte prefix, then the declared length), so nothing past
 /// it is consumed; a v1 line is read in chunks of at most 107 bytes. Returns the header and the
-/// bytes read past it, which the caller must replay before reading `io` again ([`Rewind`]).
+/// bytes read past it, which the caller must replay before reading `io` again ([`Rewind`](super::Rewind)).
 /// The whole header must arrive within `cfg.read_timeout`.
 ///
 /// When `cfg.required` is false and the stream does not start with a PROXY signature, returns
