@@ -81,9 +81,18 @@ impl Waypoint {
             stdout,
             _dir: dir,
         };
+        // The admin server answers before the listeners are bound; readiness passes only once
+        // they are, so wait for it rather than for the admin port.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(admin).await.is_err() {
-            assert!(Instant::now() < deadline, "the admin server never came up");
+        loop {
+            if tokio::net::TcpStream::connect(admin).await.is_ok()
+                && common::http_get(admin, "/healthz/ready")
+                    .await
+                    .starts_with("HTTP/1.1 200")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "waypoint never became ready");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         waypoint
