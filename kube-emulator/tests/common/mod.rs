@@ -19,10 +19,10 @@ use tokio::net::TcpStream;
 use waypoint_kube_emulator::Emulator;
 
 /// How long a test waits for anything before failing.
-pub const PATIENCE: Duration = Duration::from_secs(5);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(5);
 
 /// A request to send.
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     pub method: Method,
     pub path: &'a str,
     pub body: Option<Value>,
@@ -31,7 +31,7 @@ pub struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    pub fn new(method: Method, path: &'a str) -> Call<'a> {
+    pub(crate) fn new(method: Method, path: &'a str) -> Call<'a> {
         Call {
             method,
             path,
@@ -41,17 +41,17 @@ impl<'a> Call<'a> {
         }
     }
 
-    pub fn body(mut self, body: Value) -> Self {
+    pub(crate) fn body(mut self, body: Value) -> Self {
         self.body = Some(body);
         self
     }
 
-    pub fn content_type(mut self, content_type: &'a str) -> Self {
+    pub(crate) fn content_type(mut self, content_type: &'a str) -> Self {
         self.content_type = content_type;
         self
     }
 
-    pub fn token(mut self, token: &'a str) -> Self {
+    pub(crate) fn token(mut self, token: &'a str) -> Self {
         self.token = Some(token);
         self
     }
@@ -75,7 +75,7 @@ impl<'a> Call<'a> {
 }
 
 /// Sends `call` over `io` (HTTP/1.1).
-pub async fn send_over<I>(io: I, authority: &str, call: &Call<'_>) -> Response<Incoming>
+pub(crate) async fn send_over<I>(io: I, authority: &str, call: &Call<'_>) -> Response<Incoming>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -87,30 +87,30 @@ where
 }
 
 /// Sends `call` to a plain-HTTP emulator.
-pub async fn send(emulator: &Emulator, call: Call<'_>) -> Response<Incoming> {
+pub(crate) async fn send(emulator: &Emulator, call: Call<'_>) -> Response<Incoming> {
     let stream = TcpStream::connect(emulator.addr()).await.unwrap();
     send_over(stream, &emulator.addr().to_string(), &call).await
 }
 
 /// The status and JSON body of `call`.
-pub async fn json(emulator: &Emulator, call: Call<'_>) -> (u16, Value) {
+pub(crate) async fn json(emulator: &Emulator, call: Call<'_>) -> (u16, Value) {
     read_json(send(emulator, call).await).await
 }
 
 /// The status and JSON body of a response.
-pub async fn read_json(response: Response<Incoming>) -> (u16, Value) {
+pub(crate) async fn read_json(response: Response<Incoming>) -> (u16, Value) {
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
 /// GET `path`: status and body.
-pub async fn get(emulator: &Emulator, path: &str) -> (u16, Value) {
+pub(crate) async fn get(emulator: &Emulator, path: &str) -> (u16, Value) {
     json(emulator, Call::new(Method::GET, path)).await
 }
 
 /// A client TLS config trusting exactly `ca_pem`, offering `alpn`.
-pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+pub(crate) fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -126,7 +126,7 @@ pub fn tls_client(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
 }
 
 /// Sends `call` over TLS to `127.0.0.1` trusting `ca_pem`; `Err` when the handshake fails.
-pub async fn send_tls(
+pub(crate) async fn send_tls(
     emulator: &Emulator,
     ca_pem: &str,
     call: Call<'_>,
@@ -138,7 +138,7 @@ pub async fn send_tls(
 }
 
 /// An HTTP/2 connection over TLS (ALPN `h2`) to `127.0.0.1` trusting `ca_pem`.
-pub async fn connect_h2(
+pub(crate) async fn connect_h2(
     emulator: &Emulator,
     ca_pem: &str,
 ) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
@@ -160,7 +160,7 @@ pub async fn connect_h2(
 }
 
 /// Sends `call` (whose path must be an absolute URL) on an HTTP/2 connection.
-pub async fn send_h2(
+pub(crate) async fn send_h2(
     sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     call: &Call<'_>,
 ) -> Response<Incoming> {
@@ -171,7 +171,7 @@ pub async fn send_h2(
 
 /// How a watch stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The body ended cleanly.
     Clean,
     /// The connection broke mid-body.
@@ -179,7 +179,7 @@ pub enum End {
 }
 
 /// An open watch: events one by one.
-pub struct Watch {
+pub(crate) struct Watch {
     pub status: u16,
     body: Incoming,
     buffer: BytesMut,
@@ -188,12 +188,12 @@ pub struct Watch {
 
 impl Watch {
     /// Opens a watch at `path` (query included).
-    pub async fn open(emulator: &Emulator, path: &str) -> Watch {
+    pub(crate) async fn open(emulator: &Emulator, path: &str) -> Watch {
         Watch::of(send(emulator, Call::new(Method::GET, path)).await)
     }
 
     /// The watch a response streams.
-    pub fn of(response: Response<Incoming>) -> Watch {
+    pub(crate) fn of(response: Response<Incoming>) -> Watch {
         Watch {
             status: response.status().as_u16(),
             body: response.into_body(),
@@ -203,14 +203,14 @@ impl Watch {
     }
 
     /// The next event, or how the stream ended; panics after [`PATIENCE`].
-    pub async fn next(&mut self) -> Result<Value, End> {
+    pub(crate) async fn next(&mut self) -> Result<Value, End> {
         tokio::time::timeout(PATIENCE, self.next_inner())
             .await
             .expect("a watch event or the end of the stream in time")
     }
 
     /// The next event that is not a BOOKMARK.
-    pub async fn next_change(&mut self) -> Result<Value, End> {
+    pub(crate) async fn next_change(&mut self) -> Result<Value, End> {
         loop {
             let event = self.next().await?;
             if event["type"] != "BOOKMARK" {
@@ -246,7 +246,7 @@ impl Watch {
 }
 
 /// Polls `check` until it holds; panics after [`PATIENCE`].
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !check() {
         assert!(

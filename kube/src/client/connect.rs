@@ -24,7 +24,7 @@ use super::config::{ClientConfig, ConfigError};
 use crate::api::KubeError;
 
 /// How long opening a connection (TCP and TLS) may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where and how to connect.
 #[derive(Clone)]

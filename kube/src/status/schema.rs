@@ -22,10 +22,10 @@ use waypoint_core::config::Condition;
 use waypoint_core::route_status::condition_json;
 
 /// The most conditions a condition list may hold.
-pub const MAX_CONDITIONS: usize = 8;
+pub(super) const MAX_CONDITIONS: usize = 8;
 
 /// The most entries a route's `status.parents` may hold.
-pub const MAX_PARENTS: usize = 32;
+pub(super) const MAX_PARENTS: usize = 32;
 
 /// The longest condition message, in characters (cut in bytes here, which is never more).
 const MAX_MESSAGE_BYTES: usize = 32_768;
@@ -38,7 +38,7 @@ const FALLBACK_REASON: &str = "Unknown";
 
 /// `conditions` as the API accepts them: one per type (the first wins), at most
 /// [`MAX_CONDITIONS`], each shaped by [`api_condition`].
-pub fn api_conditions(conditions: &[Condition], generation: Option<i64>) -> Vec<Value> {
+pub(super) fn api_conditions(conditions: &[Condition], generation: Option<i64>) -> Vec<Value> {
     let mut seen: Vec<&str> = Vec::new();
     let mut out = Vec::new();
     for c in conditions {
@@ -58,7 +58,7 @@ pub fn api_conditions(conditions: &[Condition], generation: Option<i64>) -> Vec<
 
 /// One condition as the API accepts it: the reason a valid word, the message within its cap,
 /// `observedGeneration` only when it is a generation (not negative).
-pub fn api_condition(c: &Condition, generation: Option<i64>) -> Value {
+pub(super) fn api_condition(c: &Condition, generation: Option<i64>) -> Value {
     let mut condition = condition_json(c);
     let reason = api_reason(&c.reason);
     if reason != c.reason {
@@ -101,13 +101,13 @@ fn api_reason(reason: &str) -> String {
 }
 
 /// A listener's `attachedRoutes`, within the API's 32-bit integer.
-pub fn api_attached_routes(attached: u32) -> i32 {
+pub(super) fn api_attached_routes(attached: u32) -> i32 {
     i32::try_from(attached).unwrap_or(i32::MAX)
 }
 
 /// Cuts `parents` to [`MAX_PARENTS`] by dropping entries `is_ours` says are ours, last first;
 /// entries of other controllers always stay.
-pub fn cap_parents(parents: &mut Vec<Value>, is_ours: impl Fn(&Value) -> bool) {
+pub(super) fn cap_parents(parents: &mut Vec<Value>, is_ours: impl Fn(&Value) -> bool) {
     let mut excess = parents.len().saturating_sub(MAX_PARENTS);
     if excess == 0 {
         return;

@@ -22,14 +22,14 @@ use std::time::Duration;
 use serde_json::Value;
 use waypoint_kube::{ApiResource, KubeError};
 
-pub use store::{Call, Verb};
+pub(crate) use store::{Call, Verb};
 use store::{State, key, key_of, path_of};
 
 /// Objects per list page unless a test asks for smaller pages.
 const DEFAULT_PAGE_SIZE: usize = 100;
 
 /// The fake API server.
-pub struct FakeApi {
+pub(crate) struct FakeApi {
     state: Mutex<State>,
     /// Objects per list page.
     page_size: usize,
@@ -37,12 +37,12 @@ pub struct FakeApi {
 
 impl FakeApi {
     /// An empty API server answering lists in pages of 100.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Self::with_page_size(DEFAULT_PAGE_SIZE)
     }
 
     /// An empty API server answering lists in pages of `page_size` objects.
-    pub fn with_page_size(page_size: usize) -> Arc<Self> {
+    pub(crate) fn with_page_size(page_size: usize) -> Arc<Self> {
         Arc::new(FakeApi {
             state: Mutex::default(),
             page_size,
@@ -55,19 +55,19 @@ impl FakeApi {
 
     /// Creates or updates `object` (namespace and name from its metadata) with a new
     /// resourceVersion, telling watchers.
-    pub fn put(&self, resource: &ApiResource, object: Value) {
+    pub(crate) fn put(&self, resource: &ApiResource, object: Value) {
         let k = key_of(resource, &object);
         self.lock().write(resource, k, object);
     }
 
     /// Deletes an object, telling watchers unless `silently` (an event lost in an outage).
-    pub fn delete(&self, resource: &ApiResource, namespace: &str, name: &str, silently: bool) {
+    pub(crate) fn delete(&self, resource: &ApiResource, namespace: &str, name: &str, silently: bool) {
         let k = key(resource, Some(namespace), name);
         self.lock().remove(resource, &k, silently);
     }
 
     /// The stored object.
-    pub fn object(
+    pub(crate) fn object(
         &self,
         resource: &ApiResource,
         namespace: Option<&str>,
@@ -78,12 +78,12 @@ impl FakeApi {
     }
 
     /// Sends a bookmark at a new version to `resource`'s watchers; that version.
-    pub fn bookmark(&self, resource: &ApiResource) -> String {
+    pub(crate) fn bookmark(&self, resource: &ApiResource) -> String {
         self.lock().bookmark(resource)
     }
 
     /// Forgets the event history: watches from older versions answer 410.
-    pub fn compact(&self) {
+    pub(crate) fn compact(&self) {
         let mut state = self.lock();
         state.compacted = state.version + 1;
         for c in state.collections.values_mut() {
@@ -92,7 +92,7 @@ impl FakeApi {
     }
 
     /// Ends every open watch, with `error` as the last item when given.
-    pub fn break_watches(&self, error: Option<fn() -> KubeError>) {
+    pub(crate) fn break_watches(&self, error: Option<fn() -> KubeError>) {
         let mut state = self.lock();
         for c in state.collections.values_mut() {
             for w in c.watchers.drain(..) {
@@ -104,25 +104,25 @@ impl FakeApi {
     }
 
     /// Makes every call on `resource` answer 404 (its CRD is not installed).
-    pub fn remove_resource(&self, resource: &ApiResource) {
+    pub(crate) fn remove_resource(&self, resource: &ApiResource) {
         self.lock().missing.push(path_of(resource));
     }
 
     /// The next `verb` on `resource` answers `err`. Failures queue in order.
-    pub fn fail(&self, verb: Verb, resource: &ApiResource, err: KubeError) {
+    pub(crate) fn fail(&self, verb: Verb, resource: &ApiResource, err: KubeError) {
         self.lock()
             .failures
             .push_back((verb, path_of(resource), err));
     }
 
     /// The next `verb` on `resource` takes `delay` before it acts (a slow API server).
-    pub fn delay(&self, verb: Verb, resource: &ApiResource, delay: Duration) {
+    pub(crate) fn delay(&self, verb: Verb, resource: &ApiResource, delay: Duration) {
         self.lock().delays.push((verb, path_of(resource), delay));
     }
 
     /// Right after the next GET of `name` answers, the stored object changes (a new
     /// resourceVersion): a concurrent writer, so a replace with what was read conflicts.
-    pub fn change_after_get(
+    pub(crate) fn change_after_get(
         &self,
         resource: &ApiResource,
         name: &str,
@@ -134,17 +134,17 @@ impl FakeApi {
     }
 
     /// Every call so far.
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
     }
 
     /// Every call so far, each as its one-line description.
-    pub fn call_lines(&self) -> Vec<String> {
+    pub(crate) fn call_lines(&self) -> Vec<String> {
         self.calls().iter().map(Call::to_string).collect()
     }
 
     /// The calls of `verb` on `resource`.
-    pub fn calls_of(&self, verb: Verb, resource: &ApiResource) -> Vec<Call> {
+    pub(crate) fn calls_of(&self, verb: Verb, resource: &ApiResource) -> Vec<Call> {
         let path = path_of(resource);
         self.calls()
             .into_iter()

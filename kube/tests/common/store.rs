@@ -15,7 +15,7 @@ use waypoint_kube::{ApiResource, KubeError, WatchEvent};
 
 /// A verb of [`waypoint_kube::KubeApi`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verb {
+pub(crate) enum Verb {
     Get,
     List,
     Watch,
@@ -26,7 +26,7 @@ pub enum Verb {
 
 /// One recorded call.
 #[derive(Clone, Debug)]
-pub struct Call {
+pub(crate) struct Call {
     pub verb: Verb,
     /// The resource path, `group/version/plural` (`/v1/services` for the core group).
     pub path: String,
@@ -57,18 +57,18 @@ impl fmt::Display for Call {
 }
 
 /// Namespace ("" when cluster-scoped) and name of an object within its resource.
-pub type Key = (String, String);
+pub(super) type Key = (String, String);
 type Sender = mpsc::Sender<Result<WatchEvent, KubeError>>;
 
 /// One open watch and the namespace it is limited to.
-pub struct Watcher {
+pub(super) struct Watcher {
     pub namespace: Option<String>,
     pub sender: Sender,
 }
 
 /// The objects of one resource type and their history.
 #[derive(Default)]
-pub struct Collection {
+pub(super) struct Collection {
     pub objects: BTreeMap<Key, Value>,
     /// (resourceVersion, event) in order, since the last compaction.
     pub log: Vec<(u64, WatchEvent)>,
@@ -76,11 +76,11 @@ pub struct Collection {
 }
 
 /// A change the next GET of an object makes right after it answers (a concurrent writer).
-pub type Change = Box<dyn FnOnce(&mut Value) + Send>;
+pub(super) type Change = Box<dyn FnOnce(&mut Value) + Send>;
 
 /// Everything the fake knows, behind one lock.
 #[derive(Default)]
-pub struct State {
+pub(super) struct State {
     pub version: u64,
     /// Watches from a version below this answer 410.
     pub compacted: u64,
@@ -95,7 +95,7 @@ pub struct State {
 }
 
 /// `group/version/plural`, so v1 and v1beta1 of one kind are distinct resources.
-pub fn path_of(resource: &ApiResource) -> String {
+pub(super) fn path_of(resource: &ApiResource) -> String {
     format!(
         "{}/{}/{}",
         resource.group, resource.version, resource.plural
@@ -103,19 +103,19 @@ pub fn path_of(resource: &ApiResource) -> String {
 }
 
 /// Where an object lives: cluster-scoped kinds ignore the namespace, as the API server does.
-pub fn key(resource: &ApiResource, namespace: Option<&str>, name: &str) -> Key {
+pub(super) fn key(resource: &ApiResource, namespace: Option<&str>, name: &str) -> Key {
     let ns = namespace.filter(|_| resource.namespaced).unwrap_or("");
     (ns.to_owned(), name.to_owned())
 }
 
 /// The key of an object from its own metadata.
-pub fn key_of(resource: &ApiResource, object: &Value) -> Key {
+pub(super) fn key_of(resource: &ApiResource, object: &Value) -> Key {
     let meta = &object["metadata"];
     let name = meta["name"].as_str().unwrap_or_default();
     key(resource, meta["namespace"].as_str(), name)
 }
 
-pub fn version_of(object: &Value) -> Option<&str> {
+pub(super) fn version_of(object: &Value) -> Option<&str> {
     object["metadata"]["resourceVersion"].as_str()
 }
 
@@ -130,7 +130,7 @@ fn namespace_of(event: &WatchEvent) -> Option<&str> {
 
 impl Watcher {
     /// Whether this watch sees `event`: bookmarks always, objects of its namespace.
-    pub fn sees(namespace: Option<&str>, event: &WatchEvent) -> bool {
+    pub(super) fn sees(namespace: Option<&str>, event: &WatchEvent) -> bool {
         match (namespace, namespace_of(event)) {
             (Some(want), Some(ns)) => want == ns,
             _ => true,
@@ -140,7 +140,7 @@ impl Watcher {
 
 impl Collection {
     /// Sends `event` to the watches that see it, dropping the closed ones.
-    pub fn tell(&mut self, event: &WatchEvent) {
+    pub(super) fn tell(&mut self, event: &WatchEvent) {
         self.watchers.retain(|w| {
             !Watcher::sees(w.namespace.as_deref(), event)
                 || w.sender.try_send(Ok(event.clone())).is_ok()
@@ -156,7 +156,7 @@ impl State {
 
     /// Stores `object` under `k` with a new resourceVersion, logs and tells watchers; the
     /// stored copy.
-    pub fn write(&mut self, resource: &ApiResource, k: Key, mut object: Value) -> Value {
+    pub(super) fn write(&mut self, resource: &ApiResource, k: Key, mut object: Value) -> Value {
         let rv = self.next_version();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let c = self.collections.entry(path_of(resource)).or_default();
@@ -170,7 +170,7 @@ impl State {
     }
 
     /// Removes an object; logs and tells watchers unless `silently` (an event lost in an outage).
-    pub fn remove(&mut self, resource: &ApiResource, k: &Key, silently: bool) {
+    pub(super) fn remove(&mut self, resource: &ApiResource, k: &Key, silently: bool) {
         let rv = self.next_version();
         let c = self.collections.entry(path_of(resource)).or_default();
         let Some(mut object) = c.objects.remove(k) else {
@@ -186,14 +186,14 @@ impl State {
     }
 
     /// Sends a bookmark at a new version to `resource`'s watchers; that version.
-    pub fn bookmark(&mut self, resource: &ApiResource) -> String {
+    pub(super) fn bookmark(&mut self, resource: &ApiResource) -> String {
         let rv = self.next_version().to_string();
         let c = self.collections.entry(path_of(resource)).or_default();
         c.tell(&WatchEvent::Bookmark(rv.clone()));
         rv
     }
 
-    pub fn object(&self, resource: &ApiResource, k: &Key) -> Option<Value> {
+    pub(super) fn object(&self, resource: &ApiResource, k: &Key) -> Option<Value> {
         self.collections
             .get(&path_of(resource))
             .and_then(|c| c.objects.get(k))
@@ -202,7 +202,7 @@ impl State {
 
     /// The stored object `object` replaces: NotFound when there is none, Conflict when
     /// `object` names another resourceVersion.
-    pub fn current(
+    pub(super) fn current(
         &self,
         resource: &ApiResource,
         k: &Key,
@@ -220,7 +220,7 @@ impl State {
 
     /// Records a call; the scripted answer for it: 404 for a removed resource, else the
     /// next failure queued for this verb on this resource.
-    pub fn record(&mut self, call: Call) -> Result<(), KubeError> {
+    pub(super) fn record(&mut self, call: Call) -> Result<(), KubeError> {
         let (verb, path) = (call.verb, call.path.clone());
         self.calls.push(call);
         if self.missing.contains(&path) {
@@ -237,7 +237,7 @@ impl State {
     }
 
     /// The delay scripted for the next `verb` on `path`, used up.
-    pub fn take_delay(&mut self, verb: Verb, path: &str) -> Option<Duration> {
+    pub(super) fn take_delay(&mut self, verb: Verb, path: &str) -> Option<Duration> {
         let at = self
             .delays
             .iter()
@@ -246,7 +246,7 @@ impl State {
     }
 
     /// Applies the change scripted for after a GET of `k`, if any.
-    pub fn change_after_get(&mut self, resource: &ApiResource, k: Key) {
+    pub(super) fn change_after_get(&mut self, resource: &ApiResource, k: Key) {
         let path = path_of(resource);
         let at = self
             .after_get

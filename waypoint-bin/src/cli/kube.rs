@@ -20,7 +20,7 @@ use super::run::{KubeSettings, StatusFlags};
 const STATUS_STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The Kubernetes side of `waypoint run --kube`, before the waypoint starts.
-pub struct KubeSide {
+pub(super) struct KubeSide {
     api: Arc<dyn KubeApi>,
     status: StatusSettings,
     metrics: StatusMetrics,
@@ -30,7 +30,7 @@ impl KubeSide {
     /// The API client from the environment (KUBECONFIG, the in-cluster ServiceAccount, or
     /// ~/.kube/config), the config source for `settings`, and the status writer's settings
     /// for `flags` and this waypoint's Gateway; its metrics go into `registry`.
-    pub fn new(
+    pub(super) fn new(
         settings: KubeSettings,
         flags: StatusFlags,
         gateway: Option<(String, String)>,
@@ -54,7 +54,7 @@ impl KubeSide {
 
     /// Starts writing status from the snapshots `store` serves; stop it with
     /// [`StatusTask::stop`].
-    pub fn start_status(self, store: &SnapshotStore) -> StatusTask {
+    pub(super) fn start_status(self, store: &SnapshotStore) -> StatusTask {
         let (trigger, shutdown) = shutdown::channel();
         let writer = StatusWriter::new(self.api, self.status).with_metrics(self.metrics);
         tokio::spawn(writer.run(store.subscribe(), shutdown));
@@ -63,11 +63,11 @@ impl KubeSide {
 }
 
 /// The running status writer.
-pub struct StatusTask(ShutdownTrigger);
+pub(super) struct StatusTask(ShutdownTrigger);
 
 impl StatusTask {
     /// Stops writing and releases the Lease, waiting at most a few seconds.
-    pub async fn stop(self) {
+    pub(super) async fn stop(self) {
         if !self.0.shutdown(STATUS_STOP_DEADLINE).await {
             tracing::warn!("the status writer did not stop in time (Lease not released)");
         }

@@ -12,10 +12,10 @@ use waypoint_kube_emulator::{Emulator, EmulatorOptions};
 use super::{Guard, free_port, waypoint};
 
 /// How long a cluster may take to show a change.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// The emulated API server as a cluster serves it: TLS, a token, typeless list items.
-pub async fn emulator() -> Emulator {
+pub(crate) async fn emulator() -> Emulator {
     Emulator::start(EmulatorOptions {
         tls: true,
         token: Some("e2e-token".into()),
@@ -28,7 +28,7 @@ pub async fn emulator() -> Emulator {
 }
 
 /// A running `waypoint run --kube` on a Unix socket, with its admin port.
-pub struct Kube {
+pub(crate) struct Kube {
     /// The process.
     pub guard: Guard,
     /// Its admin port.
@@ -38,17 +38,17 @@ pub struct Kube {
 }
 
 /// `waypoint run --kube` reading `emulator`; its files in `dir`.
-pub fn run_kube(emulator: &Emulator, dir: &Path) -> Kube {
+pub(crate) fn run_kube(emulator: &Emulator, dir: &Path) -> Kube {
     run_kube_with(emulator, dir, &[])
 }
 
 /// [`run_kube`] with environment `env`.
-pub fn run_kube_with(emulator: &Emulator, dir: &Path, env: &[(&str, &str)]) -> Kube {
+pub(crate) fn run_kube_with(emulator: &Emulator, dir: &Path, env: &[(&str, &str)]) -> Kube {
     run_kube_args(emulator, dir, &[], env)
 }
 
 /// `waypoint run --kube` with further `args` and `env`; its files (kubeconfig, socket) in `dir`.
-pub fn run_kube_args(emulator: &Emulator, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Kube {
+pub(crate) fn run_kube_args(emulator: &Emulator, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Kube {
     let kubeconfig = dir.join("kubeconfig");
     emulator.write_kubeconfig(&kubeconfig).unwrap();
     let (admin, sock) = (free_port(), dir.join("kube.sock"));
@@ -69,7 +69,7 @@ pub fn run_kube_args(emulator: &Emulator, dir: &Path, args: &[&str], env: &[(&st
     Kube { guard, admin, sock }
 }
 
-pub fn eventually(what: &str, mut done: impl FnMut() -> Option<String>) {
+pub(crate) fn eventually(what: &str, mut done: impl FnMut() -> Option<String>) {
     let deadline = Instant::now() + WAIT;
     loop {
         let last = done();
@@ -81,11 +81,11 @@ pub fn eventually(what: &str, mut done: impl FnMut() -> Option<String>) {
     }
 }
 
-pub fn admin_up(port: u16) -> bool {
+pub(crate) fn admin_up(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
-pub fn send(sock: &Path, destination: &str) -> Output {
+pub(crate) fn send(sock: &Path, destination: &str) -> Output {
     waypoint()
         .args(["send", "--to"])
         .arg(format!("unix:{}", sock.display()))
@@ -96,7 +96,7 @@ pub fn send(sock: &Path, destination: &str) -> Output {
 }
 
 /// Waits until a request to `destination` answers with `status` (e.g. `200 OK`).
-pub fn served(sock: &Path, destination: &str, status: &str) {
+pub(crate) fn served(sock: &Path, destination: &str, status: &str) {
     eventually(&format!("{destination} answers {status}"), || {
         let out = send(sock, destination);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -1,8 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
 
-pub mod kube;
-pub mod run;
+pub(crate) mod kube;
+pub(crate) mod run;
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -10,7 +10,7 @@ use std::process::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A plain HTTP/1.1 GET (e.g. to the admin server); returns the whole response as text.
-pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -20,7 +20,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
 }
 
 /// A loopback port free at the time of asking.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -29,7 +29,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A Service `name` in `default` at `vip`:80 with one ready endpoint, `127.0.0.1:port`.
-pub fn service(name: &str, vip: &str, port: u16) -> String {
+pub(crate) fn service(name: &str, vip: &str, port: u16) -> String {
     format!(
         r#"apiVersion: v1
 kind: Service
@@ -50,7 +50,7 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
 
 /// A plain HTTP/1.1 GET to the admin server on `127.0.0.1:port`, from a synchronous test;
 /// returns the whole response.
-pub fn admin_get(port: u16, path: &str) -> String {
+pub(crate) fn admin_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
@@ -65,7 +65,7 @@ pub fn admin_get(port: u16, path: &str) -> String {
 
 /// An AuthorizationPolicy on Service `default/echo` allowing only `ns/shop/sa/cart`, to append
 /// to a manifest.
-pub const ONLY_CART: &str = r#"
+pub(crate) const ONLY_CART: &str = r#"
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -78,7 +78,7 @@ spec:
 "#;
 
 /// Kills the child when dropped, so a failed assertion leaves no process behind.
-pub struct Guard(pub std::process::Child);
+pub(crate) struct Guard(pub std::process::Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -88,7 +88,7 @@ impl Drop for Guard {
 }
 
 /// `waypoint echo` on `127.0.0.1:port`, answering as pod `pod`; killed when dropped.
-pub fn echo(port: u16, pod: &str) -> Guard {
+pub(crate) fn echo(port: u16, pod: &str) -> Guard {
     Guard(
         waypoint()
             .args([
@@ -105,7 +105,7 @@ pub fn echo(port: u16, pod: &str) -> Guard {
 }
 
 /// An echo backend in this process on a free loopback port, answering as pod `pod`.
-pub async fn echo_in_process(pod: &str) -> SocketAddr {
+pub(crate) async fn echo_in_process(pod: &str) -> SocketAddr {
     waypoint_bin::tools::echo::spawn(
         ([127, 0, 0, 1], 0).into(),
         waypoint_bin::tools::echo::EchoIdentity {
@@ -118,6 +118,6 @@ pub async fn echo_in_process(pod: &str) -> SocketAddr {
 }
 
 /// The `waypoint` binary this test run built.
-pub fn waypoint() -> Command {
+pub(crate) fn waypoint() -> Command {
     Command::new(env!("CARGO_BIN_EXE_waypoint"))
 }

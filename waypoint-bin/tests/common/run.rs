@@ -9,7 +9,7 @@ use super::{Guard, free_port, waypoint};
 
 /// A `waypoint echo` backend (also usable as an ext_authz check server: it answers 200 to
 /// anything but `/status/NNN`). Its answers name the pod `echo-pod`.
-pub struct Echo {
+pub(crate) struct Echo {
     /// The port it listens on.
     pub port: u16,
     _process: Guard,
@@ -17,12 +17,12 @@ pub struct Echo {
 
 impl Echo {
     /// An echo backend on `127.0.0.1`.
-    pub fn start() -> Echo {
+    pub(crate) fn start() -> Echo {
         Echo::start_on("127.0.0.1")
     }
 
     /// An echo backend on loopback address `ip` (`127.0.0.2` plays a pod IP).
-    pub fn start_on(ip: &str) -> Echo {
+    pub(crate) fn start_on(ip: &str) -> Echo {
         let port = free_port();
         let process = waypoint()
             .args(["echo", "--listen", &format!("{ip}:{port}")])
@@ -43,7 +43,7 @@ impl Echo {
 }
 
 /// A `waypoint run` process on a TCP sandwich listener, ready (admin `/healthz/ready` 200).
-pub struct Running {
+pub(crate) struct Running {
     /// The sandwich (PROXY protocol) listener's port.
     pub sandwich: u16,
     /// The admin server's port.
@@ -54,7 +54,7 @@ pub struct Running {
 impl Running {
     /// Starts `waypoint run` on `manifests` with `flags` and environment `env`; the directory
     /// holding the manifests lives as long as the returned guard.
-    pub fn start(
+    pub(crate) fn start(
         manifests: &str,
         flags: &[&str],
         env: &[(&str, &str)],
@@ -91,7 +91,7 @@ impl Running {
     /// Sends one request to original destination `destination` as ztunnel would (PROXY v2
     /// naming the caller `spiffe://cluster.local/ns/default/sa/sleep` at `source`) and returns
     /// the status line and body as `waypoint send` prints them.
-    pub fn send_to(&self, destination: &str, source: &str, path: &str, headers: &[&str]) -> String {
+    pub(crate) fn send_to(&self, destination: &str, source: &str, path: &str, headers: &[&str]) -> String {
         let mut command = waypoint();
         command
             .args(["send", "--to", &format!("127.0.0.1:{}", self.sandwich)])
@@ -106,13 +106,13 @@ impl Running {
     }
 
     /// The admin server's answer to GET `path`.
-    pub fn admin(&self, path: &str) -> String {
+    pub(crate) fn admin(&self, path: &str) -> String {
         admin_get_when_up(self.admin, path)
     }
 }
 
 /// A GET to the admin server that answers empty while it is not listening yet.
-pub fn admin_get_when_up(port: u16, path: &str) -> String {
+pub(crate) fn admin_get_when_up(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
@@ -127,19 +127,19 @@ pub fn admin_get_when_up(port: u16, path: &str) -> String {
 }
 
 /// Served by the echo backend (its JSON names the pod).
-pub fn served(response: &str) -> bool {
+pub(crate) fn served(response: &str) -> bool {
     response.contains("200 OK") && response.contains("\"pod\":\"echo-pod\"")
 }
 
 /// Denied by the waypoint's RBAC, never reaching the backend.
-pub fn rbac_denied(response: &str) -> bool {
+pub(crate) fn rbac_denied(response: &str) -> bool {
     response.contains("403")
         && response.contains("RBAC: access denied")
         && !response.contains("\"pod\"")
 }
 
 /// Runs `waypoint check` on `manifests` with `flags`: (success, stdout).
-pub fn check(manifests: &str, flags: &[&str]) -> (bool, String) {
+pub(crate) fn check(manifests: &str, flags: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let config: &Path = &dir.path().join("config.yaml");
     std::fs::write(config, manifests).unwrap();
@@ -155,7 +155,7 @@ pub fn check(manifests: &str, flags: &[&str]) -> (bool, String) {
 
 /// An AuthorizationPolicy `namespace`/`name` with `targetRefs: [target]` and the rest of its
 /// spec `body` (YAML lines indented by two).
-pub fn policy(namespace: &str, name: &str, target: &str, body: &str) -> String {
+pub(crate) fn policy(namespace: &str, name: &str, target: &str, body: &str) -> String {
     format!(
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  targetRefs: [{target}]\n{body}"
     )

@@ -15,7 +15,7 @@ use waypoint_core::config::{AppProtocol, Endpoint, EndpointStats, ResourceRef, S
 
 /// Service `default/<name>` port 80 at 10.96.0.10, speaking `protocol`, with these ready
 /// endpoints.
-pub fn service_backend(
+pub(crate) fn service_backend(
     name: &str,
     protocol: AppProtocol,
     addrs: &[SocketAddr],
@@ -38,7 +38,7 @@ pub fn service_backend(
 
 /// Serves one accepted backend connection with `svc`, as h2c when `h2`, else HTTP/1.1 (with
 /// upgrades), on a task of its own.
-pub fn serve_backend_connection<S>(stream: TcpStream, svc: S, h2: bool)
+pub(crate) fn serve_backend_connection<S>(stream: TcpStream, svc: S, h2: bool)
 where
     S: Service<Request<Incoming>, Response = Response<Body>> + Send + 'static,
     S::Future: Send + 'static,
@@ -60,7 +60,7 @@ where
 }
 
 /// `GET path` for `echo.test`, without a body.
-pub fn get(path: &str) -> Request<Body> {
+pub(crate) fn get(path: &str) -> Request<Body> {
     Request::get(path)
         .header("host", "echo.test")
         .body(empty())
@@ -68,7 +68,7 @@ pub fn get(path: &str) -> Request<Body> {
 }
 
 /// The whole response body, as UTF-8.
-pub async fn text(resp: Response<Body>) -> String {
+pub(crate) async fn text(resp: Response<Body>) -> String {
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()
 }

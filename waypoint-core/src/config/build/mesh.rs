@@ -22,7 +22,7 @@ use crate::tls::ExpectedIdentity;
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 
 /// The pod annotation istio-cni sets (`enabled`) once the pod's traffic is captured.
-pub const REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";
+pub(super) const REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";
 
 /// Mesh settings the manifests do not carry (the waypoint's flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
