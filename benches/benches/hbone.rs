@@ -29,8 +29,8 @@ use waypoint_core::runtime::{CertSettings, HboneInbound, Waypoint, WaypointOptio
 use waypoint_core::shutdown;
 use waypoint_core::tls::{self, CertStore, DevCa, ExpectedIdentity};
 use waypoint_core::transport::BoxedIo;
+use waypoint_core::transport::TransportMetrics;
 use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
-use waypoint_core::transport::metrics::TransportMetrics;
 use waypoint_core::upstream::{HboneClientOptions, HbonePool, TunnelSource, UpstreamMode};
 use waypoint_filters::Builtins;
 

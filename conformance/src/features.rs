@@ -61,7 +61,7 @@ pub fn unsupported_reason(feature: &str) -> Option<&'static str> {
 }
 
 /// True when waypoint declares `feature`: a feature of a profile (or one of
-/// [`OUTSIDE_PROFILES`]) not listed in [`UNSUPPORTED`]. Anything else, `TLSRoute` say, is not.
+/// `OUTSIDE_PROFILES`) not listed in [`UNSUPPORTED`]. Anything else, `TLSRoute` say, is not.
 pub fn supported(feature: &str) -> bool {
     if UNSUPPORTED.iter().any(|(f, _)| *f == feature) {
         return false;

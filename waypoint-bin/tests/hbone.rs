@@ -24,8 +24,8 @@ use waypoint_core::runtime::{
 };
 use waypoint_core::shutdown::{self, ShutdownTrigger};
 use waypoint_core::tls::{CertStore, DevCa, ExpectedIdentity};
+use waypoint_core::transport::TransportMetrics;
 use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
-use waypoint_core::transport::metrics::TransportMetrics;
 use waypoint_core::upstream::{
     HboneClientOptions, HbonePool, HboneStream, TunnelSource, UpstreamMode,
 };

@@ -37,7 +37,7 @@ use crate::telemetry::access_log::rfc3339_millis;
 use crate::wire::percent_decode;
 
 /// Changes the process's log filter; the error is shown to the caller.
-pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+pub(crate) type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// What the admin server reads.
 #[derive(Clone)]
@@ -75,7 +75,7 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Envoy's admin address, which tooling expects.
-    pub const DEFAULT_ADDR: SocketAddr =
+    pub(crate) const DEFAULT_ADDR: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
 
     /// Binds the admin listener (port 0 picks a free port).
@@ -215,7 +215,7 @@ fn ready(state: &AdminState) -> AdminResponse {
 }
 
 /// The snapshot as `/config_dump` shows it.
-pub fn config_dump_json(snapshot: &Snapshot) -> Value {
+pub(crate) fn config_dump_json(snapshot: &Snapshot) -> Value {
     let resources: Vec<Value> = snapshot
         .statuses()
         .into_iter()

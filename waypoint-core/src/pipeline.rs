@@ -67,8 +67,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The request path of a running waypoint: serves the connections every listener accepts and
 /// the requests on them, with the snapshot store's chain and the upstream, observed by
-/// telemetry. Upgrades and `CONNECT` are decided by an [`UpgradePolicy`] first (see
-/// [`crate::http::upgrade`]): a refused one never reaches the chain or a backend.
+/// telemetry. Upgrades and `CONNECT` are decided by an `UpgradePolicy` first (see
+/// `http/upgrade.rs`): a refused one never reaches the chain or a backend.
 #[derive(Debug)]
 pub struct Pipeline {
     store: Arc<SnapshotStore>,
@@ -100,7 +100,7 @@ impl Pipeline {
     }
 
     /// The same pipeline deciding upgrades with `policy`.
-    pub fn with_upgrade_policy(mut self, policy: UpgradePolicy) -> Self {
+    pub(crate) fn with_upgrade_policy(mut self, policy: UpgradePolicy) -> Self {
         self.upgrades = policy;
         self
     }

@@ -91,7 +91,7 @@ fn conditions_json(conditions: &[Condition]) -> Vec<Value> {
 
 /// The `routeParents` list of `/config_dump`: one entry per route, its parents in the order
 /// reported.
-pub fn route_parents_json(statuses: &[RouteParentStatus]) -> Value {
+pub(crate) fn route_parents_json(statuses: &[RouteParentStatus]) -> Value {
     let mut routes: Vec<(&ResourceRef, Vec<Value>)> = Vec::new();
     for s in statuses {
         let parent = json!({
@@ -126,7 +126,7 @@ pub fn route_parents_json(statuses: &[RouteParentStatus]) -> Value {
 }
 
 /// The `gateways` list of `/config_dump`.
-pub fn gateways_json(gateways: &[GatewayStatus]) -> Value {
+pub(crate) fn gateways_json(gateways: &[GatewayStatus]) -> Value {
     Value::Array(
         gateways
             .iter()

@@ -81,8 +81,14 @@ impl Shutdown {
 
     /// Resolves once shutdown has been triggered, in its draining phase or later: tell clients
     /// to go elsewhere (GOAWAY, `Connection: close`) but keep serving them.
-    pub async fn wait_draining(&self) {
+    pub(crate) async fn wait_draining(&self) {
         self.wait_for(Phase::Draining).await
+    }
+
+    /// True once shutdown has been triggered (draining or stopping).
+    #[cfg(test)]
+    pub(crate) fn is_triggered(&self) -> bool {
+        *self.signal.borrow() >= Phase::Draining
     }
 
     async fn wait_for(&self, phase: Phase) {
@@ -90,11 +96,6 @@ impl Shutdown {
         let mut signal = self.signal.clone();
         // An error means the trigger was dropped: treat that as a shutdown too.
         let _ = signal.wait_for(|now| *now >= phase).await;
-    }
-
-    /// True once shutdown has been triggered (draining or stopping).
-    pub fn is_triggered(&self) -> bool {
-        *self.signal.borrow() >= Phase::Draining
     }
 }
 
@@ -109,7 +110,7 @@ impl ShutdownTrigger {
     /// Enters the draining phase now, synchronously: every [`Shutdown::wait_draining`] resolves.
     /// [`ShutdownTrigger::drain`] does this first; call it earlier to order it before something
     /// else (a readiness probe turning false).
-    pub fn begin_draining(&self) {
+    pub(crate) fn begin_draining(&self) {
         let _ = self.signal.send_if_modified(|phase| {
             let before = *phase;
             *phase = before.max(Phase::Draining);

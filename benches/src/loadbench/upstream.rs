@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 use waypoint_core::conn::ConnInfo;
 use waypoint_core::shutdown;
 use waypoint_core::tls::{CertPaths, CertStore};
+use waypoint_core::transport::TransportMetrics;
 use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
-use waypoint_core::transport::metrics::TransportMetrics;
 
 /// Size of every answer body.
 pub const BODY_BYTES: usize = 1024;

@@ -61,7 +61,13 @@ impl FakeApi {
     }
 
     /// Deletes an object, telling watchers unless `silently` (an event lost in an outage).
-    pub(crate) fn delete(&self, resource: &ApiResource, namespace: &str, name: &str, silently: bool) {
+    pub(crate) fn delete(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+        silently: bool,
+    ) {
         let k = key(resource, Some(namespace), name);
         self.lock().remove(resource, &k, silently);
     }

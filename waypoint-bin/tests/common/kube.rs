@@ -48,7 +48,12 @@ pub(crate) fn run_kube_with(emulator: &Emulator, dir: &Path, env: &[(&str, &str)
 }
 
 /// `waypoint run --kube` with further `args` and `env`; its files (kubeconfig, socket) in `dir`.
-pub(crate) fn run_kube_args(emulator: &Emulator, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Kube {
+pub(crate) fn run_kube_args(
+    emulator: &Emulator,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Kube {
     let kubeconfig = dir.join("kubeconfig");
     emulator.write_kubeconfig(&kubeconfig).unwrap();
     let (admin, sock) = (free_port(), dir.join("kube.sock"));

@@ -91,7 +91,13 @@ impl Running {
     /// Sends one request to original destination `destination` as ztunnel would (PROXY v2
     /// naming the caller `spiffe://cluster.local/ns/default/sa/sleep` at `source`) and returns
     /// the status line and body as `waypoint send` prints them.
-    pub(crate) fn send_to(&self, destination: &str, source: &str, path: &str, headers: &[&str]) -> String {
+    pub(crate) fn send_to(
+        &self,
+        destination: &str,
+        source: &str,
+        path: &str,
+        headers: &[&str],
+    ) -> String {
         let mut command = waypoint();
         command
             .args(["send", "--to", &format!("127.0.0.1:{}", self.sandwich)])

@@ -33,13 +33,13 @@ use std::sync::Arc;
 use super::{AppProtocol, Config, Endpoint, EndpointTransport, ResourceRef, ServiceBackend};
 
 /// The label naming the waypoint of a Service, Pod or Namespace.
-pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
+pub(crate) const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
 /// The label naming the namespace of the waypoint `istio.io/use-waypoint` names.
-pub const USE_WAYPOINT_NAMESPACE_LABEL: &str = "istio.io/use-waypoint-namespace";
+pub(crate) const USE_WAYPOINT_NAMESPACE_LABEL: &str = "istio.io/use-waypoint-namespace";
 /// The Gateway / GatewayClass label saying which traffic the waypoint takes.
-pub const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
+pub(crate) const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
 /// The Gateway / GatewayClass annotation choosing how ztunnel hands traffic over.
-pub const INBOUND_BINDING_ANNOTATION: &str = "ambient.istio.io/waypoint-inbound-binding";
+pub(crate) const INBOUND_BINDING_ANNOTATION: &str = "ambient.istio.io/waypoint-inbound-binding";
 /// istiod's label on waypoints it manages; such a Service never binds to a waypoint itself.
 const MANAGED_LABEL: &str = "gateway.istio.io/managed";
 const MESH_CONTROLLER: &str = "istio.io-mesh-controller";
@@ -191,7 +191,7 @@ impl Binding {
     }
 
     /// The bound Pod with IP `ip`.
-    pub fn workload_at(&self, ip: IpAddr) -> Option<&Arc<BoundWorkload>> {
+    pub(crate) fn workload_at(&self, ip: IpAddr) -> Option<&Arc<BoundWorkload>> {
         self.workloads.get(&ip)
     }
 
@@ -205,7 +205,7 @@ impl Binding {
 
     /// Whether `address` is a listener (IP and port) of this waypoint's Gateway (of any
     /// Gateway in the config when binding is not enforced).
-    pub fn is_gateway_address(&self, address: SocketAddr) -> bool {
+    pub(crate) fn is_gateway_address(&self, address: SocketAddr) -> bool {
         self.gateway_addresses.contains(&address)
     }
 
@@ -220,7 +220,7 @@ impl Binding {
     }
 
     /// The decision about Service `namespace`/`name`, when it names a waypoint.
-    pub fn service_decision(&self, namespace: &str, name: &str) -> Option<&BindingDecision> {
+    pub(crate) fn service_decision(&self, namespace: &str, name: &str) -> Option<&BindingDecision> {
         let i = self.service_decisions.get(namespace)?.get(name)?;
         self.decisions.get(*i)
     }

@@ -21,7 +21,7 @@ use super::{
     AppProtocol, Condition, Config, Endpoint, EndpointStats, ResourceRef, ResourceStatus,
     ServiceBackend,
 };
-pub use mesh::{DATAPLANE_MODE_LABEL, MeshOptions};
+pub use mesh::MeshOptions;
 pub(crate) use mesh::{MeshIndex, service_account};
 
 /// Endpoint load-balancing state by address, kept across config reloads: a new snapshot gets

@@ -157,7 +157,7 @@ pub struct Config {
     /// Service ports by `(namespace, name, port)`.
     pub(crate) by_name: HashMap<(String, String, u16), Arc<ServiceBackend>>,
     /// The TLS server configurations of HTTPS listeners, by Gateway address and port.
-    pub frontend_tls: crate::tls::frontend::FrontendTls,
+    pub frontend_tls: crate::tls::FrontendTls,
     /// HTTPS listeners whose certificates could not be used, by `(Gateway, listener name)`.
     pub(crate) listener_tls_problems: HashMap<(ResourceRef, String), ListenerRefProblem>,
     /// What is bound to this waypoint's Gateway (see [`binding`]).

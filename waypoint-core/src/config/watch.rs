@@ -24,7 +24,7 @@ const SETTLE: Duration = Duration::from_millis(50);
 /// made between that moment and the end of the initial load is picked up on the first poll
 /// rather than missed.
 #[derive(Debug)]
-pub struct ConfigWatcher {
+pub(crate) struct ConfigWatcher {
     path: PathBuf,
     cache: Arc<EndpointStatsCache>,
     /// The last fingerprint, or the error that prevented taking it.
@@ -33,14 +33,14 @@ pub struct ConfigWatcher {
 
 impl ConfigWatcher {
     /// Starts watching `path` (a file or directory), remembering its current state.
-    pub fn new(path: PathBuf, cache: Arc<EndpointStatsCache>) -> Self {
+    pub(crate) fn new(path: PathBuf, cache: Arc<EndpointStatsCache>) -> Self {
         let last = fingerprint(&path).map_err(|e| e.to_string());
         ConfigWatcher { path, cache, last }
     }
 
     /// Checks once: `None` when nothing changed, else the result of reloading. A source that
     /// became unreadable reports the error once, and again only after it changed.
-    pub fn poll(&mut self) -> Option<Result<Config, LoadError>> {
+    pub(crate) fn poll(&mut self) -> Option<Result<Config, LoadError>> {
         let now = fingerprint(&self.path);
         let state = now.as_ref().map(|h| *h).map_err(|e| e.to_string());
         if state == self.last {
@@ -62,7 +62,7 @@ impl ConfigWatcher {
 
     /// Polls every `interval` and hands each reload to `on_change` (an `Err` means: keep the
     /// last good config) until `shutdown` triggers. File reads run on the blocking pool.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         interval: Duration,
         mut on_change: impl FnMut(Result<Config, LoadError>) + Send,
@@ -102,7 +102,7 @@ fn read_error(path: PathBuf, source: io::Error) -> LoadError {
     LoadError::Read { path, source }
 }
 
-/// Watches `path`, calling `on_change` with every reload (see [`ConfigWatcher`]) until
+/// Watches `path`, calling `on_change` with every reload (see `ConfigWatcher`) until
 /// `shutdown` triggers. The state at the call is the baseline.
 pub async fn watch(
     path: PathBuf,

@@ -258,7 +258,7 @@ impl FilterChain {
     }
 
     /// Runs the end-of-request phase of every filter, in chain order.
-    pub fn run_finished(&self, finished: &Finished<'_>) {
+    pub(crate) fn run_finished(&self, finished: &Finished<'_>) {
         for filter in &self.filters {
             filter.on_finished(finished);
         }

@@ -95,7 +95,7 @@ impl RetryPolicy {
     pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(25);
 
     /// True when a response with `status` is tried again.
-    pub fn retries_status(&self, status: http::StatusCode) -> bool {
+    pub(crate) fn retries_status(&self, status: http::StatusCode) -> bool {
         self.codes.contains(&status)
     }
 }

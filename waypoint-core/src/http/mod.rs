@@ -6,7 +6,8 @@
 pub mod authority;
 pub mod client;
 mod server;
-pub mod upgrade;
+pub(crate) mod upgrade;
 
 pub use server::{HttpServer, HttpServerConfig};
-pub use upgrade::{AllowedUpgrades, UpgradeConfigError, UpgradeDecision, UpgradePolicy};
+pub(crate) use upgrade::UpgradePolicy;
+pub use upgrade::{AllowedUpgrades, UpgradeConfigError};

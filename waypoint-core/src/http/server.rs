@@ -67,7 +67,7 @@ pub struct HttpServerConfig {
     /// HTTP/2: close the connection when a PING is not answered within this time.
     pub h2_keepalive_timeout: Duration,
     /// HTTP/1.1 upgrades carried to backends (default: `websocket`); never `h2c`. See
-    /// [`crate::http::upgrade`].
+    /// `http/upgrade.rs`.
     pub allowed_upgrades: AllowedUpgrades,
 }
 

@@ -51,7 +51,7 @@ use crate::conn::ConnInfo;
 use crate::upstream::{HTTP2_SETTINGS, header_tokens, is_upgrade};
 
 /// Protocols whose upgrade the waypoint carries when nothing else is configured.
-pub const DEFAULT_ALLOWED_UPGRADES: &[&str] = &["websocket"];
+pub(crate) const DEFAULT_ALLOWED_UPGRADES: &[&str] = &["websocket"];
 
 /// A protocol list that cannot be allowed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -158,7 +158,7 @@ fn is_h2c(token: &str) -> bool {
 
 /// What became of an upgrade or tunnel request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpgradeDecision {
+pub(crate) enum UpgradeDecision {
     /// Passed on to the filter chain and, if it continues, to the backend.
     Allowed,
     /// Upgrade headers removed; served as a plain request.
@@ -170,16 +170,8 @@ pub enum UpgradeDecision {
 }
 
 impl UpgradeDecision {
-    /// Every decision, in label order.
-    pub const ALL: [UpgradeDecision; 4] = [
-        UpgradeDecision::Allowed,
-        UpgradeDecision::Stripped,
-        UpgradeDecision::Refused,
-        UpgradeDecision::BackendError,
-    ];
-
     /// The `decision` label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             UpgradeDecision::Allowed => "allowed",
             UpgradeDecision::Stripped => "stripped",
@@ -198,7 +190,7 @@ struct UpgradeLabels {
 /// The upgrade policy of the HTTP listeners and its counters (see the module documentation).
 /// Clones share the counters.
 #[derive(Clone, Debug)]
-pub struct UpgradePolicy {
+pub(crate) struct UpgradePolicy {
     allowed: AllowedUpgrades,
     counts: Family<UpgradeLabels, Counter>,
 }
@@ -221,7 +213,7 @@ pub(crate) struct Granted {
 impl UpgradePolicy {
     /// A policy allowing `allowed`, its counters starting at zero for the decisions a
     /// dashboard looks for first.
-    pub fn new(allowed: AllowedUpgrades) -> Self {
+    pub(crate) fn new(allowed: AllowedUpgrades) -> Self {
         let policy = UpgradePolicy {
             allowed,
             counts: Family::default(),
@@ -243,13 +235,8 @@ impl UpgradePolicy {
         policy
     }
 
-    /// The protocols this policy carries.
-    pub fn allowed(&self) -> &AllowedUpgrades {
-        &self.allowed
-    }
-
     /// Registers `waypoint_upgrades_total{protocol,decision}` into `registry`.
-    pub fn register(&self, registry: &mut Registry) {
+    pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
             "waypoint_upgrades",
             "HTTP upgrade and CONNECT requests, by protocol and what the waypoint did with them",
@@ -258,7 +245,8 @@ impl UpgradePolicy {
     }
 
     /// How many requests for `protocol` (a label value) got `decision` so far.
-    pub fn count(&self, protocol: &str, decision: UpgradeDecision) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self, protocol: &str, decision: UpgradeDecision) -> u64 {
         let labels = UpgradeLabels {
             protocol: Cow::Owned(protocol.to_owned()),
             decision: decision.label(),

@@ -25,7 +25,7 @@ const REFUSAL_LOG_INTERVAL_MS: u64 = 1000;
 
 /// Why a connection was refused, the `reason` label of `waypoint_connections_refused_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The listener holds `--max-connections-per-listener` connections.
     #[error("the listener's connection limit is reached")]
     ListenerLimit,
@@ -39,7 +39,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The metric label.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Refusal::ListenerLimit => "listener_limit",
             Refusal::TotalLimit => "total_limit",
@@ -92,7 +92,7 @@ impl ListenerGate {
 
     /// Takes a slot for one new connection, or says why not. A refusal is counted and logged
     /// (rate-limited) here; the caller only closes the connection.
-    pub fn admit(&self) -> Result<ConnPermit, Refusal> {
+    pub(crate) fn admit(&self) -> Result<ConnPermit, Refusal> {
         let gate = &self.0;
         let overload = &gate.overload;
         let refused = |why: Refusal| {
@@ -156,7 +156,7 @@ fn take(count: &AtomicUsize, limit: Option<usize>) -> bool {
 
 /// One admitted connection's slots; given back when dropped.
 #[derive(Debug)]
-pub struct ConnPermit(Arc<Gate>);
+pub(crate) struct ConnPermit(Arc<Gate>);
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
@@ -178,7 +178,7 @@ pub struct ConnRegistry {
 
 /// One live HTTP connection as the registry sees it.
 #[derive(Debug, Default)]
-pub struct TrackedConn {
+pub(crate) struct TrackedConn {
     busy: AtomicUsize,
     closing: AtomicBool,
     close: Notify,
@@ -186,18 +186,18 @@ pub struct TrackedConn {
 
 impl TrackedConn {
     /// Marks one request as being handled until the guard is dropped.
-    pub fn busy(self: &Arc<Self>) -> BusyGuard {
+    pub(crate) fn busy(self: &Arc<Self>) -> BusyGuard {
         self.busy.fetch_add(1, Ordering::Relaxed);
         BusyGuard(self.clone())
     }
 
     /// True when no request is being handled: an idle keep-alive connection.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.busy.load(Ordering::Relaxed) == 0
     }
 
     /// Resolves once the connection has been asked to close.
-    pub async fn close_requested(&self) {
+    pub(crate) async fn close_requested(&self) {
         if self.closing.load(Ordering::Acquire) {
             return;
         }
@@ -217,7 +217,7 @@ impl TrackedConn {
 
 /// A request being handled on a [`TrackedConn`].
 #[derive(Debug)]
-pub struct BusyGuard(Arc<TrackedConn>);
+pub(crate) struct BusyGuard(Arc<TrackedConn>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
@@ -227,7 +227,7 @@ impl Drop for BusyGuard {
 
 /// A connection's place in the registry; leaving it is dropping this.
 #[derive(Debug)]
-pub struct Registration<'a> {
+pub(crate) struct Registration<'a> {
     registry: &'a ConnRegistry,
     id: u64,
     conn: Arc<TrackedConn>,
@@ -235,7 +235,7 @@ pub struct Registration<'a> {
 
 impl Registration<'_> {
     /// The connection's state, shared with the registry.
-    pub fn conn(&self) -> &Arc<TrackedConn> {
+    pub(crate) fn conn(&self) -> &Arc<TrackedConn> {
         &self.conn
     }
 }
@@ -250,7 +250,7 @@ impl Drop for Registration<'_> {
 
 impl ConnRegistry {
     /// Enters a new connection.
-    pub fn register(&self) -> Registration<'_> {
+    pub(crate) fn register(&self) -> Registration<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(TrackedConn::default());
         if let Ok(mut conns) = self.conns.lock() {
@@ -274,12 +274,12 @@ impl ConnRegistry {
     }
 
     /// Asks every idle connection to close; returns how many were asked.
-    pub fn close_idle(&self) -> usize {
+    pub(crate) fn close_idle(&self) -> usize {
         self.close_where(usize::MAX, |c| c.is_idle())
     }
 
     /// Asks up to `n` of the oldest busy connections to close once their requests finish.
-    pub fn close_busy(&self, n: usize) -> usize {
+    pub(crate) fn close_busy(&self, n: usize) -> usize {
         self.close_where(n, |c| !c.is_idle())
     }
 

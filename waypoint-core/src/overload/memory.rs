@@ -20,11 +20,11 @@ use super::Overload;
 use crate::shutdown::Shutdown;
 
 /// Below this share of the limit (in percent) the watermark turns off again.
-pub const LOW_WATERMARK_PERCENT: u64 = 90;
+pub(crate) const LOW_WATERMARK_PERCENT: u64 = 90;
 
 /// What one reading of the resident set means for the state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     /// No change.
     Stay,
     /// Crossed the limit: start shedding.
@@ -34,7 +34,7 @@ pub enum Transition {
 }
 
 /// The pure state rule: on at `limit`, off below [`LOW_WATERMARK_PERCENT`] of it.
-pub fn transition(overloaded: bool, rss: u64, limit: u64) -> Transition {
+pub(crate) fn transition(overloaded: bool, rss: u64, limit: u64) -> Transition {
     let low = limit / 100 * LOW_WATERMARK_PERCENT + limit % 100 * LOW_WATERMARK_PERCENT / 100;
     match overloaded {
         false if rss >= limit => Transition::Enter,
@@ -45,7 +45,7 @@ pub fn transition(overloaded: bool, rss: u64, limit: u64) -> Transition {
 
 /// Applies one reading: updates the state, logs a change, and while over the limit closes
 /// connections. Returns the state after.
-pub fn apply_reading(overload: &Overload, rss: u64, limit: u64) -> bool {
+pub(crate) fn apply_reading(overload: &Overload, rss: u64, limit: u64) -> bool {
     let was = overload.memory_overloaded();
     match transition(was, rss, limit) {
         Transition::Enter => {
@@ -94,7 +94,7 @@ fn shed(overload: &Overload) {
 /// Reads the resident set every `memory_check_interval` (the first time one interval after
 /// start) and applies it, until `shutdown`.
 /// Returns at once when no memory limit is set or RSS cannot be read on this platform.
-pub async fn watch(overload: Arc<Overload>, shutdown: Shutdown) {
+pub(crate) async fn watch(overload: Arc<Overload>, shutdown: Shutdown) {
     let Some(limit) = overload.options().memory_limit else {
         return;
     };

@@ -184,7 +184,8 @@ impl OverloadMetrics {
     }
 
     /// Requests refused so far for `reason`.
-    pub fn requests_refused(&self, reason: &str) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn requests_refused(&self, reason: &str) -> u64 {
         self.requests_refused
             .get(&ReasonLabel {
                 reason: Cow::Owned(reason.to_owned()),
@@ -193,12 +194,14 @@ impl OverloadMetrics {
     }
 
     /// Requests in flight now.
-    pub fn requests_in_flight(&self) -> i64 {
+    #[cfg(test)]
+    pub(crate) fn requests_in_flight(&self) -> i64 {
         self.in_flight.get()
     }
 
     /// Connections closed so far to free memory, `idle` or `busy`.
-    pub fn connections_shed(&self, state: &str) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn connections_shed(&self, state: &str) -> u64 {
         self.shed
             .get(&StateLabel {
                 state: Cow::Owned(state.to_owned()),

@@ -10,14 +10,14 @@
 //!   once. An HBONE listener counts its TCP/TLS connections *and* each CONNECT stream (every
 //!   stream is a connection to the HTTP server, with its own buffers); a stream over the limit
 //!   is answered 503, which a ztunnel reports as a refused connection.
-//! - **Requests in flight** ([`RequestLimits`]): counted from the request head until the
+//! - **Requests in flight** (`RequestLimits`): counted from the request head until the
 //!   response body ends. Over the limit: 503 `overloaded`, response flag `OM` (Envoy's flag for a
 //!   request its overload manager refused).
-//! - **Request body size** ([`RequestLimits`]): a declared `content-length` over the limit is
+//! - **Request body size** (`RequestLimits`): a declared `content-length` over the limit is
 //!   answered 413 before anything is sent upstream; a body without one is counted as it
 //!   streams and aborted when it passes the limit, so the upstream sees a broken request,
 //!   never a truncated one presented as complete.
-//! - **Memory** ([`memory`]): the process's resident set is read once a second. At or above the
+//! - **Memory** (`memory`): the process's resident set is read once a second. At or above the
 //!   limit new connections are refused, the readiness probe fails and idle keep-alive
 //!   connections are closed gracefully (busy ones only when no idle one is left); below 90 % of
 //!   the limit it accepts again. Header sizes and HTTP/2 streams per connection are limits of
@@ -28,7 +28,7 @@
 //! once per connection to enter and leave the registry of live HTTP connections.
 
 mod conns;
-pub mod memory;
+pub(crate) mod memory;
 mod metrics;
 mod requests;
 
@@ -38,11 +38,10 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-pub use conns::{
-    BusyGuard, ConnPermit, ConnRegistry, ListenerGate, Refusal, Registration, TrackedConn,
-};
-pub use metrics::OverloadMetrics;
-pub use requests::{BodyTooLarge, BodyTrip, RequestGuard, RequestLimits};
+pub(crate) use conns::ConnRegistry;
+pub use conns::ListenerGate;
+pub(crate) use metrics::OverloadMetrics;
+pub(crate) use requests::{RequestGuard, RequestLimits};
 
 /// The limits an operator sets. `None` means no limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,7 +149,7 @@ impl Overload {
 
     /// True while the resident memory is over the watermark: new connections are refused and
     /// the readiness probe fails.
-    pub fn memory_overloaded(&self) -> bool {
+    pub(crate) fn memory_overloaded(&self) -> bool {
         self.memory_overloaded.load(Ordering::Relaxed)
     }
 

@@ -29,7 +29,7 @@ pub struct RequestLimits {
 /// A request body declared (by `content-length`) larger than the limit: answer 413.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("request body of {declared} bytes is over the limit of {limit} bytes")]
-pub struct BodyTooLarge {
+pub(crate) struct BodyTooLarge {
     /// The declared length.
     pub declared: u64,
     /// The limit.
@@ -39,11 +39,11 @@ pub struct BodyTooLarge {
 /// Set when a streamed body crossed the limit, so the caller answers 413 rather than whatever
 /// the aborted upstream exchange produced.
 #[derive(Clone, Debug, Default)]
-pub struct BodyTrip(Arc<AtomicBool>);
+pub(crate) struct BodyTrip(Arc<AtomicBool>);
 
 impl BodyTrip {
     /// True once the body was cut off.
-    pub fn tripped(&self) -> bool {
+    pub(crate) fn tripped(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
 }
@@ -88,7 +88,7 @@ impl RequestLimits {
     /// Applies the body limit to `req`: `Err` when its declared length is already over it
     /// (counted; answer 413); otherwise the body is wrapped to be cut off at the limit, and the
     /// returned [`BodyTrip`] says afterwards whether it was.
-    pub fn limit_body(
+    pub(crate) fn limit_body(
         &self,
         req: &mut http::Request<Body>,
     ) -> Result<Option<BodyTrip>, BodyTooLarge> {

@@ -57,11 +57,11 @@ impl fmt::Debug for AccessLogOptions {
 }
 
 /// Longest path logged, in bytes; longer paths are cut at a character boundary.
-pub const MAX_PATH_LEN: usize = 1024;
+pub(crate) const MAX_PATH_LEN: usize = 1024;
 
 /// Everything one access log line says about a request.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct AccessLogEntry {
+pub(crate) struct AccessLogEntry {
     /// When the request head arrived (RFC 3339, UTC, milliseconds).
     #[serde(serialize_with = "ser_time")]
     pub start_time: SystemTime,
@@ -112,7 +112,7 @@ fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Erro
 
 impl AccessLogEntry {
     /// The entry as one JSON line (no trailing newline).
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         // Serializing plain strings and numbers cannot fail; an empty object is the safe answer
         // if it ever did.
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
@@ -120,7 +120,7 @@ impl AccessLogEntry {
 
     /// The entry as one text line (no trailing newline). Quoted fields are escaped so a value
     /// cannot forge a line.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut s = String::with_capacity(256);
         let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
         let _ = write!(
@@ -206,7 +206,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Hands access log lines to the writer thread.
 #[derive(Debug)]
-pub struct AccessLogger {
+pub(crate) struct AccessLogger {
     tx: mpsc::Sender<String>,
     format: AccessLogFormat,
     sample: f64,
@@ -216,7 +216,7 @@ pub struct AccessLogger {
 impl AccessLogger {
     /// Starts the writer thread. `dropped` counts lines lost to a full buffer. The thread ends
     /// once every line is written after the logger is dropped.
-    pub fn start(opts: AccessLogOptions, dropped: Counter) -> io::Result<Self> {
+    pub(crate) fn start(opts: AccessLogOptions, dropped: Counter) -> io::Result<Self> {
         let (tx, mut rx) = mpsc::channel::<String>(opts.buffer.max(1));
         let mut writer = opts.writer;
         std::thread::Builder::new()
@@ -249,12 +249,12 @@ impl AccessLogger {
     }
 
     /// Whether this request is logged (decided before the entry is built, to save the work).
-    pub fn sampled(&self) -> bool {
+    pub(crate) fn sampled(&self) -> bool {
         self.sample >= 1.0 || (self.sample > 0.0 && fastrand::f64() < self.sample)
     }
 
     /// Queues the line for `entry`, or drops and counts it when the buffer is full.
-    pub fn log(&self, entry: &AccessLogEntry) {
+    pub(crate) fn log(&self, entry: &AccessLogEntry) {
         let mut line = match self.format {
             AccessLogFormat::Json => entry.to_json(),
             AccessLogFormat::Text => entry.to_text(),

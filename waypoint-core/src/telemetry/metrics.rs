@@ -27,25 +27,25 @@ use crate::config::{Config, ServiceBackend};
 use crate::conn::ConnInfo;
 
 /// Longest label value kept, in bytes; longer values are cut at a character boundary.
-pub const MAX_LABEL_LEN: usize = 128;
+pub(crate) const MAX_LABEL_LEN: usize = 128;
 
 /// The value Istio writes for a label it cannot know.
-pub const UNKNOWN: &str = "unknown";
+pub(crate) const UNKNOWN: &str = "unknown";
 
 /// Istio's buckets for `istio_request_duration_milliseconds`.
-pub const DURATION_BUCKETS_MS: [f64; 19] = [
+pub(crate) const DURATION_BUCKETS_MS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Istio's buckets for `istio_request_bytes` and `istio_response_bytes`.
-pub const SIZE_BUCKETS: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+pub(crate) const SIZE_BUCKETS: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
 /// A label value.
-pub type Label = Cow<'static, str>;
+pub(crate) type Label = Cow<'static, str>;
 
 /// A label value from untrusted input: cut to [`MAX_LABEL_LEN`] bytes, `unknown` when empty.
-pub fn bounded(value: &str) -> Label {
+pub(crate) fn bounded(value: &str) -> Label {
     if value.is_empty() {
         return Cow::Borrowed(UNKNOWN);
     }
@@ -62,7 +62,7 @@ fn opt(value: Option<&str>) -> Label {
 
 /// Istio's `source_*` labels, learned from the connection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabels {
+pub(crate) struct SourceLabels {
     /// The workload name from the baggage (`k8s.<kind>.name`).
     pub source_workload: Label,
     /// The baggage namespace, else the peer identity's namespace.
@@ -83,7 +83,7 @@ pub struct SourceLabels {
 
 impl SourceLabels {
     /// The source labels of a connection.
-    pub fn from_conn(conn: &ConnInfo) -> Self {
+    pub(crate) fn from_conn(conn: &ConnInfo) -> Self {
         let meta = &conn.source_workload;
         let namespace = meta
             .namespace
@@ -104,7 +104,7 @@ impl SourceLabels {
 
 /// Istio's `destination_*` labels, learned from the backend Service.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DestinationLabels {
+pub(crate) struct DestinationLabels {
     /// The Pod's name for workload-addressed traffic; else unknown (the waypoint does not
     /// learn which workload owns a Service's endpoint).
     pub destination_workload: Label,
@@ -132,7 +132,7 @@ pub struct DestinationLabels {
 
 /// Where the destination labels come from and what the waypoint knows of its own place.
 #[derive(Clone, Debug)]
-pub struct DestinationInfo<'a> {
+pub(crate) struct DestinationInfo<'a> {
     /// The DNS suffix of Services (`cluster.local`).
     pub cluster_domain: &'a str,
     /// The cluster name (Istio's `CLUSTER_ID`), if known.
@@ -141,7 +141,7 @@ pub struct DestinationInfo<'a> {
 
 impl DestinationLabels {
     /// Labels for a request that reached no known Service.
-    pub fn unknown(info: &DestinationInfo<'_>) -> Self {
+    pub(crate) fn unknown(info: &DestinationInfo<'_>) -> Self {
         let u = || Cow::Borrowed(UNKNOWN);
         DestinationLabels {
             destination_workload: u(),
@@ -159,7 +159,7 @@ impl DestinationLabels {
     }
 
     /// Labels for the Service `namespace`/`name`.
-    pub fn service(namespace: &str, name: &str, info: &DestinationInfo<'_>) -> Self {
+    pub(crate) fn service(namespace: &str, name: &str, info: &DestinationInfo<'_>) -> Self {
         let mut labels = Self::unknown(info);
         labels.destination_service =
             bounded(&format!("{name}.{namespace}.svc.{}", info.cluster_domain));
@@ -170,7 +170,7 @@ impl DestinationLabels {
     }
 
     /// Labels for the Pod `namespace`/`name` addressed directly (no Service).
-    pub fn workload(namespace: &str, name: &str, info: &DestinationInfo<'_>) -> Self {
+    pub(crate) fn workload(namespace: &str, name: &str, info: &DestinationInfo<'_>) -> Self {
         let mut labels = Self::unknown(info);
         labels.destination_workload = bounded(name);
         labels.destination_workload_namespace = bounded(namespace);
@@ -179,7 +179,7 @@ impl DestinationLabels {
 
     /// Labels for a Service given only by hostname (PROXY TLV 0xD1): name and namespace are
     /// read from `<name>.<namespace>.svc...` when it has that form.
-    pub fn hostname(host: &str, info: &DestinationInfo<'_>) -> Self {
+    pub(crate) fn hostname(host: &str, info: &DestinationInfo<'_>) -> Self {
         let mut parts = host.split('.');
         match (parts.next(), parts.next(), parts.next()) {
             (Some(name), Some(ns), Some("svc")) if !name.is_empty() && !ns.is_empty() => {
@@ -197,7 +197,7 @@ impl DestinationLabels {
 
     /// The labels of the chosen backend; without one, of the Service the client dialled (the
     /// original destination, or the PROXY header's service hostname); else unknown.
-    pub fn resolve(
+    pub(crate) fn resolve(
         backend: Option<&ServiceBackend>,
         conn: &ConnInfo,
         config: &Config,
@@ -225,7 +225,7 @@ impl DestinationLabels {
 
 /// The full label set of Istio's HTTP metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// Always `waypoint`.
     pub reporter: Label,
     /// Who sent the request.
@@ -247,7 +247,7 @@ pub struct RequestLabels {
 }
 
 /// `mutual_tls` when the connection's peer identity is proven, else `none`.
-pub fn security_policy(conn: &ConnInfo) -> Label {
+pub(crate) fn security_policy(conn: &ConnInfo) -> Label {
     Cow::Borrowed(if conn.peer_identity.is_some() {
         "mutual_tls"
     } else {
@@ -256,7 +256,7 @@ pub fn security_policy(conn: &ConnInfo) -> Label {
 }
 
 /// Envoy's rendering of response flags: `-` when none.
-pub fn flags_label(flags: &[ResponseFlag]) -> Label {
+pub(crate) fn flags_label(flags: &[ResponseFlag]) -> Label {
     match flags {
         [] => Cow::Borrowed("-"),
         [one] => Cow::Borrowed(one.as_str()),
@@ -279,7 +279,7 @@ fn size_histogram() -> Histogram {
 
 /// Istio's HTTP request metrics.
 #[derive(Clone, Debug)]
-pub struct RequestMetrics {
+pub(crate) struct RequestMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily<RequestLabels>,
     request_bytes: HistogramFamily<RequestLabels>,
@@ -288,7 +288,7 @@ pub struct RequestMetrics {
 
 impl RequestMetrics {
     /// Creates the metrics and registers them into `registry`.
-    pub fn new(registry: &mut Registry) -> Self {
+    pub(crate) fn new(registry: &mut Registry) -> Self {
         let metrics = RequestMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
@@ -319,7 +319,7 @@ impl RequestMetrics {
     }
 
     /// Records one finished request.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         labels: &RequestLabels,
         duration: Duration,
@@ -337,11 +337,6 @@ impl RequestMetrics {
             .get_or_create(labels)
             .observe(response_bytes as f64);
     }
-
-    /// Requests recorded so far with exactly `labels`.
-    pub fn requests(&self, labels: &RequestLabels) -> u64 {
-        self.requests.get(labels).map_or(0, |c| c.get())
-    }
 }
 
 /// The label set of Istio's TCP metrics.
@@ -351,10 +346,10 @@ pub struct TcpLabels {
     pub reporter: Label,
     /// Who opened the connection.
     #[prometheus(flatten)]
-    pub source: SourceLabels,
+    pub(crate) source: SourceLabels,
     /// The Service the client dialled.
     #[prometheus(flatten)]
-    pub destination: DestinationLabels,
+    pub(crate) destination: DestinationLabels,
     /// Always `tcp`.
     pub request_protocol: Label,
     /// `mutual_tls` when the peer identity is proven, else `none`.
@@ -366,7 +361,7 @@ pub struct TcpLabels {
 impl TcpLabels {
     /// The labels of an inbound connection: source from `conn`, destination the Service at
     /// its original destination in `config`.
-    pub fn from_conn(conn: &ConnInfo, config: &Config, info: &DestinationInfo<'_>) -> Self {
+    pub(crate) fn from_conn(conn: &ConnInfo, config: &Config, info: &DestinationInfo<'_>) -> Self {
         TcpLabels {
             reporter: Cow::Borrowed("waypoint"),
             source: SourceLabels::from_conn(conn),
@@ -527,7 +522,7 @@ struct ResultLabels {
 
 /// The waypoint's config reload metrics.
 #[derive(Clone, Debug, Default)]
-pub struct ConfigMetrics {
+pub(crate) struct ConfigMetrics {
     reloads: Family<ResultLabels, Counter>,
     version: Gauge,
     last_reload: Gauge<f64, AtomicU64>,
@@ -535,7 +530,7 @@ pub struct ConfigMetrics {
 
 impl ConfigMetrics {
     /// Creates the metrics (both reload results start at zero) and registers them.
-    pub fn new(registry: &mut Registry) -> Self {
+    pub(crate) fn new(registry: &mut Registry) -> Self {
         let m = ConfigMetrics::default();
         for result in ["ok", "failed"] {
             drop(m.reloads.get_or_create(&ResultLabels {
@@ -561,7 +556,7 @@ impl ConfigMetrics {
     }
 
     /// Records a load attempt; a successful one also sets the served version and the time.
-    pub fn reload(&self, ok: bool, version: u64) {
+    pub(crate) fn reload(&self, ok: bool, version: u64) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads
             .get_or_create(&ResultLabels {
@@ -581,11 +576,11 @@ impl ConfigMetrics {
 /// Process metrics read from `/proc/self` on each scrape (Linux; nothing elsewhere):
 /// `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`.
 #[derive(Debug, Default)]
-pub struct ProcessCollector;
+pub(crate) struct ProcessCollector;
 
 impl ProcessCollector {
     /// Registers the collector into `registry`.
-    pub fn register(registry: &mut Registry) {
+    pub(crate) fn register(registry: &mut Registry) {
         registry.register_collector(Box::new(ProcessCollector));
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! [`Telemetry::finish`] does the same on its own, for a caller without a completion.
 //!
-//! - [`metrics`]: `istio_requests_total`, `istio_request_duration_milliseconds`,
+//! - `metrics`: `istio_requests_total`, `istio_request_duration_milliseconds`,
 //!   `istio_request_bytes`, `istio_response_bytes`, `istio_tcp_*`, the waypoint's config metrics
 //!   and process metrics, with Istio's labels, so Kiali and Istio's dashboards work unchanged.
 //! - [`access_log`]: one JSON (or text) line per request, written off the request path.
@@ -18,12 +18,13 @@
 //! - [`otlp`]: when configured, one span per sampled request exported over OTLP/HTTP (JSON).
 
 pub mod access_log;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod otlp;
 pub mod trace;
 
 mod record;
 
+pub use metrics::{CountedIo, TcpLabels, TcpMetrics};
 pub(crate) use record::PendingRecord;
 pub use record::RequestRecord;
 
@@ -47,8 +48,7 @@ use crate::tls::ExpectedIdentity;
 
 use access_log::{AccessLogOptions, AccessLogger, MAX_PATH_LEN, truncate};
 use metrics::{
-    ConfigMetrics, CountedIo, DestinationInfo, DestinationLabels, Label, ProcessCollector,
-    RequestMetrics, TcpLabels, TcpMetrics,
+    ConfigMetrics, DestinationInfo, DestinationLabels, Label, ProcessCollector, RequestMetrics,
 };
 use otlp::{OtlpExporter, OtlpOptions};
 use record::{RequestBytes, RequestLine, grpc_status_label};
@@ -202,7 +202,7 @@ impl Telemetry {
 
     /// Counts a request refused because its destination is not bound to this waypoint
     /// (`reason`: see [`crate::config::binding::Unbound::reason`]).
-    pub fn unbound_destination(&self, reason: &'static str) {
+    pub(crate) fn unbound_destination(&self, reason: &'static str) {
         self.inner
             .unbound
             .get_or_create(&UnboundLabels { reason })
@@ -364,11 +364,6 @@ impl Telemetry {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         self.inner.tcp.counted(io, &self.tcp_labels(conn, config))
-    }
-
-    /// The HTTP request metrics (for tests and vendors reading counts).
-    pub fn request_metrics(&self) -> &RequestMetrics {
-        &self.inner.requests
     }
 
     /// The TCP metrics.

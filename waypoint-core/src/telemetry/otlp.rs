@@ -27,17 +27,17 @@ use super::trace::TraceContext;
 use crate::http::client::{HttpUrl, SideCallError, SideClient, UrlError};
 
 /// The path OTLP/HTTP collectors take traces on, appended to the endpoint.
-pub const TRACES_PATH: &str = "/v1/traces";
+pub(crate) const TRACES_PATH: &str = "/v1/traces";
 /// The most spans one export request carries.
-pub const MAX_BATCH: usize = 512;
+pub(crate) const MAX_BATCH: usize = 512;
 /// How long a span may wait for its batch to fill before the batch is sent anyway.
-pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one export (connect, send, response) may take before it is abandoned.
-pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many spans may wait for the exporter; beyond that spans are dropped and counted.
-pub const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
+pub(crate) const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 /// The longest `url.path` attribute, in bytes (the same bound as access log paths).
-pub const MAX_URL_PATH: usize = 1024;
+pub(crate) const MAX_URL_PATH: usize = 1024;
 
 /// `kind` of a span the waypoint serves (OTLP `SPAN_KIND_SERVER`).
 const SPAN_KIND_SERVER: u8 = 2;
@@ -121,7 +121,7 @@ fn parse_endpoint(endpoint: &str) -> Result<Target, OtlpError> {
 
 /// One finished request, as its span is exported.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SpanRecord {
+pub(crate) struct SpanRecord {
     /// Trace id, the waypoint's span id and the parent span id.
     pub trace: TraceContext,
     /// The span name: `<method> <route or destination service>`.
@@ -146,19 +146,17 @@ pub struct SpanRecord {
 /// The handle the request path records spans through. Dropping it (with the last clone of the
 /// `Telemetry` holding it) lets the exporter send what is queued and stop.
 #[derive(Debug)]
-pub struct OtlpExporter {
+pub(crate) struct OtlpExporter {
     tx: mpsc::Sender<SpanRecord>,
     sample: f64,
     dropped: Counter,
-    failures: Counter,
-    exported: Counter,
 }
 
 impl OtlpExporter {
     /// Checks `opts`, registers the exporter's metrics (`waypoint_otlp_spans_dropped_total`,
     /// `waypoint_otlp_export_failures_total`, `waypoint_otlp_spans_exported_total`) and spawns
     /// the export task on the current Tokio runtime.
-    pub fn start(opts: OtlpOptions, registry: &mut Registry) -> Result<Self, OtlpError> {
+    pub(crate) fn start(opts: OtlpOptions, registry: &mut Registry) -> Result<Self, OtlpError> {
         if !(0.0..=1.0).contains(&opts.sample) {
             return Err(OtlpError::InvalidSample(opts.sample));
         }
@@ -182,41 +180,30 @@ impl OtlpExporter {
             exported.clone(),
         );
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        runtime.spawn(run(rx, target, failures.clone(), exported.clone()));
+        runtime.spawn(run(rx, target, failures, exported));
         Ok(OtlpExporter {
             tx,
             sample: opts.sample,
             dropped,
-            failures,
-            exported,
         })
     }
 
     /// Whether the next request's span is to be exported (drawn at the configured rate).
-    pub fn sampled(&self) -> bool {
+    pub(crate) fn sampled(&self) -> bool {
         self.sample >= 1.0 || (self.sample > 0.0 && fastrand::f64() < self.sample)
     }
 
     /// Queues a span without waiting; when the queue is full the span is dropped and counted.
-    pub fn record(&self, span: SpanRecord) {
+    pub(crate) fn record(&self, span: SpanRecord) {
         if self.tx.try_send(span).is_err() {
             self.dropped.inc();
         }
     }
 
     /// Spans dropped so far because the queue was full.
-    pub fn dropped(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.get()
-    }
-
-    /// Export requests that failed so far.
-    pub fn failures(&self) -> u64 {
-        self.failures.get()
-    }
-
-    /// Spans a collector accepted so far.
-    pub fn exported(&self) -> u64 {
-        self.exported.get()
     }
 }
 

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue};
 /// `traceparent`.
 pub const TRACEPARENT: &str = "traceparent";
 /// `tracestate`.
-pub const TRACESTATE: &str = "tracestate";
+pub(crate) const TRACESTATE: &str = "tracestate";
 
 /// A parsed `traceparent`: trace id, parent span id and flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +50,7 @@ impl TraceParent {
     }
 
     /// The header value, version `00`.
-    pub fn to_header(&self) -> String {
+    pub(crate) fn to_header(self) -> String {
         format!(
             "00-{:032x}-{:016x}-{:02x}",
             self.trace_id, self.span_id, self.flags
@@ -184,7 +184,7 @@ fn request_traceparent(headers: &HeaderMap) -> Option<TraceParent> {
 /// Derives a parent from Zipkin B3 headers: the multi-header form (`x-b3-traceid`,
 /// `x-b3-spanid`, `x-b3-sampled`, `x-b3-flags`) or the single `b3` header
 /// (`{trace}-{span}[-{sampled}[-{parent}]]`). 64-bit trace ids are left-padded to 128 bits.
-pub fn from_b3(headers: &HeaderMap) -> Option<TraceParent> {
+pub(crate) fn from_b3(headers: &HeaderMap) -> Option<TraceParent> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let (Some(trace), Some(span)) = (get("x-b3-traceid"), get("x-b3-spanid")) {
         let sampled = get("x-b3-flags") == Some("1")

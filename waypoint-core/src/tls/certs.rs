@@ -127,7 +127,7 @@ impl WorkloadCerts {
     }
 
     /// True when both hold the same bytes (chain, key and roots): a reload that changes nothing.
-    pub fn same_material(&self, other: &WorkloadCerts) -> bool {
+    pub(crate) fn same_material(&self, other: &WorkloadCerts) -> bool {
         self.chain == other.chain
             && self.roots == other.roots
             && self.key.secret_der() == other.key.secret_der()

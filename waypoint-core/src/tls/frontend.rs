@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::conn::TlsInfo;
 
 /// ALPN protocols an HTTPS listener offers, preferred first.
-pub const FRONTEND_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+pub(crate) const FRONTEND_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// The TLS server configurations of every TLS-terminating Gateway address and port.
 #[derive(Clone, Debug, Default)]
@@ -52,7 +52,7 @@ impl FrontendTls {
 
 /// Parses a PEM certificate chain and private key into a key rustls can serve, checking that
 /// the key belongs to the first certificate. Errors name `chain_field`/`key_field`.
-pub fn certified_key(
+pub(crate) fn certified_key(
     chain_pem: &[u8],
     chain_field: &str,
     key_pem: &[u8],
@@ -84,7 +84,7 @@ pub fn certified_key(
 /// Picks the certificate of the listener a client names in SNI: exact hostname, else the
 /// longest matching wildcard, else the listener without hostname. Hostnames are lower case.
 #[derive(Debug, Default)]
-pub struct SniResolver {
+pub(crate) struct SniResolver {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// `(".example.com", key)` for `*.example.com`, longest suffix first.
     wildcards: Vec<(String, Arc<CertifiedKey>)>,
@@ -94,7 +94,7 @@ pub struct SniResolver {
 impl SniResolver {
     /// Adds the certificate of a listener with `hostname` (`None`: every other name). The first
     /// listener added for a hostname keeps it.
-    pub fn add(&mut self, hostname: Option<&str>, key: Arc<CertifiedKey>) {
+    pub(crate) fn add(&mut self, hostname: Option<&str>, key: Arc<CertifiedKey>) {
         match hostname.map(str::to_ascii_lowercase) {
             None => {
                 self.default.get_or_insert(key);
@@ -115,7 +115,7 @@ impl SniResolver {
     }
 
     /// The certificate for `sni` (`None` when the client sent none).
-    pub fn select(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn select(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let Some(sni) = sni else {
             return self.default.clone();
         };
@@ -132,7 +132,7 @@ impl SniResolver {
 
     /// The server configuration of one address: TLS 1.2 and 1.3 (aws-lc-rs), ALPN h2 and
     /// http/1.1, no client certificates.
-    pub fn into_server_config(self) -> Result<Arc<ServerConfig>, rustls::Error> {
+    pub(crate) fn into_server_config(self) -> Result<Arc<ServerConfig>, rustls::Error> {
         let mut config =
             ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -151,7 +151,7 @@ impl ResolvesServerCert for SniResolver {
 
 /// Why a TLS handshake did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// The client did not finish within the time allowed.
     #[error("TLS handshake timed out after {0:?}")]
     Timeout(Duration),
@@ -161,7 +161,7 @@ pub enum HandshakeError {
 }
 
 /// Terminates TLS on `io` with `config`, within `timeout`, and says what the client asked for.
-pub async fn accept<S>(
+pub(crate) async fn accept<S>(
     io: S,
     config: Arc<ServerConfig>,
     timeout: Duration,

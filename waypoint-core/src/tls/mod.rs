@@ -8,18 +8,18 @@
 //!   the files Istio mounts ([`CertPaths`]) and checked before use.
 //! - [`server_config`] / [`client_config`]: rustls configurations with the HBONE parameters
 //!   (TLS 1.3 only, AES-GCM, ALPN `h2`, no SNI, no resumption) and SPIFFE-aware verifiers
-//!   ([`SpiffeClientVerifier`], [`SpiffeServerVerifier`]).
+//!   (`SpiffeClientVerifier`, [`SpiffeServerVerifier`]).
 //! - [`ServerCertCheck`] / [`CheckedServerVerifier`]: a client verifier written as one decision
 //!   about the presented certificate, with the handshake-signature plumbing rustls asks for
 //!   written once (the Kubernetes client and the conformance runner use it too).
 //! - [`CertStore`]: the current pair behind an atomic pointer, reloaded when the files rotate.
 //! - [`DevCa`]: a small CA for development clusters, tests and tooling.
-//! - [`frontend`]: TLS termination for Gateway HTTPS listeners (certificates from Secrets,
+//! - `frontend`: TLS termination for Gateway HTTPS listeners (certificates from Secrets,
 //!   chosen by SNI), unrelated to the mesh identity above.
 
 mod ca;
 mod certs;
-pub mod frontend;
+pub(crate) mod frontend;
 mod server_check;
 mod store;
 mod verify;
@@ -30,15 +30,16 @@ use crate::identity::SpiffeIdError;
 
 pub use ca::{DevCa, IssuedCert};
 pub use certs::{CertPaths, WorkloadCerts, spiffe_identities};
+pub use frontend::FrontendTls;
 pub use server_check::{CheckedServerVerifier, ServerCertCheck};
 pub use store::CertStore;
 pub use verify::{
-    ExpectedIdentity, SpiffeClientVerifier, SpiffeServerCheck, SpiffeServerVerifier, client_config,
-    negotiated_h2, peer_identity, server_config,
+    ExpectedIdentity, SpiffeServerCheck, SpiffeServerVerifier, client_config, negotiated_h2,
+    peer_identity, server_config,
 };
 
 /// The only application protocol HBONE speaks inside TLS.
-pub const ALPN_H2: &[u8] = b"h2";
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// Why certificates could not be loaded, checked, issued or turned into a TLS configuration.
 ///

@@ -87,14 +87,14 @@ impl std::fmt::Display for ExpectedIdentity {
 /// (rustls/webpki path validation, including validity dates and the clientAuth usage), and the
 /// leaf must carry exactly one Istio SPIFFE identity from an allowed trust domain.
 #[derive(Debug)]
-pub struct SpiffeClientVerifier {
+pub(crate) struct SpiffeClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     trust_domains: Vec<String>,
 }
 
 impl SpiffeClientVerifier {
     /// A verifier trusting `roots` and accepting identities of `trust_domains` (not empty).
-    pub fn new(
+    pub(super) fn new(
         roots: &[CertificateDer<'static>],
         trust_domains: Vec<String>,
     ) -> Result<Self, TlsError> {
@@ -242,7 +242,7 @@ impl ServerCertCheck for SpiffeServerCheck {
 }
 
 /// The HBONE server configuration: TLS 1.3 with AES-GCM, ALPN exactly `h2`, a client
-/// certificate required and checked by [`SpiffeClientVerifier`], no session resumption.
+/// certificate required and checked by `SpiffeClientVerifier`, no session resumption.
 ///
 /// `trust_domains` lists the trust domains clients may belong to; empty means the server's own
 /// trust domain only (what ztunnel enforces).

@@ -47,7 +47,7 @@ fn reason_count(family: &Family<ReasonLabels, Counter>, reason: &str) -> u64 {
 /// `waypoint_hbone_rejected_total{reason}` (HBONE handshakes and streams refused, by
 /// [`HboneRejection::reason`]) and `waypoint_unix_peer_rejected_total{reason}` (Unix socket
 /// connections closed because the connecting process is not the one allowed, by
-/// [`PeerRejection::reason`]).
+/// `PeerRejection::reason`).
 #[derive(Clone, Debug, Default)]
 pub struct TransportMetrics {
     accepted: Family<BindingLabels, Counter>,
@@ -104,17 +104,18 @@ impl TransportMetrics {
     }
 
     /// Counts one Unix socket peer refused for `rejection`.
-    pub fn inc_peer_rejected(&self, rejection: PeerRejection) {
+    pub(crate) fn inc_peer_rejected(&self, rejection: PeerRejection) {
         inc_reason(&self.peer_rejected, rejection.reason());
     }
 
     /// Unix socket peers refused so far for `reason` (a [`PeerRejection::reason`]).
-    pub fn peer_rejected(&self, reason: &str) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn peer_rejected(&self, reason: &str) -> u64 {
         reason_count(&self.peer_rejected, reason)
     }
 
     /// Counts one connection accepted on `binding` (`sandwich`, `plain`).
-    pub fn inc_accepted(&self, binding: &'static str) {
+    pub(crate) fn inc_accepted(&self, binding: &'static str) {
         self.accepted
             .get_or_create(&BindingLabels {
                 binding: Cow::Borrowed(binding),
@@ -123,12 +124,12 @@ impl TransportMetrics {
     }
 
     /// Counts one connection rejected for `error`.
-    pub fn inc_rejected(&self, error: &ProxyError) {
+    pub(crate) fn inc_rejected(&self, error: &ProxyError) {
         inc_reason(&self.rejected, error.reason());
     }
 
     /// Counts one HBONE handshake or stream refused for `rejection`.
-    pub fn inc_hbone_rejected(&self, rejection: HboneRejection) {
+    pub(crate) fn inc_hbone_rejected(&self, rejection: HboneRejection) {
         inc_reason(&self.hbone_rejected, rejection.reason());
     }
 

@@ -13,26 +13,25 @@
 //! - native *HBONE* on `:15008`: mutual TLS and HTTP/2, one inbound connection per `CONNECT`.
 //!
 //! - [`listener`]: the one accept loop every binding runs, and [`ListenAddr`].
-//! - [`sandwich`]: [`SandwichListener`] over TCP or a Unix socket (socket files, peer checks).
+//! - `sandwich`: [`SandwichListener`] over TCP or a Unix socket (socket files, peer checks).
 //! - [`hbone`]: the HBONE listener, [`HboneListener`](hbone::HboneListener).
-//! - [`proxy_header`]: reading the PROXY header off a socket and mapping it to `ConnInfo` (the
+//! - `proxy_header`: reading the PROXY header off a socket and mapping it to `ConnInfo` (the
 //!   format itself is [`crate::wire::proxy_protocol`]).
-//! - [`rewind`]: [`Rewind`], which replays bytes read past what was needed.
-//! - [`metrics`]: [`TransportMetrics`], the accepted and rejected connection counters.
-//! - [`peer`]: [`PeerCheck`], who may connect to a Unix socket listener (`SO_PEERCRED`).
+//! - `rewind`: [`Rewind`], which replays bytes read past what was needed.
+//! - `metrics`: [`TransportMetrics`], the accepted and rejected connection counters.
+//! - `peer`: `PeerCheck`, who may connect to a Unix socket listener (`SO_PEERCRED`).
 
 pub mod hbone;
 pub mod listener;
-pub mod metrics;
-pub mod peer;
-pub mod proxy_header;
-pub mod rewind;
-pub mod sandwich;
+pub(crate) mod metrics;
+pub(crate) mod peer;
+pub(crate) mod proxy_header;
+pub(crate) mod rewind;
+pub(crate) mod sandwich;
 
 pub use crate::wire::{BoxedIo, Io};
 pub use listener::{ListenAddr, ListenAddrError};
 pub use metrics::TransportMetrics;
-pub use peer::{PeerCheck, PeerRejection};
 pub use proxy_header::{ProxyConfig, conn_info, read_header};
 pub use rewind::Rewind;
 pub use sandwich::{ListenerOptions, SandwichListener};

@@ -7,7 +7,7 @@
 /// the co-located ztunnel can claim identities in PROXY headers. A connection whose credentials
 /// cannot be read is refused too: fail closed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PeerCheck {
+pub(crate) struct PeerCheck {
     /// The uid required, if any.
     pub uid: Option<u32>,
     /// The gid required, if any.
@@ -16,7 +16,7 @@ pub struct PeerCheck {
 
 /// Why a Unix socket peer was refused; [`PeerRejection::reason`] is its metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PeerRejection {
+pub(crate) enum PeerRejection {
     /// The peer runs as another user.
     #[error("peer uid {found} is not the required {required}")]
     Uid {
@@ -40,10 +40,11 @@ pub enum PeerRejection {
 
 impl PeerRejection {
     /// Every metric label, so counters can start at zero.
-    pub const REASONS: [&'static str; 3] = ["uid_mismatch", "gid_mismatch", "no_credentials"];
+    pub(crate) const REASONS: [&'static str; 3] =
+        ["uid_mismatch", "gid_mismatch", "no_credentials"];
 
     /// The `reason` label.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             PeerRejection::Uid { .. } => "uid_mismatch",
             PeerRejection::Gid { .. } => "gid_mismatch",
@@ -54,12 +55,12 @@ impl PeerRejection {
 
 impl PeerCheck {
     /// True when nothing is required.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.uid.is_none() && self.gid.is_none()
     }
 
     /// Checks a peer's `(uid, gid)`, `None` when they could not be read.
-    pub fn check(&self, creds: Option<(u32, u32)>) -> Result<(), PeerRejection> {
+    pub(crate) fn check(&self, creds: Option<(u32, u32)>) -> Result<(), PeerRejection> {
         if self.is_open() {
             return Ok(());
         }

@@ -31,7 +31,7 @@ pub struct ProxyConfig {
     /// Largest header accepted, prefix included (default 4096; values below
     /// [`MIN_HEADER_BYTES`](crate::wire::proxy_protocol::MIN_HEADER_BYTES) are raised to it).
     pub max_header_bytes: usize,
-    /// TLV type of the source workload metadata (default [`DEFAULT_METADATA_TLV`]).
+    /// TLV type of the source workload metadata (default `DEFAULT_METADATA_TLV`).
     pub metadata_tlv: u8,
 }
 

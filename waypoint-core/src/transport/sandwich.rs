@@ -41,7 +41,7 @@ pub struct ListenerOptions {
     /// `waypoint_connections_refused_total{reason="listener_limit"}`. Default none.
     pub max_connections: Option<usize>,
     /// Unix sockets only: accept only processes running as this user (`SO_PEERCRED`), say
-    /// ztunnel's. Others are closed before a byte is read (see [`PeerCheck`]).
+    /// ztunnel's. Others are closed before a byte is read (see `PeerCheck`).
     pub unix_peer_uid: Option<u32>,
     /// Unix sockets only: accept only processes running with this primary group.
     pub unix_peer_gid: Option<u32>,

@@ -11,7 +11,7 @@ use crate::config::{Endpoint, EndpointStats};
 /// herd that "global least loaded" causes when many requests read the same stale counts.
 ///
 /// `None` only when `endpoints` is empty.
-pub fn pick(endpoints: &[Endpoint]) -> Option<&Endpoint> {
+pub(crate) fn pick(endpoints: &[Endpoint]) -> Option<&Endpoint> {
     match endpoints.len() {
         0 => None,
         1 => endpoints.first(),

@@ -37,7 +37,7 @@ pub struct TunnelSource {
 
 impl TunnelSource {
     /// What `conn` tells about the client: its address, its workload metadata and trace context.
-    pub fn from_conn(conn: &ConnInfo) -> Self {
+    pub(crate) fn from_conn(conn: &ConnInfo) -> Self {
         TunnelSource {
             address: conn.source,
             baggage: baggage::encode(&conn.source_workload),
@@ -55,7 +55,7 @@ impl TunnelSource {
     }
 
     /// The `traceparent` to send: the client's, or a fresh sampled-off one.
-    pub fn traceparent_or_fresh(&self) -> String {
+    pub(crate) fn traceparent_or_fresh(&self) -> String {
         self.traceparent.clone().unwrap_or_else(fresh_traceparent)
     }
 }

@@ -38,7 +38,7 @@ pub(crate) fn tokens<'a>(
 
 /// True when the message asks to switch protocols (`Connection: upgrade` plus an `Upgrade`
 /// header), as a WebSocket handshake does.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && tokens(headers, &header::CONNECTION).any(|t| t == "upgrade")
 }
@@ -50,19 +50,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// `TE: trailers` survives (reduced to exactly that) because HTTP/2 allows it end to end and
 /// gRPC requires it. With `keep_upgrade`, a protocol switch the proxy is going to carry through
 /// keeps `Upgrade` and `Connection: upgrade` (nothing else `Connection` listed).
-///
-/// ```
-/// use http::HeaderMap;
-/// use waypoint_core::upstream::remove_hop_by_hop;
-/// let mut h = HeaderMap::new();
-/// h.insert("connection", "close, x-secret".parse().unwrap());
-/// h.insert("x-secret", "1".parse().unwrap());
-/// h.insert("te", "trailers".parse().unwrap());
-/// remove_hop_by_hop(&mut h, false);
-/// assert!(h.get("x-secret").is_none() && h.get("connection").is_none());
-/// assert_eq!(h["te"], "trailers");
-/// ```
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let keep_upgrade = keep_upgrade && is_upgrade(headers);
     // Collected first: the names borrow from the map we are about to change.
     let named: Vec<HeaderName> = tokens(headers, &header::CONNECTION)

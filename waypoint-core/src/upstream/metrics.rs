@@ -7,7 +7,7 @@ use super::Upstream;
 
 /// Connections held by the upstream pools at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolSizes {
+pub(crate) struct PoolSizes {
     /// Idle HTTP/1.1 connections ready for reuse.
     pub http1_idle: usize,
     /// Open HTTP/2 (h2c) connections.
@@ -20,7 +20,7 @@ pub struct PoolSizes {
 /// [`Upstream::stats`] as `waypoint_upstream_mirror_requests_total{result}` (`sent`, `failed`,
 /// `dropped`, `skipped`) and `waypoint_upstream_retries_total`, read at scrape time.
 #[derive(Debug)]
-pub struct PoolCollector(pub Arc<Upstream>);
+pub(crate) struct PoolCollector(pub Arc<Upstream>);
 
 impl prometheus_client::collector::Collector for PoolCollector {
     fn encode(

@@ -1,7 +1,7 @@
 //! Forwarding to the chosen backend's endpoints over pooled connections.
 //!
 //! Routing records an [`UpstreamTarget`] in the request context; [`Upstream::forward`] picks an
-//! endpoint (least request, power of two choices: [`pick`]), rewrites the request for it, sends
+//! endpoint (least request, power of two choices: `pick`), rewrites the request for it, sends
 //! it over a pooled connection (HTTP/1.1, or HTTP/2 with prior knowledge for h2c backends), and
 //! streams the response back. Every failure is a local reply with the status Envoy would give
 //! and its response flag in the context:
@@ -47,11 +47,11 @@
 //! (counted, not sent with an empty body, which would mislead the mirror). Protocol upgrades
 //! are neither retried nor mirrored.
 //!
-//! The waypoint is transparent: it removes hop-by-hop headers ([`remove_hop_by_hop`]) and adds
+//! The waypoint is transparent: it removes hop-by-hop headers (`remove_hop_by_hop`) and adds
 //! none. A WebSocket-style upgrade to an HTTP/1.1 backend is carried through as a byte tunnel,
 //! but only when the backend's `101` names a protocol the request offered; any other `101` is a
 //! backend error and the backend connection is closed (which upgrades get this far at all is
-//! the listeners' [`UpgradePolicy`](crate::http::UpgradePolicy)).
+//! the listeners' `UpgradePolicy`).
 //!
 //! # Transports
 //!
@@ -112,14 +112,14 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
-pub use balance::pick;
+pub(crate) use balance::pick;
 pub use config::{UpstreamConfig, UpstreamMode};
 pub use dial::TunnelSource;
 pub use hbone::{HBONE_PORT, HboneClientOptions, HboneError, HbonePool, HboneStream};
 pub(crate) use hop::{HTTP2_SETTINGS, tokens as header_tokens};
-pub use hop::{is_upgrade, remove_hop_by_hop};
+pub(crate) use hop::{is_upgrade, remove_hop_by_hop};
 pub(crate) use lease::UpstreamLease;
-pub use metrics::{PoolCollector, PoolSizes};
+pub(crate) use metrics::{PoolCollector, PoolSizes};
 pub use mirror::UpstreamStats;
 
 use crate::body::{self, Body, local_reply};
@@ -202,7 +202,7 @@ impl Upstream {
     }
 
     /// How many connections the pools hold now.
-    pub fn pool_sizes(&self) -> PoolSizes {
+    pub(crate) fn pool_sizes(&self) -> PoolSizes {
         let (http1_idle, http2) = self.pool.sizes();
         PoolSizes {
             http1_idle,

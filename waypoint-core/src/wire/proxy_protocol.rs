@@ -1,6 +1,6 @@
 //! The PROXY protocol (v1 text and v2 binary) as bytes: a pure decoder and an encoder, and the
 //! TLV types Istio gives meaning to. Used both ways: the sandwich listener decodes the header a
-//! co-located ztunnel writes ([`crate::transport::proxy_header`] reads it off a socket and maps
+//! co-located ztunnel writes (`transport/proxy_header.rs` reads it off a socket and maps
 //! it to a [`ConnInfo`](crate::conn::ConnInfo)); the upstream encodes one toward a ztunnel's
 //! Unix socket. No I/O here, so benches and fuzz targets drive exactly what peers meet.
 //!
@@ -32,10 +32,10 @@ pub const MIN_HEADER_BYTES: usize = V2_PREFIX_LEN + 216;
 /// TLV carrying the source workload's SPIFFE identity (raw ASCII, no terminator).
 pub const TLV_PEER_IDENTITY: u8 = 0xD0;
 /// TLV Istio reserves for the targeted service's hostname.
-pub const TLV_TARGET_SERVICE: u8 = 0xD1;
+pub(crate) const TLV_TARGET_SERVICE: u8 = 0xD1;
 /// Default TLV type of the source workload metadata (a W3C baggage string): the first
 /// application-specific type of the PROXY spec.
-pub const DEFAULT_METADATA_TLV: u8 = 0xE0;
+pub(crate) const DEFAULT_METADATA_TLV: u8 = 0xE0;
 
 /// Why a connection's PROXY header was refused. The connection is closed in every case.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,7 @@ impl ProxyError {
     }
 
     /// Every label [`ProxyError::reason`] can return, so metrics can start each at zero.
-    pub const REASONS: &'static [&'static str] = &[
+    pub(crate) const REASONS: &'static [&'static str] = &[
         "timeout",
         "io",
         "empty",

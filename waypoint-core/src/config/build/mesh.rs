@@ -19,7 +19,7 @@ use crate::identity::SpiffeId;
 use crate::tls::ExpectedIdentity;
 
 /// The label Istio reads on namespaces and pods to enrol them in the ambient mesh.
-pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
+pub(crate) const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 
 /// The pod annotation istio-cni sets (`enabled`) once the pod's traffic is captured.
 pub(super) const REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";

@@ -5,7 +5,7 @@
 //! CONNECT headers, [`H2Stream`](crate::wire::hbone::H2Stream)) are [`crate::wire::hbone`].
 
 mod connect;
-pub mod server;
+pub(crate) mod server;
 
 pub(crate) use connect::vet_connect;
 

@@ -28,8 +28,8 @@ use crate::identity::SpiffeId;
 use crate::overload::ListenerGate;
 use crate::shutdown::Shutdown;
 use crate::tls::{self, CertStore};
+use crate::transport::TransportMetrics;
 use crate::transport::listener::{Listening, accept_loop};
-use crate::transport::metrics::TransportMetrics;
 use crate::wire::BoxedIo;
 use crate::wire::hbone::{H2Stream, MAX_FRAME_SIZE, MAX_WINDOW_SIZE, MIN_FRAME_SIZE};
 

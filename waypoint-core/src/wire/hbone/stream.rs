@@ -75,7 +75,7 @@ impl H2Stream {
     }
 
     /// The HTTP/2 stream id, for logs.
-    pub fn stream_id(&self) -> u32 {
+    pub(crate) fn stream_id(&self) -> u32 {
         self.recv.stream_id().as_u32()
     }
 }
