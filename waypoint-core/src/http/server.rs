@@ -12,7 +12,11 @@
 //! elsewhere in the way its protocol allows without racing the client:
 //!
 //! - HTTP/2: GOAWAY at once (hyper sends it in two steps, so streams the client opened before
-//!   seeing it are still served); in-flight streams finish.
+//!   seeing it are still served); in-flight streams finish. A connection that has not sent a
+//!   request yet (one accepted during the drain, say) gets its GOAWAY once its first request
+//!   arrives: told at once, a client that opened it and queued a request behind the handshake
+//!   reads the GOAWAY first and never sends the request, so a reconnecting client would be
+//!   turned away on every new connection until the listener closes.
 //! - HTTP/1.1: nothing is closed yet. Each response from now on carries `Connection: close`, so
 //!   the client closes after reading it and opens its next connection elsewhere. Closing an
 //!   idle keep-alive connection here instead would race with a request the client is writing
@@ -34,6 +38,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
 
 use super::upgrade::AllowedUpgrades;
 use crate::body::Body;
@@ -162,9 +167,12 @@ impl HttpServer {
             .map(|o| o.connections().register());
         let tracked = registration.as_ref().map(|r| r.conn().clone());
         let draining = Arc::new(AtomicBool::new(false));
+        let first_request = Arc::new(FirstRequest::default());
         let service = {
             let (tracked, draining) = (tracked.clone(), draining.clone());
+            let first_request = first_request.clone();
             hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                first_request.arrived(&draining);
                 let (handler, conn, draining) = (handler.clone(), conn.clone(), draining.clone());
                 // Busy from the head until the response head: an idle connection is one
                 // waiting for its next request (or streaming out a response body, which a
@@ -205,6 +213,7 @@ impl HttpServer {
             shutdown,
             close_requested,
             draining: &draining,
+            first_request: &first_request,
             peer,
         };
         let result = match sniffed {
@@ -267,12 +276,40 @@ struct Ends<'a, R> {
     close_requested: R,
     /// Set once the shutdown drains: HTTP/1.1 responses then ask the client to close.
     draining: &'a AtomicBool,
+    /// Whether the client has sent a request yet, and a wake-up when its first one arrives.
+    first_request: &'a FirstRequest,
     peer: Option<std::net::SocketAddr>,
 }
 
+/// Whether a connection has seen a request, so a drain can wait for the first one before it
+/// tells an HTTP/2 client to go away (see the module documentation).
+#[derive(Default)]
+struct FirstRequest {
+    seen: AtomicBool,
+    /// Woken when the first request arrives after the drain began.
+    drained_arrival: Notify,
+}
+
+impl FirstRequest {
+    /// Called for every request: one store, and a wake-up only while draining.
+    fn arrived(&self, draining: &AtomicBool) {
+        // SeqCst pairs with `drain_now`: of the request and the drain, whichever comes second
+        // sees the other, so the GOAWAY is neither lost nor sent before the first request.
+        if !self.seen.swap(true, Ordering::SeqCst) && draining.load(Ordering::SeqCst) {
+            self.drained_arrival.notify_one();
+        }
+    }
+
+    /// After `draining` was set: whether a request has already arrived.
+    fn drain_now(&self) -> bool {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
 /// Runs `conn` to its end. `graceful` asks it to finish (HTTP/2 GOAWAY, HTTP/1.1 close after
-/// the current request): at once when the shutdown drains if `tell_on_drain` (HTTP/2), else
-/// when it stops or the memory watermark asks. Polled shutdown first (biased), so a request
+/// the current request): when the shutdown drains if `tell_on_drain` (HTTP/2: at once, or at
+/// the first request of a connection that has sent none), else when it stops or the memory
+/// watermark asks. Polled shutdown first (biased), so a request
 /// that wakes this task after the drain began is answered as draining.
 async fn drive<C>(
     mut conn: Pin<Box<C>>,
@@ -287,20 +324,29 @@ where
         shutdown,
         close_requested,
         draining,
+        first_request,
         peer,
     } = ends;
     tokio::pin!(close_requested);
-    let (mut told, mut closing) = (false, false);
+    let (mut told, mut closing, mut awaiting_first) = (false, false, false);
     loop {
         tokio::select! {
             biased;
             () = shutdown.wait_draining(), if !told => {
                 told = true;
-                draining.store(true, Ordering::Release);
+                draining.store(true, Ordering::SeqCst);
                 if tell_on_drain && !closing {
-                    closing = true;
-                    graceful(conn.as_mut());
+                    if first_request.drain_now() {
+                        closing = true;
+                        graceful(conn.as_mut());
+                    } else {
+                        awaiting_first = true;
+                    }
                 }
+            }
+            () = first_request.drained_arrival.notified(), if awaiting_first && !closing => {
+                closing = true;
+                graceful(conn.as_mut());
             }
             () = shutdown.wait(), if !closing => {
                 closing = true;
@@ -334,6 +380,7 @@ async fn sniff_h2(mut io: BoxedIo) -> std::io::Result<(bool, Rewind<BoxedIo>)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
@@ -359,5 +406,42 @@ mod tests {
         assert!(!sniff(b"PRI * HTTP/1.1\r\n").await.unwrap().0);
         assert!(sniff(b"").await.is_err());
         assert!(sniff(b"PRI * HTTP/2").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_h2_connection_opened_during_a_drain_is_served_before_its_goaway() {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        trigger.begin_draining();
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let conn = Arc::new(ConnInfo::new(crate::conn::Binding::Hbone));
+        let serving = tokio::spawn(async move {
+            let handler = |_req, _conn| async { http::Response::new(crate::body::full("ok")) };
+            HttpServer::new(&HttpServerConfig::default())
+                .serve(Box::new(server), conn, handler, shutdown)
+                .await;
+        });
+
+        let (mut sender, driver) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .unwrap();
+        let driving = tokio::spawn(driver);
+        // Told at once, this client would read the GOAWAY first and never send its request.
+        let request = || {
+            http::Request::get("http://echo/")
+                .body(crate::body::empty())
+                .unwrap()
+        };
+        let answer = sender.send_request(request()).await.unwrap();
+        assert_eq!(answer.status(), http::StatusCode::OK);
+        // Then it is told to go away: the connection ends without the stopping phase.
+        tokio::time::timeout(Duration::from_secs(5), driving)
+            .await
+            .expect("the connection got its GOAWAY and ended")
+            .unwrap()
+            .unwrap();
+        assert!(sender.send_request(request()).await.is_err());
+        serving.await.unwrap();
+        drop(trigger);
     }
 }
