@@ -1,7 +1,9 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
 
+pub(crate) mod deploy;
 pub(crate) mod kube;
+pub(crate) mod rbac;
 pub(crate) mod run;
 
 use std::net::SocketAddr;
