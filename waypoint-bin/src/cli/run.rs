@@ -9,19 +9,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::ca::CaArgs;
 use super::kube::KubeSide;
 use clap::{Args, ValueEnum};
 use prometheus_client::registry::Registry;
 use waypoint_core::config::build::MeshOptions;
 use waypoint_core::http::AllowedUpgrades;
-use waypoint_core::identity::SpiffeId;
 use waypoint_core::runtime::{
     AccessLogSettings, CertSettings, CertSource, HboneInbound, LogLevelHook, Waypoint,
     WaypointOptions,
 };
 use waypoint_core::telemetry::access_log::AccessLogFormat;
 use waypoint_core::telemetry::otlp::OtlpOptions;
-use waypoint_core::tls::{CertPaths, IstiodCa};
+use waypoint_core::tls::CertPaths;
 use waypoint_core::transport::hbone::HboneOptions;
 use waypoint_core::transport::listener::ListenAddr;
 use waypoint_core::upstream::UpstreamMode;
@@ -88,40 +88,9 @@ pub struct RunArgs {
     /// layout); the files are watched and rotated certificates used for new handshakes.
     #[arg(long, env = "WAYPOINT_CERTS_DIR")]
     pub certs_dir: Option<PathBuf>,
-    /// istiod's CA (`host:port`), asked for the waypoint's certificate when HBONE is on
-    /// (`--hbone-listen`) and `--certs-dir` is not set (files win). The host must be a name in
-    /// istiod's serving certificate.
-    #[arg(
-        long,
-        env = "CA_ADDRESS",
-        default_value = "istiod.istio-system.svc:15012"
-    )]
-    pub ca_address: String,
-    /// The projected ServiceAccount token (audience `istio-ca`) sent to the CA as
-    /// `authorization: Bearer`; re-read at every request.
-    #[arg(
-        long,
-        env = "WAYPOINT_CA_TOKEN_PATH",
-        default_value = "/var/run/secrets/tokens/istio-token"
-    )]
-    pub ca_token_path: PathBuf,
-    /// The mesh's root certificates: they verify the CA, and are the waypoint's trust bundle
-    /// when its certificate comes from the CA. A changed file triggers a renewal.
-    #[arg(
-        long,
-        env = "WAYPOINT_CA_ROOT_PATH",
-        default_value = "/var/run/secrets/istio/root-cert.pem"
-    )]
-    pub ca_root_path: PathBuf,
-    /// Validity asked of the CA for the waypoint's certificate (renewed at half of it).
-    #[arg(long, env = "WAYPOINT_CA_VALIDITY", default_value = "24h", value_parser = parse_duration)]
-    pub ca_validity: Duration,
-    /// The waypoint's namespace: the `ns` of the identity asked of the CA.
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub pod_namespace: Option<String>,
-    /// The waypoint's service account: the `sa` of the identity asked of the CA.
-    #[arg(long, env = "SERVICE_ACCOUNT")]
-    pub service_account: Option<String>,
+    /// Where the certificate comes from without `--certs-dir`: istiod's CA.
+    #[command(flatten)]
+    pub ca: CaArgs,
     /// The mesh's trust domain: endpoint identities are expected in it, and HBONE clients of it
     /// are accepted.
     #[arg(long, env = "WAYPOINT_TRUST_DOMAIN", default_value = "cluster.local")]
@@ -298,25 +267,6 @@ pub struct RunSettings {
     pub identity_error: Option<String>,
 }
 
-/// The `clusterid` sent to the CA when `--cluster-id` is unset: Istio's default.
-const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
-
-/// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`, or why not.
-fn ca_identity(
-    trust_domain: &str,
-    namespace: Option<String>,
-    service_account: Option<String>,
-) -> Result<SpiffeId, String> {
-    let (Some(namespace), Some(service_account)) = (namespace, service_account) else {
-        return Err("HBONE without --certs-dir asks the CA for a certificate, which needs the waypoint's identity: set POD_NAMESPACE (--pod-namespace) and SERVICE_ACCOUNT (--service-account)".to_owned());
-    };
-    SpiffeId::new(trust_domain, &namespace, &service_account).map_err(|e| {
-        format!(
-            "the identity to ask the CA for (--trust-domain, POD_NAMESPACE, SERVICE_ACCOUNT): {e}"
-        )
-    })
-}
-
 /// `--kube` and its options.
 #[derive(Clone, Debug, Default)]
 pub struct KubeSettings {
@@ -343,12 +293,7 @@ impl RunArgs {
             no_sandwich,
             hbone_listen,
             certs_dir,
-            ca_address,
-            ca_token_path,
-            ca_root_path,
-            ca_validity,
-            pod_namespace,
-            service_account,
+            ca,
             trust_domain,
             accept_trust_domains,
             upstream,
@@ -413,29 +358,14 @@ impl RunArgs {
         options.upstream.own_ip = own_ip;
         let mut trust_domains = vec![trust_domain.clone()];
         trust_domains.extend(accept_trust_domains);
-        // Files win; without them, HBONE asks istiod (identity checked in `run`).
-        let source = match (certs_dir, hbone_listen) {
-            (Some(dir), _) => Some(Ok(CertSource::Files(CertPaths::in_dir(dir)))),
-            (None, Some(_)) => Some(
-                ca_identity(&trust_domain, pod_namespace, service_account).map(|identity| {
-                    CertSource::Istiod(IstiodCa {
-                        address: ca_address,
-                        token_path: ca_token_path,
-                        root_path: ca_root_path,
-                        cluster_id: cluster_id
-                            .clone()
-                            .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_owned()),
-                        identity,
-                        validity: ca_validity,
-                    })
-                }),
-            ),
-            (None, None) => None,
-        };
-        let (source, identity_error) = match source {
-            Some(Ok(source)) => (Some(source), None),
-            Some(Err(error)) => (None, Some(error)),
-            None => (None, None),
+        // Files win; without them, HBONE asks istiod.
+        let (source, identity_error) = match (certs_dir, hbone_listen) {
+            (Some(dir), _) => (Some(CertSource::Files(CertPaths::in_dir(dir))), None),
+            (None, Some(_)) => match ca.istiod_ca(&trust_domain, cluster_id.clone()) {
+                Ok(ca) => (Some(CertSource::Istiod(ca)), None),
+                Err(error) => (None, Some(error)),
+            },
+            (None, None) => (None, None),
         };
         options.certs = source.map(|source| CertSettings {
             source,

@@ -233,12 +233,12 @@ mod tests {
     #[test]
     fn the_request_carries_the_csr_in_field_1_and_the_validity_in_field_3() {
         let framed = create_certificate_request("CSR", 86400);
-        // Frame: uncompressed, 10 bytes; then key 0x0a (1, LEN), 3, "CSR", key 0x18 (3,
+        // Frame: uncompressed, 9 bytes; then key 0x0a (1, LEN), 3, "CSR", key 0x18 (3,
         // VARINT), 86400 as varint.
         assert_eq!(
             framed.as_ref(),
             &[
-                0, 0, 0, 0, 10, 0x0a, 3, b'C', b'S', b'R', 0x18, 0x80, 0xa3, 0x05
+                0, 0, 0, 0, 9, 0x0a, 3, b'C', b'S', b'R', 0x18, 0x80, 0xa3, 0x05
             ]
         );
         assert_eq!(decode_request(&framed).unwrap(), ("CSR".into(), 86400));

@@ -396,3 +396,6 @@ async fn read(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>, Ist
             error,
         })
 }
+
+#[cfg(test)]
+mod tests;
