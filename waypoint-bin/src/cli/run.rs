@@ -99,8 +99,9 @@ pub struct RunArgs {
     #[arg(long, env = "WAYPOINT_ACCEPT_TRUST_DOMAINS", value_delimiter = ',')]
     pub accept_trust_domains: Vec<String>,
     /// How endpoints are reached: `plain` (TCP to pod IPs; sandwiched, the in-pod ztunnel
-    /// captures it), `auto` (HBONE to mesh endpoints, TCP to the rest; needs --certs-dir), or
-    /// `ztunnel-unix:/path` (the co-located ztunnel's socket, PROXY v2 header first).
+    /// captures it), `auto` (HBONE to mesh endpoints, TCP to the rest; needs a certificate:
+    /// --certs-dir, or istiod's with --hbone-listen), or `ztunnel-unix:/path` (the co-located
+    /// ztunnel's socket, PROXY v2 header first).
     #[arg(long, env = "WAYPOINT_UPSTREAM", default_value = "plain", value_parser = parse_upstream_mode)]
     pub upstream: UpstreamMode,
     /// Namespaces whose endpoints are in the mesh even without a `Namespace` manifest labelled
