@@ -268,3 +268,31 @@ async fn a_rotated_root_file_renews_the_certificate_at_once_with_the_new_trust_b
     assert_eq!(ca.fake.requests().len(), 2);
     waypoint.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_failed_renewal_keeps_the_current_pair_and_is_retried() {
+    let ca = CaFixture::start().await;
+    let (waypoint, _dir) = waypoint_with_ca_certificate(&ca, Duration::from_secs(6)).await;
+    let store = waypoint.certs().unwrap().clone();
+    let first = store.current();
+    ca.fake.fail_next(14, "istiod is restarting");
+    // The renewal at half-life (about 3 s) fails...
+    wait_for("the failed renewal", || ca.fake.requests().len() == 2).await;
+    assert_eq!(store.current().chain[0], first.chain[0]);
+    let hbone = waypoint.hbone_addr().unwrap();
+    assert_eq!(
+        ca.presented_leaf(hbone, &waypoint_id()).await,
+        first.chain[0]
+    );
+    // ...and is retried a second later, before the pair in service expires.
+    wait_for("the retried renewal", || {
+        store.current().chain[0] != first.chain[0]
+    })
+    .await;
+    assert!(
+        std::time::SystemTime::now() < first.not_after,
+        "renewed only after expiry"
+    );
+    assert_eq!(ca.fake.requests().len(), 3);
+    waypoint.shutdown(Duration::from_secs(1)).await;
+}
