@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use waypoint_core::conn::ConnInfo;
 use waypoint_core::identity::SpiffeId;
-use waypoint_core::runtime::{CertSettings, HboneInbound, Waypoint, WaypointOptions};
+use waypoint_core::runtime::{CertSettings, CertSource, HboneInbound, Waypoint, WaypointOptions};
 use waypoint_core::shutdown;
 use waypoint_core::tls::{self, CertStore, DevCa, ExpectedIdentity};
 use waypoint_core::transport::BoxedIo;
@@ -192,7 +192,7 @@ async fn setup() -> Setup {
     options.sandwich.clear();
     options.admin = None;
     options.certs = Some(CertSettings {
-        paths: waypoint_certs,
+        source: CertSource::Files(waypoint_certs),
         trust_domains: vec![],
         reload_interval: hour,
     });

@@ -20,7 +20,7 @@ use waypoint_core::filter::{
 };
 use waypoint_core::identity::SpiffeId;
 use waypoint_core::runtime::{
-    CertSettings, HboneInbound, RunningWaypoint, Waypoint, WaypointOptions,
+    CertSettings, CertSource, HboneInbound, RunningWaypoint, Waypoint, WaypointOptions,
 };
 use waypoint_core::shutdown::{self, ShutdownTrigger};
 use waypoint_core::tls::{CertStore, DevCa, ExpectedIdentity};
@@ -171,7 +171,7 @@ async fn mesh() -> Mesh {
     options.sandwich.clear();
     options.admin = Some(([127, 0, 0, 1], 0).into());
     options.certs = Some(CertSettings {
-        paths: waypoint_certs,
+        source: CertSource::Files(waypoint_certs),
         trust_domains: vec![],
         reload_interval: Duration::from_secs(1),
     });

@@ -7,11 +7,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use waypoint_core::config;
 use waypoint_core::upstream::UpstreamMode;
 
+mod ca;
 mod kube;
 mod policy;
 mod run;
 mod tools;
 
+pub use ca::CaArgs;
 pub use policy::{AuthzArgs, NormalizationChoice, PolicyArgs, authz};
 pub use run::{AccessLogChoice, AdminAddr, RunArgs, RunSettings, StatusFlags, run};
 pub use tools::{CheckArgs, EchoArgs, SendArgs, certs, check, echo, send};

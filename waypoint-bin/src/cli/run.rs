@@ -9,13 +9,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::ca::CaArgs;
 use super::kube::KubeSide;
 use clap::{Args, ValueEnum};
 use prometheus_client::registry::Registry;
 use waypoint_core::config::build::MeshOptions;
 use waypoint_core::http::AllowedUpgrades;
 use waypoint_core::runtime::{
-    AccessLogSettings, CertSettings, HboneInbound, LogLevelHook, Waypoint, WaypointOptions,
+    AccessLogSettings, CertSettings, CertSource, HboneInbound, LogLevelHook, Waypoint,
+    WaypointOptions,
 };
 use waypoint_core::telemetry::access_log::AccessLogFormat;
 use waypoint_core::telemetry::otlp::OtlpOptions;
@@ -86,6 +88,9 @@ pub struct RunArgs {
     /// layout); the files are watched and rotated certificates used for new handshakes.
     #[arg(long, env = "WAYPOINT_CERTS_DIR")]
     pub certs_dir: Option<PathBuf>,
+    /// Where the certificate comes from without `--certs-dir`: istiod's CA.
+    #[command(flatten)]
+    pub ca: CaArgs,
     /// The mesh's trust domain: endpoint identities are expected in it, and HBONE clients of it
     /// are accepted.
     #[arg(long, env = "WAYPOINT_TRUST_DOMAIN", default_value = "cluster.local")]
@@ -94,8 +99,9 @@ pub struct RunArgs {
     #[arg(long, env = "WAYPOINT_ACCEPT_TRUST_DOMAINS", value_delimiter = ',')]
     pub accept_trust_domains: Vec<String>,
     /// How endpoints are reached: `plain` (TCP to pod IPs; sandwiched, the in-pod ztunnel
-    /// captures it), `auto` (HBONE to mesh endpoints, TCP to the rest; needs --certs-dir), or
-    /// `ztunnel-unix:/path` (the co-located ztunnel's socket, PROXY v2 header first).
+    /// captures it), `auto` (HBONE to mesh endpoints, TCP to the rest; needs a certificate:
+    /// --certs-dir, or istiod's with --hbone-listen), or `ztunnel-unix:/path` (the co-located
+    /// ztunnel's socket, PROXY v2 header first).
     #[arg(long, env = "WAYPOINT_UPSTREAM", default_value = "plain", value_parser = parse_upstream_mode)]
     pub upstream: UpstreamMode,
     /// Namespaces whose endpoints are in the mesh even without a `Namespace` manifest labelled
@@ -118,7 +124,8 @@ pub struct RunArgs {
     /// Policy filter settings.
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Cluster name for metric labels (Istio's `CLUSTER_ID`).
+    /// Cluster name (Istio's `CLUSTER_ID`): metric labels, and the `clusterid` sent to the CA
+    /// (`Kubernetes`, Istio's default, when unset).
     #[arg(long, env = "CLUSTER_ID")]
     pub cluster_id: Option<String>,
     /// Export one span per request to this OTLP/HTTP collector (`http://host:4318`).
@@ -257,6 +264,8 @@ pub struct RunSettings {
     pub status: StatusFlags,
     /// Read config from the Kubernetes API instead of `options.config_path`.
     pub kube: Option<KubeSettings>,
+    /// Why the identity to ask the CA for could not be formed (HBONE without `--certs-dir`).
+    pub identity_error: Option<String>,
 }
 
 /// `--kube` and its options.
@@ -285,6 +294,7 @@ impl RunArgs {
             no_sandwich,
             hbone_listen,
             certs_dir,
+            ca,
             trust_domain,
             accept_trust_domains,
             upstream,
@@ -349,8 +359,17 @@ impl RunArgs {
         options.upstream.own_ip = own_ip;
         let mut trust_domains = vec![trust_domain.clone()];
         trust_domains.extend(accept_trust_domains);
-        options.certs = certs_dir.as_ref().map(|dir| CertSettings {
-            paths: CertPaths::in_dir(dir),
+        // Files win; without them, HBONE asks istiod.
+        let (source, identity_error) = match (certs_dir, hbone_listen) {
+            (Some(dir), _) => (Some(CertSource::Files(CertPaths::in_dir(dir))), None),
+            (None, Some(_)) => match ca.istiod_ca(&trust_domain, cluster_id.clone()) {
+                Ok(ca) => (Some(CertSource::Istiod(ca)), None),
+                Err(error) => (None, Some(error)),
+            },
+            (None, None) => (None, None),
+        };
+        options.certs = source.map(|source| CertSettings {
+            source,
             trust_domains,
             reload_interval,
         });
@@ -386,6 +405,7 @@ impl RunArgs {
             builtins: policy.settings(),
             drain_timeout,
             kube: kube.then_some(KubeSettings { namespace }),
+            identity_error,
             status: StatusFlags {
                 controller_name,
                 lease_name: status_lease,
@@ -410,8 +430,13 @@ pub async fn run(args: RunArgs, log_level: Option<LogLevelHook>) -> ExitCode {
         builtins,
         drain_timeout,
         kube,
+        identity_error,
         status,
     } = args.into_settings(log_level);
+    if let Some(error) = identity_error {
+        tracing::error!("{error}");
+        return ExitCode::FAILURE;
+    }
     let gateway = builtins.scope.gateway.clone();
     let mut builder = Waypoint::builder(options).install(Builtins::new(builtins));
     let mut kube_side = None;

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
 
+pub(crate) mod ca;
 pub(crate) mod deploy;
 pub(crate) mod kube;
 pub(crate) mod rbac;

@@ -43,7 +43,8 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::telemetry::access_log::AccessLogOptions;
 use crate::telemetry::{Telemetry, TelemetryOptions};
-use crate::tls::{CertStore, TlsError};
+use crate::tls::istiod::renew;
+use crate::tls::{CertStore, IstiodError, TlsError};
 use crate::transport::TransportMetrics;
 use crate::transport::hbone::HboneListener;
 use crate::transport::listener::ListenAddr;
@@ -53,7 +54,9 @@ use tokio::sync::mpsc;
 
 mod options;
 
-pub use options::{AccessLogSettings, CertSettings, HboneInbound, LogLevelHook, WaypointOptions};
+pub use options::{
+    AccessLogSettings, CertSettings, CertSource, HboneInbound, LogLevelHook, WaypointOptions,
+};
 
 /// Why a waypoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,10 @@ pub enum StartError {
     /// The certificates could not be loaded.
     #[error("cannot load certificates: {0}")]
     Certs(#[from] TlsError),
+    /// istiod's CA refused us for a reason asking again cannot change (another identity, a bad
+    /// address); other failures are retried until a certificate arrives.
+    #[error("no certificate from the CA: {0}")]
+    Istiod(#[from] IstiodError),
     /// The config source stopped before its first config (named by the source).
     #[error("the {0} config source stopped before it synced")]
     SourceStopped(String),
@@ -202,10 +209,7 @@ impl WaypointBuilder {
         }
 
         let certs = match &options.certs {
-            Some(settings) => Some(CertStore::load(
-                settings.paths.clone(),
-                settings.trust_domains.clone(),
-            )?),
+            Some(settings) => Some(load_certs(settings).await?),
             None => None,
         };
         if options.hbone.is_some() && certs.is_none() {
@@ -327,11 +331,20 @@ impl WaypointBuilder {
             tokio::spawn(listener.serve(handler.clone(), shutdown.clone()));
         }
         if let (Some(certs), Some(settings)) = (&certs, &options.certs) {
-            tokio::spawn(
-                certs
-                    .clone()
-                    .watch(settings.reload_interval, shutdown.clone()),
-            );
+            let (certs, interval) = (certs.clone(), settings.reload_interval);
+            match &settings.source {
+                CertSource::Files(_) => {
+                    tokio::spawn(certs.watch(interval, shutdown.clone()));
+                }
+                CertSource::Istiod(ca) => {
+                    tokio::spawn(renew::keep_renewed(
+                        ca.clone(),
+                        certs,
+                        interval,
+                        shutdown.clone(),
+                    ));
+                }
+            }
         }
         if let Some(watcher) = files {
             tokio::spawn(watcher.run(options.reload_interval, reload, shutdown.clone()));
@@ -352,6 +365,19 @@ impl WaypointBuilder {
             trigger,
             _shutdown: shutdown,
         })
+    }
+}
+
+/// The certificate store from files, or from istiod's CA (asked until it answers).
+async fn load_certs(settings: &CertSettings) -> Result<Arc<CertStore>, StartError> {
+    let trust_domains = settings.trust_domains.clone();
+    match &settings.source {
+        CertSource::Files(paths) => Ok(CertStore::load(paths.clone(), trust_domains)?),
+        CertSource::Istiod(ca) => {
+            tracing::info!(ca = %ca.address, identity = %ca.identity, "asking the CA for the workload certificate; no listener until it arrives");
+            let certs = renew::fetch_until_issued(ca, true).await?;
+            Ok(CertStore::from_certs(certs, trust_domains)?)
+        }
     }
 }
 

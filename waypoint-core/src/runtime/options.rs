@@ -11,7 +11,7 @@ use crate::http::HttpServerConfig;
 use crate::overload::OverloadOptions;
 use crate::telemetry::access_log::AccessLogFormat;
 use crate::telemetry::otlp::OtlpOptions;
-use crate::tls::CertPaths;
+use crate::tls::{CertPaths, IstiodCa};
 use crate::transport::hbone::HboneOptions;
 use crate::transport::listener::ListenAddr;
 use crate::transport::proxy_header::ProxyConfig;
@@ -86,16 +86,26 @@ impl std::fmt::Debug for LogLevelHook {
     }
 }
 
-/// Where the waypoint's workload certificates come from.
+/// The waypoint's workload certificates: where they come from and whom they let in.
 #[derive(Clone, Debug)]
 pub struct CertSettings {
-    /// Certificate chain, key and trust bundle files (watched: rotated files are used for new
-    /// handshakes).
-    pub paths: CertPaths,
+    /// Files, or istiod's CA.
+    pub source: CertSource,
     /// Trust domains whose clients are accepted; empty = the waypoint's own.
     pub trust_domains: Vec<String>,
-    /// How often the files are checked for rotation.
+    /// How often the files (or, with istiod, the root file) are checked for rotation.
     pub reload_interval: Duration,
+}
+
+/// Where the workload certificates come from. Either way a rotated pair is used for new
+/// handshakes while established connections keep theirs.
+#[derive(Clone, Debug)]
+pub enum CertSource {
+    /// Certificate chain, key and trust bundle files, watched.
+    Files(CertPaths),
+    /// Asked from istiod at start (nothing listens until the first certificate arrives) and
+    /// renewed at half-life; see [`IstiodCa`].
+    Istiod(IstiodCa),
 }
 
 /// The HBONE listener's address and HTTP/2 settings.

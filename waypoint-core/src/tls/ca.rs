@@ -201,24 +201,47 @@ impl DevCa {
         not_after: SystemTime,
     ) -> Result<IssuedCert, TlsError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(ca_err)?;
+        let params = workload_params(uris, not_before, not_after)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(ca_err)?;
+        Ok(IssuedCert {
+            chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Signs a PEM certificate signing request the way istiod does: the CSR's public key, the
+    /// SAN `uri` (istiod takes the identity from the caller's token, not from the CSR), the
+    /// workload key usages, valid from a minute ago for `validity`. For the fake CA of
+    /// [`testing`](super::testing).
+    #[cfg(any(test, feature = "test-helpers"))]
+    pub(crate) fn sign_csr(
+        &self,
+        csr_pem: &str,
+        uri: &str,
+        validity: Duration,
+    ) -> Result<String, TlsError> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(ca_err)?;
+        let now = SystemTime::now();
+        csr.params = workload_params(&[uri.to_owned()], now - BACKDATE, now + validity)?;
+        Ok(csr.signed_by(&self.issuer).map_err(ca_err)?.pem())
+    }
+
+    /// A serving certificate and key for `127.0.0.1` and `localhost`, signed by this CA: what
+    /// the fake CA of [`testing`](super::testing) presents, as istiod presents one for its
+    /// Service name.
+    #[cfg(any(test, feature = "test-helpers"))]
+    pub(crate) fn loopback_server_cert(&self) -> Result<IssuedCert, TlsError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(ca_err)?;
         let mut params = CertificateParams::default();
-        // Istio workload certificates have an empty subject: the identity is the SAN.
         params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = uris
-            .iter()
-            .map(|u| Ok(SanType::URI(u.clone().try_into().map_err(ca_err)?)))
-            .collect::<Result<_, TlsError>>()?;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
+        params.subject_alt_names = vec![
+            SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+            SanType::DnsName("localhost".try_into().map_err(ca_err)?),
         ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = datetime(not_before)?.to_datetime();
-        params.not_after = datetime(not_after)?.to_datetime();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = SystemTime::now();
+        params.not_before = datetime(now - BACKDATE)?.to_datetime();
+        params.not_after = datetime(now + CA_VALIDITY)?.to_datetime();
         let cert = params.signed_by(&key, &self.issuer).map_err(ca_err)?;
         Ok(IssuedCert {
             chain_pem: cert.pem(),
@@ -251,6 +274,35 @@ impl DevCa {
         write_file(&dir.join("ca-cert.pem"), self.cert_pem.as_bytes(), 0o644)?;
         write_file(&dir.join("ca-key.pem"), self.key_pem.as_bytes(), 0o600)
     }
+}
+
+/// What every workload certificate we issue looks like: URI SANs `uris` and nothing else,
+/// digitalSignature + keyEncipherment, serverAuth + clientAuth (the same certificate serves both
+/// HBONE ends, as Istio's do).
+fn workload_params(
+    uris: &[String],
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::default();
+    // Istio workload certificates have an empty subject: the identity is the SAN.
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| Ok(SanType::URI(u.clone().try_into().map_err(ca_err)?)))
+        .collect::<Result<_, TlsError>>()?;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = datetime(not_before)?.to_datetime();
+    params.not_after = datetime(not_after)?.to_datetime();
+    Ok(params)
 }
 
 fn create_dir(dir: &Path) -> Result<(), TlsError> {

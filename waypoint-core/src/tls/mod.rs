@@ -14,14 +14,20 @@
 //!   written once (the Kubernetes client and the conformance runner use it too).
 //! - [`CertStore`]: the current pair behind an atomic pointer, reloaded when the files rotate.
 //! - [`DevCa`]: a small CA for development clusters, tests and tooling.
+//! - [`IstiodCa`]: the certificate from istiod's CA (native HBONE in a cluster), renewed at
+//!   half-life into the [`CertStore`].
+//! - `testing` (feature `test-helpers`): an in-process stand-in for istiod's CA.
 //! - `frontend`: TLS termination for Gateway HTTPS listeners (certificates from Secrets,
 //!   chosen by SNI), unrelated to the mesh identity above.
 
 mod ca;
 mod certs;
 pub(crate) mod frontend;
+pub(crate) mod istiod;
 mod server_check;
 mod store;
+#[cfg(any(test, feature = "test-helpers"))]
+pub mod testing;
 mod verify;
 
 use std::path::PathBuf;
@@ -31,6 +37,7 @@ use crate::identity::SpiffeIdError;
 pub use ca::{DevCa, IssuedCert};
 pub use certs::{CertPaths, WorkloadCerts, spiffe_identities};
 pub use frontend::FrontendTls;
+pub use istiod::{IstiodCa, IstiodError};
 pub use server_check::{CheckedServerVerifier, ServerCertCheck};
 pub use store::CertStore;
 pub use verify::{

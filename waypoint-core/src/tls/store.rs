@@ -108,6 +108,14 @@ impl CertStore {
         Ok(true)
     }
 
+    /// Puts `certs` in service (a certificate renewed from the CA): new handshakes use them,
+    /// established connections keep theirs. On error the previous pair stays in service.
+    pub(crate) fn rotate(&self, certs: WorkloadCerts) -> Result<(), TlsError> {
+        let loaded = Self::prepare(certs, &self.trust_domains)?;
+        self.current.store(Arc::new(loaded));
+        Ok(())
+    }
+
     /// Polls the three files every `interval` (modification time, size and a hash of the
     /// contents, so atomic-rename and in-place writes are both seen) and reloads on change,
     /// until `shutdown`. Logs `info` on rotation and `warn` on a rejected one; a rejected
