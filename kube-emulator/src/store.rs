@@ -243,7 +243,41 @@ impl Store {
         let rv = self.next_rv();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.record(r, key.0, ChangeType::Deleted, object.clone(), rv);
+        if let Some(uid) = meta_str(&object, "uid").map(str::to_owned) {
+            self.collect_dependents(&uid);
+        }
         Ok(object)
+    }
+
+    /// The garbage collector, approximated: every object whose `ownerReferences` name `uid` is
+    /// deleted at once (and so on down), each with its DELETED event. A real cluster does
+    /// this later and in the background, honours `blockOwnerDeletion` and propagation
+    /// policies, and never lets a namespaced owner own a cluster-scoped object; none of that
+    /// is emulated.
+    fn collect_dependents(&mut self, uid: &str) {
+        let owned_by = |object: &Value| {
+            object["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|o| o["uid"] == uid))
+        };
+        let mut dependents = Vec::new();
+        for ((group, plural), objects) in &self.objects {
+            for ((ns, name), object) in objects {
+                if owned_by(object) {
+                    let resource = Resource {
+                        group: group.clone(),
+                        plural: plural.clone(),
+                        kind: object["kind"].as_str().map(str::to_owned),
+                        namespaced: !ns.is_empty(),
+                    };
+                    dependents.push((resource, ns.clone(), name.clone()));
+                }
+            }
+        }
+        for (resource, ns, name) in dependents {
+            // Already gone (collected through another owner) is fine.
+            let _ = self.delete(&resource, Some(&ns), &name);
+        }
     }
 
     /// Opens a watch of changes after `from` (`None`, `""` or `"0"`: the current objects as
