@@ -44,6 +44,8 @@ pub(crate) struct Store {
     watchers: Vec<Watcher>,
     pages: Pages,
     unserved: HashSet<(String, String)>,
+    /// ClusterIPs handed out so far.
+    services_allocated: u32,
 }
 
 /// The first resourceVersion handed out is above this, so that "0" (a client's "any
@@ -60,6 +62,7 @@ impl Default for Store {
             watchers: Vec::new(),
             pages: Pages::default(),
             unserved: HashSet::new(),
+            services_allocated: 0,
         }
     }
 }
@@ -168,6 +171,9 @@ impl Store {
         if !keep_status && let Some(fields) = object.as_object_mut() {
             fields.remove("status");
         }
+        if is_service(r) {
+            self.allocate_cluster_ip(&mut object);
+        }
         let rv = self.next_rv();
         let meta = &mut object["metadata"];
         meta["uid"] = json!(new_uid());
@@ -194,6 +200,9 @@ impl Store {
         let ns = r.scope(namespace).to_owned();
         self.check_identity(r, &ns, &mut object, Some(name))?;
         let stored = self.precondition(r, &ns, name, &object)?;
+        if is_service(r) {
+            keep_cluster_ips(&stored, &mut object);
+        }
         if !status_from_body || object.get("status").is_none() {
             set_status(&mut object, stored.get("status"));
         }
@@ -352,6 +361,21 @@ impl Store {
         self.watchers.len()
     }
 
+    /// A Service's ClusterIP, as the API server allocates it on create: `10.96.x.y` in
+    /// creation order, unless the Service names one, is headless (`None`) or an ExternalName.
+    fn allocate_cluster_ip(&mut self, service: &mut Value) {
+        let spec = &service["spec"];
+        let named = spec["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty());
+        if named || spec["type"] == "ExternalName" || !spec.is_object() {
+            return;
+        }
+        self.services_allocated += 1;
+        let n = self.services_allocated;
+        let ip = format!("10.96.{}.{}", (n / 250) % 250, n % 250 + 1);
+        service["spec"]["clusterIP"] = json!(ip);
+        service["spec"]["clusterIPs"] = json!([ip]);
+    }
+
     fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv
@@ -475,6 +499,25 @@ fn set_status(object: &mut Value, status: Option<&Value>) {
             Some(status) => fields.insert("status".to_owned(), status.clone()),
             None => fields.remove("status"),
         };
+    }
+}
+
+fn is_service(r: &Resource) -> bool {
+    r.group.is_empty() && r.plural == "services"
+}
+
+/// A Service's ClusterIP is immutable: a replace that leaves it out keeps the allocated one.
+fn keep_cluster_ips(stored: &Value, object: &mut Value) {
+    if !object["spec"].is_object() {
+        return;
+    }
+    for field in ["clusterIP", "clusterIPs"] {
+        let given = object["spec"]
+            .get(field)
+            .is_some_and(|v| !v.is_null() && v != "");
+        if let Some(kept) = stored["spec"].get(field).filter(|_| !given) {
+            object["spec"][field] = kept.clone();
+        }
     }
 }
 

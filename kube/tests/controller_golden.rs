@@ -49,7 +49,10 @@ fn to_yaml(docs: &[Value]) -> String {
 /// What the controller does with the Gateway of `input`: the objects, or the refusal.
 fn rendered(input: &[Value]) -> Vec<Value> {
     let class = input.iter().find(|o| o["kind"] == "GatewayClass");
-    let gateway = input.iter().find(|o| o["kind"] == "Gateway").expect("a Gateway");
+    let gateway = input
+        .iter()
+        .find(|o| o["kind"] == "Gateway")
+        .expect("a Gateway");
     match render(gateway, class, &options()) {
         Ok(provision) => provision
             .namespaced

@@ -14,11 +14,15 @@
 
 pub mod mode;
 pub mod options;
+pub mod plan;
 pub mod render;
+mod run;
 
 pub use mode::{HBONE_PORT, INBOUND_BINDING, Mode, Refusal, check_listeners, mode_of};
 pub use options::{RenderOptions, Resources};
+pub use plan::{Deletion, Plan, StatusWrite, WATCHED, contains, plan};
 pub use render::{Provision, render};
+pub use run::{Controller, ControllerSettings, FIELD_MANAGER, RESYNC, Synced};
 
 /// The standard label marking what we manage.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

@@ -101,6 +101,10 @@ pub fn render(
     let mut labels = infrastructure("labels").clone();
     labels.insert(GATEWAY_NAME_LABEL.into(), json!(name));
     labels.insert(MANAGED_BY_LABEL.into(), json!(MANAGED_BY));
+    labels.insert(
+        CONTROLLER_LABEL.into(),
+        json!(controller_label_value(options)),
+    );
     let annotations = infrastructure("annotations").clone();
     let metadata = json!({
         "name": object,
