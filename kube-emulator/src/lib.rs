@@ -17,6 +17,8 @@
 //!   ownership: see the `apply` module), DELETE (a DELETED event with the last state, and the
 //!   objects it owns deleted with it: garbage collection, approximated synchronously);
 //!   failures as `Status` objects;
+//! - a Service created without a `clusterIP` gets one (`10.96.x.y`), kept through later
+//!   writes that leave it out, as the API server allocates and keeps it;
 //! - an optional bearer token, optional HTTPS with a generated CA, and a kubeconfig for it;
 //! - fault injection: [`Emulator::compact`], [`Emulator::break_watches`],
 //!   [`Emulator::set_unavailable`], [`Emulator::unserve`]; and a request log

@@ -469,3 +469,47 @@ fn bad_flags_are_refused_naming_the_flag() {
     let out = waypoint().arg("controller").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--image"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_waypoint_and_the_controller_share_the_gateway_status_without_undoing_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = emulator().await;
+    emulator.apply_yaml(CLASS).unwrap();
+    emulator.apply_yaml(&native_gateway("waypoint")).unwrap();
+    let _controller = controller(&emulator, dir.path(), &[], "ctl-a");
+    wait_for(&emulator, "apps/v1", "Deployment", "waypoint");
+    // The data plane of this Gateway, as the Deployment runs it (status writer included).
+    let _waypoint = common::kube::run_kube_args(
+        &emulator,
+        dir.path(),
+        &["--gateway", "apps/waypoint"],
+        &[("POD_NAME", "waypoint-1"), ("POD_NAMESPACE", "apps")],
+    );
+    set_ready(&emulator, "waypoint-1", "waypoint", true);
+    eventually(
+        "addresses and the waypoint's listener status, together",
+        || {
+            let gateway = emulator.get(GW_API, "Gateway", "apps", "waypoint").unwrap();
+            let status = &gateway["status"];
+            let both = status["addresses"].as_array().is_some_and(|a| a.len() == 2)
+                && status["listeners"]
+                    .as_array()
+                    .is_some_and(|l| !l.is_empty())
+                && condition(&gateway, "Accepted").is_some();
+            (!both).then(|| gateway.to_string())
+        },
+    );
+    // Settled: neither rewrites the other's fields, so nobody writes the status again.
+    std::thread::sleep(Duration::from_secs(1));
+    emulator.clear_requests();
+    std::thread::sleep(Duration::from_secs(3));
+    let status_writes: Vec<String> = emulator
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with("/gateways/waypoint/status"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(status_writes.is_empty(), "{status_writes:?}");
+    let gateway = emulator.get(GW_API, "Gateway", "apps", "waypoint").unwrap();
+    assert_eq!(gateway["status"]["addresses"][0]["type"], "Hostname");
+}

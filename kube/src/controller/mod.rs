@@ -15,8 +15,12 @@
 pub mod mode;
 pub mod options;
 pub mod plan;
+pub mod rbac;
 pub mod render;
 mod run;
+
+#[cfg(test)]
+mod plan_tests;
 
 pub use mode::{HBONE_PORT, INBOUND_BINDING, Mode, Refusal, check_listeners, mode_of};
 pub use options::{RenderOptions, Resources};
