@@ -20,6 +20,9 @@ use crate::status::ApiError;
 pub(crate) use crate::paging::ListPage;
 use crate::paging::Pages;
 
+mod controllers;
+use controllers::{is_service, keep_cluster_ips};
+
 struct Watcher {
     resource: Resource,
     namespace: Option<String>,
@@ -258,37 +261,6 @@ impl Store {
         Ok(object)
     }
 
-    /// The garbage collector, approximated: every object whose `ownerReferences` name `uid` is
-    /// deleted at once (and so on down), each with its DELETED event. A real cluster does
-    /// this later and in the background, honours `blockOwnerDeletion` and propagation
-    /// policies, and never lets a namespaced owner own a cluster-scoped object; none of that
-    /// is emulated.
-    fn collect_dependents(&mut self, uid: &str) {
-        let owned_by = |object: &Value| {
-            object["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|refs| refs.iter().any(|o| o["uid"] == uid))
-        };
-        let mut dependents = Vec::new();
-        for ((group, plural), objects) in &self.objects {
-            for ((ns, name), object) in objects {
-                if owned_by(object) {
-                    let resource = Resource {
-                        group: group.clone(),
-                        plural: plural.clone(),
-                        kind: object["kind"].as_str().map(str::to_owned),
-                        namespaced: !ns.is_empty(),
-                    };
-                    dependents.push((resource, ns.clone(), name.clone()));
-                }
-            }
-        }
-        for (resource, ns, name) in dependents {
-            // Already gone (collected through another owner) is fine.
-            let _ = self.delete(&resource, Some(&ns), &name);
-        }
-    }
-
     /// Opens a watch of changes after `from` (`None`, `""` or `"0"`: the current objects as
     /// ADDED, then changes). 410 Expired when `from` predates the kept history.
     pub(crate) fn watch(
@@ -359,21 +331,6 @@ impl Store {
     pub(crate) fn open_watches(&mut self) -> usize {
         self.watchers.retain(|w| !w.tx.is_closed());
         self.watchers.len()
-    }
-
-    /// A Service's ClusterIP, as the API server allocates it on create: `10.96.x.y` in
-    /// creation order, unless the Service names one, is headless (`None`) or an ExternalName.
-    fn allocate_cluster_ip(&mut self, service: &mut Value) {
-        let spec = &service["spec"];
-        let named = spec["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty());
-        if named || spec["type"] == "ExternalName" || !spec.is_object() {
-            return;
-        }
-        self.services_allocated += 1;
-        let n = self.services_allocated;
-        let ip = format!("10.96.{}.{}", (n / 250) % 250, n % 250 + 1);
-        service["spec"]["clusterIP"] = json!(ip);
-        service["spec"]["clusterIPs"] = json!([ip]);
     }
 
     fn next_rv(&mut self) -> u64 {
@@ -499,25 +456,6 @@ fn set_status(object: &mut Value, status: Option<&Value>) {
             Some(status) => fields.insert("status".to_owned(), status.clone()),
             None => fields.remove("status"),
         };
-    }
-}
-
-fn is_service(r: &Resource) -> bool {
-    r.group.is_empty() && r.plural == "services"
-}
-
-/// A Service's ClusterIP is immutable: a replace that leaves it out keeps the allocated one.
-fn keep_cluster_ips(stored: &Value, object: &mut Value) {
-    if !object["spec"].is_object() {
-        return;
-    }
-    for field in ["clusterIP", "clusterIPs"] {
-        let given = object["spec"]
-            .get(field)
-            .is_some_and(|v| !v.is_null() && v != "");
-        if let Some(kept) = stored["spec"].get(field).filter(|_| !given) {
-            object["spec"][field] = kept.clone();
-        }
     }
 }
 

@@ -1,120 +1,21 @@
 //! `waypoint controller` end to end: the real binary against the in-process API emulator (TLS,
 //! a bearer token). A Gateway gets its objects with owner references; `status.addresses`
 //! appears once a pod is Ready and stays when it is not; objects deleted or edited by hand are
-//! re-applied, also after the API server was away; deleting the Gateway removes everything;
-//! a malformed binding is refused with its reason; two replicas write one at a time; leftover
-//! ClusterRoleBindings are pruned, other controllers' kept; every flag shows in what is applied.
+//! re-applied, also after the API server was away; deleting the Gateway removes everything
+//! (and every request made is in the controller's RBAC); a malformed binding is refused with
+//! its reason; the waypoint's status writer and the controller share the Gateway's status.
+//! Replicas, pruning and flags: `controller_lease.rs`.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::admin_get;
+use common::controller::*;
 use common::kube::{emulator, eventually};
-use common::{Guard, admin_get, free_port, waypoint};
 use serde_json::{Value, json};
-use waypoint_kube_emulator::Emulator;
-
-const GW_API: &str = "gateway.networking.k8s.io/v1";
-const RBAC: &str = "rbac.authorization.k8s.io/v1";
-
-const CLASS: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: waypoint}
-spec: {controllerName: waypoint.dev/gateway-controller}
-"#;
-
-fn native_gateway(name: &str) -> String {
-    format!(
-        r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: {name}, namespace: apps}}
-spec:
-  gatewayClassName: waypoint
-  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]
-"#
-    )
-}
-
-struct Running {
-    _guard: Guard,
-    admin: u16,
-    pid: u32,
-}
-
-/// `waypoint controller` against `emulator` with `args` (an image is always given).
-fn controller(emulator: &Emulator, dir: &std::path::Path, args: &[&str], pod: &str) -> Running {
-    let kubeconfig = dir.join("kubeconfig");
-    emulator.write_kubeconfig(&kubeconfig).unwrap();
-    let admin = free_port();
-    let child = waypoint()
-        .arg("controller")
-        .args(["--image", "example.com/waypoint:test"])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-        .args(args)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAME", pod)
-        .env("POD_NAMESPACE", "waypoint-system")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let running = Running {
-        _guard: Guard(child),
-        admin,
-        pid,
-    };
-    eventually("controller ready", || {
-        let up = std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok();
-        let ready = up && admin_get(admin, "/healthz/ready").starts_with("HTTP/1.1 200");
-        (!ready).then(String::new)
-    });
-    running
-}
-
-fn get(emulator: &Emulator, api_version: &str, kind: &str, name: &str) -> Option<Value> {
-    emulator.get(api_version, kind, "apps", name)
-}
-
-fn wait_for(emulator: &Emulator, api_version: &str, kind: &str, name: &str) -> Value {
-    let mut found = None;
-    eventually(&format!("{kind} {name} exists"), || {
-        found = get(emulator, api_version, kind, name);
-        found.is_none().then(String::new)
-    });
-    found.unwrap()
-}
-
-fn wait_gone(emulator: &Emulator, api_version: &str, kind: &str, name: &str) {
-    eventually(&format!("{kind} {name} deleted"), || {
-        get(emulator, api_version, kind, name).map(|o| o.to_string())
-    });
-}
-
-fn set_ready(emulator: &Emulator, pod: &str, gateway: &str, ready: bool) {
-    let status = if ready { "True" } else { "False" };
-    emulator
-        .apply(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod, "namespace": "apps",
-                "labels": {"gateway.networking.k8s.io/gateway-name": gateway}},
-            "spec": {"serviceAccountName": gateway},
-            "status": {"podIP": "10.1.0.5", "conditions": [{"type": "Ready", "status": status}]},
-        }))
-        .unwrap();
-}
-
-fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gateway_is_provisioned_published_when_ready_repaired_and_removed_with_its_gateway() {
@@ -285,6 +186,7 @@ async fn a_gateway_is_provisioned_published_when_ready_repaired_and_removed_with
             )
             .map(|o| o.to_string())
     });
+    every_request_is_in_the_controllers_permissions(&emulator);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -338,136 +240,6 @@ spec:
             .get(RBAC, "ClusterRoleBinding", "", "waypoint-proxy.apps.broken")
             .is_none()
     );
-}
-
-fn applies_of(emulator: &Emulator, path_end: &str) -> usize {
-    emulator
-        .requests()
-        .iter()
-        .filter(|r| r.method == "PATCH" && r.path.ends_with(path_end))
-        .count()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_replicas_write_one_at_a_time_and_the_second_takes_over_when_the_first_stops() {
-    let dir_a = tempfile::tempdir().unwrap();
-    let dir_b = tempfile::tempdir().unwrap();
-    let emulator = emulator().await;
-    emulator.apply_yaml(CLASS).unwrap();
-    emulator.apply_yaml(&native_gateway("waypoint")).unwrap();
-    let a = controller(&emulator, dir_a.path(), &[], "ctl-a");
-    wait_for(&emulator, "apps/v1", "Deployment", "waypoint");
-    let b = controller(&emulator, dir_b.path(), &[], "ctl-b");
-    std::thread::sleep(Duration::from_secs(1));
-
-    // Both see the deletion; only the holder re-applies.
-    emulator.clear_requests();
-    emulator
-        .delete("apps/v1", "Deployment", "apps", "waypoint")
-        .unwrap();
-    wait_for(&emulator, "apps/v1", "Deployment", "waypoint");
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        applies_of(&emulator, "/deployments/waypoint"),
-        1,
-        "one writer"
-    );
-    let lease = emulator
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            "waypoint-system",
-            "waypoint-controller",
-        )
-        .unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], "ctl-a");
-
-    // The holder stops (and releases the Lease): the other takes over and repairs.
-    let status = Command::new("kill")
-        .args(["-TERM", &a.pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    eventually("ctl-b holds the Lease", || {
-        let lease = emulator
-            .get(
-                "coordination.k8s.io/v1",
-                "Lease",
-                "waypoint-system",
-                "waypoint-controller",
-            )
-            .unwrap();
-        (lease["spec"]["holderIdentity"] != "ctl-b").then(|| lease.to_string())
-    });
-    emulator
-        .delete("v1", "Service", "apps", "waypoint")
-        .unwrap();
-    wait_for(&emulator, "v1", "Service", "waypoint");
-    drop(b);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn leftover_bindings_are_pruned_at_startup_and_another_controllers_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let emulator = emulator().await;
-    let binding = |name: &str, controller: &str| {
-        json!({
-            "apiVersion": RBAC, "kind": "ClusterRoleBinding",
-            "metadata": {"name": name, "labels": {
-                "app.kubernetes.io/managed-by": "waypoint-controller",
-                "waypoint.dev/controller": controller,
-            }},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "waypoint-proxy"},
-            "subjects": [],
-        })
-    };
-    emulator
-        .apply(binding(
-            "waypoint-proxy.apps.gone",
-            "waypoint.dev.gateway-controller",
-        ))
-        .unwrap();
-    emulator
-        .apply(binding("waypoint-proxy.apps.theirs", "example.com.other"))
-        .unwrap();
-    let _controller = controller(&emulator, dir.path(), &[], "ctl-a");
-    eventually("orphan pruned", || {
-        emulator
-            .get(RBAC, "ClusterRoleBinding", "", "waypoint-proxy.apps.gone")
-            .map(|o| o.to_string())
-    });
-    assert!(
-        emulator
-            .get(RBAC, "ClusterRoleBinding", "", "waypoint-proxy.apps.theirs")
-            .is_some()
-    );
-}
-
-#[test]
-fn bad_flags_are_refused_naming_the_flag() {
-    for (flag, value, says) in [
-        ("--default-cpu-request", "12MB", "not a Kubernetes quantity"),
-        (
-            "--controller-name",
-            "istio.io/gateway-controller",
-            "istiod provisions and owns",
-        ),
-        ("--lease-name", "Not_A_Name", "not a Lease name"),
-        ("--admin-addr", "nowhere", "not an address"),
-    ] {
-        let out = waypoint()
-            .args(["controller", "--image", "x", flag, value])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{flag}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(flag) && stderr.contains(says),
-            "{flag}: {stderr}"
-        );
-    }
-    let out = waypoint().arg("controller").output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--image"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
