@@ -144,3 +144,65 @@ fn bad_flags_are_refused_naming_the_flag() {
     let out = waypoint().arg("controller").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--image"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_name_decides_which_classes_gateways_are_provisioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = emulator().await;
+    emulator.apply_yaml(CLASS).unwrap();
+    emulator
+        .apply_yaml(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: mine}
+spec: {controllerName: example.com/mine}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: picked, namespace: apps}
+spec:
+  gatewayClassName: mine
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+"#,
+        )
+        .unwrap();
+    emulator
+        .apply_yaml(&native_gateway("default-class"))
+        .unwrap();
+    let _controller = controller(
+        &emulator,
+        dir.path(),
+        &["--controller-name", "example.com/mine"],
+        "ctl-a",
+    );
+    let deployment = wait_for(&emulator, "apps/v1", "Deployment", "picked");
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--controller-name", "example.com/mine"]),
+        "{args:?}"
+    );
+    let binding = emulator
+        .get(RBAC, "ClusterRoleBinding", "", "waypoint-proxy.apps.picked")
+        .unwrap();
+    assert_eq!(
+        binding["metadata"]["labels"]["waypoint.dev/controller"],
+        "example.com.mine"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(get(&emulator, "apps/v1", "Deployment", "default-class").is_none());
+    let class = emulator
+        .get(GW_API, "GatewayClass", "", "waypoint")
+        .unwrap();
+    assert!(
+        class["status"].get("conditions").is_none(),
+        "not our class: {class}"
+    );
+}

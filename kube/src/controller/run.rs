@@ -148,6 +148,8 @@ impl Controller {
                 Err(PassError::LostLease)
             }
         };
+        // One object the server refuses must not hold up every other Gateway.
+        let mut failed = Failures::default();
         for (resource, object) in &plan.apply {
             lease()?;
             let namespace = object
@@ -157,10 +159,17 @@ impl Controller {
                 .pointer("/metadata/name")
                 .and_then(|v| v.as_str())
                 .unwrap_or_default();
-            self.api
+            match self
+                .api
                 .apply(resource, namespace, name, object, FIELD_MANAGER)
-                .await?;
-            tracing::info!(kind = resource.kind, namespace, name, "applied");
+                .await
+            {
+                Ok(_) => tracing::info!(kind = resource.kind, namespace, name, "applied"),
+                Err(error) => {
+                    tracing::warn!(kind = resource.kind, namespace, name, %error, "cannot apply");
+                    failed.keep(error)?;
+                }
+            }
         }
         for Deletion {
             resource,
@@ -172,21 +181,31 @@ impl Controller {
             let Some(resource) = provisioned(resource) else {
                 continue;
             };
-            self.api
-                .delete(&resource, namespace.as_deref(), name)
-                .await?;
-            tracing::info!(
-                kind = resource.kind,
-                namespace,
-                name,
-                "deleted: no Gateway wants it"
-            );
+            match self.api.delete(&resource, namespace.as_deref(), name).await {
+                Ok(_) => tracing::info!(
+                    kind = resource.kind,
+                    namespace,
+                    name,
+                    "deleted: no Gateway wants it"
+                ),
+                Err(error) => {
+                    tracing::warn!(kind = resource.kind, namespace, name, %error, "cannot delete");
+                    failed.keep(error)?;
+                }
+            }
         }
         for write in &plan.status {
             lease()?;
-            self.write_status(write).await?;
+            match self.write_status(write).await {
+                Ok(()) => {}
+                Err(PassError::Api(error)) => {
+                    tracing::warn!(kind = write.resource.kind, namespace = write.namespace, name = %write.name, %error, "cannot write status");
+                    failed.keep(error)?;
+                }
+                Err(error) => return Err(error),
+            }
         }
-        Ok(())
+        failed.into_result()
     }
 
     async fn write_status(&self, write: &StatusWrite) -> Result<(), PassError> {
@@ -231,6 +250,31 @@ impl Controller {
     }
 }
 
+/// The first failure of a pass that went on after it.
+#[derive(Default)]
+struct Failures(Option<KubeError>);
+
+impl Failures {
+    /// Keeps `error` and goes on, unless the API server is away or failing (then every other
+    /// request would fail too: end the pass).
+    fn keep(&mut self, error: KubeError) -> Result<(), PassError> {
+        let server_trouble = match &error {
+            KubeError::Transport(_) => true,
+            KubeError::Api { code, .. } => *code >= 500 || *code == 429,
+            _ => false,
+        };
+        if server_trouble {
+            return Err(error.into());
+        }
+        self.0.get_or_insert(error);
+        Ok(())
+    }
+
+    fn into_result(self) -> Result<(), PassError> {
+        self.0.map_or(Ok(()), |error| Err(error.into()))
+    }
+}
+
 /// The provisioned kind named `kind`.
 fn provisioned(kind: &str) -> Option<ApiResource> {
     [
@@ -252,5 +296,30 @@ async fn settle(stores: &Stores) {
             _ = tokio::time::sleep_until(cap) => return,
             _ = stores.changed.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> KubeError {
+        KubeError::Api {
+            code,
+            reason: String::new(),
+            message: format!("answered {code}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_object_is_kept_for_later_but_server_trouble_ends_the_pass() {
+        let mut failed = Failures::default();
+        assert!(failed.keep(api(422)).is_ok());
+        assert!(failed.keep(KubeError::Conflict("second".into())).is_ok());
+        assert!(failed.keep(api(503)).is_err());
+        assert!(failed.keep(KubeError::Transport("reset".into())).is_err());
+        let first = failed.into_result().expect_err("the first refusal");
+        assert!(first.to_string().contains("answered 422"), "{first}");
+        assert!(Failures::default().into_result().is_ok());
     }
 }
