@@ -2,8 +2,8 @@
 //! change for itself.
 //!
 //! Per Gateway, `spec.infrastructure.annotations` may set the replica count and resources
-//! (the Gateway API's place for per-Gateway infrastructure settings; `parametersRef` is not
-//! read yet). A malformed value refuses the Gateway naming the annotation, rather than
+//! (the Gateway API's place for per-Gateway infrastructure settings). `parametersRef` is not
+//! read yet: a Gateway naming one is refused (`InvalidParameters`). A malformed value refuses the Gateway naming the annotation, rather than
 //! silently falling back to a default the operator did not ask for.
 
 use serde_json::{Map, Value, json};

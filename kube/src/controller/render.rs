@@ -14,7 +14,10 @@
 use serde_json::{Map, Value, json};
 
 use super::mode::{HBONE_PORT, Mode, Refusal, check_listeners, mode_of};
-use super::options::{RenderOptions, sizing};
+use super::options::{
+    CPU_LIMIT_ANNOTATION, CPU_REQUEST_ANNOTATION, MEMORY_LIMIT_ANNOTATION,
+    MEMORY_REQUEST_ANNOTATION, REPLICAS_ANNOTATION, RenderOptions, sizing,
+};
 use super::{CONTROLLER_LABEL, GATEWAY_NAMESPACE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 
 /// The Gateway API's label naming a waypoint pod's Gateway (istiod finds the pods by it).
@@ -95,6 +98,18 @@ pub fn render(
             .and_then(Value::as_object)
             .unwrap_or(&empty)
     };
+    if gateway
+        .pointer("/spec/infrastructure/parametersRef")
+        .is_some()
+    {
+        // Not read yet: saying so beats provisioning with settings the operator did not ask for.
+        return Err(Refusal {
+            reason: "InvalidParameters",
+            message: format!(
+                "spec.infrastructure.parametersRef is not supported by this controller; set replicas and resources with spec.infrastructure.annotations ({REPLICAS_ANNOTATION}, {CPU_REQUEST_ANNOTATION}, {MEMORY_REQUEST_ANNOTATION}, {CPU_LIMIT_ANNOTATION}, {MEMORY_LIMIT_ANNOTATION})"
+            ),
+        });
+    }
     let (replicas, resources) = sizing(infrastructure("annotations"), options)?;
 
     let object = object_name(name);
