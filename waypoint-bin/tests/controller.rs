@@ -90,13 +90,8 @@ async fn a_gateway_is_provisioned_published_when_ready_repaired_and_removed_with
             .unwrap()
             .contains(&json!({"name": "WAYPOINT_CA_ADDRESS", "value": "ca.example:15012"}))
     );
-    let binding = emulator.get(
-        RBAC,
-        "ClusterRoleBinding",
-        "",
-        "waypoint-proxy.apps.waypoint",
-    );
-    assert!(binding.is_some(), "ClusterRoleBinding applied");
+    // Applied after the Deployment, in the same pass.
+    wait_for_binding(&emulator, "waypoint-proxy.apps.waypoint");
     let lease = emulator
         .get("coordination.k8s.io/v1", "Lease", "ops", "ctl-lease")
         .unwrap();

@@ -189,9 +189,7 @@ spec:
             .any(|w| w == ["--controller-name", "example.com/mine"]),
         "{args:?}"
     );
-    let binding = emulator
-        .get(RBAC, "ClusterRoleBinding", "", "waypoint-proxy.apps.picked")
-        .unwrap();
+    let binding = wait_for_binding(&emulator, "waypoint-proxy.apps.picked");
     assert_eq!(
         binding["metadata"]["labels"]["waypoint.dev/controller"],
         "example.com.mine"

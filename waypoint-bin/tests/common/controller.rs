@@ -88,6 +88,16 @@ pub(crate) fn wait_for(emulator: &Emulator, api_version: &str, kind: &str, name:
     found.unwrap()
 }
 
+/// Waits for the ClusterRoleBinding `name`.
+pub(crate) fn wait_for_binding(emulator: &Emulator, name: &str) -> Value {
+    let mut found = None;
+    eventually(&format!("ClusterRoleBinding {name} exists"), || {
+        found = emulator.get(RBAC, "ClusterRoleBinding", "", name);
+        found.is_none().then(String::new)
+    });
+    found.unwrap()
+}
+
 pub(crate) fn wait_gone(emulator: &Emulator, api_version: &str, kind: &str, name: &str) {
     eventually(&format!("{kind} {name} deleted"), || {
         get(emulator, api_version, kind, name).map(|o| o.to_string())
