@@ -88,7 +88,7 @@ async fn a_gateway_is_provisioned_published_when_ready_repaired_and_removed_with
         container["env"]
             .as_array()
             .unwrap()
-            .contains(&json!({"name": "WAYPOINT_CA_ADDRESS", "value": "ca.example:15012"}))
+            .contains(&json!({"name": "CA_ADDRESS", "value": "ca.example:15012"}))
     );
     // Applied after the Deployment, in the same pass.
     wait_for_binding(&emulator, "waypoint-proxy.apps.waypoint");

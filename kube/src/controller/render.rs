@@ -322,7 +322,8 @@ impl Pod<'_> {
                     ]
                     .map(str::to_owned),
                 );
-                env.push(json!({"name": "WAYPOINT_CA_ADDRESS", "value": o.ca_address}));
+                // `waypoint run --ca-address` reads it (Istio's name for it).
+                env.push(json!({"name": "CA_ADDRESS", "value": o.ca_address}));
                 ports.insert(
                     0,
                     json!({"name": "mesh", "containerPort": HBONE_PORT, "protocol": "TCP"}),

@@ -45,10 +45,11 @@ pub struct ControllerArgs {
     /// The mesh's trust domain, passed to the waypoints.
     #[arg(long, env = "WAYPOINT_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
-    /// istiod's certificate service, passed to native HBONE waypoints (`WAYPOINT_CA_ADDRESS`).
+    /// istiod's certificate service, passed to native HBONE waypoints (as `CA_ADDRESS`, which
+    /// `waypoint run --ca-address` reads).
     #[arg(
         long,
-        env = "WAYPOINT_CA_ADDRESS",
+        env = "CA_ADDRESS",
         default_value = "istiod.istio-system.svc:15012"
     )]
     pub ca_address: String,
