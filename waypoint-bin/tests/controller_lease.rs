@@ -204,3 +204,35 @@ spec:
         "not our class: {class}"
     );
 }
+
+#[test]
+fn the_installed_controllers_arguments_are_flags_waypoint_controller_accepts() {
+    use clap::Parser;
+    let installs = [
+        ("deploy/", common::deploy::plain_manifests()),
+        ("helm default", common::deploy::helm_rendering("default")),
+        ("helm custom", common::deploy::helm_rendering("custom")),
+        ("helm no-class", common::deploy::helm_rendering("no-class")),
+    ];
+    for (source, objects) in installs {
+        let controllers: Vec<&serde_json::Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment")
+            .filter(|o| o["spec"]["template"]["spec"]["containers"][0]["args"][0] == "controller")
+            .collect();
+        assert_eq!(controllers.len(), 1, "{source}");
+        let args = controllers[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned());
+        let parsed = waypoint_bin::cli::Cli::try_parse_from(
+            std::iter::once("waypoint".to_owned()).chain(args),
+        );
+        assert!(
+            parsed.is_ok(),
+            "{source}: {}",
+            parsed.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+    }
+}
