@@ -77,6 +77,18 @@ const BUILT_IN: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     ("coordination.k8s.io", "Lease", "leases", true),
+    (
+        "rbac.authorization.k8s.io",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "ClusterRole",
+        "clusterroles",
+        false,
+    ),
 ];
 
 /// The known resource types: the built-in table plus what a test registered.

@@ -13,14 +13,21 @@
 //!   [`Emulator::compact`] (as an `ERROR` event or as HTTP 410, see [`ExpiredWatch`]);
 //! - GET, POST (409 AlreadyExists), PUT (409 Conflict on a stale `resourceVersion`; status
 //!   kept), PUT `.../status` (only `status` taken), PATCH `application/merge-patch+json` on
-//!   both, DELETE (a DELETED event with the last state); failures as `Status` objects;
+//!   both, PATCH `application/apply-patch+yaml` (server-side apply, approximated without field
+//!   ownership: see the `apply` module), DELETE (a DELETED event with the last state, and the
+//!   objects it owns deleted with it: garbage collection, approximated synchronously);
+//!   failures as `Status` objects;
+//! - a Service created without a `clusterIP` gets one (`10.96.x.y`), kept through later
+//!   writes that leave it out, as the API server allocates and keeps it;
 //! - an optional bearer token, optional HTTPS with a generated CA, and a kubeconfig for it;
 //! - fault injection: [`Emulator::compact`], [`Emulator::break_watches`],
 //!   [`Emulator::set_unavailable`], [`Emulator::unserve`]; and a request log
 //!   ([`Emulator::requests`]).
 //!
-//! It does not do admission, CRD schema validation, server-side apply, strategic merge or
-//! JSON patch, label or field selectors, `generateName`, finalizers, or garbage collection.
+//! It does not do admission, CRD schema validation, field ownership (`managedFields`),
+//! strategic merge or JSON patch, label or field selectors, `generateName`, finalizers, or
+//! background garbage collection. Nothing runs Pods: tests write their status, as a kubelet
+//! would.
 //! It depends on no waypoint crate on purpose: it plays the other side of the wire.
 //!
 //! ```no_run
@@ -47,6 +54,7 @@
 //! # }
 //! ```
 
+mod apply;
 mod body;
 mod change;
 mod kinds;

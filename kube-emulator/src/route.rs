@@ -75,6 +75,8 @@ pub(crate) struct Query {
     pub(crate) limit: Option<usize>,
     /// `continue`.
     pub(crate) continue_token: Option<String>,
+    /// `fieldManager` (server-side apply).
+    pub(crate) field_manager: Option<String>,
 }
 
 impl Query {
@@ -94,6 +96,7 @@ impl Query {
                 "timeoutSeconds" => q.timeout_seconds = value.parse().ok(),
                 "limit" => q.limit = value.parse().ok(),
                 "continue" => q.continue_token = Some(value).filter(|v| !v.is_empty()),
+                "fieldManager" => q.field_manager = Some(value).filter(|v| !v.is_empty()),
                 _ => {}
             }
         }

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::apply;
 use crate::body::{ResponseBody, json_body};
 use crate::kinds::join_api_version;
 use crate::meta::merge_patch;
@@ -169,14 +170,63 @@ fn fill_type(object: &mut Value, api_version: &str, resource: &Resource) {
     }
 }
 
-async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
-    let bytes: Bytes = Limited::new(request.into_body(), MAX_BODY)
+async fn read_bytes(request: Request<Incoming>) -> Result<Bytes, ApiError> {
+    Ok(Limited::new(request.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
-        .to_bytes();
+        .to_bytes())
+}
+
+async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    let bytes = read_bytes(request).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the request body is not JSON: {e}")))
+}
+
+/// `PATCH` with `application/apply-patch+yaml` (see `apply`): 201 when it created the object,
+/// else 200.
+fn server_side_apply(
+    shared: &Shared,
+    resource: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
+    if query.field_manager.is_none() {
+        return Err(ApiError::bad_request(
+            "PATCH /apply: fieldManager is required for apply requests".into(),
+        ));
+    }
+    let applied = apply::parse_body(body)
+        .map_err(|e| ApiError::bad_request(format!("the apply body is not YAML: {e}")))?;
+    for field in ["apiVersion", "kind"] {
+        if applied.get(field).and_then(Value::as_str).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "{}: {field}: Required value: an applied object names its {field}",
+                resource.qualified()
+            )));
+        }
+    }
+    let mut store = shared.store();
+    match store.get(resource, ns, name).cloned() {
+        None => {
+            let mut object = applied;
+            if object.get("metadata").and_then(|m| m.get("name")).is_none() {
+                object["metadata"]["name"] = json!(name);
+            }
+            Ok((201, store.create(resource, ns, object, false)?))
+        }
+        Some(stored) => {
+            let mut merged = apply::apply_over(&stored, &applied);
+            // Unconditional: an apply carries no resourceVersion precondition.
+            if let Some(meta) = merged["metadata"].as_object_mut() {
+                meta.remove("resourceVersion");
+            }
+            Ok((200, store.replace(resource, ns, name, merged, false)?))
+        }
+    }
 }
 
 async fn answer(
@@ -234,9 +284,14 @@ async fn answer(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned();
-            if content_type.split(';').next().map(str::trim) != Some("application/merge-patch+json")
-            {
-                return Err(ApiError::unsupported_media_type(&content_type));
+            match content_type.split(';').next().map(str::trim) {
+                Some("application/merge-patch+json") => {}
+                Some("application/apply-patch+yaml") if !status => {
+                    let body = read_bytes(request).await?;
+                    return server_side_apply(shared, &resource, ns, name, &query, &body)
+                        .map(|(code, object)| respond(code, &present(object, &api_version, true)));
+                }
+                _ => return Err(ApiError::unsupported_media_type(&content_type)),
             }
             let patch = read_json(request).await?;
             let mut store = shared.store();

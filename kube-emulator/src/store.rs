@@ -20,6 +20,9 @@ use crate::status::ApiError;
 pub(crate) use crate::paging::ListPage;
 use crate::paging::Pages;
 
+mod controllers;
+use controllers::{is_service, keep_cluster_ips};
+
 struct Watcher {
     resource: Resource,
     namespace: Option<String>,
@@ -44,6 +47,8 @@ pub(crate) struct Store {
     watchers: Vec<Watcher>,
     pages: Pages,
     unserved: HashSet<(String, String)>,
+    /// ClusterIPs handed out so far.
+    services_allocated: u32,
 }
 
 /// The first resourceVersion handed out is above this, so that "0" (a client's "any
@@ -60,6 +65,7 @@ impl Default for Store {
             watchers: Vec::new(),
             pages: Pages::default(),
             unserved: HashSet::new(),
+            services_allocated: 0,
         }
     }
 }
@@ -168,6 +174,9 @@ impl Store {
         if !keep_status && let Some(fields) = object.as_object_mut() {
             fields.remove("status");
         }
+        if is_service(r) {
+            self.allocate_cluster_ip(&mut object);
+        }
         let rv = self.next_rv();
         let meta = &mut object["metadata"];
         meta["uid"] = json!(new_uid());
@@ -194,6 +203,9 @@ impl Store {
         let ns = r.scope(namespace).to_owned();
         self.check_identity(r, &ns, &mut object, Some(name))?;
         let stored = self.precondition(r, &ns, name, &object)?;
+        if is_service(r) {
+            keep_cluster_ips(&stored, &mut object);
+        }
         if !status_from_body || object.get("status").is_none() {
             set_status(&mut object, stored.get("status"));
         }
@@ -243,6 +255,9 @@ impl Store {
         let rv = self.next_rv();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.record(r, key.0, ChangeType::Deleted, object.clone(), rv);
+        if let Some(uid) = meta_str(&object, "uid").map(str::to_owned) {
+            self.collect_dependents(&uid);
+        }
         Ok(object)
     }
 

@@ -121,6 +121,24 @@ pub mod kinds {
         plural: "requestauthentications",
         namespaced: true,
     };
+    /// `ServiceAccount`: the identity of a provisioned waypoint's pods.
+    pub const SERVICE_ACCOUNT: ApiResource = core("ServiceAccount", "serviceaccounts", true);
+    /// `Deployment` (`apps/v1`): a provisioned waypoint's pods.
+    pub const DEPLOYMENT: ApiResource = ApiResource {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        plural: "deployments",
+        namespaced: true,
+    };
+    /// `ClusterRoleBinding` (cluster-scoped): a provisioned waypoint's read access.
+    pub const CLUSTER_ROLE_BINDING: ApiResource = ApiResource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        namespaced: false,
+    };
     /// `Lease` (`coordination.k8s.io/v1`): which replica writes status.
     pub const LEASE: ApiResource = ApiResource {
         group: "coordination.k8s.io",
@@ -200,6 +218,9 @@ pub enum WatchEvent {
 pub type WatchEvents = mpsc::Receiver<Result<WatchEvent, KubeError>>;
 
 /// The verbs waypoint uses. `namespace` is ignored for cluster-scoped types.
+///
+/// The data plane reads and writes status; `waypoint controller` also applies and deletes the
+/// objects it provisions.
 #[async_trait::async_trait]
 pub trait KubeApi: Send + Sync + 'static {
     /// One object; `Ok(None)` when it does not exist.
@@ -254,6 +275,28 @@ pub trait KubeApi: Send + Sync + 'static {
         name: &str,
         object: &Value,
     ) -> Result<Value, KubeError>;
+
+    /// Server-side apply of `object` as `field_manager` (PATCH
+    /// `application/apply-patch+yaml`, `force=true`): creates `name` when missing, else sets
+    /// the fields `object` names, taking them over from any other manager. Fields we applied
+    /// before and leave out now are removed by the server.
+    async fn apply(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        object: &Value,
+        field_manager: &str,
+    ) -> Result<Value, KubeError>;
+
+    /// Deletes `name` (its dependents are garbage-collected in the background); `Ok(false)`
+    /// when it did not exist.
+    async fn delete(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<bool, KubeError>;
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod client;
+pub mod controller;
 pub mod source;
 pub mod status;
 

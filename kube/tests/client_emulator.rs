@@ -153,3 +153,115 @@ async fn objects_round_trip_through_get_create_and_conditional_replace() {
         .unwrap();
     assert_eq!(got["kind"], "Service");
 }
+
+#[tokio::test]
+async fn apply_creates_then_updates_as_our_field_manager_and_delete_takes_the_owned_objects_along()
+{
+    use waypoint_kube::api::kinds::{GATEWAY, SERVICE_ACCOUNT};
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = emulator(ExpiredWatch::ErrorEvent).await;
+    let client = client_for(&emulator, &dir);
+    let gateway = emulator
+        .apply(
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "default"}, "spec": {"gatewayClassName": "c"}}),
+        )
+        .unwrap();
+    let owned = |label: &str| {
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "gw", "namespace": "default", "labels": {"v": label},
+                "ownerReferences": [{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                    "name": "gw", "uid": gateway["metadata"]["uid"], "controller": true}]}})
+    };
+    let created = client
+        .apply(
+            &SERVICE_ACCOUNT,
+            Some("default"),
+            "gw",
+            &owned("1"),
+            "test-manager",
+        )
+        .await
+        .unwrap();
+    assert_eq!(created["metadata"]["labels"]["v"], "1");
+    let updated = client
+        .apply(
+            &SERVICE_ACCOUNT,
+            Some("default"),
+            "gw",
+            &owned("2"),
+            "test-manager",
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated["metadata"]["labels"]["v"], "2");
+    assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
+    let apply = emulator
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "PATCH")
+        .unwrap();
+    assert!(
+        apply.query.contains("fieldManager=test-manager") && apply.query.contains("force=true")
+    );
+
+    // A Service applied without a ClusterIP gets one, and keeps it through later applies.
+    let bare = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "gw", "namespace": "default"}, "spec": {"ports": [{"port": 80}]}});
+    let first = client
+        .apply(&SERVICE, Some("default"), "gw", &bare, "m")
+        .await
+        .unwrap();
+    let ip = first["spec"]["clusterIP"].clone();
+    assert!(
+        ip.as_str().is_some_and(|ip| ip.starts_with("10.96.")),
+        "{first}"
+    );
+    let second = client
+        .apply(&SERVICE, Some("default"), "gw", &bare, "m")
+        .await
+        .unwrap();
+    assert_eq!(second["spec"]["clusterIP"], ip);
+
+    assert!(
+        client
+            .delete(&GATEWAY, Some("default"), "gw")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !client
+            .delete(&GATEWAY, Some("default"), "gw")
+            .await
+            .unwrap(),
+        "already gone"
+    );
+    let account = client
+        .get(&SERVICE_ACCOUNT, Some("default"), "gw")
+        .await
+        .unwrap();
+    assert!(account.is_none(), "collected with its owner");
+    let unowned = client.get(&SERVICE, Some("default"), "gw").await.unwrap();
+    assert!(
+        unowned.is_some(),
+        "an object without the owner reference stays"
+    );
+}
+
+#[tokio::test]
+async fn an_apply_without_a_field_manager_or_a_kind_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = emulator(ExpiredWatch::ErrorEvent).await;
+    let client = client_for(&emulator, &dir);
+    let typeless = json!({"metadata": {"name": "x", "namespace": "default"}});
+    let err = client
+        .apply(&SERVICE, Some("default"), "x", &typeless, "m")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KubeError::Api { code: 400, .. }), "{err}");
+    let err = client
+        .apply(&SERVICE, Some("default"), "x", &service("x"), "")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fieldManager"), "{err}");
+}

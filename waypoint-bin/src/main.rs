@@ -47,6 +47,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => cli::run(*args, Some(log_level)).await,
+            Command::Controller(args) => cli::controller(*args).await,
             Command::Check(args) => cli::check(args),
             Command::Authz(args) => cli::authz(args),
             Command::Echo(args) => cli::echo(args).await,

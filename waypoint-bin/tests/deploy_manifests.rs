@@ -208,7 +208,7 @@ fn the_controller_runs_non_root_on_a_read_only_root_with_readiness_and_resources
         // The probe reaches the admin server: it listens on all addresses, on the named port.
         let admin = flags(deployment)
             .into_iter()
-            .find(|(k, _)| k == "admin")
+            .find(|(k, _)| k == "admin-addr")
             .unwrap()
             .1;
         let port = c["ports"]

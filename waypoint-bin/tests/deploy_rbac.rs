@@ -4,10 +4,9 @@
 //! the `waypoint-proxy` ClusterRole must allow each one and grant nothing the run did not use.
 //! The same check runs on the Helm chart's rendering.
 //!
-//! `waypoint controller` is not on this branch yet: its rights are checked against the
-//! permissions its interface promises. When it lands, run it here the way
-//! [`waypoint_run_kube_requests`] runs the data plane and feed its log to
-//! [`required_permissions`].
+//! `waypoint controller` is checked both ways: against the permissions its interface promises,
+//! and by running it through a Gateway's life against the emulator, every request it made
+//! becoming a permission its ServiceAccount must hold.
 
 #![allow(clippy::unwrap_used)]
 
@@ -387,4 +386,67 @@ subjects: [{kind: ServiceAccount, name: sa, namespace: apps}]
         &Permission::new("update", "x.io", "widgets", Some("other")).named("w")
     ));
     assert!(granted_to(&manifests, "apps", "nobody").is_empty());
+}
+
+/// `waypoint controller` through a Gateway's life: provisioned, a pod Ready (addresses
+/// published), an object deleted by hand and re-applied, the Gateway deleted.
+async fn waypoint_controller_requests() -> Vec<RecordedRequest> {
+    use common::controller::{CLASS, controller, native_gateway, set_ready, wait_for, wait_gone};
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = emulator().await;
+    emulator.apply_yaml(CLASS).unwrap();
+    emulator.apply_yaml(&native_gateway("waypoint")).unwrap();
+    let _controller = controller(
+        &emulator,
+        dir.path(),
+        &["--lease-namespace", "waypoint-system"],
+        "ctl",
+    );
+    wait_for(&emulator, "apps/v1", "Deployment", "waypoint");
+    set_ready(&emulator, "waypoint-1", "waypoint", true);
+    eventually("addresses published", || {
+        let gateway = emulator
+            .get(GATEWAY_API, "Gateway", NAMESPACE, "waypoint")
+            .unwrap();
+        gateway["status"]
+            .get("addresses")
+            .is_none()
+            .then(|| gateway.to_string())
+    });
+    emulator
+        .delete("v1", "Service", NAMESPACE, "waypoint")
+        .unwrap();
+    wait_for(&emulator, "v1", "Service", "waypoint");
+    emulator
+        .delete(GATEWAY_API, "Gateway", NAMESPACE, "waypoint")
+        .unwrap();
+    eventually("binding deleted", || {
+        emulator
+            .get(
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRoleBinding",
+                "",
+                "waypoint-proxy.apps.waypoint",
+            )
+            .map(|o| o.to_string())
+    });
+    wait_gone(&emulator, "apps/v1", "Deployment", "waypoint");
+    emulator.requests()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_service_account_allows_every_request_of_waypoint_controller() {
+    let required = required_permissions(&waypoint_controller_requests().await);
+    assert!(required.iter().any(|p| p.verb == "patch"), "{required:?}");
+    for (source, manifests) in [
+        ("deploy/", plain_manifests()),
+        ("helm default", helm_rendering("default")),
+    ] {
+        let grants = granted_to(&manifests, "waypoint-system", "waypoint-controller");
+        assert_eq!(
+            missing(&grants, &required),
+            vec![],
+            "{source}: the controller was refused these"
+        );
+    }
 }

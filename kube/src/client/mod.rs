@@ -68,7 +68,7 @@ impl KubeClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&Body<'_>>,
     ) -> Result<Request<Full<Bytes>>, KubeError> {
         let mut request = Request::builder()
             .method(method)
@@ -88,10 +88,10 @@ impl KubeClient {
             request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let body = match body {
-            Some(value) => {
-                request = request.header(http::header::CONTENT_TYPE, "application/json");
+            Some(body) => {
+                request = request.header(http::header::CONTENT_TYPE, body.content_type);
                 Bytes::from(
-                    serde_json::to_vec(value).map_err(|e| KubeError::Decode(e.to_string()))?,
+                    serde_json::to_vec(body.value).map_err(|e| KubeError::Decode(e.to_string()))?,
                 )
             }
             None => Bytes::new(),
@@ -106,7 +106,7 @@ impl KubeClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&Body<'_>>,
     ) -> Result<Value, KubeError> {
         let exchange = async {
             // An idle connection the server closed meanwhile fails before any answer: try once
@@ -148,7 +148,7 @@ impl KubeClient {
         &self,
         method: &Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&Body<'_>>,
     ) -> Result<(SendRequest<Full<Bytes>>, hyper::Response<Incoming>), KubeError> {
         let mut sender = self.connector.connect().await?;
         let request = self.build_request(method.clone(), path, body)?;
@@ -178,6 +178,21 @@ impl KubeClient {
 }
 
 /// The JSON of a successful answer, or the error its `Status` describes.
+/// A request body and how it is to be read.
+struct Body<'a> {
+    value: &'a Value,
+    content_type: &'static str,
+}
+
+impl<'a> Body<'a> {
+    fn json(value: &'a Value) -> Self {
+        Body {
+            value,
+            content_type: "application/json",
+        }
+    }
+}
+
 fn answer(status: StatusCode, body: &[u8]) -> Result<Value, KubeError> {
     let json = serde_json::from_slice::<Value>(body);
     if status.is_success() {
@@ -350,7 +365,8 @@ impl KubeApi for KubeClient {
         object: &Value,
     ) -> Result<Value, KubeError> {
         let path = resource.collection_path(namespace);
-        self.call(Method::POST, &path, Some(object)).await
+        self.call(Method::POST, &path, Some(&Body::json(object)))
+            .await
     }
 
     async fn replace(
@@ -361,7 +377,8 @@ impl KubeApi for KubeClient {
         object: &Value,
     ) -> Result<Value, KubeError> {
         let path = resource.object_path(namespace, name);
-        self.call(Method::PUT, &path, Some(object)).await
+        self.call(Method::PUT, &path, Some(&Body::json(object)))
+            .await
     }
 
     async fn replace_status(
@@ -372,7 +389,46 @@ impl KubeApi for KubeClient {
         object: &Value,
     ) -> Result<Value, KubeError> {
         let path = format!("{}/status", resource.object_path(namespace, name));
-        self.call(Method::PUT, &path, Some(object)).await
+        self.call(Method::PUT, &path, Some(&Body::json(object)))
+            .await
+    }
+
+    async fn apply(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        object: &Value,
+        field_manager: &str,
+    ) -> Result<Value, KubeError> {
+        let path = with_query(
+            resource.object_path(namespace, name),
+            &[("fieldManager", field_manager), ("force", "true")],
+        );
+        // JSON is YAML: the apply content type takes either.
+        let body = Body {
+            value: object,
+            content_type: "application/apply-patch+yaml",
+        };
+        self.call(Method::PATCH, &path, Some(&body)).await
+    }
+
+    async fn delete(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<bool, KubeError> {
+        // Background propagation: the server's garbage collector removes what the object owns.
+        let path = with_query(
+            resource.object_path(namespace, name),
+            &[("propagationPolicy", "Background")],
+        );
+        match self.call(Method::DELETE, &path, None).await {
+            Ok(_) => Ok(true),
+            Err(KubeError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

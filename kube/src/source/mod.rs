@@ -14,8 +14,8 @@
 //! as "synced" and only then binds listeners and reports ready.
 
 mod metrics;
-mod reflector;
-mod store;
+pub(crate) mod reflector;
+pub(crate) mod store;
 pub mod strip;
 
 use std::sync::Arc;

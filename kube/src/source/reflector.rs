@@ -51,13 +51,13 @@ impl Backoff {
 }
 
 /// One kind's reflector.
-pub(super) struct Reflector {
-    pub(super) api: Arc<dyn KubeApi>,
-    pub(super) resource: ApiResource,
-    pub(super) namespace: Option<String>,
-    pub(super) slot: usize,
-    pub(super) stores: Arc<Stores>,
-    pub(super) metrics: SourceMetrics,
+pub(crate) struct Reflector {
+    pub(crate) api: Arc<dyn KubeApi>,
+    pub(crate) resource: ApiResource,
+    pub(crate) namespace: Option<String>,
+    pub(crate) slot: usize,
+    pub(crate) stores: Arc<Stores>,
+    pub(crate) metrics: SourceMetrics,
 }
 
 /// How a watch ended.
@@ -70,7 +70,7 @@ enum WatchEnd {
 
 impl Reflector {
     /// Runs until `shutdown`.
-    pub(super) async fn run(mut self, shutdown: Shutdown) {
+    pub(crate) async fn run(mut self, shutdown: Shutdown) {
         let mut backoff = Backoff::new();
         // Whether the API server is failing us: logged when it starts and when it ends.
         let mut outage = false;

@@ -14,10 +14,10 @@ use tokio::sync::Notify;
 use crate::api::ApiResource;
 
 /// Namespace (empty for cluster-scoped objects) and name.
-pub(super) type ObjectKey = (String, String);
+pub(crate) type ObjectKey = (String, String);
 
 /// The namespace and name of `object`; `None` when it has no name.
-pub(super) fn object_key(object: &Value) -> Option<ObjectKey> {
+pub(crate) fn object_key(object: &Value) -> Option<ObjectKey> {
     let meta = object.get("metadata")?;
     let name = meta.get("name").and_then(Value::as_str)?;
     let namespace = meta
@@ -34,16 +34,16 @@ struct Slot {
 }
 
 /// Every kind's objects.
-pub(super) struct Stores {
+pub(crate) struct Stores {
     kinds: Vec<&'static str>,
     slots: Mutex<Vec<Slot>>,
     /// Notified on every change (a permit is kept when nobody waits, so none is lost).
-    pub(super) changed: Notify,
+    pub(crate) changed: Notify,
 }
 
 impl Stores {
     /// Empty, unsynced slots for `resources`, in that order.
-    pub(super) fn new(resources: &[ApiResource]) -> Self {
+    pub(crate) fn new(resources: &[ApiResource]) -> Self {
         Stores {
             kinds: resources.iter().map(|r| r.kind).collect(),
             slots: Mutex::new(resources.iter().map(|_| Slot::default()).collect()),
@@ -61,7 +61,7 @@ impl Stores {
     }
 
     /// Replaces a slot's objects with a fresh list and marks it synced.
-    pub(super) fn replace(&self, slot: usize, items: Vec<Value>) {
+    pub(crate) fn replace(&self, slot: usize, items: Vec<Value>) {
         let kind = self.kinds.get(slot).copied().unwrap_or_default();
         let mut objects = BTreeMap::new();
         for item in items {
@@ -79,7 +79,7 @@ impl Stores {
     }
 
     /// Adds or replaces one object.
-    pub(super) fn upsert(&self, slot: usize, object: Value) {
+    pub(crate) fn upsert(&self, slot: usize, object: Value) {
         match object_key(&object) {
             Some(key) => self.with_slot(slot, |s| {
                 s.objects.insert(key, object);
@@ -92,15 +92,29 @@ impl Stores {
     }
 
     /// Removes one object.
-    pub(super) fn remove(&self, slot: usize, key: &ObjectKey) {
+    pub(crate) fn remove(&self, slot: usize, key: &ObjectKey) {
         self.with_slot(slot, |s| {
             s.objects.remove(key);
         });
     }
 
+    /// Every slot's objects, in slot order; `None` until every slot has synced.
+    pub(crate) fn slots(&self) -> Option<Vec<Vec<Value>>> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if !slots.iter().all(|s| s.synced) {
+            return None;
+        }
+        Some(
+            slots
+                .iter()
+                .map(|s| s.objects.values().cloned().collect())
+                .collect(),
+        )
+    }
+
     /// Every object with its source label (`kube:HTTPRoute default/echo`), by kind in slot
     /// order, then namespace and name; `None` until every slot has synced.
-    pub(super) fn objects(&self) -> Option<Vec<(String, Value)>> {
+    pub(crate) fn objects(&self) -> Option<Vec<(String, Value)>> {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if !slots.iter().all(|s| s.synced) {
             return None;

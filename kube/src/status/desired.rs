@@ -117,6 +117,19 @@ pub struct Scope {
     pub gateway: Option<(String, String)>,
 }
 
+/// The status of one of our GatewayClasses: `Accepted`. Written by the waypoints and by
+/// `waypoint controller` alike, so both must write exactly this (else they would take turns
+/// rewriting it).
+pub(crate) fn class_fields(generation: Option<i64>) -> Value {
+    let accepted = Condition {
+        kind: "Accepted".into(),
+        status: true,
+        reason: "Accepted".into(),
+        message: "handled by this controller".into(),
+    };
+    json!({ "conditions": [api_condition(&accepted, generation)] })
+}
+
 /// Computes the status we want for `snapshot`.
 pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
     let resources = &snapshot.config.resources;
@@ -130,19 +143,15 @@ pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
             continue;
         }
         classes.insert(class.metadata.name.as_str());
-        let accepted = Condition {
-            kind: "Accepted".into(),
-            status: true,
-            reason: "Accepted".into(),
-            message: "handled by this controller".into(),
-        };
-        let accepted = api_condition(&accepted, class.metadata.generation);
         let key = ObjectKey {
             kind: StatusKind::GatewayClass,
             namespace: None,
             name: class.metadata.name.clone(),
         };
-        objects.insert(key, Desired::Fields(json!({ "conditions": [accepted] })));
+        objects.insert(
+            key,
+            Desired::Fields(class_fields(class.metadata.generation)),
+        );
     }
     let mut our_gateways = HashSet::new();
     for gateway in resources.gateways.iter().map(|g| &g.resource) {

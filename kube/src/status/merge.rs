@@ -19,7 +19,7 @@ use super::schema::cap_parents;
 
 /// The status `old` becomes with `desired` merged in; equal to `old` when there is nothing to
 /// write (`None` for a route that has no status and none of our entries).
-pub(super) fn merged_status(
+pub(crate) fn merged_status(
     old: Option<&Value>,
     desired: &Desired,
     controller: &str,
@@ -213,7 +213,7 @@ impl<'a> ParentKey<'a> {
 }
 
 /// Now, as Kubernetes writes `metav1.Time`: RFC 3339, UTC, whole seconds.
-pub(super) fn now_seconds() -> String {
+pub(crate) fn now_seconds() -> String {
     let millis = waypoint_core::telemetry::access_log::rfc3339_millis(std::time::SystemTime::now());
     // `2026-08-01T12:34:56.789Z` → `2026-08-01T12:34:56Z`
     match millis.rsplit_once('.') {

@@ -11,11 +11,11 @@
 //! route, or the reverse.
 
 mod controller;
-mod desired;
+pub(crate) mod desired;
 mod lease;
-mod merge;
+pub(crate) mod merge;
 mod metrics;
-mod schema;
+pub(crate) mod schema;
 mod settings;
 mod writer;
 

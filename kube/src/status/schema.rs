@@ -38,7 +38,7 @@ const FALLBACK_REASON: &str = "Unknown";
 
 /// `conditions` as the API accepts them: one per type (the first wins), at most
 /// [`MAX_CONDITIONS`], each shaped by [`api_condition`].
-pub(super) fn api_conditions(conditions: &[Condition], generation: Option<i64>) -> Vec<Value> {
+pub(crate) fn api_conditions(conditions: &[Condition], generation: Option<i64>) -> Vec<Value> {
     let mut seen: Vec<&str> = Vec::new();
     let mut out = Vec::new();
     for c in conditions {
@@ -58,7 +58,7 @@ pub(super) fn api_conditions(conditions: &[Condition], generation: Option<i64>) 
 
 /// One condition as the API accepts it: the reason a valid word, the message within its cap,
 /// `observedGeneration` only when it is a generation (not negative).
-pub(super) fn api_condition(c: &Condition, generation: Option<i64>) -> Value {
+pub(crate) fn api_condition(c: &Condition, generation: Option<i64>) -> Value {
     let mut condition = condition_json(c);
     let reason = api_reason(&c.reason);
     if reason != c.reason {

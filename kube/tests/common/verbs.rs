@@ -236,4 +236,34 @@ impl KubeApi for FakeApi {
         let asked = Self::write_asked(Verb::ReplaceStatus, namespace, name, object);
         self.conditional_replace(resource, asked, object).await
     }
+
+    // The fake plays the API as the data plane uses it; the controller's apply and delete are
+    // tested against the emulator, which implements them.
+    async fn apply(
+        &self,
+        _resource: &ApiResource,
+        _namespace: Option<&str>,
+        _name: &str,
+        _object: &Value,
+        _field_manager: &str,
+    ) -> Result<Value, KubeError> {
+        Err(unsupported("apply"))
+    }
+
+    async fn delete(
+        &self,
+        _resource: &ApiResource,
+        _namespace: Option<&str>,
+        _name: &str,
+    ) -> Result<bool, KubeError> {
+        Err(unsupported("delete"))
+    }
+}
+
+fn unsupported(verb: &str) -> KubeError {
+    KubeError::Api {
+        code: 405,
+        reason: "MethodNotAllowed".into(),
+        message: format!("the fake API does not {verb}"),
+    }
 }

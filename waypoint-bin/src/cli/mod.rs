@@ -1,4 +1,4 @@
-//! The `waypoint` command line: `run`, `check`, `authz`, `echo`, `send` and `certs`.
+//! The `waypoint` command line: `run`, `controller`, `check`, `authz`, `echo`, `send` and `certs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,12 +8,14 @@ use waypoint_core::config;
 use waypoint_core::upstream::UpstreamMode;
 
 mod ca;
+mod controller;
 mod kube;
 mod policy;
 mod run;
 mod tools;
 
 pub use ca::CaArgs;
+pub use controller::{ControllerArgs, Quantity, controller};
 pub use policy::{AuthzArgs, NormalizationChoice, PolicyArgs, authz};
 pub use run::{AccessLogChoice, AdminAddr, RunArgs, RunSettings, StatusFlags, run};
 pub use tools::{CheckArgs, EchoArgs, SendArgs, certs, check, echo, send};
@@ -50,6 +52,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve: read the config, listen for connections from ztunnel, route requests.
     Run(Box<RunArgs>),
+    /// Provision a waypoint per Gateway of our GatewayClasses (ServiceAccount, Service,
+    /// Deployment, ClusterRoleBinding) and publish its addresses once a pod is ready.
+    Controller(Box<ControllerArgs>),
     /// Validate a config: print each resource's status; exit 1 when any is rejected.
     Check(CheckArgs),
     /// Would this request be allowed by the AuthorizationPolicies, and by which rule? Answered

@@ -231,7 +231,7 @@ pub struct StatusFlags {
 #[derive(Clone, Copy, Debug)]
 pub struct AdminAddr(pub Option<SocketAddr>);
 
-fn parse_admin_addr(s: &str) -> Result<AdminAddr, String> {
+pub(super) fn parse_admin_addr(s: &str) -> Result<AdminAddr, String> {
     if s == "off" {
         return Ok(AdminAddr(None));
     }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
 
 pub(crate) mod ca;
+pub(crate) mod controller;
 pub(crate) mod deploy;
 pub(crate) mod kube;
 pub(crate) mod rbac;
