@@ -15,7 +15,7 @@ started=$SECONDS
 if ! command -v podman >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== podman is missing: installing it (apt-get install -y podman)"
-    apt-get install -y -qq podman >/dev/null
+    apt-get install -y -qq podman >/dev/null || { apt-get update -qq && apt-get install -y -qq podman >/dev/null; }
   else
     echo "build-image.sh: podman is required (Debian: apt-get install podman)" >&2
     exit 1
