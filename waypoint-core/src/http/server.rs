@@ -166,14 +166,12 @@ impl HttpServer {
             .filter(|o| o.options().memory_limit.is_some())
             .map(|o| o.connections().register());
         let tracked = registration.as_ref().map(|r| r.conn().clone());
-        let draining = Arc::new(AtomicBool::new(false));
-        let first_request = Arc::new(FirstRequest::default());
+        let drain = Arc::new(DrainState::default());
         let service = {
-            let (tracked, draining) = (tracked.clone(), draining.clone());
-            let first_request = first_request.clone();
+            let (tracked, drain) = (tracked.clone(), drain.clone());
             hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                first_request.arrived(&draining);
-                let (handler, conn, draining) = (handler.clone(), conn.clone(), draining.clone());
+                drain.request_arrived();
+                let (handler, conn, drain) = (handler.clone(), conn.clone(), drain.clone());
                 // Busy from the head until the response head: an idle connection is one
                 // waiting for its next request (or streaming out a response body, which a
                 // graceful close lets finish anyway).
@@ -185,7 +183,7 @@ impl HttpServer {
                     let version = req.version();
                     let mut resp = handler(req, conn).await;
                     drop(busy);
-                    if draining.load(Ordering::Acquire) {
+                    if drain.is_draining() {
                         ask_to_close(&mut resp, version);
                     }
                     Ok::<_, Infallible>(resp)
@@ -212,8 +210,7 @@ impl HttpServer {
         let ends = Ends {
             shutdown,
             close_requested,
-            draining: &draining,
-            first_request: &first_request,
+            drain: &drain,
             peer,
         };
         let result = match sniffed {
@@ -274,35 +271,40 @@ struct Ends<'a, R> {
     shutdown: Shutdown,
     /// The memory watermark asks this connection to close.
     close_requested: R,
-    /// Set once the shutdown drains: HTTP/1.1 responses then ask the client to close.
-    draining: &'a AtomicBool,
-    /// Whether the client has sent a request yet, and a wake-up when its first one arrives.
-    first_request: &'a FirstRequest,
+    /// Whether the shutdown drains, and whether the client has sent a request yet.
+    drain: &'a DrainState,
     peer: Option<std::net::SocketAddr>,
 }
 
-/// Whether a connection has seen a request, so a drain can wait for the first one before it
+/// A connection's view of the drain: once set, HTTP/1.1 responses ask the client to close; and
+/// whether the client has sent a request yet, so a drain can wait for the first one before it
 /// tells an HTTP/2 client to go away (see the module documentation).
 #[derive(Default)]
-struct FirstRequest {
-    seen: AtomicBool,
+struct DrainState {
+    draining: AtomicBool,
+    seen_request: AtomicBool,
     /// Woken when the first request arrives after the drain began.
-    drained_arrival: Notify,
+    first_request_while_draining: Notify,
 }
 
-impl FirstRequest {
-    /// Called for every request: one store, and a wake-up only while draining.
-    fn arrived(&self, draining: &AtomicBool) {
-        // SeqCst pairs with `drain_now`: of the request and the drain, whichever comes second
-        // sees the other, so the GOAWAY is neither lost nor sent before the first request.
-        if !self.seen.swap(true, Ordering::SeqCst) && draining.load(Ordering::SeqCst) {
-            self.drained_arrival.notify_one();
+impl DrainState {
+    /// Called for every request: one swap, and a wake-up only for a first request while draining.
+    fn request_arrived(&self) {
+        // SeqCst pairs with `begin`: of the request and the drain, whichever comes second sees
+        // the other, so the GOAWAY is neither lost nor sent before the first request.
+        if !self.seen_request.swap(true, Ordering::SeqCst) && self.draining.load(Ordering::SeqCst) {
+            self.first_request_while_draining.notify_one();
         }
     }
 
-    /// After `draining` was set: whether a request has already arrived.
-    fn drain_now(&self) -> bool {
-        self.seen.load(Ordering::SeqCst)
+    /// Marks the drain begun; true when a request has already arrived.
+    fn begin(&self) -> bool {
+        self.draining.store(true, Ordering::SeqCst);
+        self.seen_request.load(Ordering::SeqCst)
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 }
 
@@ -323,8 +325,7 @@ where
     let Ends {
         shutdown,
         close_requested,
-        draining,
-        first_request,
+        drain,
         peer,
     } = ends;
     tokio::pin!(close_requested);
@@ -334,9 +335,9 @@ where
             biased;
             () = shutdown.wait_draining(), if !told => {
                 told = true;
-                draining.store(true, Ordering::SeqCst);
+                let seen_request = drain.begin();
                 if tell_on_drain && !closing {
-                    if first_request.drain_now() {
+                    if seen_request {
                         closing = true;
                         graceful(conn.as_mut());
                     } else {
@@ -344,7 +345,7 @@ where
                     }
                 }
             }
-            () = first_request.drained_arrival.notified(), if awaiting_first && !closing => {
+            () = drain.first_request_while_draining.notified(), if awaiting_first && !closing => {
                 closing = true;
                 graceful(conn.as_mut());
             }
