@@ -245,10 +245,11 @@ pub(crate) fn config_dump_json(snapshot: &Snapshot) -> Value {
                 "name": b.service.name,
                 "port": b.port,
                 "cluster_ips": b.cluster_ips,
-                "protocol": match b.protocol {
+                "protocol": match b.protocol.upstream {
                     AppProtocol::Http1 => "http1",
                     AppProtocol::H2c => "h2c",
                 },
+                "portProtocol": &b.protocol,
                 "endpoints": b.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
             })
         })

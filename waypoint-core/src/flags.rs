@@ -32,6 +32,8 @@ pub enum ResponseFlag {
     OverloadManager,
     /// `UAEX`: the external authorization service denied the request or could not be asked.
     UnauthorizedExternalService,
+    /// `RBAC`: an authorization policy denied the connection (Envoy's network RBAC filter).
+    RbacAccessDenied,
     /// A vendor's own code, reported as given.
     Other(&'static str),
 }
@@ -51,6 +53,7 @@ impl ResponseFlag {
             ResponseFlag::DownstreamConnectionTermination => "DC",
             ResponseFlag::OverloadManager => "OM",
             ResponseFlag::UnauthorizedExternalService => "UAEX",
+            ResponseFlag::RbacAccessDenied => "RBAC",
             ResponseFlag::Other(code) => code,
         }
     }

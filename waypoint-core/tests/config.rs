@@ -371,13 +371,17 @@ fn services_resolve_to_ready_endpoints() {
         endpoints(&config, "shop", "echo", 80),
         vec![addr("10.1.0.1:8081"), addr("10.1.0.3:8081")]
     );
-    assert_eq!(http.protocol, AppProtocol::Http1);
+    assert_eq!(http.protocol.upstream, AppProtocol::Http1);
     assert_eq!(
         endpoints(&config, "shop", "echo", 7070),
         vec![addr("10.1.0.1:9090"), addr("10.1.0.3:9090")]
     );
     assert_eq!(
-        config.service("shop", "echo", 7070).unwrap().protocol,
+        config
+            .service("shop", "echo", 7070)
+            .unwrap()
+            .protocol
+            .upstream,
         AppProtocol::H2c
     );
     // Dual stack: both cluster IPs lead to the same backend.
@@ -437,7 +441,7 @@ spec: {type: ExternalName, externalName: db.example.com, ports: [{port: 80}]}
         vec![addr("[fd00::1]:8080")]
     );
     assert_eq!(
-        config.service("n", "s", 80).unwrap().protocol,
+        config.service("n", "s", 80).unwrap().protocol.upstream,
         AppProtocol::Http1
     );
     // The slice port named `rpc` gives the port and, by its appProtocol, h2c.
@@ -446,14 +450,14 @@ spec: {type: ExternalName, externalName: db.example.com, ports: [{port: 80}]}
         vec![addr("[fd00::1]:9000")]
     );
     assert_eq!(
-        config.service("n", "s", 90).unwrap().protocol,
+        config.service("n", "s", 90).unwrap().protocol.upstream,
         AppProtocol::H2c
     );
     // A named targetPort with no matching slice port cannot be resolved.
     assert!(endpoints(&config, "n", "s", 100).is_empty());
     // Headless: reachable by name for backendRefs, not by a VIP.
     let headless = config.service("n", "headless", 80).unwrap();
-    assert!(headless.cluster_ips.is_empty() && headless.protocol == AppProtocol::H2c);
+    assert!(headless.cluster_ips.is_empty() && headless.protocol.upstream == AppProtocol::H2c);
     assert_eq!(config.backends().count(), 4);
     // ExternalName: a valid resource without a backend.
     assert!(config.has_service("n", "ext"));

@@ -27,7 +27,8 @@ use waypoint_core::body::{Body, boxed, empty};
 use waypoint_core::config::build::{EndpointStatsCache, MeshOptions};
 use waypoint_core::config::load::parse_manifests_with;
 use waypoint_core::config::{
-    AppProtocol, Config, Endpoint, EndpointStats, EndpointTransport, ResourceRef, ServiceBackend,
+    AppProtocol, Config, Endpoint, EndpointStats, EndpointTransport, ProtocolSelection,
+    ResourceRef, ServiceBackend,
 };
 use waypoint_core::conn::{Binding, ConnInfo};
 use waypoint_core::filter::{RequestContext, UpstreamTarget};
@@ -177,7 +178,7 @@ fn mesh_service(
         service: ResourceRef::new("Service", "shop", "cart"),
         port: 80,
         cluster_ips: vec![[10, 96, 0, 20].into()],
-        protocol,
+        protocol: ProtocolSelection::http(protocol),
         endpoints: vec![Endpoint {
             address: addr,
             stats: Arc::new(EndpointStats::default()),

@@ -30,7 +30,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::{AppProtocol, Config, Endpoint, EndpointTransport, ResourceRef, ServiceBackend};
+use super::{Config, Endpoint, EndpointTransport, ProtocolSelection, ResourceRef, ServiceBackend};
 
 /// The label naming the waypoint of a Service, Pod or Namespace.
 pub(crate) const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
@@ -121,20 +121,21 @@ pub struct BoundWorkload {
     pub labels: BTreeMap<String, String>,
     /// How the waypoint reaches it (plain, or HBONE with its identity when in the mesh).
     pub transport: EndpointTransport,
-    /// The protocol of ports a Service says it serves (`appProtocol`); other ports: HTTP/1.1.
-    protocols: HashMap<u16, AppProtocol>,
+    /// The protocol of ports a Service of the pod selects (see [`ProtocolSelection`]); other
+    /// ports are detected.
+    protocols: HashMap<u16, ProtocolSelection>,
 }
 
 impl BoundWorkload {
     /// A one-endpoint backend for exactly `destination` (this pod's IP and the port the client
     /// dialled): what the upstream connects to. No Service is involved.
     pub fn backend(&self, destination: SocketAddr) -> Arc<ServiceBackend> {
-        let protocol = self.protocols.get(&destination.port()).copied();
+        let protocol = self.protocols.get(&destination.port()).cloned();
         Arc::new(ServiceBackend {
             service: self.pod.clone(),
             port: destination.port(),
             cluster_ips: Vec::new(),
-            protocol: protocol.unwrap_or(AppProtocol::Http1),
+            protocol: protocol.unwrap_or_else(ProtocolSelection::detected),
             endpoints: vec![Endpoint {
                 address: destination,
                 stats: Arc::default(),

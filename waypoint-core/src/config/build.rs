@@ -18,7 +18,7 @@ use super::validate::{
     check_service, check_slice, cluster_ips,
 };
 use super::{
-    AppProtocol, Condition, Config, Endpoint, EndpointStats, ResourceRef, ResourceStatus,
+    Condition, Config, Endpoint, EndpointStats, ProtocolSelection, ResourceRef, ResourceStatus,
     ServiceBackend,
 };
 pub use mesh::MeshOptions;
@@ -216,30 +216,6 @@ fn keep_valid<T: Object>(
         .collect()
 }
 
-/// The protocol an `appProtocol` value names, if it names one.
-fn app_protocol(value: Option<&str>) -> Option<AppProtocol> {
-    let v = value?;
-    let h2c = ["kubernetes.io/h2c", "http2", "grpc"]
-        .iter()
-        .any(|p| v.eq_ignore_ascii_case(p));
-    Some(if h2c {
-        AppProtocol::H2c
-    } else {
-        AppProtocol::Http1
-    })
-}
-
-/// Istio's protocol selection by port name (`grpc`, `http2-api`); `grpc-web` stays HTTP/1.1.
-fn protocol_from_port_name(name: &str) -> AppProtocol {
-    let name = name.to_ascii_lowercase();
-    let prefix = name.split('-').next().unwrap_or("");
-    if (prefix == "grpc" && !name.starts_with("grpc-web")) || prefix == "http2" {
-        AppProtocol::H2c
-    } else {
-        AppProtocol::Http1
-    }
-}
-
 /// One backend per TCP port of a (non-ExternalName) Service, with its ready endpoints.
 fn service_backends(
     service: &Sourced<Service>,
@@ -272,13 +248,13 @@ fn service_backends(
         .iter()
         .filter(|p| p.protocol == Protocol::TCP)
     {
-        let mut protocol = app_protocol(port.app_protocol.as_deref());
+        let mut app_protocol = port.app_protocol.as_deref();
         let mut seen = HashSet::new();
         let mut endpoints = Vec::new();
         for slice in &own {
             let slice_port = slice.ports.iter().find(|p| p.name == port.name);
-            if protocol.is_none() {
-                protocol = slice_port.and_then(|p| app_protocol(p.app_protocol.as_deref()));
+            if app_protocol.is_none() {
+                app_protocol = slice_port.and_then(|p| p.app_protocol.as_deref());
             }
             let target = match (slice_port.and_then(|p| p.port), &port.target_port) {
                 (Some(p), _) => p,
@@ -314,7 +290,7 @@ fn service_backends(
             service: service.resource_ref(),
             port: port.port,
             cluster_ips: ips.clone(),
-            protocol: protocol.unwrap_or_else(|| protocol_from_port_name(&port.name)),
+            protocol: ProtocolSelection::for_service_port(port.port, app_protocol, &port.name),
             endpoints,
         });
     }
@@ -324,21 +300,6 @@ fn service_backends(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn app_protocol_names() {
-        assert_eq!(
-            app_protocol(Some("kubernetes.io/H2C")),
-            Some(AppProtocol::H2c)
-        );
-        assert_eq!(app_protocol(Some("GRPC")), Some(AppProtocol::H2c));
-        assert_eq!(app_protocol(Some("http")), Some(AppProtocol::Http1));
-        assert_eq!(app_protocol(None), None);
-        assert_eq!(protocol_from_port_name("grpc-api"), AppProtocol::H2c);
-        assert_eq!(protocol_from_port_name("http2"), AppProtocol::H2c);
-        assert_eq!(protocol_from_port_name("grpc-web"), AppProtocol::Http1);
-        assert_eq!(protocol_from_port_name("http"), AppProtocol::Http1);
-    }
 
     #[test]
     fn stats_are_shared_while_alive() {

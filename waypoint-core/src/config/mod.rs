@@ -7,6 +7,7 @@
 pub mod binding;
 pub mod build;
 pub mod load;
+mod protocol;
 pub mod resources;
 pub mod source;
 mod validate;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 pub use load::{LoadError, load_path, parse_manifests};
+pub use protocol::{PortProtocol, ProtocolSelection, SelectedBy};
 pub use resources::Resources;
 
 /// Names one Kubernetes resource: `HTTPRoute default/echo`.
@@ -85,7 +87,7 @@ impl ResourceStatus {
     }
 }
 
-/// The protocol the waypoint speaks to a backend port, from the Service port's `appProtocol`.
+/// The HTTP version the waypoint speaks to a backend port (see [`ProtocolSelection`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AppProtocol {
     /// HTTP/1.1 (the default; WebSocket upgrades pass through it).
@@ -138,8 +140,9 @@ pub struct ServiceBackend {
     pub port: u16,
     /// The Service's cluster IPs (the virtual addresses clients dial).
     pub cluster_ips: Vec<std::net::IpAddr>,
-    /// How to speak to the endpoints.
-    pub protocol: AppProtocol,
+    /// What the waypoint does with connections to this port, and how it speaks HTTP to the
+    /// endpoints.
+    pub protocol: ProtocolSelection,
     /// Ready endpoints only; empty means no healthy upstream (503).
     pub endpoints: Vec<Endpoint>,
 }

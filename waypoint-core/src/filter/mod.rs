@@ -33,6 +33,10 @@
 //!    away, with the final status, flags, duration and byte counts ([`Finished`]): where a
 //!    vendor writes its own access log line or metric. It is synchronous too.
 //!
+//! Connections the waypoint proxies as bytes (TCP, TLS passthrough) have one phase of their
+//! own, [`Filter::on_connection`], run once per connection before anything is forwarded (see
+//! [`ConnectionContext`]); their bytes are never seen by filters.
+//!
 //! Errors are answers: a filter that fails answers with the status it thinks right
 //! (`Decision::Respond`), so the chain has one exit path and every reply is visible to the
 //! filters before it.
@@ -63,6 +67,7 @@ use crate::body::Body;
 
 pub mod body;
 mod build;
+mod connection;
 mod context;
 pub mod extension;
 mod install;
@@ -74,6 +79,7 @@ mod tests;
 
 pub use body::{BodyObserver, BodyRejected};
 pub use build::{BuildContext, BuildOutput, BuildReport, FilterFactory};
+pub use connection::{ConnectionContext, ConnectionDecision};
 pub use context::{AuthzDecision, RequestContext, RequestHead, RequestPrincipal, RouteMatch};
 pub use extension::{Extension, ExtensionError, ExtensionFactory, ExtensionRegistry};
 pub use install::{FilterSet, Install, RequestFn, request_fn};
@@ -138,6 +144,14 @@ pub trait Filter: Send + Sync + 'static {
     /// own access log line or metric. It runs where the request completes (possibly inside a
     /// body's `Drop`), so it is synchronous and must not block: hand slow work to a task.
     fn on_finished(&self, _finished: &Finished<'_>) {}
+
+    /// The connection phase: sees a connection proxied as bytes (TCP, TLS passthrough) once,
+    /// before a byte is forwarded. It may choose the upstream, record decisions, or close the
+    /// connection ([`ConnectionDecision::Close`]). HTTP connections never reach it. The default
+    /// lets the connection through unchanged.
+    async fn on_connection(&self, _ctx: &mut ConnectionContext) -> ConnectionDecision {
+        ConnectionDecision::Continue
+    }
 
     /// True when this filter reads [`RequestContext::request_head`] (in `on_response`, say).
     /// Asked once, when the chain is built; the head is copied for every request only when some
@@ -257,6 +271,17 @@ impl FilterChain {
         }
     }
 
+    /// Runs the connection phase of every filter, in chain order, until one closes the
+    /// connection.
+    pub async fn run_connection(&self, ctx: &mut ConnectionContext) -> ConnectionDecision {
+        for filter in &self.filters {
+            if let close @ ConnectionDecision::Close(_) = filter.on_connection(ctx).await {
+                return close;
+            }
+        }
+        ConnectionDecision::Continue
+    }
+
     /// Runs the end-of-request phase of every filter, in chain order.
     pub(crate) fn run_finished(&self, finished: &Finished<'_>) {
         for filter in &self.filters {
@@ -287,6 +312,10 @@ impl Filter for FilterChain {
 
     fn on_finished(&self, finished: &Finished<'_>) {
         self.run_finished(finished)
+    }
+
+    async fn on_connection(&self, ctx: &mut ConnectionContext) -> ConnectionDecision {
+        self.run_connection(ctx).await
     }
 
     fn wants_request_head(&self) -> bool {

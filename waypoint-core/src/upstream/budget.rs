@@ -85,7 +85,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::{AppProtocol, ResourceRef, ServiceBackend};
+    use crate::config::{AppProtocol, ProtocolSelection, ResourceRef, ServiceBackend};
     use crate::filter::Timeout;
 
     fn target(request: Option<u64>, backend: Option<u64>) -> UpstreamTarget {
@@ -93,7 +93,7 @@ mod tests {
             service: ResourceRef::new("Service", "ns", "svc"),
             port: 80,
             cluster_ips: vec![],
-            protocol: AppProtocol::Http1,
+            protocol: ProtocolSelection::http(AppProtocol::Http1),
             endpoints: vec![],
         }));
         let ms = |d: Option<u64>| {

@@ -197,7 +197,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use crate::config::{AppProtocol, ResourceRef};
+    use crate::config::{AppProtocol, ProtocolSelection, ResourceRef};
 
     #[test]
     fn describe_walks_the_source_chain() {
@@ -231,7 +231,7 @@ mod tests {
             service: ResourceRef::new("Service", "ns", "svc"),
             port: 80,
             cluster_ips: vec![],
-            protocol: AppProtocol::Http1,
+            protocol: ProtocolSelection::http(AppProtocol::Http1),
             endpoints: vec![],
         };
         assert_eq!(service_name(&Arc::new(backend)), "ns/svc:80");

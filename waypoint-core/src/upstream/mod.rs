@@ -250,7 +250,7 @@ impl Upstream {
 
         // Only HTTP/1.1 can switch protocols in place; toward an h2c backend the upgrade headers
         // are plain hop-by-hop headers and go.
-        let upgrade = backend.protocol == AppProtocol::Http1
+        let upgrade = backend.protocol.upstream == AppProtocol::Http1
             && req.version() <= Version::HTTP_11
             && is_upgrade(req.headers());
         // Taken before the request leaves: the handle on the downstream connection lives in the
@@ -326,10 +326,10 @@ impl Upstream {
             ctx.endpoint = Some(endpoint.clone());
             let guard = InFlight::start(&endpoint.stats);
             let path = self.dial_path(endpoint, &ctx.conn);
-            rewrite::prepare(&mut req, address, backend.protocol, upgrade);
+            rewrite::prepare(&mut req, address, backend.protocol.upstream, upgrade);
 
             let limit = budget.next_try();
-            let exchange = self.pool.send(backend.protocol, path, req);
+            let exchange = self.pool.send(backend.protocol.upstream, path, req);
             let result = match limit {
                 Some((limit, _)) => tokio::time::timeout(limit, exchange).await.ok(),
                 None => Some(exchange.await),
@@ -428,7 +428,7 @@ impl Upstream {
             return;
         };
         let address = endpoint.address;
-        let protocol = backend.protocol;
+        let protocol = backend.protocol.upstream;
         let mut req = replay.request();
         rewrite::prepare(&mut req, address, protocol, false);
         let path = self.dial_path(endpoint, conn);
@@ -502,7 +502,7 @@ struct Outgoing<'a> {
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
     use super::*;
-    use crate::config::{ResourceRef, ServiceBackend};
+    use crate::config::{ProtocolSelection, ResourceRef, ServiceBackend};
 
     #[tokio::test]
     async fn no_target_and_no_endpoints_are_local_replies() {
@@ -525,7 +525,7 @@ mod tests {
                 service: ResourceRef::new("Service", "ns", "svc"),
                 port: 80,
                 cluster_ips: vec![],
-                protocol: AppProtocol::Http1,
+                protocol: ProtocolSelection::http(AppProtocol::Http1),
                 endpoints: vec![],
             },
         )));

@@ -11,7 +11,9 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use waypoint_core::body::{Body, empty};
-use waypoint_core::config::{AppProtocol, Endpoint, EndpointStats, ResourceRef, ServiceBackend};
+use waypoint_core::config::{
+    AppProtocol, Endpoint, EndpointStats, ProtocolSelection, ResourceRef, ServiceBackend,
+};
 
 /// Service `default/<name>` port 80 at 10.96.0.10, speaking `protocol`, with these ready
 /// endpoints.
@@ -24,7 +26,7 @@ pub(crate) fn service_backend(
         service: ResourceRef::new("Service", "default", name),
         port: 80,
         cluster_ips: vec![[10, 96, 0, 10].into()],
-        protocol,
+        protocol: ProtocolSelection::http(protocol),
         endpoints: addrs
             .iter()
             .map(|&address| Endpoint {

@@ -17,7 +17,7 @@ use crate::config::build::{MeshIndex, service_account};
 use crate::config::resources::{
     FromNamespaces, GATEWAY_API_GROUP, Gateway, Listener, ObjectMeta, RawObject, Resources,
 };
-use crate::config::{AppProtocol, ResourceRef, ServiceBackend};
+use crate::config::{ProtocolSelection, ResourceRef, ServiceBackend};
 
 /// The Gateway the binding was computed for, what is bound to it, and a malformed inbound
 /// binding annotation (the Gateway is then reported not accepted).
@@ -316,10 +316,10 @@ fn raw_of_kind<'a>(resources: &'a Resources, kind: &'a str) -> impl Iterator<Ite
 /// The protocol of every endpoint address some Service port names.
 fn endpoint_protocols(
     backends: &HashMap<(String, String, u16), Arc<ServiceBackend>>,
-) -> HashMap<SocketAddr, AppProtocol> {
+) -> HashMap<SocketAddr, ProtocolSelection> {
     backends
         .values()
-        .flat_map(|b| b.endpoints.iter().map(|e| (e.address, b.protocol)))
+        .flat_map(|b| b.endpoints.iter().map(|e| (e.address, b.protocol.clone())))
         .collect()
 }
 
@@ -351,7 +351,7 @@ fn bind_workload(
     pod: &RawObject,
     rref: &ResourceRef,
     mesh: &MeshIndex<'_>,
-    protocols: &HashMap<SocketAddr, AppProtocol>,
+    protocols: &HashMap<SocketAddr, ProtocolSelection>,
 ) {
     let ips = pod_ips(pod);
     let workload = Arc::new(BoundWorkload {
@@ -362,7 +362,7 @@ fn bind_workload(
         protocols: protocols
             .iter()
             .filter(|(a, _)| ips.contains(&a.ip()))
-            .map(|(a, p)| (a.port(), *p))
+            .map(|(a, p)| (a.port(), p.clone()))
             .collect(),
         ips,
     });
