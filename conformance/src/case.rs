@@ -52,21 +52,106 @@ pub struct Case {
     /// Requests and the responses they must get.
     #[serde(default)]
     pub requests: Vec<RequestCase>,
+    /// TCP connections (TLS from the client where a case says so), made after the requests.
+    #[serde(default)]
+    pub connections: Vec<ConnectionCase>,
     /// Changes made after the requests, each followed by the status it must lead to.
     #[serde(default)]
     pub then: Vec<Step>,
 }
 
-/// A change to the applied objects and the status expected after it.
+/// A change to the applied objects, the status expected after it and the connections made
+/// then. In a step, creation comes first, then deletion, then patches.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Step {
+    /// Seconds to wait first: upstream waits a second before creating an object that must be
+    /// younger than the others (creation timestamps have one-second resolution).
+    #[serde(default)]
+    pub wait_seconds: u64,
+    /// Objects created, as a test creates them in code.
+    #[serde(default)]
+    pub create: Vec<serde_json::Value>,
+    /// Objects (`Kind namespace/name`) deleted.
+    #[serde(default)]
+    pub delete: Vec<String>,
     /// JSON merge patches (RFC 7386) applied to objects, as `kubectl patch --type merge`.
     #[serde(default)]
     pub patch: Vec<Patch>,
     /// Status the waypoint must report afterwards.
     #[serde(default)]
     pub status: Vec<StatusCheck>,
+    /// Connections made once the status holds.
+    #[serde(default)]
+    pub connections: Vec<ConnectionCase>,
+}
+
+/// One TCP connection and what must come of it: upstream's
+/// `tcp.MakeTCPRequestAndExpectEventuallyValidResponse` (`expect: echo`, the default),
+/// `tls.MakeTLSConnectionAndExpectEventuallyConnectionRejection` (`expect: rejected`), or
+/// `tcp.EchoSendOnce` repeated for a traffic split (`weights`) or a fixed backend (`samples`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionCase {
+    /// The upstream subtest name, when it has one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `namespace/name:port` of the Gateway listener dialled (default the case's gateway).
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// TLS from the client, as upstream's dialer does it; plain TCP without.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+    /// What must come of it.
+    #[serde(default)]
+    pub expect: ConnectionExpect,
+    /// With `echo`: the backend (pod name prefix, `<backend>-`) that must answer.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// With `echo`: the namespace the answering pod must be in.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// With `echo`: what the backend must answer to `IS_TLS` (TLS reached it end to end).
+    #[serde(default)]
+    pub backend_is_tls: bool,
+    /// With `echo`: the server name the backend must have seen in the handshake (upstream's
+    /// `Hostname`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// With `echo`: the protocol the backend must have negotiated (upstream's `TLSProtocol`).
+    #[serde(default)]
+    pub negotiated_protocol: Option<String>,
+    /// A traffic split to check with single `TEST` exchanges: backend → expected share.
+    #[serde(default)]
+    pub weights: Option<BTreeMap<String, f64>>,
+    /// After the echo passes, this many single `TEST` exchanges must all reach `backend`.
+    #[serde(default)]
+    pub samples: Option<u32>,
+}
+
+/// TLS from the client.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientTls {
+    /// The server name (SNI) sent.
+    pub server_name: String,
+    /// Trust the CA in this ConfigMap's `ca.crt` (`namespace/name`), checking the name.
+    #[serde(default)]
+    pub ca_config_map: Option<String>,
+    /// Trust exactly this Secret's `tls.crt` (`namespace/name`).
+    #[serde(default)]
+    pub certificate: Option<String>,
+}
+
+/// What a connection must come to.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ConnectionExpect {
+    /// The echo backend's welcome, `PONG`, `IS_TLS` and `TEST` answers, as expected.
+    #[default]
+    Echo,
+    /// The connection closed (EOF or reset) before the TLS handshake completed.
+    Rejected,
 }
 
 /// A merge patch of one object.
@@ -112,6 +197,27 @@ pub struct StatusCheck {
     /// With `gateway`: the number of attached routes.
     #[serde(default)]
     pub attached_routes: Option<u64>,
+    /// With `gateway`: every listener's status, as upstream's `GatewayStatusMustHaveListeners`
+    /// judges it (the same number of listeners, each named one present).
+    #[serde(default)]
+    pub listeners: Option<Vec<ListenerCheck>>,
+}
+
+/// One listener's expected status.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerCheck {
+    /// The listener's name.
+    pub name: String,
+    /// Route kinds (group `gateway.networking.k8s.io`) that must be among its supported
+    /// kinds; none means the listener must report none.
+    #[serde(default)]
+    pub supported_kinds: Vec<String>,
+    /// Conditions it must carry.
+    #[serde(default)]
+    pub conditions: Vec<ConditionCheck>,
+    /// Its attached routes.
+    pub attached_routes: u64,
 }
 
 /// A condition a status must carry. `reason` is checked only when given.
@@ -344,6 +450,45 @@ pub struct GrpcCall {
     pub code: u32,
 }
 
+impl ConnectionCase {
+    /// Consistency checks of one connection; `case_gateway` says whether the case names one.
+    fn check(&self, case_gateway: bool) -> Result<(), String> {
+        if self.gateway.is_none() && !case_gateway {
+            return Err("needs a gateway (case `gateway` or its own)".into());
+        }
+        if let Some(g) = &self.gateway
+            && g.rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+        {
+            return Err(format!("gateway {g:?}: expected `namespace/name:port`"));
+        }
+        match self.expect {
+            ConnectionExpect::Rejected => {
+                if self.tls.is_none() {
+                    return Err("`rejected` is a TLS probe: it needs `tls`".into());
+                }
+                if self.backend.is_some() || self.weights.is_some() || self.samples.is_some() {
+                    return Err("`rejected` takes no backend, weights or samples".into());
+                }
+            }
+            ConnectionExpect::Echo => {
+                if self.backend.is_none() && self.weights.is_none() {
+                    return Err("`echo` needs a backend or weights".into());
+                }
+                if self.samples.is_some() && self.backend.is_none() {
+                    return Err("`samples` need a backend".into());
+                }
+                if let Some(tls) = &self.tls
+                    && tls.ca_config_map.is_some() == tls.certificate.is_some()
+                {
+                    return Err("tls: trust exactly one of caConfigMap or certificate".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A case file that could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -355,6 +500,13 @@ pub struct CaseError {
 }
 
 impl Case {
+    /// Parses one case file's text; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Case, String> {
+        let case: Case = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        case.check()?;
+        Ok(case)
+    }
+
     /// Reads every `*.yaml` case in `dir`, sorted by file name.
     pub fn load_dir(dir: &Path) -> Result<Vec<Case>, CaseError> {
         let err = |path: &Path, message: String| CaseError {
@@ -371,10 +523,7 @@ impl Case {
             .iter()
             .map(|path| {
                 let text = std::fs::read_to_string(path).map_err(|e| err(path, e.to_string()))?;
-                let case: Case =
-                    serde_saphyr::from_str(&text).map_err(|e| err(path, e.to_string()))?;
-                case.check().map_err(|m| err(path, m))?;
-                Ok(case)
+                Case::parse(&text).map_err(|m| err(path, m))
             })
             .collect()
     }
@@ -390,6 +539,12 @@ impl Case {
         if self.certificate.is_none() && self.requests.iter().any(|r| r.request.is_https()) {
             return Err("https requests need the case's `certificate` (a Secret)".into());
         }
+        let steps =
+            std::iter::once(&self.connections).chain(self.then.iter().map(|s| &s.connections));
+        for (i, c) in steps.flatten().enumerate() {
+            c.check(self.gateway.is_some())
+                .map_err(|e| format!("connections[{i}]: {e}"))?;
+        }
         for (i, s) in self.status.iter().enumerate() {
             if s.route.is_none() == s.gateway.is_none() {
                 return Err(format!("status[{i}]: exactly one of route or gateway"));
@@ -401,3 +556,7 @@ impl Case {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "case_tests.rs"]
+mod tests;

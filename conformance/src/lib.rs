@@ -22,4 +22,6 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod status;
+pub mod stream;
 pub mod tls;
+pub mod workload;

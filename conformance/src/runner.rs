@@ -11,7 +11,7 @@ use serde_json::Value;
 use waypoint_bin::tools::send::ProxyClaims;
 
 use crate::apiserver::ApiServer;
-use crate::case::{Case, RequestCase, StatusCheck};
+use crate::case::{Case, ConnectionCase, RequestCase, StatusCheck};
 use crate::client::{self, Route};
 use crate::cluster::{Cluster, ClusterState, merge_patch, object_ref, parse_yaml, without};
 use crate::features;
@@ -136,7 +136,7 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
     let mut state = ClusterState::default();
     let mut pods = Pods::default();
     let cluster = Cluster::apply(base.clone(), &mut state);
-    pods.ensure(&cluster.pods).await?;
+    pods.ensure(&cluster.pods, &certs).await?;
     let log = opts.work_dir.join("waypoint.log");
     let (mut source, launch) = match opts.source {
         SourceMode::Files => {
@@ -236,7 +236,7 @@ impl CaseRun<'_> {
         let objects = without(&self.objects, &self.deleted);
         let mut cluster = Cluster::apply(objects, self.state);
         cluster.fill_endpoints(&self.case.endpoints_from);
-        self.pods.ensure(&cluster.pods).await?;
+        self.pods.ensure(&cluster.pods, self.certs).await?;
         match self.source {
             Source::Files => {
                 self.dump = self
@@ -287,6 +287,42 @@ impl CaseRun<'_> {
         }
     }
 
+    /// Runs TCP connection checks; returns their failures, labelled with `prefix`.
+    async fn connections(
+        &self,
+        conns: &[ConnectionCase],
+        cluster: &Cluster,
+        prefix: &str,
+        failed_before: &[String],
+        opts: &Options,
+    ) -> Vec<String> {
+        let mut failures = Vec::new();
+        for (i, conn) in conns.iter().enumerate() {
+            let label = conn
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{prefix}connections[{i}]"));
+            // As for requests: once the case failed, later checks only add diagnostics.
+            let patience = if failed_before.is_empty() && failures.is_empty() {
+                opts.consistency_timeout
+            } else {
+                Duration::from_secs(1)
+            };
+            let target = conn.gateway.as_deref().or(self.case.gateway.as_deref());
+            let result = match target.map(|t| gateway_route(t, cluster, self.waypoint)) {
+                Some(Ok(route)) => {
+                    crate::stream::run_connection(conn, &route, self.certs, patience).await
+                }
+                Some(Err(e)) => Err(e),
+                None => Err("no gateway to connect to".into()),
+            };
+            if let Err(e) = result {
+                failures.push(format!("{label}: {e}"));
+            }
+        }
+        failures
+    }
+
     async fn run(&mut self, opts: &Options) -> Outcome {
         let case = self.case;
         let mut cluster = match self.apply().await {
@@ -298,6 +334,11 @@ impl CaseRun<'_> {
             .requests
             .iter()
             .filter_map(|r| r.gateway.as_deref().or(case.gateway.as_deref()))
+            .chain(
+                case.connections
+                    .iter()
+                    .filter_map(|c| c.gateway.as_deref().or(case.gateway.as_deref())),
+            )
             .map(|g| g.rsplit_once(':').map_or(g, |(gw, _)| gw))
             .collect();
         targets.sort_unstable();
@@ -347,7 +388,16 @@ impl CaseRun<'_> {
                 ));
             }
         }
+        failures.extend(
+            self.connections(&case.connections, &cluster, "", &failures, opts)
+                .await,
+        );
         for (i, step) in case.then.iter().enumerate() {
+            if step.wait_seconds > 0 {
+                tokio::time::sleep(Duration::from_secs(step.wait_seconds)).await;
+            }
+            self.objects.extend(step.create.iter().cloned());
+            self.deleted.extend(step.delete.iter().cloned());
             for patch in &step.patch {
                 match self
                     .objects
@@ -361,12 +411,20 @@ impl CaseRun<'_> {
                 }
             }
             match self.apply().await {
-                Ok(_) => failures.extend(
-                    self.status_failures(&step.status, &[])
-                        .await
-                        .into_iter()
-                        .map(|e| format!("then[{i}] status: {e}")),
-                ),
+                Ok(applied) => {
+                    cluster = applied;
+                    failures.extend(
+                        self.status_failures(&step.status, &[])
+                            .await
+                            .into_iter()
+                            .map(|e| format!("then[{i}] status: {e}")),
+                    );
+                    let label = format!("then[{i}] ");
+                    failures.extend(
+                        self.connections(&step.connections, &cluster, &label, &failures, opts)
+                            .await,
+                    );
+                }
                 Err(e) => failures.push(format!("then[{i}]: {e}")),
             }
         }
@@ -447,6 +505,12 @@ fn route_for(
         .as_deref()
         .or(case.gateway.as_deref())
         .ok_or("no gateway to send to")?;
+    gateway_route(target, cluster, waypoint)
+}
+
+/// How a client outside the mesh reaches Gateway listener `target` (`namespace/name[:port]`,
+/// port 80 by default): to the waypoint, with a PROXY header naming the Gateway address.
+fn gateway_route(target: &str, cluster: &Cluster, waypoint: &Waypoint) -> Result<Route, String> {
     let (gw, port) = match target.rsplit_once(':') {
         Some((g, p)) => (
             g,
