@@ -217,8 +217,8 @@ pub fn refusing_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
 }
 
 /// A client configuration that accepts exactly the certificate `cert_pem` (and a handshake
-/// signed by its key), offering `alpn`.
-pub fn client_config(cert_pem: &str, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+/// signed by its key), offering the protocols in `alpn` (none when empty).
+pub fn client_config(cert_pem: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, String> {
     let trusted = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|e| format!("trusted certificate: {e}"))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -232,7 +232,7 @@ pub fn client_config(cert_pem: &str, alpn: &[u8]) -> Result<Arc<rustls::ClientCo
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
@@ -283,8 +283,8 @@ mod tests {
         let pem = certs
             .certificate("gateway-conformance-infra/tls-validity-checks-certificate")
             .unwrap();
-        assert!(client_config(pem, b"h2").is_ok());
-        assert!(client_config("junk", b"h2").is_err());
+        assert!(client_config(pem, &[b"h2"]).is_ok());
+        assert!(client_config("junk", &[b"h2"]).is_err());
     }
 
     #[tokio::test]
