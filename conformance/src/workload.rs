@@ -204,4 +204,44 @@ mod tests {
                 .contains("TCP_PORT")
         );
     }
+
+    #[test]
+    fn the_base_tls_and_tcp_backends_become_pods_on_their_plain_and_tls_ports() {
+        use crate::cluster::{Cluster, ClusterState, parse_yaml};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/conformance/gateway-api-v1.6.1/conformance/base/manifests.yaml");
+        let Ok(text) = std::fs::read_to_string(&root) else {
+            eprintln!("{} missing: the test did not run", root.display());
+            return;
+        };
+        let cluster = Cluster::apply(parse_yaml(&text).unwrap(), &mut ClusterState::default());
+        let pod = |name: &str| {
+            cluster
+                .pods
+                .iter()
+                .find(|p| p.name == name && p.namespace == "gateway-conformance-infra")
+                .unwrap()
+                .clone()
+        };
+        let tls = pod("tls-backend-0");
+        assert_eq!(tls.ports, vec![(3000, false), (8443, false)]);
+        let setup = tls.echo.unwrap();
+        assert_eq!(setup.tcp_port, None);
+        assert_eq!(
+            setup.tls.unwrap().secret,
+            "gateway-conformance-infra/tls-checks-certificate"
+        );
+        let tcp = pod("tcp-backend-1");
+        assert_eq!(tcp.ports, vec![(3000, false), (8443, false)]);
+        let setup = tcp.echo.unwrap();
+        assert_eq!(setup.tcp_port, Some(3000));
+        assert_eq!(
+            setup.tls.unwrap().secret,
+            "gateway-conformance-infra/tls-passthrough-checks-certificate"
+        );
+        assert_eq!(
+            pod("infra-backend-v1-0").echo.unwrap(),
+            EchoSetup::default()
+        );
+    }
 }
