@@ -233,10 +233,13 @@ fn check_listeners(gateway: &str, gw: &Value, want: &[ListenerCheck]) -> Result<
             .iter()
             .find(|l| l["name"] == w.name.as_str())
             .ok_or_else(|| format!("{label}: no status"))?;
-        let kinds: Vec<(&str, &str)> = l["supportedKinds"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        // A required field of ListenerStatus: a status without it says nothing about kinds,
+        // which must not pass for "none".
+        let Some(reported) = l["supportedKinds"].as_array() else {
+            return Err(format!("{label}: the status has no supportedKinds"));
+        };
+        let kinds: Vec<(&str, &str)> = reported
+            .iter()
             .map(|k| {
                 (
                     k["group"].as_str().unwrap_or("gateway.networking.k8s.io"),
