@@ -53,7 +53,8 @@ const CA_SIGNED_SECRETS: [(&str, &str, &[&str]); 4] = [
     ),
 ];
 
-/// The ConfigMap (`namespace/name`) holding the CA that signed [`CA_SIGNED_SECRETS`].
+/// The ConfigMap (`namespace/name`) holding the CA that signed the passthrough and checks
+/// Secrets (upstream's `tls-checks-ca-certificate`).
 pub const CHECKS_CA: &str = "gateway-conformance-infra/tls-checks-ca-certificate";
 
 /// Certificates the harness generated, by `namespace/name` of their Secret, and CA
