@@ -11,11 +11,14 @@
 //! allow; any ALLOW match → allow; else deny. AUDIT only marks the request. Policies annotated
 //! `istio.io/dry-run: "true"` are evaluated and logged, never enforced.
 //!
+//! Connections the waypoint proxies as bytes (TCP, TLS passthrough) are decided once by
+//! `on_connection` with Istio's treatment of HTTP-only fields on TCP traffic: see the
+//! `connection` module and [`PolicySet::explain_connection`].
+//!
 //! Differences a user may notice, all by necessity of where a waypoint sits:
-//! - Requests are always HTTP here, so Istio's rule for HTTP-only fields on TCP traffic never
-//!   applies.
-//! - `connection.sni` never matches a value (its `notValues` always hold): the waypoint sees the
-//!   HTTP inside the tunnel, and ztunnel sends no SNI.
+//! - `connection.sni` matches the server name of TLS passed through. On HTTP requests it never
+//!   matches a value (its `notValues` always hold): the waypoint sees the HTTP inside the
+//!   tunnel, and ztunnel sends no SNI.
 //! - A `ServiceEntry` target applies to the Service of the same namespace and name, since
 //!   destinations resolve to Services.
 //! - CUSTOM policies are checked after JWT authentication (Envoy runs ext_authz first), so
@@ -27,6 +30,7 @@
 //!   waypoint sees it; a sidecar would see the workload's target port.
 
 mod compile;
+mod connection;
 mod ext_authz;
 mod matcher;
 mod normalize;
@@ -43,13 +47,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use waypoint_core::body::{full, local_reply};
 use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{
-    BuildContext, Decision, Filter, FilterFactory, Request, RequestContext, Response,
+    BuildContext, ConnectionContext, ConnectionDecision, Decision, Filter, FilterFactory, Request,
+    RequestContext, Response,
 };
 use waypoint_core::http::authority;
 use waypoint_core::identity::SpiffeId;
 
 use crate::scope::WaypointScope;
 
+pub use connection::ConnectionAttributes;
 pub use ext_authz::{ExtAuthzProvider, SOURCE_PRINCIPAL_HEADER};
 pub use normalize::{NormalizeError, PathNormalization, check_method, normalize_path};
 
@@ -128,6 +134,18 @@ pub struct Explanation {
     pub dry_run: Option<AuthzDecision>,
     /// The normalized request target, when normalization changed it.
     pub normalized_path: Option<String>,
+    /// For a connection: the CUSTOM policies that matched it, which its HTTP ext_authz
+    /// providers cannot check (`custom` is then empty: nothing is left to ask).
+    pub unchecked_custom: Vec<UncheckedCustom>,
+}
+
+/// A CUSTOM policy that matched a TCP connection its ext_authz provider cannot check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UncheckedCustom {
+    /// The policy, its matching rule and provider.
+    pub check: CustomCheck,
+    /// The provider is fail-open, so the connection went on; otherwise it was denied here.
+    pub let_through: bool,
 }
 
 impl Explanation {
@@ -141,6 +159,13 @@ impl Explanation {
         let mut out = match (d.allowed, d.action.as_str(), d.policy.is_some()) {
             (true, "NONE", _) => "allowed: no ALLOW policy applies".to_owned(),
             (false, "ALLOW", false) => "denied: ALLOW policies apply but none matches".to_owned(),
+            (false, "CUSTOM", _) if self.unchecked_custom.iter().any(|u| !u.let_through) => {
+                format!(
+                    "{} (its ext_authz provider checks HTTP requests and cannot check a TCP \
+                 connection; it is not fail-open)",
+                    by("denied")
+                )
+            }
             (false, "CUSTOM", _) => format!("{} (its ext_authz provider is unknown)", by("denied")),
             (true, ..) => by("allowed"),
             (false, ..) => by("denied"),
@@ -149,6 +174,13 @@ impl Explanation {
             out.push_str(&format!(
                 "; needs ext_authz provider {:?} to allow (CUSTOM policy {} rule {})",
                 c.provider, c.rule.policy, c.rule.rule
+            ));
+        }
+        for u in self.unchecked_custom.iter().filter(|u| u.let_through) {
+            out.push_str(&format!(
+                "; CUSTOM policy {} rule {} not checked: ext_authz provider {:?} cannot check a \
+                 TCP connection and is fail-open",
+                u.check.rule.policy, u.check.rule.rule, u.check.provider
             ));
         }
         for a in &self.audit {
@@ -169,10 +201,13 @@ pub(crate) enum Action {
     Allow,
     Deny,
     Audit,
-    /// `known`: the provider is configured; a match of an unknown one denies.
+    /// `known`: the provider is configured; a match of an unknown one denies. `fail_open`:
+    /// the provider lets requests through when it cannot be asked (a TCP connection, which an
+    /// HTTP ext_authz provider cannot check, is one such case).
     Custom {
         provider: String,
         known: bool,
+        fail_open: bool,
     },
 }
 
@@ -186,8 +221,14 @@ pub(crate) struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
+    /// The first rule matching `a`. On a connection, an ALLOW rule that sets an HTTP-only
+    /// field is skipped (Istio drops it from TCP filter chains); other actions match with those
+    /// fields ignored.
     fn first_match(&self, a: &Attrs<'_>) -> Option<usize> {
-        self.rules.iter().position(|r| r.matches(a))
+        let skip_http = a.l4 && self.action == Action::Allow;
+        self.rules
+            .iter()
+            .position(|r| !(skip_http && r.needs_http()) && r.matches(a))
     }
 }
 
@@ -224,14 +265,16 @@ impl PolicySet {
             .collect()
     }
 
-    /// The number of compiled policies (each counted once, however many targets it has).
-    pub fn len(&self) -> usize {
-        let mut seen: Vec<*const CompiledPolicy> = self
-            .everywhere
+    /// Every compiled policy, once per target.
+    fn all(&self) -> impl Iterator<Item = &Arc<CompiledPolicy>> {
+        self.everywhere
             .iter()
             .chain(self.by_service.values().flat_map(|m| m.values().flatten()))
-            .map(Arc::as_ptr)
-            .collect();
+    }
+
+    /// The number of compiled policies (each counted once, however many targets it has).
+    pub fn len(&self) -> usize {
+        let mut seen: Vec<*const CompiledPolicy> = self.all().map(Arc::as_ptr).collect();
         seen.sort();
         seen.dedup();
         seen.len()
@@ -289,8 +332,21 @@ impl PolicySet {
             path,
             headers: request.headers,
             jwt: request.request_principal,
+            sni: None,
+            l4: false,
         };
-        let service = request
+        let mut explained = self.evaluate(config, &attrs);
+        explained.normalized_path = match normalized {
+            std::borrow::Cow::Owned(p) => Some(p),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        Ok(explained)
+    }
+
+    /// One pass over the policies of `attrs`' destination Service (and this waypoint's), in
+    /// Istio's order. For a connection (`attrs.l4`), ALLOW rules that need HTTP never match.
+    fn evaluate(&self, config: &Config, attrs: &Attrs<'_>) -> Explanation {
+        let service = attrs
             .destination
             .and_then(|d| config.service_at(d))
             .map(|b| &b.service);
@@ -302,9 +358,11 @@ impl PolicySet {
         let mut unknown_custom = None;
         let mut audit = Vec::new();
         for policy in self.applicable(service) {
-            let matched = policy.first_match(&attrs);
+            let matched = policy.first_match(attrs);
             match &policy.action {
-                Action::Custom { provider, known } => {
+                Action::Custom {
+                    provider, known, ..
+                } => {
                     if let Some(rule) = matched {
                         if *known {
                             custom.push(CustomCheck {
@@ -334,16 +392,14 @@ impl PolicySet {
             Some((policy, rule)) => decided(false, policy, rule, false),
             None => enforced.decide(false),
         };
-        Ok(Explanation {
+        Explanation {
             decision,
             custom,
             audit,
             dry_run: any_dry_run.then(|| shadow.decide(true)),
-            normalized_path: match normalized {
-                std::borrow::Cow::Owned(p) => Some(p),
-                std::borrow::Cow::Borrowed(_) => None,
-            },
-        })
+            normalized_path: None,
+            unchecked_custom: Vec::new(),
+        }
     }
 }
 
@@ -521,6 +577,10 @@ fn log_decision(d: &AuthzDecision, reason: impl FnOnce() -> String) {
 impl Filter for AuthzFilter {
     fn name(&self) -> &str {
         "authz"
+    }
+
+    async fn on_connection(&self, ctx: &mut ConnectionContext) -> ConnectionDecision {
+        self.decide_connection(ctx)
     }
 
     async fn on_request(&self, req: &mut Request, ctx: &mut RequestContext) -> Decision {
