@@ -159,3 +159,40 @@ fn authz_tcp_refuses_http_attributes_and_sni_needs_tcp() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tcp"));
 }
+
+#[test]
+fn authz_tcp_custom_fails_closed_unless_the_ext_authz_provider_is_fail_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("db.yaml");
+    let custom = "\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext, namespace: default}\nspec:\n  targetRefs: [{kind: Service, group: \"\", name: db}]\n  action: CUSTOM\n  provider: {name: opa}\n  rules: [{to: [{operation: {paths: [\"/admin\"]}}]}]\n";
+    std::fs::write(&config, format!("{MANIFESTS}{custom}")).unwrap();
+    let base = [
+        "--tcp",
+        "--destination",
+        "10.96.0.30:5432",
+        "--identity",
+        APP,
+    ];
+
+    let mut closed = base.to_vec();
+    closed.extend(["--ext-authz", "opa=127.0.0.1:9191"]);
+    let out = ask(&config, &closed);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("DENIED")
+            && text.contains("CUSTOM policy AuthorizationPolicy default/ext rule 0")
+            && text.contains("cannot check a TCP connection"),
+        "{text}"
+    );
+
+    let mut open = base.to_vec();
+    open.extend(["--ext-authz", "opa=127.0.0.1:9191,fail_open"]);
+    let out = ask(&config, &open);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("ALLOWED") && text.contains("not checked") && text.contains("fail-open"),
+        "{text}"
+    );
+}
