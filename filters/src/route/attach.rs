@@ -364,7 +364,7 @@ impl<'a> Builder<'a> {
         };
         let mut accepted = false;
         for li in allowed {
-            let listener_host = HostPattern::parse(listeners[li].hostname.as_deref());
+            let listener_host = listener_hostname(&listeners[li]);
             let mut effective: Vec<HostPattern> = route_hosts
                 .iter()
                 .filter_map(|h| h.intersect(&listener_host))
@@ -465,7 +465,7 @@ impl<'a> Builder<'a> {
                 }
                 let served = Arc::new(ListenerRoutes {
                     label: format!("{} listener {}", gw.resource_ref(), l.name),
-                    hostname: HostPattern::parse(l.hostname.as_deref()),
+                    hostname: listener_hostname(l),
                     hosts,
                 });
                 for ip in &addresses {
@@ -499,6 +499,15 @@ impl<'a> Builder<'a> {
         }
         table
     }
+}
+
+/// The hosts a listener takes. A TCP listener matches no hostname (the spec has its
+/// `hostname` ignored), so it takes every connection at its port.
+fn listener_hostname(l: &Listener) -> HostPattern {
+    if l.protocol == "TCP" {
+        return HostPattern::Any;
+    }
+    HostPattern::parse(l.hostname.as_deref())
 }
 
 /// ` named X`, ` with port P` or both, for messages.

@@ -432,3 +432,20 @@ async fn a_pod_addressed_directly_is_its_own_upstream_whatever_routes_its_servic
     assert_eq!(addrs, ["10.1.0.5:5432"]);
     assert!(ctx.route.is_none());
 }
+
+#[tokio::test]
+async fn a_tcp_listener_ignores_its_hostname_and_takes_every_connection_at_its_port() {
+    let gateway = GATEWAY.replace(
+        "{name: tcp, port: 5432, protocol: TCP}",
+        "{name: tcp, port: 5432, protocol: TCP, hostname: db.example.com}",
+    );
+    let l4 = L4::new(&with(&[
+        gateway,
+        tcp_route(
+            "gw-tcp",
+            "[{name: edge, sectionName: tcp}]",
+            "[{name: db-v2, port: 5432}]",
+        ),
+    ]));
+    assert_eq!(l4.backend("10.0.0.9:5432", None).await, "apps/db-v2");
+}

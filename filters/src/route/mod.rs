@@ -1,5 +1,6 @@
-//! Gateway API HTTPRoute and GRPCRoute routing, decided first by the connection's original
-//! destination:
+//! Gateway API routing: HTTPRoute and GRPCRoute for requests, and TCPRoute and TLSRoute for
+//! connections proxied as bytes (the connection phase, see [`l4`]). Requests are routed first
+//! by the connection's original destination:
 //!
 //! - a Service (ClusterIP, port): the routes attached to that Service (GAMMA), never chosen by
 //!   the Host header; a known Service with no route attached goes to the Service itself, as it
@@ -76,7 +77,8 @@ impl FilterFactory for RouteFactory {
     }
 }
 
-/// Chooses the upstream of each request from the compiled route table.
+/// Chooses the upstream of each request, and of each connection proxied as bytes, from the
+/// compiled route table.
 #[derive(Debug)]
 pub struct RouteFilter {
     table: RouteTable,
