@@ -1,114 +1,12 @@
 //! TCPRoute and TLSRoute routing through the connection phase: manifests in, a connection to
 //! a Service or Gateway address with (or without) an SNI, the upstream chosen or the close.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use waypoint_core::config::PortProtocol;
-use waypoint_core::filter::testing::{TestChain, conn};
-use waypoint_core::filter::{ConnectionContext, ConnectionDecision};
+use waypoint_core::filter::ConnectionDecision;
+use waypoint_core::filter::testing::TestChain;
 
 use super::RouteFactory;
-
-/// A route table built from manifests, and connections run through it.
-pub(super) struct L4 {
-    pub(super) harness: TestChain,
-}
-
-impl L4 {
-    pub(super) fn new(manifests: &str) -> Self {
-        let harness = TestChain::new(
-            manifests,
-            |filters: &mut waypoint_core::filter::FilterSet| {
-                filters.factory(RouteFactory);
-            },
-        )
-        .expect("manifests parse");
-        L4 { harness }
-    }
-
-    /// Runs the connection phase for a connection to `dest` carried as `protocol`, with `sni`.
-    pub(super) async fn connect(
-        &self,
-        dest: &str,
-        protocol: PortProtocol,
-        sni: Option<&str>,
-    ) -> (ConnectionDecision, ConnectionContext) {
-        let config = self.harness.config().clone();
-        let mut ctx = ConnectionContext::new(Arc::new(conn(dest)), config, protocol)
-            .with_sni(sni.map(str::to_owned));
-        let decision = self.harness.chain().run_connection(&mut ctx).await;
-        (decision, ctx)
-    }
-
-    /// `namespace/name` of the upstream Service, or `closed <flags>` when the connection was
-    /// closed. A TLS connection when `sni` is given, else TCP.
-    pub(super) async fn backend(&self, dest: &str, sni: Option<&str>) -> String {
-        let protocol = if sni.is_some() {
-            PortProtocol::Tls
-        } else {
-            PortProtocol::Tcp
-        };
-        let (decision, ctx) = self.connect(dest, protocol, sni).await;
-        let flags: Vec<&str> = ctx.response_flags.iter().map(|f| f.as_str()).collect();
-        match decision {
-            ConnectionDecision::Continue => {
-                let upstream = ctx.upstream.expect("an upstream when not closed");
-                let service = &upstream.backend.service;
-                format!("{}/{}", service.namespace, service.name)
-            }
-            ConnectionDecision::Close(why) => {
-                assert!(why.starts_with("waypoint: "), "{why}");
-                format!("closed {}", flags.join(","))
-            }
-        }
-    }
-
-    /// How `n` connections to `dest` were spread over backends.
-    pub(super) async fn spread(&self, dest: &str, n: usize) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for _ in 0..n {
-            *counts.entry(self.backend(dest, None).await).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    /// `Accepted=<status>/<reason> ResolvedRefs=...` of `route` for its parent named `parent`.
-    pub(super) fn parent(&self, route: &str, parent: &str) -> String {
-        let out = self.harness.output();
-        let p = out
-            .route_parents
-            .iter()
-            .find(|p| p.route.name == route && p.parent.name == parent)
-            .unwrap_or_else(|| {
-                panic!("no status of {route} for {parent}: {:?}", out.route_parents)
-            });
-        p.conditions
-            .iter()
-            .map(|c| format!("{}={}/{}", c.kind, c.status, c.reason))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    /// `attachedRoutes` and the conditions (`Type=status/Reason`) of a Gateway's listener.
-    pub(super) fn listener(&self, gateway: &str, listener: &str) -> (u32, String) {
-        let out = self.harness.output();
-        let g = out
-            .gateways
-            .iter()
-            .find(|g| g.gateway.name == gateway)
-            .unwrap_or_else(|| panic!("no status of Gateway {gateway}"));
-        let l = g.listeners.iter().find(|l| l.name == listener).unwrap();
-        let conditions = l
-            .conditions
-            .iter()
-            .map(|c| format!("{}={}/{}", c.kind, c.status, c.reason))
-            .collect::<Vec<_>>()
-            .join(" ");
-        (l.attached_routes, conditions)
-    }
-}
-
+use super::l4_testing::L4;
 const SERVICES: &str = r#"
 apiVersion: v1
 kind: Service

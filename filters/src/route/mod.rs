@@ -461,11 +461,15 @@ fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
 #[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]
-mod l4_conformance_tests;
+mod l4_testing;
 #[cfg(test)]
 mod l4_tests;
 #[cfg(test)]
+mod tcp_conformance_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_conformance_tests;
 #[cfg(test)]
 mod tls_tests;
 
