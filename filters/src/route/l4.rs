@@ -238,10 +238,6 @@ fn choose<'a>(set: &'a RouteSet, sni: Option<&str>, what: &str) -> Result<&'a Ar
     })
 }
 
-/// Envoy's `NC` (no cluster found): the rule's chosen backend cannot be used. `ResponseFlag`
-/// has no variant of its own for it yet, so it is spelt here.
-const NO_CLUSTER_FOUND: ResponseFlag = ResponseFlag::Other("NC");
-
 fn close(ctx: &mut ConnectionContext, flag: ResponseFlag, why: String) -> ConnectionDecision {
     ctx.response_flags.push(flag);
     ConnectionDecision::Close(format!("waypoint: {why}"))
@@ -292,7 +288,7 @@ impl RouteFilter {
         ctx.route = Some(rule.route.clone());
         let Some(backend) = pick_backend(&rule) else {
             let why = format!("{} has no backend with weight", rule.route.route);
-            return close(ctx, NO_CLUSTER_FOUND, why);
+            return close(ctx, ResponseFlag::NoClusterFound, why);
         };
         match &backend.target {
             Ok(target) => {
@@ -301,7 +297,7 @@ impl RouteFilter {
             }
             Err(why) => {
                 let why = format!("{}: {why}", rule.route.route);
-                close(ctx, NO_CLUSTER_FOUND, why)
+                close(ctx, ResponseFlag::NoClusterFound, why)
             }
         }
     }
