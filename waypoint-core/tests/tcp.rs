@@ -16,13 +16,26 @@ use waypoint_core::filter::{
     RequestContext, UpstreamTarget,
 };
 use waypoint_core::flags::ResponseFlag;
-use waypoint_core::runtime::{RunningWaypoint, Waypoint, WaypointOptions};
+use waypoint_core::identity::SpiffeId;
+use waypoint_core::runtime::{
+    CertSettings, CertSource, HboneInbound, RunningWaypoint, Waypoint, WaypointOptions,
+};
+use waypoint_core::tls::{CertStore, DevCa, ExpectedIdentity};
+use waypoint_core::transport::hbone::HboneOptions;
 use waypoint_core::transport::listener::ListenAddr;
+use waypoint_core::upstream::{HboneClientOptions, HbonePool, HboneStream, TunnelSource};
 use waypoint_core::wire::proxy_protocol::{TLV_PEER_IDENTITY, encode_v2};
 
 const SOURCE: &str = "10.244.0.7:40000";
 const IDENTITY: &str = "spiffe://cluster.local/ns/default/sa/sleep";
 const BULK: usize = 64 * 1024 * 1024;
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn waypoint_id() -> SpiffeId {
+    "spiffe://cluster.local/ns/mesh/sa/waypoint"
+        .parse()
+        .unwrap()
+}
 
 /// A Service `name` at `vip` with one port, named `port_name` (`""`: unnamed) and the rest of
 /// its spec `port` (YAML flow map entries), whose one endpoint is `127.0.0.1:target` (none
@@ -208,6 +221,8 @@ struct Running {
     _waypoint: RunningWaypoint,
     sandwich: SocketAddr,
     admin: SocketAddr,
+    hbone: SocketAddr,
+    ca: DevCa,
     backends: Backends,
 }
 
@@ -240,6 +255,20 @@ async fn start() -> Running {
     let mut options = WaypointOptions::new(&config);
     options.sandwich = vec![ListenAddr::Tcp(([127, 0, 0, 1], 0).into())];
     options.admin = Some(([127, 0, 0, 1], 0).into());
+    // Native HBONE too, with a certificate from a test CA.
+    let ca = DevCa::generate("cluster.local").unwrap();
+    let paths = ca
+        .write_workload_dir(&dir.path().join("certs"), &waypoint_id(), DAY)
+        .unwrap();
+    options.certs = Some(CertSettings {
+        source: CertSource::Files(paths),
+        trust_domains: Vec::new(),
+        reload_interval: DAY,
+    });
+    options.hbone = Some(HboneInbound {
+        addr: ([127, 0, 0, 1], 0).into(),
+        options: HboneOptions::default(),
+    });
     let waypoint = Waypoint::builder(options)
         .factory(Arc::new(CloseDenied))
         .start()
@@ -249,11 +278,14 @@ async fn start() -> Running {
         panic!("a TCP listener")
     };
     let admin = waypoint.admin_addr().unwrap();
+    let hbone = waypoint.hbone_addr().unwrap();
     Running {
         _dir: dir,
         _waypoint: waypoint,
         sandwich,
         admin,
+        hbone,
+        ca,
         backends: b,
     }
 }
@@ -269,6 +301,31 @@ impl Running {
         );
         s.write_all(&header).await.unwrap();
         s
+    }
+
+    /// A tunnel to original destination `destination` over the waypoint's HBONE listener, as
+    /// a ztunnel opens it for the client [`IDENTITY`].
+    async fn tunnel(&self, destination: &str) -> HboneStream {
+        let certs = self
+            .ca
+            .workload_certs(&IDENTITY.parse().unwrap(), DAY)
+            .unwrap();
+        let pool = HbonePool::new(
+            CertStore::from_certs(certs, Vec::new()).unwrap(),
+            HboneClientOptions::default(),
+        );
+        let source = TunnelSource {
+            address: Some(SOURCE.parse().unwrap()),
+            ..TunnelSource::default()
+        };
+        pool.connect_via(
+            self.hbone,
+            destination.parse().unwrap(),
+            &[ExpectedIdentity::Exact(waypoint_id())],
+            &source,
+        )
+        .await
+        .unwrap()
     }
 
     /// The `/metrics` lines starting with `prefix` that name Service `service`.
@@ -482,6 +539,35 @@ async fn a_port_named_http_stays_http_and_an_unnamed_one_detects_an_http_client(
         [format!(
             "istio_tcp_connections_opened_total{{{}}} 1",
             tcp_labels("sniffed", "-")
+        )]
+    );
+}
+
+#[tokio::test]
+async fn over_hbone_a_client_first_and_a_server_first_backend_are_both_reached() {
+    let w = start().await;
+    let mut t = w.tunnel("10.96.1.1:6379").await;
+    t.write_all(b"PING\r\n").await.unwrap();
+    let mut pong = [0u8; 7];
+    t.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+
+    let mut t = w.tunnel("10.96.1.2:3307").await;
+    let mut greeting = [0u8; 14];
+    tokio::time::timeout(Duration::from_secs(5), t.read_exact(&mut greeting))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&greeting, b"GREETING v8.0\n");
+    // The tunnel's client identity is the connection's: it is in the TCP labels.
+    let opened = w
+        .metric_lines("istio_tcp_connections_opened_total", "redis")
+        .await;
+    assert_eq!(
+        opened,
+        [format!(
+            "istio_tcp_connections_opened_total{{{}}} 1",
+            tcp_labels("redis", "-")
         )]
     );
 }

@@ -76,3 +76,7 @@ pub fn terminates_tls_for_bytes(listener: &Listener) -> bool {
             Some(TlsMode::Passthrough)
         )
 }
+
+#[cfg(test)]
+#[path = "protocol_tests.rs"]
+mod tests;
