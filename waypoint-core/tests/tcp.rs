@@ -218,7 +218,7 @@ async fn start_backends() -> Backends {
 
 struct Running {
     _dir: tempfile::TempDir,
-    _waypoint: RunningWaypoint,
+    waypoint: RunningWaypoint,
     sandwich: SocketAddr,
     admin: SocketAddr,
     hbone: SocketAddr,
@@ -281,7 +281,7 @@ async fn start() -> Running {
     let hbone = waypoint.hbone_addr().unwrap();
     Running {
         _dir: dir,
-        _waypoint: waypoint,
+        waypoint,
         sandwich,
         admin,
         hbone,
@@ -570,4 +570,23 @@ async fn over_hbone_a_client_first_and_a_server_first_backend_are_both_reached()
             tcp_labels("redis", "-")
         )]
     );
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_an_open_tcp_connection_until_its_deadline() {
+    let w = start().await;
+    let mut s = w.connect("10.96.1.1:6379").await;
+    s.write_all(b"PING\r\n").await.unwrap();
+    let mut pong = [0u8; 7];
+    s.read_exact(&mut pong).await.unwrap();
+    let Running { waypoint, .. } = w;
+    let started = std::time::Instant::now();
+    let drained = waypoint.shutdown(Duration::from_millis(500)).await;
+    // The connection was still open at the deadline: not drained, and waited for in full.
+    assert!(!drained);
+    assert!(started.elapsed() >= Duration::from_millis(450), "{:?}", started.elapsed());
+    // Meanwhile it kept being served.
+    s.write_all(b"PING\r\n").await.unwrap();
+    s.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
 }
