@@ -61,6 +61,7 @@ use crate::http::{HttpServer, UpgradePolicy};
 use crate::overload::{Overload, RequestGuard};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::stream::hello::read_client_hello;
 use crate::stream::splice::{SpliceEnd, splice};
 use crate::stream::{StreamConfig, dialled_upstream};
 use crate::telemetry::{RequestRecord, StreamEnd, Telemetry};
@@ -69,7 +70,8 @@ use crate::transport::detect::{Detected, detect};
 use crate::transport::{BoxedIo, Rewind};
 use crate::upstream::{StreamUpstream, Upstream, UpstreamLease};
 
-/// How long a client of an HTTPS listener may take to complete its TLS handshake.
+/// How long a client of an HTTPS listener may take to complete its TLS handshake, and a TLS
+/// passthrough client to send its ClientHello.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The request path of a running waypoint: serves the connections every listener accepts and
@@ -233,14 +235,27 @@ impl Pipeline {
     /// connection is recorded (metrics, access log line).
     async fn proxy_stream(
         &self,
-        io: BoxedIo,
+        mut io: BoxedIo,
         conn: ConnInfo,
         snapshot: Arc<Snapshot>,
         protocol: PortProtocol,
     ) {
         let start_time = std::time::SystemTime::now();
         let mut ctx = ConnectionContext::new(Arc::new(conn), snapshot.config.clone(), protocol);
-        let opened = self.open_stream(&mut ctx, &snapshot).await;
+        // TLS passed through: the ClientHello's server name first (routes match it), its
+        // bytes replayed upstream unchanged.
+        let hello = match protocol {
+            PortProtocol::Tls => {
+                let (hello, read) = read_client_hello(&mut io, TLS_HANDSHAKE_TIMEOUT).await;
+                io = Box::new(Rewind::new(read, io));
+                hello.map(|h| ctx.sni = h.server_name)
+            }
+            _ => Ok(()),
+        };
+        let opened = match hello {
+            Ok(()) => self.open_stream(&mut ctx, &snapshot).await,
+            Err(reason) => Err(format!("no usable ClientHello: {reason}")),
+        };
         let endpoint = opened.as_ref().ok().map(|u| u.endpoint.clone());
         let labels = self.telemetry.stream_labels(&ctx, endpoint.as_ref());
         let client = self.telemetry.tcp_metrics().counted(io, &labels);

@@ -27,8 +27,8 @@ pub(crate) async fn read_client_hello<S: AsyncRead + Unpin>(
     loop {
         // One byte past the limit, so a hello that does not fit is seen to be too large.
         let room = (MAX_CLIENT_HELLO + 1).saturating_sub(buf.len());
-        let read = (&mut *io).take(room as u64).read_buf(&mut buf);
-        let outcome = match tokio::time::timeout_at(deadline, read).await {
+        let mut limited = (&mut *io).take(room as u64);
+        let outcome = match tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await {
             Err(_) => Err(format!(
                 "no complete ClientHello within {}ms",
                 timeout.as_millis()
@@ -40,9 +40,9 @@ pub(crate) async fn read_client_hello<S: AsyncRead + Unpin>(
             }),
             Ok(Ok(_)) => match parse(&buf) {
                 Ok(Some(hello)) => Ok(hello),
-                Ok(None) if buf.len() > MAX_CLIENT_HELLO => Err(format!(
-                    "ClientHello longer than {MAX_CLIENT_HELLO} bytes"
-                )),
+                Ok(None) if buf.len() > MAX_CLIENT_HELLO => {
+                    Err(format!("ClientHello longer than {MAX_CLIENT_HELLO} bytes"))
+                }
                 Ok(None) => continue,
                 Err(e) => Err(e.to_string()),
             },

@@ -19,8 +19,10 @@
 //! the response flag (`NR` nothing to send it to, `UH` no endpoint, `UF` connect failed, and
 //! the closing filter's own, e.g. `RBAC`).
 //!
+//! - `hello`: reading the ClientHello of a TLS passthrough connection (its SNI).
 //! - `splice`: copying both ways.
 
+pub(crate) mod hello;
 pub(crate) mod splice;
 
 use std::sync::Arc;
