@@ -68,6 +68,7 @@ fn manifests(redis: u16, greeter: u16) -> String {
 /// on the returned channel.
 struct Running {
     sandwich: u16,
+    admin: u16,
     stdout: mpsc::Receiver<String>,
     _process: Guard,
     _dir: tempfile::TempDir,
@@ -110,6 +111,7 @@ impl Running {
         }
         Running {
             sandwich,
+            admin,
             stdout,
             _process: process,
             _dir: dir,
@@ -240,5 +242,32 @@ fn waypoint_check_prints_each_service_ports_protocol_and_why() {
             "    Service default/redis port 6379: tcp (appProtocol \"redis\")",
         ],
         "{out}"
+    );
+}
+
+#[test]
+fn with_a_gateway_bytes_to_an_unbound_destination_are_closed_flagged_nr_and_counted() {
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: default}\nspec:\n  gatewayClassName: waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
+    let config = manifests(backend(false), backend(true)) + gateway;
+    let wp = Running::start(&config, &["--gateway", "default/wp"], &[]);
+    // Neither Service names the waypoint: both are unbound. Bytes that are not HTTP close.
+    let mut s = wp.connect("10.96.2.1:6379");
+    s.write_all(b"PING\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    let metrics = admin_get_when_up(wp.admin, "/metrics");
+    assert!(
+        metrics.contains("waypoint_unbound_destination_total{reason=\"service_not_bound\"} 1"),
+        "{metrics}"
+    );
+    let opened = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(opened.contains("response_flags=\"NR\""), "{opened}");
+    assert!(
+        opened.contains("destination_service_name=\"redis\""),
+        "{opened}"
     );
 }

@@ -256,6 +256,8 @@ impl Pipeline {
             Ok(()) => self.open_stream(&mut ctx, &snapshot).await,
             Err(reason) => Err(format!("no usable ClientHello: {reason}")),
         };
+        // A spliced connection may last hours: it keeps its config (in `ctx`), not the chain.
+        drop(snapshot);
         let endpoint = opened.as_ref().ok().map(|u| u.endpoint.clone());
         let labels = self.telemetry.stream_labels(&ctx, endpoint.as_ref());
         let client = self.telemetry.tcp_metrics().counted(io, &labels);

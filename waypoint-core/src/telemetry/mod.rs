@@ -14,6 +14,10 @@
 //!   `istio_request_bytes`, `istio_response_bytes`, `istio_tcp_*`, the waypoint's config metrics
 //!   and process metrics, with Istio's labels, so Kiali and Istio's dashboards work unchanged.
 //! - [`access_log`]: one JSON (or text) line per request, written off the request path.
+//! - `stream`: the same for connections proxied as bytes (TCP, TLS passthrough): TCP labels
+//!   with the connection's destination and flags, one access log line per connection
+//!   (`protocol` `TCP`/`TLS`, `response_code` 0, `authority` the SNI), its authorization
+//!   decision counted.
 //! - [`trace`]: W3C `traceparent` propagation (with B3 and HBONE imports).
 //! - [`otlp`]: when configured, one span per sampled request exported over OTLP/HTTP (JSON).
 

@@ -64,9 +64,8 @@ fn request_line(buf: &[u8]) -> Option<Detected> {
     if method == 0 || method > MAX_METHOD_LEN {
         return Some(Detected::Tcp);
     }
-    let Some(rest) = buf.get(method..).filter(|r| !r.is_empty()) else {
-        return None;
-    };
+    // Only the method so far: more is needed.
+    let rest = buf.get(method..).filter(|r| !r.is_empty())?;
     let Some(rest) = rest.strip_prefix(b" ") else {
         return Some(Detected::Tcp);
     };

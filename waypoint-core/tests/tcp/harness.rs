@@ -10,9 +10,10 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use waypoint_core::config::ResourceRef;
 use waypoint_core::filter::{
-    BuildContext, ConnectionContext, ConnectionDecision, Decision, Filter, FilterFactory, Request,
-    RequestContext, UpstreamTarget,
+    AuthzDecision, BuildContext, ConnectionContext, ConnectionDecision, Decision, Filter,
+    FilterFactory, Request, RequestContext, UpstreamTarget,
 };
 use waypoint_core::flags::ResponseFlag;
 use waypoint_core::identity::SpiffeId;
@@ -81,6 +82,18 @@ impl Filter for CloseDenied {
         let blocked = ctx.sni.as_deref() == Some("blocked.example");
         if ctx.conn.destination.map(|d| d.port()) == Some(9001) || blocked {
             ctx.response_flags.push(ResponseFlag::RbacAccessDenied);
+            // As the authorization filter leaves its decision for telemetry.
+            ctx.extensions.insert(AuthzDecision {
+                allowed: false,
+                action: "DENY".into(),
+                policy: Some(ResourceRef::new(
+                    "AuthorizationPolicy",
+                    "default",
+                    "deny-tcp",
+                )),
+                rule: Some(0),
+                dry_run: false,
+            });
             return ConnectionDecision::Close("denied by the test filter".into());
         }
         ConnectionDecision::Continue
@@ -374,18 +387,23 @@ impl Running {
         .unwrap()
     }
 
-    /// The `/metrics` lines starting with `prefix` that name Service `service`.
-    pub(crate) async fn metric_lines(&self, prefix: &str, service: &str) -> Vec<String> {
+    /// The `/metrics` lines starting with `prefix` that contain `containing`.
+    pub(crate) async fn metrics(&self, prefix: &str, containing: &str) -> Vec<String> {
         let mut s = TcpStream::connect(self.admin).await.unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
             .await
             .unwrap();
         let text = String::from_utf8(read_all(&mut s).await).unwrap();
-        let name = format!("destination_service_name=\"{service}\"");
         text.lines()
-            .filter(|l| l.starts_with(prefix) && l.contains(&name))
+            .filter(|l| l.starts_with(prefix) && l.contains(containing))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// The `/metrics` lines starting with `prefix` that name Service `service`.
+    pub(crate) async fn metric_lines(&self, prefix: &str, service: &str) -> Vec<String> {
+        let name = format!("destination_service_name=\"{service}\"");
+        self.metrics(prefix, &name).await
     }
 }
 

@@ -135,6 +135,14 @@ async fn a_connection_a_filter_closes_reaches_no_backend_and_is_flagged() {
         opened,
         [format!("istio_tcp_connections_opened_total{{{labels}}} 1")]
     );
+    // The decision the filter left is counted as HTTP ones are.
+    let decisions = w.metrics("waypoint_authz_decisions_total", "").await;
+    assert_eq!(
+        decisions,
+        [
+            "waypoint_authz_decisions_total{decision=\"deny\",action=\"DENY\",policy=\"default/deny-tcp\"} 1"
+        ]
+    );
 }
 
 #[tokio::test]
