@@ -276,6 +276,9 @@ impl Pipeline {
                     flags = ?ctx.response_flags,
                     "closing {} connection without forwarding: {reason}", ctx.protocol
                 );
+                // Recorded before the client sees the close, so whoever it tells finds the
+                // decision counted.
+                self.telemetry.record_stream(&ctx, &labels, end);
                 drop(client);
             }
             Ok(upstream) => {
@@ -300,9 +303,9 @@ impl Pipeline {
                     %reason,
                     "{} connection ended", ctx.protocol
                 );
+                self.telemetry.record_stream(&ctx, &labels, end);
             }
         }
-        self.telemetry.record_stream(&ctx, &labels, end);
     }
 
     /// Where a proxied connection goes, or why it goes nowhere (the flag saying so is in

@@ -4,6 +4,7 @@
 //! refusals close the connection without a byte reaching any backend.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod backends;
 mod harness;
 mod passthrough;
 
@@ -36,16 +37,7 @@ async fn a_redis_port_is_spliced_to_its_backend_and_counted_with_istios_tcp_labe
         format!("istio_tcp_received_bytes_total{{{labels}}} 12"),
         format!("istio_tcp_sent_bytes_total{{{labels}}} 14"),
     ];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut got = w.metric_lines("istio_tcp_", "redis").await;
-        got.sort();
-        if got == want || tokio::time::Instant::now() > deadline {
-            assert_eq!(got, want);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    w.assert_metric_lines("istio_tcp_", "redis", &want).await;
     // Not an HTTP request: no istio_requests_total for it.
     assert_eq!(
         w.metric_lines("istio_requests_total", "redis").await,

@@ -89,9 +89,10 @@ async fn a_real_tls_client_completes_its_handshake_with_the_backends_own_certifi
     // The server name was read: a filter closing `blocked.example` closes that one.
     let refused = exchange(&w, w.connect(SECURE).await, "blocked.example", vec![]).await;
     assert!(refused.is_err(), "{refused:?}");
-    let opened = w
+    let mut opened = w
         .metric_lines("istio_tcp_connections_opened_total", "secure")
         .await;
+    opened.sort();
     let labels = |flags| tcp_labels("secure", flags);
     assert_eq!(
         opened,
@@ -152,14 +153,10 @@ async fn garbage_an_oversized_hello_and_silence_are_closed_while_another_client_
     // Closed at the handshake timeout (10 s), not before.
     assert!(silent_for >= Duration::from_millis(9_500), "{silent_for:?}");
     // Each is one connection, opened and closed.
-    let closed = w
-        .metric_lines("istio_tcp_connections_closed_total", "secure")
-        .await;
-    assert_eq!(
-        closed,
-        [format!(
-            "istio_tcp_connections_closed_total{{{}}} 4",
-            tcp_labels("secure", "-")
-        )]
+    let closed = format!(
+        "istio_tcp_connections_closed_total{{{}}} 4",
+        tcp_labels("secure", "-")
     );
+    w.assert_metric_lines("istio_tcp_connections_closed_total", "secure", &[closed])
+        .await;
 }
