@@ -182,7 +182,9 @@ impl Pipeline {
                 PortProtocol::Http => pipeline.serve_http(io, conn, snapshot, shutdown).await,
                 _ => {
                     let _held = shutdown;
-                    pipeline.proxy_stream(io, conn, snapshot, protocol).await
+                    // Boxed: dialling and splicing would otherwise size every connection's
+                    // task, HTTP ones included.
+                    Box::pin(pipeline.proxy_stream(io, conn, snapshot, protocol)).await
                 }
             }
         }
