@@ -145,3 +145,44 @@ routes = [
 ]
 for i, r in enumerate(routes):
     write("route_match", str(i), r)
+
+# --- client_hello: TLS records carrying a ClientHello (whole, fragmented, oddities).
+
+
+def hello_body(extensions, with_block=True):
+    body = b"\x03\x03" + bytes(range(32)) + b"\x00" + b"\x00\x04\x13\x01\x13\x02" + b"\x01\x00"
+    if not with_block:
+        return body
+    ext = b"".join(struct.pack(">HH", t, len(d)) + d for t, d in extensions)
+    return body + struct.pack(">H", len(ext)) + ext
+
+
+def sni_ext(name):
+    entry = b"\x00" + struct.pack(">H", len(name)) + name
+    return (0, struct.pack(">H", len(entry)) + entry)
+
+
+def alpn_ext(protocols):
+    lst = b"".join(bytes([len(p)]) + p for p in protocols)
+    return (16, struct.pack(">H", len(lst)) + lst)
+
+
+def tls_records(body, fragment):
+    msg = b"\x01" + struct.pack(">I", len(body))[1:] + body
+    return b"".join(
+        b"\x16\x03\x01" + struct.pack(">H", len(msg[i:i + fragment])) + msg[i:i + fragment]
+        for i in range(0, len(msg), fragment)
+    )
+
+
+hellos = {
+    "sni-alpn": tls_records(hello_body([sni_ext(b"echo.example.com"), alpn_ext([b"h2", b"http/1.1"])]), 16384),
+    "fragmented": tls_records(hello_body([sni_ext(b"a.b.example.com")]), 9),
+    "no-extensions": tls_records(hello_body([], with_block=False), 512),
+    "padded": tls_records(hello_body([(0xFFA5, bytes(3000)), sni_ext(b"Big.Example.COM.")]), 1000),
+    "two-names": tls_records(hello_body([sni_ext(b"a.example.com"), sni_ext(b"b.example.com")]), 512),
+    "http": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "server-hello": b"\x16\x03\x03\x00\x04\x02\x00\x00\x00",
+}
+for name, data in hellos.items():
+    write("client_hello", name, data)

@@ -82,6 +82,10 @@ pub mod kinds {
     pub const HTTP_ROUTE: ApiResource = gateway_api("HTTPRoute", "httproutes", true);
     /// `GRPCRoute`.
     pub const GRPC_ROUTE: ApiResource = gateway_api("GRPCRoute", "grpcroutes", true);
+    /// `TCPRoute` v1 (Gateway API 1.5+; older CRDs serve `v1alpha2`, see [`older_version`]).
+    pub const TCP_ROUTE: ApiResource = gateway_api("TCPRoute", "tcproutes", true);
+    /// `TLSRoute` v1 (Gateway API 1.5+; older CRDs serve `v1alpha3` or `v1alpha2`).
+    pub const TLS_ROUTE: ApiResource = gateway_api("TLSRoute", "tlsroutes", true);
     /// `ReferenceGrant` v1 (Gateway API 1.5+).
     pub const REFERENCE_GRANT: ApiResource = gateway_api("ReferenceGrant", "referencegrants", true);
     /// `ReferenceGrant` v1beta1, for clusters whose CRDs predate v1.
@@ -89,6 +93,30 @@ pub mod kinds {
         version: "v1beta1",
         ..REFERENCE_GRANT
     };
+    /// The version to read `resource` at when the API server does not serve its version: an
+    /// older one whose objects the config types still read (the fields waypoint uses are the
+    /// same), or `None` when there is none.
+    pub fn older_version(resource: &ApiResource) -> Option<ApiResource> {
+        let version = match (resource.group, resource.kind, resource.version) {
+            (GATEWAY_API_GROUP, "ReferenceGrant", "v1") => "v1beta1",
+            (GATEWAY_API_GROUP, "TCPRoute", "v1") => "v1alpha2",
+            (GATEWAY_API_GROUP, "TLSRoute", "v1") => "v1alpha3",
+            (GATEWAY_API_GROUP, "TLSRoute", "v1alpha3") => "v1alpha2",
+            _ => return None,
+        };
+        Some(ApiResource {
+            version,
+            ..*resource
+        })
+    }
+
+    /// Whether a cluster may lack the kind's CRD altogether (TCPRoute and TLSRoute, which
+    /// older standard-channel installs do not have): then it is read as having no objects,
+    /// rather than keeping the source from ever syncing.
+    pub fn optional(resource: &ApiResource) -> bool {
+        resource.group == GATEWAY_API_GROUP && matches!(resource.kind, "TCPRoute" | "TLSRoute")
+    }
+
     /// `Service`.
     pub const SERVICE: ApiResource = core("Service", "services", true);
     /// `Pod`.

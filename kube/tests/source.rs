@@ -15,6 +15,7 @@ use waypoint_core::config::Config;
 use waypoint_core::config::build::EndpointStatsCache;
 use waypoint_core::config::source::ConfigSource;
 use waypoint_core::shutdown::{self, ShutdownTrigger};
+use waypoint_kube::api::ApiResource;
 use waypoint_kube::api::kinds::*;
 use waypoint_kube::source::SourceMetrics;
 use waypoint_kube::{KubeError, KubeSource, KubeSourceOptions};
@@ -291,6 +292,49 @@ async fn reference_grants_fall_back_to_v1beta1_when_v1_is_not_served() {
             .iter()
             .any(|c| c.starts_with("watch gateway.networking.k8s.io/v1beta1/referencegrants"))
     );
+}
+
+#[tokio::test]
+async fn tcp_and_tls_routes_are_read_at_the_newest_version_served_and_absent_crds_read_as_none() {
+    // TCPRoute served at v1alpha2 only; TLSRoute not at all (no CRD installed).
+    let api = FakeApi::new();
+    api.remove_resource(&TCP_ROUTE);
+    api.remove_resource(&TLS_ROUTE);
+    for version in ["v1alpha3", "v1alpha2"] {
+        api.remove_resource(&ApiResource {
+            version,
+            ..TLS_ROUTE
+        });
+    }
+    let tcp_v1alpha2 = ApiResource {
+        version: "v1alpha2",
+        ..TCP_ROUTE
+    };
+    api.put(
+        &tcp_v1alpha2,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"rules": [{"backendRefs": [{"name": "db", "port": 5432}]}]}}),
+    );
+    let mut running = start(api.clone(), None);
+    // The source syncs (and builds) although TLSRoute is not served at any version.
+    let config = running.next().await;
+    assert_eq!(config.resources.tcp_routes.len(), 1);
+    assert!(config.resources.tls_routes.is_empty());
+    let calls = api.call_lines();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("watch gateway.networking.k8s.io/v1alpha2/tcproutes")),
+        "{calls:?}"
+    );
+    for version in ["v1", "v1alpha3", "v1alpha2"] {
+        let list = format!("list gateway.networking.k8s.io/{version}/tlsroutes");
+        assert!(
+            calls.iter().any(|c| c.starts_with(&list)),
+            "{list}: {calls:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -14,7 +14,8 @@ use waypoint_core::shutdown::{self, ShutdownTrigger};
 use waypoint_core::snapshot::SnapshotStore;
 use waypoint_filters::route::RouteFactory;
 use waypoint_kube::KubeError;
-use waypoint_kube::api::kinds::{GATEWAY, GATEWAY_CLASS, HTTP_ROUTE, LEASE};
+use waypoint_kube::api::ApiResource;
+use waypoint_kube::api::kinds::{GATEWAY, GATEWAY_CLASS, HTTP_ROUTE, LEASE, TCP_ROUTE};
 use waypoint_kube::status::{LeaseSettings, Scope, StatusMetrics, StatusSettings, StatusWriter};
 
 const US: &str = "waypoint.dev/gateway-controller";
@@ -106,11 +107,15 @@ fn lease(identity: &str) -> LeaseSettings {
 }
 
 fn start(api: Arc<FakeApi>, identity: &str) -> Running {
+    start_with(api, identity, CONFIG)
+}
+
+fn start_with(api: Arc<FakeApi>, identity: &str, config: &str) -> Running {
     let store = Arc::new(SnapshotStore::new(
         vec![Arc::new(RouteFactory)],
         ExtensionRegistry::default(),
     ));
-    store.apply(parse_manifests(CONFIG, "cluster").expect("the config parses"));
+    store.apply(parse_manifests(config, "cluster").expect("the config parses"));
     let scope = Scope {
         gateway: Some(("infra".into(), "wp".into())),
         ..Scope::default()
@@ -431,5 +436,46 @@ async fn a_newer_snapshot_supersedes_a_pass_in_progress() {
     // Long after the abandoned write would have finished, the newer status is still there.
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(run.route(), route);
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tcp_route_served_only_at_v1alpha2_gets_its_status_written_there() {
+    let api = FakeApi::new();
+    server_objects(&api);
+    api.remove_resource(&TCP_ROUTE);
+    let v1alpha2 = ApiResource {
+        version: "v1alpha2",
+        ..TCP_ROUTE
+    };
+    let spec = json!({"parentRefs": [{"name": "wp", "sectionName": "tcp"}],
+                      "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}]});
+    api.put(
+        &v1alpha2,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+               "metadata": {"name": "db", "namespace": "infra", "generation": 3}, "spec": spec}),
+    );
+    let config = CONFIG.replace(
+        "listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]",
+        "listeners: [{name: http, port: 80, protocol: HTTP}, {name: tcp, port: 9000, protocol: TCP}]",
+    ) + "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: db, namespace: infra, generation: 3}\nspec:\n  parentRefs: [{name: wp, sectionName: tcp}]\n  rules: [{backendRefs: [{name: svc, port: 80}]}]\n";
+    let run = start_with(api.clone(), "a", &config);
+    settle().await;
+    let route = api
+        .object(&v1alpha2, Some("infra"), "db")
+        .expect("the route");
+    let ours = &route["status"]["parents"][0];
+    assert_eq!(ours["controllerName"], US);
+    assert_eq!(ours["parentRef"]["sectionName"], "tcp");
+    assert_eq!(ours["conditions"][0]["type"], "Accepted");
+    assert_eq!(ours["conditions"][0]["status"], "True");
+    assert_eq!(ours["conditions"][0]["observedGeneration"], 3);
+    assert_eq!(run.metrics.writes("TCPRoute", "written"), 1);
+    let gw = api.object(&GATEWAY, Some("infra"), "wp").expect("gateway");
+    assert_eq!(gw["status"]["listeners"][1]["attachedRoutes"], 1);
+    assert_eq!(
+        gw["status"]["listeners"][1]["supportedKinds"],
+        json!([{"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}])
+    );
     run.stop().await;
 }

@@ -132,6 +132,42 @@ fn check_prints_per_parent_conditions() {
 }
 
 #[test]
+fn check_lists_tcp_and_tls_routes_with_their_parents_and_listener_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("l4.yaml");
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  gatewayClassName: waypoint\n  listeners:\n  - {name: tcp, port: 9000, protocol: TCP}\n  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}\n  - {name: term, port: 8443, protocol: TLS, tls: {mode: Terminate}}\nstatus: {addresses: [{type: IPAddress, value: 10.0.0.1}]}\n";
+    let tcp = "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {name: db}\nspec:\n  parentRefs: [{name: gw, sectionName: tcp}]\n  rules: [{backendRefs: [{name: echo, port: 80}]}]\n";
+    let tls = "apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {name: web}\nspec:\n  parentRefs: [{name: gw, sectionName: tcp}]\n  hostnames: [a.example]\n  rules: [{backendRefs: [{name: echo, port: 80}]}]\n";
+    std::fs::write(
+        &file,
+        format!("{}---\n{gateway}---\n{tcp}---\n{tls}", manifests(8080)),
+    )
+    .unwrap();
+    let out = waypoint()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The TLSRoute names the TCP listener: refused there, and said why.
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("ok      TCPRoute default/db"), "{stdout}");
+    assert!(stdout.contains("REJECTED TLSRoute default/web"), "{stdout}");
+    assert!(
+        stdout.contains("Accepted=false NotAllowedByListeners"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("listener tcp port 9000: 1 route(s) attached"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Accepted=false UnsupportedValue: tls.mode Terminate"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn run_serves_over_a_unix_socket_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let echo_port = common::free_port();

@@ -49,6 +49,21 @@ metadata: {name: echo-grpc, namespace: apps}
 spec:
   parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
   rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: echo-tcp, namespace: apps}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: echo-tls, namespace: apps}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 80}]
+  hostnames: [echo.apps.example]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
 "#
     )
 }
@@ -76,6 +91,8 @@ async fn waypoint_run_kube_requests() -> Vec<RecordedRequest> {
         ("Gateway", NAMESPACE, "waypoint"),
         ("HTTPRoute", NAMESPACE, "echo-http"),
         ("GRPCRoute", NAMESPACE, "echo-grpc"),
+        ("TCPRoute", NAMESPACE, "echo-tcp"),
+        ("TLSRoute", NAMESPACE, "echo-tls"),
     ];
     eventually("every status written", || {
         let missing: Vec<_> = owned

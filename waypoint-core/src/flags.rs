@@ -32,6 +32,8 @@ pub enum ResponseFlag {
     OverloadManager,
     /// `UAEX`: the external authorization service denied the request or could not be asked.
     UnauthorizedExternalService,
+    /// `NC`: the route's chosen backend cannot be used (Envoy's "no cluster found").
+    NoClusterFound,
     /// `RBAC`: an authorization policy denied the connection (Envoy's network RBAC filter).
     RbacAccessDenied,
     /// A vendor's own code, reported as given.
@@ -54,6 +56,7 @@ impl ResponseFlag {
             ResponseFlag::OverloadManager => "OM",
             ResponseFlag::UnauthorizedExternalService => "UAEX",
             ResponseFlag::RbacAccessDenied => "RBAC",
+            ResponseFlag::NoClusterFound => "NC",
             ResponseFlag::Other(code) => code,
         }
     }

@@ -92,6 +92,7 @@ pub mod route_status;
 pub mod runtime;
 pub mod shutdown;
 pub mod snapshot;
+pub mod stream;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;

@@ -10,7 +10,10 @@
 //!        │ (BoxedIo, ConnInfo)
 //!        ▼
 //!  pipeline.rs             Pipeline::serve_connection
-//!        │                 count bytes → frontend TLS when the destination is an HTTPS listener
+//!        │                 protocol of the destination (Config::protocol; detection when
+//!        │                 no port named one) ── TCP / TLS passthrough ──▶ proxy_stream
+//!        │                 (binding, run_connection, connect_stream, splice: see stream/)
+//!        │ HTTP: count bytes → frontend TLS when the destination is an HTTPS listener
 //!        ▼
 //!  http/server.rs          HttpServer::serve: HTTP/1.1 or h2c, drain, memory watermark
 //!        │ one call per request
@@ -48,21 +51,27 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body, local_reply};
 use crate::completion::Completion;
-use crate::config::binding::Destination;
+use crate::config::PortProtocol;
+use crate::config::binding::{Destination, terminates_tls_for_bytes};
 use crate::conn::ConnInfo;
-use crate::filter::{Decision, RequestContext};
+use crate::filter::{ConnectionContext, ConnectionDecision, Decision, RequestContext};
 use crate::flags::ResponseFlag;
 use crate::http::upgrade::{Granted, close_after_answer};
 use crate::http::{HttpServer, UpgradePolicy};
 use crate::overload::{Overload, RequestGuard};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Snapshot, SnapshotStore};
-use crate::telemetry::{RequestRecord, Telemetry};
+use crate::stream::hello::read_client_hello;
+use crate::stream::splice::{SpliceEnd, splice};
+use crate::stream::{StreamConfig, dialled_upstream};
+use crate::telemetry::{RequestRecord, StreamEnd, Telemetry};
 use crate::tls::frontend::accept;
-use crate::transport::BoxedIo;
-use crate::upstream::{Upstream, UpstreamLease};
+use crate::transport::detect::{Detected, detect};
+use crate::transport::{BoxedIo, Rewind};
+use crate::upstream::{StreamUpstream, Upstream, UpstreamLease};
 
-/// How long a client of an HTTPS listener may take to complete its TLS handshake.
+/// How long a client of an HTTPS listener may take to complete its TLS handshake, and a TLS
+/// passthrough client to send its ClientHello.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The request path of a running waypoint: serves the connections every listener accepts and
@@ -77,6 +86,7 @@ pub struct Pipeline {
     http: HttpServer,
     upgrades: UpgradePolicy,
     overload: Option<Arc<Overload>>,
+    streams: StreamConfig,
 }
 
 impl Pipeline {
@@ -96,7 +106,14 @@ impl Pipeline {
             http,
             upgrades: UpgradePolicy::default(),
             overload: None,
+            streams: StreamConfig::default(),
         }
+    }
+
+    /// The same pipeline with `streams`' protocol detection and TCP idle timeouts.
+    pub fn with_streams(mut self, streams: StreamConfig) -> Self {
+        self.streams = streams;
+        self
     }
 
     /// The same pipeline deciding upgrades with `policy`.
@@ -119,52 +136,226 @@ impl Pipeline {
 
     // ---- Per connection -------------------------------------------------------------------
 
-    /// Serves one accepted connection until it ends: its bytes are counted, a destination that
-    /// is an HTTPS listener gets TLS first, then every request on it goes to
-    /// [`Pipeline::handle`]. `shutdown` is held until the connection ends, so a drain waits
-    /// for it.
+    /// Serves one accepted connection until it ends, by the protocol its original destination
+    /// selects ([`crate::config::Config::protocol`]): HTTP goes to [`Pipeline::serve_http`];
+    /// TCP and TLS passthrough to [`Pipeline::proxy_stream`]; a port no protocol was named
+    /// for first has its first bytes read ([`detect`]) and replayed to whichever serves it.
+    /// `shutdown` is held until the connection ends, so a drain waits for it.
     ///
-    /// The counting and the TLS lookup happen before the returned future is first polled: a
-    /// transport that spawns the future (HBONE does, per stream) has the connection counted
-    /// at once.
+    /// A connection known to be HTTP is counted (`istio_tcp_*`) before the returned future is
+    /// first polled: a transport that spawns the future (HBONE does, per stream) has it
+    /// counted at once. Others are counted once their protocol, and for TCP their upstream,
+    /// is known (see [`crate::telemetry`]), so no connection is counted twice.
     pub fn serve_connection(
         self: &Arc<Self>,
         io: BoxedIo,
-        mut conn: ConnInfo,
+        conn: ConnInfo,
         shutdown: Shutdown,
     ) -> impl Future<Output = ()> + Send + use<> {
         let pipeline = self.clone();
-        let config = self.store.load().config.clone();
-        let io: BoxedIo = Box::new(self.telemetry.counted(io, &conn, &config));
+        let snapshot = self.store.load();
+        let mut protocol = snapshot.config.protocol(conn.destination).kind;
+        if protocol == PortProtocol::Detect && self.streams.detection_timeout.is_zero() {
+            protocol = PortProtocol::Http;
+        }
+        let io: BoxedIo = match protocol {
+            PortProtocol::Http => Box::new(self.telemetry.counted(io, &conn, &snapshot.config)),
+            _ => io,
+        };
+        async move {
+            let (io, protocol) = match protocol {
+                PortProtocol::Detect => {
+                    let mut io = io;
+                    let (verdict, read) = detect(&mut io, pipeline.streams.detection_timeout).await;
+                    let io = Rewind::new(read, io);
+                    match verdict {
+                        Detected::Http => {
+                            let counted = pipeline.telemetry.counted(io, &conn, &snapshot.config);
+                            (Box::new(counted) as BoxedIo, PortProtocol::Http)
+                        }
+                        Detected::Tcp => (Box::new(io) as BoxedIo, PortProtocol::Tcp),
+                    }
+                }
+                other => (io, other),
+            };
+            match protocol {
+                PortProtocol::Http => pipeline.serve_http(io, conn, snapshot, shutdown).await,
+                _ => {
+                    let _held = shutdown;
+                    // Boxed: dialling and splicing would otherwise size every connection's
+                    // task, HTTP ones included.
+                    Box::pin(pipeline.proxy_stream(io, conn, snapshot, protocol)).await
+                }
+            }
+        }
+    }
+
+    /// Serves an HTTP connection: TLS first when the destination is an HTTPS listener, then
+    /// every request on it goes to [`Pipeline::handle`].
+    async fn serve_http(
+        self: Arc<Self>,
+        io: BoxedIo,
+        mut conn: ConnInfo,
+        snapshot: Arc<Snapshot>,
+        shutdown: Shutdown,
+    ) {
         // The server config comes from the same snapshot as the counting labels, so a reload
         // never mixes certificates within one connection.
         let frontend = conn
             .destination
-            .and_then(|d| config.frontend_tls.get(d).cloned());
-        async move {
-            let io: BoxedIo = match frontend {
-                None => io,
-                // Boxed: the handshake future is larger than the HTTP server's, and inline it
-                // would size every connection's task, TLS or not.
-                Some(tls) => match Box::pin(accept(io, tls, TLS_HANDSHAKE_TIMEOUT)).await {
-                    Ok((io, info)) => {
-                        conn.tls = Some(info);
-                        Box::new(io)
-                    }
-                    Err(error) => {
-                        tracing::warn!(source = ?conn.source, destination = ?conn.destination,
-                            %error, "closing connection: TLS handshake with the client failed");
-                        return;
-                    }
-                },
-            };
-            let http = pipeline.http.clone();
-            let handler = move |req, conn| {
-                let pipeline = pipeline.clone();
-                async move { pipeline.handle(req, conn).await }
-            };
-            http.serve(io, Arc::new(conn), handler, shutdown).await
+            .and_then(|d| snapshot.config.frontend_tls.get(d).cloned());
+        drop(snapshot);
+        let io: BoxedIo = match frontend {
+            None => io,
+            // Boxed: the handshake future is larger than the HTTP server's, and inline it
+            // would size every connection's task, TLS or not.
+            Some(tls) => match Box::pin(accept(io, tls, TLS_HANDSHAKE_TIMEOUT)).await {
+                Ok((io, info)) => {
+                    conn.tls = Some(info);
+                    Box::new(io)
+                }
+                Err(error) => {
+                    tracing::warn!(source = ?conn.source, destination = ?conn.destination,
+                        %error, "closing connection: TLS handshake with the client failed");
+                    return;
+                }
+            },
+        };
+        let http = self.http.clone();
+        let pipeline = self;
+        let handler = move |req, conn| {
+            let pipeline = pipeline.clone();
+            async move { pipeline.handle(req, conn).await }
+        };
+        http.serve(io, Arc::new(conn), handler, shutdown).await
+    }
+
+    // ---- Per proxied connection (TCP, TLS passthrough) ----------------------------------
+
+    /// Proxies a connection as bytes: [`Pipeline::open_stream`] decides where they go (or
+    /// refuses), then they are spliced until both sides end or the idle timeout, and the
+    /// connection is recorded (metrics, access log line).
+    async fn proxy_stream(
+        &self,
+        mut io: BoxedIo,
+        conn: ConnInfo,
+        snapshot: Arc<Snapshot>,
+        protocol: PortProtocol,
+    ) {
+        let start_time = std::time::SystemTime::now();
+        let mut ctx = ConnectionContext::new(Arc::new(conn), snapshot.config.clone(), protocol);
+        // TLS passed through: the ClientHello's server name first (routes match it), its
+        // bytes replayed upstream unchanged.
+        let hello = match protocol {
+            PortProtocol::Tls => {
+                let (hello, read) = read_client_hello(&mut io, TLS_HANDSHAKE_TIMEOUT).await;
+                io = Box::new(Rewind::new(read, io));
+                hello.map(|h| ctx.sni = h.server_name)
+            }
+            _ => Ok(()),
+        };
+        let opened = match hello {
+            Ok(()) => self.open_stream(&mut ctx, &snapshot).await,
+            Err(reason) => Err(format!("no usable ClientHello: {reason}")),
+        };
+        // A spliced connection may last hours: it keeps its config (in `ctx`), not the chain.
+        drop(snapshot);
+        let endpoint = opened.as_ref().ok().map(|u| u.endpoint.clone());
+        let labels = self.telemetry.stream_labels(&ctx, endpoint.as_ref());
+        let client = self.telemetry.tcp_metrics().counted(io, &labels);
+        let mut end = StreamEnd {
+            start_time,
+            upstream_host: endpoint.as_ref().map(|e| e.address),
+            bytes_received: 0,
+            bytes_sent: 0,
+        };
+        match opened {
+            Err(reason) => {
+                tracing::info!(
+                    source = ?ctx.conn.source,
+                    destination = ?ctx.conn.destination,
+                    identity = ctx.conn.peer_identity.as_ref().map(|i| i.as_str()),
+                    flags = ?ctx.response_flags,
+                    "closing {} connection without forwarding: {reason}", ctx.protocol
+                );
+                // Recorded before the client sees the close, so whoever it tells finds the
+                // decision counted.
+                self.telemetry.record_stream(&ctx, &labels, end);
+                drop(client);
+            }
+            Ok(upstream) => {
+                let StreamUpstream { io, .. } = upstream;
+                let spliced = splice(client, io, self.streams.idle_timeout).await;
+                end.bytes_received = spliced.from_client;
+                end.bytes_sent = spliced.to_client;
+                let reason = match &spliced.end {
+                    SpliceEnd::Closed => "closed".to_owned(),
+                    SpliceEnd::IdleTimeout => format!(
+                        "idle for {}ms (--tcp-idle-timeout)",
+                        self.streams.idle_timeout.as_millis()
+                    ),
+                    SpliceEnd::Failed(why) => why.clone(),
+                };
+                tracing::debug!(
+                    source = ?ctx.conn.source,
+                    destination = ?ctx.conn.destination,
+                    upstream = ?end.upstream_host,
+                    received = end.bytes_received,
+                    sent = end.bytes_sent,
+                    %reason,
+                    "{} connection ended", ctx.protocol
+                );
+                self.telemetry.record_stream(&ctx, &labels, end);
+            }
         }
+    }
+
+    /// Where a proxied connection goes, or why it goes nowhere (the flag saying so is in
+    /// `ctx`): binding, the filters' connection phase, the upstream the client dialled when no
+    /// filter chose one, then a connected endpoint.
+    async fn open_stream(
+        &self,
+        ctx: &mut ConnectionContext,
+        snapshot: &Snapshot,
+    ) -> Result<StreamUpstream, String> {
+        let destination = ctx.conn.destination;
+        // Binding first: traffic that is not this waypoint's reaches no filter and no backend.
+        if ctx.config.binding().enforced()
+            && let Destination::Unbound(why) = ctx.config.destination(destination)
+        {
+            self.telemetry.unbound_destination(why.reason());
+            ctx.response_flags.push(ResponseFlag::NoRoute);
+            return Err(format!("destination not served: {why}"));
+        }
+        if let Some(listener) = destination.and_then(|d| ctx.config.gateway_listener_at(d))
+            && terminates_tls_for_bytes(listener)
+        {
+            ctx.response_flags.push(ResponseFlag::NoRoute);
+            return Err(format!(
+                "listener {:?} terminates TLS for TCP traffic, which is not supported                  (use tls.mode Passthrough, or an HTTPS listener)",
+                listener.name
+            ));
+        }
+        if let ConnectionDecision::Close(reason) = snapshot.chain.run_connection(ctx).await {
+            return Err(reason);
+        }
+        if ctx.upstream.is_none() {
+            ctx.upstream = dialled_upstream(ctx);
+        }
+        let Some(target) = ctx.upstream.clone() else {
+            ctx.response_flags.push(ResponseFlag::NoRoute);
+            return Err(match destination {
+                Some(d) => format!("no route to {d}"),
+                None => "no route: the connection has no known destination".to_owned(),
+            });
+        };
+        self.upstream
+            .connect_stream(&target.backend, &ctx.conn)
+            .await
+            .map_err(|e| {
+                ctx.response_flags.push(e.flag);
+                e.to_string()
+            })
     }
 
     // ---- Per request ----------------------------------------------------------------------

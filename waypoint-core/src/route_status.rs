@@ -39,7 +39,7 @@ impl std::fmt::Display for ParentRefKey {
 /// The conditions of one route for one of its parents (`status.parents[]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteParentStatus {
-    /// The route (`HTTPRoute` or `GRPCRoute`).
+    /// The route (`HTTPRoute`, `GRPCRoute`, `TCPRoute` or `TLSRoute`).
     pub route: ResourceRef,
     /// The parent.
     pub parent: ParentRefKey,

@@ -555,6 +555,8 @@ fn upstream_conformance_manifests_parse() {
                 ("Gateway", r.gateways.len()),
                 ("HTTPRoute", r.http_routes.len()),
                 ("GRPCRoute", r.grpc_routes.len()),
+                ("TCPRoute", r.tcp_routes.len()),
+                ("TLSRoute", r.tls_routes.len()),
                 ("Service", r.services.len()),
                 ("EndpointSlice", r.endpoint_slices.len()),
                 ("ReferenceGrant", r.reference_grants.len()),
@@ -573,6 +575,12 @@ fn upstream_conformance_manifests_parse() {
         "the malformed Secret's file was not read"
     );
     assert!(counts["HTTPRoute"] > 50 && counts["GRPCRoute"] > 0 && counts["Gateway"] > 5);
+    // Every TCPRoute and TLSRoute of the release is read as its kind (none kept verbatim).
+    assert!(
+        counts["TCPRoute"] >= 8 && counts["TLSRoute"] >= 15,
+        "{counts:?}"
+    );
+    assert!(!counts.contains_key("(kept) TCPRoute") && !counts.contains_key("(kept) TLSRoute"));
 }
 
 type Changes = tokio::sync::mpsc::UnboundedReceiver<Result<Config, LoadError>>;

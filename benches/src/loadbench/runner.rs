@@ -90,6 +90,8 @@ pub struct Bench {
     pub upstream: SocketAddr,
     /// The destination ztunnel stand-in, when it could bind.
     pub dest_hbone: Option<SocketAddr>,
+    /// The TCP echo backend of the `tcp` scenario (same upstream process).
+    pub tcp_echo: Option<SocketAddr>,
     /// Certificates (Istio layout) under `dir/certs/{waypoint,client,echo}`, when minted.
     pub certs: Option<PathBuf>,
     _upstream_proc: Proc,
@@ -197,6 +199,7 @@ impl Bench {
         Ok(Bench {
             ticks: procs::clock_ticks(),
             dest_hbone: find("hbone "),
+            tcp_echo: find("tcp-echo "),
             upstream,
             certs,
             peers,
@@ -243,6 +246,18 @@ impl Bench {
         job: &Job,
         extra: &[String],
     ) -> Result<Running, String> {
+        self.start_waypoint_with(label, job, &configs::waypoint_manifests(job), extra)
+            .await
+    }
+
+    /// [`Bench::start_waypoint`] with the given manifests instead of the HTTP job's.
+    pub async fn start_waypoint_with(
+        &self,
+        label: &str,
+        job: &Job,
+        manifests: &str,
+        extra: &[String],
+    ) -> Result<Running, String> {
         let bin = self
             .peers
             .waypoint
@@ -251,11 +266,7 @@ impl Bench {
         let dir = self.scratch(label)?;
         let config = dir.join("config");
         std::fs::create_dir_all(&config).map_err(|e| e.to_string())?;
-        std::fs::write(
-            config.join("manifests.yaml"),
-            configs::waypoint_manifests(job),
-        )
-        .map_err(|e| e.to_string())?;
+        std::fs::write(config.join("manifests.yaml"), manifests).map_err(|e| e.to_string())?;
         let listen = SocketAddr::from(([127, 0, 0, 1], job.listen_port));
         let admin = SocketAddr::from(([127, 0, 0, 1], job.admin_port));
         let (prlimit, nofile) = self.nofile();
@@ -277,6 +288,17 @@ impl Bench {
 
     /// Starts Envoy for `job` (`--concurrency 1`) and waits for its admin `/ready`.
     pub async fn start_envoy(&self, label: &str, job: &Job) -> Result<Running, String> {
+        self.start_envoy_with(label, job, &configs::envoy_yaml(job)?)
+            .await
+    }
+
+    /// [`Bench::start_envoy`] with the given bootstrap (YAML) instead of the HTTP job's.
+    pub async fn start_envoy_with(
+        &self,
+        label: &str,
+        job: &Job,
+        bootstrap: &str,
+    ) -> Result<Running, String> {
         let bin = self
             .peers
             .envoy
@@ -284,7 +306,7 @@ impl Bench {
             .ok_or("envoy not installed (benches/scripts/install-peers.sh)")?;
         let dir = self.scratch(label)?;
         let config = dir.join("envoy.yaml");
-        std::fs::write(&config, configs::envoy_yaml(job)?).map_err(|e| e.to_string())?;
+        std::fs::write(&config, bootstrap).map_err(|e| e.to_string())?;
         let (prlimit, nofile) = self.nofile();
         let mut cmd = self
             .pin
@@ -395,7 +417,7 @@ pub async fn launch_waypoint(
 
 /// Spawns proxy `name` (logging to `log`) and waits up to `timeout` for a 200 from its admin
 /// server (`addrs.1`) at `ready_path`.
-async fn launch(
+pub(crate) async fn launch(
     name: &str,
     cmd: Command,
     log: &Path,

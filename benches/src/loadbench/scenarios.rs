@@ -13,7 +13,7 @@ use super::tools;
 use super::zeroloss;
 
 /// Every scenario, in run order (the last four: zero loss under change, waypoint only).
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     "sandwich-h1",
     "sandwich-h2c",
     "fixed-rate",
@@ -21,6 +21,7 @@ pub const ALL: [&str; 11] = [
     "route-scale",
     "hbone",
     "plain-crosscheck",
+    "tcp",
     "reload",
     "cert-rotation",
     "drain",
@@ -37,6 +38,7 @@ pub async fn run(bench: &Bench, name: &str) -> Section {
         "route-scale" => route_scale(bench).await,
         "hbone" => hbone(bench).await,
         "plain-crosscheck" => crosscheck(bench).await,
+        "tcp" => super::tcp::run(bench).await,
         zero_loss if zeroloss::sections::NAMES.contains(&zero_loss) => {
             zeroloss::sections::run(bench, zero_loss).await
         }

@@ -1,5 +1,5 @@
 //! The upstream every row talks to: an HTTP/1.1 + h2c server answering every request with a
-//! 1 KiB body, and (for the HBONE scenario) a stand-in for the destination ztunnel that
+//! 1 KiB body, a TCP echo (for the `tcp` scenario), and (for the HBONE scenario) a stand-in for the destination ztunnel that
 //! terminates HBONE and copies each tunnel to it. It runs as a separate process
 //! (`loadbench upstream ...`) so it can be pinned with the load generator and kept off the
 //! proxy's core.
@@ -84,8 +84,9 @@ pub async fn serve_hbone_destination(
     Ok(local)
 }
 
-/// `loadbench upstream --listen ADDR [--hbone ADDR --certs DIR]`: prints `http ADDR` (and
-/// `hbone ADDR`) on stdout once listening, then serves until killed.
+/// `loadbench upstream --listen ADDR [--hbone ADDR --certs DIR]`: prints `http ADDR`,
+/// `tcp-echo ADDR` (the `tcp` scenario's echo backend, on a port of its own) and, with
+/// `--hbone`, `hbone ADDR` on stdout once listening, then serves until killed.
 pub fn main(args: &[String]) -> Result<(), String> {
     let mut listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut hbone: Option<SocketAddr> = None;
@@ -110,6 +111,11 @@ pub fn main(args: &[String]) -> Result<(), String> {
             .map_err(|e| format!("bind {listen}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         println!("http {local}");
+        let echo = TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+            .await
+            .map_err(|e| format!("bind the TCP echo on {}: {e}", listen.ip()))?;
+        println!("tcp-echo {}", echo.local_addr().map_err(|e| e.to_string())?);
+        tokio::spawn(super::tcp::echo::serve(echo));
         if let Some(addr) = hbone {
             let dir = certs.ok_or("--hbone needs --certs")?;
             let bound = serve_hbone_destination(addr, dir, local).await?;

@@ -128,7 +128,9 @@ fn compile_policy(
                 .as_ref()
                 .map(|p| p.name.clone())
                 .unwrap_or_default();
-            let known = factory.providers.contains_key(&name);
+            let provider = factory.providers.get(&name);
+            let known = provider.is_some();
+            let fail_open = provider.is_some_and(|p| p.fail_open);
             if !known {
                 report(
                     cx,
@@ -143,6 +145,7 @@ fn compile_policy(
             Action::Custom {
                 provider: name,
                 known,
+                fail_open,
             }
         }
     };

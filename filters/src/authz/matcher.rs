@@ -3,6 +3,12 @@
 //!
 //! An attribute the request does not have (no peer identity, no JWT, no header) matches no
 //! value, so a positive field fails and a `not*` field holds, as in Envoy's RBAC.
+//!
+//! A TCP connection ([`Attrs::l4`]) has no HTTP attributes at all. There the HTTP-only fields
+//! (`requestPrincipals`, `hosts`, `methods`, `paths`, their `not*` twins, and the
+//! `request.headers[..]` / `request.auth.*` conditions) are skipped: each holds. That is Istio's
+//! treatment for DENY, AUDIT and CUSTOM rules; ALLOW rules that use any of them are dropped
+//! before matching ([`RuleMatch::needs_http`], see the `connection` module).
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +37,10 @@ pub(crate) struct Attrs<'a> {
     pub path: &'a str,
     pub headers: &'a HeaderMap,
     pub jwt: Option<&'a RequestPrincipal>,
+    /// The ClientHello's server name of a TLS connection passed through (`connection.sni`).
+    pub sni: Option<&'a str>,
+    /// A TCP (or TLS passthrough) connection: HTTP-only fields are skipped.
+    pub l4: bool,
 }
 
 /// Istio's string forms: `*` presence, `abc*` prefix, `*abc` suffix, else exact.
@@ -122,6 +132,11 @@ impl<T> Field<T> {
             .map(|(i, v)| parse(v).map_err(|e| (true, i, e)))
             .collect::<Result<_, _>>()?;
         Ok(Field { values, not_values })
+    }
+
+    /// True when neither the field nor its `not` twin is set.
+    fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.not_values.is_empty()
     }
 
     fn check(&self, pred: impl Fn(&T) -> bool) -> bool {
@@ -346,10 +361,11 @@ impl SourceMatch {
 
     fn matches(&self, a: &Attrs<'_>) -> bool {
         str_in(&self.principals, a.principal)
-            && str_in(
-                &self.request_principals,
-                a.jwt.map(|j| j.principal.as_str()),
-            )
+            && (a.l4
+                || str_in(
+                    &self.request_principals,
+                    a.jwt.map(|j| j.principal.as_str()),
+                ))
             && str_in(&self.namespaces, a.namespace)
             && ip_in(&self.ip_blocks, a.source_ip)
             && ip_in(&self.remote_ip_blocks, a.remote_ip)
@@ -379,7 +395,16 @@ impl OperationMatch {
         })
     }
 
+    fn needs_http(&self) -> bool {
+        !(self.hosts.is_empty() && self.methods.is_empty() && self.paths.is_empty())
+    }
+
     fn matches(&self, a: &Attrs<'_>) -> bool {
+        if a.l4 {
+            return self
+                .ports
+                .check(|p| a.destination.is_some_and(|d| d.port() == *p));
+        }
         let bare = authority::strip_port(a.host);
         let has_port = bare.len() != a.host.len();
         self.hosts
@@ -405,8 +430,23 @@ enum Key {
     AuthClaims(Vec<String>),
     DestinationIp,
     DestinationPort,
-    /// Never present here: the waypoint sees plaintext HTTP inside the tunnel, with no SNI.
+    /// The SNI of a TLS connection passed through; absent for HTTP requests (the waypoint
+    /// sees plaintext HTTP inside the tunnel, and ztunnel sends no SNI).
     ConnectionSni,
+}
+
+impl Key {
+    /// Keys that only an HTTP request has (Istio refuses them on TCP filter chains).
+    fn is_http_only(&self) -> bool {
+        matches!(
+            self,
+            Key::Header(_)
+                | Key::AuthPrincipal
+                | Key::AuthAudiences
+                | Key::AuthPresenter
+                | Key::AuthClaims(_)
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -493,6 +533,9 @@ impl ConditionMatch {
     }
 
     fn matches(&self, a: &Attrs<'_>) -> bool {
+        if a.l4 && self.key.is_http_only() {
+            return true;
+        }
         match (&self.key, &self.values) {
             (Key::SourceIp, Values::Ips(f)) => ip_in(f, a.source_ip),
             (Key::RemoteIp, Values::Ips(f)) => ip_in(f, a.remote_ip),
@@ -515,7 +558,7 @@ impl ConditionMatch {
                         let claim = jwt.and_then(|j| claim_at(&j.claims, path));
                         f.check(|m| claim.is_some_and(|c| claim_matches(c, m)))
                     }
-                    Key::ConnectionSni => str_in(f, None),
+                    Key::ConnectionSni => str_in(f, a.sni),
                     _ => false,
                 }
             }
@@ -586,6 +629,19 @@ impl RuleMatch {
             .map(|(i, c)| ConditionMatch::compile(&format!("{at}.when[{i}]"), c))
             .collect::<Result<_, _>>()?;
         Ok(RuleMatch::Compiled { from, to, when })
+    }
+
+    /// True when the rule sets an HTTP-only field: an ALLOW rule that does never matches a
+    /// TCP connection. A rule that failed to compile keeps its fixed answer.
+    pub(crate) fn needs_http(&self) -> bool {
+        match self {
+            RuleMatch::Fixed(_) => false,
+            RuleMatch::Compiled { from, to, when } => {
+                from.iter().any(|s| !s.request_principals.is_empty())
+                    || to.iter().any(OperationMatch::needs_http)
+                    || when.iter().any(|c| c.key.is_http_only())
+            }
+        }
     }
 
     pub(crate) fn matches(&self, a: &Attrs<'_>) -> bool {

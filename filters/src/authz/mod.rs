@@ -11,11 +11,14 @@
 //! allow; any ALLOW match → allow; else deny. AUDIT only marks the request. Policies annotated
 //! `istio.io/dry-run: "true"` are evaluated and logged, never enforced.
 //!
+//! Connections the waypoint proxies as bytes (TCP, TLS passthrough) are decided once by
+//! `on_connection` with Istio's treatment of HTTP-only fields on TCP traffic: see the
+//! `connection` module and [`PolicySet::explain_connection`].
+//!
 //! Differences a user may notice, all by necessity of where a waypoint sits:
-//! - Requests are always HTTP here, so Istio's rule for HTTP-only fields on TCP traffic never
-//!   applies.
-//! - `connection.sni` never matches a value (its `notValues` always hold): the waypoint sees the
-//!   HTTP inside the tunnel, and ztunnel sends no SNI.
+//! - `connection.sni` matches the server name of TLS passed through. On HTTP requests it never
+//!   matches a value (its `notValues` always hold): the waypoint sees the HTTP inside the
+//!   tunnel, and ztunnel sends no SNI.
 //! - A `ServiceEntry` target applies to the Service of the same namespace and name, since
 //!   destinations resolve to Services.
 //! - CUSTOM policies are checked after JWT authentication (Envoy runs ext_authz first), so
@@ -27,34 +30,42 @@
 //!   waypoint sees it; a sidecar would see the workload's target port.
 
 mod compile;
+mod connection;
+mod evaluate;
+mod explanation;
 mod ext_authz;
 mod matcher;
 mod normalize;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use waypoint_core::flags::ResponseFlag;
 
 use async_trait::async_trait;
 use http::header::CONTENT_TYPE;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use waypoint_core::body::{full, local_reply};
-use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{
-    BuildContext, Decision, Filter, FilterFactory, Request, RequestContext, Response,
+    BuildContext, ConnectionContext, ConnectionDecision, Decision, Filter, FilterFactory, Request,
+    RequestContext, Response,
 };
 use waypoint_core::http::authority;
 use waypoint_core::identity::SpiffeId;
 
 use crate::scope::WaypointScope;
 
+pub use connection::ConnectionAttributes;
+pub use evaluate::{PolicySet, explain};
+pub use explanation::{
+    AuthzAudit, AuthzDryRun, CustomCheck, Explanation, PolicyRule, RequestAttributes,
+    UncheckedCustom,
+};
 pub use ext_authz::{ExtAuthzProvider, SOURCE_PRINCIPAL_HEADER};
 pub use normalize::{NormalizeError, PathNormalization, check_method, normalize_path};
 
+use evaluate::{Action, CompiledPolicy};
 use ext_authz::{CheckOutcome, CheckRequest};
-use matcher::{Attrs, RuleMatch};
 
 /// The body Istio (Envoy's RBAC filter) sends with a denied request, byte for byte.
 pub const DENIED_BODY: &str = "RBAC: access denied";
@@ -64,372 +75,6 @@ pub const DENIED_BODY: &str = "RBAC: access denied";
 pub use waypoint_core::filter::RequestPrincipal;
 
 pub use waypoint_core::filter::AuthzDecision;
-
-/// What enforcing the `istio.io/dry-run` policies too would have decided; present in
-/// `RequestContext::extensions` when a dry-run policy applies to the request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthzDryRun(pub AuthzDecision);
-
-/// One rule of one policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PolicyRule {
-    /// The policy.
-    pub policy: ResourceRef,
-    /// The index of the rule in `spec.rules`.
-    pub rule: usize,
-}
-
-/// The AUDIT policies that matched a request, in `RequestContext::extensions` when any did:
-/// the request should be audit-logged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthzAudit(pub Vec<PolicyRule>);
-
-/// A CUSTOM policy whose rules matched: the request also needs its provider's approval.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CustomCheck {
-    /// The policy and its matching rule.
-    pub rule: PolicyRule,
-    /// `spec.provider.name`.
-    pub provider: String,
-}
-
-/// A request, as [`explain`] sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestAttributes<'a> {
-    /// The peer's proven identity; `None` is unauthenticated.
-    pub identity: Option<&'a SpiffeId>,
-    /// The source (peer) IP: the PROXY header's or `forwarded` source.
-    pub source: Option<IpAddr>,
-    /// The original destination the client dialled.
-    pub destination: Option<SocketAddr>,
-    /// The HTTP method.
-    pub method: &'a str,
-    /// `Host` / `:authority`, port included if sent.
-    pub host: &'a str,
-    /// The request target as received (`/path?query`); normalized before matching.
-    pub path: &'a str,
-    /// Request headers.
-    pub headers: &'a HeaderMap,
-    /// The validated JWT's principal, if any.
-    pub request_principal: Option<&'a RequestPrincipal>,
-}
-
-/// Why a request would be allowed or denied.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Explanation {
-    /// The enforced decision. A match of a CUSTOM policy with an unknown provider denies here;
-    /// other CUSTOM policies are in `custom` (they need I/O).
-    pub decision: AuthzDecision,
-    /// CUSTOM policies that matched, in order: their providers must also allow the request.
-    pub custom: Vec<CustomCheck>,
-    /// AUDIT policies that matched.
-    pub audit: Vec<PolicyRule>,
-    /// What enforcing dry-run policies too would decide, when any applied.
-    pub dry_run: Option<AuthzDecision>,
-    /// The normalized request target, when normalization changed it.
-    pub normalized_path: Option<String>,
-}
-
-impl Explanation {
-    /// A sentence for people: the decision, the deciding policy and rule, pending CUSTOM checks.
-    pub fn reason(&self) -> String {
-        let d = &self.decision;
-        let by = |what: &str| match (&d.policy, d.rule) {
-            (Some(p), Some(r)) => format!("{what} by {} policy {p} rule {r}", d.action),
-            _ => what.to_owned(),
-        };
-        let mut out = match (d.allowed, d.action.as_str(), d.policy.is_some()) {
-            (true, "NONE", _) => "allowed: no ALLOW policy applies".to_owned(),
-            (false, "ALLOW", false) => "denied: ALLOW policies apply but none matches".to_owned(),
-            (false, "CUSTOM", _) => format!("{} (its ext_authz provider is unknown)", by("denied")),
-            (true, ..) => by("allowed"),
-            (false, ..) => by("denied"),
-        };
-        for c in &self.custom {
-            out.push_str(&format!(
-                "; needs ext_authz provider {:?} to allow (CUSTOM policy {} rule {})",
-                c.provider, c.rule.policy, c.rule.rule
-            ));
-        }
-        for a in &self.audit {
-            out.push_str(&format!("; audited by {} rule {}", a.policy, a.rule));
-        }
-        if let Some(shadow) = &self.dry_run
-            && shadow.allowed != d.allowed
-        {
-            let verb = if shadow.allowed { "allow" } else { "deny" };
-            out.push_str(&format!("; dry-run policies would {verb} it"));
-        }
-        out
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Action {
-    Allow,
-    Deny,
-    Audit,
-    /// `known`: the provider is configured; a match of an unknown one denies.
-    Custom {
-        provider: String,
-        known: bool,
-    },
-}
-
-#[derive(Debug)]
-pub(crate) struct CompiledPolicy {
-    resource: ResourceRef,
-    action: Action,
-    dry_run: bool,
-    /// Empty: the policy never matches.
-    rules: Vec<RuleMatch>,
-}
-
-impl CompiledPolicy {
-    fn first_match(&self, a: &Attrs<'_>) -> Option<usize> {
-        self.rules.iter().position(|r| r.matches(a))
-    }
-}
-
-/// Every policy this waypoint enforces, compiled, indexed by where it applies. Immutable; one
-/// per config snapshot.
-#[derive(Debug, Default)]
-pub struct PolicySet {
-    /// Attached to this waypoint's Gateway or GatewayClass: they see every request.
-    everywhere: Vec<Arc<CompiledPolicy>>,
-    /// Attached to a Service: namespace → name → policies.
-    by_service: HashMap<String, HashMap<String, Vec<Arc<CompiledPolicy>>>>,
-    normalization: PathNormalization,
-    xff_trusted_hops: Option<usize>,
-}
-
-impl PolicySet {
-    fn applicable<'s>(
-        &'s self,
-        service: Option<&ResourceRef>,
-    ) -> impl Iterator<Item = &'s CompiledPolicy> + 's {
-        let own = service
-            .and_then(|s| self.by_service.get(&s.namespace)?.get(&s.name))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        self.everywhere.iter().chain(own).map(|p| &**p)
-    }
-
-    /// The policies that apply to requests for Service `namespace`/`name` (or, with `None`, to
-    /// requests whose destination is no known Service), in evaluation order.
-    pub fn policies_for(&self, service: Option<(&str, &str)>) -> Vec<&ResourceRef> {
-        let service = service.map(|(ns, name)| ResourceRef::new("Service", ns, name));
-        self.applicable(service.as_ref())
-            .map(|p| &p.resource)
-            .collect()
-    }
-
-    /// The number of compiled policies (each counted once, however many targets it has).
-    pub fn len(&self) -> usize {
-        let mut seen: Vec<*const CompiledPolicy> = self
-            .everywhere
-            .iter()
-            .chain(self.by_service.values().flat_map(|m| m.values().flatten()))
-            .map(Arc::as_ptr)
-            .collect();
-        seen.sort();
-        seen.dedup();
-        seen.len()
-    }
-
-    /// True when no policy is enforced.
-    pub fn is_empty(&self) -> bool {
-        self.everywhere.is_empty() && self.by_service.is_empty()
-    }
-
-    /// The original client address: the `X-Forwarded-For` entry chosen by `xff_trusted_hops`,
-    /// else the source address.
-    fn remote_ip(&self, req: &RequestAttributes<'_>) -> Option<IpAddr> {
-        let hops = self.xff_trusted_hops;
-        if hops == Some(0) {
-            return req.source;
-        }
-        let xff: Vec<&str> = req
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        let chosen = match hops {
-            None => xff.first(),
-            Some(n) => xff.len().checked_sub(n).and_then(|i| xff.get(i)),
-        };
-        chosen.and_then(|s| parse_forwarded_ip(s)).or(req.source)
-    }
-
-    /// Decides `request` against the policies of its destination: the function the filter
-    /// runs, minus the ext_authz calls of CUSTOM policies (reported in
-    /// [`Explanation::custom`]). Fails when the request must be refused with 400 before any
-    /// policy (`%00` in the path, lowercase method).
-    pub fn explain(
-        &self,
-        config: &Config,
-        request: &RequestAttributes<'_>,
-    ) -> Result<Explanation, NormalizeError> {
-        check_method(request.method, self.normalization)?;
-        let normalized = normalize_path(request.path, self.normalization)?;
-        let path = normalized.split(['?', '#']).next().unwrap_or_default();
-        let identity = request.identity;
-        let attrs = Attrs {
-            principal: identity.map(SpiffeId::principal),
-            namespace: identity.map(SpiffeId::namespace),
-            service_account: identity.map(SpiffeId::service_account),
-            source_ip: request.source,
-            remote_ip: self.remote_ip(request),
-            destination: request.destination,
-            method: request.method,
-            host: request.host,
-            path,
-            headers: request.headers,
-            jwt: request.request_principal,
-        };
-        let service = request
-            .destination
-            .and_then(|d| config.service_at(d))
-            .map(|b| &b.service);
-
-        let mut enforced = Tally::default();
-        let mut shadow = Tally::default();
-        let mut any_dry_run = false;
-        let mut custom = Vec::new();
-        let mut unknown_custom = None;
-        let mut audit = Vec::new();
-        for policy in self.applicable(service) {
-            let matched = policy.first_match(&attrs);
-            match &policy.action {
-                Action::Custom { provider, known } => {
-                    if let Some(rule) = matched {
-                        if *known {
-                            custom.push(CustomCheck {
-                                rule: rule_ref(policy, rule),
-                                provider: provider.clone(),
-                            });
-                        } else if unknown_custom.is_none() {
-                            unknown_custom = Some((policy, rule));
-                        }
-                    }
-                }
-                Action::Audit => {
-                    if let Some(rule) = matched {
-                        audit.push(rule_ref(policy, rule));
-                    }
-                }
-                Action::Allow | Action::Deny => {
-                    any_dry_run |= policy.dry_run;
-                    shadow.add(policy, matched);
-                    if !policy.dry_run {
-                        enforced.add(policy, matched);
-                    }
-                }
-            }
-        }
-        let decision = match unknown_custom {
-            Some((policy, rule)) => decided(false, policy, rule, false),
-            None => enforced.decide(false),
-        };
-        Ok(Explanation {
-            decision,
-            custom,
-            audit,
-            dry_run: any_dry_run.then(|| shadow.decide(true)),
-            normalized_path: match normalized {
-                std::borrow::Cow::Owned(p) => Some(p),
-                std::borrow::Cow::Borrowed(_) => None,
-            },
-        })
-    }
-}
-
-fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
-    let s = s.trim_matches('"');
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    // `[v6]:port` or `v4:port`.
-    s.parse::<SocketAddr>().ok().map(|a| a.ip())
-}
-
-fn rule_ref(policy: &CompiledPolicy, rule: usize) -> PolicyRule {
-    PolicyRule {
-        policy: policy.resource.clone(),
-        rule,
-    }
-}
-
-fn decided(allowed: bool, policy: &CompiledPolicy, rule: usize, dry_run: bool) -> AuthzDecision {
-    let action = match &policy.action {
-        Action::Allow => "ALLOW",
-        Action::Deny => "DENY",
-        Action::Audit => "AUDIT",
-        Action::Custom { .. } => "CUSTOM",
-    };
-    AuthzDecision {
-        allowed,
-        action: action.into(),
-        policy: Some(policy.resource.clone()),
-        rule: Some(rule),
-        dry_run,
-    }
-}
-
-/// The ALLOW/DENY evidence of one pass over the policies.
-#[derive(Default)]
-struct Tally<'p> {
-    deny: Option<(&'p CompiledPolicy, usize)>,
-    allow: Option<(&'p CompiledPolicy, usize)>,
-    allow_applies: bool,
-}
-
-impl<'p> Tally<'p> {
-    fn add(&mut self, policy: &'p CompiledPolicy, matched: Option<usize>) {
-        match policy.action {
-            Action::Deny => {
-                if let (None, Some(rule)) = (self.deny, matched) {
-                    self.deny = Some((policy, rule));
-                }
-            }
-            Action::Allow => {
-                self.allow_applies = true;
-                if let (None, Some(rule)) = (self.allow, matched) {
-                    self.allow = Some((policy, rule));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn decide(&self, dry_run: bool) -> AuthzDecision {
-        if let Some((p, r)) = self.deny {
-            return decided(false, p, r, dry_run);
-        }
-        if let Some((p, r)) = self.allow {
-            return decided(true, p, r, dry_run);
-        }
-        AuthzDecision {
-            allowed: !self.allow_applies,
-            action: if self.allow_applies { "ALLOW" } else { "NONE" }.into(),
-            policy: None,
-            rule: None,
-            dry_run,
-        }
-    }
-}
-
-/// Decides `request` with `policies`: see [`PolicySet::explain`].
-pub fn explain(
-    policies: &PolicySet,
-    config: &Config,
-    request: &RequestAttributes<'_>,
-) -> Result<Explanation, NormalizeError> {
-    policies.explain(config, request)
-}
 
 /// Builds the [`AuthzFilter`] for each config snapshot.
 #[derive(Clone, Debug)]
@@ -521,6 +166,10 @@ fn log_decision(d: &AuthzDecision, reason: impl FnOnce() -> String) {
 impl Filter for AuthzFilter {
     fn name(&self) -> &str {
         "authz"
+    }
+
+    async fn on_connection(&self, ctx: &mut ConnectionContext) -> ConnectionDecision {
+        self.decide_connection(ctx)
     }
 
     async fn on_request(&self, req: &mut Request, ctx: &mut RequestContext) -> Decision {

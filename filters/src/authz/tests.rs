@@ -18,6 +18,7 @@ use waypoint_core::conn::Binding;
 use waypoint_core::filter::testing::{self, TestChain, conn_as};
 use waypoint_core::filter::{FilterSet, RequestContext};
 
+use super::evaluate::parse_forwarded_ip;
 use super::matcher::{PathPattern, StringMatch, parse_cidr};
 use super::*;
 

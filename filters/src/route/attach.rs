@@ -1,13 +1,19 @@
 //! Attaching compiled routes to their parents at build time: Services (GAMMA) by ClusterIP,
 //! Gateways by listener (sectionName, port, allowedRoutes, hostname intersection). Every parent
 //! we implement gets its `Accepted`/`ResolvedRefs` conditions, and every Gateway its status.
+//!
+//! A listener takes the route kinds its protocol carries ([`Listener::servable_route_kinds`]:
+//! HTTP/HTTPS take HTTPRoute and GRPCRoute, TCP takes TCPRoute, TLS Passthrough takes
+//! TLSRoute); a route of another kind is `NotAllowedByListeners` there. Every route a listener
+//! accepts counts in its `attachedRoutes`, even where an older TCPRoute on the same listener
+//! takes all the traffic.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use waypoint_core::config::resources::{
-    FromNamespaces, Gateway, LabelSelector, Listener, Object, ParentReference,
+    FromNamespaces, Gateway, LabelSelector, Listener, Object, ParentReference, TlsMode,
 };
 use waypoint_core::config::{Condition, Config, ListenerRefProblem, ResourceRef};
 use waypoint_core::filter::BuildContext;
@@ -16,6 +22,7 @@ use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, R
 use super::compile::{Ranked, report};
 use super::gateway::{GatewayPort, HostPattern, HostRoutes, ListenerRoutes};
 use super::grpc::GrpcMatch;
+use super::l4::L4Match;
 use super::matcher::RequestMatch;
 use super::{RouteEntry, RouteSet, RouteTable, Rule};
 use waypoint_core::config::resources::GATEWAY_API_GROUP;
@@ -34,11 +41,22 @@ pub(super) struct Ordered<M> {
 pub(super) enum Entries {
     Http(Vec<Ordered<RequestMatch>>),
     Grpc(Vec<Ordered<GrpcMatch>>),
+    /// The rule of a TCPRoute.
+    Tcp(Vec<Ordered<L4Match>>),
+    /// The rule of a TLSRoute, its hostnames on the match.
+    Tls(Vec<Ordered<L4Match>>),
+}
+
+impl Entries {
+    /// Whether these are the rules of a TCPRoute or TLSRoute.
+    fn is_l4(&self) -> bool {
+        matches!(self, Entries::Tcp(_) | Entries::Tls(_))
+    }
 }
 
 /// What attaching needs to know of a route, whatever its kind.
 pub(super) struct RouteView<'a> {
-    /// `HTTPRoute` or `GRPCRoute`.
+    /// `HTTPRoute`, `GRPCRoute`, `TCPRoute` or `TLSRoute`.
     pub(super) kind: &'static str,
     pub(super) route: ResourceRef,
     pub(super) parents: &'a [ParentReference],
@@ -54,6 +72,8 @@ pub(super) struct RouteView<'a> {
 struct PendingSet {
     http: Vec<Ordered<RequestMatch>>,
     grpc: Vec<Ordered<GrpcMatch>>,
+    tcp: Vec<Ordered<L4Match>>,
+    tls: Vec<Ordered<L4Match>>,
 }
 
 impl PendingSet {
@@ -61,6 +81,28 @@ impl PendingSet {
         match entries {
             Entries::Http(e) => self.http.extend(e.iter().cloned()),
             Entries::Grpc(e) => self.grpc.extend(e.iter().cloned()),
+            Entries::Tcp(e) => self.tcp.extend(e.iter().cloned()),
+            Entries::Tls(e) => self.tls.extend(e.iter().cloned()),
+        }
+    }
+
+    /// Adds the rules of a TLSRoute (or TCPRoute) attached to a listener, their hostnames
+    /// narrowed to `hosts`, the route's intersected with the listener's.
+    fn extend_l4(&mut self, entries: &Entries, hosts: &[HostPattern]) {
+        let narrowed = |e: &Vec<Ordered<L4Match>>| {
+            e.iter()
+                .map(|o| Ordered {
+                    matcher: L4Match {
+                        hosts: hosts.to_vec(),
+                    },
+                    ..o.clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        match entries {
+            Entries::Tcp(e) => self.tcp.extend(narrowed(e)),
+            Entries::Tls(e) => self.tls.extend(narrowed(e)),
+            Entries::Http(_) | Entries::Grpc(_) => self.extend(entries),
         }
     }
 
@@ -68,6 +110,8 @@ impl PendingSet {
         RouteSet {
             http: sorted(self.http),
             grpc: sorted(self.grpc),
+            tcp: sorted(self.tcp),
+            tls: sorted(self.tls),
         }
     }
 }
@@ -125,12 +169,10 @@ pub(super) fn resolved_refs<'r>(
 }
 
 /// Listener protocols routes attach to (HTTPS listeners terminate TLS in the serving layer,
-/// then route like HTTP).
+/// then route like HTTP; TCP and TLS Passthrough listeners route connections).
 fn routable(l: &Listener) -> bool {
-    matches!(l.protocol.as_str(), "HTTP" | "HTTPS")
+    !l.servable_route_kinds().is_empty()
 }
-
-const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
 
 /// Accumulates attachments, then builds the table and the Gateway statuses.
 pub(super) struct Builder<'a> {
@@ -322,7 +364,7 @@ impl<'a> Builder<'a> {
         };
         let mut accepted = false;
         for li in allowed {
-            let listener_host = HostPattern::parse(listeners[li].hostname.as_deref());
+            let listener_host = listener_hostname(&listeners[li]);
             let mut effective: Vec<HostPattern> = route_hosts
                 .iter()
                 .filter_map(|h| h.intersect(&listener_host))
@@ -337,6 +379,15 @@ impl<'a> Builder<'a> {
                 .or_default()
                 .insert(view.route.clone());
             let hosts = self.listeners.entry((gi, li)).or_default();
+            if view.entries.is_l4() {
+                // Connections are routed by SNI within the listener (l4.rs), so its TCPRoutes
+                // and TLSRoutes share one set, each with its effective hostnames.
+                hosts
+                    .entry(HostPattern::Any)
+                    .or_default()
+                    .extend_l4(&view.entries, &effective);
+                continue;
+            }
             for host in effective {
                 hosts.entry(host).or_default().extend(&view.entries);
             }
@@ -361,16 +412,7 @@ impl<'a> Builder<'a> {
     /// Whether `listener` of a Gateway in `gw_ns` takes routes of `kind` from `route_ns`.
     fn allows(&self, listener: &Listener, gw_ns: &str, kind: &str, route_ns: &str) -> bool {
         let allowed = &listener.allowed_routes;
-        let kind_ok = routable(listener)
-            && if allowed.kinds.is_empty() {
-                ROUTE_KINDS.contains(&kind)
-            } else {
-                allowed
-                    .kinds
-                    .iter()
-                    .any(|k| k.group == GATEWAY_API_GROUP && k.kind == kind)
-            };
-        kind_ok
+        listener.supported_route_kinds().contains(&kind)
             && match allowed.namespaces.from {
                 FromNamespaces::Same => gw_ns == route_ns,
                 FromNamespaces::All => true,
@@ -423,7 +465,7 @@ impl<'a> Builder<'a> {
                 }
                 let served = Arc::new(ListenerRoutes {
                     label: format!("{} listener {}", gw.resource_ref(), l.name),
-                    hostname: HostPattern::parse(l.hostname.as_deref()),
+                    hostname: listener_hostname(l),
                     hosts,
                 });
                 for ip in &addresses {
@@ -459,6 +501,15 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The hosts a listener takes. A TCP listener matches no hostname (the spec has its
+/// `hostname` ignored), so it takes every connection at its port.
+fn listener_hostname(l: &Listener) -> HostPattern {
+    if l.protocol == "TCP" {
+        return HostPattern::Any;
+    }
+    HostPattern::parse(l.hostname.as_deref())
+}
+
 /// ` named X`, ` with port P` or both, for messages.
 fn wanted(parent: &ParentReference) -> String {
     let mut out = String::new();
@@ -477,18 +528,23 @@ fn listener_status(
     has_address: bool,
     tls_problem: Option<&ListenerRefProblem>,
 ) -> ListenerStatus {
-    let supported = matches!(
+    let known = matches!(
         l.protocol.as_str(),
-        "HTTP" | "HTTPS" | "HBONE" | "istio.io/PROXY"
+        "HTTP" | "HTTPS" | "HBONE" | "istio.io/PROXY" | "TCP" | "TLS"
     );
+    // TLS listeners only pass TLS through (the TLSRoute feature's core); terminating is the
+    // extended TLSRouteModeTerminate, which we do not claim.
+    let terminating_tls = l.protocol == "TLS" && l.tls_mode() == TlsMode::Terminate;
+    let supported = known && !terminating_tls;
     let bad_kinds: Vec<&str> = l
-        .allowed_routes
-        .kinds
-        .iter()
-        .filter(|k| k.group != GATEWAY_API_GROUP || !ROUTE_KINDS.contains(&k.kind.as_str()))
+        .invalid_route_kinds()
+        .into_iter()
         .map(|k| k.kind.as_str())
         .collect();
-    let accepted = if supported {
+    let accepted = if terminating_tls {
+        let why = "tls.mode Terminate is not supported on TLS listeners: use Passthrough (or an HTTPS listener)";
+        cond("Accepted", false, "UnsupportedValue", why)
+    } else if supported {
         cond("Accepted", true, "Accepted", "accepted")
     } else {
         let why = format!("protocol {} is not supported", l.protocol);

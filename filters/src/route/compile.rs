@@ -110,11 +110,12 @@ pub(super) fn compile(cx: &mut BuildContext<'_>) -> RouteTable {
         };
         builder.attach(cx, &view);
     }
+    super::l4::compile(cx, &mut builder);
     builder.finish(cx)
 }
 
 /// The route's `ResolvedRefs` condition from the backend problems reported since `before`.
-fn resolved_since(
+pub(super) fn resolved_since(
     cx: &BuildContext<'_>,
     before: usize,
     route: &ResourceRef,

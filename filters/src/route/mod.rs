@@ -1,5 +1,6 @@
-//! Gateway API HTTPRoute and GRPCRoute routing, decided first by the connection's original
-//! destination:
+//! Gateway API routing: HTTPRoute and GRPCRoute for requests, and TCPRoute and TLSRoute for
+//! connections proxied as bytes (the connection phase, see [`l4`]). Requests are routed first
+//! by the connection's original destination:
 //!
 //! - a Service (ClusterIP, port): the routes attached to that Service (GAMMA), never chosen by
 //!   the Host header; a known Service with no route attached goes to the Service itself, as it
@@ -31,6 +32,7 @@ mod cors;
 pub(crate) mod gateway;
 mod grpc;
 mod header_modifier;
+mod l4;
 mod matcher;
 mod redirect;
 mod rewrite;
@@ -45,9 +47,11 @@ use http::StatusCode;
 use waypoint_core::body::local_reply;
 use waypoint_core::config::ServiceBackend;
 use waypoint_core::config::binding::Destination;
+use waypoint_core::conn::ConnInfo;
 use waypoint_core::filter::{
-    BuildContext, Decision, Filter, FilterChain, FilterFactory, MirrorTarget, Request,
-    RequestContext, Response, RetryPolicy, RouteMatch, Timeout, UpstreamTarget,
+    BuildContext, ConnectionContext, ConnectionDecision, Decision, Filter, FilterChain,
+    FilterFactory, MirrorTarget, Request, RequestContext, Response, RetryPolicy, RouteMatch,
+    Timeout, UpstreamTarget,
 };
 use waypoint_core::flags::ResponseFlag;
 
@@ -73,7 +77,8 @@ impl FilterFactory for RouteFactory {
     }
 }
 
-/// Chooses the upstream of each request from the compiled route table.
+/// Chooses the upstream of each request, and of each connection proxied as bytes, from the
+/// compiled route table.
 #[derive(Debug)]
 pub struct RouteFilter {
     table: RouteTable,
@@ -97,11 +102,15 @@ struct DestinationRoutes {
     consumers: HashMap<String, RouteSet>,
 }
 
-/// The HTTPRoute and GRPCRoute matches of one parent (and hostname), each in precedence order.
+/// The routes of one parent (and hostname), each kind in precedence order: HTTPRoute and
+/// GRPCRoute matches for requests, TCPRoute and TLSRoute rules for connections proxied as bytes
+/// (see [`l4`]; those are kept under the listener's any-host entry, their hostnames on each).
 #[derive(Debug, Default)]
 struct RouteSet {
     http: Vec<RouteEntry>,
     grpc: Vec<RouteEntry<grpc::GrpcMatch>>,
+    tcp: Vec<RouteEntry<l4::L4Match>>,
+    tls: Vec<RouteEntry<l4::L4Match>>,
 }
 
 /// Why a [`RouteSet`] has no rule for a request.
@@ -113,8 +122,15 @@ enum Miss {
 }
 
 impl RouteSet {
-    fn is_empty(&self) -> bool {
-        self.http.is_empty() && self.grpc.is_empty()
+    /// Whether requests are routed here: a set with only TCPRoutes or TLSRoutes leaves HTTP
+    /// traffic to the Service itself.
+    fn serves_requests(&self) -> bool {
+        !(self.http.is_empty() && self.grpc.is_empty())
+    }
+
+    /// Whether connections proxied as bytes are routed here.
+    fn serves_connections(&self) -> bool {
+        !(self.tcp.is_empty() && self.tls.is_empty())
     }
 
     /// The rule of the first match, GRPCRoutes for gRPC calls when there are any.
@@ -194,26 +210,31 @@ struct Chosen {
 }
 
 impl RouteTable {
+    /// The routes of a Service address for a client of `client_namespace`: its namespace's
+    /// consumer routes when it has some of the wanted kind (`serves`), else the producer's.
     fn entries_for(
         &self,
         destination: SocketAddr,
         client_namespace: Option<&str>,
+        serves: fn(&RouteSet) -> bool,
     ) -> Option<&RouteSet> {
         let routes = self.by_destination.get(&destination)?;
-        if let Some(consumer) = client_namespace.and_then(|ns| routes.consumers.get(ns)) {
+        if let Some(consumer) = client_namespace
+            .and_then(|ns| routes.consumers.get(ns))
+            .filter(|set| serves(set))
+        {
             return Some(consumer);
         }
-        (!routes.producer.is_empty()).then_some(&routes.producer)
+        serves(&routes.producer).then_some(&routes.producer)
     }
 }
 
 /// The client's namespace, from the identity ztunnel vouched for, else from its metadata.
-fn client_namespace(ctx: &RequestContext) -> Option<&str> {
-    ctx.conn
-        .peer_identity
+fn client_namespace(conn: &ConnInfo) -> Option<&str> {
+    conn.peer_identity
         .as_ref()
         .map(|id| id.namespace())
-        .or(ctx.conn.source_workload.namespace.as_deref())
+        .or(conn.source_workload.namespace.as_deref())
 }
 
 fn no_route(ctx: &mut RequestContext, message: String) -> Decision {
@@ -302,6 +323,10 @@ impl Filter for RouteFilter {
         Decision::Continue
     }
 
+    async fn on_connection(&self, ctx: &mut ConnectionContext) -> ConnectionDecision {
+        self.route_connection(ctx)
+    }
+
     async fn on_response(&self, resp: &mut Response, ctx: &mut RequestContext) {
         let Some(chosen) = ctx.extensions.get::<Chosen>().cloned() else {
             return;
@@ -387,7 +412,11 @@ impl RouteFilter {
                 ));
             }
         };
-        let Some(set) = self.table.entries_for(destination, client_namespace(ctx)) else {
+        let Some(set) = self.table.entries_for(
+            destination,
+            client_namespace(&ctx.conn),
+            RouteSet::serves_requests,
+        ) else {
             // No route attached: the Service itself, as without a waypoint.
             ctx.upstream = Some(UpstreamTarget::new(service));
             return Selected::Done(Decision::Continue);
@@ -432,7 +461,15 @@ fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
 #[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]
+mod l4_testing;
+#[cfg(test)]
+mod l4_tests;
+#[cfg(test)]
+mod tcp_conformance_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_conformance_tests;
 #[cfg(test)]
 mod tls_tests;
 

@@ -42,7 +42,7 @@ pub const COALESCE_QUIET: Duration = Duration::from_millis(100);
 pub const COALESCE_MAX: Duration = Duration::from_secs(1);
 
 /// The kinds watched, in the order their objects are given to the builder.
-pub const WATCHED: [ApiResource; 12] = [
+pub const WATCHED: [ApiResource; 14] = [
     kinds::NAMESPACE,
     kinds::GATEWAY_CLASS,
     kinds::GATEWAY,
@@ -52,6 +52,8 @@ pub const WATCHED: [ApiResource; 12] = [
     kinds::POD,
     kinds::HTTP_ROUTE,
     kinds::GRPC_ROUTE,
+    kinds::TCP_ROUTE,
+    kinds::TLS_ROUTE,
     kinds::REFERENCE_GRANT,
     kinds::AUTHORIZATION_POLICY,
     kinds::REQUEST_AUTHENTICATION,

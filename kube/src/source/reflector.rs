@@ -74,6 +74,9 @@ impl Reflector {
         let mut backoff = Backoff::new();
         // Whether the API server is failing us: logged when it starts and when it ends.
         let mut outage = false;
+        // The version first asked for, and whether an optional kind was found not served.
+        let newest = self.resource;
+        let mut absent = false;
         loop {
             let listed = tokio::select! {
                 _ = shutdown.wait() => return,
@@ -93,9 +96,33 @@ impl Reflector {
                     }
                     version
                 }
-                Err(KubeError::NotFound(_)) if self.resource == kinds::REFERENCE_GRANT => {
-                    tracing::info!("ReferenceGrant v1 is not served; using v1beta1");
-                    self.resource = kinds::REFERENCE_GRANT_V1BETA1;
+                Err(KubeError::NotFound(_)) if kinds::older_version(&self.resource).is_some() => {
+                    if let Some(older) = kinds::older_version(&self.resource) {
+                        tracing::info!(
+                            kind = self.resource.kind,
+                            "{} is not served; using {}",
+                            self.resource.api_version(),
+                            older.version
+                        );
+                        self.resource = older;
+                    }
+                    continue;
+                }
+                Err(KubeError::NotFound(_)) if kinds::optional(&self.resource) => {
+                    // No version of the CRD is installed: no objects, and the source may sync
+                    // without them. Looked for again, from the newest version, later on.
+                    if !absent {
+                        tracing::info!(
+                            kind = self.resource.kind,
+                            "not served by the API server (CRD not installed): none read"
+                        );
+                        absent = true;
+                    }
+                    self.stores.replace(self.slot, Vec::new());
+                    self.resource = newest;
+                    if sleep_or_shutdown(BACKOFF_MAX, &shutdown).await {
+                        return;
+                    }
                     continue;
                 }
                 Err(error) => {

@@ -41,6 +41,10 @@ pub enum StatusKind {
     HttpRoute,
     /// `GRPCRoute`.
     GrpcRoute,
+    /// `TCPRoute`.
+    TcpRoute,
+    /// `TLSRoute`.
+    TlsRoute,
 }
 
 impl StatusKind {
@@ -51,6 +55,8 @@ impl StatusKind {
             StatusKind::Gateway => kinds::GATEWAY,
             StatusKind::HttpRoute => kinds::HTTP_ROUTE,
             StatusKind::GrpcRoute => kinds::GRPC_ROUTE,
+            StatusKind::TcpRoute => kinds::TCP_ROUTE,
+            StatusKind::TlsRoute => kinds::TLS_ROUTE,
         }
     }
 
@@ -58,6 +64,8 @@ impl StatusKind {
         match kind {
             "HTTPRoute" => Some(StatusKind::HttpRoute),
             "GRPCRoute" => Some(StatusKind::GrpcRoute),
+            "TCPRoute" => Some(StatusKind::TcpRoute),
+            "TLSRoute" => Some(StatusKind::TlsRoute),
             _ => None,
         }
     }
@@ -183,7 +191,9 @@ pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
         .http_routes
         .iter()
         .map(|r| r.resource_ref())
-        .chain(resources.grpc_routes.iter().map(|r| r.resource_ref()));
+        .chain(resources.grpc_routes.iter().map(|r| r.resource_ref()))
+        .chain(resources.tcp_routes.iter().map(|r| r.resource_ref()))
+        .chain(resources.tls_routes.iter().map(|r| r.resource_ref()));
     for route in routes {
         let Some(kind) = StatusKind::route(&route.kind) else {
             continue;
@@ -291,23 +301,14 @@ fn listener_json(listener: &Listener, status: &ListenerStatus, generation: Optio
     })
 }
 
-/// The route kinds a listener takes: HTTPRoute and GRPCRoute on HTTP and HTTPS listeners
+/// The route kinds a listener takes ([`Listener::supported_route_kinds`]): HTTPRoute and
+/// GRPCRoute on HTTP and HTTPS listeners, TCPRoute on TCP, TLSRoute on TLS Passthrough
 /// (narrowed to the valid ones of `allowedRoutes.kinds` when given), none on others (HBONE and
 /// PROXY listeners carry mesh traffic; routes reach it through Service parents).
 pub fn supported_kinds(listener: &Listener) -> Vec<Value> {
-    const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
-    if !matches!(listener.protocol.as_str(), "HTTP" | "HTTPS") {
-        return Vec::new();
-    }
-    let allowed = &listener.allowed_routes.kinds;
-    ROUTE_KINDS
-        .iter()
-        .filter(|kind| {
-            allowed.is_empty()
-                || allowed
-                    .iter()
-                    .any(|k| k.group == GATEWAY_API_GROUP && k.kind == **kind)
-        })
+    listener
+        .supported_route_kinds()
+        .into_iter()
         .map(|kind| json!({ "group": GATEWAY_API_GROUP, "kind": kind }))
         .collect()
 }

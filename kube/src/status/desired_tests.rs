@@ -341,3 +341,83 @@ fn with_binding_enforced_a_service_parent_not_bound_to_us_is_not_ours() {
     scoped.config = Arc::new(bound);
     assert_eq!(service_parents(&scoped), 1);
 }
+
+#[test]
+fn tcp_and_tls_routes_get_their_parent_entries_and_l4_listeners_their_supported_kinds() {
+    let manifests = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ours}
+spec: {controllerName: waypoint.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra, generation: 1}
+spec:
+  gatewayClassName: ours
+  listeners:
+  - {name: tcp, port: 9000, protocol: TCP}
+  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {kinds: [{kind: TCPRoute}, {kind: TLSRoute}]}}
+  - {name: term, port: 8443, protocol: TLS}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: db, namespace: infra, generation: 4}
+spec:
+  parentRefs: [{name: edge, sectionName: tcp}]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: web, namespace: infra, generation: 5}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  hostnames: [a.example.com]
+  rules: [{backendRefs: [{name: web, port: 443}]}]
+"#;
+    let config = parse_manifests(manifests, "test.yaml").expect("the manifests parse");
+    let parent = |kind: &str, route: &str, section: &str, generation: i64| RouteParentStatus {
+        route: ResourceRef::new(kind, "infra", route),
+        ..route_parent(route, gateway_parent("edge", Some(section)), generation)
+    };
+    let snapshot = Snapshot {
+        config: Arc::new(config),
+        chain: FilterChain::new(Vec::new()),
+        reports: Vec::new(),
+        route_parents: vec![
+            parent("TCPRoute", "db", "tcp", 4),
+            parent("TLSRoute", "web", "tls", 5),
+        ],
+        gateways: vec![gateway_status("edge", &["tcp", "tls", "term"])],
+        version: 1,
+        applied_at: SystemTime::now(),
+    };
+    let desired = desired_status(&snapshot, &Scope::default());
+    for (kind, name, section, generation) in [
+        (StatusKind::TcpRoute, "db", "tcp", 4),
+        (StatusKind::TlsRoute, "web", "tls", 5),
+    ] {
+        let ours = entries(&desired, &key(kind, Some("infra"), name));
+        assert_eq!(ours.len(), 1, "{name}");
+        assert_eq!(ours[0]["parentRef"]["sectionName"], section);
+        assert_eq!(ours[0]["conditions"][0]["observedGeneration"], generation);
+    }
+    assert_eq!(StatusKind::TcpRoute.resource().plural, "tcproutes");
+    assert_eq!(StatusKind::TlsRoute.resource().plural, "tlsroutes");
+    let gw = fields(&desired, &key(StatusKind::Gateway, Some("infra"), "edge"));
+    let group = "gateway.networking.k8s.io";
+    let kinds: Vec<&Value> = gw["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .map(|l| &l["supportedKinds"])
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            &json!([{"group": group, "kind": "TCPRoute"}]),
+            &json!([{"group": group, "kind": "TLSRoute"}]),
+            &json!([]),
+        ]
+    );
+}

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use waypoint_core::shutdown::Shutdown;
 use waypoint_core::snapshot::Snapshot;
 
-use crate::api::{KubeApi, KubeError};
+use crate::api::{KubeApi, KubeError, kinds};
 
 use super::desired::{Desired, DesiredStatus, ObjectKey, desired_status};
 use super::lease::{Elector, Leadership};
@@ -233,14 +233,24 @@ impl Pass {
         want: &Desired,
         leadership: &Leadership,
     ) -> Result<Written, WriteError> {
-        let resource = key.kind.resource();
+        let mut resource = key.kind.resource();
         let namespace = key.namespace.as_deref();
         let mut attempt = 0;
         loop {
-            attempt += 1;
-            let Some(mut object) = self.api.get(&resource, namespace, &key.name).await? else {
+            let read = match self.api.get(&resource, namespace, &key.name).await {
+                Err(KubeError::NotFound(_)) => None,
+                read => read?,
+            };
+            let Some(mut object) = read else {
+                // A kind whose CRDs predate v1 (TCPRoute, TLSRoute) is served, and written,
+                // at an older version: the object may be there.
+                if let Some(older) = kinds::older_version(&resource) {
+                    resource = older;
+                    continue;
+                }
                 return Ok(Written::Gone);
             };
+            attempt += 1;
             let old = object.get("status");
             let merged = merged_status(
                 old,

@@ -9,7 +9,9 @@ use clap::{Args, ValueEnum};
 use waypoint_core::config;
 use waypoint_core::filter::ExtensionRegistry;
 use waypoint_core::identity::SpiffeId;
-use waypoint_filters::authz::{ExtAuthzProvider, PathNormalization, RequestAttributes};
+use waypoint_filters::authz::{
+    ConnectionAttributes, ExtAuthzProvider, PathNormalization, RequestAttributes,
+};
 use waypoint_filters::{BuiltinSettings, Builtins, WaypointScope};
 
 /// Settings of the policy filters, shared by `run` and `authz`.
@@ -147,6 +149,14 @@ pub struct AuthzArgs {
     /// A header `Name: value`; repeatable.
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
+    /// Explain a TCP connection instead of an HTTP request: only identity, source, destination
+    /// (and `--sni`) exist, and rules that need HTTP attributes are treated as Istio treats
+    /// them on TCP traffic (ALLOW rules never match, DENY rules ignore those fields).
+    #[arg(long, conflicts_with_all = ["method", "host", "path", "headers"])]
+    pub tcp: bool,
+    /// With `--tcp`: the connection is TLS passed through with this SNI (`connection.sni`).
+    #[arg(long, requires = "tcp")]
+    pub sni: Option<String>,
     /// Policy filter settings.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -173,6 +183,26 @@ pub fn authz(args: AuthzArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let registry = ExtensionRegistry::new();
+    let mut cx = waypoint_core::filter::BuildContext::new(&config, &registry);
+    let builtins = Builtins::new(args.policy.settings());
+    let policies = builtins.authz().compile(&mut cx);
+    for report in cx.into_reports() {
+        eprintln!(
+            "note: {}: {} ({}): {}",
+            report.resource, report.condition, report.reason, report.message
+        );
+    }
+    if args.tcp {
+        let connection = ConnectionAttributes {
+            identity: identity.as_ref(),
+            source: args.source,
+            destination: Some(args.destination),
+            sni: args.sni.as_deref(),
+        };
+        let explanation = policies.explain_connection(&config, &connection);
+        return print_decision(explanation.decision.allowed, &explanation.reason());
+    }
     let mut headers = http::HeaderMap::new();
     for h in &args.headers {
         let parsed = h.split_once(':').and_then(|(n, v)| {
@@ -186,16 +216,6 @@ pub fn authz(args: AuthzArgs) -> ExitCode {
             return ExitCode::FAILURE;
         };
         headers.append(name, value);
-    }
-    let registry = ExtensionRegistry::new();
-    let mut cx = waypoint_core::filter::BuildContext::new(&config, &registry);
-    let builtins = Builtins::new(args.policy.settings());
-    let policies = builtins.authz().compile(&mut cx);
-    for report in cx.into_reports() {
-        eprintln!(
-            "note: {}: {} ({}): {}",
-            report.resource, report.condition, report.reason, report.message
-        );
     }
     let host = args
         .host
@@ -212,26 +232,22 @@ pub fn authz(args: AuthzArgs) -> ExitCode {
         request_principal: None,
     };
     match waypoint_filters::authz::explain(&policies, &config, &request) {
-        Ok(explanation) => {
-            println!(
-                "{}",
-                if explanation.decision.allowed {
-                    "ALLOWED"
-                } else {
-                    "DENIED"
-                }
-            );
-            println!("{}", explanation.reason());
-            if explanation.decision.allowed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+        Ok(explanation) => print_decision(explanation.decision.allowed, &explanation.reason()),
         Err(err) => {
             println!("REJECTED (400)");
             println!("{err}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Prints `ALLOWED`/`DENIED` and the reason; exit status 0 when allowed, 1 when denied.
+fn print_decision(allowed: bool, reason: &str) -> ExitCode {
+    println!("{}", if allowed { "ALLOWED" } else { "DENIED" });
+    println!("{reason}");
+    if allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

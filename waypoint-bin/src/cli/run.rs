@@ -69,6 +69,15 @@ pub struct RunArgs {
     /// Upstream request timeout when the route sets none.
     #[arg(long, env = "WAYPOINT_REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// How long a connection to a port no protocol was named for (no appProtocol, no known
+    /// port-name prefix) may take to send bytes that show HTTP; silence until then is TCP
+    /// (server-first protocols). `0s` disables detection: such ports are served as HTTP.
+    #[arg(long, env = "WAYPOINT_PROTOCOL_DETECTION_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub protocol_detection_timeout: Duration,
+    /// A TCP (or TLS passthrough) connection that carries no byte either way for this long is
+    /// closed. `0s` disables it.
+    #[arg(long, env = "WAYPOINT_TCP_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub tcp_idle_timeout: Duration,
     /// How often the config is checked for changes.
     #[arg(long, env = "WAYPOINT_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub reload_interval: Duration,
@@ -288,6 +297,8 @@ impl RunArgs {
             unix_socket_mode,
             connect_timeout,
             request_timeout,
+            protocol_detection_timeout,
+            tcp_idle_timeout,
             reload_interval,
             drain_timeout,
             worker_threads: _, // sizes the runtime before this runs (main.rs)
@@ -355,6 +366,8 @@ impl RunArgs {
         options.overload.memory_check_interval = memory_check_interval;
         options.upstream.connect_timeout = connect_timeout;
         options.upstream.request_timeout = request_timeout;
+        options.stream.detection_timeout = protocol_detection_timeout;
+        options.stream.idle_timeout = tcp_idle_timeout;
         options.upstream.mode = upstream;
         options.upstream.own_ip = own_ip;
         let mut trust_domains = vec![trust_domain.clone()];

@@ -138,6 +138,24 @@ pub struct SendArgs {
     pub server_identity: String,
 }
 
+/// Prints what the waypoint does with each Service port's connections, and why:
+/// `tcp (appProtocol "redis")`, `detect (no appProtocol or known port name)`.
+fn print_port_protocols(config: &config::Config) {
+    let mut backends: Vec<_> = config.backends().collect();
+    if backends.is_empty() {
+        return;
+    }
+    backends.sort_by(|a, b| (&a.service, a.port).cmp(&(&b.service, b.port)));
+    println!("service ports:");
+    for b in backends {
+        let p = &b.protocol;
+        println!(
+            "    {} port {}: {} ({})",
+            b.service, b.port, p.kind, p.selected_by
+        );
+    }
+}
+
 /// Runs `waypoint check`: prints every resource's status (with each route's per-parent
 /// conditions and each Gateway's listeners), returns failure when any is rejected.
 pub fn check(args: CheckArgs) -> ExitCode {
@@ -159,6 +177,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
     let store = SnapshotStore::new(factories, extensions);
     let snapshot = store.preview(config);
     let mut failed = print_binding(snapshot.config.binding());
+    print_port_protocols(&snapshot.config);
     for status in snapshot.statuses() {
         let ok = status.is_ok();
         failed += usize::from(!ok);

@@ -314,7 +314,9 @@ impl Config {
 }
 
 mod compute;
+mod protocol;
 pub(crate) use compute::compute;
+pub use protocol::terminates_tls_for_bytes;
 
 #[cfg(test)]
 mod tests;

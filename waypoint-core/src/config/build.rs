@@ -15,7 +15,7 @@ use super::resources::{
 };
 use super::validate::{
     Check, check_authn, check_authz, check_gateway, check_grpc_route, check_http_route,
-    check_service, check_slice, cluster_ips,
+    check_service, check_slice, check_tcp_route, check_tls_route, cluster_ips,
 };
 use super::{
     Condition, Config, Endpoint, EndpointStats, ProtocolSelection, ResourceRef, ResourceStatus,
@@ -114,6 +114,8 @@ pub fn build(
         endpoint_slices: keep_valid(resources.endpoint_slices, check_slice, &mut statuses),
         http_routes: keep_valid(resources.http_routes, check_http_route, &mut statuses),
         grpc_routes: keep_valid(resources.grpc_routes, check_grpc_route, &mut statuses),
+        tcp_routes: keep_valid(resources.tcp_routes, check_tcp_route, &mut statuses),
+        tls_routes: keep_valid(resources.tls_routes, check_tls_route, &mut statuses),
         reference_grants: keep_valid(resources.reference_grants, |_| Ok(()), &mut statuses),
         authorization_policies: keep_valid(
             resources.authorization_policies,

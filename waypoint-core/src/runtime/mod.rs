@@ -232,7 +232,8 @@ impl WaypointBuilder {
         let pipeline = Arc::new(
             Pipeline::new(store.clone(), http, upstream, telemetry.clone())
                 .with_upgrade_policy(upgrades)
-                .with_overload(overload.clone()),
+                .with_overload(overload.clone())
+                .with_streams(options.stream),
         );
         tokio::spawn(memory::watch(overload.clone(), shutdown.clone()));
 

@@ -9,6 +9,7 @@ use crate::admin::{AdminServer, SetLogLevel};
 use crate::config::build::MeshOptions;
 use crate::http::HttpServerConfig;
 use crate::overload::OverloadOptions;
+use crate::stream::StreamConfig;
 use crate::telemetry::access_log::AccessLogFormat;
 use crate::telemetry::otlp::OtlpOptions;
 use crate::tls::{CertPaths, IstiodCa};
@@ -65,6 +66,8 @@ pub struct WaypointOptions {
     /// Connection, request and memory limits (the per-listener connection limit is
     /// `listener.max_connections`).
     pub overload: OverloadOptions,
+    /// Protocol detection and TCP proxying: the detection timeout, the idle timeout.
+    pub stream: StreamConfig,
 }
 
 /// Access log format and sampling.
@@ -140,6 +143,7 @@ impl WaypointOptions {
             otlp: None,
             drain_grace: Duration::ZERO,
             overload: OverloadOptions::default(),
+            stream: StreamConfig::default(),
         }
     }
 }

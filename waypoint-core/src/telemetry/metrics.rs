@@ -347,14 +347,15 @@ pub struct TcpLabels {
     /// Who opened the connection.
     #[prometheus(flatten)]
     pub(crate) source: SourceLabels,
-    /// The Service the client dialled.
+    /// The Service the client dialled (for a proxied connection: its chosen backend).
     #[prometheus(flatten)]
     pub(crate) destination: DestinationLabels,
     /// Always `tcp`.
     pub request_protocol: Label,
     /// `mutual_tls` when the peer identity is proven, else `none`.
     pub connection_security_policy: Label,
-    /// Always `-`: the waypoint does not fail connections after accepting them.
+    /// `-` for HTTP connections (their requests carry the flags); for a connection proxied
+    /// as bytes, the flags of its connection phase and connect (`NR`, `UH`, `UF`, `RBAC`).
     pub response_flags: Label,
 }
 

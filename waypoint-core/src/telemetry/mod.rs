@@ -14,6 +14,10 @@
 //!   `istio_request_bytes`, `istio_response_bytes`, `istio_tcp_*`, the waypoint's config metrics
 //!   and process metrics, with Istio's labels, so Kiali and Istio's dashboards work unchanged.
 //! - [`access_log`]: one JSON (or text) line per request, written off the request path.
+//! - `stream`: the same for connections proxied as bytes (TCP, TLS passthrough): TCP labels
+//!   with the connection's destination and flags, one access log line per connection
+//!   (`protocol` `TCP`/`TLS`, `response_code` 0, `authority` the SNI), its authorization
+//!   decision counted.
 //! - [`trace`]: W3C `traceparent` propagation (with B3 and HBONE imports).
 //! - [`otlp`]: when configured, one span per sampled request exported over OTLP/HTTP (JSON).
 
@@ -23,10 +27,12 @@ pub mod otlp;
 pub mod trace;
 
 mod record;
+mod stream;
 
 pub use metrics::{CountedIo, TcpLabels, TcpMetrics};
 pub(crate) use record::PendingRecord;
 pub use record::RequestRecord;
+pub(crate) use stream::StreamEnd;
 
 use std::fmt;
 use std::io;
@@ -309,18 +315,7 @@ impl Telemetry {
             || status == http::StatusCode::NOT_MODIFIED;
         let authz = ctx.extensions.get::<AuthzDecision>();
         if let Some(decision) = authz {
-            let policy = decision
-                .policy
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.namespace, p.name));
-            self.inner
-                .authz
-                .get_or_create(&AuthzLabels {
-                    decision: if decision.allowed { "allow" } else { "deny" },
-                    action: metrics::bounded(&decision.action),
-                    policy: metrics::bounded(&policy),
-                })
-                .inc();
+            self.count_authz(decision);
         }
         PendingRecord {
             telemetry: self.clone(),
@@ -335,16 +330,26 @@ impl Telemetry {
                 .map(|r| format!("{}/{}#{}", r.route.namespace, r.route.name, r.rule)),
             grpc_status,
             upstream_host: ctx.endpoint.as_ref().map(|e| e.address),
-            authz: authz.map(|d| {
-                let policy = d.policy.as_ref().map(|p| match d.rule {
-                    Some(rule) => format!("{p}#{rule}"),
-                    None => p.to_string(),
-                });
-                (if d.allowed { "allow" } else { "deny" }, policy)
-            }),
+            authz: authz.map(authz_log_fields),
             bytes_sent: 0,
             record,
         }
+    }
+
+    /// Counts one authorization decision in `waypoint_authz_decisions_total`.
+    fn count_authz(&self, decision: &AuthzDecision) {
+        let policy = decision
+            .policy
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.namespace, p.name));
+        self.inner
+            .authz
+            .get_or_create(&AuthzLabels {
+                decision: if decision.allowed { "allow" } else { "deny" },
+                action: metrics::bounded(&decision.action),
+                policy: metrics::bounded(&policy),
+            })
+            .inc();
     }
 
     /// Records a config load or reload; on success also the version now served.
@@ -382,6 +387,15 @@ impl Telemetry {
             cluster: self.inner.cluster.as_deref(),
         }
     }
+}
+
+/// The access log's `authz` and `authz_policy` fields for `decision`.
+fn authz_log_fields(decision: &AuthzDecision) -> (&'static str, Option<String>) {
+    let policy = decision.policy.as_ref().map(|p| match decision.rule {
+        Some(rule) => format!("{p}#{rule}"),
+        None => p.to_string(),
+    });
+    (if decision.allowed { "allow" } else { "deny" }, policy)
 }
 
 fn protocol_name(version: http::Version) -> &'static str {

@@ -17,10 +17,12 @@
 //! - [`hbone`]: the HBONE listener, [`HboneListener`](hbone::HboneListener).
 //! - `proxy_header`: reading the PROXY header off a socket and mapping it to `ConnInfo` (the
 //!   format itself is [`crate::wire::proxy_protocol`]).
+//! - [`detect`]: HTTP or TCP, from a connection's first bytes (ports no protocol was named for).
 //! - `rewind`: [`Rewind`], which replays bytes read past what was needed.
 //! - `metrics`: [`TransportMetrics`], the accepted and rejected connection counters.
 //! - `peer`: `PeerCheck`, who may connect to a Unix socket listener (`SO_PEERCRED`).
 
+pub mod detect;
 pub mod hbone;
 pub mod listener;
 pub(crate) mod metrics;

@@ -103,6 +103,7 @@ mod mirror;
 mod pool;
 mod replay;
 mod rewrite;
+mod stream;
 mod tunnel;
 
 use std::sync::Arc;
@@ -121,6 +122,7 @@ pub(crate) use hop::{is_upgrade, remove_hop_by_hop};
 pub(crate) use lease::UpstreamLease;
 pub(crate) use metrics::{PoolCollector, PoolSizes};
 pub use mirror::UpstreamStats;
+pub(crate) use stream::StreamUpstream;
 
 use crate::body::{self, Body, local_reply};
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};

@@ -6,12 +6,15 @@
 //!   types Istio uses).
 //! - [`hbone`]: HBONE's shared facts (port, HTTP/2 bounds, `forwarded` and `traceparent`) and
 //!   [`H2Stream`](hbone::H2Stream), one HTTP/2 stream as a byte stream.
+//! - [`client_hello`]: the TLS ClientHello's server name and ALPN, read without terminating
+//!   TLS (inbound only: TLS passthrough routes by it).
 //! - [`baggage`]: W3C baggage to and from [`WorkloadMetadata`](crate::conn::WorkloadMetadata).
 //! - [`Io`] and [`BoxedIo`]: the byte stream every binding and every dial path produces.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub mod baggage;
+pub mod client_hello;
 pub mod hbone;
 pub mod proxy_protocol;
 

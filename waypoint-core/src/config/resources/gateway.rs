@@ -97,6 +97,54 @@ pub struct Listener {
     pub allowed_routes: AllowedRoutes,
 }
 
+impl Listener {
+    /// The TLS mode of a `TLS` or `HTTPS` listener (`Terminate` when `tls` is unset, as the
+    /// API defaults it).
+    pub fn tls_mode(&self) -> TlsMode {
+        self.tls.as_ref().map_or(TlsMode::Terminate, |t| t.mode)
+    }
+
+    /// The route kinds this listener's protocol can carry: HTTPRoute and GRPCRoute on `HTTP`
+    /// and `HTTPS`, TCPRoute on `TCP`, TLSRoute on `TLS` in Passthrough mode. None on the
+    /// others: `HBONE` and `istio.io/PROXY` carry mesh traffic (routes reach it through Service
+    /// parents), and a `TLS` listener that terminates is not supported.
+    pub fn servable_route_kinds(&self) -> &'static [&'static str] {
+        match self.protocol.as_str() {
+            "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
+            "TCP" => &["TCPRoute"],
+            "TLS" if self.tls_mode() == TlsMode::Passthrough => &["TLSRoute"],
+            _ => &[],
+        }
+    }
+
+    /// The listener's `supportedKinds`: the kinds it can carry, narrowed to those
+    /// `allowedRoutes.kinds` names when it names any.
+    pub fn supported_route_kinds(&self) -> Vec<&'static str> {
+        let allowed = &self.allowed_routes.kinds;
+        self.servable_route_kinds()
+            .iter()
+            .copied()
+            .filter(|kind| {
+                allowed.is_empty()
+                    || allowed
+                        .iter()
+                        .any(|k| k.group == GATEWAY_API_GROUP && k.kind == *kind)
+            })
+            .collect()
+    }
+
+    /// The entries of `allowedRoutes.kinds` this listener cannot carry (the listener's
+    /// `ResolvedRefs=False`, reason `InvalidRouteKinds`).
+    pub fn invalid_route_kinds(&self) -> Vec<&RouteGroupKind> {
+        let servable = self.servable_route_kinds();
+        self.allowed_routes
+            .kinds
+            .iter()
+            .filter(|k| k.group != GATEWAY_API_GROUP || !servable.contains(&k.kind.as_str()))
+            .collect()
+    }
+}
+
 /// A listener's `tls`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]

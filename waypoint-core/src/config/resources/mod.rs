@@ -29,6 +29,8 @@ mod grpc_route;
 mod http_route;
 mod istio;
 mod route;
+mod tcp_route;
+mod tls_route;
 
 // The submodules only organise the source: every type is used from here, as before the split.
 pub use self::core::*;
@@ -37,6 +39,8 @@ pub use grpc_route::*;
 pub use http_route::*;
 pub use istio::*;
 pub use route::*;
+pub use tcp_route::*;
+pub use tls_route::*;
 
 /// Kubernetes object metadata (the fields waypoint reads).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -134,6 +138,10 @@ pub struct Resources {
     pub http_routes: Vec<Sourced<HttpRoute>>,
     /// GRPCRoutes.
     pub grpc_routes: Vec<Sourced<GrpcRoute>>,
+    /// TCPRoutes.
+    pub tcp_routes: Vec<Sourced<TcpRoute>>,
+    /// TLSRoutes.
+    pub tls_routes: Vec<Sourced<TlsRoute>>,
     /// ReferenceGrants.
     pub reference_grants: Vec<Sourced<ReferenceGrant>>,
     /// Secrets (TLS certificates of HTTPS listeners).

@@ -4,6 +4,7 @@
 
 mod core;
 mod istio;
+mod l4_routes;
 mod routes;
 
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use std::net::IpAddr;
 pub(super) use self::core::{check_service, check_slice, cluster_ips};
 use super::resources::Gateway;
 pub(super) use istio::{check_authn, check_authz};
+pub(super) use l4_routes::{check_tcp_route, check_tls_route};
 pub(super) use routes::{check_grpc_route, check_http_route};
 
 /// The outcome of a check: why the resource is invalid, naming the field.

@@ -11,7 +11,7 @@ use crate::config::resources::{
 
 /// The checks every route gets: its parents and hostnames, then each rule (names unique) with
 /// `check_rule`, given the rule's field path (`spec.rules[2]`).
-fn check_route<R>(
+pub(super) fn check_route<R>(
     parents: &[ParentReference],
     hostnames: &[String],
     rules: &[R],
@@ -369,7 +369,7 @@ fn check_http_filters(
 }
 
 /// The backendRefs of the rule at `at`, each with its own filters checked by `check_filters`.
-fn check_backend_refs<F>(
+pub(super) fn check_backend_refs<F>(
     at: &str,
     refs: &[BackendRef<F>],
     check_filters: impl Fn(&str, &[F]) -> Check,

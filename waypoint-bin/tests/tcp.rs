@@ -1,0 +1,273 @@
+//! TCP proxying through the real binary: the flags that shape it (`--tcp-idle-timeout`,
+//! `--protocol-detection-timeout`), its access log line, and `waypoint check`'s protocol per
+//! Service port.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::run::{admin_get_when_up, check};
+use common::{Guard, free_port, waypoint};
+use waypoint_core::wire::proxy_protocol::{TLV_PEER_IDENTITY, encode_v2};
+
+const SOURCE: &str = "10.244.0.7:40000";
+const IDENTITY: &str = "spiffe://cluster.local/ns/default/sa/sleep";
+
+/// A backend on loopback: `PING` lines answered `+PONG`, and, when `greet`, a greeting sent
+/// first (server-first, as MySQL). Returns its port.
+fn backend(greet: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                if greet {
+                    let _ = s.write_all(b"GREETING\n");
+                }
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if buf[..n].starts_with(b"PING") {
+                        let _ = s.write_all(b"+PONG\r\n");
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Services `redis` (10.96.2.1:6379, appProtocol redis) and `mysqlish` (10.96.2.2:3307, no
+/// name), with their endpoints on loopback.
+fn manifests(redis: u16, greeter: u16) -> String {
+    // The slice's port carries the Service port's name, as Kubernetes writes it.
+    let service = |name: &str, vip: &str, port: &str, slice_port: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  clusterIP: {vip}\n  ports: [{port}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{slice_port}]\nendpoints: [{{addresses: [\"127.0.0.1\"]}}]\n---\n"
+        )
+    };
+    let redis_port = format!("{{name: main, port: {redis}}}");
+    let greeter_port = format!("{{port: {greeter}}}");
+    service(
+        "redis",
+        "10.96.2.1",
+        "{name: main, port: 6379, appProtocol: redis}",
+        &redis_port,
+    ) + &service("mysqlish", "10.96.2.2", "{port: 3307}", &greeter_port)
+}
+
+/// `waypoint run` on `manifests` with `flags` and `env`, its stdout lines (the access log)
+/// on the returned channel.
+struct Running {
+    sandwich: u16,
+    admin: u16,
+    stdout: mpsc::Receiver<String>,
+    _process: Guard,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(manifests: &str, flags: &[&str], env: &[(&str, &str)]) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, manifests).unwrap();
+        let (sandwich, admin) = (free_port(), free_port());
+        let mut command = waypoint();
+        command
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--sandwich-listen", &format!("127.0.0.1:{sandwich}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, stdout) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let process = Guard(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !admin_get_when_up(admin, "/healthz/ready").starts_with("HTTP/1.1 200") {
+            assert!(Instant::now() < deadline, "waypoint never became ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Running {
+            sandwich,
+            admin,
+            stdout,
+            _process: process,
+            _dir: dir,
+        }
+    }
+
+    /// A connection to original destination `destination` as ztunnel opens it.
+    fn connect(&self, destination: &str) -> TcpStream {
+        let mut s = TcpStream::connect(("127.0.0.1", self.sandwich)).unwrap();
+        let header = encode_v2(
+            SOURCE.parse().unwrap(),
+            destination.parse().unwrap(),
+            &[(TLV_PEER_IDENTITY, IDENTITY.as_bytes())],
+        );
+        s.write_all(&header).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+}
+
+#[test]
+fn the_tcp_idle_timeout_flag_closes_a_quiet_connection_and_the_access_log_says_what_it_carried() {
+    let redis = backend(false);
+    let config = manifests(redis, backend(true));
+    let wp = Running::start(
+        &config,
+        &["--tcp-idle-timeout", "300ms", "--access-log", "json"],
+        &[],
+    );
+    let mut s = wp.connect("10.96.2.1:6379");
+    s.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    s.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    // Quiet from here: the waypoint closes both sides after 300 ms.
+    let quiet = Instant::now();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let waited = quiet.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    let line = wp.stdout.recv_timeout(Duration::from_secs(5)).unwrap();
+    let mut entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let fields = entry.as_object_mut().unwrap();
+    let start = fields.remove("start_time").unwrap();
+    assert!(start.as_str().unwrap().ends_with('Z'), "{line}");
+    let duration = fields.remove("duration_ms").unwrap().as_u64().unwrap();
+    assert!((250..3000).contains(&duration), "{line}");
+    let upstream = format!("127.0.0.1:{redis}");
+    assert_eq!(
+        entry,
+        serde_json::json!({
+            "source_principal": IDENTITY,
+            "source_address": SOURCE,
+            "destination_address": "10.96.2.1:6379",
+            "destination_service": "redis.default.svc.cluster.local",
+            "method": "-",
+            "authority": null,
+            "path": "-",
+            "protocol": "TCP",
+            "response_code": 0,
+            "response_flags": "-",
+            "upstream_host": upstream,
+            "bytes_received": 6,
+            "bytes_sent": 7,
+            "trace_id": "-",
+            "route": null,
+        })
+    );
+}
+
+#[test]
+fn the_protocol_detection_timeout_flag_sets_how_long_a_server_first_client_waits_and_zero_means_http()
+ {
+    let config = manifests(backend(false), backend(true));
+    let wp = Running::start(
+        &config,
+        &[],
+        &[("WAYPOINT_PROTOCOL_DETECTION_TIMEOUT", "1s")],
+    );
+    let mut s = wp.connect("10.96.2.2:3307");
+    let started = Instant::now();
+    let mut greeting = [0u8; 9];
+    s.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"GREETING\n");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+
+    // Detection off: the unnamed port is HTTP; the greeting never comes, and bytes that are
+    // not HTTP are answered by the waypoint's HTTP server.
+    let wp = Running::start(&config, &["--protocol-detection-timeout", "0s"], &[]);
+    let mut s = wp.connect("10.96.2.2:3307");
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = [0u8; 9];
+    let err = s.read(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+    s.write_all(b"PING\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+#[test]
+fn waypoint_check_prints_each_service_ports_protocol_and_why() {
+    let (ok, out) = check(&manifests(1, 2), &[]);
+    assert!(ok, "{out}");
+    let ports: Vec<&str> = out
+        .lines()
+        .skip_while(|l| *l != "service ports:")
+        .take(3)
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            "service ports:",
+            "    Service default/mysqlish port 3307: detect (no appProtocol or known port name)",
+            "    Service default/redis port 6379: tcp (appProtocol \"redis\")",
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn with_a_gateway_bytes_to_an_unbound_destination_are_closed_flagged_nr_and_counted() {
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: default}\nspec:\n  gatewayClassName: waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
+    let config = manifests(backend(false), backend(true)) + gateway;
+    let wp = Running::start(&config, &["--gateway", "default/wp"], &[]);
+    // Neither Service names the waypoint: both are unbound. Bytes that are not HTTP close.
+    let mut s = wp.connect("10.96.2.1:6379");
+    s.write_all(b"PING\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    let metrics = admin_get_when_up(wp.admin, "/metrics");
+    assert!(
+        metrics.contains("waypoint_unbound_destination_total{reason=\"service_not_bound\"} 1"),
+        "{metrics}"
+    );
+    let opened = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(opened.contains("response_flags=\"NR\""), "{opened}");
+    assert!(
+        opened.contains("destination_service_name=\"redis\""),
+        "{opened}"
+    );
+}

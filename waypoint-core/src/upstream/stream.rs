@@ -1,0 +1,76 @@
+//! The upstream of a connection proxied as bytes (TCP, TLS passed through): one endpoint of
+//! the backend, chosen by the same balancer as HTTP requests, reached over the same
+//! transports (plain TCP, HBONE, the co-located ztunnel's socket), but not pooled: the stream
+//! belongs to the one client connection, so nothing about it is shared or reused.
+
+use std::fmt;
+
+use super::Upstream;
+use super::balance::{InFlight, pick};
+use crate::config::{Endpoint, ServiceBackend};
+use crate::conn::ConnInfo;
+use crate::flags::ResponseFlag;
+use crate::wire::BoxedIo;
+
+/// A connected byte stream to one endpoint. The endpoint counts as busy (for the balancer's
+/// least-request choice) while this lives.
+pub(crate) struct StreamUpstream {
+    /// The stream, ready for the client's bytes.
+    pub(crate) io: BoxedIo,
+    /// The endpoint it reaches.
+    pub(crate) endpoint: Endpoint,
+    _busy: InFlight,
+}
+
+/// Why no stream to the backend could be opened.
+#[derive(Debug)]
+pub(crate) struct StreamConnectError {
+    /// `UH` (no endpoint) or `UF` (the connection failed).
+    pub(crate) flag: ResponseFlag,
+    /// The endpoint tried, if one was.
+    pub(crate) endpoint: Option<Endpoint>,
+    /// Why, in words.
+    pub(crate) reason: String,
+}
+
+impl fmt::Display for StreamConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.endpoint {
+            Some(e) => write!(f, "connecting to {}: {}", e.address, self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl Upstream {
+    /// Opens a byte stream to an endpoint of `backend` for the client of `conn` (whom a
+    /// tunnel names, as for HTTP), within the connect timeout. One try: the client's bytes
+    /// have not been sent anywhere yet, but a byte protocol gives no safe point to retry later.
+    pub(crate) async fn connect_stream(
+        &self,
+        backend: &ServiceBackend,
+        conn: &ConnInfo,
+    ) -> Result<StreamUpstream, StreamConnectError> {
+        let Some(endpoint) = pick(&backend.endpoints) else {
+            return Err(StreamConnectError {
+                flag: ResponseFlag::NoHealthyUpstream,
+                endpoint: None,
+                reason: format!("{} has no ready endpoint", backend.service),
+            });
+        };
+        let busy = InFlight::start(&endpoint.stats);
+        let path = self.dial_path(endpoint, conn);
+        match self.pool.dialer().dial(&path).await {
+            Ok(io) => Ok(StreamUpstream {
+                io,
+                endpoint: endpoint.clone(),
+                _busy: busy,
+            }),
+            Err(reason) => Err(StreamConnectError {
+                flag: ResponseFlag::UpstreamConnectionFailure,
+                endpoint: Some(endpoint.clone()),
+                reason,
+            }),
+        }
+    }
+}
