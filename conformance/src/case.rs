@@ -34,6 +34,10 @@ pub struct Case {
     /// Why the test cannot run in this harness, when it cannot; it is then reported skipped.
     #[serde(default)]
     pub skip: Option<String>,
+    /// Why the test cannot be judged from `/config_dump` (`--source files`), when it cannot;
+    /// it still runs through the API server, where upstream reads status.
+    #[serde(default)]
+    pub skip_from_files: Option<String>,
     /// Mesh tests send from the mesh client pod and resolve the Host like cluster DNS.
     #[serde(default)]
     pub mesh: bool,

@@ -162,7 +162,7 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
             continue;
         }
         let started = Instant::now();
-        let outcome = match skip_reason(&case) {
+        let outcome = match skip_reason(&case, opts.source) {
             Some(why) => Outcome::Skipped(why),
             None => {
                 let mut objects = base.clone();
@@ -204,9 +204,14 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
     Ok(results)
 }
 
-fn skip_reason(case: &Case) -> Option<String> {
+fn skip_reason(case: &Case, source: SourceMode) -> Option<String> {
     if let Some(why) = &case.skip {
         return Some(why.clone());
+    }
+    if source == SourceMode::Files
+        && let Some(why) = &case.skip_from_files
+    {
+        return Some(format!("not judged from /config_dump: {why}"));
     }
     let missing: Vec<String> = case
         .features
@@ -667,5 +672,27 @@ async fn check_mirrors(
             return Err(format!("mirror: {}", errors.join("; ")));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_skipped_from_files_runs_through_the_api_server() {
+        let case = Case::parse(
+            "name: T\nsource: s.go\nfeatures: [Gateway, TLSRoute]\nmanifests: []\nskipFromFiles: no kinds there\n",
+        )
+        .unwrap();
+        assert_eq!(skip_reason(&case, SourceMode::Kube), None);
+        let why = skip_reason(&case, SourceMode::Files).unwrap();
+        assert!(why.contains("no kinds there"), "{why}");
+        let unsupported = Case::parse(
+            "name: T\nsource: s.go\nfeatures: [Gateway, TLSRouteModeTerminate]\nmanifests: []\n",
+        )
+        .unwrap();
+        let why = skip_reason(&unsupported, SourceMode::Kube).unwrap();
+        assert!(why.contains("TLSRouteModeTerminate"), "{why}");
     }
 }
