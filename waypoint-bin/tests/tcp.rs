@@ -1,18 +1,15 @@
 //! TCP proxying through the real binary: the flags that shape it (`--tcp-idle-timeout`,
-//! `--protocol-detection-timeout`), its access log line, and `waypoint check`'s protocol per
-//! Service port.
+//! `--protocol-detection-timeout`), its access log line, AuthorizationPolicy on connections,
+//! and `waypoint check`'s protocol per Service port.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::run::{admin_get_when_up, check};
-use common::{Guard, free_port, waypoint};
+use common::run::{Running, admin_get_when_up, check};
 use waypoint_core::wire::proxy_protocol::{TLV_PEER_IDENTITY, encode_v2};
 
 const SOURCE: &str = "10.244.0.7:40000";
@@ -64,67 +61,25 @@ fn manifests(redis: u16, greeter: u16) -> String {
     ) + &service("mysqlish", "10.96.2.2", "{port: 3307}", &greeter_port)
 }
 
-/// `waypoint run` on `manifests` with `flags` and `env`, its stdout lines (the access log)
-/// on the returned channel.
-struct Running {
-    sandwich: u16,
-    admin: u16,
-    stdout: mpsc::Receiver<String>,
-    _process: Guard,
-    _dir: tempfile::TempDir,
+/// How ztunnel opens connections to the waypoint's sandwich listener.
+trait AsZtunnel {
+    /// A connection to original destination `destination` from `sleep`.
+    fn connect(&self, destination: &str) -> TcpStream;
+    /// A connection to `destination` from a client proven to be `identity`.
+    fn connect_as(&self, destination: &str, identity: &str) -> TcpStream;
 }
 
-impl Running {
-    fn start(manifests: &str, flags: &[&str], env: &[(&str, &str)]) -> Running {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, manifests).unwrap();
-        let (sandwich, admin) = (free_port(), free_port());
-        let mut command = waypoint();
-        command
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(["--sandwich-listen", &format!("127.0.0.1:{sandwich}")])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, stdout) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let process = Guard(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !admin_get_when_up(admin, "/healthz/ready").starts_with("HTTP/1.1 200") {
-            assert!(Instant::now() < deadline, "waypoint never became ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Running {
-            sandwich,
-            admin,
-            stdout,
-            _process: process,
-            _dir: dir,
-        }
+impl AsZtunnel for Running {
+    fn connect(&self, destination: &str) -> TcpStream {
+        self.connect_as(destination, IDENTITY)
     }
 
-    /// A connection to original destination `destination` as ztunnel opens it.
-    fn connect(&self, destination: &str) -> TcpStream {
+    fn connect_as(&self, destination: &str, identity: &str) -> TcpStream {
         let mut s = TcpStream::connect(("127.0.0.1", self.sandwich)).unwrap();
         let header = encode_v2(
             SOURCE.parse().unwrap(),
             destination.parse().unwrap(),
-            &[(TLV_PEER_IDENTITY, IDENTITY.as_bytes())],
+            &[(TLV_PEER_IDENTITY, identity.as_bytes())],
         );
         s.write_all(&header).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -136,7 +91,7 @@ impl Running {
 fn the_tcp_idle_timeout_flag_closes_a_quiet_connection_and_the_access_log_says_what_it_carried() {
     let redis = backend(false);
     let config = manifests(redis, backend(true));
-    let wp = Running::start(
+    let (wp, _dir) = Running::start(
         &config,
         &["--tcp-idle-timeout", "300ms", "--access-log", "json"],
         &[],
@@ -183,6 +138,8 @@ fn the_tcp_idle_timeout_flag_closes_a_quiet_connection_and_the_access_log_says_w
             "bytes_sent": 7,
             "trace_id": "-",
             "route": null,
+            // The built-in authorization ran: no policy applies, so allowed.
+            "authz": "allow",
         })
     );
 }
@@ -191,7 +148,7 @@ fn the_tcp_idle_timeout_flag_closes_a_quiet_connection_and_the_access_log_says_w
 fn the_protocol_detection_timeout_flag_sets_how_long_a_server_first_client_waits_and_zero_means_http()
  {
     let config = manifests(backend(false), backend(true));
-    let wp = Running::start(
+    let (wp, _dir) = Running::start(
         &config,
         &[],
         &[("WAYPOINT_PROTOCOL_DETECTION_TIMEOUT", "1s")],
@@ -206,7 +163,7 @@ fn the_protocol_detection_timeout_flag_sets_how_long_a_server_first_client_waits
 
     // Detection off: the unnamed port is HTTP; the greeting never comes, and bytes that are
     // not HTTP are answered by the waypoint's HTTP server.
-    let wp = Running::start(&config, &["--protocol-detection-timeout", "0s"], &[]);
+    let (wp, _dir) = Running::start(&config, &["--protocol-detection-timeout", "0s"], &[]);
     let mut s = wp.connect("10.96.2.2:3307");
     s.set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
@@ -249,7 +206,7 @@ fn waypoint_check_prints_each_service_ports_protocol_and_why() {
 fn with_a_gateway_bytes_to_an_unbound_destination_are_closed_flagged_nr_and_counted() {
     let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: default}\nspec:\n  gatewayClassName: waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
     let config = manifests(backend(false), backend(true)) + gateway;
-    let wp = Running::start(&config, &["--gateway", "default/wp"], &[]);
+    let (wp, _dir) = Running::start(&config, &["--gateway", "default/wp"], &[]);
     // Neither Service names the waypoint: both are unbound. Bytes that are not HTTP close.
     let mut s = wp.connect("10.96.2.1:6379");
     s.write_all(b"PING\r\n").unwrap();
@@ -270,4 +227,133 @@ fn with_a_gateway_bytes_to_an_unbound_destination_are_closed_flagged_nr_and_coun
         opened.contains("destination_service_name=\"redis\""),
         "{opened}"
     );
+}
+
+/// Policies on the redis Service: `sleep` allowed; `web` only by a rule that needs HTTP
+/// attributes (which a TCP connection cannot have); `intruder` denied by a rule whose
+/// HTTP-only condition is ignored on TCP, so it denies more, not less.
+const POLICIES: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-sleep, namespace: default}
+spec:
+  targetRefs: [{kind: Service, group: '', name: redis}]
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/sleep, cluster.local/ns/default/sa/intruder]}}]
+  - from: [{source: {principals: [cluster.local/ns/default/sa/web]}}]
+    to: [{operation: {methods: [GET]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-intruder-posts, namespace: default}
+spec:
+  targetRefs: [{kind: Service, group: '', name: redis}]
+  action: DENY
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/intruder]}}]
+    to: [{operation: {methods: [POST]}}]
+";
+
+#[test]
+fn authorization_policies_decide_each_connection_once_with_istios_rule_for_http_only_fields() {
+    let config = manifests(backend(false), backend(true)) + "---\n" + POLICIES;
+    let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
+    let principal = |sa: &str| format!("spiffe://cluster.local/ns/default/sa/{sa}");
+
+    let mut allowed = wp.connect_as("10.96.2.1:6379", &principal("sleep"));
+    allowed.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    allowed.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    drop(allowed);
+    for sa in ["web", "intruder"] {
+        let mut s = wp.connect_as("10.96.2.1:6379", &principal(sa));
+        // Sent before the decision; never answered, because never forwarded.
+        let _ = s.write_all(b"PING\r\n");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{sa}: {rest:?}");
+    }
+
+    let mut lines: Vec<serde_json::Value> = (0..3)
+        .map(|_| {
+            let line = wp.stdout.recv_timeout(Duration::from_secs(5)).unwrap();
+            serde_json::from_str(&line).unwrap()
+        })
+        .collect();
+    lines.sort_by_key(|l| l["source_principal"].as_str().unwrap().to_owned());
+    let seen: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["source_principal"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+                l["response_flags"].clone(),
+                (l["authz"].clone(), l["authz_policy"].clone()),
+                l["bytes_received"].clone(),
+                l["upstream_host"].is_string(),
+            )
+        })
+        .collect();
+    let json = serde_json::Value::from;
+    assert_eq!(
+        seen,
+        [
+            (
+                "intruder".to_owned(),
+                json("RBAC"),
+                (
+                    json("deny"),
+                    json("AuthorizationPolicy default/deny-intruder-posts#0")
+                ),
+                serde_json::json!(0),
+                false
+            ),
+            (
+                "sleep".to_owned(),
+                json("-"),
+                (
+                    json("allow"),
+                    json("AuthorizationPolicy default/allow-sleep#0")
+                ),
+                serde_json::json!(6),
+                true
+            ),
+            (
+                "web".to_owned(),
+                json("RBAC"),
+                (json("deny"), serde_json::Value::Null),
+                serde_json::json!(0),
+                false
+            ),
+        ],
+        "{lines:#?}"
+    );
+
+    let metrics = admin_get_when_up(wp.admin, "/metrics");
+    let mut decisions: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("waypoint_authz_decisions_total{"))
+        .collect();
+    decisions.sort();
+    assert_eq!(
+        decisions,
+        [
+            "waypoint_authz_decisions_total{decision=\"allow\",action=\"ALLOW\",policy=\"default/allow-sleep\"} 1",
+            "waypoint_authz_decisions_total{decision=\"deny\",action=\"ALLOW\",policy=\"-\"} 1",
+            "waypoint_authz_decisions_total{decision=\"deny\",action=\"DENY\",policy=\"default/deny-intruder-posts\"} 1",
+        ],
+        "{metrics}"
+    );
+    let denied = metrics
+        .lines()
+        .filter(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+        .filter(|l| l.contains("response_flags=\"RBAC\""))
+        .count();
+    assert_eq!(denied, 2, "{metrics}");
 }

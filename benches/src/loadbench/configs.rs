@@ -236,18 +236,23 @@ pub fn envoy_bootstrap(job: &Job) -> Value {
                 "listener_filters": listener_filters,
                 "filter_chains": [chain],
             }],
-            "clusters": [{
-                "name": "echo",
-                "type": "STATIC",
-                "connect_timeout": "5s",
-                "load_assignment": {
-                    "cluster_name": "echo",
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                        "address": job.upstream.ip().to_string(),
-                        "port_value": job.upstream.port(),
-                    }}}}]}],
-                },
-            }],
+            "clusters": [echo_cluster(job.upstream)],
+        },
+    })
+}
+
+/// Envoy's cluster `echo`: the one upstream at `upstream`.
+pub(crate) fn echo_cluster(upstream: std::net::SocketAddr) -> Value {
+    json!({
+        "name": "echo",
+        "type": "STATIC",
+        "connect_timeout": "5s",
+        "load_assignment": {
+            "cluster_name": "echo",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": upstream.ip().to_string(),
+                "port_value": upstream.port(),
+            }}}}]}],
         },
     })
 }

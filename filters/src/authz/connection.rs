@@ -56,7 +56,7 @@ use waypoint_core::flags::ResponseFlag;
 use waypoint_core::identity::SpiffeId;
 
 use super::matcher::Attrs;
-use super::{AuthzAudit, AuthzDryRun, AuthzFilter, Explanation, PolicySet, UncheckedCustom};
+use super::{AuthzFilter, Explanation, PolicySet, UncheckedCustom};
 
 /// A connection, as [`PolicySet::explain_connection`] sees it: the TCP counterpart of
 /// [`super::RequestAttributes`], with no method, path, host, headers or JWT.
@@ -156,23 +156,7 @@ impl AuthzFilter {
             };
             self.policies.explain_connection(&ctx.config, &attrs)
         };
-        if !explained.audit.is_empty() {
-            for a in &explained.audit {
-                tracing::info!(policy = %a.policy, rule = a.rule, "authz: AUDIT policy matched a connection");
-            }
-            ctx.extensions.insert(AuthzAudit(explained.audit.clone()));
-        }
-        if let Some(shadow) = &explained.dry_run {
-            if shadow.allowed != explained.decision.allowed {
-                tracing::info!(
-                    policy = ?shadow.policy.as_ref().map(ToString::to_string),
-                    rule = ?shadow.rule,
-                    would_allow = shadow.allowed,
-                    "authz: dry-run policies would change this connection's decision"
-                );
-            }
-            ctx.extensions.insert(AuthzDryRun(shadow.clone()));
-        }
+        super::note_audit_and_dry_run(&explained, &mut ctx.extensions, "connection");
         for u in explained.unchecked_custom.iter().filter(|u| u.let_through) {
             tracing::warn!(
                 policy = %u.check.rule.policy,

@@ -209,23 +209,7 @@ impl Filter for AuthzFilter {
                 }
             }
         }
-        if !explained.audit.is_empty() {
-            for a in &explained.audit {
-                tracing::info!(policy = %a.policy, rule = a.rule, "authz: AUDIT policy matched");
-            }
-            ctx.extensions.insert(AuthzAudit(explained.audit.clone()));
-        }
-        if let Some(shadow) = &explained.dry_run {
-            if shadow.allowed != explained.decision.allowed {
-                tracing::info!(
-                    policy = ?shadow.policy.as_ref().map(ToString::to_string),
-                    rule = ?shadow.rule,
-                    would_allow = shadow.allowed,
-                    "authz: dry-run policies would change this decision"
-                );
-            }
-            ctx.extensions.insert(AuthzDryRun(shadow.clone()));
-        }
+        note_audit_and_dry_run(&explained, &mut ctx.extensions, "request");
 
         // CUSTOM first, as in Istio's filter order: its denial is what the client sees.
         let decision = &explained.decision;
@@ -298,6 +282,28 @@ impl Filter for AuthzFilter {
             req.headers_mut().append(name, value);
         }
         Decision::Continue
+    }
+}
+
+/// Logs and records (in a request's or connection's extensions) what AUDIT and dry-run
+/// policies made of `what`: neither changes the enforced decision.
+fn note_audit_and_dry_run(explained: &Explanation, extensions: &mut http::Extensions, what: &str) {
+    if !explained.audit.is_empty() {
+        for a in &explained.audit {
+            tracing::info!(policy = %a.policy, rule = a.rule, "authz: AUDIT policy matched a {what}");
+        }
+        extensions.insert(AuthzAudit(explained.audit.clone()));
+    }
+    if let Some(shadow) = &explained.dry_run {
+        if shadow.allowed != explained.decision.allowed {
+            tracing::info!(
+                policy = ?shadow.policy.as_ref().map(ToString::to_string),
+                rule = ?shadow.rule,
+                would_allow = shadow.allowed,
+                "authz: dry-run policies would change this {what}'s decision"
+            );
+        }
+        extensions.insert(AuthzDryRun(shadow.clone()));
     }
 }
 

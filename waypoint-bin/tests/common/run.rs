@@ -1,8 +1,10 @@
 //! An echo backend and a `waypoint run` process on a TCP sandwich listener, driven from
 //! synchronous tests: what the flag and binding tests start for each case.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{Guard, free_port, waypoint};
@@ -48,6 +50,8 @@ pub(crate) struct Running {
     pub sandwich: u16,
     /// The admin server's port.
     pub admin: u16,
+    /// Its standard output (the access log), line by line.
+    pub stdout: mpsc::Receiver<String>,
     _process: Guard,
 }
 
@@ -70,11 +74,23 @@ impl Running {
             .args(["--sandwich-listen", &format!("127.0.0.1:{sandwich}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(flags)
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for (k, v) in env {
             command.env(k, v);
         }
-        let process = Guard(command.spawn().unwrap());
+        let mut child = command.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, stdout) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let process = Guard(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !admin_get_when_up(admin, "/healthz/ready").starts_with("HTTP/1.1 200") {
             assert!(Instant::now() < deadline, "waypoint never became ready");
@@ -83,6 +99,7 @@ impl Running {
         let running = Running {
             sandwich,
             admin,
+            stdout,
             _process: process,
         };
         (running, dir)

@@ -49,7 +49,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::body::Body;
 use crate::config::{Config, Endpoint, EndpointTransport};
 use crate::conn::ConnInfo;
-use crate::filter::{AuthzDecision, RequestContext};
+use crate::filter::{AuthzDecision, RequestContext, UpstreamTarget};
 use crate::tls::ExpectedIdentity;
 
 use access_log::{AccessLogOptions, AccessLogger, MAX_PATH_LEN, truncate};
@@ -282,23 +282,12 @@ impl Telemetry {
         ctx: &RequestContext,
         resp: &http::Response<Body>,
     ) -> PendingRecord {
-        let mut destination = DestinationLabels::resolve(
-            ctx.upstream.as_ref().map(|u| u.backend.as_ref()),
+        let destination = self.destination_labels(
+            ctx.upstream.as_ref(),
             &ctx.conn,
             &ctx.config,
-            &self.destination_info(),
+            ctx.endpoint.as_ref(),
         );
-        // Over HBONE the endpoint's identity was verified: it is the destination principal.
-        if let Some(Endpoint {
-            transport:
-                EndpointTransport::Hbone {
-                    identity: ExpectedIdentity::Exact(id),
-                },
-            ..
-        }) = &ctx.endpoint
-        {
-            destination.destination_principal = metrics::bounded(id.as_str());
-        }
         let grpc_status = record
             .grpc
             .then(|| {
@@ -350,6 +339,32 @@ impl Telemetry {
                 policy: metrics::bounded(&policy),
             })
             .inc();
+    }
+
+    /// The destination labels of a request or proxied connection sent to `upstream` (else
+    /// the Service or Pod `conn` dialled), at `endpoint` when one was chosen.
+    fn destination_labels(
+        &self,
+        upstream: Option<&UpstreamTarget>,
+        conn: &ConnInfo,
+        config: &Config,
+        endpoint: Option<&Endpoint>,
+    ) -> DestinationLabels {
+        let backend = upstream.map(|u| u.backend.as_ref());
+        let mut destination =
+            DestinationLabels::resolve(backend, conn, config, &self.destination_info());
+        // Over HBONE the endpoint's identity was verified: it is the destination principal.
+        if let Some(Endpoint {
+            transport:
+                EndpointTransport::Hbone {
+                    identity: ExpectedIdentity::Exact(id),
+                },
+            ..
+        }) = endpoint
+        {
+            destination.destination_principal = metrics::bounded(id.as_str());
+        }
+        destination
     }
 
     /// Records a config load or reload; on success also the version now served.

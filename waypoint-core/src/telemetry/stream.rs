@@ -10,13 +10,10 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use super::access_log::AccessLogEntry;
-use super::metrics::{
-    DestinationLabels, SourceLabels, TcpLabels, UNKNOWN, bounded, flags_label, security_policy,
-};
+use super::metrics::{SourceLabels, TcpLabels, UNKNOWN, flags_label, security_policy};
 use super::{Telemetry, authz_log_fields};
-use crate::config::{Endpoint, EndpointTransport, PortProtocol};
+use crate::config::{Endpoint, PortProtocol};
 use crate::filter::{AuthzDecision, ConnectionContext};
-use crate::tls::ExpectedIdentity;
 
 /// What the access log line of a proxied connection says beyond its context.
 #[derive(Debug)]
@@ -39,23 +36,8 @@ impl Telemetry {
         ctx: &ConnectionContext,
         endpoint: Option<&Endpoint>,
     ) -> TcpLabels {
-        let mut destination = DestinationLabels::resolve(
-            ctx.upstream.as_ref().map(|u| u.backend.as_ref()),
-            &ctx.conn,
-            &ctx.config,
-            &self.destination_info(),
-        );
-        // Over HBONE the endpoint's identity was verified: it is the destination principal.
-        if let Some(Endpoint {
-            transport:
-                EndpointTransport::Hbone {
-                    identity: ExpectedIdentity::Exact(id),
-                },
-            ..
-        }) = endpoint
-        {
-            destination.destination_principal = bounded(id.as_str());
-        }
+        let destination =
+            self.destination_labels(ctx.upstream.as_ref(), &ctx.conn, &ctx.config, endpoint);
         TcpLabels {
             reporter: Cow::Borrowed("waypoint"),
             source: SourceLabels::from_conn(&ctx.conn),

@@ -15,7 +15,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use crate::loadbench::configs::{
-    ENVOY_PRINCIPAL_STATE, ENVOY_TLV_KEY, Job, TLV_PEER_IDENTITY, principal, typed,
+    ENVOY_PRINCIPAL_STATE, ENVOY_TLV_KEY, Job, TLV_PEER_IDENTITY, echo_cluster, principal, typed,
 };
 
 /// The Service port's name: the `tcp` prefix selects TCP.
@@ -105,18 +105,7 @@ pub fn envoy_bootstrap(job: &Job) -> Value {
                 }],
                 "filter_chains": [{"filters": filters}],
             }],
-            "clusters": [{
-                "name": "echo",
-                "type": "STATIC",
-                "connect_timeout": "5s",
-                "load_assignment": {
-                    "cluster_name": "echo",
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                        "address": job.upstream.ip().to_string(),
-                        "port_value": job.upstream.port(),
-                    }}}}]}],
-                },
-            }],
+            "clusters": [echo_cluster(job.upstream)],
         },
     })
 }
