@@ -18,7 +18,7 @@ pub fn status_view(objects: &[Value], controller: &str) -> Value {
         let namespace = o["metadata"]["namespace"].as_str().unwrap_or("default");
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
         match kind {
-            "HTTPRoute" | "GRPCRoute" => {
+            "HTTPRoute" | "GRPCRoute" | "TCPRoute" | "TLSRoute" => {
                 let parents: Vec<Value> = o["status"]["parents"]
                     .as_array()
                     .into_iter()
@@ -112,6 +112,7 @@ mod tests {
             gateway: None,
             listener: None,
             attached_routes: None,
+            listeners: None,
         }
     }
 

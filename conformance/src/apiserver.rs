@@ -53,7 +53,7 @@ fn key(o: &Value) -> Key {
 }
 
 /// What the harness writes: the object without status (not the writer's to set) and without
-/// the generation the file mode stamps (the API server keeps its own).
+/// the generation and creation time the file mode stamps (the API server keeps its own).
 fn spec_part(o: &Value) -> Value {
     let mut o = o.clone();
     if let Some(map) = o.as_object_mut() {
@@ -61,6 +61,7 @@ fn spec_part(o: &Value) -> Value {
     }
     if let Some(meta) = o["metadata"].as_object_mut() {
         meta.remove("generation");
+        meta.remove("creationTimestamp");
     }
     o
 }

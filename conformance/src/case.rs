@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod connection;
+pub use connection::{ClientTls, ConnectionCase, ConnectionExpect};
+
 /// One upstream conformance test.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -31,6 +34,10 @@ pub struct Case {
     /// Why the test cannot run in this harness, when it cannot; it is then reported skipped.
     #[serde(default)]
     pub skip: Option<String>,
+    /// Why the test cannot be judged from `/config_dump` (`--source files`), when it cannot;
+    /// it still runs through the API server, where upstream reads status.
+    #[serde(default)]
+    pub skip_from_files: Option<String>,
     /// Mesh tests send from the mesh client pod and resolve the Host like cluster DNS.
     #[serde(default)]
     pub mesh: bool,
@@ -52,21 +59,38 @@ pub struct Case {
     /// Requests and the responses they must get.
     #[serde(default)]
     pub requests: Vec<RequestCase>,
+    /// TCP connections (TLS from the client where a case says so), made after the requests.
+    #[serde(default)]
+    pub connections: Vec<ConnectionCase>,
     /// Changes made after the requests, each followed by the status it must lead to.
     #[serde(default)]
     pub then: Vec<Step>,
 }
 
-/// A change to the applied objects and the status expected after it.
+/// A change to the applied objects, the status expected after it and the connections made
+/// then. In a step, creation comes first, then deletion, then patches.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Step {
+    /// Seconds to wait first: upstream waits a second before creating an object that must be
+    /// younger than the others (creation timestamps have one-second resolution).
+    #[serde(default)]
+    pub wait_seconds: u64,
+    /// Objects created, as a test creates them in code.
+    #[serde(default)]
+    pub create: Vec<serde_json::Value>,
+    /// Objects (`Kind namespace/name`) deleted.
+    #[serde(default)]
+    pub delete: Vec<String>,
     /// JSON merge patches (RFC 7386) applied to objects, as `kubectl patch --type merge`.
     #[serde(default)]
     pub patch: Vec<Patch>,
     /// Status the waypoint must report afterwards.
     #[serde(default)]
     pub status: Vec<StatusCheck>,
+    /// Connections made once the status holds.
+    #[serde(default)]
+    pub connections: Vec<ConnectionCase>,
 }
 
 /// A merge patch of one object.
@@ -112,6 +136,27 @@ pub struct StatusCheck {
     /// With `gateway`: the number of attached routes.
     #[serde(default)]
     pub attached_routes: Option<u64>,
+    /// With `gateway`: every listener's status, as upstream's `GatewayStatusMustHaveListeners`
+    /// judges it (the same number of listeners, each named one present).
+    #[serde(default)]
+    pub listeners: Option<Vec<ListenerCheck>>,
+}
+
+/// One listener's expected status.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerCheck {
+    /// The listener's name.
+    pub name: String,
+    /// Route kinds (group `gateway.networking.k8s.io`) that must be among its supported
+    /// kinds; none means the listener must report none.
+    #[serde(default)]
+    pub supported_kinds: Vec<String>,
+    /// Conditions it must carry.
+    #[serde(default)]
+    pub conditions: Vec<ConditionCheck>,
+    /// Its attached routes.
+    pub attached_routes: u64,
 }
 
 /// A condition a status must carry. `reason` is checked only when given.
@@ -355,6 +400,13 @@ pub struct CaseError {
 }
 
 impl Case {
+    /// Parses one case file's text; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<Case, String> {
+        let case: Case = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        case.check()?;
+        Ok(case)
+    }
+
     /// Reads every `*.yaml` case in `dir`, sorted by file name.
     pub fn load_dir(dir: &Path) -> Result<Vec<Case>, CaseError> {
         let err = |path: &Path, message: String| CaseError {
@@ -371,10 +423,7 @@ impl Case {
             .iter()
             .map(|path| {
                 let text = std::fs::read_to_string(path).map_err(|e| err(path, e.to_string()))?;
-                let case: Case =
-                    serde_saphyr::from_str(&text).map_err(|e| err(path, e.to_string()))?;
-                case.check().map_err(|m| err(path, m))?;
-                Ok(case)
+                Case::parse(&text).map_err(|m| err(path, m))
             })
             .collect()
     }
@@ -390,6 +439,12 @@ impl Case {
         if self.certificate.is_none() && self.requests.iter().any(|r| r.request.is_https()) {
             return Err("https requests need the case's `certificate` (a Secret)".into());
         }
+        let steps =
+            std::iter::once(&self.connections).chain(self.then.iter().map(|s| &s.connections));
+        for (i, c) in steps.flatten().enumerate() {
+            c.check(self.gateway.is_some())
+                .map_err(|e| format!("connections[{i}]: {e}"))?;
+        }
         for (i, s) in self.status.iter().enumerate() {
             if s.route.is_none() == s.gateway.is_none() {
                 return Err(format!("status[{i}]: exactly one of route or gateway"));
@@ -401,3 +456,7 @@ impl Case {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "case_tests.rs"]
+mod tests;

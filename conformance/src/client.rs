@@ -90,7 +90,7 @@ async fn tls_connect(
         .as_deref()
         .ok_or("an https request needs the case's certificate")?;
     let alpn: &[u8] = if http2 { b"h2" } else { b"http/1.1" };
-    let config = crate::tls::client_config(cert, alpn)?;
+    let config = crate::tls::client_config(cert, &[alpn])?;
     let sni = req
         .sni
         .clone()

@@ -12,6 +12,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::{Value, json};
 
+use waypoint_core::telemetry::access_log::rfc3339_millis;
+
+use crate::workload::{EchoSetup, echo_setup};
+
 /// The GatewayClass the manifests' `{GATEWAY_CLASS_NAME}` placeholder becomes.
 pub const GATEWAY_CLASS: &str = "waypoint";
 
@@ -30,6 +34,8 @@ pub struct Pod {
     pub labels: BTreeMap<String, String>,
     /// Ports it serves, and whether each speaks gRPC.
     pub ports: Vec<(u16, bool)>,
+    /// TCP mode and TLS, as its container's environment asks (or why that cannot be done).
+    pub echo: Result<EchoSetup, String>,
 }
 
 /// What the cluster remembers across applies: addresses that stay the same for a name, and
@@ -41,6 +47,8 @@ pub struct ClusterState {
     pod_ips: HashMap<(String, String), Ipv4Addr>,
     /// (kind, namespace, name) → (the spec last seen, its generation).
     generations: HashMap<(String, String, String), (Value, i64)>,
+    /// (kind, namespace, name) → when it was first applied (`creationTimestamp`).
+    created: HashMap<(String, String, String), String>,
 }
 
 impl ClusterState {
@@ -55,6 +63,19 @@ impl ClusterState {
         };
         self.generations.insert(key.clone(), (spec, generation));
         object["metadata"]["generation"] = json!(generation);
+        // As the API server does, with its one-second resolution: route precedence falls
+        // back to the oldest route, so a later object must look younger.
+        if object["metadata"]["creationTimestamp"].is_null() {
+            let created = self.created.entry(key.clone()).or_insert_with(|| {
+                let millis = rfc3339_millis(std::time::SystemTime::now());
+                // `2026-08-01T12:34:56.789Z` → `2026-08-01T12:34:56Z`.
+                match millis.split_once('.') {
+                    Some((seconds, _)) => format!("{seconds}Z"),
+                    None => millis,
+                }
+            });
+            object["metadata"]["creationTimestamp"] = json!(created);
+        }
     }
 
     fn next(
@@ -299,11 +320,14 @@ fn pods_of(deployment: &Value, state: &mut ClusterState) -> Vec<Pod> {
         .unwrap_or(1)
         .clamp(1, 8);
     let mut ports: Vec<(u16, bool)> = Vec::new();
+    let mut echo = None;
     for container in template["spec"]["containers"]
         .as_array()
         .into_iter()
         .flatten()
     {
+        let setup = echo_setup(ns, container, &template["spec"])
+            .map_err(|e| format!("Deployment {ns}/{name}: {e}"));
         let grpc_env = container["env"]
             .as_array()
             .into_iter()
@@ -328,6 +352,12 @@ fn pods_of(deployment: &Value, state: &mut ClusterState) -> Vec<Pod> {
         if ports.is_empty() {
             ports.push((3000, grpc_env));
         }
+        if let Ok(s) = &setup {
+            // Upstream's server listens on these whether or not a Service names them.
+            ports.extend(s.tcp_port.map(|p| (p, false)));
+            ports.extend(s.tls.as_ref().map(|t| (t.port, false)));
+        }
+        echo.get_or_insert(setup);
     }
     ports.sort();
     ports.dedup_by_key(|p| p.0);
@@ -341,6 +371,7 @@ fn pods_of(deployment: &Value, state: &mut ClusterState) -> Vec<Pod> {
                 deployment: name.to_owned(),
                 labels: labels(&template["metadata"]["labels"]),
                 ports: ports.clone(),
+                echo: echo.clone().unwrap_or(Ok(EchoSetup::default())),
             }
         })
         .collect()
@@ -484,6 +515,14 @@ spec:
             Some(ip)
         );
         assert_eq!(gw["metadata"]["generation"], 1);
+        let created = gw["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            created.ends_with('Z') && !created.contains('.'),
+            "{created}"
+        );
         // Stable across applies; a changed spec bumps the generation.
         let mut changed = parse_yaml(MANIFESTS).unwrap();
         merge_patch(
@@ -493,6 +532,10 @@ spec:
         assert_eq!(changed[0]["spec"]["gatewayClassName"], GATEWAY_CLASS);
         let again = Cluster::apply(changed, &mut addresses);
         assert_eq!(again.objects[0]["metadata"]["generation"], 2);
+        assert_eq!(
+            again.objects[0]["metadata"]["creationTimestamp"],
+            created.as_str()
+        );
         assert_eq!(again.resolve("web", "infra"), Some(ip));
         assert_eq!(again.pods[1].ip, cluster.pods[1].ip);
     }

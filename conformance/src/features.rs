@@ -37,6 +37,14 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("ListenerSet", "ListenerSet is not implemented"),
     (
+        "TLSRouteModeTerminate",
+        "TLS listeners pass TLS through to the backend; they terminate none for TLSRoutes",
+    ),
+    (
+        "TLSRouteModeMixed",
+        "TLS listeners pass TLS through to the backend; they terminate none for TLSRoutes",
+    ),
+    (
         "BackendTLSPolicy",
         "no TLS origination to backends (plain TCP or HBONE only)",
     ),
@@ -61,7 +69,7 @@ pub fn unsupported_reason(feature: &str) -> Option<&'static str> {
 }
 
 /// True when waypoint declares `feature`: a feature of a profile (or one of
-/// `OUTSIDE_PROFILES`) not listed in [`UNSUPPORTED`]. Anything else, `TLSRoute` say, is not.
+/// `OUTSIDE_PROFILES`) not listed in [`UNSUPPORTED`]. Anything else, `UDPRoute` say, is not.
 pub fn supported(feature: &str) -> bool {
     if UNSUPPORTED.iter().any(|(f, _)| *f == feature) {
         return false;
@@ -139,12 +147,28 @@ const MESH_EXTENDED: &[&str] = &[
     "MeshHTTPRouteNamedRouteRule",
 ];
 
+/// `TLSRouteExtendedFeatures` upstream: both TLS termination modes.
+const TLS_EXTENDED: &[&str] = &["TLSRouteModeTerminate", "TLSRouteModeMixed"];
+
+/// `TCPRouteExtendedFeatures` upstream: it lists TCPRoute itself.
+const TCP_EXTENDED: &[&str] = &["TCPRoute"];
+
 /// The profiles waypoint reports.
 pub const PROFILES: &[Profile] = &[
     Profile {
         name: "GATEWAY-HTTP",
         core: &["Gateway", "ReferenceGrant", "HTTPRoute"],
         extended: &[GATEWAY_EXTENDED, HTTP_EXTENDED],
+    },
+    Profile {
+        name: "GATEWAY-TLS",
+        core: &["Gateway", "ReferenceGrant", "TLSRoute"],
+        extended: &[GATEWAY_EXTENDED, TLS_EXTENDED],
+    },
+    Profile {
+        name: "GATEWAY-TCP",
+        core: &["Gateway", "TCPRoute", "ReferenceGrant"],
+        extended: &[GATEWAY_EXTENDED, TCP_EXTENDED],
     },
     Profile {
         name: "GATEWAY-GRPC",
@@ -214,7 +238,11 @@ mod tests {
         assert!(supported("MeshConsumerRoute"));
         assert!(supported("GRPCRouteNamedRouteRule"));
         assert!(!supported("ListenerSet"));
-        assert!(!supported("TLSRoute"));
+        assert!(supported("TLSRoute"));
+        assert!(supported("TCPRoute"));
+        assert!(!supported("TLSRouteModeTerminate"));
+        assert!(!supported("TLSRouteModeMixed"));
+        assert!(!supported("UDPRoute"));
     }
 
     #[test]
@@ -232,9 +260,24 @@ mod tests {
             http.level(&names(&["Gateway", "HTTPRoute", "TLSRoute"])),
             None
         );
-        assert_eq!(PROFILES[2].level(&names(&["Gateway", "HTTPRoute"])), None);
+        let tls = PROFILES.iter().find(|p| p.name == "GATEWAY-TLS").unwrap();
         assert_eq!(
-            PROFILES[2].level(&names(&["Mesh", "HTTPRoute"])),
+            tls.level(&names(&["Gateway", "TLSRoute"])),
+            Some(Level::Core)
+        );
+        assert_eq!(
+            tls.level(&names(&["Gateway", "TLSRoute", "TLSRouteModeTerminate"])),
+            Some(Level::Extended)
+        );
+        let tcp = PROFILES.iter().find(|p| p.name == "GATEWAY-TCP").unwrap();
+        assert_eq!(
+            tcp.level(&names(&["Gateway", "TCPRoute", "ReferenceGrant"])),
+            Some(Level::Core)
+        );
+        let mesh = PROFILES.iter().find(|p| p.name == "MESH-HTTP").unwrap();
+        assert_eq!(mesh.level(&names(&["Gateway", "HTTPRoute"])), None);
+        assert_eq!(
+            mesh.level(&names(&["Mesh", "HTTPRoute"])),
             Some(Level::Core)
         );
     }

@@ -1,18 +1,22 @@
 //! The cluster's pods: one in-process echo server per pod and port, answering like upstream's
-//! echo servers (HTTP, h2c, WebSocket, and gRPC where the Deployment asks for it), all
-//! recording into one request log for mirror checks. Also the gRPC and WebSocket clients'
-//! side of an attempt.
+//! echo servers (HTTP, h2c, WebSocket, and gRPC where the Deployment asks for it; upstream's
+//! TCP line protocol for `TCP_ECHO_SERVER` pods; TLS with the mounted Secret's certificate on
+//! the TLS port of pods that set one), all recording into one request log for mirror checks.
+//! Also the gRPC and WebSocket clients' side of an attempt.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use waypoint_bin::tools::echo::tcp::TcpEcho;
 use waypoint_bin::tools::echo::{self, EchoIdentity, EchoOptions, EchoServer, RequestLog, grpc};
 
 use crate::case::{GrpcCall, RequestCase};
 use crate::client::{Route, open};
 use crate::cluster::Pod;
+use crate::tls::{Certificates, server_config};
+use crate::workload::DEFAULT_TLS_PORT;
 
 /// How long one gRPC call or WebSocket exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -26,10 +30,12 @@ pub struct Pods {
 }
 
 impl Pods {
-    /// Starts an echo server for every pod port not yet served.
-    pub async fn ensure(&mut self, pods: &[Pod]) -> Result<(), String> {
+    /// Starts an echo server for every pod port not yet served; TLS ports present the
+    /// certificate of the Secret the pod mounts, from `certs`.
+    pub async fn ensure(&mut self, pods: &[Pod], certs: &Certificates) -> Result<(), String> {
         self.started.get_or_insert_with(Instant::now);
         for pod in pods {
+            let setup = pod.echo.as_ref().map_err(Clone::clone)?;
             for (port, grpc) in &pod.ports {
                 let addr = SocketAddr::new(pod.ip, *port);
                 if self.running.contains_key(&addr) {
@@ -43,9 +49,34 @@ impl Pods {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|e| format!("echo server for pod {} on {addr}: {e}", pod.name))?;
-                let options = EchoOptions::default()
+                let mut options = EchoOptions::default()
                     .with_grpc(*grpc)
                     .with_log(self.log.clone());
+                if let Some(tcp_port) = setup.tcp_port {
+                    options = options.with_tcp(TcpEcho {
+                        tcp_port,
+                        tls_port: setup.tls.as_ref().map_or(DEFAULT_TLS_PORT, |t| t.port),
+                    });
+                }
+                if let Some(tls) = setup.tls.as_ref().filter(|t| t.port == *port) {
+                    let file = |key: &str| {
+                        certs.secret_data(&tls.secret, key).ok_or_else(|| {
+                            format!(
+                                "pod {}: Secret {} has no {key} the harness made",
+                                pod.name, tls.secret
+                            )
+                        })
+                    };
+                    // Go's HTTPS server offers h2 and http/1.1; its TCP listener no ALPN.
+                    let alpn: &[&[u8]] = if setup.tcp_port.is_some() {
+                        &[]
+                    } else {
+                        &[b"h2", b"http/1.1"]
+                    };
+                    let config = server_config(file(&tls.cert_key)?, file(&tls.key_key)?, alpn)
+                        .map_err(|e| format!("pod {}: Secret {}: {e}", pod.name, tls.secret))?;
+                    options = options.with_tls(config);
+                }
                 let server = echo::spawn_with(listener, identity, options)
                     .map_err(|e| format!("echo server for pod {} on {addr}: {e}", pod.name))?;
                 self.running.insert(addr, (pod.clone(), server));

@@ -190,14 +190,27 @@ pub fn summary(results: &[CaseResult]) -> String {
         .filter(|r| r.outcome == Outcome::Passed)
         .count();
     let _ = writeln!(out, "\n{} cases: {passed} passed", results.len());
+    if !report.succeeded_provisional_tests.is_empty() {
+        let _ = writeln!(
+            out,
+            "provisional tests passed: {}",
+            report.succeeded_provisional_tests.join(", ")
+        );
+    }
     for r in results {
+        // Upstream marks some tests provisional; say so where they did not pass.
+        let name = if r.provisional {
+            format!("{} (provisional)", r.name)
+        } else {
+            r.name.clone()
+        };
         match &r.outcome {
             Outcome::Passed => {}
             Outcome::Skipped(why) => {
-                let _ = writeln!(out, "SKIP {}: {why}", r.name);
+                let _ = writeln!(out, "SKIP {name}: {why}");
             }
             Outcome::Failed(why) => {
-                let _ = writeln!(out, "FAIL {}:", r.name);
+                let _ = writeln!(out, "FAIL {name}:");
                 for line in why {
                     let _ = writeln!(out, "    {line}");
                 }
@@ -205,4 +218,61 @@ pub fn summary(results: &[CaseResult]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn result(name: &str, provisional: bool, outcome: Outcome) -> CaseResult {
+        CaseResult {
+            name: name.into(),
+            features: vec!["Gateway".into(), "TCPRoute".into()],
+            provisional,
+            outcome,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn provisional_tests_are_marked_as_upstream_marks_them() {
+        let results = [
+            result("TCPRouteWeightedRouting", true, Outcome::Passed),
+            result(
+                "TCPRouteReferenceGrant",
+                true,
+                Outcome::Failed(vec!["x".into()]),
+            ),
+            result(
+                "TCPRouteMultipleRoutesAttachment",
+                false,
+                Outcome::Failed(vec!["y".into()]),
+            ),
+        ];
+        let report = build(&results);
+        assert_eq!(
+            report.succeeded_provisional_tests,
+            ["TCPRouteWeightedRouting"]
+        );
+        let text = summary(&results);
+        assert!(
+            text.contains("provisional tests passed: TCPRouteWeightedRouting"),
+            "{text}"
+        );
+        assert!(
+            text.contains("FAIL TCPRouteReferenceGrant (provisional):"),
+            "{text}"
+        );
+        assert!(
+            text.contains("FAIL TCPRouteMultipleRoutesAttachment:"),
+            "{text}"
+        );
+        let tcp = report
+            .profiles
+            .iter()
+            .find(|p| p.name == "GATEWAY-TCP")
+            .unwrap();
+        assert_eq!(tcp.core.statistics.failed, 2);
+    }
 }

@@ -3,15 +3,13 @@
 //! consecutive passes, weight tolerances, mirror detection in the backends' request logs).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use waypoint_bin::tools::send::ProxyClaims;
 
 use crate::apiserver::ApiServer;
-use crate::case::{Case, RequestCase, StatusCheck};
+use crate::case::{Case, ConnectionCase, RequestCase, StatusCheck};
 use crate::client::{self, Route};
 use crate::cluster::{Cluster, ClusterState, merge_patch, object_ref, parse_yaml, without};
 use crate::features;
@@ -20,6 +18,9 @@ use crate::pods::Pods;
 use crate::process::{Launch, Waypoint};
 use crate::status;
 use crate::tls::Certificates;
+
+mod route;
+use route::{gateway_route, route_for};
 
 /// What became of one case.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,7 +137,7 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
     let mut state = ClusterState::default();
     let mut pods = Pods::default();
     let cluster = Cluster::apply(base.clone(), &mut state);
-    pods.ensure(&cluster.pods).await?;
+    pods.ensure(&cluster.pods, &certs).await?;
     let log = opts.work_dir.join("waypoint.log");
     let (mut source, launch) = match opts.source {
         SourceMode::Files => {
@@ -161,7 +162,7 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
             continue;
         }
         let started = Instant::now();
-        let outcome = match skip_reason(&case) {
+        let outcome = match skip_reason(&case, opts.source) {
             Some(why) => Outcome::Skipped(why),
             None => {
                 let mut objects = base.clone();
@@ -203,9 +204,14 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
     Ok(results)
 }
 
-fn skip_reason(case: &Case) -> Option<String> {
+fn skip_reason(case: &Case, source: SourceMode) -> Option<String> {
     if let Some(why) = &case.skip {
         return Some(why.clone());
+    }
+    if source == SourceMode::Files
+        && let Some(why) = &case.skip_from_files
+    {
+        return Some(format!("not judged from /config_dump: {why}"));
     }
     let missing: Vec<String> = case
         .features
@@ -236,7 +242,7 @@ impl CaseRun<'_> {
         let objects = without(&self.objects, &self.deleted);
         let mut cluster = Cluster::apply(objects, self.state);
         cluster.fill_endpoints(&self.case.endpoints_from);
-        self.pods.ensure(&cluster.pods).await?;
+        self.pods.ensure(&cluster.pods, self.certs).await?;
         match self.source {
             Source::Files => {
                 self.dump = self
@@ -287,6 +293,42 @@ impl CaseRun<'_> {
         }
     }
 
+    /// Runs TCP connection checks; returns their failures, labelled with `prefix`.
+    async fn connections(
+        &self,
+        conns: &[ConnectionCase],
+        cluster: &Cluster,
+        prefix: &str,
+        failed_before: &[String],
+        opts: &Options,
+    ) -> Vec<String> {
+        let mut failures = Vec::new();
+        for (i, conn) in conns.iter().enumerate() {
+            let label = conn
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{prefix}connections[{i}]"));
+            // As for requests: once the case failed, later checks only add diagnostics.
+            let patience = if failed_before.is_empty() && failures.is_empty() {
+                opts.consistency_timeout
+            } else {
+                Duration::from_secs(1)
+            };
+            let target = conn.gateway.as_deref().or(self.case.gateway.as_deref());
+            let result = match target.map(|t| gateway_route(t, cluster, self.waypoint)) {
+                Some(Ok(route)) => {
+                    crate::stream::run_connection(conn, &route, self.certs, patience).await
+                }
+                Some(Err(e)) => Err(e),
+                None => Err("no gateway to connect to".into()),
+            };
+            if let Err(e) = result {
+                failures.push(format!("{label}: {e}"));
+            }
+        }
+        failures
+    }
+
     async fn run(&mut self, opts: &Options) -> Outcome {
         let case = self.case;
         let mut cluster = match self.apply().await {
@@ -298,6 +340,11 @@ impl CaseRun<'_> {
             .requests
             .iter()
             .filter_map(|r| r.gateway.as_deref().or(case.gateway.as_deref()))
+            .chain(
+                case.connections
+                    .iter()
+                    .filter_map(|c| c.gateway.as_deref().or(case.gateway.as_deref())),
+            )
             .map(|g| g.rsplit_once(':').map_or(g, |(gw, _)| gw))
             .collect();
         targets.sort_unstable();
@@ -347,7 +394,16 @@ impl CaseRun<'_> {
                 ));
             }
         }
+        failures.extend(
+            self.connections(&case.connections, &cluster, "", &failures, opts)
+                .await,
+        );
         for (i, step) in case.then.iter().enumerate() {
+            if step.wait_seconds > 0 {
+                tokio::time::sleep(Duration::from_secs(step.wait_seconds)).await;
+            }
+            self.objects.extend(step.create.iter().cloned());
+            self.deleted.extend(step.delete.iter().cloned());
             for patch in &step.patch {
                 match self
                     .objects
@@ -361,12 +417,20 @@ impl CaseRun<'_> {
                 }
             }
             match self.apply().await {
-                Ok(_) => failures.extend(
-                    self.status_failures(&step.status, &[])
-                        .await
-                        .into_iter()
-                        .map(|e| format!("then[{i}] status: {e}")),
-                ),
+                Ok(applied) => {
+                    cluster = applied;
+                    failures.extend(
+                        self.status_failures(&step.status, &[])
+                            .await
+                            .into_iter()
+                            .map(|e| format!("then[{i}] status: {e}")),
+                    );
+                    let label = format!("then[{i}] ");
+                    failures.extend(
+                        self.connections(&step.connections, &cluster, &label, &failures, opts)
+                            .await,
+                    );
+                }
                 Err(e) => failures.push(format!("then[{i}]: {e}")),
             }
         }
@@ -376,111 +440,6 @@ impl CaseRun<'_> {
             Outcome::Failed(failures)
         }
     }
-}
-
-/// Where a request goes and what the PROXY header says, as a client in the test would send it.
-fn route_for(
-    case: &Case,
-    req: &RequestCase,
-    cluster: &Cluster,
-    waypoint: &Waypoint,
-) -> Result<Route, String> {
-    if case.mesh {
-        let client_ns = req.client.as_deref().unwrap_or("gateway-conformance-mesh");
-        let host = req
-            .request
-            .host
-            .as_deref()
-            .ok_or("a mesh request needs a host")?;
-        let (name, port) = match host.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("bad port in {host}"))?,
-            ),
-            None => (host, 80),
-        };
-        // A pod address goes straight to the pod; a Service name resolves to its ClusterIP.
-        let pod_ip = name
-            .strip_prefix("{POD_IP:")
-            .and_then(|rest| rest.strip_suffix('}'))
-            .map(|deployment| {
-                cluster
-                    .pods
-                    .iter()
-                    .find(|p| format!("{}/{}", p.namespace, p.deployment) == deployment)
-                    .map(|p| p.ip)
-                    .ok_or_else(|| format!("no pod of Deployment {deployment}"))
-            })
-            .transpose()?;
-        let ip = match pod_ip {
-            Some(ip) => ip,
-            None => cluster
-                .resolve(name, client_ns)
-                .ok_or_else(|| format!("{name} does not resolve from namespace {client_ns}"))?,
-        };
-        // The client is the mesh app `echo-v1` in its namespace, with that namespace's identity.
-        let source = cluster
-            .pods
-            .iter()
-            .find(|p| p.namespace == client_ns && p.deployment == "echo-v1")
-            .map(|p| p.ip)
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        return Ok(Route {
-            waypoint: waypoint.sandwich,
-            claims: ProxyClaims {
-                source: SocketAddr::new(source, 41000),
-                destination: SocketAddr::new(ip, port),
-                identity: Some(format!("spiffe://cluster.local/ns/{client_ns}/sa/default")),
-                baggage: Some(format!("k8s.namespace.name={client_ns}")),
-            },
-            default_host: match pod_ip {
-                Some(ip) => format!("{ip}:{port}"),
-                None => host.to_owned(),
-            },
-            direct: pod_ip.is_some(),
-            certificate: None,
-        });
-    }
-    let target = req
-        .gateway
-        .as_deref()
-        .or(case.gateway.as_deref())
-        .ok_or("no gateway to send to")?;
-    let (gw, port) = match target.rsplit_once(':') {
-        Some((g, p)) => (
-            g,
-            p.parse::<u16>()
-                .map_err(|_| format!("bad port in {target}"))?,
-        ),
-        None => (target, 80),
-    };
-    let (ns, name) = gw
-        .split_once('/')
-        .ok_or_else(|| format!("{gw}: expected namespace/name"))?;
-    let ip = cluster
-        .gateways
-        .get(&(ns.to_owned(), name.to_owned()))
-        .copied()
-        .ok_or_else(|| format!("Gateway {gw} is not in the manifests"))?;
-    // Upstream's default Host is the Gateway address, without the port when it is 80.
-    let default_host = if port == 80 {
-        ip.to_string()
-    } else {
-        format!("{ip}:{port}")
-    };
-    Ok(Route {
-        waypoint: waypoint.sandwich,
-        claims: ProxyClaims {
-            source: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 41000),
-            destination: SocketAddr::new(ip, port),
-            identity: None,
-            baggage: None,
-        },
-        default_host,
-        direct: false,
-        certificate: None,
-    })
 }
 
 /// A value unique to one attempt (for `{UUID}` in cases).
@@ -713,5 +672,27 @@ async fn check_mirrors(
             return Err(format!("mirror: {}", errors.join("; ")));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_skipped_from_files_runs_through_the_api_server() {
+        let case = Case::parse(
+            "name: T\nsource: s.go\nfeatures: [Gateway, TLSRoute]\nmanifests: []\nskipFromFiles: no kinds there\n",
+        )
+        .unwrap();
+        assert_eq!(skip_reason(&case, SourceMode::Kube), None);
+        let why = skip_reason(&case, SourceMode::Files).unwrap();
+        assert!(why.contains("no kinds there"), "{why}");
+        let unsupported = Case::parse(
+            "name: T\nsource: s.go\nfeatures: [Gateway, TLSRouteModeTerminate]\nmanifests: []\n",
+        )
+        .unwrap();
+        let why = skip_reason(&unsupported, SourceMode::Kube).unwrap();
+        assert!(why.contains("TLSRouteModeTerminate"), "{why}");
     }
 }

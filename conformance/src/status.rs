@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::case::StatusCheck;
+use crate::case::{ConditionCheck, ListenerCheck, StatusCheck};
 
 /// `Kind namespace/name` → its parts.
 fn split_ref(r: &str) -> Result<(&str, &str, &str), String> {
@@ -167,6 +167,9 @@ pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
         return Ok(());
     };
     let gw = gateway_entry(dump, gateway)?;
+    if let Some(want) = &s.listeners {
+        check_listeners(gateway, gw, want)?;
+    }
     if let Some(want) = s.attached_routes {
         let have: u64 = gw["listeners"]
             .as_array()
@@ -179,6 +182,88 @@ pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
             return Err(format!(
                 "Gateway {gateway}: {have} attached routes, expected {want}"
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Upstream's `findConditionInList`: a condition of that type with that status and, when one
+/// is given, that reason.
+fn find_condition(conditions: &Value, want: &ConditionCheck) -> Result<(), String> {
+    let Some(have) = conditions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == want.kind.as_str())
+    else {
+        return Err(format!("no {} condition", want.kind));
+    };
+    let status_ok = is_true(&have["status"]) == want.status;
+    let reason_ok = want
+        .reason
+        .as_ref()
+        .is_none_or(|r| have["reason"] == r.as_str());
+    if status_ok && reason_ok {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is {}/{} ({}), expected {}/{}",
+        want.kind,
+        have["status"],
+        have["reason"].as_str().unwrap_or_default(),
+        have["message"].as_str().unwrap_or_default(),
+        want.status,
+        want.reason.as_deref().unwrap_or("any reason"),
+    ))
+}
+
+/// Upstream's `gatewayListenersMatch`.
+fn check_listeners(gateway: &str, gw: &Value, want: &[ListenerCheck]) -> Result<(), String> {
+    let have: Vec<&Value> = gw["listeners"].as_array().into_iter().flatten().collect();
+    if have.len() != want.len() {
+        return Err(format!(
+            "Gateway {gateway}: {} listener statuses, expected {}",
+            have.len(),
+            want.len()
+        ));
+    }
+    for w in want {
+        let label = format!("Gateway {gateway} listener {}", w.name);
+        let l = have
+            .iter()
+            .find(|l| l["name"] == w.name.as_str())
+            .ok_or_else(|| format!("{label}: no status"))?;
+        // A required field of ListenerStatus: a status without it says nothing about kinds,
+        // which must not pass for "none".
+        let Some(reported) = l["supportedKinds"].as_array() else {
+            return Err(format!("{label}: the status has no supportedKinds"));
+        };
+        let kinds: Vec<(&str, &str)> = reported
+            .iter()
+            .map(|k| {
+                (
+                    k["group"].as_str().unwrap_or("gateway.networking.k8s.io"),
+                    k["kind"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        if w.supported_kinds.is_empty() && !kinds.is_empty() {
+            return Err(format!("{label}: supportedKinds {kinds:?}, expected none"));
+        }
+        for kind in &w.supported_kinds {
+            if !kinds.contains(&("gateway.networking.k8s.io", kind.as_str())) {
+                return Err(format!("{label}: supportedKinds {kinds:?} lack {kind}"));
+            }
+        }
+        let attached = l["attachedRoutes"].as_u64().unwrap_or(0);
+        if attached != w.attached_routes {
+            return Err(format!(
+                "{label}: {attached} attached routes, expected {}",
+                w.attached_routes
+            ));
+        }
+        for c in &w.conditions {
+            find_condition(&l["conditions"], c).map_err(|e| format!("{label}: {e}"))?;
         }
     }
     Ok(())
@@ -216,6 +301,7 @@ mod tests {
             gateway: None,
             listener: None,
             attached_routes: None,
+            listeners: None,
         }
     }
 
@@ -232,5 +318,43 @@ mod tests {
         assert!(check(&d, &gw).is_ok());
         gw.listener = Some("http".into());
         assert!(check(&d, &gw).is_err());
+    }
+
+    #[test]
+    fn listeners_are_judged_whole_as_upstream_judges_them() {
+        let d = json!({"gateways": [{"namespace": "infra", "name": "gw", "listeners": [
+            {"name": "tls-passthrough", "attachedRoutes": 0,
+             "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "TLSRoute"}],
+             "conditions": [{"type": "ResolvedRefs", "status": "False", "reason": "InvalidRouteKinds"}]}]}]});
+        let listener = |kinds: &[&str], reason: &str, attached: u64| ListenerCheck {
+            name: "tls-passthrough".into(),
+            supported_kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            conditions: vec![ConditionCheck {
+                kind: "ResolvedRefs".into(),
+                status: false,
+                reason: Some(reason.into()),
+            }],
+            attached_routes: attached,
+        };
+        let mut c = route_check(true, "x");
+        c.route = None;
+        c.gateway = Some("infra/gw".into());
+        c.listeners = Some(vec![listener(&["TLSRoute"], "InvalidRouteKinds", 0)]);
+        assert!(check(&d, &c).is_ok());
+        c.listeners = Some(vec![listener(&["TCPRoute"], "InvalidRouteKinds", 0)]);
+        assert!(check(&d, &c).unwrap_err().contains("lack TCPRoute"));
+        // No kinds expected means none may be reported.
+        c.listeners = Some(vec![listener(&[], "InvalidRouteKinds", 0)]);
+        assert!(check(&d, &c).unwrap_err().contains("expected none"));
+        c.listeners = Some(vec![listener(&["TLSRoute"], "Invalid", 0)]);
+        assert!(check(&d, &c).is_err());
+        c.listeners = Some(vec![listener(&["TLSRoute"], "InvalidRouteKinds", 1)]);
+        assert!(check(&d, &c).is_err());
+        c.listeners = Some(vec![]);
+        assert!(
+            check(&d, &c)
+                .unwrap_err()
+                .contains("1 listener statuses, expected 0")
+        );
     }
 }

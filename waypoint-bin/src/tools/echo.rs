@@ -9,11 +9,16 @@
 //! `method`, `proto`, `headers`, `httpPort`, `namespace`, `ingress`, `service`, `pod`).
 //! `?delay=D` (Go duration: `500ms`, `1.5s`, `1m`) waits before echoing; request header
 //! `X-Echo-Set-Header: Name:Val,Name2:Val2` becomes response headers.
+//!
+//! With a TLS configuration the backend terminates TLS itself (its own certificate, as
+//! upstream's `TLS_SERVER_CERT` backends do) and reports what it saw under `tls`. In TCP mode
+//! ([`tcp`], upstream's `TCP_ECHO_SERVER`) it speaks upstream's line protocol instead of HTTP.
 
 pub mod grpc;
 pub mod proto;
 mod record;
 mod retry;
+pub mod tcp;
 mod ws;
 
 use std::collections::BTreeMap;
@@ -64,6 +69,10 @@ pub struct EchoOptions {
     pub log: Option<RequestLog>,
     /// How many `/retry/` uuids are remembered at once (the oldest is forgotten past this).
     pub retry_uuids: usize,
+    /// Terminate TLS with this configuration before serving (HTTP or TCP mode).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Speak upstream's TCP line protocol instead of HTTP, reporting these ports.
+    pub tcp: Option<tcp::TcpEcho>,
 }
 
 impl Default for EchoOptions {
@@ -72,6 +81,8 @@ impl Default for EchoOptions {
             grpc: false,
             log: None,
             retry_uuids: DEFAULT_RETRY_UUIDS,
+            tls: None,
+            tcp: None,
         }
     }
 }
@@ -86,6 +97,18 @@ impl EchoOptions {
     /// Records every request in `log`.
     pub fn with_log(mut self, log: RequestLog) -> Self {
         self.log = Some(log);
+        self
+    }
+
+    /// Terminates TLS with `config` on every connection before serving it.
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Serves upstream's TCP line protocol instead of HTTP.
+    pub fn with_tcp(mut self, ports: tcp::TcpEcho) -> Self {
+        self.tcp = Some(ports);
         self
     }
 }
@@ -126,6 +149,8 @@ struct Backend {
     log: Option<RequestLog>,
     retry: retry::RetryCounters,
     http_port: String,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tcp: Option<tcp::TcpEcho>,
     /// Resolves (with an error) when the backend stops: upgraded WebSocket tasks watch it.
     stopped: watch::Receiver<()>,
 }
@@ -148,6 +173,8 @@ pub async fn serve_with(listener: TcpListener, identity: EchoIdentity, options: 
             .local_addr()
             .map(|a| a.port().to_string())
             .unwrap_or_default(),
+        tls: options.tls.map(tokio_rustls::TlsAcceptor::from),
+        tcp: options.tcp,
         stopped,
     });
     let mut connections = JoinSet::new();
@@ -245,6 +272,9 @@ impl AsyncWrite for ResettableStream {
 #[error("connection reset on purpose (/retry/)")]
 struct ResetConnection;
 
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn connection(stream: TcpStream, backend: Arc<Backend>) {
     let _ = stream.set_nodelay(true);
     let reset = Arc::new(AtomicBool::new(false));
@@ -252,10 +282,37 @@ async fn connection(stream: TcpStream, backend: Arc<Backend>) {
         inner: stream,
         reset: reset.clone(),
     };
+    let Some(acceptor) = backend.tls.clone() else {
+        match &backend.tcp {
+            Some(ports) => tcp::serve(io, &backend.identity, ports, None).await,
+            None => serve_http(io, backend, reset, None).await,
+        }
+        return;
+    };
+    // A failed or stalled handshake just ends the connection, as Go's server drops it.
+    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await else {
+        return;
+    };
+    let seen = tcp::TlsSeen::of(tls.get_ref().1);
+    match &backend.tcp {
+        Some(ports) => tcp::serve(tls, &backend.identity, ports, Some(seen)).await,
+        None => serve_http(tls, backend, reset, Some(Arc::new(seen))).await,
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    backend: Arc<Backend>,
+    reset: Arc<AtomicBool>,
+    tls: Option<Arc<tcp::TlsSeen>>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req| {
         let backend = backend.clone();
         let reset = reset.clone();
-        async move { handle(req, &backend, &reset).await }
+        let tls = tls.clone();
+        async move { handle(req, &backend, &reset, tls.as_deref()).await }
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(TokioIo::new(io), service)
@@ -266,6 +323,7 @@ async fn handle(
     req: Request<Incoming>,
     backend: &Backend,
     reset: &AtomicBool,
+    tls: Option<&tcp::TlsSeen>,
 ) -> Result<Response<EchoBody>, ResetConnection> {
     if let Some(log) = &backend.log {
         log.record(logged(&req, &backend.identity));
@@ -285,8 +343,8 @@ async fn handle(
         "/health" => Ok(plain(StatusCode::OK, "OK")),
         "/ws" => Ok(websocket(req, backend)),
         r if r.starts_with("/status/") => Ok(status(&req)),
-        r if r.starts_with("/retry/") => retry(req, backend, reset).await,
-        _ => Ok(echo(req, backend).await),
+        r if r.starts_with("/retry/") => retry(req, backend, reset, tls).await,
+        _ => Ok(echo(req, backend, tls).await),
     }
 }
 
@@ -484,6 +542,7 @@ async fn retry(
     req: Request<Incoming>,
     backend: &Backend,
     reset: &AtomicBool,
+    tls: Option<&tcp::TlsSeen>,
 ) -> Result<Response<EchoBody>, ResetConnection> {
     let query = req.uri().query().unwrap_or_default().to_owned();
     let Some(uuid) = query_value(&query, "uuid").filter(|u| !u.is_empty()) else {
@@ -496,7 +555,7 @@ async fn retry(
     };
     let response_code = query_value(&query, "responseCode").and_then(|c| c.parse::<i64>().ok());
     if !backend.retry.attempt_fails(&uuid, succeed_after) {
-        return Ok(echo(req, backend).await);
+        return Ok(echo(req, backend, tls).await);
     }
     if let Err(message) = delay(&query, "delayRetry").await {
         return Ok(json_error(StatusCode::INTERNAL_SERVER_ERROR, &message));
@@ -566,7 +625,11 @@ fn websocket(mut req: Request<Incoming>, backend: &Backend) -> Response<EchoBody
     resp
 }
 
-async fn echo(req: Request<Incoming>, backend: &Backend) -> Response<EchoBody> {
+async fn echo(
+    req: Request<Incoming>,
+    backend: &Backend,
+    tls: Option<&tcp::TlsSeen>,
+) -> Response<EchoBody> {
     let (parts, body) = req.into_parts();
     // Drain the request body so the client's upload completes; its size is reported.
     let body_len = body
@@ -591,7 +654,7 @@ async fn echo(req: Request<Incoming>, backend: &Backend) -> Response<EchoBody> {
             .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
     let identity = &backend.identity;
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "path": target(&req),
         "host": host(&req),
         "method": req.method().as_str(),
@@ -604,6 +667,17 @@ async fn echo(req: Request<Incoming>, backend: &Backend) -> Response<EchoBody> {
         "pod": identity.pod,
         "bodyLength": body_len,
     });
+    if let Some(seen) = tls {
+        let mut fields = serde_json::json!({
+            "version": seen.http_version_name(),
+            "serverName": seen.server_name,
+            "cipherSuite": seen.cipher_suite,
+        });
+        if !seen.negotiated_protocol.is_empty() {
+            fields["negotiatedProtocol"] = serde_json::json!(seen.negotiated_protocol);
+        }
+        json["tls"] = fields;
+    }
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())).boxed());
     set_echo_headers(&req, &mut resp);
     json_headers(&mut resp);

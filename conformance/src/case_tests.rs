@@ -1,0 +1,60 @@
+//! Parsing case files: the TCP and TLS connection parts.
+
+use super::*;
+
+const HEAD: &str = "name: T\nsource: s.go\nfeatures: [Gateway, TCPRoute]\nmanifests: []\n";
+
+#[test]
+fn a_tls_connection_to_a_passthrough_listener_parses_with_what_the_backend_must_see() {
+    let case = Case::parse(&format!(
+        "{HEAD}gateway: infra/gw:443\nconnections:\n  - tls: {{serverName: abc.example.com, caConfigMap: infra/ca}}\n    backend: tcp-backend\n    namespace: infra\n    backendIsTls: true\n    serverName: abc.example.com\n  - gateway: infra/gw:443\n    tls: {{serverName: non.matching.com}}\n    expect: rejected\n"
+    ))
+    .unwrap();
+    let [echo, rejected] = &case.connections[..] else {
+        panic!("{:?}", case.connections)
+    };
+    assert_eq!(echo.expect, ConnectionExpect::Echo);
+    assert!(echo.backend_is_tls);
+    assert_eq!(
+        echo.tls.as_ref().unwrap().ca_config_map.as_deref(),
+        Some("infra/ca")
+    );
+    assert_eq!(rejected.expect, ConnectionExpect::Rejected);
+}
+
+#[test]
+fn a_step_creates_deletes_and_connects_after_waiting() {
+    let case = Case::parse(&format!(
+        "{HEAD}then:\n  - waitSeconds: 1\n    create:\n      - {{apiVersion: gateway.networking.k8s.io/v1, kind: TCPRoute, metadata: {{name: r, namespace: infra}}}}\n    delete: [ReferenceGrant web/g]\n    connections:\n      - {{gateway: 'infra/gw:8080', backend: b, samples: 100}}\n"
+    ))
+    .unwrap();
+    let step = &case.then[0];
+    assert_eq!(step.wait_seconds, 1);
+    assert_eq!(step.create[0]["kind"], "TCPRoute");
+    assert_eq!(step.delete, ["ReferenceGrant web/g"]);
+    assert_eq!(step.connections[0].samples, Some(100));
+}
+
+#[test]
+fn inconsistent_connections_are_refused_with_the_reason() {
+    let bad = |body: &str| Case::parse(&format!("{HEAD}{body}")).unwrap_err();
+    assert!(bad("connections: [{backend: b}]\n").contains("needs a gateway"));
+    assert!(
+        bad("connections: [{gateway: infra/gw, backend: b}]\n").contains("namespace/name:port")
+    );
+    assert!(
+        bad("connections: [{gateway: 'infra/gw:1', expect: rejected}]\n").contains("needs `tls`")
+    );
+    assert!(bad("connections: [{gateway: 'infra/gw:1'}]\n").contains("backend or weights"));
+    assert!(
+        bad("connections: [{gateway: 'infra/gw:1', backend: b, tls: {serverName: x}}]\n")
+            .contains("exactly one")
+    );
+    assert!(
+        bad("connections: [{gateway: 'infra/gw:1', backend: b, expect: sometimes}]\n")
+            .contains("sometimes")
+    );
+    assert!(
+        bad("connections: [{gateway: 'infra/gw:1', backend: b, colour: red}]\n").contains("colour")
+    );
+}
