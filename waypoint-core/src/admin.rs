@@ -412,6 +412,7 @@ mod tests {
                     name: "http".into(),
                     port: 80,
                     attached_routes: 2,
+                    supported_kinds: vec!["HTTPRoute"],
                     conditions: vec![c("Accepted", true, "Accepted")],
                 }],
             }],

@@ -58,6 +58,9 @@ pub struct ListenerStatus {
     pub port: u16,
     /// How many routes are accepted on this listener.
     pub attached_routes: u32,
+    /// The route kinds it takes (`supportedKinds`, all of group `gateway.networking.k8s.io`):
+    /// see `Listener::supported_route_kinds`.
+    pub supported_kinds: Vec<&'static str>,
     /// `Accepted`, `ResolvedRefs`, `Programmed`.
     pub conditions: Vec<Condition>,
 }
@@ -126,6 +129,15 @@ pub(crate) fn route_parents_json(statuses: &[RouteParentStatus]) -> Value {
 }
 
 /// The `gateways` list of `/config_dump`.
+/// A listener's `supportedKinds` as the Gateway API spells them: `[{group, kind}]`.
+pub fn supported_kinds_json(kinds: &[&str]) -> Value {
+    let group = crate::config::resources::GATEWAY_API_GROUP;
+    kinds
+        .iter()
+        .map(|kind| json!({ "group": group, "kind": kind }))
+        .collect()
+}
+
 pub(crate) fn gateways_json(gateways: &[GatewayStatus]) -> Value {
     Value::Array(
         gateways
@@ -140,6 +152,7 @@ pub(crate) fn gateways_json(gateways: &[GatewayStatus]) -> Value {
                         "name": l.name,
                         "port": l.port,
                         "attachedRoutes": l.attached_routes,
+                        "supportedKinds": supported_kinds_json(&l.supported_kinds),
                         "conditions": conditions_json(&l.conditions),
                     })).collect::<Vec<_>>(),
                 })

@@ -581,6 +581,7 @@ fn listener_status(
         name: l.name.clone(),
         port: l.port,
         attached_routes: u32::try_from(attached).unwrap_or(u32::MAX),
+        supported_kinds: l.supported_route_kinds(),
         conditions: vec![accepted, resolved, programmed],
     }
 }

@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::{Map, Value, json};
 use waypoint_core::config::resources::{GATEWAY_API_GROUP, Gateway, Listener, Object};
 use waypoint_core::config::{Condition, ResourceRef};
-use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
+use waypoint_core::route_status::{
+    GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus, supported_kinds_json,
+};
 use waypoint_core::snapshot::Snapshot;
 
 use crate::api::{ApiResource, kinds};
@@ -295,20 +297,8 @@ fn gateway_fields(gateway: &Gateway, computed: &GatewayStatus) -> Value {
 fn listener_json(listener: &Listener, status: &ListenerStatus, generation: Option<i64>) -> Value {
     json!({
         "name": listener.name,
-        "supportedKinds": supported_kinds(listener),
+        "supportedKinds": supported_kinds_json(&status.supported_kinds),
         "attachedRoutes": api_attached_routes(status.attached_routes),
         "conditions": api_conditions(&status.conditions, generation),
     })
-}
-
-/// The route kinds a listener takes ([`Listener::supported_route_kinds`]): HTTPRoute and
-/// GRPCRoute on HTTP and HTTPS listeners, TCPRoute on TCP, TLSRoute on TLS Passthrough
-/// (narrowed to the valid ones of `allowedRoutes.kinds` when given), none on others (HBONE and
-/// PROXY listeners carry mesh traffic; routes reach it through Service parents).
-pub fn supported_kinds(listener: &Listener) -> Vec<Value> {
-    listener
-        .supported_route_kinds()
-        .into_iter()
-        .map(|kind| json!({ "group": GATEWAY_API_GROUP, "kind": kind }))
-        .collect()
 }

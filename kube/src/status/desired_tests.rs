@@ -110,6 +110,7 @@ fn gateway_status(name: &str, listeners: &[&str]) -> GatewayStatus {
                 name: (*l).into(),
                 port: 80,
                 attached_routes: 2,
+                supported_kinds: vec!["HTTPRoute", "GRPCRoute"],
                 conditions: vec![cond("Accepted", true, "Accepted")],
             })
             .collect(),

@@ -29,7 +29,7 @@ mod schema_tests;
 pub use controller::{ControllerName, ControllerNameError, DEFAULT_CONTROLLER_NAME};
 pub use desired::{
     Desired, DesiredStatus, ObjectKey, Scope, StatusKind, desired_status, parent_ref_json,
-    serves_service_parent, supported_kinds,
+    serves_service_parent,
 };
 pub use lease::{
     Elector, Leadership, LeaseNameError, LeaseSettings, default_lease_name, holder_identity,
