@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
-use waypoint_core::config::{Condition, ResourceRef, parse_manifests};
+use waypoint_core::config::{Condition, Config, ResourceRef, parse_manifests};
 use waypoint_core::filter::FilterChain;
 use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus};
 use waypoint_core::snapshot::Snapshot;
@@ -96,7 +96,20 @@ fn route_parent(route: &str, parent: ParentRefKey, generation: i64) -> RoutePare
     }
 }
 
-fn gateway_status(name: &str, listeners: &[&str]) -> GatewayStatus {
+/// The status of Gateway `infra/name` with these listeners, each taking the route kinds its
+/// listener in `config` takes (as the routing filter computes them).
+fn gateway_status(config: &Config, name: &str, listeners: &[&str]) -> GatewayStatus {
+    let gateway = config
+        .resources
+        .gateways
+        .iter()
+        .find(|g| g.metadata.name == name && g.metadata.namespace() == "infra");
+    let kinds = |listener: &str| {
+        gateway
+            .and_then(|g| g.spec.listeners.iter().find(|l| l.name == listener))
+            .map(|l| l.supported_route_kinds())
+            .unwrap_or_default()
+    };
     GatewayStatus {
         gateway: ResourceRef::new("Gateway", "infra", name),
         addresses: vec!["10.0.0.1".into()],
@@ -110,7 +123,7 @@ fn gateway_status(name: &str, listeners: &[&str]) -> GatewayStatus {
                 name: (*l).into(),
                 port: 80,
                 attached_routes: 2,
-                supported_kinds: vec!["HTTPRoute", "GRPCRoute"],
+                supported_kinds: kinds(l),
                 conditions: vec![cond("Accepted", true, "Accepted")],
             })
             .collect(),
@@ -119,6 +132,11 @@ fn gateway_status(name: &str, listeners: &[&str]) -> GatewayStatus {
 
 pub(super) fn snapshot() -> Snapshot {
     let config = parse_manifests(MANIFESTS, "test.yaml").expect("the manifests parse");
+    let gateways = vec![
+        gateway_status(&config, "waypoint", &["http", "grpc-only", "mesh"]),
+        gateway_status(&config, "second", &["http"]),
+        gateway_status(&config, "istio", &["http"]),
+    ];
     let service = ParentRefKey {
         group: String::new(),
         kind: "Service".into(),
@@ -137,11 +155,7 @@ pub(super) fn snapshot() -> Snapshot {
             route_parent("web", service, 7),
             route_parent("elsewhere", gateway_parent("istio", None), 1),
         ],
-        gateways: vec![
-            gateway_status("waypoint", &["http", "grpc-only", "mesh"]),
-            gateway_status("second", &["http"]),
-            gateway_status("istio", &["http"]),
-        ],
+        gateways,
         version: 1,
         applied_at: SystemTime::now(),
     }
@@ -377,6 +391,7 @@ spec:
   rules: [{backendRefs: [{name: web, port: 443}]}]
 "#;
     let config = parse_manifests(manifests, "test.yaml").expect("the manifests parse");
+    let gateways = vec![gateway_status(&config, "edge", &["tcp", "tls", "term"])];
     let parent = |kind: &str, route: &str, section: &str, generation: i64| RouteParentStatus {
         route: ResourceRef::new(kind, "infra", route),
         ..route_parent(route, gateway_parent("edge", Some(section)), generation)
@@ -389,7 +404,7 @@ spec:
             parent("TCPRoute", "db", "tcp", 4),
             parent("TLSRoute", "web", "tls", 5),
         ],
-        gateways: vec![gateway_status("edge", &["tcp", "tls", "term"])],
+        gateways,
         version: 1,
         applied_at: SystemTime::now(),
     };
