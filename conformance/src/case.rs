@@ -430,6 +430,11 @@ impl Case {
 
     /// Consistency checks a schema cannot express.
     fn check(&self) -> Result<(), String> {
+        if let Some(f) = self.features.iter().find(|f| !crate::features::known(f)) {
+            return Err(format!(
+                "features: {f:?} is neither a feature waypoint declares nor one it lists as unsupported (misspelt?)"
+            ));
+        }
         if !self.mesh && self.gateway.is_none() && !self.requests.is_empty() {
             let all_named = self.requests.iter().all(|r| r.gateway.is_some());
             if !all_named {

@@ -58,3 +58,25 @@ fn inconsistent_connections_are_refused_with_the_reason() {
         bad("connections: [{gateway: 'infra/gw:1', backend: b, colour: red}]\n").contains("colour")
     );
 }
+
+#[test]
+fn a_misspelt_feature_name_fails_the_case_instead_of_skipping_it() {
+    let case = |features: &str| {
+        Case::parse(&format!(
+            "name: T\nsource: s.go\nfeatures: [{features}]\nmanifests: []\n"
+        ))
+    };
+    let err = case("Gateway, HTTPRouteRetries").unwrap_err();
+    assert!(err.contains("\"HTTPRouteRetries\""), "{err}");
+    assert!(err.contains("misspelt"), "{err}");
+    // Declared ones and ones listed as unsupported (with why) are both fine to name.
+    assert!(case("Gateway, HTTPRouteRetry").is_ok());
+    assert!(case("Gateway, TLSRoute, TLSRouteModeTerminate").is_ok());
+}
+
+#[test]
+fn every_checked_in_case_file_reads() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
+    let cases = Case::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cases.len() > 100, "{} cases", cases.len());
+}

@@ -57,6 +57,13 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
 /// Features waypoint implements that no profile lists.
 const OUTSIDE_PROFILES: &[&str] = &["GRPCRouteNamedRouteRule"];
 
+/// True when `feature` is a feature name waypoint reports on: declared supported, or listed in
+/// [`UNSUPPORTED`] with why. A case naming any other feature is refused when it is read, so a
+/// misspelt name fails the run instead of quietly skipping the case.
+pub fn known(feature: &str) -> bool {
+    supported(feature) || UNSUPPORTED.iter().any(|(f, _)| *f == feature)
+}
+
 /// Why waypoint does not support `feature`, if it does not.
 pub fn unsupported_reason(feature: &str) -> Option<&'static str> {
     if supported(feature) {
