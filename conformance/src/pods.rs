@@ -51,6 +51,7 @@ impl Pods {
                     .map_err(|e| format!("echo server for pod {} on {addr}: {e}", pod.name))?;
                 let mut options = EchoOptions::default()
                     .with_grpc(*grpc)
+                    .with_h2c_only(setup.h2c_port == Some(*port))
                     .with_log(self.log.clone());
                 if let Some(tcp_port) = setup.tcp_port {
                     options = options.with_tcp(TcpEcho {

@@ -4,11 +4,15 @@
 //! the two modes spell it differently upstream) make it serve TLS on `HTTPS_PORT` or
 //! `TLS_PORT` (default 8443). The files are found as the kubelet would mount them: the volume
 //! mounted at the file's directory, its Secret, and the `items` mapping a key to a path.
+//! echo-basic in HTTP mode also serves h2c alone on `H2C_PORT` (default 3001), answering 400
+//! to HTTP/1.1 there: HTTPRouteBackendProtocolH2C relies on it.
 
 use serde_json::Value;
 
 /// The plain port of a TCP-mode server and the default TLS port of either mode.
 pub const DEFAULT_TCP_PORT: u16 = 3000;
+/// echo-basic's default `H2C_PORT`.
+pub const DEFAULT_H2C_PORT: u16 = 3001;
 /// Upstream's default `HTTPS_PORT` and `TLS_PORT`.
 pub const DEFAULT_TLS_PORT: u16 = 8443;
 
@@ -19,6 +23,8 @@ pub struct EchoSetup {
     pub tcp_port: Option<u16>,
     /// TLS on one port with a Secret's certificate.
     pub tls: Option<PodTls>,
+    /// echo-basic's h2c port (`H2C_PORT`, default 3001): it answers HTTP/1.1 with 400.
+    pub h2c_port: Option<u16>,
 }
 
 /// The TLS port of a pod and where its certificate comes from.
@@ -128,7 +134,20 @@ pub fn echo_setup(
         }
         _ => None,
     };
-    Ok(EchoSetup { tcp_port, tls })
+    // echo-basic's HTTP mode serves h2c alone on its own port; the mesh echo image does not.
+    let echo_basic = container["image"]
+        .as_str()
+        .is_some_and(|image| image.contains("/echo-basic:"));
+    let h2c_port = if echo_basic && !tcp {
+        Some(port_env(container, "H2C_PORT", DEFAULT_H2C_PORT)?)
+    } else {
+        None
+    };
+    Ok(EchoSetup {
+        tcp_port,
+        tls,
+        h2c_port,
+    })
 }
 
 #[cfg(test)]
@@ -235,13 +254,35 @@ mod tests {
         assert_eq!(tcp.ports, vec![(3000, false), (8443, false)]);
         let setup = tcp.echo.unwrap();
         assert_eq!(setup.tcp_port, Some(3000));
+        assert_eq!(setup.h2c_port, None);
         assert_eq!(
             setup.tls.unwrap().secret,
             "gateway-conformance-infra/tls-passthrough-checks-certificate"
         );
-        assert_eq!(
-            pod("infra-backend-v1-0").echo.unwrap(),
-            EchoSetup::default()
-        );
+        // Its Service's second port targets 3001: echo-basic's h2c-only port.
+        let infra = pod("infra-backend-v1-0");
+        assert!(infra.ports.contains(&(3001, false)), "{:?}", infra.ports);
+        let h2c_only = EchoSetup {
+            h2c_port: Some(3001),
+            ..EchoSetup::default()
+        };
+        assert_eq!(infra.echo.unwrap(), h2c_only);
+    }
+
+    #[test]
+    fn only_echo_basic_in_http_mode_has_an_h2c_port_which_h2c_port_moves() {
+        let image = |image: &str, env: Value| {
+            let container = json!({"name": "c", "image": image, "env": env});
+            echo_setup("infra", &container, &json!({}))
+                .unwrap()
+                .h2c_port
+        };
+        let echo_basic = "registry.k8s.io/gateway-api/echo-basic:v1.5.1";
+        assert_eq!(image(echo_basic, json!([])), Some(3001));
+        let moved = json!([{"name": "H2C_PORT", "value": "4001"}]);
+        assert_eq!(image(echo_basic, moved), Some(4001));
+        let tcp = json!([{"name": "TCP_ECHO_SERVER", "value": "1"}]);
+        assert_eq!(image(echo_basic, tcp), None);
+        assert_eq!(image("gcr.io/istio-testing/app:latest", json!([])), None);
     }
 }

@@ -513,3 +513,22 @@ async fn the_echo_command_serves_grpc_and_documents_itself() {
         (Some("cli-pod"), Some("cli-svc"))
     );
 }
+
+#[tokio::test]
+async fn an_h2c_only_port_answers_http1_with_400_as_upstreams_h2c_port_does() {
+    let server = start(
+        "infra-backend-v1-0",
+        EchoOptions::default().with_h2c_only(true),
+    )
+    .await;
+    let resp = send(server.addr(), false, get("/")).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.body(), "Expected h2c request");
+    let resp = send(server.addr(), true, get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp.body())["proto"], "HTTP/2.0");
+    // Without the option both are served, as on every other port.
+    let server = start("infra-backend-v1-0", EchoOptions::default()).await;
+    let resp = send(server.addr(), false, get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -73,6 +73,9 @@ pub struct EchoOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Speak upstream's TCP line protocol instead of HTTP, reporting these ports.
     pub tcp: Option<tcp::TcpEcho>,
+    /// Answer only HTTP/2 (or an `Upgrade: h2c` request), as upstream's h2c port does: any
+    /// other request gets 400 `Expected h2c request`.
+    pub h2c_only: bool,
 }
 
 impl Default for EchoOptions {
@@ -83,6 +86,7 @@ impl Default for EchoOptions {
             retry_uuids: DEFAULT_RETRY_UUIDS,
             tls: None,
             tcp: None,
+            h2c_only: false,
         }
     }
 }
@@ -109,6 +113,13 @@ impl EchoOptions {
     /// Serves upstream's TCP line protocol instead of HTTP.
     pub fn with_tcp(mut self, ports: tcp::TcpEcho) -> Self {
         self.tcp = Some(ports);
+        self
+    }
+
+    /// Refuses requests that are neither HTTP/2 nor an h2c upgrade (see
+    /// [`EchoOptions::h2c_only`]).
+    pub fn with_h2c_only(mut self, h2c_only: bool) -> Self {
+        self.h2c_only = h2c_only;
         self
     }
 }
@@ -151,6 +162,7 @@ struct Backend {
     http_port: String,
     tls: Option<tokio_rustls::TlsAcceptor>,
     tcp: Option<tcp::TcpEcho>,
+    h2c_only: bool,
     /// Resolves (with an error) when the backend stops: upgraded WebSocket tasks watch it.
     stopped: watch::Receiver<()>,
 }
@@ -175,6 +187,7 @@ pub async fn serve_with(listener: TcpListener, identity: EchoIdentity, options: 
             .unwrap_or_default(),
         tls: options.tls.map(tokio_rustls::TlsAcceptor::from),
         tcp: options.tcp,
+        h2c_only: options.h2c_only,
         stopped,
     });
     let mut connections = JoinSet::new();
@@ -325,6 +338,14 @@ async fn handle(
     reset: &AtomicBool,
     tls: Option<&tcp::TlsSeen>,
 ) -> Result<Response<EchoBody>, ResetConnection> {
+    // Upstream's h2c port checks before its echo handler, so a refused request is not logged.
+    let h2c_upgrade = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .is_some_and(|u| u == "h2c");
+    if backend.h2c_only && req.version() != Version::HTTP_2 && !h2c_upgrade {
+        return Ok(plain(StatusCode::BAD_REQUEST, "Expected h2c request"));
+    }
     if let Some(log) = &backend.log {
         log.record(logged(&req, &backend.identity));
     }

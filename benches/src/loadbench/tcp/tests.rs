@@ -111,8 +111,12 @@ async fn a_short_echo_fails_the_bulk_transfer() {
     let err = echo::run_bulk(&plain(short), 4 << 20, &mut NoWindow)
         .await
         .unwrap_err();
+    // How it fails depends on timing: a short count at EOF, or the peer's reset (it closed
+    // with our bytes unread) seen by the writer or the reader.
     assert!(
-        err.contains("came back before EOF") || err.contains("bulk write"),
+        err.contains("came back before EOF")
+            || err.contains("bulk write")
+            || err.contains("bulk read"),
         "{err}"
     );
 }
