@@ -102,7 +102,14 @@ pub fn waypoint_manifests(job: &Job) -> String {
              - matches: [{{path: {{type: PathPrefix, value: /r{i:05}}}}}]\n    backendRefs: [{{name: echo, port: {port}}}]\n"
         );
     }
-    for i in 0..job.policies {
+    write_allow_policies(&mut out, job.policies);
+    out
+}
+
+/// `policies` ALLOW AuthorizationPolicies on Service `echo`, each allowing one principal
+/// ([`principal`]): the client is the last one, so every policy is looked at.
+pub(crate) fn write_allow_policies(out: &mut String, policies: usize) {
+    for i in 0..policies {
         let _ = write!(
             out,
             "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: allow-{i}, namespace: default}}\n\
@@ -111,7 +118,6 @@ pub fn waypoint_manifests(job: &Job) -> String {
             principal(i)
         );
     }
-    out
 }
 
 /// `config` with its `@type` set to `type.googleapis.com/<type_url>`.

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::loadbench::configs::{
     ENVOY_PRINCIPAL_STATE, ENVOY_TLV_KEY, Job, TLV_PEER_IDENTITY, echo_cluster, principal, typed,
+    write_allow_policies,
 };
 
 /// The Service port's name: the `tcp` prefix selects TCP.
@@ -32,15 +33,7 @@ pub fn waypoint_manifests(job: &Job) -> String {
         job.upstream.port(),
         job.upstream.ip()
     );
-    for i in 0..job.policies {
-        let _ = write!(
-            out,
-            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: allow-{i}, namespace: default}}\n\
-             spec:\n  targetRefs: [{{group: \"\", kind: Service, name: echo}}]\n  action: ALLOW\n  \
-             rules: [{{from: [{{source: {{principals: [\"{}\"]}}}}]}}]\n",
-            principal(i)
-        );
-    }
+    write_allow_policies(&mut out, job.policies);
     out
 }
 
