@@ -440,6 +440,7 @@ mod tests {
             json!([{"namespace": "ns", "name": "g", "addresses": ["10.0.0.1"],
                 "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"}],
                 "listeners": [{"name": "http", "port": 80, "attachedRoutes": 2,
+                    "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
                     "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"}]}]}])
         );
         // A false per-parent condition makes the route not OK in the per-resource view.
