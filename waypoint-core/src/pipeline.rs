@@ -332,7 +332,8 @@ impl Pipeline {
         {
             ctx.response_flags.push(ResponseFlag::NoRoute);
             return Err(format!(
-                "listener {:?} terminates TLS for TCP traffic, which is not supported                  (use tls.mode Passthrough, or an HTTPS listener)",
+                "listener {:?} terminates TLS for TCP traffic, which is not supported \
+                 (use tls.mode Passthrough, or an HTTPS listener)",
                 listener.name
             ));
         }
