@@ -144,19 +144,7 @@ pub fn envoy_bootstrap(job: &Job) -> Value {
         .collect();
     let mut http_filters = Vec::new();
     if job.policies > 0 {
-        let mut policies = serde_json::Map::new();
-        for i in 0..job.policies {
-            policies.insert(
-                format!("ns[default]-policy[allow-{i}]-rule[0]"),
-                json!({
-                    "permissions": [{"any": true}],
-                    "principals": [{"filter_state": {
-                        "key": ENVOY_PRINCIPAL_STATE,
-                        "string_match": {"exact": format!("spiffe://{}", principal(i))},
-                    }}],
-                }),
-            );
-        }
+        let policies = envoy_rbac_policies(job.policies);
         http_filters.push(json!({
             "name": "envoy.filters.http.rbac",
             "typed_config": typed(
@@ -245,6 +233,24 @@ pub fn envoy_bootstrap(job: &Job) -> Value {
             "clusters": [echo_cluster(job.upstream)],
         },
     })
+}
+
+/// Envoy's RBAC policies for `policies` ALLOW rules, one principal each, named as Istio names
+/// them and matched on the PROXY header's identity in filter state: the same job as
+/// [`write_allow_policies`].
+pub(crate) fn envoy_rbac_policies(policies: usize) -> serde_json::Map<String, Value> {
+    (0..policies)
+        .map(|i| {
+            let policy = json!({
+                "permissions": [{"any": true}],
+                "principals": [{"filter_state": {
+                    "key": ENVOY_PRINCIPAL_STATE,
+                    "string_match": {"exact": format!("spiffe://{}", principal(i))},
+                }}],
+            });
+            (format!("ns[default]-policy[allow-{i}]-rule[0]"), policy)
+        })
+        .collect()
 }
 
 /// Envoy's cluster `echo`: the one upstream at `upstream`.

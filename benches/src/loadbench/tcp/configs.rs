@@ -15,8 +15,8 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use crate::loadbench::configs::{
-    ENVOY_PRINCIPAL_STATE, ENVOY_TLV_KEY, Job, TLV_PEER_IDENTITY, echo_cluster, principal, typed,
-    write_allow_policies,
+    ENVOY_PRINCIPAL_STATE, ENVOY_TLV_KEY, Job, TLV_PEER_IDENTITY, echo_cluster,
+    envoy_rbac_policies, typed, write_allow_policies,
 };
 
 /// The Service port's name: the `tcp` prefix selects TCP.
@@ -39,19 +39,7 @@ pub fn waypoint_manifests(job: &Job) -> String {
 
 /// Envoy's bootstrap for the TCP job.
 pub fn envoy_bootstrap(job: &Job) -> Value {
-    let mut policies = serde_json::Map::new();
-    for i in 0..job.policies {
-        policies.insert(
-            format!("ns[default]-policy[allow-{i}]-rule[0]"),
-            json!({
-                "permissions": [{"any": true}],
-                "principals": [{"filter_state": {
-                    "key": ENVOY_PRINCIPAL_STATE,
-                    "string_match": {"exact": format!("spiffe://{}", principal(i))},
-                }}],
-            }),
-        );
-    }
+    let policies = envoy_rbac_policies(job.policies);
     let mut filters = vec![json!({
         "name": "proxy_protocol_authority",
         "typed_config": typed(
