@@ -357,3 +357,21 @@ fn authorization_policies_decide_each_connection_once_with_istios_rule_for_http_
         .count();
     assert_eq!(denied, 2, "{metrics}");
 }
+
+#[test]
+fn the_tcp_idle_timeout_is_also_read_from_its_environment_variable() {
+    let config = manifests(backend(false), backend(true));
+    let (wp, _dir) = Running::start(&config, &[], &[("WAYPOINT_TCP_IDLE_TIMEOUT", "300ms")]);
+    let mut s = wp.connect("10.96.2.1:6379");
+    s.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    s.read_exact(&mut pong).unwrap();
+    let quiet = Instant::now();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
