@@ -8,15 +8,20 @@
 
 use serde_json::{Value, json};
 
-/// The `routeParents` and `gateways` view of `objects` (every object the API server holds):
-/// routes with their `status.parents` written by `controller`, Gateways with their status.
+/// The `routeParents`, `gateways` and `gatewayClasses` view of `objects` (every object the API
+/// server holds): routes with their `status.parents` written by `controller`, Gateways with
+/// their status, GatewayClasses whose `spec.controllerName` is `controller` with theirs. Each
+/// entry carries the object's `generation`, which its conditions' `observedGeneration` must
+/// reach.
 pub fn status_view(objects: &[Value], controller: &str) -> Value {
     let mut routes = Vec::new();
     let mut gateways = Vec::new();
+    let mut classes = Vec::new();
     for o in objects {
         let kind = o["kind"].as_str().unwrap_or_default();
         let namespace = o["metadata"]["namespace"].as_str().unwrap_or("default");
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let generation = &o["metadata"]["generation"];
         match kind {
             "HTTPRoute" | "GRPCRoute" | "TCPRoute" | "TLSRoute" => {
                 let parents: Vec<Value> = o["status"]["parents"]
@@ -28,7 +33,7 @@ pub fn status_view(objects: &[Value], controller: &str) -> Value {
                     .collect();
                 if !parents.is_empty() {
                     routes.push(json!({"kind": kind, "namespace": namespace, "name": name,
-                        "parents": parents}));
+                        "generation": generation, "parents": parents}));
                 }
             }
             "Gateway" => {
@@ -46,15 +51,23 @@ pub fn status_view(objects: &[Value], controller: &str) -> Value {
                 gateways.push(json!({
                     "namespace": namespace,
                     "name": name,
+                    "generation": generation,
                     "addresses": addresses,
                     "conditions": status["conditions"],
                     "listeners": status["listeners"].as_array().cloned().unwrap_or_default(),
                 }));
             }
+            "GatewayClass" if o["spec"]["controllerName"] == controller => {
+                classes.push(json!({
+                    "name": name,
+                    "generation": generation,
+                    "conditions": o["status"]["conditions"],
+                }));
+            }
             _ => {}
         }
     }
-    json!({"routeParents": routes, "gateways": gateways})
+    json!({"routeParents": routes, "gateways": gateways, "gatewayClasses": classes})
 }
 
 /// A `status.parents[]` entry with the parentRef defaults the API leaves implicit filled in.
@@ -106,13 +119,9 @@ mod tests {
                 status: status_true,
                 reason: Some(reason.into()),
             }],
-            no_accepted_parents: false,
             observed_generation: Some(2),
             parents: Some(vec!["Gateway infra/gw".into()]),
-            gateway: None,
-            listener: None,
-            attached_routes: None,
-            listeners: None,
+            ..StatusCheck::default()
         }
     }
 

@@ -103,8 +103,9 @@ pub struct Patch {
     pub merge: serde_json::Value,
 }
 
-/// One expectation on the status the waypoint reports.
-#[derive(Clone, Debug, Deserialize)]
+/// One expectation on the status the waypoint reports: of a route (for one parent or all),
+/// of a Gateway and its listeners, or of a GatewayClass.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusCheck {
     /// A route, `Kind namespace/name` (`HTTPRoute gateway-conformance-infra/example`).
@@ -113,12 +114,14 @@ pub struct StatusCheck {
     /// With `route`: the parent, `Kind namespace/name` (`Gateway ns/name`, `Service ns/name`).
     #[serde(default)]
     pub parent: Option<String>,
-    /// With `route` and `parent`: conditions that parent's status must have.
+    /// Conditions the object must carry: with `route`, those of the `parent` entry; with
+    /// `gateway` or `gatewayClass`, the object's own (`status.conditions`).
     #[serde(default)]
     pub conditions: Vec<ConditionCheck>,
-    /// With `route`: every condition of every parent carries this `observedGeneration` (the
-    /// route's `metadata.generation`: the harness's API server starts it at 1 and adds 1 per
-    /// spec change).
+    /// Every condition carries this `observedGeneration` (the object's `metadata.generation`:
+    /// the harness's API server starts it at 1 and adds 1 per spec change): with `route`, the
+    /// conditions of every parent; with `gateway`, the Gateway's and its listeners'; with
+    /// `gatewayClass`, the class's.
     #[serde(default)]
     pub observed_generation: Option<i64>,
     /// With `route`: no parent may have `Accepted: True`.
@@ -140,6 +143,21 @@ pub struct StatusCheck {
     /// judges it (the same number of listeners, each named one present).
     #[serde(default)]
     pub listeners: Option<Vec<ListenerCheck>>,
+    /// A GatewayClass by name (cluster-scoped); only one whose `spec.controllerName` is ours.
+    #[serde(default)]
+    pub gateway_class: Option<String>,
+}
+
+impl StatusCheck {
+    /// What this check is about, as a case names it.
+    pub fn subject(&self) -> String {
+        match (&self.route, &self.gateway, &self.gateway_class) {
+            (Some(r), _, _) => r.clone(),
+            (_, Some(g), _) => format!("Gateway {g}"),
+            (_, _, Some(c)) => format!("GatewayClass {c}"),
+            _ => "nothing".into(),
+        }
+    }
 }
 
 /// One listener's expected status.
@@ -450,12 +468,23 @@ impl Case {
             c.check(self.gateway.is_some())
                 .map_err(|e| format!("connections[{i}]: {e}"))?;
         }
-        for (i, s) in self.status.iter().enumerate() {
-            if s.route.is_none() == s.gateway.is_none() {
-                return Err(format!("status[{i}]: exactly one of route or gateway"));
+        let checks = self
+            .status
+            .iter()
+            .chain(self.then.iter().flat_map(|s| &s.status));
+        for (i, s) in checks.enumerate() {
+            let subjects = [
+                s.route.is_some(),
+                s.gateway.is_some(),
+                s.gateway_class.is_some(),
+            ];
+            if subjects.iter().filter(|s| **s).count() != 1 {
+                return Err(format!(
+                    "status[{i}]: exactly one of route, gateway or gatewayClass"
+                ));
             }
-            if !s.conditions.is_empty() && s.parent.is_none() {
-                return Err(format!("status[{i}]: conditions need a parent"));
+            if s.route.is_some() && !s.conditions.is_empty() && s.parent.is_none() {
+                return Err(format!("status[{i}]: route conditions need a parent"));
             }
         }
         Ok(())

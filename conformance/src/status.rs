@@ -81,92 +81,86 @@ pub fn gateway_ready(dump: &Value, gateway: &str) -> Result<(), String> {
 /// Checks one expectation; `Err` says what differs.
 pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
     if let Some(route) = &s.route {
-        let entry = route_entry(dump, route)?;
-        let parents: Vec<&Value> = entry
-            .map(|e| e["parents"].as_array().into_iter().flatten().collect())
-            .unwrap_or_default();
-        let accepted = |p: &&&Value| {
-            p["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Accepted" && is_true(&c["status"]))
-        };
-        if s.no_accepted_parents
-            && let Some(p) = parents.iter().find(accepted)
-        {
-            return Err(format!("{route}: parent {} is Accepted", parent_label(p)));
-        }
-        if let Some(want) = s.observed_generation {
-            if parents.is_empty() {
-                return Err(format!("{route}: no parent status"));
-            }
-            for p in &parents {
-                for c in p["conditions"].as_array().into_iter().flatten() {
-                    if c["observedGeneration"].as_i64() != Some(want) {
-                        return Err(format!(
-                            "{route} parent {}: {} has observedGeneration {}, expected {want}",
-                            parent_label(p),
-                            c["type"].as_str().unwrap_or_default(),
-                            c["observedGeneration"]
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(want) = &s.parents {
-            let mut have: Vec<String> = parents.iter().map(|p| parent_label(p)).collect();
-            let mut want = want.clone();
-            have.sort();
-            want.sort();
-            if have != want {
-                return Err(format!("{route}: parents {have:?}, expected {want:?}"));
-            }
-        }
-        if let Some(parent) = &s.parent {
-            let label = {
-                let (k, ns, n) = split_ref(parent)?;
-                format!("{k} {ns}/{n}")
-            };
-            let Some(p) = parents.iter().find(|p| parent_label(p) == label) else {
-                if s.conditions.is_empty() {
-                    return Ok(());
-                }
-                return Err(format!("{route}: no status for parent {label}"));
-            };
-            for want in &s.conditions {
-                let conditions = p["conditions"].as_array().into_iter().flatten();
-                let Some(have) = conditions.clone().find(|c| c["type"] == want.kind.as_str())
-                else {
-                    return Err(format!(
-                        "{route} parent {label}: no {} condition",
-                        want.kind
-                    ));
-                };
-                let status_ok = is_true(&have["status"]) == want.status;
-                let reason_ok = want
-                    .reason
-                    .as_ref()
-                    .is_none_or(|r| have["reason"] == r.as_str());
-                if !status_ok || !reason_ok {
-                    return Err(format!(
-                        "{route} parent {label}: {} is {}/{} ({}), expected {}/{}",
-                        want.kind,
-                        have["status"],
-                        have["reason"].as_str().unwrap_or_default(),
-                        have["message"].as_str().unwrap_or_default(),
-                        want.status,
-                        want.reason.as_deref().unwrap_or("any reason"),
-                    ));
-                }
-            }
-        }
-        return Ok(());
+        return check_route(dump, route, s);
     }
-    let Some(gateway) = &s.gateway else {
-        return Ok(());
+    if let Some(gateway) = &s.gateway {
+        return check_gateway(dump, gateway, s);
+    }
+    if let Some(class) = &s.gateway_class {
+        return check_gateway_class(dump, class, s);
+    }
+    Ok(())
+}
+
+fn check_route(dump: &Value, route: &str, s: &StatusCheck) -> Result<(), String> {
+    let entry = route_entry(dump, route)?;
+    let parents: Vec<&Value> = entry
+        .map(|e| e["parents"].as_array().into_iter().flatten().collect())
+        .unwrap_or_default();
+    let accepted = |p: &&&Value| {
+        p["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Accepted" && is_true(&c["status"]))
     };
+    if s.no_accepted_parents
+        && let Some(p) = parents.iter().find(accepted)
+    {
+        return Err(format!("{route}: parent {} is Accepted", parent_label(p)));
+    }
+    if let Some(want) = s.observed_generation {
+        if parents.is_empty() {
+            return Err(format!("{route}: no parent status"));
+        }
+        for p in &parents {
+            observed_generation_is(&p["conditions"], want)
+                .map_err(|e| format!("{route} parent {}: {e}", parent_label(p)))?;
+        }
+    }
+    if let Some(want) = &s.parents {
+        let mut have: Vec<String> = parents.iter().map(|p| parent_label(p)).collect();
+        let mut want = want.clone();
+        have.sort();
+        want.sort();
+        if have != want {
+            return Err(format!("{route}: parents {have:?}, expected {want:?}"));
+        }
+    }
+    if let Some(parent) = &s.parent {
+        let label = {
+            let (k, ns, n) = split_ref(parent)?;
+            format!("{k} {ns}/{n}")
+        };
+        let Some(p) = parents.iter().find(|p| parent_label(p) == label) else {
+            if s.conditions.is_empty() {
+                return Ok(());
+            }
+            return Err(format!("{route}: no status for parent {label}"));
+        };
+        for want in &s.conditions {
+            find_condition(&p["conditions"], want)
+                .map_err(|e| format!("{route} parent {label}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_gateway(dump: &Value, gateway: &str, s: &StatusCheck) -> Result<(), String> {
     let gw = gateway_entry(dump, gateway)?;
+    for want in &s.conditions {
+        find_condition(&gw["conditions"], want).map_err(|e| format!("Gateway {gateway}: {e}"))?;
+    }
+    if let Some(want) = s.observed_generation {
+        observed_generation_is(&gw["conditions"], want)
+            .map_err(|e| format!("Gateway {gateway}: {e}"))?;
+        for l in gw["listeners"].as_array().into_iter().flatten() {
+            observed_generation_is(&l["conditions"], want).map_err(|e| {
+                let name = l["name"].as_str().unwrap_or_default();
+                format!("Gateway {gateway} listener {name}: {e}")
+            })?;
+        }
+    }
     if let Some(want) = &s.listeners {
         check_listeners(gateway, gw, want)?;
     }
@@ -181,6 +175,43 @@ pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
         if have != want {
             return Err(format!(
                 "Gateway {gateway}: {have} attached routes, expected {want}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A GatewayClass as the view lists it (`gatewayClasses`: ours only).
+fn check_gateway_class(dump: &Value, class: &str, s: &StatusCheck) -> Result<(), String> {
+    let entry = dump["gatewayClasses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == class)
+        .ok_or_else(|| format!("GatewayClass {class} has no status of ours"))?;
+    for want in &s.conditions {
+        find_condition(&entry["conditions"], want)
+            .map_err(|e| format!("GatewayClass {class}: {e}"))?;
+    }
+    if let Some(want) = s.observed_generation {
+        observed_generation_is(&entry["conditions"], want)
+            .map_err(|e| format!("GatewayClass {class}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Every condition in `conditions` (at least one) carries `observedGeneration: want`.
+fn observed_generation_is(conditions: &Value, want: i64) -> Result<(), String> {
+    let all: Vec<&Value> = conditions.as_array().into_iter().flatten().collect();
+    if all.is_empty() {
+        return Err("no conditions".into());
+    }
+    for c in all {
+        if c["observedGeneration"].as_i64() != Some(want) {
+            return Err(format!(
+                "{} has observedGeneration {}, expected {want}",
+                c["type"].as_str().unwrap_or_default(),
+                c["observedGeneration"]
             ));
         }
     }
@@ -296,12 +327,7 @@ mod tests {
                 reason: Some(reason.into()),
             }],
             no_accepted_parents: true,
-            observed_generation: None,
-            parents: None,
-            gateway: None,
-            listener: None,
-            attached_routes: None,
-            listeners: None,
+            ..StatusCheck::default()
         }
     }
 
@@ -313,6 +339,7 @@ mod tests {
         assert!(check(&d, &route_check(false, "NoMatchingParent")).is_err());
         let mut gw = route_check(true, "x");
         gw.route = None;
+        gw.conditions.clear();
         gw.gateway = Some("infra/gw".into());
         gw.attached_routes = Some(3);
         assert!(check(&d, &gw).is_ok());
@@ -338,6 +365,7 @@ mod tests {
         };
         let mut c = route_check(true, "x");
         c.route = None;
+        c.conditions.clear();
         c.gateway = Some("infra/gw".into());
         c.listeners = Some(vec![listener(&["TLSRoute"], "InvalidRouteKinds", 0)]);
         assert!(check(&d, &c).is_ok());
@@ -356,5 +384,45 @@ mod tests {
                 .unwrap_err()
                 .contains("1 listener statuses, expected 0")
         );
+    }
+
+    #[test]
+    fn gateway_and_class_conditions_are_judged_with_their_generation() {
+        let d = json!({
+            "gateways": [{"namespace": "infra", "name": "gw",
+                "conditions": [{"type": "Accepted", "status": "False", "reason": "InvalidParameters",
+                                "observedGeneration": 2}],
+                "listeners": [{"name": "http", "conditions": [
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 1}]}]}],
+            "gatewayClasses": [{"name": "wp", "conditions": [
+                {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 3}]}],
+        });
+        let accepted = |status, reason: &str| ConditionCheck {
+            kind: "Accepted".into(),
+            status,
+            reason: Some(reason.into()),
+        };
+        let gw = |c: ConditionCheck, generation| StatusCheck {
+            gateway: Some("infra/gw".into()),
+            conditions: vec![c],
+            observed_generation: generation,
+            ..StatusCheck::default()
+        };
+        assert!(check(&d, &gw(accepted(false, "InvalidParameters"), None)).is_ok());
+        assert!(check(&d, &gw(accepted(true, "Accepted"), None)).is_err());
+        // The listener's condition is a generation behind.
+        let stale = check(&d, &gw(accepted(false, "InvalidParameters"), Some(2))).unwrap_err();
+        assert!(stale.contains("listener http"), "{stale}");
+        let class = |generation| StatusCheck {
+            gateway_class: Some("wp".into()),
+            conditions: vec![accepted(true, "Accepted")],
+            observed_generation: Some(generation),
+            ..StatusCheck::default()
+        };
+        assert!(check(&d, &class(3)).is_ok());
+        assert!(check(&d, &class(2)).is_err());
+        let mut other = class(3);
+        other.gateway_class = Some("theirs".into());
+        assert!(check(&d, &other).unwrap_err().contains("no status of ours"));
     }
 }

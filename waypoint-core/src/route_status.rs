@@ -128,7 +128,6 @@ pub(crate) fn route_parents_json(statuses: &[RouteParentStatus]) -> Value {
     )
 }
 
-/// The `gateways` list of `/config_dump`.
 /// A listener's `supportedKinds` as the Gateway API spells them: `[{group, kind}]`.
 pub fn supported_kinds_json(kinds: &[&str]) -> Value {
     let group = crate::config::resources::GATEWAY_API_GROUP;
@@ -138,6 +137,7 @@ pub fn supported_kinds_json(kinds: &[&str]) -> Value {
         .collect()
 }
 
+/// The `gateways` list of `/config_dump`.
 pub(crate) fn gateways_json(gateways: &[GatewayStatus]) -> Value {
     Value::Array(
         gateways
