@@ -118,6 +118,7 @@ mod tests {
                 kind: "Accepted".into(),
                 status: status_true,
                 reason: Some(reason.into()),
+                any_reason: false,
             }],
             observed_generation: Some(2),
             parents: Some(vec!["Gateway infra/gw".into()]),

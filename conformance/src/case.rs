@@ -177,18 +177,70 @@ pub struct ListenerCheck {
     pub attached_routes: u64,
 }
 
-/// A condition a status must carry. `reason` is checked only when given.
+/// A condition a status must carry. Its reason is always judged, as upstream judges it: the
+/// one given, else (for a `True` condition of the standard types) the type's own name, which
+/// upstream's helpers require (`Accepted`/`Accepted`, `ResolvedRefs`/`ResolvedRefs`); only
+/// `anyReason` lets any pass, where an upstream check passes an empty reason.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConditionCheck {
-    /// `Accepted`, `ResolvedRefs`, ...
+    /// `Accepted`, `ResolvedRefs`, ...: one of [`CONDITION_TYPES`].
     #[serde(rename = "type")]
     pub kind: String,
     /// Whether it holds.
     pub status: bool,
-    /// The reason, when the test names one.
+    /// The reason; required for a `False` condition.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Any reason passes (upstream's empty `Reason`).
+    #[serde(default)]
+    pub any_reason: bool,
+}
+
+/// The condition types of Gateway API status a case may expect: GatewayClass, Gateway,
+/// listener and route conditions (apis/v1). Another name is a typo that could never match.
+pub const CONDITION_TYPES: &[&str] = &[
+    "Accepted",
+    "ResolvedRefs",
+    "Programmed",
+    "PartiallyInvalid",
+    "Conflicted",
+    "OverlappingTLSConfig",
+    "SupportedVersion",
+    "InsecureFrontendValidationMode",
+];
+
+impl ConditionCheck {
+    /// The reason the condition must carry, `None` when any will do.
+    pub fn expected_reason(&self) -> Option<&str> {
+        if self.any_reason {
+            return None;
+        }
+        if let Some(reason) = &self.reason {
+            return Some(reason);
+        }
+        let standard = ["Accepted", "ResolvedRefs", "Programmed"];
+        (self.status && standard.contains(&self.kind.as_str())).then_some(self.kind.as_str())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !CONDITION_TYPES.contains(&self.kind.as_str()) {
+            return Err(format!(
+                "condition type {:?} is not a Gateway API one",
+                self.kind
+            ));
+        }
+        if self.any_reason && self.reason.is_some() {
+            return Err(format!("{}: both reason and anyReason", self.kind));
+        }
+        if self.expected_reason().is_none() && !self.any_reason {
+            return Err(format!(
+                "{} {}: name the reason upstream requires (or anyReason where it takes any)",
+                self.kind, self.status
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One request and what must come of it (upstream `ExpectedResponse`).
@@ -453,6 +505,24 @@ impl Case {
                 "features: {f:?} is neither a feature waypoint declares nor one it lists as unsupported (misspelt?)"
             ));
         }
+        let upstream = crate::upstream::test(&self.name)
+            .ok_or_else(|| format!("name: {:?} is not a test of the upstream suite", self.name))?;
+        let mut named: Vec<&str> = self.features.iter().map(String::as_str).collect();
+        let mut listed = upstream.features.to_vec();
+        named.sort_unstable();
+        listed.sort_unstable();
+        if named != listed {
+            return Err(format!(
+                "features: {named:?}, but upstream {} lists {listed:?}",
+                self.name
+            ));
+        }
+        if self.provisional != upstream.provisional {
+            return Err(format!(
+                "provisional: {}, but upstream says {}",
+                self.provisional, upstream.provisional
+            ));
+        }
         if !self.mesh && self.gateway.is_none() && !self.requests.is_empty() {
             let all_named = self.requests.iter().all(|r| r.gateway.is_some());
             if !all_named {
@@ -485,6 +555,10 @@ impl Case {
             }
             if s.route.is_some() && !s.conditions.is_empty() && s.parent.is_none() {
                 return Err(format!("status[{i}]: route conditions need a parent"));
+            }
+            let listener_conditions = s.listeners.iter().flatten().flat_map(|l| &l.conditions);
+            for c in s.conditions.iter().chain(listener_conditions) {
+                c.check().map_err(|e| format!("status[{i}]: {e}"))?;
             }
         }
         Ok(())

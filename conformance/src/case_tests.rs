@@ -2,7 +2,7 @@
 
 use super::*;
 
-const HEAD: &str = "name: T\nsource: s.go\nfeatures: [Gateway, TCPRoute]\nmanifests: []\n";
+const HEAD: &str = "name: TCPRouteMultipleRoutesAttachment\nsource: s.go\nfeatures: [Gateway, TCPRoute]\nmanifests: []\n";
 
 #[test]
 fn a_tls_connection_to_a_passthrough_listener_parses_with_what_the_backend_must_see() {
@@ -61,17 +61,40 @@ fn inconsistent_connections_are_refused_with_the_reason() {
 
 #[test]
 fn a_misspelt_feature_name_fails_the_case_instead_of_skipping_it() {
-    let case = |features: &str| {
+    let case = |name: &str, features: &str| {
         Case::parse(&format!(
-            "name: T\nsource: s.go\nfeatures: [{features}]\nmanifests: []\n"
+            "name: {name}\nsource: s.go\nfeatures: [{features}]\nmanifests: []\n"
         ))
     };
-    let err = case("Gateway, HTTPRouteRetries").unwrap_err();
+    let err = case("HTTPRouteRetry", "Gateway, HTTPRoute, HTTPRouteRetries").unwrap_err();
     assert!(err.contains("\"HTTPRouteRetries\""), "{err}");
     assert!(err.contains("misspelt"), "{err}");
     // Declared ones and ones listed as unsupported (with why) are both fine to name.
-    assert!(case("Gateway, HTTPRouteRetry").is_ok());
-    assert!(case("Gateway, TLSRoute, TLSRouteModeTerminate").is_ok());
+    assert!(case("HTTPRouteRetry", "Gateway, HTTPRoute, HTTPRouteRetry").is_ok());
+    let terminate = "TLSRouteListenerTerminateSupportedKinds";
+    assert!(case(terminate, "Gateway, TLSRoute, TLSRouteModeTerminate").is_ok());
+}
+
+#[test]
+fn a_case_names_an_upstream_test_with_exactly_its_features() {
+    let case = |name: &str, features: &str, more: &str| {
+        Case::parse(&format!(
+            "name: {name}\nsource: s.go\nfeatures: [{features}]\nmanifests: []\n{more}"
+        ))
+    };
+    let unknown = case("HTTPRouteSimpleSameNamespaec", "Gateway, HTTPRoute", "").unwrap_err();
+    assert!(
+        unknown.contains("not a test of the upstream suite"),
+        "{unknown}"
+    );
+    // A feature left out would move the test to another profile or level.
+    let short = case("HTTPRouteRetry", "Gateway, HTTPRoute", "").unwrap_err();
+    assert!(short.contains("upstream HTTPRouteRetry lists"), "{short}");
+    let order = case("HTTPRouteRetry", "HTTPRouteRetry, HTTPRoute, Gateway", "");
+    assert!(order.is_ok(), "{order:?}");
+    let provisional = "TCPRouteWeightedRouting";
+    assert!(case(provisional, "Gateway, TCPRoute", "").is_err());
+    assert!(case(provisional, "Gateway, TCPRoute", "provisional: true\n").is_ok());
 }
 
 #[test]
@@ -79,4 +102,24 @@ fn every_checked_in_case_file_reads() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
     let cases = Case::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(cases.len() > 100, "{} cases", cases.len());
+}
+
+#[test]
+fn a_condition_check_names_a_real_type_and_the_reason_upstream_requires() {
+    let status = |condition: &str| {
+        Case::parse(&format!(
+            "name: HTTPRouteRetry\nsource: s.go\nfeatures: [Gateway, HTTPRoute, HTTPRouteRetry]\nmanifests: []\nstatus:\n  - route: HTTPRoute infra/r\n    parent: Gateway infra/gw\n    conditions: [{condition}]\n"
+        ))
+    };
+    let typo = status("{type: Acepted, status: true}").unwrap_err();
+    assert!(typo.contains("\"Acepted\""), "{typo}");
+    let vague = status("{type: Accepted, status: false}").unwrap_err();
+    assert!(vague.contains("name the reason"), "{vague}");
+    // A True standard condition defaults to its own name as reason, as upstream requires.
+    let case = status("{type: ResolvedRefs, status: true}").unwrap();
+    let check = &case.status[0].conditions[0];
+    assert_eq!(check.expected_reason(), Some("ResolvedRefs"));
+    let any = status("{type: Accepted, status: false, anyReason: true}").unwrap();
+    assert_eq!(any.status[0].conditions[0].expected_reason(), None);
+    assert!(status("{type: Accepted, status: false, reason: X, anyReason: true}").is_err());
 }

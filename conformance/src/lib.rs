@@ -10,7 +10,8 @@
 //!
 //! The tests are data ([`case`]: one YAML file per upstream test in `conformance/cases/`),
 //! judged as upstream judges them ([`judge`], [`status`], [`stream`]), and reported as an
-//! upstream `ConformanceReport` ([`report`]) for the profiles in [`features`].
+//! upstream `ConformanceReport` ([`report`]) for the profiles in [`features`], counting every
+//! upstream test ([`upstream`]) whether or not it has a case.
 
 pub mod api_status;
 pub mod apiserver;
@@ -26,4 +27,5 @@ pub mod runner;
 pub mod status;
 pub mod stream;
 pub mod tls;
+pub mod upstream;
 pub mod workload;

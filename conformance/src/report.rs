@@ -2,7 +2,10 @@
 //!
 //! A test counts in a profile only when all its features belong to that profile; it counts
 //! at the extended level when any feature is outside the core. A level's result is `failure`
-//! if any test failed, else `partial` if any was skipped, else `success`.
+//! if any test failed, else `partial` if any was skipped, else `success`. As upstream's
+//! report: a test needing a feature waypoint does not declare counts nowhere, while a test
+//! that could run but did not (a case skipped, or an upstream test with no case file) counts
+//! as skipped, so a level with an unrun test never reads `success`.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -82,6 +85,8 @@ impl LevelReport {
                 self.statistics.skipped += 1;
                 self.skipped_tests.push(result.name.clone());
             }
+            // As upstream: a test of an undeclared feature counts in no level.
+            Outcome::NotSupported(_) => {}
         }
     }
 
@@ -209,6 +214,9 @@ pub fn summary(results: &[CaseResult]) -> String {
             Outcome::Skipped(why) => {
                 let _ = writeln!(out, "SKIP {name}: {why}");
             }
+            Outcome::NotSupported(why) => {
+                let _ = writeln!(out, "NOT SUPPORTED {name}: {why}");
+            }
             Outcome::Failed(why) => {
                 let _ = writeln!(out, "FAIL {name}:");
                 for line in why {
@@ -274,5 +282,28 @@ mod tests {
             .find(|p| p.name == "GATEWAY-TCP")
             .unwrap();
         assert_eq!(tcp.core.statistics.failed, 2);
+    }
+
+    #[test]
+    fn an_unrun_core_test_keeps_its_level_from_success_and_an_unsupported_one_counts_nowhere() {
+        let passed = result("TCPRouteMultipleRoutesAttachment", false, Outcome::Passed);
+        let tcp_core = |results: &[CaseResult]| {
+            let report = build(results);
+            let tcp = report
+                .profiles
+                .into_iter()
+                .find(|p| p.name == "GATEWAY-TCP");
+            let core = tcp.expect("GATEWAY-TCP").core;
+            (core.result, core.statistics.skipped)
+        };
+        assert_eq!(tcp_core(std::slice::from_ref(&passed)), ("success", 0));
+        let unsupported = result(
+            "TCPRouteSomething",
+            false,
+            Outcome::NotSupported("x".into()),
+        );
+        assert_eq!(tcp_core(&[passed.clone(), unsupported]), ("success", 0));
+        let unrun = result("TCPRouteOther", false, Outcome::Skipped("no case".into()));
+        assert_eq!(tcp_core(&[passed, unrun]), ("partial", 1));
     }
 }

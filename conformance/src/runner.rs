@@ -11,13 +11,16 @@ use serde_json::Value;
 use crate::apiserver::ApiServer;
 use crate::case::{Case, ConnectionCase, RequestCase, StatusCheck};
 use crate::client::{self, Route};
-use crate::cluster::{Cluster, ClusterState, merge_patch, object_ref, parse_yaml, without};
+use crate::cluster::{
+    Cluster, ClusterState, GATEWAY_CLASS, merge_patch, object_ref, parse_yaml, without,
+};
 use crate::features;
 use crate::judge::judge;
 use crate::pods::Pods;
 use crate::process::{Launch, Waypoint};
 use crate::status;
 use crate::tls::Certificates;
+use crate::upstream;
 
 mod route;
 use route::{gateway_route, route_for};
@@ -29,8 +32,11 @@ pub enum Outcome {
     Passed,
     /// Some did not; each line says which and why.
     Failed(Vec<String>),
-    /// Not run, and why.
+    /// Not run, and why: counted as skipped, so its level cannot report success.
     Skipped(String),
+    /// Not run because it needs a feature waypoint does not declare, and which: upstream
+    /// counts such a test in no level.
+    NotSupported(String),
 }
 
 /// One case's result.
@@ -83,6 +89,9 @@ enum Source {
     Files,
     Api(ApiServer),
 }
+
+/// How long the base Gateways and our GatewayClass may take to be ready before any case.
+const SUITE_READY_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How long status may take to show what a case expects once the waypoint took the change
 /// (status is written after the snapshot, by its own task, as in a cluster).
@@ -156,14 +165,22 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
         .await
         .map_err(|e| e.to_string())?;
 
+    let base_gateways: Vec<String> = cluster
+        .gateways
+        .keys()
+        .map(|(ns, name)| format!("{ns}/{name}"))
+        .collect();
+    suite_ready(&source, &waypoint, &base_gateways).await?;
+
     let mut results = Vec::new();
+    let cases_run: Vec<String> = cases.iter().map(|c| c.name.clone()).collect();
     for case in cases {
         if !opts.only.is_empty() && !opts.only.iter().any(|o| case.name.contains(o.as_str())) {
             continue;
         }
         let started = Instant::now();
-        let outcome = match skip_reason(&case, opts.source) {
-            Some(why) => Outcome::Skipped(why),
+        let outcome = match not_run(&case, opts.source) {
+            Some(outcome) => outcome,
             None => {
                 let mut objects = base.clone();
                 let mut failures = Vec::new();
@@ -201,24 +218,82 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
         });
     }
     waypoint.stop().await;
+    results.extend(without_cases(&cases_run, &opts.only));
     Ok(results)
 }
 
-fn skip_reason(case: &Case, source: SourceMode) -> Option<String> {
+/// Waits, as upstream's suite setup waits, until our GatewayClass is accepted and every
+/// Gateway of the base manifests is accepted and programmed; an error says which is not.
+async fn suite_ready(
+    source: &Source,
+    waypoint: &Waypoint,
+    gateways: &[String],
+) -> Result<(), String> {
+    let deadline = Instant::now() + SUITE_READY_PATIENCE;
+    loop {
+        let view = match source {
+            Source::Files => waypoint.config_dump().await.map_err(|e| e.to_string())?,
+            Source::Api(api) => api.status(),
+        };
+        match status::suite_ready(&view, GATEWAY_CLASS, gateways) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!("the base manifests never became ready: {e}"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The upstream tests that have no case file (those `only` selects), as upstream would count
+/// them: not supported when they need an undeclared feature, else skipped.
+fn without_cases(cases: &[String], only: &[String]) -> Vec<CaseResult> {
+    upstream::TESTS
+        .iter()
+        .filter(|t| !cases.iter().any(|c| c == t.name))
+        .filter(|t| only.is_empty() || only.iter().any(|o| t.name.contains(o.as_str())))
+        .map(|t| {
+            let features: Vec<String> = t.features.iter().map(|f| f.to_string()).collect();
+            let outcome = unsupported(&features).unwrap_or_else(|| {
+                Outcome::Skipped("no case file: this upstream test is not run".into())
+            });
+            CaseResult {
+                name: t.name.to_owned(),
+                features,
+                provisional: t.provisional,
+                outcome,
+                elapsed: Duration::ZERO,
+            }
+        })
+        .collect()
+}
+
+/// Why `case` is not run, if it is not.
+fn not_run(case: &Case, source: SourceMode) -> Option<Outcome> {
     if let Some(why) = &case.skip {
-        return Some(why.clone());
+        return Some(Outcome::Skipped(why.clone()));
+    }
+    if let Some(outcome) = unsupported(&case.features) {
+        return Some(outcome);
     }
     if source == SourceMode::Files
         && let Some(why) = &case.skip_from_files
     {
-        return Some(format!("not judged from /config_dump: {why}"));
+        return Some(Outcome::Skipped(format!(
+            "not judged from /config_dump: {why}"
+        )));
     }
-    let missing: Vec<String> = case
-        .features
+    None
+}
+
+/// `NotSupported` naming each feature of `features` waypoint does not declare, if any.
+fn unsupported(features: &[String]) -> Option<Outcome> {
+    let missing: Vec<String> = features
         .iter()
         .filter_map(|f| features::unsupported_reason(f).map(|why| format!("{f} ({why})")))
         .collect();
-    (!missing.is_empty()).then(|| format!("unsupported feature(s): {}", missing.join(", ")))
+    (!missing.is_empty())
+        .then(|| Outcome::NotSupported(format!("unsupported feature(s): {}", missing.join(", "))))
 }
 
 /// One case in progress: its objects, and what it deleted so far.
@@ -682,17 +757,43 @@ mod tests {
     #[test]
     fn a_case_skipped_from_files_runs_through_the_api_server() {
         let case = Case::parse(
-            "name: T\nsource: s.go\nfeatures: [Gateway, TLSRoute]\nmanifests: []\nskipFromFiles: no kinds there\n",
+            "name: TLSRouteSimpleSameNamespace\nsource: s.go\nfeatures: [Gateway, TLSRoute]\nmanifests: []\nskipFromFiles: no kinds there\n",
         )
         .unwrap();
-        assert_eq!(skip_reason(&case, SourceMode::Kube), None);
-        let why = skip_reason(&case, SourceMode::Files).unwrap();
+        assert_eq!(not_run(&case, SourceMode::Kube), None);
+        let Some(Outcome::Skipped(why)) = not_run(&case, SourceMode::Files) else {
+            panic!("not skipped from files")
+        };
         assert!(why.contains("no kinds there"), "{why}");
         let unsupported = Case::parse(
-            "name: T\nsource: s.go\nfeatures: [Gateway, TLSRouteModeTerminate]\nmanifests: []\n",
+            "name: TLSRouteListenerTerminateSupportedKinds\nsource: s.go\nfeatures: [Gateway, TLSRoute, TLSRouteModeTerminate]\nmanifests: []\n",
         )
         .unwrap();
-        let why = skip_reason(&unsupported, SourceMode::Kube).unwrap();
+        let Some(Outcome::NotSupported(why)) = not_run(&unsupported, SourceMode::Kube) else {
+            panic!("not reported unsupported")
+        };
         assert!(why.contains("TLSRouteModeTerminate"), "{why}");
+    }
+
+    #[test]
+    fn upstream_tests_without_a_case_are_reported_skipped_or_not_supported() {
+        let results = without_cases(&["HTTPRouteRetry".into()], &[]);
+        assert_eq!(results.len(), upstream::TESTS.len() - 1);
+        assert!(!results.iter().any(|r| r.name == "HTTPRouteRetry"));
+        let outcome = |name: &str| {
+            let r = results.iter().find(|r| r.name == name).expect(name);
+            r.outcome.clone()
+        };
+        // Supported features, no case file: counted as not run.
+        assert!(
+            matches!(outcome("HTTPRouteSimpleSameNamespace"), Outcome::Skipped(w) if w.contains("no case file"))
+        );
+        // An undeclared feature: not supported, as upstream reports it.
+        assert!(
+            matches!(outcome("UDPRouteWeightedRouting"), Outcome::NotSupported(w) if w.contains("UDPRoute"))
+        );
+        // `--only` narrows them as it narrows the cases.
+        let only = without_cases(&[], &["GatewayClassObserved".into()]);
+        assert_eq!(only.len(), 1, "{only:?}");
     }
 }

@@ -78,6 +78,36 @@ pub fn gateway_ready(dump: &Value, gateway: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What upstream's suite waits for before any test (`GWCMustHaveAcceptedConditionTrue`,
+/// `NamespacesMustBeReady`): our GatewayClass `Accepted` (when the view lists classes: the
+/// API server's does), and each of the base `gateways` (`namespace/name`) `Accepted` and
+/// `Programmed`, all at their latest generation. Any reason will do, as upstream's does.
+pub fn suite_ready(dump: &Value, class: &str, gateways: &[String]) -> Result<(), String> {
+    let holds = |kind: &str| ConditionCheck {
+        kind: kind.into(),
+        status: true,
+        reason: None,
+        any_reason: true,
+    };
+    if dump.get("gatewayClasses").is_some() {
+        let accepted = StatusCheck {
+            gateway_class: Some(class.into()),
+            conditions: vec![holds("Accepted")],
+            ..StatusCheck::default()
+        };
+        check(dump, &accepted)?;
+    }
+    for gateway in gateways {
+        let ready = StatusCheck {
+            gateway: Some(gateway.clone()),
+            conditions: vec![holds("Accepted"), holds("Programmed")],
+            ..StatusCheck::default()
+        };
+        check(dump, &ready)?;
+    }
+    Ok(())
+}
+
 /// Checks one expectation; `Err` says what differs.
 pub fn check(dump: &Value, s: &StatusCheck) -> Result<(), String> {
     if let Some(route) = &s.route {
@@ -108,6 +138,13 @@ fn check_route(dump: &Value, route: &str, s: &StatusCheck) -> Result<(), String>
         && let Some(p) = parents.iter().find(accepted)
     {
         return Err(format!("{route}: parent {} is Accepted", parent_label(p)));
+    }
+    // Upstream judges a route only once every parent's conditions are at its generation.
+    if let Some(generation) = entry.and_then(|e| e["generation"].as_i64()) {
+        for p in &parents {
+            latest(&p["conditions"], generation)
+                .map_err(|e| format!("{route} parent {}: {e}", parent_label(p)))?;
+        }
     }
     if let Some(want) = s.observed_generation {
         if parents.is_empty() {
@@ -148,6 +185,9 @@ fn check_route(dump: &Value, route: &str, s: &StatusCheck) -> Result<(), String>
 
 fn check_gateway(dump: &Value, gateway: &str, s: &StatusCheck) -> Result<(), String> {
     let gw = gateway_entry(dump, gateway)?;
+    if let Some(generation) = gw["generation"].as_i64() {
+        latest(&gw["conditions"], generation).map_err(|e| format!("Gateway {gateway}: {e}"))?;
+    }
     for want in &s.conditions {
         find_condition(&gw["conditions"], want).map_err(|e| format!("Gateway {gateway}: {e}"))?;
     }
@@ -189,6 +229,10 @@ fn check_gateway_class(dump: &Value, class: &str, s: &StatusCheck) -> Result<(),
         .flatten()
         .find(|c| c["name"] == class)
         .ok_or_else(|| format!("GatewayClass {class} has no status of ours"))?;
+    if let Some(generation) = entry["generation"].as_i64() {
+        latest(&entry["conditions"], generation)
+            .map_err(|e| format!("GatewayClass {class}: {e}"))?;
+    }
     for want in &s.conditions {
         find_condition(&entry["conditions"], want)
             .map_err(|e| format!("GatewayClass {class}: {e}"))?;
@@ -198,6 +242,32 @@ fn check_gateway_class(dump: &Value, class: &str, s: &StatusCheck) -> Result<(),
             .map_err(|e| format!("GatewayClass {class}: {e}"))?;
     }
     Ok(())
+}
+
+/// Upstream's `ConditionsHaveLatestObservedGeneration`: no condition in `conditions` is older
+/// than the object's `generation`. The API-server view carries the generation of every
+/// object; `/config_dump` computes status from the object it shows, so it has none to lag.
+fn latest(conditions: &Value, generation: i64) -> Result<(), String> {
+    let stale: Vec<String> = conditions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["observedGeneration"].as_i64() != Some(generation))
+        .map(|c| {
+            format!(
+                "{} ({})",
+                c["type"].as_str().unwrap_or_default(),
+                c["observedGeneration"]
+            )
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "conditions not at generation {generation}: {}",
+        stale.join(", ")
+    ))
 }
 
 /// Every condition in `conditions` (at least one) carries `observedGeneration: want`.
@@ -218,8 +288,8 @@ fn observed_generation_is(conditions: &Value, want: i64) -> Result<(), String> {
     Ok(())
 }
 
-/// Upstream's `findConditionInList`: a condition of that type with that status and, when one
-/// is given, that reason.
+/// Upstream's `findConditionInList`: a condition of that type with that status and the
+/// reason the check expects ([`ConditionCheck::expected_reason`]).
 fn find_condition(conditions: &Value, want: &ConditionCheck) -> Result<(), String> {
     let Some(have) = conditions
         .as_array()
@@ -230,10 +300,7 @@ fn find_condition(conditions: &Value, want: &ConditionCheck) -> Result<(), Strin
         return Err(format!("no {} condition", want.kind));
     };
     let status_ok = is_true(&have["status"]) == want.status;
-    let reason_ok = want
-        .reason
-        .as_ref()
-        .is_none_or(|r| have["reason"] == r.as_str());
+    let reason_ok = want.expected_reason().is_none_or(|r| have["reason"] == r);
     if status_ok && reason_ok {
         return Ok(());
     }
@@ -244,7 +311,7 @@ fn find_condition(conditions: &Value, want: &ConditionCheck) -> Result<(), Strin
         have["reason"].as_str().unwrap_or_default(),
         have["message"].as_str().unwrap_or_default(),
         want.status,
-        want.reason.as_deref().unwrap_or("any reason"),
+        want.expected_reason().unwrap_or("any reason"),
     ))
 }
 
@@ -325,6 +392,7 @@ mod tests {
                 kind: "Accepted".into(),
                 status,
                 reason: Some(reason.into()),
+                any_reason: false,
             }],
             no_accepted_parents: true,
             ..StatusCheck::default()
@@ -360,6 +428,7 @@ mod tests {
                 kind: "ResolvedRefs".into(),
                 status: false,
                 reason: Some(reason.into()),
+                any_reason: false,
             }],
             attached_routes: attached,
         };
@@ -401,6 +470,7 @@ mod tests {
             kind: "Accepted".into(),
             status,
             reason: Some(reason.into()),
+            any_reason: false,
         };
         let gw = |c: ConditionCheck, generation| StatusCheck {
             gateway: Some("infra/gw".into()),
@@ -424,5 +494,36 @@ mod tests {
         let mut other = class(3);
         other.gateway_class = Some("theirs".into());
         assert!(check(&d, &other).unwrap_err().contains("no status of ours"));
+    }
+
+    #[test]
+    fn stale_conditions_fail_every_check_once_the_generation_is_known() {
+        let view = |observed: i64| {
+            json!({
+                "routeParents": [{"kind": "HTTPRoute", "namespace": "infra", "name": "r", "generation": 2,
+                    "parents": [{"parentRef": {"kind": "Gateway", "namespace": "infra", "name": "gw"},
+                                 "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                                                 "observedGeneration": observed}]}]}],
+                "gateways": [{"namespace": "infra", "name": "gw", "generation": 1, "listeners": [],
+                    "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 1},
+                                   {"type": "Programmed", "status": "True", "reason": "Programmed", "observedGeneration": observed}]}],
+                "gatewayClasses": [{"name": "wp", "generation": 1, "conditions": [
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "observedGeneration": 1}]}],
+            })
+        };
+        // No generation named in the check: the object's own is required.
+        let route = StatusCheck {
+            route: Some("HTTPRoute infra/r".into()),
+            ..StatusCheck::default()
+        };
+        assert!(check(&view(2), &route).is_ok());
+        let stale = check(&view(1), &route).unwrap_err();
+        assert!(stale.contains("not at generation 2"), "{stale}");
+        let gateways = ["infra/gw".to_owned()];
+        assert!(suite_ready(&view(1), "wp", &gateways).is_ok());
+        let not_latest = suite_ready(&view(2), "wp", &gateways).unwrap_err();
+        assert!(not_latest.contains("Programmed (2)"), "{not_latest}");
+        let unowned = suite_ready(&view(1), "theirs", &gateways).unwrap_err();
+        assert!(unowned.contains("GatewayClass theirs"), "{unowned}");
     }
 }
