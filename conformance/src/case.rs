@@ -124,7 +124,8 @@ pub struct StatusCheck {
     /// `gatewayClass`, the class's.
     #[serde(default)]
     pub observed_generation: Option<i64>,
-    /// With `route`: no parent may have `Accepted: True`.
+    /// With `route`: upstream's `…MustHaveNoAcceptedParents`: no parent status at all, or
+    /// exactly one whose `Accepted` is `False`.
     #[serde(default)]
     pub no_accepted_parents: bool,
     /// With `route`: the exact set of parents (`Kind namespace/name`) in its status.
@@ -139,6 +140,10 @@ pub struct StatusCheck {
     /// With `gateway`: the number of attached routes.
     #[serde(default)]
     pub attached_routes: Option<u64>,
+    /// With `gateway`: upstream's `GatewayMustHaveZeroRoutes`: no listener status, or exactly
+    /// one listener with no attached routes.
+    #[serde(default)]
+    pub zero_routes: bool,
     /// With `gateway`: every listener's status, as upstream's `GatewayStatusMustHaveListeners`
     /// judges it (the same number of listeners, each named one present).
     #[serde(default)]

@@ -127,17 +127,24 @@ fn check_route(dump: &Value, route: &str, s: &StatusCheck) -> Result<(), String>
     let parents: Vec<&Value> = entry
         .map(|e| e["parents"].as_array().into_iter().flatten().collect())
         .unwrap_or_default();
-    let accepted = |p: &&&Value| {
-        p["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Accepted" && is_true(&c["status"]))
-    };
-    if s.no_accepted_parents
-        && let Some(p) = parents.iter().find(accepted)
-    {
-        return Err(format!("{route}: parent {} is Accepted", parent_label(p)));
+    if s.no_accepted_parents {
+        let not_accepted = ConditionCheck {
+            kind: "Accepted".into(),
+            status: false,
+            reason: None,
+            any_reason: true,
+        };
+        match parents[..] {
+            [] => {}
+            [p] => find_condition(&p["conditions"], &not_accepted)
+                .map_err(|e| format!("{route}: parent {}: {e}", parent_label(p)))?,
+            _ => {
+                return Err(format!(
+                    "{route}: {} parent statuses, expected at most one (not accepted)",
+                    parents.len()
+                ));
+            }
+        }
     }
     // Upstream judges a route only once every parent's conditions are at its generation.
     if let Some(generation) = entry.and_then(|e| e["generation"].as_i64()) {
@@ -203,6 +210,24 @@ fn check_gateway(dump: &Value, gateway: &str, s: &StatusCheck) -> Result<(), Str
     }
     if let Some(want) = &s.listeners {
         check_listeners(gateway, gw, want)?;
+    }
+    if s.zero_routes {
+        let listeners: Vec<&Value> = gw["listeners"].as_array().into_iter().flatten().collect();
+        let zero = match listeners[..] {
+            [] => true,
+            [l] => l["attachedRoutes"].as_u64() == Some(0),
+            _ => false,
+        };
+        if !zero {
+            return Err(format!(
+                "Gateway {gateway}: {} listener statuses with {:?} attached routes, expected none or one with 0",
+                listeners.len(),
+                listeners
+                    .iter()
+                    .map(|l| l["attachedRoutes"].as_u64().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            ));
+        }
     }
     if let Some(want) = s.attached_routes {
         let have: u64 = gw["listeners"]
@@ -525,5 +550,36 @@ mod tests {
         assert!(not_latest.contains("Programmed (2)"), "{not_latest}");
         let unowned = suite_ready(&view(1), "theirs", &gateways).unwrap_err();
         assert!(unowned.contains("GatewayClass theirs"), "{unowned}");
+    }
+
+    #[test]
+    fn zero_routes_and_no_accepted_parents_are_as_narrow_as_upstream() {
+        let gateway = |listeners: Value| json!({"gateways": [{"namespace": "infra", "name": "gw", "listeners": listeners}]});
+        let zero = StatusCheck {
+            gateway: Some("infra/gw".into()),
+            zero_routes: true,
+            ..StatusCheck::default()
+        };
+        assert!(check(&gateway(json!([])), &zero).is_ok());
+        assert!(check(&gateway(json!([{"name": "a", "attachedRoutes": 0}])), &zero).is_ok());
+        assert!(check(&gateway(json!([{"name": "a", "attachedRoutes": 1}])), &zero).is_err());
+        // Two listeners with none attached is not what upstream accepts either.
+        let two = json!([{"name": "a", "attachedRoutes": 0}, {"name": "b", "attachedRoutes": 0}]);
+        assert!(check(&gateway(two), &zero).is_err());
+
+        let route = |parents: Value| json!({"routeParents": [{"kind": "HTTPRoute", "namespace": "infra", "name": "r", "parents": parents}]});
+        let none_accepted = StatusCheck {
+            route: Some("HTTPRoute infra/r".into()),
+            no_accepted_parents: true,
+            ..StatusCheck::default()
+        };
+        let parent = |conditions: Value| json!({"parentRef": {"kind": "Gateway", "namespace": "infra", "name": "gw"}, "conditions": conditions});
+        let refused =
+            parent(json!([{"type": "Accepted", "status": "False", "reason": "NoMatchingParent"}]));
+        assert!(check(&route(json!([])), &none_accepted).is_ok());
+        assert!(check(&route(json!([refused.clone()])), &none_accepted).is_ok());
+        // A parent that says nothing about acceptance, or two parents, do not pass.
+        assert!(check(&route(json!([parent(json!([]))])), &none_accepted).is_err());
+        assert!(check(&route(json!([refused.clone(), refused])), &none_accepted).is_err());
     }
 }
