@@ -86,26 +86,63 @@ impl Pods {
         Ok(())
     }
 
-    /// How many requests the pods of `namespace/deployment` served carrying `header` with a
-    /// value starting with `prefix`.
-    pub fn seen_with_header(
+    /// The mirrored copies the pods of `namespace/deployment` served, judged against `sent`:
+    /// each request the harness sent carries a unique marker in `header`, and `sent` maps
+    /// that marker to the path its copy must arrive with (the path the primary backend must
+    /// see, after filters such as URLRewrite). A copy counts only when both its marker and
+    /// its path match, as upstream finds in the mirror backend's log the line naming the
+    /// request's own unique path; a copy of another request, or one sent to `/`, does not.
+    pub fn mirrored_copies(
         &self,
         namespace: &str,
         deployment: &str,
         header: &str,
-        prefix: &str,
-    ) -> usize {
+        sent: &HashMap<String, String>,
+    ) -> MirrorCopies {
         let since = self.started.unwrap_or_else(Instant::now);
-        self.log.count_matching(since, |r| {
-            r.backend.namespace == namespace
-                && r.backend.service == deployment
-                && r.header(header).is_some_and(|v| v.starts_with(prefix))
-        })
+        let mut copies = MirrorCopies::default();
+        let mut found = std::collections::HashSet::new();
+        for r in self.log.matching(since, |r| {
+            r.backend.namespace == namespace && r.backend.service == deployment
+        }) {
+            let Some(expected) = r.header(header).and_then(|marker| sent.get(marker)) else {
+                continue;
+            };
+            if path_matches(&r.path, expected) {
+                // A copy delivered twice is still one mirrored request.
+                if found.insert(r.header(header).unwrap_or_default().to_owned()) {
+                    copies.matched += 1;
+                }
+            } else if copies.wrong_path.len() < 3 {
+                copies
+                    .wrong_path
+                    .push(format!("{} (expected {expected})", r.path));
+            }
+        }
+        copies
     }
 }
 
+/// What a mirror backend's log held of the marked requests.
+#[derive(Debug, Default, PartialEq)]
+pub struct MirrorCopies {
+    /// How many distinct marked requests arrived with the expected path.
+    pub matched: usize,
+    /// A few paths of marked copies that arrived with another path, for the failure message.
+    pub wrong_path: Vec<String>,
+}
+
+/// Whether a logged request target is `expected`: exactly, or, when `expected` has no
+/// query, its path without the query (the harness's expected paths name no query unless
+/// the request sent one).
+fn path_matches(target: &str, expected: &str) -> bool {
+    target == expected
+        || (!expected.contains('?') && target.split_once('?').is_some_and(|(p, _)| p == expected))
+}
+
 /// One gRPC call through the waypoint, judged as upstream's gRPC tests judge: the status code,
-/// and on OK the serving pod and its namespace. Returns the pod.
+/// and on OK the full method the backend served, the serving pod and its namespace. Returns
+/// the pod.
 pub async fn grpc_attempt(
     route: &Route,
     req: &RequestCase,
@@ -137,9 +174,20 @@ pub async fn grpc_attempt(
     if code != grpc::code::OK {
         return Ok(None);
     }
-    let context = reply
+    let assertions = reply
         .assertions()
-        .and_then(|a| a.context.clone())
+        .ok_or_else(|| format!("{method}: the answer carries no echo assertions"))?;
+    // The backend reports the method it served: a waypoint that routed the call by one
+    // method but delivered another (rewrote the path) answers OK from the wrong handler.
+    if assertions.fully_qualified_method != method {
+        return Err(format!(
+            "{method}: the backend served method {:?}",
+            assertions.fully_qualified_method
+        ));
+    }
+    let context = assertions
+        .context
+        .clone()
         .ok_or_else(|| format!("{method}: the answer carries no echo context"))?;
     if let Some(backend) = &req.backend
         && !context.pod.starts_with(backend.as_str())
@@ -268,4 +316,97 @@ async fn websocket(route: &Route, req: &RequestCase) -> Result<Option<String>, S
     }
     let _ = io.write_all(&client_frame(0x8, &[0x03, 0xe8])).await;
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use waypoint_bin::tools::echo::LoggedRequest;
+
+    use super::*;
+
+    const MARKER: &str = "x-conformance-probe";
+
+    fn pods_with(copies: &[(&str, &str, &str)]) -> Pods {
+        let pods = Pods {
+            started: Some(Instant::now()),
+            ..Pods::default()
+        };
+        for (service, path, marker) in copies {
+            pods.log.record(LoggedRequest {
+                at: Instant::now(),
+                backend: Arc::new(EchoIdentity {
+                    pod: format!("{service}-0"),
+                    namespace: "infra".into(),
+                    service: (*service).into(),
+                }),
+                method: "GET".into(),
+                path: (*path).into(),
+                host: "h".into(),
+                proto: "HTTP/1.1".into(),
+                headers: vec![(MARKER.into(), (*marker).into())],
+            });
+        }
+        pods
+    }
+
+    fn sent(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_mirrored_copy_with_the_wrong_path_is_not_accepted() {
+        let pods = pods_with(&[("v2", "/", "run-0")]);
+        let copies = pods.mirrored_copies("infra", "v2", MARKER, &sent(&[("run-0", "/mirror")]));
+        assert_eq!(copies.matched, 0);
+        assert_eq!(copies.wrong_path, ["/ (expected /mirror)"]);
+    }
+
+    #[test]
+    fn a_copy_of_another_request_is_not_accepted() {
+        let pods = pods_with(&[("v2", "/mirror", "other-run-0")]);
+        let copies = pods.mirrored_copies("infra", "v2", MARKER, &sent(&[("run-0", "/mirror")]));
+        assert_eq!(copies, MirrorCopies::default());
+    }
+
+    #[test]
+    fn copies_count_once_per_request_and_only_at_the_named_backend() {
+        let pods = pods_with(&[
+            ("v2", "/mirror", "run-0"),
+            ("v2", "/mirror?request-id=1", "run-0"),
+            ("v2", "/mirror", "run-1"),
+            ("v3", "/mirror", "run-2"),
+        ]);
+        let sent = sent(&[
+            ("run-0", "/mirror"),
+            ("run-1", "/mirror"),
+            ("run-2", "/mirror"),
+        ]);
+        assert_eq!(
+            pods.mirrored_copies("infra", "v2", MARKER, &sent).matched,
+            2
+        );
+        assert_eq!(
+            pods.mirrored_copies("infra", "v3", MARKER, &sent).matched,
+            1
+        );
+        assert_eq!(
+            pods.mirrored_copies("other", "v2", MARKER, &sent).matched,
+            0
+        );
+    }
+
+    #[test]
+    fn a_path_matches_exactly_or_without_its_query() {
+        assert!(path_matches("/mirror", "/mirror"));
+        assert!(path_matches("/mirror?a=1", "/mirror"));
+        assert!(path_matches("/mirror?a=1", "/mirror?a=1"));
+        assert!(!path_matches("/mirror?a=2", "/mirror?a=1"));
+        assert!(!path_matches("/mirror/x", "/mirror"));
+        assert!(!path_matches("/", "/mirror"));
+    }
 }

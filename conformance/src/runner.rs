@@ -697,6 +697,9 @@ async fn check_split(
 }
 
 /// Sends marked requests and looks for their copies in the mirror backends' request logs.
+/// A copy counts when it carries the marker of a request sent here and arrives with that
+/// request's expected path, so a copy of some other request, or one sent to another path,
+/// is not taken for the mirrored request.
 async fn check_mirrors(
     route: &Route,
     req: &RequestCase,
@@ -706,31 +709,50 @@ async fn check_mirrors(
     let percentage = req.mirrored_to.iter().any(|m| m.percent.is_some());
     let rounds = if percentage { SPLIT_REQUESTS } else { 1 };
     let run = format!("{:016x}", fastrand::u64(..));
+    let mut sent = std::collections::HashMap::new();
     for i in 0..rounds {
-        let marker = vec![(PROBE_HEADER.to_owned(), format!("{run}-{i}"))];
-        attempt(route, &req.with_unique(&unique()), sent_host, &marker)
-            .await
-            .map_err(|e| format!("mirrored request: {e}"))?;
+        let marker = format!("{run}-{i}");
+        let this = req.with_unique(&unique());
+        attempt(
+            route,
+            &this,
+            sent_host,
+            &[(PROBE_HEADER.to_owned(), marker.clone())],
+        )
+        .await
+        .map_err(|e| format!("mirrored request: {e}"))?;
+        sent.insert(marker, mirrored_path(&this).to_owned());
     }
     // Mirrors are fire and forget: give them a moment to land.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut errors = Vec::new();
         for m in &req.mirrored_to {
-            let seen = pods.seen_with_header(&m.namespace, &m.name, PROBE_HEADER, &run);
+            let copies = pods.mirrored_copies(&m.namespace, &m.name, PROBE_HEADER, &sent);
+            let wrong = if copies.wrong_path.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (copies arrived with the wrong path: {})",
+                    copies.wrong_path.join(", ")
+                )
+            };
             match m.percent {
-                None if seen == 0 => errors.push(format!(
-                    "{}/{} saw no mirrored request",
-                    m.namespace, m.name
+                None if copies.matched == 0 => errors.push(format!(
+                    "{}/{} saw no mirrored copy of the request at {}{wrong}",
+                    m.namespace,
+                    m.name,
+                    sent.values().next().map_or("", String::as_str)
                 )),
                 Some(pct) => {
-                    let got = seen as f64 / rounds as f64;
+                    let got = copies.matched as f64 / rounds as f64;
                     let want = pct / 100.0;
                     // Upstream accepts three standard deviations of Binomial(rounds, want).
                     let band = 3.0 * (want * (1.0 - want) / rounds as f64).sqrt();
                     if (got - want).abs() > band {
                         errors.push(format!(
-                            "{}/{} saw {:.1}% of requests mirrored, expected {pct}%",
+                            "{}/{} saw {:.1}% of requests mirrored with their path, expected \
+                             {pct}%{wrong}",
                             m.namespace,
                             m.name,
                             got * 100.0
@@ -748,6 +770,16 @@ async fn check_mirrors(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The path a request's mirrored copy must arrive with: the one the primary backend must see
+/// (after filters such as URLRewrite, which apply to the copy too), else the path sent.
+fn mirrored_path(req: &RequestCase) -> &str {
+    req.expected_request
+        .as_ref()
+        .and_then(|e| e.path.as_deref())
+        .filter(|p| !p.is_empty())
+        .unwrap_or(&req.request.path)
 }
 
 #[cfg(test)]

@@ -124,7 +124,9 @@ pub(super) async fn answer(req: Request<Incoming>, identity: &EchoIdentity) -> R
     );
     let response = EchoResponse {
         assertions: Some(Assertions {
-            fully_qualified_method: format!("/{SERVICE}/{method}"),
+            // The path the call arrived on, as grpc-go's `grpc.Method` reports it, so a
+            // client can tell which method the backend actually served.
+            fully_qualified_method: path.to_owned(),
             headers,
             authority,
             context: Some(Context {
