@@ -24,6 +24,7 @@ export CARGO_TARGET_DIR=$work/target CARGO_INCREMENTAL=1
 mutations=(
   "h2c-ignored|waypoint-core/src/config/protocol.rs|s/(\"kubernetes.io\/h2c\"\) => Some\(\(PortProtocol::Http, )AppProtocol::H2c/\${1}AppProtocol::Http1/|HTTPRouteBackendProtocolH2C|kube"
   "accepted-reason-wrong|filters/src/route/attach.rs|s/cond\(\"Accepted\", true, \"Accepted\", \"attached\"\)/cond(\"Accepted\", true, \"Attached\", \"attached\")/|HTTPRouteSimpleSameNamespace|kube"
+  "mirror-to-root|waypoint-core/src/upstream/mod.rs|s/let mut req = replay.request\(\);/let mut req = replay.request(); *req.uri_mut() = http::Uri::from_static(\"\/\");/|HTTPRouteRequestMirror|kube"
   "observed-generation-zero|kube/src/status/schema.rs|s/condition\[\"observedGeneration\"\] = json!\(generation\)/condition[\"observedGeneration\"] = json!(0)/|HTTPRouteSimpleSameNamespace|kube"
 )
 
@@ -53,8 +54,10 @@ for m in "${mutations[@]}"; do
     --source "$source" --only "$cases" --report /dev/null) >"$log" 2>&1
   status=$?
   set -e
-  if [ $status -ne 0 ] && grep -q '^FAIL ' "$log"; then
-    echo "CAUGHT $name: $(grep -A1 '^FAIL ' "$log" | tail -1 | cut -c1-200)"
+  # Caught: a case failed, or the suite refused to start (the base never became ready).
+  why=$(grep -m1 -A1 '^FAIL ' "$log" | tail -1; grep -m1 '^waypoint-conformance: ' "$log" || true)
+  if [ $status -ne 0 ] && [ -n "$why" ]; then
+    echo "CAUGHT $name: $(echo "$why" | head -1 | cut -c1-200)"
     caught=$((caught + 1))
   else
     echo "MISSED $name: the cases passed against the broken waypoint (log: $log)"
