@@ -2,6 +2,10 @@
 //! Gateways by listener (sectionName, port, allowedRoutes, hostname intersection). Every parent
 //! we implement gets its `Accepted`/`ResolvedRefs` conditions, and every Gateway its status.
 //!
+//! A Gateway is `Accepted` while at least one listener is (reason `ListenersNotValid` when
+//! some are not), and is refused with `InvalidParameters` when it names a `parametersRef`, which
+//! the waypoint never reads; its listeners are served regardless (see [`gateway_conditions`]).
+//!
 //! A listener takes the route kinds its protocol carries ([`Listener::servable_route_kinds`]:
 //! HTTP/HTTPS take HTTPRoute and GRPCRoute, TCP takes TCPRoute, TLS Passthrough takes
 //! TLSRoute); a route of another kind is `NotAllowedByListeners` there. Every route a listener
@@ -476,21 +480,12 @@ impl<'a> Builder<'a> {
                     port.listeners.push(served.clone());
                 }
             }
-            let programmed = if addresses.is_empty() {
-                cond(
-                    "Programmed",
-                    false,
-                    "AddressNotAssigned",
-                    "no IPAddress in spec.addresses or status.addresses: the Gateway is not served",
-                )
-            } else {
-                cond("Programmed", true, "Programmed", "served")
-            };
             cx.report_gateway(GatewayStatus {
                 gateway: gw.resource_ref(),
                 addresses: addresses.iter().map(ToString::to_string).collect(),
-                conditions: vec![cond("Accepted", true, "Accepted", "accepted"), programmed],
+                conditions: gateway_conditions(gw, &listeners, !addresses.is_empty()),
                 listeners,
+                observed_generation: gw.metadata.generation,
             });
         }
         for port in table.gateways.values_mut() {
@@ -499,6 +494,77 @@ impl<'a> Builder<'a> {
         }
         table
     }
+}
+
+/// A Gateway's own `Accepted` and `Programmed`, from its spec and its listeners' status.
+///
+/// - `Accepted` is False with `InvalidParameters` when `spec.infrastructure.parametersRef` is
+///   set: the waypoint takes no parameters object of any kind, so whatever it names is one we
+///   cannot use. The listeners are served all the same (the Gateway API lets an implementation
+///   keep serving): parameters we never read cannot change what we serve, so refusing traffic
+///   would turn a reference we ignore into an outage. `Programmed` says that truthfully. (The
+///   controller, which would provision from parameters, refuses to provision such a Gateway.)
+/// - Otherwise `Accepted` is True with `Accepted` when every listener is accepted, True with
+///   `ListenersNotValid` when some are, and False with `ListenersNotValid` when none is: a
+///   Gateway with no usable listener effectively has none, and is then not programmed either.
+fn gateway_conditions(
+    gw: &Gateway,
+    listeners: &[ListenerStatus],
+    has_address: bool,
+) -> Vec<Condition> {
+    let refused: Vec<&str> = listeners
+        .iter()
+        .filter(|l| {
+            !l.conditions
+                .iter()
+                .any(|c| c.kind == "Accepted" && c.status)
+        })
+        .map(|l| l.name.as_str())
+        .collect();
+    let none_accepted = refused.len() == listeners.len();
+    let parameters = gw
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.parameters_ref.as_ref());
+    let accepted = if let Some(p) = parameters {
+        let group = if p.group.is_empty() { "core" } else { &p.group };
+        let why = format!(
+            "spec.infrastructure.parametersRef ({group} {} {}): waypoint takes no parameters object; the listeners are served as if it were absent",
+            p.kind, p.name
+        );
+        cond("Accepted", false, "InvalidParameters", why)
+    } else if none_accepted {
+        cond(
+            "Accepted",
+            false,
+            "ListenersNotValid",
+            "no listener is accepted",
+        )
+    } else if !refused.is_empty() {
+        let why = format!("listeners not accepted: {}", refused.join(", "));
+        cond("Accepted", true, "ListenersNotValid", why)
+    } else {
+        cond("Accepted", true, "Accepted", "accepted")
+    };
+    let programmed = if !has_address {
+        cond(
+            "Programmed",
+            false,
+            "AddressNotAssigned",
+            "no IPAddress in spec.addresses or status.addresses: the Gateway is not served",
+        )
+    } else if none_accepted {
+        cond(
+            "Programmed",
+            false,
+            "Invalid",
+            "no listener is accepted: nothing is served",
+        )
+    } else {
+        cond("Programmed", true, "Programmed", "served")
+    };
+    vec![accepted, programmed]
 }
 
 /// The hosts a listener takes. A TCP listener matches no hostname (the spec has its

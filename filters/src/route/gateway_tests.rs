@@ -603,3 +603,91 @@ async fn grpc_weights_and_reference_grant_kind() {
     }
     assert!((650..=850).contains(&v1), "v1 {v1} v2 {v2}");
 }
+
+impl Gw {
+    /// `Accepted=<status>/<reason> Programmed=<status>/<reason>` of Gateway `name` itself.
+    fn gateway_conditions(&self, name: &str) -> String {
+        let g = self
+            .out()
+            .gateways
+            .iter()
+            .find(|g| g.gateway.name == name)
+            .unwrap_or_else(|| panic!("no status for Gateway {name}"));
+        g.conditions
+            .iter()
+            .map(|c| format!("{}={}/{}", c.kind, c.status, c.reason))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_is_accepted_while_one_of_its_listeners_is() {
+    let g = gw(&docs(&[
+        gateway(
+            "all",
+            "10.0.0.11",
+            "  - {name: http, port: 80, protocol: HTTP}\n",
+        ),
+        gateway(
+            "some",
+            "10.0.0.12",
+            "  - {name: http, port: 80, protocol: HTTP}\n  - {name: invalid, port: 1111, protocol: INVALID}\n",
+        ),
+        gateway(
+            "none",
+            "10.0.0.13",
+            "  - {name: invalid, port: 1111, protocol: INVALID}\n",
+        ),
+        http_route("r", "infra", "[{name: some}]", "[]", &to("v1")),
+    ]));
+    assert_eq!(
+        g.gateway_conditions("all"),
+        "Accepted=true/Accepted Programmed=true/Programmed"
+    );
+    assert_eq!(
+        g.gateway_conditions("some"),
+        "Accepted=true/ListenersNotValid Programmed=true/Programmed"
+    );
+    let some = g.out().gateways.iter().find(|s| s.gateway.name == "some");
+    let message = &some.unwrap().conditions[0].message;
+    assert!(message.contains("invalid"), "{message}");
+    // The accepted listener still serves.
+    assert_eq!(g.get("10.0.0.12:80", "x", "/").await, "v1");
+    assert_eq!(
+        g.gateway_conditions("none"),
+        "Accepted=false/ListenersNotValid Programmed=false/Invalid"
+    );
+}
+
+#[tokio::test]
+async fn a_parameters_ref_refuses_the_gateway_but_its_listeners_are_still_served() {
+    let manifest = gateway(
+        "params",
+        "10.0.0.14",
+        "  - {name: http, port: 80, protocol: HTTP}\n",
+    )
+    .replace(
+        "  gatewayClassName: waypoint\n",
+        "  gatewayClassName: waypoint\n  infrastructure:\n    parametersRef: {group: invalid.io, kind: InvalidParameters, name: invalid}\n",
+    );
+    let g = gw(&docs(&[
+        manifest,
+        http_route("r", "infra", "[{name: params}]", "[]", &to("v1")),
+    ]));
+    assert_eq!(
+        g.gateway_conditions("params"),
+        "Accepted=false/InvalidParameters Programmed=true/Programmed"
+    );
+    let status = g.out().gateways.iter().find(|s| s.gateway.name == "params");
+    let message = &status.unwrap().conditions[0].message;
+    assert!(
+        message.contains("invalid.io InvalidParameters invalid"),
+        "{message}"
+    );
+    assert_eq!(g.get("10.0.0.14:80", "x", "/").await, "v1");
+    assert_eq!(
+        g.parent("r", "params"),
+        "Accepted=true/Accepted ResolvedRefs=true/ResolvedRefs"
+    );
+}
