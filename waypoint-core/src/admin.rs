@@ -415,6 +415,7 @@ mod tests {
                     supported_kinds: vec!["HTTPRoute"],
                     conditions: vec![c("Accepted", true, "Accepted")],
                 }],
+                observed_generation: Some(7),
             }],
             version: 3,
             applied_at: std::time::SystemTime::UNIX_EPOCH,
@@ -438,10 +439,12 @@ mod tests {
         assert_eq!(
             dump["gateways"],
             json!([{"namespace": "ns", "name": "g", "addresses": ["10.0.0.1"],
-                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"}],
+                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m",
+                    "observedGeneration": 7}],
                 "listeners": [{"name": "http", "port": 80, "attachedRoutes": 2,
                     "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
-                    "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m"}]}]}])
+                    "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m",
+                        "observedGeneration": 7}]}]}])
         );
         // A false per-parent condition makes the route not OK in the per-resource view.
         let statuses = snapshot.statuses();

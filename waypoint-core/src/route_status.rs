@@ -76,6 +76,9 @@ pub struct GatewayStatus {
     pub conditions: Vec<Condition>,
     /// One entry per listener, in spec order.
     pub listeners: Vec<ListenerStatus>,
+    /// The Gateway's `metadata.generation` these conditions (its own and its listeners') were
+    /// computed from.
+    pub observed_generation: Option<i64>,
 }
 
 /// A condition with `status` spelt as Kubernetes does (`"True"`/`"False"`).
@@ -88,8 +91,19 @@ pub fn condition_json(c: &Condition) -> Value {
     })
 }
 
-fn conditions_json(conditions: &[Condition]) -> Vec<Value> {
-    conditions.iter().map(condition_json).collect()
+/// Conditions computed from generation `observed_generation` of their object, each carrying
+/// it as Kubernetes status does (left out when the object has none, as in a hand-written file).
+fn conditions_json(conditions: &[Condition], observed_generation: Option<i64>) -> Vec<Value> {
+    conditions
+        .iter()
+        .map(|c| {
+            let mut c = condition_json(c);
+            if let Some(generation) = observed_generation {
+                c["observedGeneration"] = json!(generation);
+            }
+            c
+        })
+        .collect()
 }
 
 /// The `routeParents` list of `/config_dump`: one entry per route, its parents in the order
@@ -147,13 +161,13 @@ pub(crate) fn gateways_json(gateways: &[GatewayStatus]) -> Value {
                     "namespace": g.gateway.namespace,
                     "name": g.gateway.name,
                     "addresses": g.addresses,
-                    "conditions": conditions_json(&g.conditions),
+                    "conditions": conditions_json(&g.conditions, g.observed_generation),
                     "listeners": g.listeners.iter().map(|l| json!({
                         "name": l.name,
                         "port": l.port,
                         "attachedRoutes": l.attached_routes,
                         "supportedKinds": supported_kinds_json(&l.supported_kinds),
-                        "conditions": conditions_json(&l.conditions),
+                        "conditions": conditions_json(&l.conditions, g.observed_generation),
                     })).collect::<Vec<_>>(),
                 })
             })

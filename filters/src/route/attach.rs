@@ -491,6 +491,7 @@ impl<'a> Builder<'a> {
                 addresses: addresses.iter().map(ToString::to_string).collect(),
                 conditions: vec![cond("Accepted", true, "Accepted", "accepted"), programmed],
                 listeners,
+                observed_generation: gw.metadata.generation,
             });
         }
         for port in table.gateways.values_mut() {

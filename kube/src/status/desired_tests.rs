@@ -127,6 +127,7 @@ fn gateway_status(config: &Config, name: &str, listeners: &[&str]) -> GatewaySta
                 conditions: vec![cond("Accepted", true, "Accepted")],
             })
             .collect(),
+        observed_generation: gateway.and_then(|g| g.metadata.generation),
     }
 }
 
