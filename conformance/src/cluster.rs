@@ -183,10 +183,14 @@ pub fn without(objects: &[Value], deleted: &[String]) -> Vec<Value> {
         .collect()
 }
 
-/// Parses multi-document YAML into objects, substituting placeholders first; empty documents
-/// are dropped.
+/// Parses multi-document YAML into objects, substituting placeholders first (our class name,
+/// and our controller name for manifests that create a GatewayClass of their own); empty
+/// documents are dropped.
 pub fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
-    let text = text.replace("{GATEWAY_CLASS_NAME}", GATEWAY_CLASS);
+    let text = text.replace("{GATEWAY_CLASS_NAME}", GATEWAY_CLASS).replace(
+        "{GATEWAY_CONTROLLER_NAME}",
+        crate::apiserver::CONTROLLER_NAME,
+    );
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| e.to_string())?;
     Ok(docs.into_iter().filter(|d| d.is_object()).collect())
 }

@@ -12,10 +12,6 @@ pub const UNSUPPORTED: &[(&str, &str)] = &[
         "requested spec.addresses are served but never reported unusable",
     ),
     (
-        "GatewayHTTPListenerIsolation",
-        "not verified here: the upstream test's manifests are not among the shared ones",
-    ),
-    (
         "GatewayInfrastructurePropagation",
         "waypoint provisions no infrastructure from a Gateway",
     ),

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use crate::config::binding::Binding;
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};
 use crate::overload::Overload;
-use crate::route_status::{gateways_json, route_parents_json};
+use crate::route_status::{gateway_classes_json, gateways_json, route_parents_json};
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::telemetry::access_log::rfc3339_millis;
@@ -53,6 +53,9 @@ pub struct AdminState {
     /// Overload state: readiness fails while memory is over the watermark, so the Service
     /// sends new connections to other replicas. `None`: not consulted.
     pub overload: Option<Arc<Overload>>,
+    /// The controller name whose GatewayClasses `/config_dump` reports status for
+    /// (`gatewayClasses`); `None`: none.
+    pub controller_name: Option<String>,
 }
 
 impl fmt::Debug for AdminState {
@@ -157,7 +160,7 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> AdminResponse {
     match req.uri().path() {
         "/metrics" if get => metrics(state),
         "/healthz/ready" if get => ready(state),
-        "/config_dump" if get => config_dump(&state.store.load()),
+        "/config_dump" if get => config_dump(&state.store.load(), state.controller_name.as_deref()),
         "/logging" if method == Method::POST || method == Method::PUT => {
             logging(state, req.uri().query())
         }
@@ -214,8 +217,8 @@ fn ready(state: &AdminState) -> AdminResponse {
     }
 }
 
-/// The snapshot as `/config_dump` shows it.
-pub(crate) fn config_dump_json(snapshot: &Snapshot) -> Value {
+/// The snapshot as `/config_dump` shows it; GatewayClasses of `controller` with their status.
+pub(crate) fn config_dump_json(snapshot: &Snapshot, controller: Option<&str>) -> Value {
     let resources: Vec<Value> = snapshot
         .statuses()
         .into_iter()
@@ -260,6 +263,7 @@ pub(crate) fn config_dump_json(snapshot: &Snapshot) -> Value {
         "resources": resources,
         "routeParents": route_parents_json(&snapshot.route_parents),
         "gateways": gateways_json(&snapshot.gateways),
+        "gatewayClasses": gateway_classes_json(&snapshot.config.resources, controller),
         "services": services,
         "binding": binding_json(snapshot.config.binding()),
     })
@@ -323,8 +327,9 @@ fn transport_json(t: &EndpointTransport) -> Value {
     }
 }
 
-fn config_dump(snapshot: &Snapshot) -> AdminResponse {
-    let mut body = serde_json::to_vec_pretty(&config_dump_json(snapshot)).unwrap_or_default();
+fn config_dump(snapshot: &Snapshot, controller: Option<&str>) -> AdminResponse {
+    let mut body =
+        serde_json::to_vec_pretty(&config_dump_json(snapshot, controller)).unwrap_or_default();
     body.push(b'\n');
     reply(StatusCode::OK, "application/json", body)
 }
@@ -420,7 +425,7 @@ mod tests {
             version: 3,
             applied_at: std::time::SystemTime::UNIX_EPOCH,
         };
-        let dump = config_dump_json(&snapshot);
+        let dump = config_dump_json(&snapshot, None);
         assert_eq!(
             dump["routeParents"],
             json!([{"kind": "HTTPRoute", "namespace": "ns", "name": "r", "parents": [
@@ -439,10 +444,12 @@ mod tests {
         assert_eq!(
             dump["gateways"],
             json!([{"namespace": "ns", "name": "g", "addresses": ["10.0.0.1"],
-                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m", "observedGeneration": 7}],
+                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m",
+                    "observedGeneration": 7}],
                 "listeners": [{"name": "http", "port": 80, "attachedRoutes": 2,
                     "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
-                    "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m", "observedGeneration": 7}]}]}])
+                    "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "m",
+                        "observedGeneration": 7}]}]}])
         );
         // A false per-parent condition makes the route not OK in the per-resource view.
         let statuses = snapshot.statuses();

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::config::resources::Resources;
 use crate::config::{Condition, ResourceRef};
 
 /// One entry of a route's `spec.parentRefs`, with defaults applied, as status names it.
@@ -81,6 +82,18 @@ pub struct GatewayStatus {
     pub observed_generation: Option<i64>,
 }
 
+/// The one condition of a GatewayClass whose `spec.controllerName` is ours: `Accepted`. Every
+/// status writer (each waypoint, `waypoint controller`) writes exactly this, else they would
+/// take turns rewriting it; `/config_dump` shows the same.
+pub fn gateway_class_accepted() -> Condition {
+    Condition {
+        kind: "Accepted".into(),
+        status: true,
+        reason: "Accepted".into(),
+        message: "handled by this controller".into(),
+    }
+}
+
 /// A condition with `status` spelt as Kubernetes does (`"True"`/`"False"`).
 pub fn condition_json(c: &Condition) -> Value {
     json!({
@@ -91,12 +104,16 @@ pub fn condition_json(c: &Condition) -> Value {
     })
 }
 
+/// Conditions computed from generation `observed_generation` of their object, each carrying
+/// it as Kubernetes status does (left out when the object has none, as in a hand-written file).
 fn conditions_json(conditions: &[Condition], observed_generation: Option<i64>) -> Vec<Value> {
     conditions
         .iter()
         .map(|c| {
             let mut c = condition_json(c);
-            c["observedGeneration"] = json!(observed_generation);
+            if let Some(generation) = observed_generation {
+                c["observedGeneration"] = json!(generation);
+            }
             c
         })
         .collect()
@@ -169,4 +186,70 @@ pub(crate) fn gateways_json(gateways: &[GatewayStatus]) -> Value {
             })
             .collect(),
     )
+}
+
+/// The `gatewayClasses` list of `/config_dump`: the config's GatewayClasses whose
+/// `spec.controllerName` is `controller`, each with the status a status writer gives it
+/// ([`gateway_class_accepted`], computed from the class's generation), so a config read from
+/// files shows what the API server would hold. Without a controller name (an embedding that
+/// writes no status) the list is empty: no class is ours.
+pub(crate) fn gateway_classes_json(resources: &Resources, controller: Option<&str>) -> Value {
+    let Some(controller) = controller else {
+        return json!([]);
+    };
+    let group = crate::config::resources::GATEWAY_API_GROUP;
+    Value::Array(
+        resources
+            .others
+            .iter()
+            .map(|o| &o.resource)
+            .filter(|c| {
+                c.group() == group
+                    && c.kind == "GatewayClass"
+                    && c.body["spec"]["controllerName"] == controller
+            })
+            .map(|c| {
+                json!({
+                    "name": c.metadata.name,
+                    "conditions": conditions_json(&[gateway_class_accepted()], c.metadata.generation),
+                })
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::parse_manifests;
+
+    const CLASSES: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ours, generation: 3}
+spec: {controllerName: example.com/ours}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: theirs, generation: 1}
+spec: {controllerName: example.com/theirs}
+";
+
+    #[test]
+    fn only_classes_of_our_controller_are_reported_accepted_at_their_generation() {
+        let config = parse_manifests(CLASSES, "test").unwrap();
+        let classes = gateway_classes_json(&config.resources, Some("example.com/ours"));
+        assert_eq!(
+            classes,
+            json!([{"name": "ours", "conditions": [{"type": "Accepted", "status": "True",
+                "reason": "Accepted", "message": "handled by this controller",
+                "observedGeneration": 3}]}])
+        );
+    }
+
+    #[test]
+    fn without_a_controller_name_no_class_is_reported() {
+        let config = parse_manifests(CLASSES, "test").unwrap();
+        assert_eq!(gateway_classes_json(&config.resources, None), json!([]));
+    }
 }

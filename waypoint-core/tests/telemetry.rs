@@ -862,6 +862,7 @@ async fn admin_server_endpoints() {
             Ok(())
         })),
         overload: None,
+        controller_name: None,
     };
     let (trigger, shutdown) = waypoint_core::shutdown::channel();
     let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state.clone())

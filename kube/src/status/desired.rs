@@ -20,10 +20,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
+use waypoint_core::config::ResourceRef;
 use waypoint_core::config::resources::{GATEWAY_API_GROUP, Gateway, Listener, Object};
-use waypoint_core::config::{Condition, ResourceRef};
 use waypoint_core::route_status::{
-    GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus, supported_kinds_json,
+    GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus, gateway_class_accepted,
+    supported_kinds_json,
 };
 use waypoint_core::snapshot::Snapshot;
 
@@ -131,13 +132,7 @@ pub struct Scope {
 /// `waypoint controller` alike, so both must write exactly this (else they would take turns
 /// rewriting it).
 pub(crate) fn class_fields(generation: Option<i64>) -> Value {
-    let accepted = Condition {
-        kind: "Accepted".into(),
-        status: true,
-        reason: "Accepted".into(),
-        message: "handled by this controller".into(),
-    };
-    json!({ "conditions": [api_condition(&accepted, generation)] })
+    json!({ "conditions": [api_condition(&gateway_class_accepted(), generation)] })
 }
 
 /// Computes the status we want for `snapshot`.

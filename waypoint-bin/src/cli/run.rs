@@ -397,6 +397,9 @@ impl RunArgs {
             options: HboneOptions::default(),
         });
         options.admin = admin_addr.0;
+        // `/config_dump` shows our GatewayClasses' status with either source: from files, it
+        // is what a status writer would put in the API server.
+        options.controller_name = Some(controller_name.as_str().to_owned());
         let format = match access_log {
             AccessLogChoice::Json => Some(AccessLogFormat::Json),
             AccessLogChoice::Text => Some(AccessLogFormat::Text),

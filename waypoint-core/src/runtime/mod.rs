@@ -248,6 +248,7 @@ impl WaypointBuilder {
                     ready: ready.clone(),
                     set_log_level: options.log_level.as_ref().map(|hook| hook.0.clone()),
                     overload: Some(overload.clone()),
+                    controller_name: options.controller_name.clone(),
                 };
                 let admin =
                     AdminServer::bind(addr, state)

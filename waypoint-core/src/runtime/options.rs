@@ -68,6 +68,9 @@ pub struct WaypointOptions {
     pub overload: OverloadOptions,
     /// Protocol detection and TCP proxying: the detection timeout, the idle timeout.
     pub stream: StreamConfig,
+    /// The Gateway API controller name this process reports GatewayClass status for at
+    /// `/config_dump` (`--controller-name`); `None` (the default here): no class is ours.
+    pub controller_name: Option<String>,
 }
 
 /// Access log format and sampling.
@@ -144,6 +147,7 @@ impl WaypointOptions {
             drain_grace: Duration::ZERO,
             overload: OverloadOptions::default(),
             stream: StreamConfig::default(),
+            controller_name: None,
         }
     }
 }
