@@ -123,3 +123,19 @@ fn a_condition_check_names_a_real_type_and_the_reason_upstream_requires() {
     assert_eq!(any.status[0].conditions[0].expected_reason(), None);
     assert!(status("{type: Accepted, status: false, reason: X, anyReason: true}").is_err());
 }
+
+#[test]
+fn every_upstream_test_waypoint_can_run_has_a_case() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
+    let cases = Case::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let unrun: Vec<&str> = crate::upstream::TESTS
+        .iter()
+        .filter(|t| t.features.iter().all(|f| crate::features::supported(f)))
+        .filter(|t| !cases.iter().any(|c| c.name == t.name))
+        .map(|t| t.name)
+        .collect();
+    assert!(
+        unrun.is_empty(),
+        "upstream tests of declared features without a case file: {unrun:?}"
+    );
+}
