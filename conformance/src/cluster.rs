@@ -619,4 +619,46 @@ spec:
         assert_eq!(again.resolve("web", "infra"), Some(ip));
         assert_eq!(again.pods[1].ip, cluster.pods[1].ip);
     }
+
+    #[test]
+    fn pods_are_in_the_config_and_mesh_namespaces_use_the_mesh_waypoint() {
+        let mut manifests = parse_yaml(MANIFESTS).unwrap();
+        manifests.extend(
+            parse_yaml(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-conformance-mesh-consumer}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: infra}\n",
+            )
+            .unwrap(),
+        );
+        manifests.push(mesh_waypoint());
+        let cluster = Cluster::apply(manifests, &mut ClusterState::default());
+        let find = |kind: &str, name: &str| {
+            cluster
+                .objects
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("no {kind} {name}"))
+        };
+        let pod = find("Pod", "web-1");
+        assert_eq!(pod["metadata"]["namespace"], "infra");
+        assert_eq!(pod["metadata"]["labels"]["app"], "web");
+        assert_eq!(pod["spec"]["serviceAccountName"], "default");
+        assert_eq!(pod["status"]["podIP"], cluster.pods[1].ip.to_string());
+        let consumer = &find("Namespace", "gateway-conformance-mesh-consumer")["metadata"];
+        assert_eq!(consumer["labels"]["istio.io/use-waypoint"], MESH_WAYPOINT.1);
+        assert_eq!(
+            consumer["labels"]["istio.io/use-waypoint-namespace"],
+            MESH_WAYPOINT.0
+        );
+        assert!(find("Namespace", "infra")["metadata"]["labels"].is_null());
+        let waypoint = find("Gateway", MESH_WAYPOINT.1);
+        assert_eq!(
+            waypoint["metadata"]["labels"]["istio.io/waypoint-for"],
+            "all"
+        );
+        assert!(
+            cluster
+                .gateways
+                .contains_key(&(MESH_WAYPOINT.0.to_owned(), MESH_WAYPOINT.1.to_owned()))
+        );
+    }
 }
