@@ -145,6 +145,17 @@ impl ApiServer {
                     changed = true;
                 }
             }
+            // A Pod's IPs are the kubelet's to write, after the Pod is created.
+            if k.1 == "Pod" && o["status"].is_object() {
+                let (api_version, kind, ns, name) = &k;
+                let stored = self.emulator.get(api_version, kind, ns, name);
+                if stored.is_some_and(|s| s["status"] != o["status"]) {
+                    self.emulator
+                        .patch_status(api_version, kind, ns, name, &o["status"])
+                        .map_err(|e| format!("writing the status of Pod {ns}/{name}: {e}"))?;
+                    changed = true;
+                }
+            }
         }
         Ok(changed)
     }

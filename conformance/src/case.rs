@@ -308,8 +308,10 @@ pub struct RequestCase {
 pub struct Request {
     /// Host header; upstream's default for Gateway tests is the Gateway address. In mesh cases
     /// it names where the request goes: a Service DNS name, or `{POD_IP:namespace/deployment}`
-    /// for the first pod of a Deployment (traffic to a pod address does not pass the waypoint,
-    /// as ztunnel sends it straight to the pod).
+    /// for the first pod of a Deployment. Both go through the waypoint, as ztunnel sends them
+    /// to the mesh's waypoint (it takes `all` traffic): a pod-addressed request with the pod IP
+    /// and port as destination, which the waypoint must forward to that pod without the
+    /// Service's routes; the harness checks that the waypoint counted it as that pod's.
     #[serde(default)]
     pub host: Option<String>,
     /// Method, default GET.

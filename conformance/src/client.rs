@@ -1,7 +1,7 @@
 //! Sending a test's requests the way traffic reaches a sandwiched waypoint: a TCP connection
 //! to its PROXY listener, a PROXY v2 header naming the client and the original destination (a
-//! Gateway address or a Service ClusterIP), then one HTTP exchange: plain, or inside TLS for
-//! `https` requests to HTTPS listeners.
+//! Gateway address, a Service ClusterIP, or a pod IP for a mesh request addressed to a pod),
+//! then one HTTP exchange: plain, or inside TLS for `https` requests to HTTPS listeners.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,9 +28,13 @@ pub struct Route {
     pub claims: ProxyClaims,
     /// The Host to send when the request names none.
     pub default_host: String,
-    /// Straight to `claims.destination`, bypassing the waypoint: ztunnel sends traffic
-    /// addressed to a pod (not a Service) to the pod itself.
+    /// Straight to `claims.destination`, bypassing the waypoint: only for the harness's own
+    /// checks of its echo servers. Test requests always pass the waypoint, pod-addressed ones
+    /// included (ztunnel sends those to the pod's waypoint when it takes workload traffic).
     pub direct: bool,
+    /// The pod `(namespace, name)` a mesh request is addressed to by IP, when it is: its PROXY
+    /// destination is the pod IP and port, and the waypoint must count it as that workload's.
+    pub pod: Option<(String, String)>,
     /// The certificate (PEM) `https` requests trust.
     pub certificate: Option<String>,
 }

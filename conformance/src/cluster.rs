@@ -36,6 +36,80 @@ pub struct Pod {
     pub ports: Vec<(u16, bool)>,
     /// TCP mode and TLS, as its container's environment asks (or why that cannot be done).
     pub echo: Result<EchoSetup, String>,
+    /// Its ServiceAccount (the template's `serviceAccountName`, else `default`).
+    pub service_account: String,
+}
+
+impl Pod {
+    /// The Pod object the cluster would hold: what the waypoint reads of a pod (labels,
+    /// ServiceAccount, IPs), so that it knows the pods whose traffic may be addressed to it.
+    fn object(&self) -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": self.labels,
+            },
+            "spec": {"serviceAccountName": self.service_account},
+            "status": {
+                "phase": "Running",
+                "podIP": self.ip.to_string(),
+                "podIPs": [{"ip": self.ip.to_string()}],
+            },
+        })
+    }
+}
+
+/// The mesh's waypoint `namespace/name`: the Gateway the mesh namespaces' pods name.
+pub const MESH_WAYPOINT: (&str, &str) = ("gateway-conformance-mesh", "waypoint");
+
+/// The namespaces of upstream's mesh manifests: their clients and servers are in the mesh.
+const MESH_NAMESPACES: [&str; 2] = [
+    "gateway-conformance-mesh",
+    "gateway-conformance-mesh-consumer",
+];
+
+/// The waypoint of the mesh tests, declared as Istio's own mesh conformance runs declare theirs:
+/// a Gateway of our class for `all` traffic (`istio.io/waypoint-for`), sandwiched behind
+/// ztunnel on the PROXY listener 15088, admitting every namespace. Services and pods addressed
+/// directly both reach it: ztunnel sends a pod-IP request here with the pod IP as destination.
+/// The harness runs one waypoint without `--gateway` for the whole suite, which then stands in
+/// for every Gateway of the config, this one included (see `waypoint_core::config::binding`).
+pub fn mesh_waypoint() -> Value {
+    let (namespace, name) = MESH_WAYPOINT;
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"istio.io/waypoint-for": "all"},
+            "annotations": {"ambient.istio.io/waypoint-inbound-binding": "PROXY/15088"},
+        },
+        "spec": {
+            "gatewayClassName": GATEWAY_CLASS,
+            "listeners": [{
+                "name": "proxy",
+                "port": 15088,
+                "protocol": "istio.io/PROXY",
+                "allowedRoutes": {"namespaces": {"from": "All"}},
+            }],
+        },
+    })
+}
+
+/// Labels a mesh namespace to use [`MESH_WAYPOINT`], as an ambient mesh enrols a namespace.
+fn enrol_in_mesh(namespace: &mut Value) {
+    if !MESH_NAMESPACES.contains(&meta(namespace, "name")) {
+        return;
+    }
+    let (wp_ns, wp_name) = MESH_WAYPOINT;
+    merge_patch(
+        &mut namespace["metadata"]["labels"],
+        &json!({"istio.io/use-waypoint": wp_name, "istio.io/use-waypoint-namespace": wp_ns}),
+    );
 }
 
 /// What the cluster remembers across applies: addresses that stay the same for a name, and
@@ -249,13 +323,15 @@ impl Cluster {
                         json!({"addresses": [{"type": "IPAddress", "value": ip.to_string()}]});
                     cluster.gateways.insert((ns, name), IpAddr::V4(ip));
                 }
-                // Workloads are run by the harness, not read by the waypoint. Secrets are
-                // read: HTTPS listeners take their certificates from them.
+                "Namespace" => enrol_in_mesh(&mut o),
+                // Workloads are run by the harness; the waypoint reads their pods (below), not
+                // them. Secrets are read: HTTPS listeners take their certificates from them.
                 "Deployment" | "ConfigMap" => continue,
                 _ => {}
             }
             cluster.objects.push(o);
         }
+        cluster.objects.extend(cluster.pods.iter().map(Pod::object));
         cluster
     }
 
@@ -323,6 +399,9 @@ fn pods_of(deployment: &Value, state: &mut ClusterState) -> Vec<Pod> {
         .as_u64()
         .unwrap_or(1)
         .clamp(1, 8);
+    let service_account = template["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default");
     let mut ports: Vec<(u16, bool)> = Vec::new();
     let mut echo = None;
     for container in template["spec"]["containers"]
@@ -376,6 +455,7 @@ fn pods_of(deployment: &Value, state: &mut ClusterState) -> Vec<Pod> {
                 labels: labels(&template["metadata"]["labels"]),
                 ports: ports.clone(),
                 echo: echo.clone().unwrap_or(Ok(EchoSetup::default())),
+                service_account: service_account.to_owned(),
             }
         })
         .collect()
@@ -542,5 +622,47 @@ spec:
         );
         assert_eq!(again.resolve("web", "infra"), Some(ip));
         assert_eq!(again.pods[1].ip, cluster.pods[1].ip);
+    }
+
+    #[test]
+    fn pods_are_in_the_config_and_mesh_namespaces_use_the_mesh_waypoint() {
+        let mut manifests = parse_yaml(MANIFESTS).unwrap();
+        manifests.extend(
+            parse_yaml(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-conformance-mesh-consumer}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: infra}\n",
+            )
+            .unwrap(),
+        );
+        manifests.push(mesh_waypoint());
+        let cluster = Cluster::apply(manifests, &mut ClusterState::default());
+        let find = |kind: &str, name: &str| {
+            cluster
+                .objects
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("no {kind} {name}"))
+        };
+        let pod = find("Pod", "web-1");
+        assert_eq!(pod["metadata"]["namespace"], "infra");
+        assert_eq!(pod["metadata"]["labels"]["app"], "web");
+        assert_eq!(pod["spec"]["serviceAccountName"], "default");
+        assert_eq!(pod["status"]["podIP"], cluster.pods[1].ip.to_string());
+        let consumer = &find("Namespace", "gateway-conformance-mesh-consumer")["metadata"];
+        assert_eq!(consumer["labels"]["istio.io/use-waypoint"], MESH_WAYPOINT.1);
+        assert_eq!(
+            consumer["labels"]["istio.io/use-waypoint-namespace"],
+            MESH_WAYPOINT.0
+        );
+        assert!(find("Namespace", "infra")["metadata"]["labels"].is_null());
+        let waypoint = find("Gateway", MESH_WAYPOINT.1);
+        assert_eq!(
+            waypoint["metadata"]["labels"]["istio.io/waypoint-for"],
+            "all"
+        );
+        assert!(
+            cluster
+                .gateways
+                .contains_key(&(MESH_WAYPOINT.0.to_owned(), MESH_WAYPOINT.1.to_owned()))
+        );
     }
 }

@@ -174,19 +174,29 @@ impl Waypoint {
 
     /// GET `/config_dump` from the admin server, through the waypoint's side-call client.
     pub async fn config_dump(&self) -> Result<Value, ProcessError> {
-        let req = http::Request::get("/config_dump")
+        let body = self.admin_get("/config_dump").await?;
+        serde_json::from_slice(&body).map_err(|e| ProcessError::Io(format!("config_dump: {e}")))
+    }
+
+    /// GET `/metrics` (Prometheus text) from the admin server.
+    pub async fn metrics(&self) -> Result<String, ProcessError> {
+        let body = self.admin_get("/metrics").await?;
+        String::from_utf8(body.to_vec()).map_err(|e| ProcessError::Io(format!("metrics: {e}")))
+    }
+
+    async fn admin_get(&self, path: &str) -> Result<Bytes, ProcessError> {
+        let req = http::Request::get(path)
             .header(http::header::HOST, "admin")
             .body(Empty::<Bytes>::new())
             .map_err(|e| ProcessError::Io(e.to_string()))?;
         let admin_error = |e: SideCallError| ProcessError::Io(format!("admin server: {e}"));
-        let body = CONFIG_DUMP_CLIENT
+        CONFIG_DUMP_CLIENT
             .send(&self.admin.to_string(), req)
             .await
             .map_err(admin_error)?
             .body()
             .await
-            .map_err(admin_error)?;
-        serde_json::from_slice(&body).map_err(|e| ProcessError::Io(format!("config_dump: {e}")))
+            .map_err(admin_error)
     }
 
     /// Stops the process.

@@ -137,6 +137,7 @@ pub async fn run(opts: &Options) -> Result<Vec<CaseResult>, String> {
     // The implementation provides the class upstream's manifests name.
     base.push(ApiServer::gateway_class());
     base.extend(read_manifests(&root, "mesh/manifests.yaml")?);
+    base.push(crate::cluster::mesh_waypoint());
     // Upstream's suite creates its certificate Secrets in code, after the base manifests.
     let certs = Certificates::generate()?;
     base.extend(certs.secrets());
@@ -571,7 +572,7 @@ async fn run_request(
     }
     // A pod-address placeholder in the host is sent as the address it stands for.
     let resolved;
-    let req = if route.direct {
+    let req = if route.pod.is_some() {
         resolved = RequestCase {
             request: crate::case::Request {
                 host: Some(route.default_host.clone()),
@@ -588,6 +589,7 @@ async fn run_request(
         .host
         .clone()
         .unwrap_or_else(|| route.default_host.clone());
+    let pod_count = route::PodCount::before(&route, waypoint).await?;
     // Eventually consistent: three passes in a row, within the timeout.
     let deadline = Instant::now() + patience;
     let mut passes = 0;
@@ -606,6 +608,9 @@ async fn run_request(
         if passes == 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    if let Some(count) = &pod_count {
+        count.check(waypoint, REQUIRED_PASSES).await?;
     }
     for n in 0..req.repeat.unwrap_or(0) {
         attempt(&route, &req.with_unique(&unique()), &sent_host, &[])

@@ -44,6 +44,7 @@ fn direct(addr: SocketAddr) -> Route {
         },
         default_host: String::new(),
         direct: true,
+        pod: None,
         certificate: None,
     }
 }

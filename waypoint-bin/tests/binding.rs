@@ -1,6 +1,7 @@
 //! Binding through the real binary: with `--gateway`, only what is bound to that Gateway is
 //! served (bound Service VIPs, bound Pods by IP, the Gateway's own listeners); the rest is
-//! refused, logged and counted. Without it, every Service is served as before.
+//! refused, logged and counted. Without it, every Service is served as before, and the Pods
+//! whose waypoint is a Gateway in the config taking workload traffic.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
@@ -182,7 +183,7 @@ fn a_service_targeted_deny_spares_pod_addressed_traffic_while_a_gateway_targeted
 }
 
 #[test]
-fn without_a_gateway_every_service_is_served_and_pod_ips_are_not() {
+fn without_a_gateway_every_service_is_served_and_only_pods_of_a_workload_waypoint_here() {
     let (echo, pod) = (Echo::start(), Echo::start_on(POD_IP));
     let config = manifests(&echo, &pod, "");
     let (wp, _dir) = Running::start(&config, &[], &[]);
@@ -195,7 +196,11 @@ fn without_a_gateway_every_service_is_served_and_pod_ips_are_not() {
         let out = wp.send_to(vip, SOURCE, "/", &[]);
         assert!(served(&out), "{vip}: {out}");
     }
+    // `echo-pod-1` names `wp`, a Gateway in the config taking `all` traffic: served by pod
+    // IP, as with `--gateway default/wp`. `stray` opted out: its IP is no address of ours.
     let out = wp.send_to(&format!("{POD_IP}:{}", pod.port), SOURCE, "/", &[]);
+    assert!(served(&out), "{out}");
+    let out = wp.send_to("127.0.0.3:80", SOURCE, "/", &[]);
     assert!(out.contains("no Service is known"), "{out}");
     assert!(
         !wp.admin("/metrics")

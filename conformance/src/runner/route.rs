@@ -1,8 +1,16 @@
-//! Where a client in a test sends: a mesh client to a Service (or a pod) by name from its
-//! namespace, or a client outside the mesh to a Gateway listener, both through the waypoint's
+//! Where a client in a test sends: a mesh client to a Service by name from its namespace or to
+//! a pod by IP, or a client outside the mesh to a Gateway listener, all through the waypoint's
 //! PROXY listener with the header ztunnel would write.
+//!
+//! A pod-addressed mesh request goes through the waypoint too: the mesh namespaces use the
+//! harness's waypoint (`cluster::mesh_waypoint`), which takes `all` traffic, so ztunnel hands
+//! it a request to a pod IP with that IP and port as the PROXY destination. The waypoint must
+//! then forward it to that pod untouched by the Service's routes. That it really passed the
+//! waypoint is checked from the waypoint's own Istio metrics ([`PodCount`]): an echo answer
+//! alone would look the same had the request gone straight to the pod.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use waypoint_bin::tools::send::ProxyClaims;
 
@@ -33,8 +41,9 @@ pub(super) fn route_for(
             ),
             None => (host, 80),
         };
-        // A pod address goes straight to the pod; a Service name resolves to its ClusterIP.
-        let pod_ip = name
+        // A pod address names the pod itself (its first replica); a Service name resolves to
+        // its ClusterIP. Either is the PROXY destination: the waypoint sees what ztunnel saw.
+        let pod = name
             .strip_prefix("{POD_IP:")
             .and_then(|rest| rest.strip_suffix('}'))
             .map(|deployment| {
@@ -42,10 +51,10 @@ pub(super) fn route_for(
                     .pods
                     .iter()
                     .find(|p| format!("{}/{}", p.namespace, p.deployment) == deployment)
-                    .map(|p| p.ip)
                     .ok_or_else(|| format!("no pod of Deployment {deployment}"))
             })
             .transpose()?;
+        let pod_ip = pod.map(|p| p.ip);
         let ip = match pod_ip {
             Some(ip) => ip,
             None => cluster
@@ -71,7 +80,8 @@ pub(super) fn route_for(
                 Some(ip) => format!("{ip}:{port}"),
                 None => host.to_owned(),
             },
-            direct: pod_ip.is_some(),
+            direct: false,
+            pod: pod.map(|p| (p.namespace.clone(), p.name.clone())),
             certificate: None,
         });
     }
@@ -122,6 +132,102 @@ pub(super) fn gateway_route(
         },
         default_host,
         direct: false,
+        pod: None,
         certificate: None,
     })
+}
+
+/// How long the waypoint may take to count a request after its response was read (it records
+/// a request when the exchange completes, which can trail the client by a moment).
+const COUNT_PATIENCE: Duration = Duration::from_secs(3);
+
+/// The waypoint's count of requests it served as addressed to one pod (Istio's
+/// `istio_requests_total` with that pod as `destination_workload`: only workload-addressed
+/// traffic is labelled so), read before a pod-addressed request is sent.
+#[derive(Debug)]
+pub(super) struct PodCount {
+    namespace: String,
+    pod: String,
+    before: f64,
+}
+
+impl PodCount {
+    /// The count now, for a route addressed to a pod; `None` for any other route.
+    pub(super) async fn before(route: &Route, waypoint: &Waypoint) -> Result<Option<Self>, String> {
+        let Some((namespace, pod)) = &route.pod else {
+            return Ok(None);
+        };
+        let before = pod_requests(waypoint, namespace, pod).await?;
+        Ok(Some(PodCount {
+            namespace: namespace.clone(),
+            pod: pod.clone(),
+            before,
+        }))
+    }
+
+    /// Fails unless the waypoint counted at least `sent` more requests to the pod since
+    /// [`PodCount::before`]: a pod-addressed request that bypassed the waypoint, or that it
+    /// served as a Service's, cannot pass.
+    pub(super) async fn check(&self, waypoint: &Waypoint, sent: usize) -> Result<(), String> {
+        let deadline = Instant::now() + COUNT_PATIENCE;
+        loop {
+            let now = pod_requests(waypoint, &self.namespace, &self.pod).await?;
+            if now - self.before >= sent as f64 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the waypoint counted {} request(s) with pod {}/{} as destination \
+                     workload where {sent} passed: the request did not go through the \
+                     waypoint as pod-addressed traffic",
+                    now - self.before,
+                    self.namespace,
+                    self.pod
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn pod_requests(waypoint: &Waypoint, namespace: &str, pod: &str) -> Result<f64, String> {
+    let metrics = waypoint
+        .metrics()
+        .await
+        .map_err(|e| format!("reading the waypoint's metrics: {e}"))?;
+    Ok(count_for_workload(&metrics, namespace, pod))
+}
+
+/// The sum of `istio_requests_total` series whose destination workload is `namespace/pod`.
+fn count_for_workload(metrics: &str, namespace: &str, pod: &str) -> f64 {
+    // A label's value ends at its closing quote, so `echo-0` never matches `echo-00`.
+    let workload = format!("destination_workload=\"{pod}\"");
+    let workload_ns = format!("destination_workload_namespace=\"{namespace}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .filter_map(|l| l.rsplit_once('}'))
+        .filter(|(labels, _)| labels.contains(&workload) && labels.contains(&workload_ns))
+        .filter_map(|(_, value)| value.split_whitespace().next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_for_workload;
+
+    #[test]
+    fn only_series_naming_the_pod_as_destination_workload_are_counted() {
+        let metrics = r#"# TYPE istio_requests_total counter
+istio_requests_total{reporter="waypoint",destination_workload="echo-v2-0",destination_workload_namespace="mesh",response_code="200"} 3
+istio_requests_total{reporter="waypoint",destination_workload="echo-v2-0",destination_workload_namespace="mesh",response_code="503"} 1
+istio_requests_total{reporter="waypoint",destination_workload="echo-v2-00",destination_workload_namespace="mesh"} 7
+istio_requests_total{reporter="waypoint",destination_workload="unknown",destination_workload_namespace="mesh"} 9
+istio_requests_total{reporter="waypoint",destination_workload="echo-v2-0",destination_workload_namespace="other"} 5
+istio_request_bytes_sum{destination_workload="echo-v2-0",destination_workload_namespace="mesh"} 100
+"#;
+        assert_eq!(count_for_workload(metrics, "mesh", "echo-v2-0"), 4.0);
+        assert_eq!(count_for_workload(metrics, "mesh", "echo-v1-0"), 0.0);
+        assert_eq!(count_for_workload("", "mesh", "echo-v2-0"), 0.0);
+    }
 }

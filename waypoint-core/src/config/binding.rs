@@ -23,7 +23,10 @@
 //!   waypoint from its Namespace is simply not bound (no error); both are mirrored here.
 //!
 //! Without `--gateway` nothing is enforced: every Service in the config is served, as before
-//! binding existed (the quickstart and the file-mode conformance harness rely on it).
+//! binding existed (the quickstart and the file-mode conformance harness rely on it). The
+//! process then stands in for every Gateway in the config, so a Pod whose waypoint is one of
+//! them, for `workload`/`all` traffic, is served by pod IP as it would be with that Gateway
+//! named; other pod IPs stay unknown (see `compute::bind_pods_of_every_gateway`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

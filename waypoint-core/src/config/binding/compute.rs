@@ -38,6 +38,7 @@ pub(crate) fn compute(
         for gw in &resources.gateways {
             binding.gateway_addresses.extend(listener_addresses(gw));
         }
+        bind_pods_of_every_gateway(&mut binding, resources, mesh, backends);
         return Computed {
             binding,
             malformed: None,
@@ -59,33 +60,14 @@ pub(crate) fn compute(
         };
     };
     binding.gateway_addresses.extend(listener_addresses(gw));
-    let class = resources.others.iter().map(|o| &o.resource).find(|o| {
-        o.group() == GATEWAY_API_GROUP
-            && o.kind == "GatewayClass"
-            && o.metadata.name == gw.spec.gateway_class_name
-    });
-    let from_gw_or_class = |read: fn(&ObjectMeta) -> &BTreeMap<String, String>, key: &str| {
-        read(&gw.metadata)
-            .get(key)
-            .or_else(|| class.and_then(|c| read(&c.metadata).get(key)))
-            .cloned()
-    };
-    binding.traffic_type = from_gw_or_class(|m| &m.labels, WAYPOINT_FOR_LABEL)
-        .map_or(TrafficType::Service, |v| TrafficType::parse(&v));
-    let (inbound, malformed) =
-        match from_gw_or_class(|m| &m.annotations, INBOUND_BINDING_ANNOTATION) {
-            Some(value) => parse_inbound_binding(&value),
-            None => (None, None),
-        };
+    let (traffic_type, listener, malformed) = waypoint_of(resources, gw);
+    binding.traffic_type = traffic_type;
     if let Some(why) = &malformed {
         binding.problems.push(why.clone());
     }
-    let listener = bound_listener(gw, inbound);
     binding.listener = listener.map(|l| l.name.clone());
 
-    let namespaces: HashMap<&str, &ObjectMeta> = raw_of_kind(resources, "Namespace")
-        .map(|n| (n.metadata.name.as_str(), &n.metadata))
-        .collect();
+    let namespaces = namespaces_of(resources);
     let rules = Rules {
         gateway: (gw_ns, gw_name),
         traffic_type: binding.traffic_type,
@@ -126,6 +108,91 @@ pub(crate) fn compute(
     }
     let malformed = malformed.map(|m| (ResourceRef::new("Gateway", gw_ns, gw_name), m));
     Computed { binding, malformed }
+}
+
+/// A Gateway read as a waypoint: the traffic it takes (`istio.io/waypoint-for`, Gateway over
+/// GatewayClass), the listener that decides attachment, and why its inbound-binding annotation
+/// is malformed, if it is.
+fn waypoint_of<'r>(
+    resources: &'r Resources,
+    gw: &'r Gateway,
+) -> (TrafficType, Option<&'r Listener>, Option<String>) {
+    let class = resources.others.iter().map(|o| &o.resource).find(|o| {
+        o.group() == GATEWAY_API_GROUP
+            && o.kind == "GatewayClass"
+            && o.metadata.name == gw.spec.gateway_class_name
+    });
+    let from_gw_or_class = |read: fn(&ObjectMeta) -> &BTreeMap<String, String>, key: &str| {
+        read(&gw.metadata)
+            .get(key)
+            .or_else(|| class.and_then(|c| read(&c.metadata).get(key)))
+            .cloned()
+    };
+    let traffic_type = from_gw_or_class(|m| &m.labels, WAYPOINT_FOR_LABEL)
+        .map_or(TrafficType::Service, |v| TrafficType::parse(&v));
+    let (inbound, malformed) =
+        match from_gw_or_class(|m| &m.annotations, INBOUND_BINDING_ANNOTATION) {
+            Some(value) => parse_inbound_binding(&value),
+            None => (None, None),
+        };
+    (traffic_type, bound_listener(gw, inbound), malformed)
+}
+
+fn namespaces_of(resources: &Resources) -> HashMap<&str, &ObjectMeta> {
+    raw_of_kind(resources, "Namespace")
+        .map(|n| (n.metadata.name.as_str(), &n.metadata))
+        .collect()
+}
+
+/// Without `--gateway` the process stands in for every Gateway in the config: it serves all
+/// their listeners and every Service (nothing is refused). Pods are the exception to "serve
+/// everything": a pod IP is only an address this waypoint may be sent when some Gateway here is
+/// the Pod's waypoint and takes `workload`/`all` traffic, so exactly those Pods are served, by
+/// istiod's rules applied to the Gateway each one names. A Pod naming no waypoint, or one that
+/// is not in the config, stays unknown (the waypoint never relays to arbitrary pod IPs). No
+/// decisions are recorded: with nothing enforced there is no refusal to explain.
+fn bind_pods_of_every_gateway(
+    binding: &mut Binding,
+    resources: &Resources,
+    mesh: &MeshIndex<'_>,
+    backends: &HashMap<(String, String, u16), Arc<ServiceBackend>>,
+) {
+    let mut pods = raw_of_kind(resources, "Pod").peekable();
+    if pods.peek().is_none() {
+        return;
+    }
+    let namespaces = namespaces_of(resources);
+    let protocols = endpoint_protocols(backends);
+    for pod in pods {
+        let ns = pod.metadata.namespace();
+        let named = match use_waypoint(&pod.metadata, ns) {
+            UseWaypoint::Absent => namespaces.get(ns).map(|m| use_waypoint(m, ns)),
+            own => Some(own),
+        };
+        let Some(UseWaypoint::Named(wp_ns, wp_name)) = named else {
+            continue;
+        };
+        let Some(gw) = resources
+            .gateways
+            .iter()
+            .find(|g| g.metadata.namespace() == wp_ns && g.metadata.name == wp_name)
+        else {
+            continue;
+        };
+        let (traffic_type, listener, _) = waypoint_of(resources, gw);
+        let rules = Rules {
+            gateway: (wp_ns.as_str(), wp_name.as_str()),
+            traffic_type,
+            listener,
+            namespaces: &namespaces,
+        };
+        let rref = ResourceRef::new("Pod", ns, &pod.metadata.name);
+        if let Some(d) = rules.decide(rref, &pod.metadata, ObjectKind::Pod)
+            && d.bound
+        {
+            bind_workload(binding, pod, &d.object, mesh, &protocols);
+        }
+    }
 }
 
 /// The binding rules for one Gateway.

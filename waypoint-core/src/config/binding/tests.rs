@@ -326,6 +326,73 @@ fn without_a_gateway_every_service_is_served_and_no_pod_is() {
 }
 
 #[test]
+fn without_a_gateway_a_pod_whose_waypoint_here_takes_workloads_is_served_by_pod_ip() {
+    // `mesh/wp` takes all traffic, `mesh/svc-only` only Services (both sandwiched, admitting
+    // every namespace on their PROXY listener); `elsewhere` is not here.
+    let gateway = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: mesh, labels: {{{labels}}}, {PROXY_BINDING}}}\nspec:\n  gatewayClassName: wpc\n  listeners: [{{name: proxy, port: 15088, protocol: istio.io/PROXY, allowedRoutes: {{namespaces: {{from: All}}}}}}]\n---\n"
+        )
+    };
+    let pod = |ns: &str, name: &str, ip: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\nstatus: {{podIP: {ip}}}\n---\n"
+        )
+    };
+    let text = [
+        gateway("wp", "istio.io/waypoint-for: all"),
+        gateway("svc-only", ""),
+        // The namespace names `wp` for its pods; a pod's own label wins over it.
+        NS_MESH.to_owned(),
+        pod("mesh", "by-namespace", "10.1.0.1", ""),
+        pod(
+            "mesh",
+            "service-waypoint",
+            "10.1.0.2",
+            "istio.io/use-waypoint: svc-only",
+        ),
+        pod(
+            "mesh",
+            "opted-out",
+            "10.1.0.3",
+            "istio.io/use-waypoint: none",
+        ),
+        pod(
+            "other",
+            "cross-ns",
+            "10.1.0.4",
+            "istio.io/use-waypoint: wp, istio.io/use-waypoint-namespace: mesh",
+        ),
+        pod(
+            "other",
+            "elsewhere",
+            "10.1.0.5",
+            "istio.io/use-waypoint: elsewhere",
+        ),
+        pod("other", "unlabelled", "10.1.0.6", ""),
+    ]
+    .concat();
+    let config = parse_manifests_with(&text, "t.yaml", &EndpointStatsCache::new()).unwrap();
+    assert!(!config.binding().enforced());
+    let at = |ip: &str| config.destination(Some(SocketAddr::new(ip.parse().unwrap(), 8080)));
+    for (ip, pod) in [("10.1.0.1", "by-namespace"), ("10.1.0.4", "cross-ns")] {
+        let Destination::Workload(w) = at(ip) else {
+            panic!("{pod} not served: {:?}", at(ip));
+        };
+        assert_eq!(w.pod.name, pod);
+    }
+    for ip in ["10.1.0.2", "10.1.0.3", "10.1.0.5", "10.1.0.6", "10.1.0.9"] {
+        assert!(
+            matches!(at(ip), Destination::Unbound(Unbound::Unknown(_))),
+            "{ip}: {:?}",
+            at(ip)
+        );
+    }
+    // Nothing is enforced, so nothing is explained.
+    assert!(config.binding().decisions().is_empty());
+}
+
+#[test]
 fn a_missing_gateway_binds_nothing_and_says_so() {
     let config = build(&svc("mesh", "s", "{istio.io/use-waypoint: wp}"));
     assert!(config.binding().enforced());
