@@ -52,17 +52,29 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Run {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "the socket never appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Run {
+    let mut run = Run {
         child,
         sock,
         admin_port,
         log,
         _dir: dir,
+    };
+    // Ready means serving: the socket file alone appears a moment before the process has
+    // finished starting (and stays if it then fails, as when its admin port was taken).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = run.child.try_wait() {
+            let log = std::fs::read_to_string(&run.log).unwrap_or_default();
+            panic!("waypoint exited ({status}) while starting:\n{log}");
+        }
+        let ready = run.sock.exists()
+            && std::net::TcpStream::connect(("127.0.0.1", run.admin_port)).is_ok()
+            && common::admin_get(run.admin_port, "/healthz/ready").starts_with("HTTP/1.1 200");
+        if ready {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "waypoint never became ready");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
