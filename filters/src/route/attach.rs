@@ -483,7 +483,14 @@ impl<'a> Builder<'a> {
             cx.report_gateway(GatewayStatus {
                 gateway: gw.resource_ref(),
                 addresses: addresses.iter().map(ToString::to_string).collect(),
-                conditions: gateway_conditions(gw, &listeners, !addresses.is_empty()),
+                conditions: gateway_conditions(
+                    gw,
+                    &listeners,
+                    !addresses.is_empty(),
+                    self.config
+                        .binding()
+                        .malformed_inbound_binding(&gw.resource_ref()),
+                ),
                 listeners,
                 observed_generation: gw.metadata.generation,
             });
@@ -504,6 +511,9 @@ impl<'a> Builder<'a> {
 ///   keep serving): parameters we never read cannot change what we serve, so refusing traffic
 ///   would turn a reference we ignore into an outage. `Programmed` says that truthfully. (The
 ///   controller, which would provision from parameters, refuses to provision such a Gateway.)
+/// - Else `Accepted` is False with `Invalid` when it is this waypoint's Gateway (`--gateway`)
+///   and its inbound-binding annotation is malformed: it keeps serving as istiod reads such a
+///   value (see `config::binding`), and the status is where the operator learns of it.
 /// - Otherwise `Accepted` is True with `Accepted` when every listener is accepted, True with
 ///   `ListenersNotValid` when some are, and False with `ListenersNotValid` when none is: a
 ///   Gateway with no usable listener effectively has none, and is then not programmed either.
@@ -511,6 +521,7 @@ fn gateway_conditions(
     gw: &Gateway,
     listeners: &[ListenerStatus],
     has_address: bool,
+    malformed_inbound_binding: Option<&str>,
 ) -> Vec<Condition> {
     let refused: Vec<&str> = listeners
         .iter()
@@ -534,6 +545,8 @@ fn gateway_conditions(
             p.kind, p.name
         );
         cond("Accepted", false, "InvalidParameters", why)
+    } else if let Some(why) = malformed_inbound_binding {
+        cond("Accepted", false, "Invalid", why)
     } else if none_accepted {
         cond(
             "Accepted",

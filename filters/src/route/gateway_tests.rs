@@ -691,3 +691,33 @@ async fn a_parameters_ref_refuses_the_gateway_but_its_listeners_are_still_served
         "Accepted=true/Accepted ResolvedRefs=true/ResolvedRefs"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_inbound_binding_refuses_this_waypoints_gateway_in_its_written_status() {
+    use waypoint_core::config::build::{EndpointStatsCache, MeshOptions};
+    use waypoint_core::config::load::parse_manifests_with;
+    let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: mesh, annotations: {ambient.istio.io/waypoint-inbound-binding: 'HTTP/15088'}}\nspec:\n  gatewayClassName: wpc\n  addresses: [{value: 10.0.0.30}]\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
+    let cache = EndpointStatsCache::with_mesh(MeshOptions {
+        gateway: Some(("mesh".into(), "wp".into())),
+        ..Default::default()
+    });
+    let config = parse_manifests_with(text, "test.yaml", &cache).expect("manifests parse");
+    let harness =
+        TestChain::from_config(config, |filters: &mut waypoint_core::filter::FilterSet| {
+            filters.factory(RouteFactory);
+        });
+    let g = Gw {
+        config: harness.config().clone(),
+        harness,
+    };
+    assert_eq!(
+        g.gateway_conditions("wp"),
+        "Accepted=false/Invalid Programmed=true/Programmed"
+    );
+    let status = g.out().gateways.iter().find(|s| s.gateway.name == "wp");
+    let message = &status.expect("wp").conditions[0].message;
+    assert!(
+        message.contains("\"HTTP\" is not NONE or PROXY"),
+        "{message}"
+    );
+}

@@ -162,6 +162,8 @@ pub struct Binding {
     /// Index into `decisions` of each Service's: namespace → name → index.
     service_decisions: HashMap<String, HashMap<String, usize>>,
     problems: Vec<String>,
+    /// Why this waypoint's Gateway's inbound-binding annotation is malformed, if it is.
+    malformed_inbound_binding: Option<String>,
 }
 
 impl Binding {
@@ -221,6 +223,14 @@ impl Binding {
     /// Problems with this waypoint's Gateway (missing, malformed inbound binding, ...).
     pub fn problems(&self) -> &[String] {
         &self.problems
+    }
+
+    /// Why Gateway `gateway` may not be accepted: it is this waypoint's Gateway and its
+    /// `ambient.istio.io/waypoint-inbound-binding` (its own or its class's) is malformed.
+    pub fn malformed_inbound_binding(&self, gateway: &ResourceRef) -> Option<&str> {
+        (self.gateway.as_ref() == Some(gateway))
+            .then_some(self.malformed_inbound_binding.as_deref())
+            .flatten()
     }
 
     /// The decision about Service `namespace`/`name`, when it names a waypoint.

@@ -64,6 +64,7 @@ pub(crate) fn compute(
     binding.traffic_type = traffic_type;
     if let Some(why) = &malformed {
         binding.problems.push(why.clone());
+        binding.malformed_inbound_binding = Some(why.clone());
     }
     binding.listener = listener.map(|l| l.name.clone());
 

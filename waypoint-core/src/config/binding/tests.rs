@@ -422,5 +422,11 @@ fn a_malformed_inbound_binding_is_reported_on_the_gateway_and_read_as_istiod_doe
             .unwrap();
         assert!(!status.is_ok(), "{value}");
         assert!(status.conditions[0].message.contains(message), "{value}");
+        // The Gateway status the routing factory writes reads the same fact from here.
+        let wp = ResourceRef::new("Gateway", "mesh", "wp");
+        let why = config.binding().malformed_inbound_binding(&wp);
+        assert!(why.is_some_and(|w| w.contains(message)), "{value}: {why:?}");
+        let other = ResourceRef::new("Gateway", "mesh", "other");
+        assert_eq!(config.binding().malformed_inbound_binding(&other), None);
     }
 }
