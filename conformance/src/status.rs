@@ -297,20 +297,10 @@ fn latest(conditions: &Value, generation: i64) -> Result<(), String> {
 
 /// Every condition in `conditions` (at least one) carries `observedGeneration: want`.
 fn observed_generation_is(conditions: &Value, want: i64) -> Result<(), String> {
-    let all: Vec<&Value> = conditions.as_array().into_iter().flatten().collect();
-    if all.is_empty() {
+    if conditions.as_array().is_none_or(|all| all.is_empty()) {
         return Err("no conditions".into());
     }
-    for c in all {
-        if c["observedGeneration"].as_i64() != Some(want) {
-            return Err(format!(
-                "{} has observedGeneration {}, expected {want}",
-                c["type"].as_str().unwrap_or_default(),
-                c["observedGeneration"]
-            ));
-        }
-    }
-    Ok(())
+    latest(conditions, want)
 }
 
 /// Upstream's `findConditionInList`: a condition of that type with that status and the

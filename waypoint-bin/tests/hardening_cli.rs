@@ -67,10 +67,8 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Run {
             let log = std::fs::read_to_string(&run.log).unwrap_or_default();
             panic!("waypoint exited ({status}) while starting:\n{log}");
         }
-        let ready = run.sock.exists()
-            && std::net::TcpStream::connect(("127.0.0.1", run.admin_port)).is_ok()
-            && common::admin_get(run.admin_port, "/healthz/ready").starts_with("HTTP/1.1 200");
-        if ready {
+        let ready = common::run::admin_get_when_up(run.admin_port, "/healthz/ready");
+        if run.sock.exists() && ready.starts_with("HTTP/1.1 200") {
             return run;
         }
         assert!(Instant::now() < deadline, "waypoint never became ready");

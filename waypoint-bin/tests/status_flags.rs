@@ -72,3 +72,31 @@ fn the_flags_reach_the_status_writer_settings_with_defaults_when_absent() {
         "derived from the Gateway at startup"
     );
 }
+
+/// The `gatewayClasses` of `/config_dump` from `waypoint run --config` over two
+/// GatewayClasses, with `args` and environment `env`.
+fn dumped_classes(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let classes = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: mine, generation: 2}\nspec: {controllerName: example.com/mine}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: default-class}\nspec: {controllerName: waypoint.dev/gateway-controller}\n";
+    let (run, _dir) = common::run::Running::start(classes, args, env);
+    let dump = run.admin("/config_dump");
+    let body = dump.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let dump: serde_json::Value = serde_json::from_str(body).expect("a JSON dump");
+    dump["gatewayClasses"].clone()
+}
+
+#[test]
+fn the_controller_name_picks_the_gateway_classes_config_dump_reports_accepted() {
+    let names = |classes: serde_json::Value| -> Vec<String> {
+        let list = classes.as_array().cloned().unwrap_or_default();
+        list.iter()
+            .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(names(dumped_classes(&[], &[])), ["default-class"]);
+    let mine = dumped_classes(&["--controller-name", "example.com/mine"], &[]);
+    assert_eq!(names(mine.clone()), ["mine"]);
+    assert_eq!(mine[0]["conditions"][0]["reason"], "Accepted");
+    assert_eq!(mine[0]["conditions"][0]["observedGeneration"], 2);
+    let from_env = dumped_classes(&[], &[("WAYPOINT_CONTROLLER_NAME", "example.com/mine")]);
+    assert_eq!(names(from_env), ["mine"]);
+}

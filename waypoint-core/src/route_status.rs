@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::resources::Resources;
+use crate::config::resources::{RawObject, Resources};
 use crate::config::{Condition, ResourceRef};
 
 /// One entry of a route's `spec.parentRefs`, with defaults applied, as status names it.
@@ -197,17 +197,8 @@ pub(crate) fn gateway_classes_json(resources: &Resources, controller: Option<&st
     let Some(controller) = controller else {
         return json!([]);
     };
-    let group = crate::config::resources::GATEWAY_API_GROUP;
     Value::Array(
-        resources
-            .others
-            .iter()
-            .map(|o| &o.resource)
-            .filter(|c| {
-                c.group() == group
-                    && c.kind == "GatewayClass"
-                    && c.body["spec"]["controllerName"] == controller
-            })
+        gateway_classes_of(resources, controller)
             .map(|c| {
                 json!({
                     "name": c.metadata.name,
@@ -216,6 +207,23 @@ pub(crate) fn gateway_classes_json(resources: &Resources, controller: Option<&st
             })
             .collect(),
     )
+}
+
+/// The config's GatewayClasses whose `spec.controllerName` is `controller`: the classes whose
+/// status a process of that controller writes and shows.
+pub fn gateway_classes_of<'r>(
+    resources: &'r Resources,
+    controller: &'r str,
+) -> impl Iterator<Item = &'r RawObject> {
+    resources
+        .others
+        .iter()
+        .map(|o| &o.resource)
+        .filter(move |c| {
+            c.group() == crate::config::resources::GATEWAY_API_GROUP
+                && c.kind == "GatewayClass"
+                && c.body["spec"]["controllerName"] == controller
+        })
 }
 
 #[cfg(test)]

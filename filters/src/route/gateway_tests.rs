@@ -47,6 +47,20 @@ pub(super) struct Gw {
     harness: TestChain,
 }
 
+/// The routing factory over `text` as a waypoint run with `--gateway namespace/name`.
+pub(super) fn named_gateway_chain(text: &str, namespace: &str, name: &str) -> TestChain {
+    use waypoint_core::config::build::{EndpointStatsCache, MeshOptions};
+    use waypoint_core::config::load::parse_manifests_with;
+    let cache = EndpointStatsCache::with_mesh(MeshOptions {
+        gateway: Some((namespace.into(), name.into())),
+        ..Default::default()
+    });
+    let config = parse_manifests_with(text, "test.yaml", &cache).expect("manifests parse");
+    TestChain::from_config(config, |filters: &mut waypoint_core::filter::FilterSet| {
+        filters.factory(RouteFactory);
+    })
+}
+
 pub(super) fn gw(manifests: &str) -> Gw {
     let harness = TestChain::new(
         &format!("{BASE}\n---\n{manifests}"),
@@ -694,18 +708,8 @@ async fn a_parameters_ref_refuses_the_gateway_but_its_listeners_are_still_served
 
 #[tokio::test]
 async fn a_malformed_inbound_binding_refuses_this_waypoints_gateway_in_its_written_status() {
-    use waypoint_core::config::build::{EndpointStatsCache, MeshOptions};
-    use waypoint_core::config::load::parse_manifests_with;
     let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: mesh, annotations: {ambient.istio.io/waypoint-inbound-binding: 'HTTP/15088'}}\nspec:\n  gatewayClassName: wpc\n  addresses: [{value: 10.0.0.30}]\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
-    let cache = EndpointStatsCache::with_mesh(MeshOptions {
-        gateway: Some(("mesh".into(), "wp".into())),
-        ..Default::default()
-    });
-    let config = parse_manifests_with(text, "test.yaml", &cache).expect("manifests parse");
-    let harness =
-        TestChain::from_config(config, |filters: &mut waypoint_core::filter::FilterSet| {
-            filters.factory(RouteFactory);
-        });
+    let harness = named_gateway_chain(text, "mesh", "wp");
     let g = Gw {
         config: harness.config().clone(),
         harness,

@@ -3,9 +3,7 @@
 
 use waypoint_core::config::PortProtocol;
 use waypoint_core::filter::ConnectionDecision;
-use waypoint_core::filter::testing::TestChain;
 
-use super::RouteFactory;
 use super::l4_testing::L4;
 const SERVICES: &str = r#"
 apiVersion: v1
@@ -305,18 +303,8 @@ async fn the_oldest_of_several_tcp_routes_on_a_listener_takes_every_connection()
 
 #[tokio::test]
 async fn a_pod_addressed_directly_is_its_own_upstream_whatever_routes_its_service_has() {
-    use waypoint_core::config::build::{EndpointStatsCache, MeshOptions};
-    use waypoint_core::config::load::parse_manifests_with;
     let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: mesh, labels: {istio.io/waypoint-for: all}}\nspec:\n  gatewayClassName: wpc\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: mesh, labels: {istio.io/use-waypoint: wp}}\nspec: {serviceAccountName: p-sa}\nstatus: {podIP: 10.1.0.5}\n";
-    let cache = EndpointStatsCache::with_mesh(MeshOptions {
-        gateway: Some(("mesh".into(), "wp".into())),
-        ..Default::default()
-    });
-    let config = parse_manifests_with(text, "test.yaml", &cache).unwrap();
-    let harness =
-        TestChain::from_config(config, |filters: &mut waypoint_core::filter::FilterSet| {
-            filters.factory(RouteFactory);
-        });
+    let harness = super::gateway_tests::named_gateway_chain(text, "mesh", "wp");
     let l4 = L4 { harness };
     let (decision, ctx) = l4.connect("10.1.0.5:5432", PortProtocol::Tcp, None).await;
     assert_eq!(decision, ConnectionDecision::Continue);

@@ -24,7 +24,7 @@ use waypoint_core::config::ResourceRef;
 use waypoint_core::config::resources::{GATEWAY_API_GROUP, Gateway, Listener, Object};
 use waypoint_core::route_status::{
     GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus, gateway_class_accepted,
-    supported_kinds_json,
+    gateway_classes_of, supported_kinds_json,
 };
 use waypoint_core::snapshot::Snapshot;
 
@@ -140,13 +140,7 @@ pub fn desired_status(snapshot: &Snapshot, scope: &Scope) -> DesiredStatus {
     let resources = &snapshot.config.resources;
     let mut objects = BTreeMap::new();
     let mut classes = HashSet::new();
-    for class in resources.others.iter().map(|o| &o.resource) {
-        let is_ours = class.group() == GATEWAY_API_GROUP
-            && class.kind == "GatewayClass"
-            && class.body["spec"]["controllerName"] == scope.controller.as_str();
-        if !is_ours {
-            continue;
-        }
+    for class in gateway_classes_of(resources, scope.controller.as_str()) {
         classes.insert(class.metadata.name.as_str());
         let key = ObjectKey {
             kind: StatusKind::GatewayClass,
