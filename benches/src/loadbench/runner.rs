@@ -29,12 +29,37 @@ pub const DEST_ID: &str = "spiffe://cluster.local/ns/default/sa/echo";
 /// `<endpoint ip>:15008`, so the endpoint gets its own loopback address.
 pub const DEST_HBONE: &str = "127.0.0.2:15008";
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A TCP port on 127.0.0.1 free at the time of asking, for a process started right after to
+/// bind.
+///
+/// It is picked *below* the kernel's ephemeral range (`net.ipv4.ip_local_port_range`): a port
+/// from that range (what binding port 0 returns) can be taken between our check and the
+/// child's bind by any outgoing connection's source port, and the load tests open thousands.
+/// Outgoing connections never take a port below the range, so only another test picking the
+/// same random port at the same moment could collide.
 pub fn free_port() -> Result<u16, String> {
+    let low = ephemeral_range_start().unwrap_or(32768);
+    if low > FIRST_PICKED_PORT + 1000 {
+        for _ in 0..64 {
+            let port = fastrand::u16(FIRST_PICKED_PORT..low);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
     l.local_addr()
         .map(|a| a.port())
         .map_err(|e| format!("no free port: {e}"))
+}
+
+/// The lowest port [`free_port`] picks: above the well-known and common service ports.
+const FIRST_PICKED_PORT: u16 = 10000;
+
+/// The first port of the kernel's ephemeral range, where Linux says.
+fn ephemeral_range_start() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// A GET to `addr` over a fresh connection: status and body.

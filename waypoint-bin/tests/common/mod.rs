@@ -23,13 +23,10 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> String {
     out
 }
 
-/// A loopback port free at the time of asking.
+/// A loopback port free at the time of asking, outside the range outgoing connections take
+/// theirs from (see `waypoint_benches::loadbench::runner::free_port`).
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    waypoint_benches::loadbench::runner::free_port().unwrap()
 }
 
 /// A Service `name` in `default` at `vip`:80 with one ready endpoint, `127.0.0.1:port`.
