@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::config::resources::{ConnectionPoolSettings, GoDuration};
 use crate::config::{ResourceRef, ServiceBackend};
 
 /// The four circuit breakers of a backend.
@@ -162,6 +163,41 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Istio's reading of `connectionPool`: a positive count is a threshold, zero or unset
+    /// is unlimited; `http.idleTimeout` wins over `tcp.idleTimeout`, whose `0s` (Istio's
+    /// "disabled") keeps the waypoint's own idle timeout.
+    pub(crate) fn from_settings(settings: &ConnectionPoolSettings) -> Self {
+        let threshold = |n: i32| u32::try_from(n).ok().filter(|&n| n > 0).unwrap_or(u32::MAX);
+        let tcp = settings.tcp.clone().unwrap_or_default();
+        let http = settings.http.clone().unwrap_or_default();
+        let d = |g: Option<GoDuration>| g.map(|g| g.0);
+        let idle_timeout = d(http.idle_timeout)
+            .or(d(tcp.idle_timeout))
+            .filter(|t| !t.is_zero());
+        Limits {
+            max_connections: threshold(tcp.max_connections),
+            max_pending: threshold(http.http1_max_pending_requests),
+            max_requests: threshold(http.http2_max_requests),
+            max_retries: threshold(http.max_retries),
+            conn: ConnSettings {
+                connect_timeout: d(tcp.connect_timeout),
+                keepalive: tcp.tcp_keepalive.map(|ka| Keepalive {
+                    time: d(ka.time),
+                    interval: d(ka.interval),
+                    probes: ka.probes,
+                }),
+                idle_timeout,
+                max_requests: u32::try_from(http.max_requests_per_connection)
+                    .ok()
+                    .filter(|&n| n > 0),
+                max_age: d(tcp.max_connection_duration),
+                h2_keepalive: http
+                    .http2_keep_alive
+                    .and_then(|ka| Some((d(ka.interval)?, d(ka.timeout)?))),
+            },
+        }
+    }
+
     fn max(&self, limit: Limit) -> u32 {
         match limit {
             Limit::Pending => self.max_pending,
@@ -172,10 +208,12 @@ impl Limits {
     }
 }
 
-/// The limits `backend`'s DestinationRule sets (none yet: the resource lands with the shared
-/// skeleton).
-pub(crate) fn of_backend(_backend: &ServiceBackend) -> Limits {
-    Limits::default()
+/// The limits `backend`'s DestinationRule `connectionPool` sets; unlimited without one.
+pub(crate) fn of_backend(backend: &ServiceBackend) -> Limits {
+    match &backend.policy.connection_pool {
+        Some(applied) => Limits::from_settings(&applied.settings),
+        None => Limits::default(),
+    }
 }
 
 /// The live counters of one backend (see the module documentation).
@@ -194,7 +232,9 @@ impl Breaker {
     pub(crate) fn try_take(self: &Arc<Self>, limit: Limit, max: u32) -> Option<Slot> {
         let counter = &self.in_use[limit.index()];
         counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then(|| n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then(|| n + 1)
+            })
             .ok()?;
         Some(Slot {
             breaker: Arc::clone(self),
@@ -277,7 +317,10 @@ impl Breakers {
     /// Every backend's breaker, for metrics.
     pub(crate) fn all(&self) -> Vec<(BackendKey, Arc<Breaker>)> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<_> = map.iter().map(|(k, b)| (k.clone(), Arc::clone(b))).collect();
+        let mut all: Vec<_> = map
+            .iter()
+            .map(|(k, b)| (k.clone(), Arc::clone(b)))
+            .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -424,6 +467,7 @@ mod tests {
             cluster_ips: vec![],
             protocol: ProtocolSelection::http(AppProtocol::Http1),
             endpoints: vec![],
+            policy: Default::default(),
         };
         let breakers = Breakers::default();
         let a = breakers.of(&backend(80));

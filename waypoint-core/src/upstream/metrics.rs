@@ -116,6 +116,7 @@ mod tests {
             cluster_ips: vec![],
             protocol: crate::config::ProtocolSelection::http(crate::config::AppProtocol::Http1),
             endpoints: vec![],
+            policy: Default::default(),
         };
         up.breakers.of(&backend).overflowed(Limit::Pending);
         let mut registry = prometheus_client::registry::Registry::default();

@@ -355,7 +355,9 @@ impl Upstream {
             // one it is not sent and the try's own answer stands.
             let wants_retry = may_retry.is_some()
                 && match &result {
-                    Some(Ok((resp, _))) => may_retry.is_some_and(|p| p.retries_status(resp.status())),
+                    Some(Ok((resp, _))) => {
+                        may_retry.is_some_and(|p| p.retries_status(resp.status()))
+                    }
                     Some(Err(SendError::Failed(_))) => true,
                     Some(Err(SendError::Overflow(_))) => false,
                     None => matches!(limit, Some((_, Expiry::Try(_)))),

@@ -158,7 +158,9 @@ impl HttpPool {
             freed.as_mut().enable();
             while let Some(mut idle) = self.checkout_h1(&path) {
                 match idle.sender.try_send_request(req).await {
-                    Ok(resp) => return Ok(self.pooled_h1(resp, path, idle.id, idle.sender, idle.life)),
+                    Ok(resp) => {
+                        return Ok(self.pooled_h1(resp, path, idle.id, idle.sender, idle.life));
+                    }
                     Err(mut e) => match e.take_message() {
                         // The connection closed before our request went out: another one can
                         // take it unchanged.
@@ -220,7 +222,10 @@ impl HttpPool {
             let Some(conn) = list.pop() else { break None };
             if !conn.sender.is_closed()
                 && conn.since.elapsed() < conn.life.idle_timeout
-                && conn.life.settings.may_serve(conn.life.served, conn.life.born)
+                && conn
+                    .life
+                    .settings
+                    .may_serve(conn.life.served, conn.life.born)
             {
                 break Some(conn);
             }
