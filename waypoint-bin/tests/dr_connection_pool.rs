@@ -198,7 +198,7 @@ fn over_max_connections_a_request_waits_and_beyond_the_pending_limit_gets_503_uo
         ),
     ]
     .join("---\n");
-    let (wp, _dir) = Running::start(&config, &[], &[]);
+    let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
     let (tx, rx) = mpsc::channel();
 
     // The first request holds the backend's only connection.
@@ -226,7 +226,8 @@ fn over_max_connections_a_request_waits_and_beyond_the_pending_limit_gets_503_uo
 
     let log = access_log(&wp);
     assert!(
-        log.iter().any(|l| l.contains("503") && l.contains("UO")),
+        log.iter()
+            .any(|l| l.contains("503") && l.contains("\"response_flags\":\"UO\"")),
         "{log:#?}"
     );
     assert_eq!(overflow_count(&wp, "slow", "pending"), "1");
@@ -239,7 +240,7 @@ fn without_a_rule_the_same_requests_are_all_served_at_once() {
     let backend = Backend::start();
     let vip = "10.96.0.21:80";
     let config = service("free", "10.96.0.21", "127.0.0.1", backend.port, None);
-    let (wp, _dir) = Running::start(&config, &[], &[]);
+    let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
     let (tx, rx) = mpsc::channel();
     for path in ["/slow/a", "/slow/b", "/slow/c"] {
         send_in_background(wp.sandwich, vip, path, &tx);
@@ -268,7 +269,7 @@ fn http2_max_requests_bounds_concurrent_requests_to_an_h2c_backend() {
         rule("grpcish", "{http: {http2MaxRequests: 1}}"),
     ]
     .join("---\n");
-    let (wp, _dir) = Running::start(&config, &[], &[]);
+    let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
     let (tx, rx) = mpsc::channel();
     // Two requests that each take the echo 10 s (within the 15 s request timeout): the one
     // that comes second finds the only request slot taken, and is answered long before the
@@ -283,7 +284,8 @@ fn http2_max_requests_bounds_concurrent_requests_to_an_h2c_backend() {
     assert_eq!(overflow_count(&wp, "grpcish", "requests"), "1");
     let log = access_log(&wp);
     assert!(
-        log.iter().any(|l| l.contains("503") && l.contains("UO")),
+        log.iter()
+            .any(|l| l.contains("503") && l.contains("\"response_flags\":\"UO\"")),
         "{log:#?}"
     );
 }
@@ -298,7 +300,7 @@ fn max_requests_per_connection_opens_a_new_connection_after_that_many_requests()
         service("reused", "10.96.0.24", "127.0.0.1", free.port, None),
     ]
     .join("---\n");
-    let (wp, _dir) = Running::start(&config, &[], &[]);
+    let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
     for _ in 0..3 {
         let a = wp.send_to("10.96.0.23:80", "10.244.0.7:40000", "/", &[]);
         assert!(a.contains("served"), "{a}");
@@ -356,14 +358,15 @@ fn the_rules_connect_timeout_ends_a_hanging_connect_with_503_uf() {
         rule("hole", "{tcp: {connectTimeout: 200ms}}"),
     ]
     .join("---\n");
-    let (wp, _dir) = Running::start(&config, &[], &[]);
+    let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
     let answer = wp.send_to("10.96.0.25:80", "10.244.0.7:40000", "/", &[]);
     // The waypoint's own connect timeout is 5 s: the message names the rule's.
     assert!(answer.contains("503"), "{answer}");
     assert!(answer.contains("connect timeout after 200ms"), "{answer}");
     let log = access_log(&wp);
     assert!(
-        log.iter().any(|l| l.contains("503") && l.contains("UF")),
+        log.iter()
+            .any(|l| l.contains("503") && l.contains("\"response_flags\":\"UF\"")),
         "{log:#?}"
     );
 }
