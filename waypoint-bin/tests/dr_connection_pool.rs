@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,12 +21,15 @@ use std::time::{Duration, Instant};
 use common::run::{Echo, Running, check};
 
 /// An HTTP/1.1 backend that counts connections and requests, and holds `/slow` requests until
-/// [`Backend::open`].
+/// [`Backend::open`]. A `/twice` path is answered 503 the first time and held like `/slow`
+/// the next: a retry that stays in flight.
 struct Backend {
     port: u16,
     connections: Arc<AtomicUsize>,
     arrived: Arc<AtomicUsize>,
     gate: Arc<(Mutex<bool>, Condvar)>,
+    seen: Arc<Mutex<HashSet<String>>>,
+    closed: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -37,18 +41,26 @@ impl Backend {
             connections: Arc::default(),
             arrived: Arc::default(),
             gate: Arc::default(),
+            seen: Arc::default(),
+            closed: Arc::default(),
         };
-        let (connections, arrived, gate) = (
+        let (connections, arrived, gate, seen) = (
             backend.connections.clone(),
             backend.arrived.clone(),
             backend.gate.clone(),
+            backend.seen.clone(),
         );
+        let closed = backend.closed.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 connections.fetch_add(1, Ordering::SeqCst);
-                let (arrived, gate) = (arrived.clone(), gate.clone());
-                std::thread::spawn(move || serve(stream, &arrived, &gate));
+                let (arrived, gate, seen) = (arrived.clone(), gate.clone(), seen.clone());
+                let closed = closed.clone();
+                std::thread::spawn(move || {
+                    serve(stream, &arrived, &gate, &seen);
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
         backend
@@ -59,6 +71,18 @@ impl Backend {
         let (open, cv) = &*self.gate;
         *open.lock().unwrap() = true;
         cv.notify_all();
+    }
+
+    /// Waits until the waypoint has closed `n` connections to the backend.
+    fn wait_closed(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.closed.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the waypoint never closed its connection"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits until `n` requests have reached the backend.
@@ -75,7 +99,12 @@ impl Backend {
 }
 
 /// Answers requests (no bodies) on one connection until it closes.
-fn serve(stream: TcpStream, arrived: &AtomicUsize, gate: &(Mutex<bool>, Condvar)) {
+fn serve(
+    stream: TcpStream,
+    arrived: &AtomicUsize,
+    gate: &(Mutex<bool>, Condvar),
+    seen: &Mutex<HashSet<String>>,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
@@ -93,7 +122,15 @@ fn serve(stream: TcpStream, arrived: &AtomicUsize, gate: &(Mutex<bool>, Condvar)
             }
         }
         arrived.fetch_add(1, Ordering::SeqCst);
-        if request_line.contains(" /slow") {
+        let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        if path.starts_with("/twice") && seen.lock().unwrap().insert(path) {
+            let refusal = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 9\r\n\r\nbusy here";
+            if out.write_all(refusal).is_err() {
+                return;
+            }
+            continue;
+        }
+        if request_line.contains(" /slow") || request_line.contains(" /twice") {
             let (open, cv) = gate;
             let mut open = open.lock().unwrap();
             while !*open {
@@ -404,4 +441,87 @@ fn invalid_connection_pools_are_refused_by_check_with_the_field_named() {
     .join("---\n");
     let (ok, out) = check(&valid, &[]);
     assert!(ok, "{out}");
+}
+
+#[test]
+fn over_max_retries_a_retry_is_not_sent_and_the_tries_answer_stands() {
+    let backend = Backend::start();
+    let vip = "10.96.0.27:80";
+    let route = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: flaky, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: flaky, port: 80}]
+  rules:
+  - backendRefs: [{name: flaky, port: 80}]
+    retry: {codes: [503], attempts: 1, backoff: 1ms}
+"#;
+    let config = [
+        service("flaky", "10.96.0.27", "127.0.0.1", backend.port, None),
+        rule("flaky", "{http: {maxRetries: 1}}"),
+        route.to_owned(),
+    ]
+    .join("---\n");
+    let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
+    let (tx, rx) = mpsc::channel();
+
+    // The first request's try gets 503 and its retry is held at the backend: the one retry
+    // the rule allows is in flight.
+    send_in_background(wp.sandwich, vip, "/twice/a", &tx);
+    backend.wait_arrived(2);
+    // The second request's try gets 503 too; its retry would be the second in flight, so it is
+    // not sent and the backend's own 503 is the answer.
+    send_in_background(wp.sandwich, vip, "/twice/b", &tx);
+    let second = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        second.contains("503") && second.contains("busy here"),
+        "{second}"
+    );
+    assert_eq!(backend.arrived.load(Ordering::SeqCst), 3);
+    assert_eq!(overflow_count(&wp, "flaky", "retries"), "1");
+
+    backend.open();
+    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(first.contains("200") && first.contains("served"), "{first}");
+    // With the retry in flight answered, the next request is retried again.
+    send_in_background(wp.sandwich, vip, "/twice/c", &tx);
+    let third = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(third.contains("200") && third.contains("served"), "{third}");
+    assert_eq!(overflow_count(&wp, "flaky", "retries"), "1");
+}
+
+#[test]
+fn the_rules_idle_timeout_closes_an_unused_connection() {
+    // The waypoint's own idle timeout is 90 s: a close within the test's patience is the rule's.
+    let backend = Backend::start();
+    let config = [
+        service("idle", "10.96.0.28", "127.0.0.1", backend.port, None),
+        rule("idle", "{http: {idleTimeout: 200ms}}"),
+    ]
+    .join("---\n");
+    let (wp, _dir) = Running::start(&config, &[], &[]);
+    let a = wp.send_to("10.96.0.28:80", "10.244.0.7:40000", "/", &[]);
+    assert!(a.contains("served"), "{a}");
+    backend.wait_closed(1);
+    let b = wp.send_to("10.96.0.28:80", "10.244.0.7:40000", "/", &[]);
+    assert!(b.contains("served"), "{b}");
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn max_connection_duration_retires_a_connection_once_that_old() {
+    let backend = Backend::start();
+    let config = [
+        service("young", "10.96.0.29", "127.0.0.1", backend.port, None),
+        rule("young", "{tcp: {maxConnectionDuration: 1ms}}"),
+    ]
+    .join("---\n");
+    let (wp, _dir) = Running::start(&config, &[], &[]);
+    for _ in 0..3 {
+        let a = wp.send_to("10.96.0.29:80", "10.244.0.7:40000", "/", &[]);
+        assert!(a.contains("served"), "{a}");
+        // Older than 1 ms by the next request, whatever the machine's speed.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 3);
 }
