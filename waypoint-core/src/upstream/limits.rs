@@ -478,6 +478,62 @@ mod tests {
     }
 
     #[test]
+    fn istios_connection_pool_maps_to_thresholds_and_connection_settings() {
+        let settings: ConnectionPoolSettings = serde_saphyr::from_str(
+            r#"
+tcp:
+  maxConnections: 7
+  connectTimeout: 250ms
+  tcpKeepalive: {probes: 3, time: 10s}
+  maxConnectionDuration: 1h
+  idleTimeout: 45s
+http:
+  http1MaxPendingRequests: 5
+  http2MaxRequests: 0
+  maxRequestsPerConnection: 2
+  maxRetries: 4
+  http2KeepAlive: {interval: 10s, timeout: 3s}
+"#,
+        )
+        .unwrap();
+        let secs = Duration::from_secs;
+        assert_eq!(
+            Limits::from_settings(&settings),
+            Limits {
+                max_connections: 7,
+                max_pending: 5,
+                // Zero is Istio's "unset": unlimited.
+                max_requests: u32::MAX,
+                max_retries: 4,
+                conn: ConnSettings {
+                    connect_timeout: Some(Duration::from_millis(250)),
+                    keepalive: Some(Keepalive {
+                        time: Some(secs(10)),
+                        interval: None,
+                        probes: Some(3),
+                    }),
+                    // tcp.idleTimeout stands in when http.idleTimeout is unset.
+                    idle_timeout: Some(secs(45)),
+                    max_requests: Some(2),
+                    max_age: Some(secs(3600)),
+                    h2_keepalive: Some((secs(10), secs(3))),
+                },
+            }
+        );
+
+        // http.idleTimeout wins; a zero tcp.idleTimeout keeps the waypoint's own.
+        let both: ConnectionPoolSettings =
+            serde_saphyr::from_str("{tcp: {idleTimeout: 45s}, http: {idleTimeout: 5s}}").unwrap();
+        assert_eq!(
+            Limits::from_settings(&both).conn.idle_timeout,
+            Some(secs(5))
+        );
+        let zero: ConnectionPoolSettings =
+            serde_saphyr::from_str("{tcp: {idleTimeout: 0s}}").unwrap();
+        assert_eq!(Limits::from_settings(&zero), Limits::default());
+    }
+
+    #[test]
     fn a_connection_serves_until_its_request_count_or_age_is_reached() {
         let now = Instant::now();
         assert!(ConnSettings::default().may_serve(u32::MAX, now));

@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | no upstream chosen | 404 | `NR` |
 //! | backend without ready endpoints | 503 | `UH` |
+//! | a circuit breaker of the backend (DestinationRule `connectionPool`, see `limits`) refused it | 503 | `UO` |
 //! | connect refused / timed out, reset before response headers | 503 | `UF` |
 //! | HBONE: TLS failure, server identity not the expected one, CONNECT answered non-200 | 503 | `UF` |
 //! | no response headers within the timeout | 504 | `UT` |
@@ -85,7 +86,8 @@
 //! Every method of [`Upstream`] is in this file: forwarding, tries, mirrors. Around it:
 //! `balance` (endpoint choice), `budget` (timeouts over tries), `rewrite` (the request as the
 //! endpoint gets it), `pool` (HTTP connections) over `dial` (the byte stream of a
-//! `DialPath`) and `hbone` (the HBONE client), `tunnel` (upgrades), `failure` (local replies
+//! `DialPath`) and `hbone` (the HBONE client), `limits` (each backend's circuit breakers and
+//! connection settings from its DestinationRule), `tunnel` (upgrades), `failure` (local replies
 //! and error descriptions), `lease` (what a request holds until its response body ends:
 //! `Upstream::forward_leased` hands it to the caller's completion instead of wrapping the
 //! body), `replay`, `mirror` and `metrics` (bookkeeping), `config` (the settings).

@@ -7,6 +7,12 @@
 //!   the body was read to the end (a body dropped half-read closes it); at most `max_idle_per_endpoint` wait there, each for at most the idle timeout.
 //! - h2c: one connection per dial path, multiplexed. It leaves the pool when it closes or stays
 //!   unused for the idle timeout; requests already on it finish first.
+//!
+//! Each request brings its backend's [`BackendLimits`] (DestinationRule `connectionPool`, see
+//! `limits`): an HTTP/1.1 connection is opened only below the backend's `maxConnections` and
+//! holds a unit of it until it closes; a request that finds none free waits as pending. Each
+//! connection keeps the settings it was opened with: its idle timeout, and how many requests
+//! and how long it may serve before it leaves the pool.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
