@@ -192,6 +192,29 @@ impl<'a> PolicyIndex<'a> {
         None
     }
 
+    /// Rules whose `trafficPolicy` never applies because an older rule of the same namespace
+    /// for the same host has one (istiod merges them and keeps the oldest's), each with the
+    /// rule that wins: a conflict worth telling the operator, who sees no error otherwise.
+    pub(crate) fn shadowed(&self) -> Vec<(ResourceRef, ResourceRef)> {
+        let mut first: std::collections::HashMap<(&str, &str), ResourceRef> =
+            std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for (rule, host) in self
+            .rules
+            .iter()
+            .filter(|(r, _)| r.spec.traffic_policy.is_some())
+        {
+            let key = (rule.metadata.namespace(), host.as_str());
+            match first.get(&key) {
+                Some(winner) => out.push((rule.resource_ref(), winner.clone())),
+                None => {
+                    first.insert(key, rule.resource_ref());
+                }
+            }
+        }
+        out
+    }
+
     /// Whether the waypoint's namespace sees `rule` (its `exportTo`).
     fn visible(&self, rule: &Sourced<DestinationRule>) -> bool {
         let export_to = &rule.spec.export_to;
