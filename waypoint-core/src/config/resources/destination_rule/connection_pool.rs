@@ -13,61 +13,61 @@
 //! `http.maxConcurrentStreams` (one h2c connection per endpoint; bound concurrent requests with
 //! `http2MaxRequests` instead).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
 
 /// Limits on connections and requests to the backend (`connectionPool`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
     /// Settings common to TCP and HTTP connections.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSettings>,
     /// HTTP settings.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSettings>,
 }
 
 /// `connectionPool.tcp`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSettings {
     /// The most connections open to the backend (all its endpoints together).
     #[serde(default)]
     pub max_connections: i32,
     /// How long a connection may take to open.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<GoDuration>,
     /// Turns on TCP keepalive for connections to the backend.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepalive>,
     /// A connection takes no new request once this old.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connection_duration: Option<GoDuration>,
     /// The idle timeout of the backend's connections when `http.idleTimeout` is unset (`0s`:
     /// Istio's "disabled", which keeps the waypoint's own idle timeout here).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<GoDuration>,
 }
 
 /// `connectionPool.tcp.tcpKeepalive`; unset parts keep the system's defaults.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpKeepalive {
     /// Unanswered probes before the connection is dropped.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<u32>,
     /// Idle time before the first probe.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<GoDuration>,
     /// Time between probes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<GoDuration>,
 }
 
 /// `connectionPool.http`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSettings {
     /// The most requests waiting for an HTTP/1.1 connection.
@@ -83,7 +83,7 @@ pub struct HttpSettings {
     #[serde(default)]
     pub max_retries: i32,
     /// How long an unused connection stays open.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<GoDuration>,
     /// Whether HTTP/1.1 connections are upgraded to HTTP/2.
     #[serde(default)]
@@ -95,12 +95,12 @@ pub struct HttpSettings {
     #[serde(default)]
     pub max_concurrent_streams: i32,
     /// HTTP/2 PINGs toward the backend.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2_keep_alive: Option<Http2KeepAlive>,
 }
 
 /// `connectionPool.http.h2UpgradePolicy`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2UpgradePolicy {
     /// The mesh default (never upgrade, at the waypoint).
@@ -113,14 +113,14 @@ pub enum H2UpgradePolicy {
 }
 
 /// `connectionPool.http.http2KeepAlive`: both parts are required.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Http2KeepAlive {
     /// Time between PINGs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<GoDuration>,
     /// How long to wait for a PING's answer before closing the connection.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<GoDuration>,
 }
 
