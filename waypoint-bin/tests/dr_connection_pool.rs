@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::run::{Echo, Running, check};
+use waypoint_core::wire::proxy_protocol::{TLV_PEER_IDENTITY, encode_v2};
 
 /// An HTTP/1.1 backend that counts connections and requests, and holds `/slow` requests until
 /// [`Backend::open`]. A `/twice` path is answered 503 the first time and held like `/slow`
@@ -269,6 +270,9 @@ fn over_max_connections_a_request_waits_and_beyond_the_pending_limit_gets_503_uo
     );
     assert_eq!(overflow_count(&wp, "slow", "pending"), "1");
     assert_eq!(overflow_count(&wp, "slow", "connections"), "0");
+    // /config_dump shows the settings in force for the port.
+    let dump = wp.admin("/config_dump");
+    assert!(dump.contains("\"http1MaxPendingRequests\": 1"), "{dump}");
 }
 
 #[test]
@@ -524,4 +528,91 @@ fn max_connection_duration_retires_a_connection_once_that_old() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(backend.connections.load(Ordering::SeqCst), 3);
+}
+
+/// A TCP backend: `PING` answered `+PONG` on every connection. Returns its port.
+fn pong_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(b"+PONG\r\n").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A TCP connection to `destination` through the waypoint, as ztunnel opens one; `Some` once
+/// the backend answered a `PING` over it, `None` when the waypoint closed it unanswered.
+fn ping_through(wp: &Running, destination: &str) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", wp.sandwich)).unwrap();
+    let identity = b"spiffe://cluster.local/ns/default/sa/sleep";
+    let header = encode_v2(
+        "10.244.0.7:40000".parse().unwrap(),
+        destination.parse().unwrap(),
+        &[(TLV_PEER_IDENTITY, identity.as_slice())],
+    );
+    s.write_all(&header).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"PING\r\n");
+    let mut pong = [0u8; 7];
+    match s.read_exact(&mut pong) {
+        Ok(()) if &pong == b"+PONG\r\n" => Some(s),
+        _ => None,
+    }
+}
+
+#[test]
+fn over_max_connections_a_tcp_connection_is_refused_with_uo() {
+    let port = pong_backend();
+    let config = [
+        format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: redis, namespace: default}}
+spec:
+  clusterIP: 10.96.0.30
+  ports: [{{name: main, port: 6379, appProtocol: redis}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: redis-1, namespace: default, labels: {{kubernetes.io/service-name: redis}}}}
+addressType: IPv4
+ports: [{{name: main, port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#
+        ),
+        rule("redis", "{tcp: {maxConnections: 1}}"),
+    ]
+    .join("---\n");
+    let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
+    let held = ping_through(&wp, "10.96.0.30:6379").expect("the first connection is proxied");
+    assert!(ping_through(&wp, "10.96.0.30:6379").is_none());
+    let log = access_log(&wp);
+    assert!(
+        log.iter().any(|l| l.contains("\"response_flags\":\"UO\"")),
+        "{log:#?}"
+    );
+    let metrics = wp.admin("/metrics");
+    let line = "waypoint_upstream_overflow_total{namespace=\"default\",service=\"redis\",port=\"6379\",limit=\"connections\"} 1";
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "{line} missing in\n{metrics}"
+    );
+
+    // Once the first connection ends, its slot is free again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ping_through(&wp, "10.96.0.30:6379").is_none() {
+        assert!(Instant::now() < deadline, "the slot was never given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
