@@ -570,12 +570,10 @@ fn ping_through(wp: &Running, destination: &str) -> Option<TcpStream> {
     }
 }
 
-#[test]
-fn over_max_connections_a_tcp_connection_is_refused_with_uo() {
-    let port = pong_backend();
-    let config = [
-        format!(
-            r#"apiVersion: v1
+/// Service `redis` (10.96.0.30:6379, TCP) with its endpoint at `127.0.0.1:port`.
+fn redis(port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
 kind: Service
 metadata: {{name: redis, namespace: default}}
 spec:
@@ -589,10 +587,13 @@ addressType: IPv4
 ports: [{{name: main, port: {port}}}]
 endpoints: [{{addresses: ["127.0.0.1"]}}]
 "#
-        ),
-        rule("redis", "{tcp: {maxConnections: 1}}"),
-    ]
-    .join("---\n");
+    )
+}
+
+#[test]
+fn over_max_connections_a_tcp_connection_is_refused_with_uo() {
+    let port = pong_backend();
+    let config = [redis(port), rule("redis", "{tcp: {maxConnections: 1}}")].join("---\n");
     let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
     let held = ping_through(&wp, "10.96.0.30:6379").expect("the first connection is proxied");
     assert!(ping_through(&wp, "10.96.0.30:6379").is_none());
@@ -615,4 +616,43 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
         assert!(Instant::now() < deadline, "the slot was never given back");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_reload_keeps_the_counts_and_a_changed_limit_applies_to_new_connections() {
+    let port = pong_backend();
+    let with = |max: u32, extra: &str| {
+        let pool = format!("{{tcp: {{maxConnections: {max}}}}}");
+        [redis(port), rule("redis", &pool), extra.to_owned()].join("---\n")
+    };
+    let config = with(1, "");
+    let (wp, dir) = Running::start(
+        &config,
+        &["--access-log", "json", "--reload-interval", "100ms"],
+        &[],
+    );
+    let file = dir.path().join("config.yaml");
+    let reloaded = |marker: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !wp.admin("/config_dump").contains(marker) {
+            assert!(Instant::now() < deadline, "{marker} never served");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let held = ping_through(&wp, "10.96.0.30:6379").expect("the first connection is proxied");
+
+    // A reload that leaves the rule alone: the held connection still counts.
+    let other = common::service("other", "10.96.0.31", 9);
+    std::fs::write(&file, with(1, &other)).unwrap();
+    reloaded("10.96.0.31");
+    assert!(ping_through(&wp, "10.96.0.30:6379").is_none());
+
+    // A reload that raises the limit: the next connection is let through beside the held one.
+    std::fs::write(&file, with(2, &other)).unwrap();
+    reloaded("\"maxConnections\": 2");
+    let second = ping_through(&wp, "10.96.0.30:6379");
+    assert!(second.is_some());
+    // And the third is over the new limit, counting the one from before the reloads.
+    assert!(ping_through(&wp, "10.96.0.30:6379").is_none());
+    drop(held);
 }
