@@ -100,6 +100,7 @@ mod hop;
 mod lease;
 mod metrics;
 mod mirror;
+mod outlier;
 mod pool;
 mod replay;
 mod rewrite;
