@@ -9,7 +9,7 @@
 //! | case | status | flag |
 //! |---|---|---|
 //! | no upstream chosen | 404 | `NR` |
-//! | backend without ready endpoints | 503 | `UH` |
+//! | backend without ready endpoints, or all of them ejected by outlier detection | 503 | `UH` |
 //! | connect refused / timed out, reset before response headers | 503 | `UF` |
 //! | HBONE: TLS failure, server identity not the expected one, CONNECT answered non-200 | 503 | `UF` |
 //! | no response headers within the timeout | 504 | `UT` |
@@ -88,7 +88,9 @@
 //! `DialPath`) and `hbone` (the HBONE client), `tunnel` (upgrades), `failure` (local replies
 //! and error descriptions), `lease` (what a request holds until its response body ends:
 //! `Upstream::forward_leased` hands it to the caller's completion instead of wrapping the
-//! body), `replay`, `mirror` and `metrics` (bookkeeping), `config` (the settings).
+//! body), `replay`, `mirror` and `metrics` (bookkeeping), `config` (the settings), `outlier`
+//! (the DestinationRule's `outlierDetection`: every try's outcome is reported to it, and the
+//! endpoints it ejected are left out of the list the balancer picks from).
 
 mod balance;
 mod budget;
@@ -109,7 +111,7 @@ mod tunnel;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -123,6 +125,7 @@ pub(crate) use hop::{is_upgrade, remove_hop_by_hop};
 pub(crate) use lease::UpstreamLease;
 pub(crate) use metrics::{PoolCollector, PoolSizes};
 pub use mirror::UpstreamStats;
+pub(crate) use outlier::BackendView as OutlierView;
 pub(crate) use stream::StreamUpstream;
 
 use crate::body::{self, Body, local_reply};
@@ -135,6 +138,7 @@ use balance::{InFlight, pick_avoiding};
 use budget::{Budget, Expiry};
 use dial::{DialPath, Dialer};
 use mirror::{Counters, Slot};
+use outlier::{Outliers, TryOutcome};
 use pool::HttpPool;
 use replay::Replay;
 use tunnel::DownstreamUpgrade;
@@ -149,6 +153,7 @@ pub struct Upstream {
     cfg: UpstreamConfig,
     pool: Arc<HttpPool>,
     counters: Arc<Counters>,
+    outliers: Outliers,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -191,6 +196,7 @@ impl Upstream {
             pool: HttpPool::new(dialer, &cfg),
             cfg,
             counters: Arc::default(),
+            outliers: Outliers::default(),
         }
     }
 
@@ -217,6 +223,11 @@ impl Upstream {
     /// Mirror and retry counts since this connector was built.
     pub fn stats(&self) -> UpstreamStats {
         self.counters.snapshot()
+    }
+
+    /// Outlier detection's state of every backend that has had it, for the admin server.
+    pub(crate) fn outlier_views(&self) -> Vec<OutlierView> {
+        self.outliers.views(Instant::now())
     }
 
     /// Forwards `req` to an endpoint of `ctx.upstream` and returns the backend's response, its
@@ -316,13 +327,18 @@ impl Upstream {
         let mut next = Some(first);
         let mut retries = 0u32;
         let mut last = None;
+        let outlier = outlier::settings_of(backend);
         loop {
             let Some(mut req) = next.take().or_else(|| replay.map(Replay::request)) else {
                 // Unreachable: a policy needs a kept request. Answer rather than panic.
                 let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, "retry without a copy");
                 return local(resp);
             };
-            let Some(endpoint) = pick_avoiding(&backend.endpoints, last) else {
+            // Ejected endpoints are left out before the balancer sees the list.
+            let endpoints = self
+                .outliers
+                .eligible(backend, outlier.as_ref(), Instant::now());
+            let Some(endpoint) = pick_avoiding(&endpoints, last) else {
                 return local(failure::no_healthy_upstream(ctx, backend));
             };
             let address = endpoint.address;
@@ -338,6 +354,9 @@ impl Upstream {
                 None => Some(exchange.await),
             };
             let may_retry = policy.filter(|p| retries < p.attempts);
+            let outcome = TryOutcome::from_result(&result);
+            self.outliers
+                .record(backend, outlier.as_ref(), address, outcome);
             let why = match result {
                 Some(Ok((resp, conn))) => match may_retry {
                     Some(p) if p.retries_status(resp.status()) => {

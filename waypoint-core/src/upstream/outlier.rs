@@ -12,7 +12,8 @@
 //! | local origin | connect failures, resets before response headers, try timeouts, only with `splitExternalLocalOriginErrors` | any response at all | `consecutiveLocalOriginFailures` (5) |
 //!
 //! Without the split a local-origin failure counts as the status the waypoint answers for it
-//! (503 for a failed connection, 504 for a timeout), which is Envoy's mapping. With
+//! (503 for a failed connection, 504 for a timeout), which is Envoy's mapping. Byte streams
+//! (TCP routes) report their connection: a failure as above, a success as a 200. With
 //! `outlierDetectionHttpErrorCodes` only the listed statuses count as errors, everything else as
 //! a success.
 //!
@@ -41,11 +42,18 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::config::resources::OutlierDetection;
 use crate::config::{Endpoint, ResourceRef, ServiceBackend};
 
 /// Envoy's `max_ejection_time` default, which Istio leaves unset: the longest an ejection lasts
 /// once the backoff has grown (never shorter than `baseEjectionTime`).
 const MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+
+/// The outlier detection settings in force for `backend`, if its DestinationRule has any.
+pub(crate) fn settings_of(backend: &ServiceBackend) -> Option<OutlierSettings> {
+    let applied = backend.policy.outlier_detection.as_ref()?;
+    Some(OutlierSettings::from(&applied.settings))
+}
 
 /// Outlier detection as it runs: Istio's `OutlierDetection` with Istio's and Envoy's defaults
 /// filled in. Thresholds of 0 are off.
@@ -88,6 +96,39 @@ impl Default for OutlierSettings {
     }
 }
 
+impl From<&OutlierDetection> for OutlierSettings {
+    /// Istio's mapping: unset fields keep Envoy's defaults, except that Istio only passes
+    /// `maxEjectionPercent` and `consecutiveLocalOriginFailures` when above 0 (so 0 means the
+    /// default there), and always passes `minHealthPercent` (so unset means 0, no panic).
+    /// Validation keeps the numbers in range; out of range they fall back to the defaults.
+    fn from(od: &OutlierDetection) -> Self {
+        let d = OutlierSettings::default();
+        let count =
+            |v: Option<i64>, default: u32| v.and_then(|n| u32::try_from(n).ok()).unwrap_or(default);
+        let percent = |v: Option<i64>| v.and_then(|n| u32::try_from(n).ok()).map(|n| n.min(100));
+        OutlierSettings {
+            consecutive_5xx: count(od.consecutive_5xx_errors, d.consecutive_5xx),
+            consecutive_gateway: count(od.consecutive_gateway_errors, d.consecutive_gateway),
+            split_local_origin: od.split_external_local_origin_errors,
+            consecutive_local_origin: match count(od.consecutive_local_origin_failures, 0) {
+                0 => d.consecutive_local_origin,
+                n => n,
+            },
+            interval: od.interval.map_or(d.interval, |g| g.0),
+            base_ejection_time: od.base_ejection_time.map_or(d.base_ejection_time, |g| g.0),
+            max_ejection_percent: percent(od.max_ejection_percent)
+                .filter(|p| *p > 0)
+                .unwrap_or(d.max_ejection_percent),
+            min_health_percent: percent(od.min_health_percent).unwrap_or(d.min_health_percent),
+            error_codes: ErrorCodes::new(
+                od.outlier_detection_http_error_codes
+                    .iter()
+                    .filter_map(|c| u32::try_from(*c).ok()),
+            ),
+        }
+    }
+}
+
 /// `outlierDetectionHttpErrorCodes` as a bit set over 100..=599, so the settings stay `Copy`
 /// and cheap to compare on every request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,6 +166,20 @@ pub(crate) enum TryOutcome {
     ConnectionFailed,
     /// No response within the try's time.
     TimedOut,
+    /// A byte stream (TCP) connected: for such a connection, the only success there is.
+    Connected,
+}
+
+impl TryOutcome {
+    /// The outcome of a try as the request path holds it: `None` when its time ran out, an
+    /// error when no response headers came.
+    pub(crate) fn from_result<B, C, E>(result: &Option<Result<(http::Response<B>, C), E>>) -> Self {
+        match result {
+            Some(Ok((resp, _))) => TryOutcome::Status(resp.status().as_u16()),
+            Some(Err(_)) => TryOutcome::ConnectionFailed,
+            None => TryOutcome::TimedOut,
+        }
+    }
 }
 
 /// Which detector ejected an endpoint (the `reason` label of the ejection counter).
@@ -328,8 +383,15 @@ impl Outliers {
             if ejected == 0 || panic {
                 return Cow::Borrowed(endpoints.as_slice());
             }
-            let is_ejected = |e: &Endpoint| state.hosts.get(&e.address).is_some_and(Host::is_ejected);
-            Cow::Owned(endpoints.iter().filter(|e| !is_ejected(e)).cloned().collect())
+            let is_ejected =
+                |e: &Endpoint| state.hosts.get(&e.address).is_some_and(Host::is_ejected);
+            Cow::Owned(
+                endpoints
+                    .iter()
+                    .filter(|e| !is_ejected(e))
+                    .cloned()
+                    .collect(),
+            )
         })
     }
 
@@ -361,6 +423,24 @@ impl Outliers {
                 .try_eject(address, &backend.endpoints, fired, now)
                 .then_some(fired)
         })
+    }
+
+    /// [`Outliers::report`] now, logging an ejection: the request path's entry point.
+    pub(crate) fn record(
+        &self,
+        backend: &ServiceBackend,
+        settings: Option<&OutlierSettings>,
+        address: SocketAddr,
+        outcome: TryOutcome,
+    ) {
+        if let Some(reason) = self.report(backend, settings, address, outcome, Instant::now()) {
+            tracing::warn!(
+                endpoint = %address,
+                service = %super::failure::service_name(backend),
+                reason = reason.as_str(),
+                "outlier detection ejected an endpoint"
+            );
+        }
     }
 
     /// What `/config_dump` and the metrics show of every backend.
@@ -412,6 +492,10 @@ fn count(host: &mut Host, s: &OutlierSettings, outcome: TryOutcome) -> Option<Ej
             }
             code
         }
+        (TryOutcome::Connected, true) => {
+            host.consecutive_local_origin = 0;
+            return None;
+        }
         (TryOutcome::ConnectionFailed | TryOutcome::TimedOut, true) => {
             host.consecutive_local_origin += 1;
             let limit = s.consecutive_local_origin;
@@ -421,6 +505,8 @@ fn count(host: &mut Host, s: &OutlierSettings, outcome: TryOutcome) -> Option<Ej
         // Envoy's mapping of local-origin failures when they are not split off.
         (TryOutcome::ConnectionFailed, false) => 503,
         (TryOutcome::TimedOut, false) => 504,
+        // Envoy reports a TCP proxy's connection as a final success, a 200.
+        (TryOutcome::Connected, false) => 200,
     };
     let error = match s.error_codes.is_empty() {
         true => (500..600).contains(&status),
@@ -480,6 +566,7 @@ mod tests {
             port: 80,
             cluster_ips: vec![],
             protocol: ProtocolSelection::http(AppProtocol::Http1),
+            policy: Default::default(),
             endpoints: (1..=n)
                 .map(|i| Endpoint {
                     address: ([10, 0, 0, i], 8080).into(),
@@ -562,8 +649,7 @@ mod tests {
     }
 
     #[test]
-    fn an_ejected_endpoint_returns_after_the_base_time_and_the_next_ejection_lasts_twice_as_long()
-    {
+    fn an_ejected_endpoint_returns_after_the_base_time_and_the_next_ejection_lasts_twice_as_long() {
         let (o, b, s, t0) = (Outliers::default(), backend(2), settings(), Instant::now());
         let fail = TryOutcome::Status(503);
         report_n(&o, &b, &s, addr(1), fail, 3, t0);
@@ -628,10 +714,7 @@ mod tests {
         assert_eq!(eligible(&o, &b, &s, t0), [3, 4]);
         let view = &o.views(t0)[0];
         assert_eq!(view.ejected.len(), 2);
-        assert_eq!(
-            view.ejections_total[0],
-            (EjectionReason::Consecutive5xx, 2)
-        );
+        assert_eq!(view.ejections_total[0], (EjectionReason::Consecutive5xx, 2));
 
         // 100%: every endpoint may go, and then there is none to pick.
         let (o, b) = (Outliers::default(), backend(2));
@@ -718,6 +801,25 @@ mod tests {
             None,
             "max 50% of two: the second endpoint cannot be ejected too"
         );
+    }
+
+    #[test]
+    fn a_connected_stream_breaks_a_run_of_failures() {
+        let (o, b, t0) = (Outliers::default(), backend(2), Instant::now());
+        for s in [
+            settings(),
+            OutlierSettings {
+                split_local_origin: true,
+                consecutive_local_origin: 3,
+                ..settings()
+            },
+        ] {
+            let failed = TryOutcome::ConnectionFailed;
+            report_n(&o, &b, &s, addr(1), failed, 2, t0);
+            o.report(&b, Some(&s), addr(1), TryOutcome::Connected, t0);
+            assert_eq!(report_n(&o, &b, &s, addr(1), failed, 2, t0), None);
+            assert!(report_n(&o, &b, &s, addr(1), failed, 1, t0).is_some());
+        }
     }
 
     #[test]
