@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /metrics` | every metric of the registry, OpenMetrics text |
 //! | `GET /healthz/ready` | 200 `ready` once started and a config (version ≥ 1) is served, else 503; 503 too while memory is over `--memory-limit` |
-//! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, per-parent route status (`routeParents`), Gateways and listeners (`gateways`), Services and endpoints (with, per port under outlier detection, the endpoints ejected now: `outlierDetection`) |
+//! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, per-parent route status (`routeParents`), Gateways and listeners (`gateways`), Services and endpoints (with, per port under outlier detection, the endpoints ejected now: `trafficPolicy.outlierDetection.ejected`) |
 //! | `POST`/`PUT /logging?level=<filter>` | changes the log filter (e.g. `info,waypoint_core=debug`) |
 //!
 //! It has no authentication: keep it on loopback (or behind a NetworkPolicy).
@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::config::binding::Binding;
+use crate::config::traffic_policy::PortPolicy;
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};
 use crate::overload::Overload;
 use crate::route_status::{gateway_classes_json, gateways_json, route_parents_json};
@@ -258,6 +259,7 @@ pub(crate) fn config_dump_json(snapshot: &Snapshot, controller: Option<&str>) ->
                 },
                 "portProtocol": &b.protocol,
                 "endpoints": b.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
+                "trafficPolicy": traffic_policy_json(&b.policy),
             })
         })
         .collect();
@@ -271,6 +273,19 @@ pub(crate) fn config_dump_json(snapshot: &Snapshot, controller: Option<&str>) ->
         "services": services,
         "binding": binding_json(snapshot.config.binding()),
     })
+}
+
+/// The DestinationRule settings of a Service port: each block with the rule it came from.
+fn traffic_policy_json(policy: &PortPolicy) -> Value {
+    let blocks: serde_json::Map<String, Value> = policy
+        .blocks()
+        .into_iter()
+        .map(|(name, from, settings)| {
+            let block = json!({"from": from.to_string(), "settings": settings});
+            (name.to_owned(), block)
+        })
+        .collect();
+    Value::Object(blocks)
 }
 
 /// What is bound to this waypoint's Gateway (`enforced: false` without `--gateway`).
@@ -347,37 +362,26 @@ fn config_dump(state: &AdminState) -> AdminResponse {
     reply(StatusCode::OK, "application/json", body)
 }
 
-/// Adds `outlierDetection` to each entry of `dump`'s `services` whose port has outlier
-/// detection: the endpoints ejected now (address, times ejected, until when) and the ejections
-/// so far by detector. The state is the upstream's (it outlives reloads), the list of ports the
-/// snapshot's.
-fn add_outliers(dump: &mut Value, snapshot: &Snapshot, views: &[OutlierView], now: SystemTime) {
+/// Adds to the `trafficPolicy.outlierDetection` block of each entry of `dump`'s `services` the
+/// detection's state: the endpoints ejected now (`ejected`: address, times ejected, until
+/// when) and the ejections so far by detector (`ejectionsTotal`). The state is the upstream's
+/// (it outlives reloads); which ports have the block is the snapshot's.
+fn add_outliers(dump: &mut Value, views: &[OutlierView], now: SystemTime) {
     let Some(services) = dump.get_mut("services").and_then(Value::as_array_mut) else {
         return;
     };
     for service in services {
-        let (Some(namespace), Some(name), Some(port)) = (
-            service["namespace"].as_str(),
-            service["name"].as_str(),
-            service["port"].as_u64(),
-        ) else {
+        let view = views.iter().find(|v| {
+            service["namespace"] == v.service.namespace.as_str()
+                && service["name"] == v.service.name.as_str()
+                && service["port"] == v.port
+        });
+        let Some(block) = service
+            .pointer_mut("/trafficPolicy/outlierDetection")
+            .and_then(Value::as_object_mut)
+        else {
             continue;
         };
-        let Some(port) = u16::try_from(port).ok() else {
-            continue;
-        };
-        let key = (namespace.to_owned(), name.to_owned(), port);
-        let enabled = snapshot
-            .config
-            .backends()
-            .find(|b| (&b.service.namespace, &b.service.name, b.port) == (&key.0, &key.1, key.2))
-            .is_some_and(|b| b.policy.outlier_detection.is_some());
-        if !enabled {
-            continue;
-        }
-        let view = views
-            .iter()
-            .find(|v| (&v.service.namespace, &v.service.name, v.port) == (&key.0, &key.1, key.2));
         let ejected: Vec<Value> = view
             .map(|v| v.ejected.as_slice())
             .unwrap_or_default()
@@ -396,10 +400,8 @@ fn add_outliers(dump: &mut Value, snapshot: &Snapshot, views: &[OutlierView], no
             .iter()
             .map(|(reason, n)| (reason.as_str().to_owned(), json!(n)))
             .collect();
-        service["outlierDetection"] = json!({
-            "ejected": ejected,
-            "ejectionsTotal": totals,
-        });
+        block.insert("ejected".to_owned(), json!(ejected));
+        block.insert("ejectionsTotal".to_owned(), json!(totals));
     }
 }
 

@@ -49,6 +49,29 @@ impl PortPolicy {
     pub fn is_empty(&self) -> bool {
         *self == PortPolicy::default()
     }
+
+    /// The blocks in force, each as (field name, where it came from, settings as JSON): what
+    /// `/config_dump` and `waypoint check` show.
+    pub fn blocks(&self) -> Vec<(&'static str, &PolicyOrigin, serde_json::Value)> {
+        fn block<'a, T: serde::Serialize>(
+            name: &'static str,
+            applied: &'a Option<Applied<T>>,
+        ) -> Option<(&'static str, &'a PolicyOrigin, serde_json::Value)> {
+            let applied = applied.as_ref()?;
+            // Plain data types: serializing cannot fail; `Null` would only hide the settings.
+            let settings = serde_json::to_value(&applied.settings).unwrap_or_default();
+            Some((name, &applied.from, settings))
+        }
+        [
+            block("loadBalancer", &self.load_balancer),
+            block("connectionPool", &self.connection_pool),
+            block("outlierDetection", &self.outlier_detection),
+            block("tls", &self.tls),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// A settings block and where it came from.

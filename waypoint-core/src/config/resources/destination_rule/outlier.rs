@@ -5,12 +5,12 @@
 //! Numbers are read wide (`i64`) so that a negative or oversized value is refused by `check`
 //! with the field named, rather than by the reader with a type error.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
 
 /// When a failing endpoint is set aside (`outlierDetection`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     /// Count connection failures, resets and timeouts apart from the responses
@@ -18,26 +18,36 @@ pub struct OutlierDetection {
     #[serde(default)]
     pub split_external_local_origin_errors: bool,
     /// Local-origin failures in a row that eject an endpoint (default 5); only with the split.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub consecutive_local_origin_failures: Option<i64>,
     /// 502, 503 or 504 in a row that eject an endpoint (off unless above 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub consecutive_gateway_errors: Option<i64>,
     /// 5xx in a row that eject an endpoint (default 5; 0 turns it off).
-    #[serde(rename = "consecutive5xxErrors")]
+    #[serde(
+        rename = "consecutive5xxErrors",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub consecutive_5xx_errors: Option<i64>,
     /// Envoy's sweep interval (default 10s): here the pace at which the ejection time shrinks
     /// back.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<GoDuration>,
     /// The ejection time, multiplied by how often the endpoint was ejected (default 30s).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<GoDuration>,
     /// At most this percentage of the endpoints ejected at once (0 or unset: 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<i64>,
     /// Below this percentage of endpoints in service, all are used (default 0: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_health_percent: Option<i64>,
     /// The statuses that count as errors instead of the 5xx.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outlier_detection_http_error_codes: Vec<i64>,
     /// Deprecated and ignored by Istio (hidden from its documentation); refused here unless 0,
     /// so that a rule relying on it does not silently do nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub consecutive_errors: Option<i64>,
 }
 
