@@ -350,12 +350,7 @@ fn config_dump(state: &AdminState) -> AdminResponse {
     let snapshot = state.store.load();
     let mut dump = config_dump_json(&snapshot, state.controller_name.as_deref());
     if let Some(upstream) = &state.upstream {
-        add_outliers(
-            &mut dump,
-            &snapshot,
-            &upstream.outlier_views(),
-            SystemTime::now(),
-        );
+        add_outliers(&mut dump, &upstream.outlier_views(), SystemTime::now());
     }
     let mut body = serde_json::to_vec_pretty(&dump).unwrap_or_default();
     body.push(b'\n');
