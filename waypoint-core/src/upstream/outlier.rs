@@ -860,6 +860,46 @@ mod tests {
     }
 
     #[test]
+    fn every_field_reaches_the_detector_with_istios_defaults_for_the_rest() {
+        let read = |yaml: &str| {
+            let od: OutlierDetection = serde_saphyr::from_str(yaml).unwrap();
+            OutlierSettings::from(&od)
+        };
+        assert_eq!(read("{}"), OutlierSettings::default());
+        let secs = Duration::from_secs;
+        assert_eq!(
+            read(
+                "splitExternalLocalOriginErrors: true\n\
+                 consecutiveLocalOriginFailures: 2\n\
+                 consecutiveGatewayErrors: 3\n\
+                 consecutive5xxErrors: 4\n\
+                 interval: 1s\n\
+                 baseEjectionTime: 2s\n\
+                 maxEjectionPercent: 50\n\
+                 minHealthPercent: 20\n\
+                 outlierDetectionHttpErrorCodes: [429]\n"
+            ),
+            OutlierSettings {
+                consecutive_5xx: 4,
+                consecutive_gateway: 3,
+                split_local_origin: true,
+                consecutive_local_origin: 2,
+                interval: secs(1),
+                base_ejection_time: secs(2),
+                max_ejection_percent: 50,
+                min_health_percent: 20,
+                error_codes: ErrorCodes::new([429]),
+            }
+        );
+        // Istio passes these two only when above 0, so 0 keeps Envoy's default.
+        let zeros = read("maxEjectionPercent: 0\nconsecutiveLocalOriginFailures: 0");
+        assert_eq!(zeros.max_ejection_percent, 10);
+        assert_eq!(zeros.consecutive_local_origin, 5);
+        // 0 turns the 5xx detector off.
+        assert_eq!(read("consecutive5xxErrors: 0").consecutive_5xx, 0);
+    }
+
+    #[test]
     fn reports_for_an_ejected_endpoint_are_ignored() {
         let (o, b, s, t0) = (Outliers::default(), backend(2), settings(), Instant::now());
         report_n(&o, &b, &s, addr(1), TryOutcome::Status(500), 3, t0);
