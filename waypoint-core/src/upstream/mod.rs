@@ -9,7 +9,7 @@
 //! | case | status | flag |
 //! |---|---|---|
 //! | no upstream chosen | 404 | `NR` |
-//! | backend without ready endpoints | 503 | `UH` |
+//! | backend without ready endpoints, or all of them ejected by outlier detection | 503 | `UH` |
 //! | a circuit breaker of the backend (DestinationRule `connectionPool`, see `limits`) refused it | 503 | `UO` |
 //! | connect refused / timed out, reset before response headers | 503 | `UF` |
 //! | HBONE: TLS failure, server identity not the expected one, CONNECT answered non-200 | 503 | `UF` |
@@ -90,7 +90,9 @@
 //! connection settings from its DestinationRule), `tunnel` (upgrades), `failure` (local replies
 //! and error descriptions), `lease` (what a request holds until its response body ends:
 //! `Upstream::forward_leased` hands it to the caller's completion instead of wrapping the
-//! body), `replay`, `mirror` and `metrics` (bookkeeping), `config` (the settings).
+//! body), `replay`, `mirror` and `metrics` (bookkeeping), `config` (the settings), `outlier`
+//! (the DestinationRule's `outlierDetection`: every try's outcome is reported to it, and the
+//! endpoints it ejected are left out of the list the balancer picks from).
 
 mod balance;
 mod budget;
@@ -103,6 +105,7 @@ mod lease;
 mod limits;
 mod metrics;
 mod mirror;
+mod outlier;
 mod pool;
 mod replay;
 mod rewrite;
@@ -111,7 +114,7 @@ mod tunnel;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -125,6 +128,7 @@ pub(crate) use hop::{is_upgrade, remove_hop_by_hop};
 pub(crate) use lease::UpstreamLease;
 pub(crate) use metrics::{PoolCollector, PoolSizes};
 pub use mirror::UpstreamStats;
+pub(crate) use outlier::BackendView as OutlierView;
 pub(crate) use stream::StreamUpstream;
 
 use crate::body::{self, Body, local_reply};
@@ -138,6 +142,7 @@ use budget::{Budget, Expiry};
 use dial::{DialPath, Dialer};
 use limits::{BackendLimits, Breakers, Limit};
 use mirror::{Counters, Slot};
+use outlier::{Outliers, TryOutcome};
 use pool::{HttpPool, SendError};
 use replay::Replay;
 use tunnel::DownstreamUpgrade;
@@ -155,6 +160,9 @@ pub struct Upstream {
     /// Every backend's circuit breakers (DestinationRule `connectionPool`): kept here, not in
     /// the config, so they survive reloads.
     breakers: Breakers,
+    /// Every backend's outlier detection state (DestinationRule `outlierDetection`), kept
+    /// here for the same reason.
+    outliers: Outliers,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -198,6 +206,7 @@ impl Upstream {
             cfg,
             counters: Arc::default(),
             breakers: Breakers::default(),
+            outliers: Outliers::default(),
         }
     }
 
@@ -224,6 +233,11 @@ impl Upstream {
     /// Mirror and retry counts since this connector was built.
     pub fn stats(&self) -> UpstreamStats {
         self.counters.snapshot()
+    }
+
+    /// Outlier detection's state of every backend that has had it, for the admin server.
+    pub(crate) fn outlier_views(&self) -> Vec<OutlierView> {
+        self.outliers.views(Instant::now())
     }
 
     /// Forwards `req` to an endpoint of `ctx.upstream` and returns the backend's response, its
@@ -326,13 +340,18 @@ impl Upstream {
         let limits = self.limits_of(backend);
         // The retry in flight holds a unit of the backend's `maxRetries` until it is answered.
         let mut _retrying = None;
+        let outlier = outlier::settings_of(backend);
         loop {
             let Some(mut req) = next.take().or_else(|| replay.map(Replay::request)) else {
                 // Unreachable: a policy needs a kept request. Answer rather than panic.
                 let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, "retry without a copy");
                 return local(resp);
             };
-            let Some(endpoint) = pick_avoiding(&backend.endpoints, last) else {
+            // Ejected endpoints are left out before the balancer sees the list.
+            let endpoints = self
+                .outliers
+                .eligible(backend, outlier.as_ref(), Instant::now());
+            let Some(endpoint) = pick_avoiding(&endpoints, last) else {
                 return local(failure::no_healthy_upstream(ctx, backend));
             };
             let address = endpoint.address;
@@ -368,6 +387,12 @@ impl Upstream {
                 .then(|| limits.take_or_overflow(Limit::Retries))
                 .flatten();
             let may_retry = may_retry.filter(|_| !wants_retry || retry_slot.is_some());
+            // A refusal by the backend's own circuit breaker says nothing about the endpoint.
+            if !matches!(result, Some(Err(SendError::Overflow(_)))) {
+                let outcome = TryOutcome::from_result(&result);
+                self.outliers
+                    .record(backend, outlier.as_ref(), address, outcome);
+            }
             let why = match result {
                 Some(Ok((resp, conn))) => match may_retry {
                     Some(p) if p.retries_status(resp.status()) => {

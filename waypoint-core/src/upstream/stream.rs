@@ -1,13 +1,17 @@
 //! The upstream of a connection proxied as bytes (TCP, TLS passed through): one endpoint of
 //! the backend, chosen by the same balancer as HTTP requests, reached over the same
 //! transports (plain TCP, HBONE, the co-located ztunnel's socket), but not pooled: the stream
-//! belongs to the one client connection, so nothing about it is shared or reused.
+//! belongs to the one client connection, so nothing about it is shared or reused. Endpoints
+//! ejected by outlier detection are left out, and whether the connection opened is reported
+//! to it.
 
 use std::fmt;
+use std::time::Instant;
 
 use super::Upstream;
 use super::balance::{InFlight, pick};
 use super::limits::{Limit, Slot};
+use super::outlier::{self, TryOutcome};
 use crate::config::{Endpoint, ServiceBackend};
 use crate::conn::ConnInfo;
 use crate::flags::ResponseFlag;
@@ -56,7 +60,11 @@ impl Upstream {
         backend: &ServiceBackend,
         conn: &ConnInfo,
     ) -> Result<StreamUpstream, StreamConnectError> {
-        let Some(endpoint) = pick(&backend.endpoints) else {
+        let outlier = outlier::settings_of(backend);
+        let endpoints = self
+            .outliers
+            .eligible(backend, outlier.as_ref(), Instant::now());
+        let Some(endpoint) = pick(&endpoints) else {
             return Err(StreamConnectError {
                 flag: ResponseFlag::NoHealthyUpstream,
                 endpoint: None,
@@ -77,7 +85,14 @@ impl Upstream {
         };
         let busy = InFlight::start(&endpoint.stats);
         let path = self.dial_path(endpoint, conn);
-        match self.pool.dialer().dial(&path, &limits.limits.conn).await {
+        let dialed = self.pool.dialer().dial(&path, &limits.limits.conn).await;
+        let outcome = match &dialed {
+            Ok(_) => TryOutcome::Connected,
+            Err(_) => TryOutcome::ConnectionFailed,
+        };
+        self.outliers
+            .record(backend, outlier.as_ref(), endpoint.address, outcome);
+        match dialed {
             Ok(io) => Ok(StreamUpstream {
                 io,
                 endpoint: endpoint.clone(),
