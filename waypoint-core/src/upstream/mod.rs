@@ -95,6 +95,8 @@ mod budget;
 mod config;
 mod dial;
 mod failure;
+mod hash;
+mod hash_key;
 mod hbone;
 mod hop;
 mod lease;

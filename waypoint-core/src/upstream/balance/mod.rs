@@ -1,10 +1,121 @@
-//! Endpoint choice (least request, power of two choices) and the in-flight accounting it reads.
+//! Endpoint choice: the backend's load-balancing policy (DestinationRule `loadBalancer`), and
+//! the in-flight accounting least request reads.
+//!
+//! | policy | choice | retry (`avoid`) |
+//! |---|---|---|
+//! | least request (default; also `UNSPECIFIED`, `LEAST_CONN`) | of two random endpoints, the less busy | any other |
+//! | `ROUND_ROBIN` | the next endpoint, per backend, in endpoint order | the one after |
+//! | `RANDOM` | uniform | any other |
+//! | `consistentHash` | the request key's endpoint on the ring / Maglev table | next on the table |
+//! | `consistentHash`, request without its key | least request | any other |
+//!
+//! What must outlive a config snapshot (the round-robin position, the built hash tables) lives
+//! in [`Balancers`], owned by the `Upstream` and keyed by the backend (Service and port); a
+//! reload with the same endpoints and settings finds it as it was (see `state`).
+
+mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::hash::{HashTable, TableKind};
+use super::hash_key::HashKey;
 use crate::config::{Endpoint, EndpointStats};
+pub(crate) use state::Balancers;
+
+/// A backend's load-balancing policy, as its DestinationRule settings compile to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// Least request over two random choices (Envoy's and Istio's default).
+    #[default]
+    LeastRequest,
+    /// Each endpoint in turn.
+    RoundRobin,
+    /// Uniformly at random.
+    Random,
+    /// The endpoint of the request's key on a consistent-hash table.
+    ConsistentHash {
+        /// What the request hashes on.
+        key: HashKey,
+        /// Ring or Maglev, and its size.
+        table: TableKind,
+    },
+}
+
+/// One request's endpoint choice, made ready before its first try: every try asks it for an
+/// endpoint, each time avoiding the endpoint of the try before.
+#[derive(Debug, Default)]
+pub(crate) struct Choice {
+    how: How,
+    /// `Set-Cookie` for the response, when the hash key was a cookie generated for it.
+    pub(crate) set_cookie: Option<http::HeaderValue>,
+}
+
+#[derive(Debug, Default)]
+enum How {
+    #[default]
+    LeastRequest,
+    RoundRobin(Arc<state::BackendState>),
+    Random,
+    Hash(Arc<HashTable>, u64),
+}
+
+impl Choice {
+    /// The endpoint for the next try, never `avoid` when there is another. `None` only when
+    /// `endpoints` is empty.
+    pub(crate) fn pick<'a>(
+        &self,
+        endpoints: &'a [Endpoint],
+        avoid: Option<SocketAddr>,
+    ) -> Option<&'a Endpoint> {
+        match &self.how {
+            How::LeastRequest => pick_avoiding(endpoints, avoid),
+            How::Random => {
+                let chosen = endpoints.get(fastrand::usize(..endpoints.len().max(1)))?;
+                Some(elsewhere(endpoints, chosen, avoid))
+            }
+            How::RoundRobin(state) => {
+                let n = endpoints.len();
+                if n == 0 {
+                    return None;
+                }
+                let at = state.next_turn() % n;
+                let chosen = &endpoints[at];
+                if n > 1 && Some(chosen.address) == avoid {
+                    return endpoints.get((at + 1) % n);
+                }
+                Some(chosen)
+            }
+            How::Hash(table, hash) => {
+                let address = table.pick_avoiding(*hash, avoid);
+                // The table was built over exactly these endpoints (see `state`); the fallback
+                // only guards against a caller passing another set.
+                endpoints
+                    .iter()
+                    .find(|e| e.address == address)
+                    .or_else(|| pick_avoiding(endpoints, avoid))
+            }
+        }
+    }
+}
+
+/// `chosen`, or when it is `avoid`, any of the others uniformly.
+fn elsewhere<'a>(
+    endpoints: &'a [Endpoint],
+    chosen: &'a Endpoint,
+    avoid: Option<SocketAddr>,
+) -> &'a Endpoint {
+    let n = endpoints.len();
+    if n < 2 || Some(chosen.address) != avoid {
+        return chosen;
+    }
+    let at = endpoints
+        .iter()
+        .position(|e| e.address == chosen.address)
+        .unwrap_or(0);
+    &endpoints[(at + 1 + fastrand::usize(..n - 1)) % n]
+}
 
 /// Picks the endpoint for one request: of two distinct endpoints drawn at random, the one with
 /// fewer requests in flight (Envoy's default least-request policy). Two random draws avoid the
@@ -35,16 +146,7 @@ pub(crate) fn pick_avoiding(
     avoid: Option<SocketAddr>,
 ) -> Option<&Endpoint> {
     let chosen = pick(endpoints)?;
-    let n = endpoints.len();
-    if n < 2 || Some(chosen.address) != avoid {
-        return Some(chosen);
-    }
-    let at = endpoints
-        .iter()
-        .position(|e| e.address == chosen.address)
-        .unwrap_or(0);
-    // Any of the n-1 others, uniformly.
-    endpoints.get((at + 1 + fastrand::usize(..n - 1)) % n)
+    Some(elsewhere(endpoints, chosen, avoid))
 }
 
 /// Counts one request in flight to an endpoint for as long as it lives.
