@@ -1,7 +1,8 @@
 //! Forwarding to the chosen backend's endpoints over pooled connections.
 //!
 //! Routing records an [`UpstreamTarget`] in the request context; [`Upstream::forward`] picks an
-//! endpoint (least request, power of two choices: `pick`), rewrites the request for it, sends
+//! endpoint (by the backend's DestinationRule `loadBalancer`, least request by default: see
+//! `balance`), rewrites the request for it, sends
 //! it over a pooled connection (HTTP/1.1, or HTTP/2 with prior knowledge for h2c backends), and
 //! streams the response back. Every failure is a local reply with the status Envoy would give
 //! and its response flag in the context:
@@ -83,7 +84,7 @@
 //! # Where things are
 //!
 //! Every method of [`Upstream`] is in this file: forwarding, tries, mirrors. Around it:
-//! `balance` (endpoint choice), `budget` (timeouts over tries), `rewrite` (the request as the
+//! `balance` (endpoint choice, over `hash` and `hash_key` for consistent hashing), `budget` (timeouts over tries), `rewrite` (the request as the
 //! endpoint gets it), `pool` (HTTP connections) over `dial` (the byte stream of a
 //! `DialPath`) and `hbone` (the HBONE client), `tunnel` (upgrades), `failure` (local replies
 //! and error descriptions), `lease` (what a request holds until its response body ends:
@@ -132,7 +133,7 @@ use crate::conn::ConnInfo;
 use crate::filter::{MirrorTarget, RequestContext, RetryPolicy, UpstreamTarget};
 use crate::flags::ResponseFlag;
 use crate::tls::CertStore;
-use balance::{InFlight, pick_avoiding};
+use balance::{Balancers, Choice, InFlight};
 use budget::{Budget, Expiry};
 use dial::{DialPath, Dialer};
 use mirror::{Counters, Slot};
@@ -150,6 +151,7 @@ pub struct Upstream {
     cfg: UpstreamConfig,
     pool: Arc<HttpPool>,
     counters: Arc<Counters>,
+    balancers: Balancers,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -192,6 +194,7 @@ impl Upstream {
             pool: HttpPool::new(dialer, &cfg),
             cfg,
             counters: Arc::default(),
+            balancers: Balancers::default(),
         }
     }
 
@@ -287,11 +290,15 @@ impl Upstream {
             self.mirror(mirror, replay.as_ref(), &ctx.conn, limit);
         }
 
+        let choice = self
+            .balancers
+            .for_request(&target.backend, &req, &ctx.conn);
         let out = Outgoing {
             first: req,
             replay: replay.as_ref(),
             upgrade,
             downstream_upgrade,
+            choice,
         };
         self.send_tries(out, &target, &budget, ctx).await
     }
@@ -313,6 +320,7 @@ impl Upstream {
             replay,
             upgrade,
             mut downstream_upgrade,
+            choice,
         } = out;
         let mut next = Some(first);
         let mut retries = 0u32;
@@ -323,7 +331,7 @@ impl Upstream {
                 let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, "retry without a copy");
                 return local(resp);
             };
-            let Some(endpoint) = pick_avoiding(&backend.endpoints, last) else {
+            let Some(endpoint) = choice.pick(&backend.endpoints, last) else {
                 return local(failure::no_healthy_upstream(ctx, backend));
             };
             let address = endpoint.address;
@@ -334,10 +342,13 @@ impl Upstream {
 
             let limit = budget.next_try();
             let exchange = self.pool.send(backend.protocol.upstream, path, req);
-            let result = match limit {
+            let mut result = match limit {
                 Some((limit, _)) => tokio::time::timeout(limit, exchange).await.ok(),
                 None => Some(exchange.await),
             };
+            if let Some(Ok((resp, _))) = &mut result {
+                choice.mark(resp);
+            }
             let may_retry = policy.filter(|p| retries < p.attempts);
             let why = match result {
                 Some(Ok((resp, conn))) => match may_retry {
@@ -426,14 +437,15 @@ impl Upstream {
             tracing::debug!(mirror = %failure::service_name(backend), "mirror dropped: too many in flight");
             return;
         };
-        let Some(endpoint) = pick(&backend.endpoints) else {
+        let mut req = replay.request();
+        let choice = self.balancers.for_request(backend, &req, conn);
+        let Some(endpoint) = choice.pick(&backend.endpoints, None) else {
             counters.mirrors_failed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(mirror = %failure::service_name(backend), "mirror failed: no healthy upstream");
             return;
         };
         let address = endpoint.address;
         let protocol = backend.protocol.upstream;
-        let mut req = replay.request();
         rewrite::prepare(&mut req, address, protocol, false);
         let path = self.dial_path(endpoint, conn);
         let guard = InFlight::start(&endpoint.stats);
@@ -500,6 +512,8 @@ struct Outgoing<'a> {
     replay: Option<&'a Replay>,
     upgrade: bool,
     downstream_upgrade: Option<DownstreamUpgrade>,
+    /// How each try picks its endpoint.
+    choice: Choice,
 }
 
 #[cfg(test)]

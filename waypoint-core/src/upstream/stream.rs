@@ -1,12 +1,14 @@
 //! The upstream of a connection proxied as bytes (TCP, TLS passed through): one endpoint of
-//! the backend, chosen by the same balancer as HTTP requests, reached over the same
+//! the backend, chosen by the same balancer as HTTP requests (of the consistent-hash keys, only
+//! the source IP applies to bytes), reached over the same
 //! transports (plain TCP, HBONE, the co-located ztunnel's socket), but not pooled: the stream
 //! belongs to the one client connection, so nothing about it is shared or reused.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::Upstream;
-use super::balance::{InFlight, pick};
+use super::balance::InFlight;
 use crate::config::{Endpoint, ServiceBackend};
 use crate::conn::ConnInfo;
 use crate::flags::ResponseFlag;
@@ -48,10 +50,11 @@ impl Upstream {
     /// have not been sent anywhere yet, but a byte protocol gives no safe point to retry later.
     pub(crate) async fn connect_stream(
         &self,
-        backend: &ServiceBackend,
+        backend: &Arc<ServiceBackend>,
         conn: &ConnInfo,
     ) -> Result<StreamUpstream, StreamConnectError> {
-        let Some(endpoint) = pick(&backend.endpoints) else {
+        let choice = self.balancers.for_stream(backend, conn);
+        let Some(endpoint) = choice.pick(&backend.endpoints, None) else {
             return Err(StreamConnectError {
                 flag: ResponseFlag::NoHealthyUpstream,
                 endpoint: None,

@@ -9,20 +9,27 @@
 //! | `consistentHash` | the request key's endpoint on the ring / Maglev table | next on the table |
 //! | `consistentHash`, request without its key | least request | any other |
 //!
+//! With `warmup` (or `warmupDurationSecs`), round robin and least request pass over an endpoint
+//! that joined the backend recently with a chance that shrinks over the window (see `warmup`).
+//!
 //! What must outlive a config snapshot (the round-robin position, the built hash tables) lives
 //! in [`Balancers`], owned by the `Upstream` and keyed by the backend (Service and port); a
 //! reload with the same endpoints and settings finds it as it was (see `state`).
 
 mod state;
+mod warmup;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::hash::{HashTable, TableKind};
-use super::hash_key::HashKey;
-use crate::config::{Endpoint, EndpointStats};
+use super::hash_key::{CookieKey, HashKey, RequestKeys};
+use crate::config::resources::destination_rule::{ConsistentHashLb, LoadBalancerSettings, SimpleLb};
+use crate::config::{Endpoint, EndpointStats, ServiceBackend};
+use crate::conn::ConnInfo;
 pub(crate) use state::Balancers;
+use warmup::Ramp;
 
 /// A backend's load-balancing policy, as its DestinationRule settings compile to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,6 +50,113 @@ pub(crate) enum Policy {
     },
 }
 
+impl Policy {
+    /// What validated settings compile to. `PASSTHROUGH` never passes validation; should it
+    /// get here, it is balanced as the default.
+    pub(crate) fn from_settings(settings: &LoadBalancerSettings) -> Policy {
+        if let Some(hash) = &settings.consistent_hash {
+            return match hash_key(hash) {
+                Some(key) => Policy::ConsistentHash {
+                    key,
+                    table: table_kind(hash),
+                },
+                // A table without a key hashes nothing: every request gets the default.
+                None => Policy::LeastRequest,
+            };
+        }
+        match settings.simple {
+            Some(SimpleLb::RoundRobin) => Policy::RoundRobin,
+            Some(SimpleLb::Random) => Policy::Random,
+            Some(
+                SimpleLb::LeastRequest
+                | SimpleLb::LeastConn
+                | SimpleLb::Unspecified
+                | SimpleLb::Passthrough,
+            )
+            | None => Policy::LeastRequest,
+        }
+    }
+}
+
+fn hash_key(hash: &ConsistentHashLb) -> Option<HashKey> {
+    if let Some(name) = &hash.http_header_name {
+        // Validation checked the name; one that does not parse hashes nothing.
+        return http::HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .map(HashKey::Header);
+    }
+    if let Some(cookie) = &hash.http_cookie {
+        return Some(HashKey::Cookie(CookieKey {
+            name: cookie.name.clone(),
+            path: cookie.path.clone(),
+            ttl: cookie.ttl.map(|t| t.0),
+            attributes: cookie
+                .attributes
+                .iter()
+                .map(|a| (a.name.clone(), a.value.clone()))
+                .collect(),
+        }));
+    }
+    if hash.use_source_ip.is_some() {
+        return Some(HashKey::SourceIp);
+    }
+    hash.http_query_parameter_name
+        .clone()
+        .map(HashKey::QueryParameter)
+}
+
+fn table_kind(hash: &ConsistentHashLb) -> TableKind {
+    match (&hash.maglev, &hash.ring_hash) {
+        (Some(maglev), _) => TableKind::Maglev {
+            size: maglev.table_size,
+        },
+        (None, Some(ring)) => TableKind::Ring {
+            minimum_size: ring.minimum_ring_size,
+        },
+        (None, None) => TableKind::Ring {
+            minimum_size: hash.minimum_ring_size.unwrap_or(0),
+        },
+    }
+}
+
+impl Balancers {
+    /// The endpoint choice of an HTTP request to `backend`, under its port's policy.
+    pub(crate) fn for_request<B>(
+        &self,
+        backend: &Arc<ServiceBackend>,
+        req: &http::Request<B>,
+        conn: &ConnInfo,
+    ) -> Choice {
+        let keys = RequestKeys {
+            headers: Some(req.headers()),
+            uri: Some(req.uri()),
+            source: conn.source,
+        };
+        self.choose_by_settings(backend, keys)
+    }
+
+    /// The endpoint choice of a byte stream to `backend`: a stream has no headers, so of the
+    /// hash keys only the source IP applies.
+    pub(crate) fn for_stream(&self, backend: &Arc<ServiceBackend>, conn: &ConnInfo) -> Choice {
+        let keys = RequestKeys {
+            source: conn.source,
+            ..RequestKeys::default()
+        };
+        self.choose_by_settings(backend, keys)
+    }
+
+    fn choose_by_settings(&self, backend: &Arc<ServiceBackend>, keys: RequestKeys<'_>) -> Choice {
+        match &backend.policy.load_balancer {
+            Some(applied) => {
+                let settings = &applied.settings;
+                let policy = Policy::from_settings(settings);
+                self.choose(backend, &policy, Ramp::of(settings).as_ref(), keys)
+            }
+            None => self.choose(backend, &Policy::LeastRequest, None, keys),
+        }
+    }
+}
+
 /// One request's endpoint choice, made ready before its first try: every try asks it for an
 /// endpoint, each time avoiding the endpoint of the try before.
 #[derive(Debug, Default)]
@@ -50,6 +164,8 @@ pub(crate) struct Choice {
     how: How,
     /// `Set-Cookie` for the response, when the hash key was a cookie generated for it.
     pub(crate) set_cookie: Option<http::HeaderValue>,
+    /// Endpoints still warming up, with the share of their turns they keep.
+    warming: Vec<(SocketAddr, f64)>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +181,22 @@ impl Choice {
     /// The endpoint for the next try, never `avoid` when there is another. `None` only when
     /// `endpoints` is empty.
     pub(crate) fn pick<'a>(
+        &self,
+        endpoints: &'a [Endpoint],
+        avoid: Option<SocketAddr>,
+    ) -> Option<&'a Endpoint> {
+        let chosen = self.pick_once(endpoints, avoid)?;
+        match self.warming.iter().find(|(a, _)| *a == chosen.address) {
+            // Passed over this time: the choice once more, elsewhere.
+            Some((_, share)) if fastrand::f64() >= *share => self
+                .pick_once(endpoints, Some(chosen.address))
+                .filter(|e| Some(e.address) != avoid)
+                .or(Some(chosen)),
+            _ => Some(chosen),
+        }
+    }
+
+    fn pick_once<'a>(
         &self,
         endpoints: &'a [Endpoint],
         avoid: Option<SocketAddr>,
@@ -96,6 +228,16 @@ impl Choice {
                     .find(|e| e.address == address)
                     .or_else(|| pick_avoiding(endpoints, avoid))
             }
+        }
+    }
+}
+
+impl Choice {
+    /// Adds the generated cookie, if any, to the response the client gets.
+    pub(crate) fn mark<B>(&self, resp: &mut http::Response<B>) {
+        if let Some(cookie) = &self.set_cookie {
+            resp.headers_mut()
+                .append(http::header::SET_COOKIE, cookie.clone());
         }
     }
 }

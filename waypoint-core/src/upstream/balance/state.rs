@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
+use super::warmup::{Joined, Ramp};
 use super::{Choice, How, Policy};
 use crate::config::{ResourceRef, ServiceBackend};
 use crate::upstream::hash::{HashTable, TableKind};
@@ -37,6 +38,8 @@ pub(crate) struct BackendState {
     turn: AtomicUsize,
     /// The consistent-hash table of the backend's endpoints, when its policy wants one.
     table: Mutex<Option<CachedTable>>,
+    /// When each endpoint joined, when the policy warms new ones up.
+    joined: Joined,
 }
 
 #[derive(Debug)]
@@ -53,6 +56,7 @@ impl BackendState {
             // A random start, so that waypoint replicas do not all begin with the same endpoint.
             turn: AtomicUsize::new(fastrand::usize(..1024)),
             table: Mutex::new(None),
+            joined: Joined::default(),
         }
     }
 
@@ -99,13 +103,25 @@ impl BackendState {
 }
 
 impl Balancers {
-    /// Prepares the endpoint choice of one request to `backend` under `policy`.
+    /// Prepares the endpoint choice of one request to `backend` under `policy`, new endpoints
+    /// ramping up as `ramp` says (round robin and least request only, as in Istio).
     pub(crate) fn choose(
         &self,
         backend: &Arc<ServiceBackend>,
         policy: &Policy,
+        ramp: Option<&Ramp>,
         request: RequestKeys<'_>,
     ) -> Choice {
+        let warming = match (ramp, policy) {
+            (Some(ramp), Policy::LeastRequest | Policy::RoundRobin) => self
+                .state(backend)
+                .joined
+                .warming(backend, ramp, std::time::Instant::now())
+                .into_iter()
+                .map(|(addr, age)| (addr, ramp.factor(age)))
+                .collect(),
+            _ => Vec::new(),
+        };
         let how = match policy {
             Policy::LeastRequest => How::LeastRequest,
             Policy::Random => How::Random,
@@ -121,12 +137,14 @@ impl Balancers {
                 return Choice {
                     how,
                     set_cookie: hashed.set_cookie,
+                    warming,
                 };
             }
         };
         Choice {
             how,
             set_cookie: None,
+            warming,
         }
     }
 
@@ -201,7 +219,7 @@ mod tests {
             headers: Some(&h),
             ..Default::default()
         };
-        let choice = b.choose(backend, policy, keys);
+        let choice = b.choose(backend, policy, None, keys);
         choice.pick(&backend.endpoints, None).unwrap().address
     }
 
@@ -211,7 +229,7 @@ mod tests {
         let first = backend("svc", &[1, 2, 3]);
         let order: Vec<SocketAddr> = (0..6)
             .map(|_| {
-                let c = b.choose(&first, &Policy::RoundRobin, RequestKeys::default());
+                let c = b.choose(&first, &Policy::RoundRobin, None, RequestKeys::default());
                 c.pick(&first.endpoints, None).unwrap().address
             })
             .collect();
@@ -225,13 +243,13 @@ mod tests {
         }
         // A reload builds a new backend; the turn goes on where it was.
         let reloaded = backend("svc", &[1, 2, 3]);
-        let c = b.choose(&reloaded, &Policy::RoundRobin, RequestKeys::default());
+        let c = b.choose(&reloaded, &Policy::RoundRobin, None, RequestKeys::default());
         assert_eq!(
             c.pick(&reloaded.endpoints, None).unwrap().address,
             reloaded.endpoints[at].address
         );
         // A retry skips the endpoint that failed.
-        let c = b.choose(&reloaded, &Policy::RoundRobin, RequestKeys::default());
+        let c = b.choose(&reloaded, &Policy::RoundRobin, None, RequestKeys::default());
         let next = reloaded.endpoints[(at + 1) % 3].address;
         assert_eq!(
             c.pick(&reloaded.endpoints, Some(next)).unwrap().address,
@@ -246,7 +264,7 @@ mod tests {
         let backend = backend("svc", &[1, 2, 3]);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..300 {
-            let c = b.choose(&backend, &Policy::Random, RequestKeys::default());
+            let c = b.choose(&backend, &Policy::Random, None, RequestKeys::default());
             seen.insert(c.pick(&backend.endpoints, None).unwrap().address);
             let avoid = backend.endpoints[0].address;
             assert_ne!(
@@ -304,11 +322,43 @@ mod tests {
         let c = b.choose(
             &backend,
             &by_header(TableKind::Ring { minimum_size: 0 }),
+            None,
             RequestKeys::default(),
         );
         assert!(matches!(c.how, How::LeastRequest));
         assert!(c.pick(&backend.endpoints, None).is_some());
         assert!(c.pick(&[], None).is_none());
+    }
+
+    #[test]
+    fn an_endpoint_that_joins_gets_a_small_share_while_it_warms_up() {
+        let ramp = Ramp {
+            window: std::time::Duration::from_secs(3600),
+            minimum: 0.1,
+            aggression: 1.0,
+        };
+        for policy in [Policy::RoundRobin, Policy::LeastRequest] {
+            let b = Balancers::default();
+            // The first set seen is not warming.
+            let c = b.choose(&backend("svc", &[1, 2]), &policy, Some(&ramp), RequestKeys::default());
+            assert!(c.warming.is_empty());
+            let grown = backend("svc", &[1, 2, 3]);
+            let newcomer = grown.endpoints[2].address;
+            let mut hits = 0;
+            for _ in 0..3000 {
+                let c = b.choose(&grown, &policy, Some(&ramp), RequestKeys::default());
+                hits += usize::from(c.pick(&grown.endpoints, None).unwrap().address == newcomer);
+            }
+            // A fair share would be 1,000; at 10% it is about 100.
+            assert!((20..300).contains(&hits), "{policy:?}: {hits}");
+            // Without the ramp it gets its fair share.
+            let mut fair = 0;
+            for _ in 0..3000 {
+                let c = b.choose(&grown, &policy, None, RequestKeys::default());
+                fair += usize::from(c.pick(&grown.endpoints, None).unwrap().address == newcomer);
+            }
+            assert!(fair > 700, "{policy:?}: {fair}");
+        }
     }
 
     #[test]
@@ -323,7 +373,7 @@ mod tests {
             headers: Some(&h),
             ..Default::default()
         };
-        let c = b.choose(&backend, &policy, keys);
+        let c = b.choose(&backend, &policy, None, keys);
         let retry = c.pick(&backend.endpoints, Some(first)).unwrap().address;
         assert_ne!(retry, first);
     }
