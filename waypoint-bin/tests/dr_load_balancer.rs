@@ -38,7 +38,9 @@ impl Backends {
                 pod: pod.clone(),
                 ..Default::default()
             };
-            let addr = echo::spawn(([127, 0, 0, i], 0).into(), identity).await.unwrap();
+            let addr = echo::spawn(([127, 0, 0, i], 0).into(), identity)
+                .await
+                .unwrap();
             out.push((pod, addr.port()));
         }
         Backends(out)
@@ -116,6 +118,8 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
+        // The previous exchange may still be finishing: wait until the connection can send.
+        self.0.ready().await.unwrap();
         let resp = self
             .0
             .send_request(req.body(Full::new(Bytes::new())).unwrap())
@@ -151,7 +155,10 @@ async fn wait_for_reload(wp: &Running) {
         if c.get("/", &[]).await.status == StatusCode::OK {
             return;
         }
-        assert!(Instant::now() < deadline, "the rewritten config never took effect");
+        assert!(
+            Instant::now() < deadline,
+            "the rewritten config never took effect"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -236,7 +243,10 @@ async fn maglev_keeps_a_header_key_on_one_endpoint_and_spreads_keys() {
     for _ in 0..3 {
         assert_eq!(pods_by_user(&mut c).await, first);
     }
-    assert!(first.values().collect::<HashSet<_>>().len() > 1, "{first:?}");
+    assert!(
+        first.values().collect::<HashSet<_>>().len() > 1,
+        "{first:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,12 +262,17 @@ async fn a_hash_cookie_with_a_ttl_is_set_when_absent_and_sticks_when_sent_back()
         let set = first.headers["set-cookie"].to_str().unwrap().to_owned();
         let pair = set.split(';').next().unwrap().to_owned();
         assert!(pair.starts_with("lb-session="), "{set}");
-        assert!(set.contains("; Max-Age=3600") && set.contains("; Path=/shop"), "{set}");
+        assert!(
+            set.contains("; Max-Age=3600") && set.contains("; Path=/shop"),
+            "{set}"
+        );
         pods.insert(first.pod.clone());
         // Sent back, the cookie keeps the client on the endpoint of its first request, and no
         // new cookie is set.
         for _ in 0..20 {
-            let again = c.get("/shop", &[("cookie", &format!("other=1; {pair}"))]).await;
+            let again = c
+                .get("/shop", &[("cookie", &format!("other=1; {pair}"))])
+                .await;
             assert_eq!(again.pod, first.pod, "{pair}");
             assert!(again.headers.get("set-cookie").is_none());
         }
@@ -361,11 +376,8 @@ async fn least_request_and_random_spread_over_every_endpoint() {
         "{simple: LEAST_CONN}",
         "{simple: RANDOM}",
     ] {
-        let (wp, _dir) = Running::start(
-            &backends.manifests(&[0, 1, 2], false, &rule(lb)),
-            &[],
-            &[],
-        );
+        let (wp, _dir) =
+            Running::start(&backends.manifests(&[0, 1, 2], false, &rule(lb)), &[], &[]);
         let counts = counts(&wp, 300).await;
         // A third each on average; every endpoint gets a fair part of it.
         assert_eq!(counts.len(), 3, "{lb}: {counts:?}");

@@ -22,14 +22,12 @@
 
 use std::net::SocketAddr;
 
+use crate::config::resources::MAX_RING_SIZE;
+
 /// Envoy's default ring size (`minimumRingSize` when unset or 0).
-pub(crate) const DEFAULT_RING_SIZE: u64 = 1024;
-/// Envoy's bound on `minimumRingSize` (and on the ring itself): 8 Mi points.
-pub(crate) const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+const DEFAULT_RING_SIZE: u64 = 1024;
 /// Maglev's default table size (prime), Envoy's.
-pub(crate) const DEFAULT_MAGLEV_SIZE: u64 = 65537;
-/// Istio's bound on Maglev `tableSize`: it must be smaller than this (prime) number.
-pub(crate) const MAX_MAGLEV_SIZE: u64 = 5_000_011;
+const DEFAULT_MAGLEV_SIZE: u64 = 65537;
 
 /// A stable 64-bit hash of `bytes` (FNV-1a, then MurmurHash3's `fmix64` so that keys differing
 /// in their last byte only still spread over the whole range). `seed` gives independent hashes

@@ -116,7 +116,6 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
-pub(crate) use balance::pick;
 pub use config::{UpstreamConfig, UpstreamMode};
 pub use dial::TunnelSource;
 pub use hbone::{HBONE_PORT, HboneClientOptions, HboneError, HbonePool, HboneStream};
@@ -290,9 +289,7 @@ impl Upstream {
             self.mirror(mirror, replay.as_ref(), &ctx.conn, limit);
         }
 
-        let choice = self
-            .balancers
-            .for_request(&target.backend, &req, &ctx.conn);
+        let choice = self.balancers.for_request(&target.backend, &req, &ctx.conn);
         let out = Outgoing {
             first: req,
             replay: replay.as_ref(),

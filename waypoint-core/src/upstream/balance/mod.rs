@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 
 use super::hash::{HashTable, TableKind};
 use super::hash_key::{CookieKey, HashKey, RequestKeys};
-use crate::config::resources::destination_rule::{ConsistentHashLb, LoadBalancerSettings, SimpleLb};
+use crate::config::resources::{ConsistentHashLb, LoadBalancerSettings, SimpleLb};
 use crate::config::{Endpoint, EndpointStats, ServiceBackend};
 use crate::conn::ConnInfo;
 pub(crate) use state::Balancers;

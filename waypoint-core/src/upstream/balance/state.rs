@@ -196,7 +196,7 @@ mod tests {
                     transport: Default::default(),
                 })
                 .collect(),
-            // policy: Default::default(),
+            policy: Default::default(),
         })
     }
 
@@ -340,7 +340,12 @@ mod tests {
         for policy in [Policy::RoundRobin, Policy::LeastRequest] {
             let b = Balancers::default();
             // The first set seen is not warming.
-            let c = b.choose(&backend("svc", &[1, 2]), &policy, Some(&ramp), RequestKeys::default());
+            let c = b.choose(
+                &backend("svc", &[1, 2]),
+                &policy,
+                Some(&ramp),
+                RequestKeys::default(),
+            );
             assert!(c.warming.is_empty());
             let grown = backend("svc", &[1, 2, 3]);
             let newcomer = grown.endpoints[2].address;

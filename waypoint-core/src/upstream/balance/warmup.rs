@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::ServiceBackend;
-use crate::config::resources::destination_rule::LoadBalancerSettings;
+use crate::config::resources::LoadBalancerSettings;
 
 /// Envoy's default minimum share of a warming endpoint, percent.
 const DEFAULT_MINIMUM_PERCENT: f64 = 10.0;
@@ -38,7 +38,8 @@ pub(crate) struct Ramp {
 impl Ramp {
     /// The ramp of validated settings, if they ask for one.
     pub(crate) fn of(settings: &LoadBalancerSettings) -> Option<Ramp> {
-        let (window, minimum, aggression) = match (&settings.warmup, settings.warmup_duration_secs) {
+        let (window, minimum, aggression) = match (&settings.warmup, settings.warmup_duration_secs)
+        {
             (Some(w), _) => (w.duration?.0, w.minimum_percent, w.aggression),
             (None, Some(d)) => (d.0, None, None),
             (None, None) => return None,
@@ -174,9 +175,16 @@ mod tests {
         // Later, and across a reload with the same endpoints, its age counts from when it joined.
         let t2 = t1 + Duration::from_secs(30);
         let warming = joined.warming(&backend(&[3, 2, 1]), &ramp(), t2);
-        assert_eq!(warming, [(([10, 0, 0, 3], 8080).into(), Duration::from_secs(30))]);
+        assert_eq!(
+            warming,
+            [(([10, 0, 0, 3], 8080).into(), Duration::from_secs(30))]
+        );
         // Warm after the window.
-        assert!(joined.warming(&grown, &ramp(), t1 + Duration::from_secs(100)).is_empty());
+        assert!(
+            joined
+                .warming(&grown, &ramp(), t1 + Duration::from_secs(100))
+                .is_empty()
+        );
         // Gone and back: warming again.
         joined.warming(&backend(&[1, 2]), &ramp(), t2);
         let back = joined.warming(&backend(&[1, 2, 3]), &ramp(), t2 + Duration::from_secs(1));
