@@ -252,7 +252,9 @@ async fn maglev_keeps_a_header_key_on_one_endpoint_and_spreads_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hash_cookie_with_a_ttl_is_set_when_absent_and_sticks_when_sent_back() {
     let backends = Backends::start().await;
-    let lb = rule("{consistentHash: {httpCookie: {name: lb-session, path: /shop, ttl: 3600s}}}");
+    let lb = rule(
+        "{consistentHash: {httpCookie: {name: lb-session, path: /shop, ttl: 3600s, attributes: [{name: SameSite, value: Lax}, {name: Secure}]}}}",
+    );
     let (wp, _dir) = Running::start(&backends.manifests(&[0, 1, 2], false, &lb), &[], &[]);
     let mut c = Client::connect(&wp, "10.0.0.7:40000", VIP).await;
     let mut pods = HashSet::new();
@@ -266,6 +268,7 @@ async fn a_hash_cookie_with_a_ttl_is_set_when_absent_and_sticks_when_sent_back()
             set.contains("; Max-Age=3600") && set.contains("; Path=/shop"),
             "{set}"
         );
+        assert!(set.ends_with("; HttpOnly; SameSite=Lax; Secure"), "{set}");
         pods.insert(first.pod.clone());
         // Sent back, the cookie keeps the client on the endpoint of its first request, and no
         // new cookie is set.
@@ -336,6 +339,28 @@ async fn a_source_ip_key_keeps_each_client_on_one_endpoint() {
             assert_eq!(b.pod("/", &[]).await, pod);
         }
         pods.insert(pod);
+    }
+    assert!(pods.len() > 1, "{pods:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_ip_key_keeps_each_client_on_one_endpoint_for_tcp_connections_too() {
+    let backends = Backends::start().await;
+    let lb = rule("{consistentHash: {useSourceIp: true}}");
+    // A `tcp` port: each connection is proxied as bytes to the endpoint chosen when it opens.
+    let config = backends
+        .manifests(&[0, 1, 2], false, &lb)
+        .replace("name: http", "name: tcp");
+    let (wp, _dir) = Running::start(&config, &[], &[]);
+    let mut pods = HashSet::new();
+    for client in 1..=20 {
+        let mut served = HashSet::new();
+        for port in 0..4 {
+            let source = format!("10.2.0.{client}:{}", 41000 + port);
+            served.insert(Client::connect(&wp, &source, VIP).await.pod("/", &[]).await);
+        }
+        assert_eq!(served.len(), 1, "client {client}: {served:?}");
+        pods.extend(served);
     }
     assert!(pods.len() > 1, "{pods:?}");
 }
