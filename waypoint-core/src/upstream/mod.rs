@@ -2,9 +2,8 @@
 //!
 //! Routing records an [`UpstreamTarget`] in the request context; [`Upstream::forward`] picks an
 //! endpoint (by the backend's DestinationRule `loadBalancer`, least request by default: see
-//! `balance`), rewrites the request for it, sends
-//! it over a pooled connection (HTTP/1.1, or HTTP/2 with prior knowledge for h2c backends), and
-//! streams the response back. Every failure is a local reply with the status Envoy would give
+//! `balance`), rewrites the request for it, sends it over a pooled connection (HTTP/1.1, or
+//! HTTP/2 with prior knowledge for h2c backends), and streams the response back. Every failure is a local reply with the status Envoy would give
 //! and its response flag in the context:
 //!
 //! | case | status | flag |
@@ -84,7 +83,8 @@
 //! # Where things are
 //!
 //! Every method of [`Upstream`] is in this file: forwarding, tries, mirrors. Around it:
-//! `balance` (endpoint choice, over `hash` and `hash_key` for consistent hashing), `budget` (timeouts over tries), `rewrite` (the request as the
+//! `balance` (endpoint choice; `hash` and `hash_key` for consistent hashing), `budget`
+//! (timeouts over tries), `rewrite` (the request as the
 //! endpoint gets it), `pool` (HTTP connections) over `dial` (the byte stream of a
 //! `DialPath`) and `hbone` (the HBONE client), `tunnel` (upgrades), `failure` (local replies
 //! and error descriptions), `lease` (what a request holds until its response body ends:

@@ -1,7 +1,7 @@
 //! The upstream of a connection proxied as bytes (TCP, TLS passed through): one endpoint of
 //! the backend, chosen by the same balancer as HTTP requests (of the consistent-hash keys, only
-//! the source IP applies to bytes), reached over the same
-//! transports (plain TCP, HBONE, the co-located ztunnel's socket), but not pooled: the stream
+//! the source IP applies to bytes), reached over the same transports (plain TCP, HBONE, the
+//! co-located ztunnel's socket), but not pooled: the stream
 //! belongs to the one client connection, so nothing about it is shared or reused.
 
 use std::fmt;
