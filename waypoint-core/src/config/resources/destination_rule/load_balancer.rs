@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
 
@@ -31,31 +31,31 @@ pub(crate) const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 const MAGLEV_SIZE_BOUND: u64 = 5_000_011;
 
 /// How an endpoint of the backend is chosen (`loadBalancer`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
     /// A policy that needs no tuning.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simple: Option<SimpleLb>,
     /// Session affinity by a hash of a request property.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_hash: Option<ConsistentHashLb>,
     /// Locality-weighted balancing and failover (not applied: no endpoint locality).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<LocalityLbSetting>,
     /// Zone-aware balancing (not applied: no endpoint locality).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_aware_lb_setting: Option<ZoneAwareLbSetting>,
     /// Deprecated form of `warmup.duration`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<GoDuration>,
     /// Slow start of new endpoints (round robin and least request).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<Warmup>,
 }
 
 /// `simple`: Istio's `SimpleLB` names.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
     /// Istio picks: least request.
@@ -73,35 +73,35 @@ pub enum SimpleLb {
 }
 
 /// `consistentHash`: the hash key (at most one of the four) and the table.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsistentHashLb {
     /// Hash on this request header.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_header_name: Option<String>,
     /// Hash on this cookie (generated when missing and `ttl` is set).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_cookie: Option<HttpCookie>,
     /// Hash on the downstream client's IP. Present means set, as in Istio's oneof: even
     /// `false` selects the source IP.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_source_ip: Option<bool>,
     /// Hash on this query parameter.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_query_parameter_name: Option<String>,
     /// A ketama-style ring (the default table).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_hash: Option<RingHash>,
     /// A Maglev table.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maglev: Option<Maglev>,
     /// Deprecated form of `ringHash.minimumRingSize`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_ring_size: Option<u64>,
 }
 
 /// `consistentHash.ringHash`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RingHash {
     /// Points on the ring per endpoint at least; 0 or unset means 1024.
@@ -110,7 +110,7 @@ pub struct RingHash {
 }
 
 /// `consistentHash.maglev`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Maglev {
     /// Slots in the table, a prime below 5000011; 0 or unset means 65537.
@@ -119,107 +119,107 @@ pub struct Maglev {
 }
 
 /// `consistentHash.httpCookie`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookie {
     /// The cookie's name (required).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// `Path` of a generated cookie.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     /// Lifetime of a generated cookie; unset: never generated; zero: a session cookie.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<GoDuration>,
     /// More attributes of a generated cookie.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<CookieAttribute>,
 }
 
 /// `httpCookie.attributes[]`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CookieAttribute {
     /// Attribute name (`SameSite`, `Secure`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Attribute value; empty for a flag.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
 }
 
 /// `localityLbSetting`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLbSetting {
     /// Traffic shares from one locality to others.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub distribute: Vec<LocalityDistribute>,
     /// Region failover order.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<RegionFailover>,
     /// Labels ordering failover priority.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover_priority: Vec<String>,
     /// Whether locality balancing is on.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 }
 
 /// `localityLbSetting.distribute[]`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityDistribute {
     /// The originating locality (`region/zone/subzone`, `*` allowed).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub from: String,
     /// Destination localities and their weights (summing to 100).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub to: BTreeMap<String, u32>,
 }
 
 /// `failover[]` of locality and zone-aware settings.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegionFailover {
     /// The originating region.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub from: String,
     /// The region to fail over to.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub to: String,
 }
 
 /// `zoneAwareLbSetting`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ZoneAwareLbSetting {
     /// Whether zone-aware balancing is on.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Region failover order.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<RegionFailover>,
     /// Labels ordering failover priority.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover_priority: Vec<String>,
     /// Below this many endpoints, zone awareness is off.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_cluster_size: Option<u64>,
 }
 
 /// `warmup`.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Warmup {
     /// How long a new endpoint ramps up (required).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<GoDuration>,
     /// Its starting share of a full weight, percent (default 10).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_percent: Option<f64>,
     /// How fast it ramps (1 is linear; default 1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggression: Option<f64>,
 }
 
@@ -569,6 +569,13 @@ warmupDurationSecs: 10s
         )
         .unwrap();
         assert_eq!(lb.simple, Some(SimpleLb::LeastConn));
+        // Written back (for /config_dump) as Istio names the fields, unset ones left out, and
+        // read again to the same settings.
+        let written = serde_json::to_value(&lb).unwrap();
+        assert_eq!(written["simple"], "LEAST_CONN");
+        assert_eq!(written["warmup"]["duration"], "30s");
+        assert!(written.get("consistentHash").is_none());
+        assert_eq!(parse(&written.to_string()).unwrap(), lb);
         assert_eq!(lb.unapplied(), ["zoneAwareLbSetting"]);
         assert!(lb.check().is_ok());
         for s in [

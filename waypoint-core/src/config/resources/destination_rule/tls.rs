@@ -1,9 +1,9 @@
 //! TLS from the waypoint to the endpoints (`tls`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// TLS from the waypoint to the endpoints (`tls`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientTlsSettings {}
 
