@@ -442,12 +442,23 @@ fn invalid_load_balancer_settings_are_rejected_with_the_field_named() {
     for (lb, want) in cases {
         let (_, out) = check(&backends.manifests(&[0, 1, 2], false, &rule(lb)), &[]);
         assert!(out.contains(want), "{lb}: want {want:?} in\n{out}");
-        assert!(out.contains("echo-lb"), "{out}");
+        assert!(
+            !out.contains("ok      DestinationRule default/echo-lb"),
+            "{out}"
+        );
     }
     // Accepted (and not applied) rather than refused: locality and warmup.
     let lb = "{simple: ROUND_ROBIN, localityLbSetting: {enabled: true}, warmup: {duration: 30s}}";
     let (_, out) = check(&backends.manifests(&[0, 1, 2], false, &rule(lb)), &[]);
-    assert!(!out.contains("loadBalancer"), "{out}");
+    assert!(
+        out.contains("ok      DestinationRule default/echo-lb"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"simple\":\"ROUND_ROBIN\"")
+            && out.contains("from DestinationRule default/echo-lb"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
