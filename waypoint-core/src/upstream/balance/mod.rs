@@ -230,9 +230,7 @@ impl Choice {
             }
         }
     }
-}
 
-impl Choice {
     /// Adds the generated cookie, if any, to the response the client gets.
     pub(crate) fn mark<B>(&self, resp: &mut http::Response<B>) {
         if let Some(cookie) = &self.set_cookie {
