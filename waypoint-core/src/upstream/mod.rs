@@ -100,6 +100,7 @@ mod hop;
 mod lease;
 mod metrics;
 mod mirror;
+mod origination;
 mod pool;
 mod replay;
 mod rewrite;
@@ -132,7 +133,7 @@ use crate::flags::ResponseFlag;
 use crate::tls::CertStore;
 use balance::{InFlight, pick_avoiding};
 use budget::{Budget, Expiry};
-use dial::{DialPath, Dialer};
+use dial::{ConnTarget, DialPath, Dialer};
 use mirror::{Counters, Slot};
 use pool::HttpPool;
 use replay::Replay;
@@ -327,7 +328,7 @@ impl Upstream {
             let address = endpoint.address;
             ctx.endpoint = Some(endpoint.clone());
             let guard = InFlight::start(&endpoint.stats);
-            let path = self.dial_path(endpoint, &ctx.conn);
+            let path = ConnTarget::plain(self.dial_path(endpoint, &ctx.conn));
             rewrite::prepare(&mut req, address, backend.protocol.upstream, upgrade);
 
             let limit = budget.next_try();
@@ -433,7 +434,7 @@ impl Upstream {
         let protocol = backend.protocol.upstream;
         let mut req = replay.request();
         rewrite::prepare(&mut req, address, protocol, false);
-        let path = self.dial_path(endpoint, conn);
+        let path = ConnTarget::plain(self.dial_path(endpoint, conn));
         let guard = InFlight::start(&endpoint.stats);
         let pool = self.pool.clone();
         tokio::spawn(async move {

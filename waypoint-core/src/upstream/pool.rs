@@ -1,5 +1,6 @@
 //! The HTTP client side of forwarding: pooled HTTP/1.1 and h2c connections over whatever byte
-//! stream the [`Dialer`] opens for a [`DialPath`] (TCP, an HBONE tunnel, the ztunnel socket).
+//! stream the [`Dialer`] opens for a [`ConnTarget`] (TCP, an HBONE tunnel, the ztunnel socket,
+//! any of them with TLS originated over it).
 //!
 //! - HTTP/1.1: one request at a time per connection. [`HttpPool::send`] hands the response
 //!   back with the connection's [`Return`]; whoever sees the response body end (the request's
@@ -19,7 +20,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::UpstreamConfig;
-use super::dial::{DialPath, Dialer};
+use super::dial::{ConnTarget, Dialer};
 use super::failure::describe;
 use crate::body::Body;
 use crate::config::AppProtocol;
@@ -50,8 +51,8 @@ pub(crate) struct HttpPool {
     dialer: Dialer,
     idle_timeout: Duration,
     max_idle: usize,
-    h1: Mutex<HashMap<DialPath, Vec<IdleH1>>>,
-    h2: Mutex<HashMap<DialPath, H2Conn>>,
+    h1: Mutex<HashMap<ConnTarget, Vec<IdleH1>>>,
+    h2: Mutex<HashMap<ConnTarget, H2Conn>>,
     next_id: AtomicU64,
 }
 
@@ -91,7 +92,7 @@ impl HttpPool {
     pub(crate) async fn send(
         self: &Arc<Self>,
         protocol: AppProtocol,
-        path: DialPath,
+        path: ConnTarget,
         req: Request<Body>,
     ) -> Result<Exchange, String> {
         match protocol {
@@ -102,7 +103,7 @@ impl HttpPool {
 
     async fn send_h1(
         self: &Arc<Self>,
-        path: DialPath,
+        path: ConnTarget,
         mut req: Request<Body>,
     ) -> Result<Exchange, String> {
         while let Some(mut idle) = self.checkout_h1(&path) {
@@ -136,7 +137,7 @@ impl HttpPool {
     }
 
     /// The most recently used idle connection of `path` that is still open.
-    fn checkout_h1(&self, path: &DialPath) -> Option<IdleH1> {
+    fn checkout_h1(&self, path: &ConnTarget) -> Option<IdleH1> {
         let mut idle = lock(&self.h1);
         let list = idle.get_mut(path)?;
         let found = loop {
@@ -154,7 +155,7 @@ impl HttpPool {
     fn pooled_h1(
         self: &Arc<Self>,
         resp: Response<Incoming>,
-        path: DialPath,
+        path: ConnTarget,
         id: u64,
         sender: http1::SendRequest<Body>,
     ) -> Exchange {
@@ -169,7 +170,7 @@ impl HttpPool {
     }
 
     /// Puts a connection whose exchange is complete back on its dial path's idle list.
-    fn put_h1(&self, path: DialPath, id: u64, sender: http1::SendRequest<Body>) {
+    fn put_h1(&self, path: ConnTarget, id: u64, sender: http1::SendRequest<Body>) {
         // A zero idle timeout keeps nothing idle: the connection closes now.
         if self.idle_timeout.is_zero() {
             return;
@@ -187,7 +188,7 @@ impl HttpPool {
 
     /// Drops connection `id` from the idle list when it has waited there for the idle timeout
     /// (its connection then closes). Says when to look again.
-    fn expire_h1(&self, path: &DialPath, id: u64) -> Duration {
+    fn expire_h1(&self, path: &ConnTarget, id: u64) -> Duration {
         let mut idle = lock(&self.h1);
         let Some(list) = idle.get_mut(path) else {
             return self.idle_timeout;
@@ -208,7 +209,7 @@ impl HttpPool {
 
     async fn send_h2(
         self: &Arc<Self>,
-        path: DialPath,
+        path: ConnTarget,
         req: Request<Body>,
     ) -> Result<Exchange, String> {
         let mut sender = match self.checkout_h2(&path) {
@@ -220,7 +221,7 @@ impl HttpPool {
         Ok((resp, None))
     }
 
-    fn checkout_h2(&self, path: &DialPath) -> Option<http2::SendRequest<Body>> {
+    fn checkout_h2(&self, path: &ConnTarget) -> Option<http2::SendRequest<Body>> {
         let mut conns = lock(&self.h2);
         let conn = conns.get_mut(path)?;
         if conn.sender.is_closed() {
@@ -233,7 +234,7 @@ impl HttpPool {
 
     async fn connect_h2(
         self: &Arc<Self>,
-        path: DialPath,
+        path: ConnTarget,
     ) -> Result<http2::SendRequest<Body>, String> {
         let io = self.dialer.dial(&path).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -268,7 +269,7 @@ impl HttpPool {
     /// with `idle`, has not been used for that long; with every handle gone, hyper closes the
     /// connection after its last stream. Returns how long until it would be idle enough when
     /// it was kept.
-    fn release_h2(&self, path: &DialPath, id: u64, idle: Option<Duration>) -> Option<Duration> {
+    fn release_h2(&self, path: &ConnTarget, id: u64, idle: Option<Duration>) -> Option<Duration> {
         let mut conns = lock(&self.h2);
         let conn = conns.get(path).filter(|c| c.id == id)?;
         if let Some(idle) = idle {
@@ -287,7 +288,7 @@ impl HttpPool {
 async fn drive_h1(
     conn: http1::Connection<TokioIo<BoxedIo>, Body>,
     pool: Weak<HttpPool>,
-    path: DialPath,
+    path: ConnTarget,
     id: u64,
     idle_timeout: Duration,
 ) {
@@ -322,7 +323,7 @@ async fn drive_h1(
 async fn drive_h2(
     conn: http2::Connection<TokioIo<BoxedIo>, Body, TokioExecutor>,
     pool: Weak<HttpPool>,
-    path: DialPath,
+    path: ConnTarget,
     id: u64,
     idle_timeout: Duration,
 ) {
@@ -354,7 +355,7 @@ async fn drive_h2(
 /// connection closes (its state is unknown).
 pub(crate) struct Return {
     pool: Weak<HttpPool>,
-    path: DialPath,
+    path: ConnTarget,
     id: u64,
     sender: http1::SendRequest<Body>,
 }
