@@ -13,9 +13,10 @@ use super::resources::{
     AddressType, EndpointSlice, Object, Protocol, Resources, Service, ServiceType, Sourced,
     TargetPort,
 };
+use super::traffic_policy::{PolicyIndex, qualified_host};
 use super::validate::{
-    Check, check_authn, check_authz, check_gateway, check_grpc_route, check_http_route,
-    check_service, check_slice, check_tcp_route, check_tls_route, cluster_ips,
+    Check, check_authn, check_authz, check_destination_rule, check_gateway, check_grpc_route,
+    check_http_route, check_service, check_slice, check_tcp_route, check_tls_route, cluster_ips,
 };
 use super::{
     Condition, Config, Endpoint, EndpointStats, ProtocolSelection, ResourceRef, ResourceStatus,
@@ -127,6 +128,11 @@ pub fn build(
             check_authn,
             &mut statuses,
         ),
+        destination_rules: keep_valid(
+            resources.destination_rules,
+            check_destination_rule,
+            &mut statuses,
+        ),
         others: resources.others,
     };
     statuses.sort_by(|a, b| (&a.resource, &a.source).cmp(&(&b.resource, &b.source)));
@@ -134,8 +140,19 @@ pub fn build(
     let mut by_destination = HashMap::new();
     let mut by_name = HashMap::new();
     let mesh = MeshIndex::new(cache.mesh(), &resources.others);
+    let policies = PolicyIndex::new(&resources.destination_rules, cache.mesh());
     for service in &resources.services {
-        for backend in service_backends(service, &resources.endpoint_slices, cache, &mesh) {
+        let backends = service_backends(service, &resources.endpoint_slices, cache, &mesh);
+        for mut backend in backends {
+            backend.policy = Arc::new(policies.for_port(
+                &qualified_host(
+                    &service.metadata.name,
+                    service.metadata.namespace(),
+                    &cache.mesh().cluster_domain,
+                ),
+                service.metadata.namespace(),
+                backend.port,
+            ));
             let backend = Arc::new(backend);
             for ip in &backend.cluster_ips {
                 let addr = SocketAddr::new(*ip, backend.port);
@@ -294,6 +311,7 @@ fn service_backends(
             cluster_ips: ips.clone(),
             protocol: ProtocolSelection::for_service_port(port.port, app_protocol, &port.name),
             endpoints,
+            policy: Arc::default(),
         });
     }
     backends

@@ -282,6 +282,7 @@ impl Reader {
             KnownKind::RequestAuthentication => {
                 typed(doc, at, &rref, &mut r.request_authentications)
             }
+            KnownKind::DestinationRule => typed(doc, at, &rref, &mut r.destination_rules),
         };
         if let Err(status) = result {
             self.rejected.push(status);
@@ -335,6 +336,7 @@ enum KnownKind {
     EndpointSlice,
     AuthorizationPolicy,
     RequestAuthentication,
+    DestinationRule,
 }
 
 impl KnownKind {
@@ -351,6 +353,7 @@ impl KnownKind {
             ("discovery.k8s.io", "EndpointSlice") => KnownKind::EndpointSlice,
             ("security.istio.io", "AuthorizationPolicy") => KnownKind::AuthorizationPolicy,
             ("security.istio.io", "RequestAuthentication") => KnownKind::RequestAuthentication,
+            ("networking.istio.io", "DestinationRule") => KnownKind::DestinationRule,
             _ => return None,
         })
     }
@@ -364,6 +367,7 @@ impl KnownKind {
             KnownKind::ReferenceGrant => &["v1", "v1beta1", "v1alpha2"],
             KnownKind::Service | KnownKind::Secret | KnownKind::EndpointSlice => &["v1"],
             KnownKind::AuthorizationPolicy | KnownKind::RequestAuthentication => &["v1", "v1beta1"],
+            KnownKind::DestinationRule => &["v1", "v1beta1", "v1alpha3"],
         }
     }
 }
