@@ -109,11 +109,6 @@ pub(crate) struct ConnTarget {
 }
 
 impl ConnTarget {
-    /// A connection over `path` without TLS of its own.
-    pub(crate) fn plain(path: DialPath) -> Self {
-        ConnTarget { path, tls: None }
-    }
-
     /// The endpoint (pod ip:port) the connection is for.
     pub(crate) fn endpoint(&self) -> SocketAddr {
         self.path.endpoint()

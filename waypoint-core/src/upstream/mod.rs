@@ -123,6 +123,7 @@ pub(crate) use hop::{is_upgrade, remove_hop_by_hop};
 pub(crate) use lease::UpstreamLease;
 pub(crate) use metrics::{PoolCollector, PoolSizes};
 pub use mirror::UpstreamStats;
+pub(crate) use origination::{Origination, OriginationSpec, SecretScope};
 pub(crate) use stream::StreamUpstream;
 
 use crate::body::{self, Body, local_reply};
@@ -133,7 +134,7 @@ use crate::flags::ResponseFlag;
 use crate::tls::CertStore;
 use balance::{InFlight, pick_avoiding};
 use budget::{Budget, Expiry};
-use dial::{ConnTarget, DialPath, Dialer};
+use dial::{DialPath, Dialer};
 use mirror::{Counters, Slot};
 use pool::HttpPool;
 use replay::Replay;
@@ -328,7 +329,12 @@ impl Upstream {
             let address = endpoint.address;
             ctx.endpoint = Some(endpoint.clone());
             let guard = InFlight::start(&endpoint.stats);
-            let path = ConnTarget::plain(self.dial_path(endpoint, &ctx.conn));
+            let host = origination::request_host(&req).map(str::to_owned);
+            let path = origination::conn_target(
+                self.dial_path(endpoint, &ctx.conn),
+                backend,
+                host.as_deref(),
+            );
             rewrite::prepare(&mut req, address, backend.protocol.upstream, upgrade);
 
             let limit = budget.next_try();
@@ -434,7 +440,9 @@ impl Upstream {
         let protocol = backend.protocol.upstream;
         let mut req = replay.request();
         rewrite::prepare(&mut req, address, protocol, false);
-        let path = ConnTarget::plain(self.dial_path(endpoint, conn));
+        let host = origination::request_host(&req).map(str::to_owned);
+        let path =
+            origination::conn_target(self.dial_path(endpoint, conn), backend, host.as_deref());
         let guard = InFlight::start(&endpoint.stats);
         let pool = self.pool.clone();
         tokio::spawn(async move {

@@ -61,8 +61,9 @@ use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore,
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 
-use crate::config::AppProtocol;
+use super::dial::{ConnTarget, DialPath};
 use crate::config::resources::{Secret, Sourced};
+use crate::config::{AppProtocol, ServiceBackend};
 use crate::tls::{CheckedServerVerifier, ServerCertCheck};
 use crate::wire::BoxedIo;
 
@@ -101,7 +102,7 @@ impl<'a> SecretScope<'a> {
 
 /// A compiled `SIMPLE`/`MUTUAL` origination: the rustls client configurations (one per ALPN
 /// choice) and the explicit SNI, ready for the request path.
-pub struct Origination {
+pub(crate) struct Origination {
     h1: Arc<ClientConfig>,
     h2: Arc<ClientConfig>,
     sni: Option<ServerName<'static>>,
@@ -335,6 +336,32 @@ impl Origination {
             server_name,
         }
     }
+}
+
+/// The connection for `path` to an endpoint of `backend`: with the TLS layer of the backend's
+/// DestinationRule when it originates TLS (`SIMPLE`, `MUTUAL`), plain otherwise (no rule,
+/// `DISABLE`, and `ISTIO_MUTUAL`, which is the mesh transport's business). `host` is the
+/// request's host, for the server name when the rule sets no `sni` (none for byte streams).
+pub(crate) fn conn_target(
+    path: DialPath,
+    backend: &ServiceBackend,
+    host: Option<&str>,
+) -> ConnTarget {
+    let origination = backend
+        .policy
+        .tls
+        .as_ref()
+        .and_then(|applied| applied.settings.origination());
+    let tls = origination.map(|o| o.layer(backend.protocol.upstream, host, path.endpoint()));
+    ConnTarget { path, tls }
+}
+
+/// The host a request is for: its `Host` header, else its URI's authority.
+pub(crate) fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
+    req.headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// The server name of a request's host (`Host`/`:authority`, port dropped, IPv6 brackets

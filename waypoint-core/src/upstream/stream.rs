@@ -59,7 +59,7 @@ impl Upstream {
             });
         };
         let busy = InFlight::start(&endpoint.stats);
-        let path = super::ConnTarget::plain(self.dial_path(endpoint, conn));
+        let path = super::origination::conn_target(self.dial_path(endpoint, conn), backend, None);
         match self.pool.dialer().dial(&path).await {
             Ok(io) => Ok(StreamUpstream {
                 io,
