@@ -102,21 +102,21 @@ impl ClientTlsSettings {
     pub(crate) fn check(&self) -> Result<(), String> {
         let insecure = self.insecure_skip_verify == Some(true);
         let sans = !self.subject_alt_names.is_empty();
-        match self.mode {
-            ClientTlsMode::Simple if insecure => {
-                if self.ca_certificates.is_some() || self.credential_name.is_some() || sans {
-                    return Err("insecureSkipVerify: cannot be true with caCertificates, credentialName or subjectAltNames".into());
-                }
+        // Istio's rule: with verification off, naming what to verify against is a mistake.
+        // MUTUAL may keep credentialName, which also carries the client certificate.
+        let conflicts = match self.mode {
+            ClientTlsMode::Simple => {
+                self.ca_certificates.is_some() || self.credential_name.is_some() || sans
             }
-            ClientTlsMode::Mutual if insecure => {
-                if self.ca_certificates.is_some() || sans {
-                    return Err(
-                        "insecureSkipVerify: cannot be true with caCertificates or subjectAltNames"
-                            .into(),
-                    );
-                }
-            }
-            _ => {}
+            ClientTlsMode::Mutual => self.ca_certificates.is_some() || sans,
+            _ => false,
+        };
+        if insecure && conflicts {
+            let with = match self.mode {
+                ClientTlsMode::Simple => "caCertificates, credentialName or subjectAltNames",
+                _ => "caCertificates or subjectAltNames",
+            };
+            return Err(format!("insecureSkipVerify: cannot be true with {with}"));
         }
         if !matches!(self.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) {
             return Ok(());
