@@ -46,11 +46,12 @@
 //! Connections with TLS are pooled apart from plain ones, and per (configuration, server name):
 //! a connection made for `a.example.com` never carries a request for `b.example.com`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -146,6 +147,38 @@ fn secret_value(secret: &Secret, what: &str, keys: &[&str]) -> Result<Option<Mat
     }
     Ok(None)
 }
+
+/// Every input of a compiled origination: what [`Origination::build`] reuses a live one by.
+#[derive(PartialEq, Eq, Hash)]
+struct Fingerprint {
+    mutual: bool,
+    sni: Option<String>,
+    subject_alt_names: Vec<String>,
+    insecure_skip_verify: bool,
+    material: [Option<Vec<u8>>; 4],
+}
+
+impl Fingerprint {
+    fn of(spec: &OriginationSpec<'_>, loaded: &Loaded) -> Self {
+        let bytes = |m: Option<&Material>| m.map(|m| m.bytes.clone());
+        Fingerprint {
+            mutual: spec.mutual,
+            sni: spec.sni.map(str::to_owned),
+            subject_alt_names: spec.subject_alt_names.to_vec(),
+            insecure_skip_verify: spec.insecure_skip_verify,
+            material: [
+                bytes(loaded.client.as_ref().map(|(c, _)| c)),
+                bytes(loaded.client.as_ref().map(|(_, k)| k)),
+                bytes(loaded.ca.as_ref()),
+                bytes(loaded.crl.as_ref()),
+            ],
+        }
+    }
+}
+
+/// The live compiled originations by their inputs (entries die with their last config).
+static COMPILED: LazyLock<Mutex<HashMap<Fingerprint, Weak<Origination>>>> =
+    LazyLock::new(Mutex::default);
 
 /// Key material for the rule: client certificate and key (MUTUAL), CA, CRL.
 #[derive(Default)]
@@ -258,12 +291,32 @@ fn parse_sni(sni: &str) -> Result<ServerName<'static>, String> {
 impl Origination {
     /// Loads the material `spec` names (files, or the `credentialName` Secret from `scope`)
     /// and makes the client configurations. The error names the field at fault.
+    ///
+    /// Equal inputs (the fields and the bytes of every file and Secret value) give the same
+    /// `Origination` as long as one is alive, so a config reload that changes nothing about a
+    /// rule keeps its pooled TLS connections (they are pooled per configuration).
     pub(crate) fn build(
         spec: &OriginationSpec<'_>,
         scope: Option<SecretScope<'_>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Arc<Self>, String> {
         let sni = spec.sni.map(parse_sni).transpose()?;
         let loaded = load(spec, scope)?;
+        let key = Fingerprint::of(spec, &loaded);
+        let mut cache = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = cache.get(&key).and_then(Weak::upgrade) {
+            return Ok(live);
+        }
+        let built = Arc::new(Self::compile(spec, sni, &loaded)?);
+        cache.retain(|_, w| w.strong_count() > 0);
+        cache.insert(key, Arc::downgrade(&built));
+        Ok(built)
+    }
+
+    fn compile(
+        spec: &OriginationSpec<'_>,
+        sni: Option<ServerName<'static>>,
+        loaded: &Loaded,
+    ) -> Result<Self, String> {
         let provider = provider();
         let verifier: Arc<dyn ServerCertVerifier> = if spec.insecure_skip_verify {
             let algorithms = provider.signature_verification_algorithms;

@@ -581,8 +581,14 @@ fn wildcard_sans_cover_one_label() {
 }
 
 #[test]
-fn layers_from_one_rule_and_name_pool_together() {
-    let origination = Origination::build(&spec(), None).unwrap();
+fn layers_pool_together_per_rule_material_and_name() {
+    let pki = Pki::new();
+    let ca = pki.file("ca.pem", &pki.ca_pem);
+    let with_ca = OriginationSpec {
+        ca_certificates: Some(&ca),
+        ..spec()
+    };
+    let origination = Origination::build(&with_ca, None).unwrap();
     let at: SocketAddr = "10.0.0.1:443".parse().unwrap();
     let a = origination.layer(AppProtocol::Http1, Some("a.example.com"), at);
     assert_eq!(
@@ -597,9 +603,23 @@ fn layers_from_one_rule_and_name_pool_together() {
         a,
         origination.layer(AppProtocol::H2c, Some("a.example.com"), at)
     );
-    let rebuilt = Origination::build(&spec(), None).unwrap();
+
+    // A reload with the same rule and the same file contents reuses the configuration, so
+    // pooled connections survive it; new contents (a rotated CA) make a new one.
+    let rebuilt = Origination::build(&with_ca, None).unwrap();
+    assert!(Arc::ptr_eq(&origination, &rebuilt));
+    pki.file("ca.pem", &Pki::new().ca_pem);
+    let rotated = Origination::build(&with_ca, None).unwrap();
     assert_ne!(
         a,
-        rebuilt.layer(AppProtocol::Http1, Some("a.example.com"), at)
+        rotated.layer(AppProtocol::Http1, Some("a.example.com"), at)
     );
+    let insecure = OriginationSpec {
+        insecure_skip_verify: true,
+        ..spec()
+    };
+    assert!(!Arc::ptr_eq(
+        &Origination::build(&insecure, None).unwrap(),
+        &Origination::build(&spec(), None).unwrap()
+    ));
 }

@@ -8,8 +8,6 @@
 //! `--gateway`), Istio's rule for the proxy using them; without `--gateway` the waypoint's
 //! namespace is unknown and the rule's own namespace stands in for it.
 
-use std::sync::Arc;
-
 use super::{MeshOptions, invalid};
 use crate::config::ResourceStatus;
 use crate::config::resources::{ClientTlsSettings, DestinationRule, Object, Secret, Sourced};
@@ -88,7 +86,7 @@ fn compile_rule(rule: &mut DestinationRule, scope: SecretScope<'_>) -> Result<()
         }
         let origination =
             Origination::build(&tls.spec(), Some(scope)).map_err(|e| format!("{at}.{e}"))?;
-        tls.compiled.0 = Some(Arc::new(origination));
+        tls.compiled.0 = Some(origination);
     }
     Ok(())
 }
