@@ -49,6 +49,29 @@ impl PortPolicy {
     pub fn is_empty(&self) -> bool {
         *self == PortPolicy::default()
     }
+
+    /// The blocks in force, each as (field name, where it came from, settings as JSON): what
+    /// `/config_dump` and `waypoint check` show.
+    pub fn blocks(&self) -> Vec<(&'static str, &PolicyOrigin, serde_json::Value)> {
+        fn block<'a, T: serde::Serialize>(
+            name: &'static str,
+            applied: &'a Option<Applied<T>>,
+        ) -> Option<(&'static str, &'a PolicyOrigin, serde_json::Value)> {
+            let applied = applied.as_ref()?;
+            // Plain data types: serializing cannot fail; `Null` would only hide the settings.
+            let settings = serde_json::to_value(&applied.settings).unwrap_or_default();
+            Some((name, &applied.from, settings))
+        }
+        [
+            block("loadBalancer", &self.load_balancer),
+            block("connectionPool", &self.connection_pool),
+            block("outlierDetection", &self.outlier_detection),
+            block("tls", &self.tls),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// A settings block and where it came from.
@@ -167,6 +190,29 @@ impl<'a> PolicyIndex<'a> {
             );
         }
         None
+    }
+
+    /// Rules whose `trafficPolicy` never applies because an older rule of the same namespace
+    /// for the same host has one (istiod merges them and keeps the oldest's), each with the
+    /// rule that wins: a conflict worth telling the operator, who sees no error otherwise.
+    pub(crate) fn shadowed(&self) -> Vec<(ResourceRef, ResourceRef)> {
+        let mut first: std::collections::HashMap<(&str, &str), ResourceRef> =
+            std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for (rule, host) in self
+            .rules
+            .iter()
+            .filter(|(r, _)| r.spec.traffic_policy.is_some())
+        {
+            let key = (rule.metadata.namespace(), host.as_str());
+            match first.get(&key) {
+                Some(winner) => out.push((rule.resource_ref(), winner.clone())),
+                None => {
+                    first.insert(key, rule.resource_ref());
+                }
+            }
+        }
+        out
     }
 
     /// Whether the waypoint's namespace sees `rule` (its `exportTo`).

@@ -1,9 +1,9 @@
 //! Limits on connections and requests to the backend (`connectionPool`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Limits on connections and requests to the backend (`connectionPool`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionPoolSettings {}
 

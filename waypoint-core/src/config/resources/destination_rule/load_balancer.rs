@@ -1,9 +1,9 @@
 //! How an endpoint of the backend is chosen (`loadBalancer`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How an endpoint of the backend is chosen (`loadBalancer`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerSettings {}
 

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ObjectMeta;
 
@@ -192,6 +192,13 @@ impl<'de> Deserialize<'de> for GoDuration {
     }
 }
 
+/// Written back in seconds (`1.5s`), which Istio reads the same: `/config_dump` shows it so.
+impl Serialize for GoDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{}s", self.0.as_secs_f64()))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
@@ -205,6 +212,8 @@ mod tests {
         assert_eq!(d("30ms"), Ok(Duration::from_millis(30)));
         assert_eq!(d("1h2m"), Ok(Duration::from_secs(3720)));
         assert_eq!(d("0"), Ok(Duration::ZERO));
+        let written = serde_json::to_value(GoDuration::parse("1m30.5s").unwrap()).unwrap();
+        assert_eq!(written, "90.5s");
         for bad in ["", "10", "s", "-1s", "1x", "1.2.3s", "99999999h"] {
             assert!(d(bad).is_err(), "{bad}");
         }

@@ -1,9 +1,9 @@
 //! When a failing endpoint is set aside (`outlierDetection`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// When a failing endpoint is set aside (`outlierDetection`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutlierDetection {}
 

@@ -23,43 +23,68 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::upstream::{Origination, OriginationSpec};
 
-/// TLS from the waypoint to the endpoints (`tls`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+/// TLS from the waypoint to the endpoints (`tls`). It serializes (for `/config_dump`) with
+/// the fields as written; file paths and Secret names are shown, never their contents.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
     /// Whether and how the connection is secured.
     #[serde(default)]
     pub mode: ClientTlsMode,
     /// The client certificate chain file (PEM), for `MUTUAL`.
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_certificate: Option<String>,
     /// The client private key file (PEM), for `MUTUAL`.
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub private_key: Option<String>,
     /// The CA certificates file (PEM) the server's certificate must chain to; unset, the
     /// Web-PKI roots compiled into waypoint.
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ca_certificates: Option<String>,
     /// A Secret in the waypoint's namespace holding the client certificate, key and CA
     /// (`tls.crt`, `tls.key`, `ca.crt`, `ca.crl`, or Opaque `cert`, `key`, `cacert`, `crl`;
     /// the CA may be in a Secret `<name>-cacert`).
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credential_name: Option<String>,
     /// Names the server certificate must carry one of (instead of the server name).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
     /// The SNI to send; unset, the request's host.
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sni: Option<String>,
     /// Skip verifying the server's certificate chain and names.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
     /// A certificate revocation list file (PEM) to check the server's chain against.
-    #[serde(default, deserialize_with = "non_empty")]
+    #[serde(
+        default,
+        deserialize_with = "non_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ca_crl: Option<String>,
     /// The rustls configuration made from the fields at config build (`SIMPLE`/`MUTUAL`).
     #[serde(skip)]
@@ -67,7 +92,7 @@ pub struct ClientTlsSettings {
 }
 
 /// `tls.mode`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClientTlsMode {
     /// No TLS of the waypoint's own.
@@ -204,6 +229,12 @@ mod tests {
         assert_eq!(tls.ca_crl.as_deref(), Some("/crl.pem"));
         assert_eq!(tls.check(), Ok(()));
         assert_eq!(read("{}").unwrap().mode, ClientTlsMode::Disable);
+        // `/config_dump` shows what was written, in Istio's spelling.
+        let shown = serde_json::to_value(read("{mode: ISTIO_MUTUAL, sni: a.example}").unwrap());
+        assert_eq!(
+            shown.unwrap(),
+            serde_json::json!({"mode": "ISTIO_MUTUAL", "sni": "a.example"})
+        );
         assert!(
             read("{mode: SIMPLE, clientCert: x}").is_err(),
             "unknown field"
