@@ -33,7 +33,7 @@ use crate::upstream::{Origination, OriginationSpec};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
     /// Whether and how the connection is secured.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "ClientTlsMode::is_disable")]
     pub mode: ClientTlsMode,
     /// The client certificate chain file (PEM), for `MUTUAL`.
     #[serde(
@@ -104,6 +104,13 @@ pub enum ClientTlsMode {
     Mutual,
     /// The mesh's mTLS (HBONE at a waypoint).
     IstioMutual,
+}
+
+impl ClientTlsMode {
+    /// The default, left out when a block is shown.
+    fn is_disable(&self) -> bool {
+        *self == ClientTlsMode::Disable
+    }
 }
 
 /// Istio writes unset strings as `""`: the same as absent.
@@ -229,7 +236,11 @@ mod tests {
         assert_eq!(tls.ca_crl.as_deref(), Some("/crl.pem"));
         assert_eq!(tls.check(), Ok(()));
         assert_eq!(read("{}").unwrap().mode, ClientTlsMode::Disable);
-        // `/config_dump` shows what was written, in Istio's spelling.
+        // `/config_dump` shows what was written, in Istio's spelling (the default mode left out).
+        assert_eq!(
+            serde_json::to_value(read("{}").unwrap()).unwrap(),
+            serde_json::json!({})
+        );
         let shown = serde_json::to_value(read("{mode: ISTIO_MUTUAL, sni: a.example}").unwrap());
         assert_eq!(
             shown.unwrap(),
