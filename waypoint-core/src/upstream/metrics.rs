@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::Upstream;
+use super::limits::Limit;
 
 /// Connections held by the upstream pools at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,7 +19,10 @@ pub(crate) struct PoolSizes {
 
 /// Exposes [`Upstream::pool_sizes`] as `waypoint_upstream_pool_connections{kind}` and
 /// [`Upstream::stats`] as `waypoint_upstream_mirror_requests_total{result}` (`sent`, `failed`,
-/// `dropped`, `skipped`) and `waypoint_upstream_retries_total`, read at scrape time.
+/// `dropped`, `skipped`), `waypoint_upstream_retries_total`, and the circuit breakers'
+/// refusals as `waypoint_upstream_overflow_total{namespace,service,port,limit}` (`limit`:
+/// `pending`, `requests`, `connections`, `retries`; only for backends that were routed to),
+/// read at scrape time.
 #[derive(Debug)]
 pub(crate) struct PoolCollector(pub Arc<Upstream>);
 
@@ -68,6 +72,25 @@ impl prometheus_client::collector::Collector for PoolCollector {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?)?;
+
+        let mut family = encoder.encode_descriptor(
+            "waypoint_upstream_overflow",
+            "Requests, retries and connections refused by a backend's circuit breakers (DestinationRule connectionPool), answered 503 UO",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for ((service, port), breaker) in self.0.breakers.all() {
+            let port = port.to_string();
+            for limit in Limit::ALL {
+                let labels = [
+                    ("namespace", service.namespace.as_str()),
+                    ("service", service.name.as_str()),
+                    ("port", port.as_str()),
+                    ("limit", limit.as_str()),
+                ];
+                counter(breaker.overflows(limit)).encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -79,7 +102,7 @@ mod tests {
     use crate::upstream::UpstreamConfig;
 
     #[test]
-    fn collector_exposes_pools_mirrors_and_retries() {
+    fn collector_exposes_pools_mirrors_retries_and_overflows() {
         let up = Arc::new(Upstream::new(UpstreamConfig::default()));
         up.counters
             .mirrors_dropped
@@ -87,6 +110,15 @@ mod tests {
         up.counters
             .retries
             .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        let backend = crate::config::ServiceBackend {
+            service: crate::config::ResourceRef::new("Service", "ns", "svc"),
+            port: 80,
+            cluster_ips: vec![],
+            protocol: crate::config::ProtocolSelection::http(crate::config::AppProtocol::Http1),
+            endpoints: vec![],
+            policy: Default::default(),
+        };
+        up.breakers.of(&backend).overflowed(Limit::Pending);
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(PoolCollector(up)));
         let mut text = String::new();
@@ -96,6 +128,8 @@ mod tests {
             "waypoint_upstream_mirror_requests_total{result=\"dropped\"} 3",
             "waypoint_upstream_mirror_requests_total{result=\"sent\"} 0",
             "waypoint_upstream_retries_total 2",
+            "waypoint_upstream_overflow_total{namespace=\"ns\",service=\"svc\",port=\"80\",limit=\"pending\"} 1",
+            "waypoint_upstream_overflow_total{namespace=\"ns\",service=\"svc\",port=\"80\",limit=\"retries\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -7,6 +7,7 @@ use std::fmt;
 
 use super::Upstream;
 use super::balance::{InFlight, pick};
+use super::limits::{Limit, Slot};
 use crate::config::{Endpoint, ServiceBackend};
 use crate::conn::ConnInfo;
 use crate::flags::ResponseFlag;
@@ -20,12 +21,14 @@ pub(crate) struct StreamUpstream {
     /// The endpoint it reaches.
     pub(crate) endpoint: Endpoint,
     _busy: InFlight,
+    /// Counts the stream toward its backend's `maxConnections`.
+    _connection: Slot,
 }
 
 /// Why no stream to the backend could be opened.
 #[derive(Debug)]
 pub(crate) struct StreamConnectError {
-    /// `UH` (no endpoint) or `UF` (the connection failed).
+    /// `UH` (no endpoint), `UO` (`maxConnections` reached) or `UF` (the connection failed).
     pub(crate) flag: ResponseFlag,
     /// The endpoint tried, if one was.
     pub(crate) endpoint: Option<Endpoint>,
@@ -46,6 +49,8 @@ impl Upstream {
     /// Opens a byte stream to an endpoint of `backend` for the client of `conn` (whom a
     /// tunnel names, as for HTTP), within the connect timeout. One try: the client's bytes
     /// have not been sent anywhere yet, but a byte protocol gives no safe point to retry later.
+    /// Each stream is a connection of the backend: over `maxConnections` it is refused (`UO`),
+    /// as Envoy's TCP proxy does.
     pub(crate) async fn connect_stream(
         &self,
         backend: &ServiceBackend,
@@ -58,13 +63,26 @@ impl Upstream {
                 reason: format!("{} has no ready endpoint", backend.service),
             });
         };
+        let limits = self.limits_of(backend);
+        let Some(connection) = limits.take_or_overflow(Limit::Connections) else {
+            return Err(StreamConnectError {
+                flag: ResponseFlag::UpstreamOverflow,
+                endpoint: None,
+                reason: format!(
+                    "upstream overflow: {} of {} reached",
+                    Limit::Connections.field(),
+                    backend.service
+                ),
+            });
+        };
         let busy = InFlight::start(&endpoint.stats);
         let path = super::origination::conn_target(self.dial_path(endpoint, conn), backend, None);
-        match self.pool.dialer().dial(&path).await {
+        match self.pool.dialer().dial(&path, &limits.limits.conn).await {
             Ok(io) => Ok(StreamUpstream {
                 io,
                 endpoint: endpoint.clone(),
                 _busy: busy,
+                _connection: connection,
             }),
             Err(reason) => Err(StreamConnectError {
                 flag: ResponseFlag::UpstreamConnectionFailure,
