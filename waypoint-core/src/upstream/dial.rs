@@ -305,7 +305,16 @@ mod tests {
             connect_timeout: Some(Duration::from_millis(50)),
             ..Default::default()
         };
-        let err = dialer.dial(&DialPath::Plain(addr), &settings).await.err();
+        let err = dialer
+            .dial(
+                &ConnTarget {
+                    path: DialPath::Plain(addr),
+                    tls: None,
+                },
+                &settings,
+            )
+            .await
+            .err();
         assert_eq!(err.as_deref(), Some("connect timeout after 50ms"));
     }
 
