@@ -630,11 +630,12 @@ async fn unresolvable_targets_and_bad_fields_are_reported() {
 }
 
 #[tokio::test]
-async fn https_jwks_uri_is_reported_and_fails_closed() {
+async fn an_https_jwks_uri_is_accepted_and_fails_closed_while_unreachable() {
+    // https is fetched (verified against the Web-PKI roots: `waypoint_core::http::client`);
+    // while the keys cannot be had, tokens are refused rather than let through.
     let key = es256("k1");
-    let a = authn(&policy(ON_ECHO, "jwksUri: https://issuer.example/jwks", ""));
-    assert_eq!(a.reports.len(), 1);
-    assert_eq!(a.reports[0].reason, "Unsupported");
+    let a = authn(&policy(ON_ECHO, "jwksUri: https://127.0.0.1:1/jwks", ""));
+    assert!(a.reports.is_empty(), "{:?}", a.reports);
     let out = a.bearer(&token(&key, &claims(json!({})))).await;
     assert_refused(&out, "Jwks remote fetch is failed");
 }

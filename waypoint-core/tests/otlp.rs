@@ -168,11 +168,60 @@ async fn a_request_span_reaches_the_collector() {
 }
 
 #[tokio::test]
-async fn an_https_endpoint_is_refused_at_startup() {
+async fn an_https_collector_is_verified_against_the_web_pki_roots() {
+    // A TLS collector whose certificate comes from a private CA: the Web-PKI does not know it,
+    // so the export fails (counted) instead of sending spans to an unverified server.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (handshakes, mut seen) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = handshakes.send(acceptor.accept(tcp).await.is_ok());
+        }
+    });
+
     let mut registry = Registry::default();
-    let err = telemetry(&mut registry, "https://collector:4318".into()).unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
-    assert!(err.to_string().contains("https is not supported"), "{err}");
+    let tel = telemetry(&mut registry, format!("https://localhost:{}", addr.port())).unwrap();
+    let conn = Arc::new(ConnInfo::new(Binding::Hbone));
+    let mut req = http::Request::new(body::empty());
+    let record = tel.begin(&mut req, &conn);
+    let ctx = RequestContext::new(conn, Arc::new(Config::default()));
+    let resp = tel.finish(record, &ctx, body::local_reply(http::StatusCode::OK, "ok"));
+    resp.into_body().collect().await.unwrap();
+
+    // The exporter did speak TLS to it, and the handshake failed.
+    let handshake = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await;
+    assert_eq!(handshake.unwrap(), Some(false));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        if text.contains("waypoint_otlp_export_failures_total 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failure counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

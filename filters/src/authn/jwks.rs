@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
-use waypoint_core::http::client::{HttpUrl, SideClient, UrlError};
+use waypoint_core::http::client::{HttpUrl, SideClient};
 
 /// Largest JWKS (or OpenID discovery document) body accepted from the network.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -196,14 +196,14 @@ impl JwksCache {
         &self.settings
     }
 
-    /// The key set served at `uri` (only `http://` is supported).
+    /// The key set served at `uri` (`http://`, or `https://` verified against the Web-PKI roots).
     pub fn remote(&self, uri: &str) -> Result<Arc<RemoteJwks>, JwksError> {
         let target = HttpTarget::parse(uri)?;
         Ok(self.shared(uri.to_owned(), || Origin::Jwks(target)))
     }
 
     /// The key set an OpenID provider publishes: `<issuer>/.well-known/openid-configuration`
-    /// names its `jwks_uri` (only `http://` is supported).
+    /// names its `jwks_uri` (`http://` or `https://`).
     pub fn discovered(&self, issuer: &str) -> Result<Arc<RemoteJwks>, JwksError> {
         let url = format!(
             "{}/.well-known/openid-configuration",
@@ -414,7 +414,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// An `http://` URL split into what a GET needs, and the URL as configured for messages.
+/// An `http://` or `https://` URL split into what a GET needs, and the URL as configured for
+/// messages.
 #[derive(Clone, Debug)]
 struct HttpTarget {
     display: String,
@@ -425,12 +426,7 @@ impl HttpTarget {
     fn parse(uri: &str) -> Result<HttpTarget, JwksError> {
         let url = HttpUrl::parse(uri).map_err(|e| JwksError::BadUri {
             uri: uri.to_owned(),
-            reason: match e {
-                UrlError::Https => "https is not supported by this waypoint yet; serve the JWKS \
-                                    over http or inline it with `jwks`"
-                    .to_owned(),
-                e => e.to_string(),
-            },
+            reason: e.to_string(),
         })?;
         Ok(HttpTarget {
             display: uri.to_owned(),
@@ -454,7 +450,7 @@ async fn http_get(target: &HttpTarget, timeout: Duration) -> Result<Bytes, JwksE
         .map_err(|e| failed(format!("request: {e}")))?;
     let client = SideClient::new(timeout, MAX_JWKS_BYTES);
     let response = client
-        .send(&target.url.connect_addr(), request)
+        .send_url(&target.url, request)
         .await
         .map_err(|e| failed(e.to_string()))?;
     response

@@ -2,6 +2,7 @@
 //! status for each, and the indexes the request path reads (Service ports by VIP and by name,
 //! each with its ready endpoints; the TLS servers of HTTPS listeners, in `build/frontend.rs`).
 
+mod dr_tls;
 mod frontend;
 mod mesh;
 
@@ -108,7 +109,7 @@ pub fn build(
     cache: &EndpointStatsCache,
 ) -> Config {
     let (secrets, secret_keys) = frontend::compile_secrets(resources.secrets, &mut statuses);
-    let resources = Resources {
+    let mut resources = Resources {
         secrets,
         gateways: keep_valid(resources.gateways, check_gateway, &mut statuses),
         services: keep_valid(resources.services, check_service, &mut statuses),
@@ -135,6 +136,12 @@ pub fn build(
         ),
         others: resources.others,
     };
+    resources.destination_rules = dr_tls::compile(
+        std::mem::take(&mut resources.destination_rules),
+        &resources.secrets,
+        cache.mesh(),
+        &mut statuses,
+    );
     statuses.sort_by(|a, b| (&a.resource, &a.source).cmp(&(&b.resource, &b.source)));
 
     let mut by_destination = HashMap::new();

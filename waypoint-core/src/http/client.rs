@@ -10,10 +10,11 @@
 //!  SideResponse::into_response / body / success_body ──▶ body, at most max_body bytes ┘
 //! ```
 //!
-//! Only `http://` is spoken: the services are on the node or in the mesh (where ztunnel
-//! secures the hop), and a TLS client with its own trust settings is not worth its weight for
-//! three side calls. [`HttpUrl::parse`] refuses `https://` with [`UrlError::Https`] so every
-//! caller says so at startup instead of sending nothing.
+//! `http://` and `https://` are spoken ([`SideClient::send_url`]). Services on the node or in
+//! the mesh (where ztunnel secures the hop) are usually plain HTTP; `https://` is for services
+//! on the public internet (an identity provider's JWKS, a hosted trace collector), so its
+//! server is verified against the Web-PKI roots compiled into waypoint
+//! ([`crate::tls::web_pki_roots`]) and the URL's host name, with no trust setting of its own.
 //!
 //! Connection reuse is left out on purpose: at most one export per second, one JWKS fetch per
 //! refresh interval, and one check per CUSTOM-policy request; a pool can come when a
@@ -25,7 +26,11 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use std::sync::{Arc, OnceLock};
+
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -41,6 +46,14 @@ pub enum SideCallError {
         addr: String,
         /// The operating system's reason.
         source: std::io::Error,
+    },
+    /// The TLS handshake of an `https://` call failed (unknown CA, wrong name, refused).
+    #[error("TLS handshake with {host}: {reason}")]
+    Tls {
+        /// The server name the certificate had to carry.
+        host: String,
+        /// rustls' reason.
+        reason: String,
     },
     /// The HTTP/1.1 handshake failed.
     #[error("HTTP handshake: {0}")]
@@ -110,6 +123,37 @@ impl SideClient {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.send_over(addr, None, request).await
+    }
+
+    /// [`SideClient::send`] to `url`'s host and port, over TLS verified against the Web-PKI
+    /// roots when the URL is `https://`.
+    pub async fn send_url<B>(
+        &self,
+        url: &HttpUrl,
+        request: http::Request<B>,
+    ) -> Result<SideResponse, SideCallError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let tls = match url.tls {
+            true => Some(SideTls::web_pki(&url.host)?),
+            false => None,
+        };
+        self.send_over(&url.connect_addr(), tls, request).await
+    }
+
+    async fn send_over<B>(
+        &self,
+        addr: &str,
+        tls: Option<SideTls>,
+        request: http::Request<B>,
+    ) -> Result<SideResponse, SideCallError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let deadline = Instant::now() + self.timeout;
         let exchange = async {
             let stream =
@@ -121,6 +165,10 @@ impl SideClient {
                     })?;
             // Latency matters more than packet count for a one-shot request.
             let _ = stream.set_nodelay(true);
+            let stream: crate::wire::BoxedIo = match tls {
+                Some(tls) => Box::new(tls.handshake(stream).await?),
+                None => Box::new(stream),
+            };
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(SideCallError::Handshake)?;
@@ -146,6 +194,64 @@ impl SideClient {
             client: *self,
             _connection: task,
         })
+    }
+}
+
+/// The TLS side of an `https://` call: the server name to verify and the configuration.
+struct SideTls {
+    name: ServerName<'static>,
+    config: Arc<ClientConfig>,
+}
+
+impl SideTls {
+    /// Verified against the Web-PKI roots, for `host`.
+    fn web_pki(host: &str) -> Result<SideTls, SideCallError> {
+        static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+        let config = CONFIG.get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(crate::tls::web_pki_roots())
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(config))
+        });
+        match config {
+            Ok(config) => SideTls::with_config(host, config.clone()),
+            Err(reason) => Err(SideCallError::Tls {
+                host: host.to_owned(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    fn with_config(host: &str, config: Arc<ClientConfig>) -> Result<SideTls, SideCallError> {
+        let name = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(host.to_owned()).map_err(|_| SideCallError::Tls {
+                host: host.to_owned(),
+                reason: "not a valid server name".to_owned(),
+            })?,
+        };
+        Ok(SideTls { name, config })
+    }
+
+    async fn handshake(
+        self,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SideCallError> {
+        let host = self.name.to_str().into_owned();
+        tokio_rustls::TlsConnector::from(self.config)
+            .connect(self.name, stream)
+            .await
+            .map_err(|e| SideCallError::Tls {
+                host,
+                reason: match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(tls) => tls.to_string(),
+                    None => e.to_string(),
+                },
+            })
     }
 }
 
@@ -221,11 +327,8 @@ pub enum UrlError {
     /// Not a URL at all.
     #[error("not a URL")]
     NotAUrl,
-    /// `https://`: this client speaks plain HTTP only (see the module documentation).
-    #[error("https is not supported; use an http:// URL")]
-    Https,
     /// Another scheme, or none.
-    #[error("the scheme must be http://")]
+    #[error("the scheme must be http:// or https://")]
     NotHttp,
     /// No host after the scheme.
     #[error("no host")]
@@ -235,13 +338,16 @@ pub enum UrlError {
     Credentials,
 }
 
-/// An `http://` URL split into what a side call needs, checked once when configured.
+/// An `http://` or `https://` URL split into what a side call needs, checked once when
+/// configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpUrl {
     /// Host name or IP, without IPv6 brackets.
     pub host: String,
-    /// The port, 80 when the URL names none.
+    /// The port, 80 (443 for `https://`) when the URL names none.
     pub port: u16,
+    /// `https://`: TLS, the server verified against the Web-PKI roots and [`HttpUrl::host`].
+    pub tls: bool,
     /// `host[:port]` as written, for the `Host` header.
     pub authority: String,
     /// Path and query, `/` when the URL has neither.
@@ -249,14 +355,14 @@ pub struct HttpUrl {
 }
 
 impl HttpUrl {
-    /// Parses `url`, which must be `http://host[:port][/path][?query]`.
+    /// Parses `url`, which must be `http://host[:port][/path][?query]` (or `https://`).
     pub fn parse(url: &str) -> Result<HttpUrl, UrlError> {
         let uri: http::Uri = url.trim().parse().map_err(|_| UrlError::NotAUrl)?;
-        match uri.scheme_str() {
-            Some(s) if s.eq_ignore_ascii_case("http") => {}
-            Some(s) if s.eq_ignore_ascii_case("https") => return Err(UrlError::Https),
+        let tls = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") => false,
+            Some(s) if s.eq_ignore_ascii_case("https") => true,
             _ => return Err(UrlError::NotHttp),
-        }
+        };
         let authority = uri.authority().ok_or(UrlError::NoHost)?;
         if authority.as_str().contains('@') {
             return Err(UrlError::Credentials);
@@ -270,7 +376,8 @@ impl HttpUrl {
         }
         Ok(HttpUrl {
             host: host.to_owned(),
-            port: authority.port_u16().unwrap_or(80),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            tls,
             authority: authority.as_str().to_owned(),
             path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
         })

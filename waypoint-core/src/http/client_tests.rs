@@ -2,6 +2,7 @@
 
 use super::*;
 use http_body_util::Empty;
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -134,7 +135,6 @@ fn urls_are_split_and_anything_but_plain_http_is_refused() {
     assert_eq!(url.connect_addr(), "[::1]:80");
 
     for (bad, why) in [
-        ("https://keys.example/jwks", UrlError::Https),
         ("ftp://keys.example/jwks", UrlError::NotHttp),
         ("keys.example/jwks", UrlError::NotAUrl),
         ("/jwks", UrlError::NotHttp),
@@ -143,4 +143,118 @@ fn urls_are_split_and_anything_but_plain_http_is_refused() {
     ] {
         assert_eq!(HttpUrl::parse(bad), Err(why), "{bad}");
     }
+}
+
+#[test]
+fn https_urls_default_to_port_443_and_ask_for_tls() {
+    let url = HttpUrl::parse("https://keys.example/jwks").unwrap();
+    assert_eq!((url.port, url.tls), (443, true));
+    assert_eq!(url.connect_addr(), "keys.example:443");
+    let url = HttpUrl::parse("HTTPS://keys.example:8443").unwrap();
+    assert_eq!((url.port, url.tls), (8443, true));
+    assert!(!HttpUrl::parse("http://keys.example").unwrap().tls);
+}
+
+/// A one-connection TLS server on loopback presenting a certificate for `localhost` from a
+/// fresh CA, answering `response` to the first request. Returns its address and the CA.
+async fn serve_tls_once(response: Vec<u8>) -> (String, CertificateDer<'static>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "side call test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let Ok(mut stream) = acceptor.accept(tcp).await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = stream.write_all(&response).await;
+        let _ = stream.read(&mut buf).await;
+    });
+    (addr, ca_cert.der().clone())
+}
+
+#[tokio::test]
+async fn https_calls_verify_the_server_and_speak_http_inside_tls() {
+    let client = SideClient::new(Duration::from_secs(5), 1024);
+
+    // The Web-PKI does not know a private CA: refused, naming the host.
+    let (addr, _) = serve_tls_once(answer("200 OK", "keys")).await;
+    let url = HttpUrl::parse(&format!("https://{addr}/jwks")).unwrap();
+    let err = client.send_url(&url, get("/jwks")).await.unwrap_err();
+    match &err {
+        SideCallError::Tls { host, reason } => {
+            assert_eq!(host, "127.0.0.1");
+            assert!(reason.contains("UnknownIssuer"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Trusting that CA, the call goes through over TLS for the right name...
+    let trusting = |ca: CertificateDer<'static>| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    };
+    let (addr, ca) = serve_tls_once(answer("200 OK", "keys")).await;
+    let tls = SideTls::with_config("localhost", trusting(ca)).unwrap();
+    let body = client
+        .send_over(&addr, Some(tls), get("/jwks"))
+        .await
+        .unwrap()
+        .success_body()
+        .await
+        .unwrap();
+    assert_eq!(body, "keys");
+
+    // ... and is refused for a name the certificate does not carry.
+    let (addr, ca) = serve_tls_once(answer("200 OK", "keys")).await;
+    let tls = SideTls::with_config("other.example", trusting(ca)).unwrap();
+    let err = client
+        .send_over(&addr, Some(tls), get("/jwks"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("TLS handshake with other.example"),
+        "{err}"
+    );
 }

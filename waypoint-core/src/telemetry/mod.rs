@@ -157,7 +157,7 @@ impl Telemetry {
     /// process metrics, dropped access log lines) and starts the access log writer thread and,
     /// when configured, the OTLP exporter task (which must then run inside a Tokio runtime).
     /// Fails when that thread cannot be started, or with [`io::ErrorKind::InvalidInput`] when
-    /// the OTLP options are unusable (an `https://` endpoint, a sample rate outside 0..=1).
+    /// the OTLP options are unusable (a malformed endpoint, a sample rate outside 0..=1).
     pub fn new(registry: &mut Registry, opts: TelemetryOptions) -> io::Result<Self> {
         let requests = RequestMetrics::new(registry);
         let tcp = TcpMetrics::new(registry);

@@ -10,8 +10,8 @@
 //! The body is an `ExportTraceServiceRequest` in the OTLP JSON mapping: trace and span ids are
 //! lower-case hex (not base64), 64-bit integers (times, `intValue`) are decimal strings, and
 //! enums (`kind`, `status.code`) are numbers. The export goes through the side-call client
-//! ([`crate::http::client`]), so only `http://` collectors are supported: `https://` is refused
-//! at startup rather than silently sending nothing.
+//! ([`crate::http::client`]): `http://` collectors, or `https://` ones verified against the
+//! Web-PKI roots compiled into waypoint (a hosted collector; no private CA can be configured).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,12 +69,6 @@ impl Default for OtlpOptions {
 /// Why the exporter could not start.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OtlpError {
-    /// The endpoint asks for TLS, which this exporter does not speak.
-    #[error(
-        "OTLP endpoint {0:?}: https is not supported; point it at an http:// collector \
-         (e.g. an OpenTelemetry Collector on the node or as a sidecar)"
-    )]
-    Https(String),
     /// The endpoint is not an `http://host[:port][/prefix]` URL.
     #[error("OTLP endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint {
@@ -106,9 +100,8 @@ fn parse_endpoint(endpoint: &str) -> Result<Target, OtlpError> {
         reason,
     };
     let url = HttpUrl::parse(endpoint).map_err(|e| match e {
-        UrlError::Https => OtlpError::Https(endpoint.to_owned()),
         UrlError::NotAUrl => invalid("not a URL"),
-        UrlError::NotHttp => invalid("the scheme must be http://"),
+        UrlError::NotHttp => invalid("the scheme must be http:// or https://"),
         UrlError::NoHost => invalid("no host"),
         UrlError::Credentials => invalid("credentials in the URL are not supported"),
     })?;
@@ -264,7 +257,7 @@ async fn export(target: &Target, body: Vec<u8>) -> Result<(), String> {
         .map_err(|e| format!("building the request: {e}"))?;
     let client = SideClient::new(EXPORT_TIMEOUT, MAX_ERROR_BODY);
     let response = client
-        .send(&target.url.connect_addr(), request)
+        .send_url(&target.url, request)
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status();
@@ -451,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_are_parsed_and_https_is_refused() {
+    fn endpoints_are_parsed_http_or_https() {
         let t = parse_endpoint("http://otel-collector.istio-system:4318").unwrap();
         assert_eq!(
             (t.url.host.as_str(), t.url.port, t.path.as_str()),
@@ -464,10 +457,9 @@ mod tests {
         );
         assert_eq!(t.path, "/otlp/v1/traces");
         assert_eq!(parse_endpoint("http://collector").unwrap().url.port, 80);
-        assert!(matches!(
-            parse_endpoint("https://collector:4318"),
-            Err(OtlpError::Https(_))
-        ));
+        let t = parse_endpoint("https://collector.example").unwrap();
+        assert_eq!((t.url.port, t.url.tls), (443, true));
+        assert!(!parse_endpoint("http://collector").unwrap().url.tls);
         for bad in [
             "collector:4318",
             "grpc://c:4317",

@@ -17,6 +17,8 @@
 //! - [`IstiodCa`]: the certificate from istiod's CA (native HBONE in a cluster), renewed at
 //!   half-life into the [`CertStore`].
 //! - `testing` (feature `test-helpers`): an in-process stand-in for istiod's CA.
+//! - [`web_pki_roots`]: the Web-PKI roots (Mozilla's list, compiled in) for servers outside
+//!   the mesh.
 //! - `frontend`: TLS termination for Gateway HTTPS listeners (certificates from Secrets,
 //!   chosen by SNI), unrelated to the mesh identity above.
 
@@ -29,6 +31,7 @@ mod store;
 #[cfg(any(test, feature = "test-helpers"))]
 pub mod testing;
 mod verify;
+mod web_pki;
 
 use std::path::PathBuf;
 
@@ -44,6 +47,7 @@ pub use verify::{
     ExpectedIdentity, SpiffeServerCheck, SpiffeServerVerifier, client_config, negotiated_h2,
     peer_identity, server_config,
 };
+pub use web_pki::web_pki_roots;
 
 /// The only application protocol HBONE speaks inside TLS.
 pub(crate) const ALPN_H2: &[u8] = b"h2";

@@ -1,6 +1,7 @@
 //! Where the bytes of an upstream HTTP connection go: plain TCP to the endpoint, an HBONE tunnel
 //! to the endpoint's ztunnel, or the co-located ztunnel's Unix socket behind a PROXY v2 header.
-//! Each produces a [`BoxedIo`] that the HTTP pools speak HTTP/1.1 or h2c over.
+//! Each produces a [`BoxedIo`] that the HTTP pools speak HTTP/1.1 or h2c over, directly or, when
+//! a DestinationRule originates TLS, through the [`TlsLayer`] a [`ConnTarget`] names.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use tokio::net::{TcpStream, UnixStream};
 use super::failure::describe;
 use super::hbone::HbonePool;
 use super::limits::{ConnSettings, Keepalive};
+use super::origination::TlsLayer;
 use crate::conn::ConnInfo;
 use crate::tls::{CertStore, ExpectedIdentity};
 use crate::wire::BoxedIo;
@@ -99,7 +101,22 @@ impl DialPath {
     }
 }
 
-/// Opens the byte stream for a [`DialPath`].
+/// What one pooled HTTP connection is: how its bytes reach the endpoint, and the TLS the
+/// waypoint originates over them, if any. The HTTP pools key their connections by it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ConnTarget {
+    pub(crate) path: DialPath,
+    pub(crate) tls: Option<TlsLayer>,
+}
+
+impl ConnTarget {
+    /// The endpoint (pod ip:port) the connection is for.
+    pub(crate) fn endpoint(&self) -> SocketAddr {
+        self.path.endpoint()
+    }
+}
+
+/// Opens the byte stream for a [`ConnTarget`].
 pub(crate) struct Dialer {
     pub(crate) connect_timeout: Duration,
     pub(crate) hbone: Option<Arc<HbonePool>>,
@@ -109,15 +126,23 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    /// A connected stream for `to`, within the connect timeout (the backend's, from
-    /// `settings`, else the waypoint's). The error is a reason in words, for a local reply.
+    /// A connected stream for `to`, its TLS handshake done when it has one, within the connect
+    /// timeout (the backend's, from `settings`, else the waypoint's). The error is a reason in
+    /// words, for a local reply.
     pub(crate) async fn dial(
         &self,
-        to: &DialPath,
+        to: &ConnTarget,
         settings: &ConnSettings,
     ) -> Result<BoxedIo, String> {
         let limit = settings.connect_timeout.unwrap_or(self.connect_timeout);
-        match tokio::time::timeout(limit, self.dial_inner(to, settings)).await {
+        let connect = async {
+            let io = self.dial_inner(&to.path, settings).await?;
+            match &to.tls {
+                Some(tls) => tls.handshake(io).await,
+                None => Ok(io),
+            }
+        };
+        match tokio::time::timeout(limit, connect).await {
             Ok(result) => result,
             Err(_) => Err(format!("connect timeout after {}ms", limit.as_millis())),
         }
@@ -280,7 +305,16 @@ mod tests {
             connect_timeout: Some(Duration::from_millis(50)),
             ..Default::default()
         };
-        let err = dialer.dial(&DialPath::Plain(addr), &settings).await.err();
+        let err = dialer
+            .dial(
+                &ConnTarget {
+                    path: DialPath::Plain(addr),
+                    tls: None,
+                },
+                &settings,
+            )
+            .await
+            .err();
         assert_eq!(err.as_deref(), Some("connect timeout after 50ms"));
     }
 

@@ -108,6 +108,7 @@ mod lease;
 mod limits;
 mod metrics;
 mod mirror;
+mod origination;
 mod outlier;
 mod pool;
 mod replay;
@@ -130,6 +131,7 @@ pub(crate) use hop::{is_upgrade, remove_hop_by_hop};
 pub(crate) use lease::UpstreamLease;
 pub(crate) use metrics::{PoolCollector, PoolSizes};
 pub use mirror::UpstreamStats;
+pub(crate) use origination::{Origination, OriginationSpec, SecretScope};
 pub(crate) use outlier::BackendView as OutlierView;
 pub(crate) use stream::StreamUpstream;
 
@@ -366,7 +368,12 @@ impl Upstream {
             let address = endpoint.address;
             ctx.endpoint = Some(endpoint.clone());
             let guard = InFlight::start(&endpoint.stats);
-            let path = self.dial_path(endpoint, &ctx.conn);
+            let host = origination::request_host(&req).map(str::to_owned);
+            let path = origination::conn_target(
+                self.dial_path(endpoint, &ctx.conn),
+                backend,
+                host.as_deref(),
+            );
             rewrite::prepare(&mut req, address, backend.protocol.upstream, upgrade);
 
             let Some(request_slot) = limits.take_or_overflow(Limit::Requests) else {
@@ -509,7 +516,9 @@ impl Upstream {
         let address = endpoint.address;
         let protocol = backend.protocol.upstream;
         rewrite::prepare(&mut req, address, protocol, false);
-        let path = self.dial_path(endpoint, conn);
+        let host = origination::request_host(&req).map(str::to_owned);
+        let path =
+            origination::conn_target(self.dial_path(endpoint, conn), backend, host.as_deref());
         let guard = InFlight::start(&endpoint.stats);
         let pool = self.pool.clone();
         // A copy is a request to the mirror's backend: it counts against that backend's limits.

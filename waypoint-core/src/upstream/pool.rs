@@ -1,5 +1,6 @@
 //! The HTTP client side of forwarding: pooled HTTP/1.1 and h2c connections over whatever byte
-//! stream the [`Dialer`] opens for a [`DialPath`] (TCP, an HBONE tunnel, the ztunnel socket).
+//! stream the [`Dialer`] opens for a [`ConnTarget`] (TCP, an HBONE tunnel, the ztunnel socket,
+//! any of them with TLS originated over it).
 //!
 //! - HTTP/1.1: one request at a time per connection. [`HttpPool::send`] hands the response
 //!   back with the connection's [`Return`]; whoever sees the response body end (the request's
@@ -25,7 +26,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::UpstreamConfig;
-use super::dial::{DialPath, Dialer};
+use super::dial::{ConnTarget, Dialer};
 use super::failure::describe;
 use super::limits::{BackendLimits, Breaker, ConnSettings, Limit, Slot};
 use crate::body::Body;
@@ -95,8 +96,8 @@ pub(crate) struct HttpPool {
     dialer: Dialer,
     idle_timeout: Duration,
     max_idle: usize,
-    h1: Mutex<HashMap<DialPath, Vec<IdleH1>>>,
-    h2: Mutex<HashMap<DialPath, H2Conn>>,
+    h1: Mutex<HashMap<ConnTarget, Vec<IdleH1>>>,
+    h2: Mutex<HashMap<ConnTarget, H2Conn>>,
     next_id: AtomicU64,
 }
 
@@ -136,7 +137,7 @@ impl HttpPool {
     pub(crate) async fn send(
         self: &Arc<Self>,
         protocol: AppProtocol,
-        path: DialPath,
+        path: ConnTarget,
         req: Request<Body>,
         limits: &BackendLimits,
     ) -> Result<Exchange, SendError> {
@@ -151,7 +152,7 @@ impl HttpPool {
     /// its connections goes idle or closes.
     async fn send_h1(
         self: &Arc<Self>,
-        path: DialPath,
+        path: ConnTarget,
         mut req: Request<Body>,
         limits: &BackendLimits,
     ) -> Result<Exchange, SendError> {
@@ -221,7 +222,7 @@ impl HttpPool {
     }
 
     /// The most recently used idle connection of `path` that is still open and may serve.
-    fn checkout_h1(&self, path: &DialPath) -> Option<IdleH1> {
+    fn checkout_h1(&self, path: &ConnTarget) -> Option<IdleH1> {
         let mut idle = lock(&self.h1);
         let list = idle.get_mut(path)?;
         let found = loop {
@@ -243,7 +244,7 @@ impl HttpPool {
     }
 
     /// Closes one idle connection of `breaker`'s backend that is not for `path`, if any.
-    fn evict_idle_h1(&self, breaker: &Arc<Breaker>, path: &DialPath) {
+    fn evict_idle_h1(&self, breaker: &Arc<Breaker>, path: &ConnTarget) {
         let mut idle = lock(&self.h1);
         let found = idle.iter_mut().find_map(|(p, list)| {
             if p == path {
@@ -266,7 +267,7 @@ impl HttpPool {
     fn pooled_h1(
         self: &Arc<Self>,
         resp: Response<Incoming>,
-        path: DialPath,
+        path: ConnTarget,
         id: u64,
         sender: http1::SendRequest<Body>,
         mut life: H1Life,
@@ -286,7 +287,7 @@ impl HttpPool {
     /// Puts a connection whose exchange is complete back on its dial path's idle list, unless
     /// it has served its share (`maxRequestsPerConnection`, `maxConnectionDuration`); either
     /// way a request waiting for a connection of its backend may now go on.
-    fn put_h1(&self, path: DialPath, id: u64, sender: http1::SendRequest<Body>, life: H1Life) {
+    fn put_h1(&self, path: ConnTarget, id: u64, sender: http1::SendRequest<Body>, life: H1Life) {
         let breaker = Arc::clone(&life.breaker);
         // A zero idle timeout keeps nothing idle: the connection closes now.
         if !life.idle_timeout.is_zero() && life.settings.may_serve(life.served, life.born) {
@@ -306,7 +307,7 @@ impl HttpPool {
 
     /// Drops connection `id` from the idle list when it has waited there for its idle timeout
     /// (its connection then closes). Says when to look again.
-    fn expire_h1(&self, path: &DialPath, id: u64, idle_timeout: Duration) -> Duration {
+    fn expire_h1(&self, path: &ConnTarget, id: u64, idle_timeout: Duration) -> Duration {
         let mut idle = lock(&self.h1);
         let Some(list) = idle.get_mut(path) else {
             return idle_timeout;
@@ -327,7 +328,7 @@ impl HttpPool {
 
     async fn send_h2(
         self: &Arc<Self>,
-        path: DialPath,
+        path: ConnTarget,
         req: Request<Body>,
         limits: &BackendLimits,
     ) -> Result<Exchange, String> {
@@ -344,7 +345,7 @@ impl HttpPool {
     /// The open h2c connection of `path`, counting one more request on it. A connection that
     /// has served its share leaves the pool (requests on it finish) and the caller opens
     /// another.
-    fn checkout_h2(&self, path: &DialPath) -> Option<http2::SendRequest<Body>> {
+    fn checkout_h2(&self, path: &ConnTarget) -> Option<http2::SendRequest<Body>> {
         let mut conns = lock(&self.h2);
         let conn = conns.get_mut(path)?;
         if conn.sender.is_closed() || !conn.settings.may_serve(conn.served, conn.born) {
@@ -362,7 +363,7 @@ impl HttpPool {
 
     async fn connect_h2(
         self: &Arc<Self>,
-        path: DialPath,
+        path: ConnTarget,
         limits: &BackendLimits,
         settings: ConnSettings,
     ) -> Result<http2::SendRequest<Body>, String> {
@@ -410,7 +411,7 @@ impl HttpPool {
     /// with `idle`, has not been used for that long; with every handle gone, hyper closes the
     /// connection after its last stream. Returns how long until it would be idle enough when
     /// it was kept.
-    fn release_h2(&self, path: &DialPath, id: u64, idle: Option<Duration>) -> Option<Duration> {
+    fn release_h2(&self, path: &ConnTarget, id: u64, idle: Option<Duration>) -> Option<Duration> {
         let mut conns = lock(&self.h2);
         let conn = conns.get(path).filter(|c| c.id == id)?;
         if let Some(idle) = idle {
@@ -429,7 +430,7 @@ impl HttpPool {
 async fn drive_h1(
     conn: http1::Connection<TokioIo<BoxedIo>, Body>,
     pool: Weak<HttpPool>,
-    path: DialPath,
+    path: ConnTarget,
     id: u64,
     idle_timeout: Duration,
     // Counts the connection toward its backend's `maxConnections` for as long as it is open.
@@ -466,7 +467,7 @@ async fn drive_h1(
 async fn drive_h2(
     conn: http2::Connection<TokioIo<BoxedIo>, Body, TokioExecutor>,
     pool: Weak<HttpPool>,
-    path: DialPath,
+    path: ConnTarget,
     id: u64,
     idle_timeout: Duration,
     _slot: Slot,
@@ -499,7 +500,7 @@ async fn drive_h2(
 /// connection closes (its state is unknown).
 pub(crate) struct Return {
     pool: Weak<HttpPool>,
-    path: DialPath,
+    path: ConnTarget,
     id: u64,
     sender: http1::SendRequest<Body>,
     life: H1Life,

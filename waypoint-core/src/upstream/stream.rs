@@ -86,7 +86,7 @@ impl Upstream {
             });
         };
         let busy = InFlight::start(&endpoint.stats);
-        let path = self.dial_path(endpoint, conn);
+        let path = super::origination::conn_target(self.dial_path(endpoint, conn), backend, None);
         let dialed = self.pool.dialer().dial(&path, &limits.limits.conn).await;
         let outcome = match &dialed {
             Ok(_) => TryOutcome::Connected,
