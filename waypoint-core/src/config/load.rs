@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::build::{EndpointStatsCache, build, invalid};
-use super::resources::{GATEWAY_API_GROUP, ObjectMeta, RawObject, Resources, Sourced};
+use super::resources::{
+    GATEWAY_API_GROUP, ISTIO_NETWORKING_GROUP, ObjectMeta, RawObject, Resources, Sourced,
+};
 use super::{Config, ResourceRef, ResourceStatus};
 
 /// Why manifests could not be read at all. (A resource that is merely invalid is not an error:
@@ -282,6 +284,7 @@ impl Reader {
             KnownKind::RequestAuthentication => {
                 typed(doc, at, &rref, &mut r.request_authentications)
             }
+            KnownKind::ServiceEntry => typed(doc, at, &rref, &mut r.service_entries),
         };
         if let Err(status) = result {
             self.rejected.push(status);
@@ -335,6 +338,7 @@ enum KnownKind {
     EndpointSlice,
     AuthorizationPolicy,
     RequestAuthentication,
+    ServiceEntry,
 }
 
 impl KnownKind {
@@ -351,6 +355,7 @@ impl KnownKind {
             ("discovery.k8s.io", "EndpointSlice") => KnownKind::EndpointSlice,
             ("security.istio.io", "AuthorizationPolicy") => KnownKind::AuthorizationPolicy,
             ("security.istio.io", "RequestAuthentication") => KnownKind::RequestAuthentication,
+            (ISTIO_NETWORKING_GROUP, "ServiceEntry") => KnownKind::ServiceEntry,
             _ => return None,
         })
     }
@@ -364,6 +369,7 @@ impl KnownKind {
             KnownKind::ReferenceGrant => &["v1", "v1beta1", "v1alpha2"],
             KnownKind::Service | KnownKind::Secret | KnownKind::EndpointSlice => &["v1"],
             KnownKind::AuthorizationPolicy | KnownKind::RequestAuthentication => &["v1", "v1beta1"],
+            KnownKind::ServiceEntry => &["v1", "v1beta1", "v1alpha3"],
         }
     }
 }

@@ -29,6 +29,7 @@ mod grpc_route;
 mod http_route;
 mod istio;
 mod route;
+mod service_entry;
 mod tcp_route;
 mod tls_route;
 
@@ -39,6 +40,7 @@ pub use grpc_route::*;
 pub use http_route::*;
 pub use istio::*;
 pub use route::*;
+pub use service_entry::*;
 pub use tcp_route::*;
 pub use tls_route::*;
 
@@ -150,6 +152,8 @@ pub struct Resources {
     pub authorization_policies: Vec<Sourced<AuthorizationPolicy>>,
     /// Istio RequestAuthentications.
     pub request_authentications: Vec<Sourced<RequestAuthentication>>,
+    /// Istio ServiceEntries.
+    pub service_entries: Vec<Sourced<ServiceEntry>>,
     /// Kinds waypoint does not interpret.
     pub others: Vec<Sourced<RawObject>>,
 }
