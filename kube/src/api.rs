@@ -149,6 +149,14 @@ pub mod kinds {
         plural: "requestauthentications",
         namespaced: true,
     };
+    /// Istio `DestinationRule`.
+    pub const DESTINATION_RULE: ApiResource = ApiResource {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "DestinationRule",
+        plural: "destinationrules",
+        namespaced: true,
+    };
     /// `ServiceAccount`: the identity of a provisioned waypoint's pods.
     pub const SERVICE_ACCOUNT: ApiResource = core("ServiceAccount", "serviceaccounts", true);
     /// `Deployment` (`apps/v1`): a provisioned waypoint's pods.

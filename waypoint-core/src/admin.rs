@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::config::binding::Binding;
+use crate::config::traffic_policy::PortPolicy;
 use crate::config::{AppProtocol, Endpoint, EndpointTransport};
 use crate::overload::Overload;
 use crate::route_status::{gateway_classes_json, gateways_json, route_parents_json};
@@ -254,6 +255,7 @@ pub(crate) fn config_dump_json(snapshot: &Snapshot, controller: Option<&str>) ->
                 },
                 "portProtocol": &b.protocol,
                 "endpoints": b.endpoints.iter().map(endpoint_json).collect::<Vec<_>>(),
+                "trafficPolicy": traffic_policy_json(&b.policy),
             })
         })
         .collect();
@@ -267,6 +269,19 @@ pub(crate) fn config_dump_json(snapshot: &Snapshot, controller: Option<&str>) ->
         "services": services,
         "binding": binding_json(snapshot.config.binding()),
     })
+}
+
+/// The DestinationRule settings of a Service port: each block with the rule it came from.
+fn traffic_policy_json(policy: &PortPolicy) -> Value {
+    let blocks: serde_json::Map<String, Value> = policy
+        .blocks()
+        .into_iter()
+        .map(|(name, from, settings)| {
+            let block = json!({"from": from.to_string(), "settings": settings});
+            (name.to_owned(), block)
+        })
+        .collect();
+    Value::Object(blocks)
 }
 
 /// What is bound to this waypoint's Gateway (`enforced: false` without `--gateway`).

@@ -175,6 +175,7 @@ fn mesh_service(
     expect: ExpectedIdentity,
 ) -> Arc<ServiceBackend> {
     Arc::new(ServiceBackend {
+        policy: Default::default(),
         service: ResourceRef::new("Service", "shop", "cart"),
         port: 80,
         cluster_ips: vec![[10, 96, 0, 20].into()],

@@ -42,7 +42,7 @@ pub const COALESCE_QUIET: Duration = Duration::from_millis(100);
 pub const COALESCE_MAX: Duration = Duration::from_secs(1);
 
 /// The kinds watched, in the order their objects are given to the builder.
-pub const WATCHED: [ApiResource; 14] = [
+pub const WATCHED: [ApiResource; 15] = [
     kinds::NAMESPACE,
     kinds::GATEWAY_CLASS,
     kinds::GATEWAY,
@@ -57,6 +57,7 @@ pub const WATCHED: [ApiResource; 14] = [
     kinds::REFERENCE_GRANT,
     kinds::AUTHORIZATION_POLICY,
     kinds::REQUEST_AUTHENTICATION,
+    kinds::DESTINATION_RULE,
 ];
 
 /// What the source watches and how it paces snapshots.

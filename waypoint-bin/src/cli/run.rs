@@ -391,6 +391,8 @@ impl RunArgs {
             ambient_namespaces: ambient_namespaces.into_iter().collect(),
             // The one --gateway flag: policy scope (below) and binding read the same value.
             gateway: policy.gateway.clone(),
+            root_namespace: policy.root_namespace.clone(),
+            cluster_domain: cluster_domain.clone(),
         };
         options.hbone = hbone_listen.map(|addr| HboneInbound {
             addr,

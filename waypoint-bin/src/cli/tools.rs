@@ -30,6 +30,10 @@ pub struct CheckArgs {
     /// ext_authz providers exist).
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// DNS suffix of Services, as `run` takes it: a DestinationRule's short host `reviews`
+    /// means `reviews.<namespace>.svc.<this>`.
+    #[arg(long, env = "WAYPOINT_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 }
 
 /// Prints what is bound to this waypoint's Gateway and why the rest is not; returns the number
@@ -153,6 +157,9 @@ fn print_port_protocols(config: &config::Config) {
             "    {} port {}: {} ({})",
             b.service, b.port, p.kind, p.selected_by
         );
+        for (name, from, settings) in b.policy.blocks() {
+            println!("        {name} {settings} from {from}");
+        }
     }
 }
 
@@ -162,6 +169,8 @@ pub fn check(args: CheckArgs) -> ExitCode {
     // Built as `run` builds it: binding to --gateway included.
     let cache = EndpointStatsCache::with_mesh(MeshOptions {
         gateway: args.policy.gateway.clone(),
+        root_namespace: args.policy.root_namespace.clone(),
+        cluster_domain: args.cluster_domain.clone(),
         ..MeshOptions::default()
     });
     let config = match config::load::load_path_with(&args.config, &cache) {

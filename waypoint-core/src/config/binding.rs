@@ -135,6 +135,7 @@ impl BoundWorkload {
     pub fn backend(&self, destination: SocketAddr) -> Arc<ServiceBackend> {
         let protocol = self.protocols.get(&destination.port()).cloned();
         Arc::new(ServiceBackend {
+            policy: Default::default(),
             service: self.pod.clone(),
             port: destination.port(),
             cluster_ips: Vec::new(),

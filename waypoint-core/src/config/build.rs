@@ -14,9 +14,11 @@ use super::resources::{
     AddressType, EndpointSlice, Object, Protocol, Resources, Service, ServiceType, Sourced,
     TargetPort,
 };
+use super::traffic_policy::{PolicyIndex, qualified_host};
 use super::validate::{
-    Check, check_authn, check_authz, check_gateway, check_grpc_route, check_http_route,
-    check_service, check_service_entry, check_slice, check_tcp_route, check_tls_route, cluster_ips,
+    Check, check_authn, check_authz, check_destination_rule, check_gateway, check_grpc_route,
+    check_http_route, check_service, check_service_entry, check_slice, check_tcp_route,
+    check_tls_route, cluster_ips,
 };
 use super::{
     Condition, Config, Endpoint, EndpointStats, ProtocolSelection, ResourceRef, ResourceStatus,
@@ -141,6 +143,11 @@ pub fn build(
             check_service_entry,
             &mut statuses,
         ),
+        destination_rules: keep_valid(
+            resources.destination_rules,
+            check_destination_rule,
+            &mut statuses,
+        ),
         others: resources.others,
     };
     statuses.sort_by(|a, b| (&a.resource, &a.source).cmp(&(&b.resource, &b.source)));
@@ -148,8 +155,19 @@ pub fn build(
     let mut by_destination = HashMap::new();
     let mut by_name = HashMap::new();
     let mesh = MeshIndex::new(cache.mesh(), &resources.others);
+    let policies = PolicyIndex::new(&resources.destination_rules, cache.mesh());
     for service in &resources.services {
-        for backend in service_backends(service, &resources.endpoint_slices, cache, &mesh) {
+        let backends = service_backends(service, &resources.endpoint_slices, cache, &mesh);
+        for mut backend in backends {
+            backend.policy = Arc::new(policies.for_port(
+                &qualified_host(
+                    &service.metadata.name,
+                    service.metadata.namespace(),
+                    &cache.mesh().cluster_domain,
+                ),
+                service.metadata.namespace(),
+                backend.port,
+            ));
             let backend = Arc::new(backend);
             for ip in &backend.cluster_ips {
                 let addr = SocketAddr::new(*ip, backend.port);
@@ -169,7 +187,7 @@ pub fn build(
             by_name.insert(key, backend);
         }
     }
-    let entries = service_entry_indexes(&resources, cache, &mesh, &mut by_destination);
+    let entries = service_entry_indexes(&resources, cache, &mesh, &policies, &mut by_destination);
     cache.prune();
     let computed =
         super::binding::compute(&resources, cache.mesh().gateway.as_ref(), &mesh, &by_name);
@@ -203,6 +221,7 @@ fn service_entry_indexes(
     resources: &Resources,
     cache: &EndpointStatsCache,
     mesh: &MeshIndex<'_>,
+    policies: &PolicyIndex<'_>,
     by_destination: &mut HashMap<SocketAddr, Arc<ServiceBackend>>,
 ) -> EntryIndexes {
     let pods: Vec<&super::resources::RawObject> = resources
@@ -219,6 +238,14 @@ fn service_entry_indexes(
     for entry in &resources.service_entries {
         names.extend(service_entry::dns_names(entry));
         let built = service_entry::entry_backends(entry, &pods, cache, mesh);
+        let ns = entry.metadata.namespace();
+        // A DestinationRule's `host` matches ServiceEntry hosts as it matches Service names.
+        let policy = |host: &str, port: u16| {
+            let host = qualified_host(host, ns, &cache.mesh().cluster_domain);
+            Arc::new(policies.for_port(&host, ns, port))
+        };
+        // Reached by address or by entry name, a port is known by the entry's first host.
+        let first_host = entry.spec.hosts.first().map_or("", String::as_str);
         let mut claim = |addr: SocketAddr, backend: Arc<ServiceBackend>| {
             if let Some(first) = by_destination.get(&addr) {
                 // A `NONE` entry claims its addresses per address first: no conflict.
@@ -231,20 +258,31 @@ fn service_entry_indexes(
             }
             by_destination.insert(addr, backend);
         };
-        for (addr, backend) in built.by_address {
+        for (addr, mut backend) in built.by_address {
+            backend.policy = policy(first_host, backend.port);
             claim(addr, Arc::new(backend));
         }
-        for backend in built.by_port {
+        for mut backend in built.by_port {
+            backend.policy = policy(first_host, backend.port);
             let backend = Arc::new(backend);
             for ip in &backend.cluster_ips {
                 claim(SocketAddr::new(*ip, backend.port), backend.clone());
             }
             for host in &entry.spec.hosts {
+                // Reached by host name, the port gets that host's DestinationRule.
+                let for_host = if host == first_host {
+                    backend.clone()
+                } else {
+                    Arc::new(ServiceBackend {
+                        policy: policy(host, backend.port),
+                        ..(*backend).clone()
+                    })
+                };
                 // The first entry for a host and port wins, as for addresses.
                 indexes
                     .by_host
                     .entry((host.clone(), backend.port))
-                    .or_insert_with(|| backend.clone());
+                    .or_insert(for_host);
             }
             let key = (
                 backend.service.namespace.clone(),
@@ -379,6 +417,7 @@ fn service_backends(
             cluster_ips: ips.clone(),
             protocol: ProtocolSelection::for_service_port(port.port, app_protocol, &port.name),
             endpoints,
+            policy: Arc::default(),
         });
     }
     backends

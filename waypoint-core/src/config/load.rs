@@ -285,6 +285,7 @@ impl Reader {
                 typed(doc, at, &rref, &mut r.request_authentications)
             }
             KnownKind::ServiceEntry => typed(doc, at, &rref, &mut r.service_entries),
+            KnownKind::DestinationRule => typed(doc, at, &rref, &mut r.destination_rules),
         };
         if let Err(status) = result {
             self.rejected.push(status);
@@ -339,6 +340,7 @@ enum KnownKind {
     AuthorizationPolicy,
     RequestAuthentication,
     ServiceEntry,
+    DestinationRule,
 }
 
 impl KnownKind {
@@ -356,6 +358,7 @@ impl KnownKind {
             ("security.istio.io", "AuthorizationPolicy") => KnownKind::AuthorizationPolicy,
             ("security.istio.io", "RequestAuthentication") => KnownKind::RequestAuthentication,
             (ISTIO_NETWORKING_GROUP, "ServiceEntry") => KnownKind::ServiceEntry,
+            ("networking.istio.io", "DestinationRule") => KnownKind::DestinationRule,
             _ => return None,
         })
     }
@@ -370,6 +373,7 @@ impl KnownKind {
             KnownKind::Service | KnownKind::Secret | KnownKind::EndpointSlice => &["v1"],
             KnownKind::AuthorizationPolicy | KnownKind::RequestAuthentication => &["v1", "v1beta1"],
             KnownKind::ServiceEntry => &["v1", "v1beta1", "v1alpha3"],
+            KnownKind::DestinationRule => &["v1", "v1beta1", "v1alpha3"],
         }
     }
 }

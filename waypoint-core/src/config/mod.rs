@@ -10,6 +10,7 @@ pub mod load;
 mod protocol;
 pub mod resources;
 pub mod source;
+pub mod traffic_policy;
 mod validate;
 pub mod watch;
 
@@ -145,6 +146,8 @@ pub struct ServiceBackend {
     pub protocol: ProtocolSelection,
     /// Ready endpoints only; empty means no healthy upstream (503).
     pub endpoints: Vec<Endpoint>,
+    /// The DestinationRule settings in force for this port (see [`traffic_policy`]).
+    pub policy: Arc<traffic_policy::PortPolicy>,
 }
 
 /// A validated configuration: typed resources, their statuses, and the indexes the request path

@@ -90,6 +90,7 @@ mod tests {
 
     fn target(request: Option<u64>, backend: Option<u64>) -> UpstreamTarget {
         let mut t = UpstreamTarget::new(Arc::new(ServiceBackend {
+            policy: Default::default(),
             service: ResourceRef::new("Service", "ns", "svc"),
             port: 80,
             cluster_ips: vec![],

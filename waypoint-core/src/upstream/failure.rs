@@ -228,6 +228,7 @@ mod tests {
     #[test]
     fn a_backend_is_named_by_namespace_name_and_port() {
         let backend = ServiceBackend {
+            policy: Default::default(),
             service: ResourceRef::new("Service", "ns", "svc"),
             port: 80,
             cluster_ips: vec![],

@@ -524,6 +524,7 @@ mod tests {
         ctx.response_flags.clear();
         ctx.upstream = Some(crate::filter::UpstreamTarget::new(Arc::new(
             ServiceBackend {
+                policy: Default::default(),
                 service: ResourceRef::new("Service", "ns", "svc"),
                 port: 80,
                 cluster_ips: vec![],

@@ -23,6 +23,7 @@ pub(crate) fn service_backend(
     addrs: &[SocketAddr],
 ) -> Arc<ServiceBackend> {
     Arc::new(ServiceBackend {
+        policy: Default::default(),
         service: ResourceRef::new("Service", "default", name),
         port: 80,
         cluster_ips: vec![[10, 96, 0, 10].into()],

@@ -33,7 +33,13 @@ pub struct MeshOptions {
     pub ambient_namespaces: BTreeSet<String>,
     /// This waypoint's Gateway (`namespace`, `name`), from `--gateway`. When set, only what is
     /// bound to it is served (see [`crate::config::binding`]); when unset, every Service.
+    /// Its namespace is also where DestinationRules are looked for first.
     pub gateway: Option<(String, String)>,
+    /// Istio's root namespace (`istio-system`): mesh-wide DestinationRules live there.
+    pub root_namespace: String,
+    /// The DNS suffix of Services (`cluster.local`): a DestinationRule's short host `reviews`
+    /// is `reviews.<namespace>.svc.<cluster domain>`.
+    pub cluster_domain: String,
 }
 
 impl Default for MeshOptions {
@@ -42,6 +48,8 @@ impl Default for MeshOptions {
             trust_domain: "cluster.local".to_owned(),
             ambient_namespaces: BTreeSet::new(),
             gateway: None,
+            root_namespace: "istio-system".to_owned(),
+            cluster_domain: "cluster.local".to_owned(),
         }
     }
 }

@@ -102,6 +102,8 @@ pub(crate) fn entry_backends(
             cluster_ips: vips.clone(),
             protocol: protocol.clone(),
             endpoints,
+            // Set by the caller, which resolves DestinationRules by host.
+            policy: Default::default(),
         };
         let plain = |address: SocketAddr| Endpoint {
             address,
@@ -271,9 +273,12 @@ mod tests {
         assert_eq!(addresses(tls), ["10.0.0.1:443", "10.0.0.2:443"]);
         assert_eq!(tls.protocol.kind, PortProtocol::Tls);
         assert!(Arc::ptr_eq(
-            config.host("api2.example.com", 80).unwrap(),
+            config.host("api.example.com", 80).unwrap(),
             http
         ));
+        let second = config.host("api2.example.com", 80).unwrap();
+        assert_eq!((&second.service, second.port), (&http.service, 80));
+        assert_eq!(addresses(second), addresses(http));
         assert!(config.host("api.example.com", 81).is_none());
         assert_eq!(
             config.service_entry_host(&http.service),
@@ -406,5 +411,42 @@ mod tests {
             config.destination(Some("240.0.0.2:80".parse().unwrap())),
             Destination::Unbound(_)
         ));
+    }
+
+    #[test]
+    fn destination_rules_apply_to_service_entry_ports_by_host() {
+        let text = entry(
+            "api",
+            "egress",
+            "  hosts: [api.example.com, api2.example.com]\n  addresses: [240.0.0.1]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: STATIC\n  endpoints: [{address: 10.0.0.1}]\n",
+        );
+        let rule = |name: &str, host: &str, block: &str| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: egress}}\nspec:\n  host: {host}\n  trafficPolicy: {{{block}: {{}}}}\n"
+            )
+        };
+        let text = format!(
+            "{text}{}{}",
+            rule("first", "api.example.com", "loadBalancer"),
+            rule("second", "api2.example.com", "connectionPool")
+        );
+        let config = load(&text, &EndpointStatsCache::new());
+        let by_vip = config.service_at("240.0.0.1:443".parse().unwrap()).unwrap();
+        let from = |b: &ServiceBackend| {
+            b.policy
+                .blocks()
+                .iter()
+                .map(|(name, origin, _)| format!("{name} from {}", origin.rule.name))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(from(by_vip), ["loadBalancer from first"]);
+        assert_eq!(
+            from(config.host("api.example.com", 443).unwrap()),
+            ["loadBalancer from first"]
+        );
+        assert_eq!(
+            from(config.host("api2.example.com", 443).unwrap()),
+            ["connectionPool from second"]
+        );
     }
 }

@@ -24,6 +24,7 @@ macro_rules! object {
 }
 
 mod core;
+mod destination_rule;
 mod gateway;
 mod grpc_route;
 mod http_route;
@@ -35,6 +36,7 @@ mod tls_route;
 
 // The submodules only organise the source: every type is used from here, as before the split.
 pub use self::core::*;
+pub use destination_rule::*;
 pub use gateway::*;
 pub use grpc_route::*;
 pub use http_route::*;
@@ -154,6 +156,8 @@ pub struct Resources {
     pub request_authentications: Vec<Sourced<RequestAuthentication>>,
     /// Istio ServiceEntries.
     pub service_entries: Vec<Sourced<ServiceEntry>>,
+    /// Istio DestinationRules.
+    pub destination_rules: Vec<Sourced<DestinationRule>>,
     /// Kinds waypoint does not interpret.
     pub others: Vec<Sourced<RawObject>>,
 }

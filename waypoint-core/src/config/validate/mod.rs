@@ -3,6 +3,7 @@
 //! one is left out of the config with an `Accepted=false` status.
 
 mod core;
+mod destination_rule;
 mod istio;
 mod l4_routes;
 mod routes;
@@ -12,6 +13,7 @@ use std::net::IpAddr;
 
 pub(super) use self::core::{check_service, check_slice, cluster_ips};
 use super::resources::Gateway;
+pub(super) use destination_rule::check_destination_rule;
 pub(super) use istio::{check_authn, check_authz};
 pub(super) use l4_routes::{check_tcp_route, check_tls_route};
 pub(super) use routes::{check_grpc_route, check_http_route};
