@@ -6,15 +6,26 @@
 //! [`DnsCache`] holds for a name and records the names it wanted. Resolution happens beside
 //! it; an answer that changes a name's addresses triggers a rebuild. A failed lookup keeps
 //! the last addresses: a resolver hiccup must not empty a backend that was working.
+//!
+//! Who rebuilds: the cache counts changes ([`DnsCache::generation`]); the file watcher
+//! reloads when the count moved even if no file did (see `config::watch`). The resolving loop
+//! is [`keep_resolved`].
+
+mod resolve;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use resolve::{DnsError, keep_resolved, resolver};
 
 /// Resolved addresses by name, shared by every config build of a process.
 #[derive(Debug, Default)]
 pub struct DnsCache {
     state: Mutex<State>,
+    /// Bumped on every change of some name's addresses.
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +65,12 @@ impl DnsCache {
         answers.retain(|name, _| wanted.contains(name));
     }
 
+    /// How many answers changed some name's addresses so far: a build made before the count
+    /// moved is out of date.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// The names the latest build wants resolved, sorted.
     pub fn wanted(&self) -> Vec<String> {
         self.state().wanted.iter().cloned().collect()
@@ -73,6 +90,7 @@ impl DnsCache {
             Some(old) if *old == addresses => false,
             _ => {
                 state.answers.insert(name, addresses);
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 true
             }
         }
@@ -104,6 +122,7 @@ mod tests {
         assert_eq!(cache.wanted(), ["api.example.com"]);
         assert!(cache.record("api.example.com", vec![ip("10.0.0.2"), ip("10.0.0.1")]));
         assert!(!cache.record("api.example.com.", vec![ip("10.0.0.1"), ip("10.0.0.2")]));
+        assert_eq!(cache.generation(), 1, "one change so far");
         assert_eq!(
             cache.addresses("Api.Example.Com"),
             [ip("10.0.0.1"), ip("10.0.0.2")]
