@@ -127,6 +127,31 @@ fn an_invalid_rule_is_refused_with_the_field_named_and_applies_nowhere() {
     assert!(!ok && out.contains("loadBalancers"), "{out}");
 }
 
+#[test]
+fn a_rule_shadowed_by_an_older_one_for_the_same_host_says_which_applies() {
+    let old = rule("shop", "old", "reviews").replace(
+        "namespace: shop}",
+        "namespace: shop, creationTimestamp: \"2026-01-01T00:00:00Z\"}",
+    );
+    let new = rule("shop", "new", "reviews.shop.svc.cluster.local").replace(
+        "namespace: shop}",
+        "namespace: shop, creationTimestamp: \"2026-02-01T00:00:00Z\"}",
+    );
+    let (ok, out) = check(&format!("{REVIEWS}{new}{old}"), &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("loadBalancer {} from DestinationRule shop/old"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "DestinationRule shop/new is valid, but its trafficPolicy is not applied: \
+             DestinationRule shop/old is older"
+        ),
+        "{out}"
+    );
+}
+
 /// The `trafficPolicy` of `shop/reviews` port 9080 in the `/config_dump` at `admin`.
 fn dumped_policy(admin: u16) -> Value {
     let text = admin_get(admin, "/config_dump");

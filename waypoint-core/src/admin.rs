@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /metrics` | every metric of the registry, OpenMetrics text |
 //! | `GET /healthz/ready` | 200 `ready` once started and a config (version ≥ 1) is served, else 503; 503 too while memory is over `--memory-limit` |
-//! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, per-parent route status (`routeParents`), Gateways and listeners (`gateways`), Services and endpoints |
+//! | `GET /config_dump` | the served snapshot as JSON: version, resource statuses, per-parent route status (`routeParents`), Gateways and listeners (`gateways`), Services and endpoints (with, per port under outlier detection, the endpoints ejected now: `trafficPolicy.outlierDetection.ejected`) |
 //! | `POST`/`PUT /logging?level=<filter>` | changes the log filter (e.g. `info,waypoint_core=debug`) |
 //!
 //! It has no authentication: keep it on loopback (or behind a NetworkPolicy).
@@ -15,7 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -35,6 +35,7 @@ use crate::route_status::{gateway_classes_json, gateways_json, route_parents_jso
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::telemetry::access_log::rfc3339_millis;
+use crate::upstream::{OutlierView, Upstream};
 use crate::wire::percent_decode;
 
 /// Changes the process's log filter; the error is shown to the caller.
@@ -57,6 +58,9 @@ pub struct AdminState {
     /// The controller name whose GatewayClasses `/config_dump` reports status for
     /// (`gatewayClasses`); `None`: none.
     pub controller_name: Option<String>,
+    /// The upstream connector, whose runtime state (outlier ejections) `/config_dump` shows
+    /// next to each Service port; `None`: not shown.
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 impl fmt::Debug for AdminState {
@@ -161,7 +165,7 @@ fn respond<B>(state: &AdminState, req: &Request<B>) -> AdminResponse {
     match req.uri().path() {
         "/metrics" if get => metrics(state),
         "/healthz/ready" if get => ready(state),
-        "/config_dump" if get => config_dump(&state.store.load(), state.controller_name.as_deref()),
+        "/config_dump" if get => config_dump(state),
         "/logging" if method == Method::POST || method == Method::PUT => {
             logging(state, req.uri().query())
         }
@@ -342,11 +346,58 @@ fn transport_json(t: &EndpointTransport) -> Value {
     }
 }
 
-fn config_dump(snapshot: &Snapshot, controller: Option<&str>) -> AdminResponse {
-    let mut body =
-        serde_json::to_vec_pretty(&config_dump_json(snapshot, controller)).unwrap_or_default();
+fn config_dump(state: &AdminState) -> AdminResponse {
+    let snapshot = state.store.load();
+    let mut dump = config_dump_json(&snapshot, state.controller_name.as_deref());
+    if let Some(upstream) = &state.upstream {
+        add_outliers(&mut dump, &upstream.outlier_views(), SystemTime::now());
+    }
+    let mut body = serde_json::to_vec_pretty(&dump).unwrap_or_default();
     body.push(b'\n');
     reply(StatusCode::OK, "application/json", body)
+}
+
+/// Adds to the `trafficPolicy.outlierDetection` block of each entry of `dump`'s `services` the
+/// detection's state: the endpoints ejected now (`ejected`: address, times ejected, until
+/// when) and the ejections so far by detector (`ejectionsTotal`). The state is the upstream's
+/// (it outlives reloads); which ports have the block is the snapshot's.
+fn add_outliers(dump: &mut Value, views: &[OutlierView], now: SystemTime) {
+    let Some(services) = dump.get_mut("services").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for service in services {
+        let view = views.iter().find(|v| {
+            service["namespace"] == v.service.namespace.as_str()
+                && service["name"] == v.service.name.as_str()
+                && service["port"] == v.port
+        });
+        let Some(block) = service
+            .pointer_mut("/trafficPolicy/outlierDetection")
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let ejected: Vec<Value> = view
+            .map(|v| v.ejected.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                json!({
+                    "address": e.address,
+                    "ejections": e.ejections,
+                    "ejectedUntil": rfc3339_millis(now + e.remaining),
+                })
+            })
+            .collect();
+        let totals: serde_json::Map<String, Value> = view
+            .map(|v| v.ejections_total.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|(reason, n)| (reason.as_str().to_owned(), json!(n)))
+            .collect();
+        block.insert("ejected".to_owned(), json!(ejected));
+        block.insert("ejectionsTotal".to_owned(), json!(totals));
+    }
 }
 
 fn logging(state: &AdminState, query: Option<&str>) -> AdminResponse {

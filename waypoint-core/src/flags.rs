@@ -20,6 +20,9 @@ pub enum ResponseFlag {
     UpstreamRequestTimeout,
     /// `URX`: retries were exhausted.
     UpstreamRetryLimitExceeded,
+    /// `UO`: a circuit breaker of the backend (DestinationRule `connectionPool`) refused the
+    /// request: too many pending requests, requests or connections.
+    UpstreamOverflow,
     /// `UPE`: the backend broke the protocol (a 101 nobody asked for).
     UpstreamProtocolError,
     /// `UR`: the upstream response body failed after its headers were sent.
@@ -49,6 +52,7 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectionFailure => "UF",
             ResponseFlag::UpstreamRequestTimeout => "UT",
             ResponseFlag::UpstreamRetryLimitExceeded => "URX",
+            ResponseFlag::UpstreamOverflow => "UO",
             ResponseFlag::UpstreamProtocolError => "UPE",
             ResponseFlag::UpstreamRemoteReset => "UR",
             ResponseFlag::DownstreamProtocolError => "DPE",

@@ -863,6 +863,7 @@ async fn admin_server_endpoints() {
         })),
         overload: None,
         controller_name: None,
+        upstream: None,
     };
     let (trigger, shutdown) = waypoint_core::shutdown::channel();
     let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state.clone())

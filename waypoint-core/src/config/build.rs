@@ -156,6 +156,7 @@ pub fn build(
     let mut by_name = HashMap::new();
     let mesh = MeshIndex::new(cache.mesh(), &resources.others);
     let policies = PolicyIndex::new(&resources.destination_rules, cache.mesh());
+    report_shadowed_rules(&mut statuses, &policies);
     for service in &resources.services {
         let backends = service_backends(service, &resources.endpoint_slices, cache, &mesh);
         for mut backend in backends {
@@ -294,6 +295,26 @@ fn service_entry_indexes(
     }
     cache.dns().set_wanted(names);
     indexes
+}
+
+/// Says, in the `Accepted` message of each DestinationRule whose `trafficPolicy` an older rule
+/// for the same host overrides, which rule applies instead. The rule stays accepted: Istio
+/// merges such rules rather than refusing one.
+fn report_shadowed_rules(statuses: &mut [ResourceStatus], policies: &PolicyIndex<'_>) {
+    for (rule, winner) in policies.shadowed() {
+        for status in statuses.iter_mut().filter(|s| s.resource == rule) {
+            for c in status
+                .conditions
+                .iter_mut()
+                .filter(|c| c.kind == "Accepted")
+            {
+                c.message = format!(
+                    "{rule} is valid, but its trafficPolicy is not applied: {winner} is older and \
+                     names the same host (Istio keeps the oldest rule's policy)"
+                );
+            }
+        }
+    }
 }
 
 /// Marks this waypoint's Gateway not accepted: its inbound-binding annotation is malformed.

@@ -10,6 +10,10 @@
 //! 2. the namespace of the Service (or ServiceEntry): rules exported to the waypoint's namespace;
 //! 3. the root namespace (`istio-system`): rules exported to the waypoint's namespace.
 //!
+//! A waypoint running in the root namespace itself starts with the root's private rules only
+//! (`exportTo: ["."]`), as istiod does, so that mesh-wide defaults there do not hide the
+//! Service namespace's rules.
+//!
 //! Within a namespace an exact host beats a wildcard, and a longer wildcard a shorter one.
 //! Several rules for the same host in one namespace are merged as istiod merges them: the
 //! oldest rule's `trafficPolicy` (or, if it has none, the next one's), subsets from all of them.
@@ -157,21 +161,26 @@ impl<'a> PolicyIndex<'a> {
     /// The rules that decide `host`: those of the first namespace (in the module's order) with
     /// a match, for the most specific matching host; oldest first.
     fn rules_for(&self, host: &str, namespace: &str) -> Option<Vec<&'a Sourced<DestinationRule>>> {
-        let mut namespaces: Vec<(&str, bool)> = Vec::with_capacity(3);
-        if let Some(own) = self.own_namespace {
-            namespaces.push((own, true));
+        let own_is_root = self.own_namespace == Some(self.root_namespace);
+        let mut steps: Vec<(&str, Look)> = Vec::with_capacity(3);
+        match self.own_namespace {
+            // istiod's first step for a proxy in the root namespace: only the root's private
+            // rules, so the mesh-wide ones there do not hide the Service namespace's rules.
+            Some(own) if own_is_root => steps.push((own, Look::RootPrivate)),
+            Some(own) => steps.push((own, Look::Local)),
+            None => {}
         }
-        namespaces.push((namespace, false));
-        namespaces.push((self.root_namespace, false));
-        for (ns, own) in namespaces {
-            if !own && Some(ns) == self.own_namespace {
-                // Step 1 already looked here, with the namespace's own visibility.
-                continue;
+        for ns in [namespace, self.root_namespace] {
+            // The waypoint's own namespace was searched whole in the first step.
+            if own_is_root || Some(ns) != self.own_namespace {
+                steps.push((ns, Look::Exported));
             }
+        }
+        for (ns, look) in steps {
             let candidates: Vec<_> = self
                 .rules
                 .iter()
-                .filter(|(r, _)| r.metadata.namespace() == ns && self.visible(r))
+                .filter(|(r, _)| r.metadata.namespace() == ns && self.sees(r, look))
                 .collect();
             let Some(best) = candidates
                 .iter()
@@ -192,19 +201,59 @@ impl<'a> PolicyIndex<'a> {
         None
     }
 
-    /// Whether the waypoint's namespace sees `rule` (its `exportTo`).
-    fn visible(&self, rule: &Sourced<DestinationRule>) -> bool {
-        let export_to = &rule.spec.export_to;
-        if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
-            return true;
-        }
-        let Some(own) = self.own_namespace else {
-            return false;
-        };
-        export_to
+    /// Rules whose `trafficPolicy` never applies because an older rule of the same namespace
+    /// for the same host has one (istiod merges them and keeps the oldest's), each with the
+    /// rule that wins: a conflict worth telling the operator, who sees no error otherwise.
+    pub(crate) fn shadowed(&self) -> Vec<(ResourceRef, ResourceRef)> {
+        let mut first: std::collections::HashMap<(&str, &str), ResourceRef> =
+            std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for (rule, host) in self
+            .rules
             .iter()
-            .any(|e| e == own || (e == "." && rule.metadata.namespace() == own))
+            .filter(|(r, _)| r.spec.traffic_policy.is_some())
+        {
+            let key = (rule.metadata.namespace(), host.as_str());
+            match first.get(&key) {
+                Some(winner) => out.push((rule.resource_ref(), winner.clone())),
+                None => {
+                    first.insert(key, rule.resource_ref());
+                }
+            }
+        }
+        out
     }
+
+    /// Whether a step of kind `look` takes `rule`, by its `exportTo` (istiod's indexes: the
+    /// rules a namespace sees of its own, the root's private ones, and the exported ones).
+    fn sees(&self, rule: &Sourced<DestinationRule>, look: Look) -> bool {
+        let export_to = &rule.spec.export_to;
+        let ns = rule.metadata.namespace();
+        let public = export_to.is_empty() || export_to.iter().any(|e| e == "*");
+        let private_only = export_to.len() == 1 && (export_to[0] == "." || export_to[0] == ns);
+        match look {
+            Look::Local => public || export_to.iter().any(|e| e == "." || e == ns),
+            Look::RootPrivate => private_only,
+            Look::Exported => {
+                !private_only
+                    && (public
+                        || self
+                            .own_namespace
+                            .is_some_and(|own| export_to.iter().any(|e| e == own)))
+            }
+        }
+    }
+}
+
+/// Which rules of a namespace a lookup step sees.
+#[derive(Clone, Copy)]
+enum Look {
+    /// The waypoint's own namespace: every rule visible to that namespace itself.
+    Local,
+    /// The root namespace when the waypoint runs there: its private rules only.
+    RootPrivate,
+    /// Another namespace: its rules exported to the waypoint's namespace.
+    Exported,
 }
 
 /// The policy of `port` from the rules for one host (oldest first): the first rule with a

@@ -161,6 +161,48 @@ fn precedence_follows_istio_namespace_then_host_specificity() {
             None,
         ),
         (
+            "a waypoint in the root namespace: the Service's rules before the root's public ones",
+            vec![
+                rule("istio-system", "public", "*", "", T1),
+                rule("shop", "svc", REVIEWS, "", T2),
+            ],
+            Some("istio-system"),
+            Some("shop/svc"),
+        ),
+        (
+            "a waypoint in the root namespace: the root's private rules first",
+            vec![
+                rule("istio-system", "private", "*", "  exportTo: [\".\"]\n", T1),
+                rule("shop", "svc", REVIEWS, "", T2),
+            ],
+            Some("istio-system"),
+            Some("istio-system/private"),
+        ),
+        (
+            "a rule exported to its own namespace and the waypoint's is seen",
+            vec![rule(
+                "shop",
+                "both",
+                REVIEWS,
+                "  exportTo: [\".\", wp]\n",
+                T1,
+            )],
+            Some("wp"),
+            Some("shop/both"),
+        ),
+        (
+            "a rule exported to another namespace only is not seen",
+            vec![rule(
+                "shop",
+                "elsewhere",
+                REVIEWS,
+                "  exportTo: [other]\n",
+                T1,
+            )],
+            Some("wp"),
+            None,
+        ),
+        (
             "wildcard does not cover its own suffix",
             vec![rule(
                 "shop",

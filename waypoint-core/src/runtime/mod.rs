@@ -230,7 +230,7 @@ impl WaypointBuilder {
         upgrades.register(&mut registry);
         let http = HttpServer::new(&options.http).with_overload(overload.clone());
         let pipeline = Arc::new(
-            Pipeline::new(store.clone(), http, upstream, telemetry.clone())
+            Pipeline::new(store.clone(), http, upstream.clone(), telemetry.clone())
                 .with_upgrade_policy(upgrades)
                 .with_overload(overload.clone())
                 .with_streams(options.stream),
@@ -249,6 +249,7 @@ impl WaypointBuilder {
                     set_log_level: options.log_level.as_ref().map(|hook| hook.0.clone()),
                     overload: Some(overload.clone()),
                     controller_name: options.controller_name.clone(),
+                    upstream: Some(upstream.clone()),
                 };
                 let admin =
                     AdminServer::bind(addr, state)

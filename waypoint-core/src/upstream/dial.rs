@@ -12,6 +12,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::failure::describe;
 use super::hbone::HbonePool;
+use super::limits::{ConnSettings, Keepalive};
 use crate::conn::ConnInfo;
 use crate::tls::{CertStore, ExpectedIdentity};
 use crate::wire::BoxedIo;
@@ -108,17 +109,21 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    /// A connected stream for `to`, within the connect timeout. The error is a reason in
-    /// words, for a local reply.
-    pub(crate) async fn dial(&self, to: &DialPath) -> Result<BoxedIo, String> {
-        let limit = self.connect_timeout;
-        match tokio::time::timeout(limit, self.dial_inner(to)).await {
+    /// A connected stream for `to`, within the connect timeout (the backend's, from
+    /// `settings`, else the waypoint's). The error is a reason in words, for a local reply.
+    pub(crate) async fn dial(
+        &self,
+        to: &DialPath,
+        settings: &ConnSettings,
+    ) -> Result<BoxedIo, String> {
+        let limit = settings.connect_timeout.unwrap_or(self.connect_timeout);
+        match tokio::time::timeout(limit, self.dial_inner(to, settings)).await {
             Ok(result) => result,
             Err(_) => Err(format!("connect timeout after {}ms", limit.as_millis())),
         }
     }
 
-    async fn dial_inner(&self, to: &DialPath) -> Result<BoxedIo, String> {
+    async fn dial_inner(&self, to: &DialPath, settings: &ConnSettings) -> Result<BoxedIo, String> {
         match to {
             DialPath::Plain(endpoint) => {
                 let stream = TcpStream::connect(endpoint)
@@ -126,6 +131,12 @@ impl Dialer {
                     .map_err(|e| describe(&e))?;
                 // Best effort: a socket that refuses TCP_NODELAY still works, only slower.
                 let _ = stream.set_nodelay(true);
+                if let Some(keepalive) = &settings.keepalive
+                    && let Err(e) = set_keepalive(&stream, keepalive)
+                {
+                    // The connection works without; say why the setting did not take.
+                    tracing::debug!(%endpoint, error = %e, "TCP keepalive not set");
+                }
                 Ok(Box::new(stream))
             }
             DialPath::Hbone {
@@ -180,11 +191,98 @@ impl Dialer {
     }
 }
 
+/// Turns on `SO_KEEPALIVE` with the parts of `keepalive` that are set; the others keep the
+/// system's defaults (as Envoy leaves them). Only plain TCP dials: an HBONE connection is
+/// shared by many backends and kept alive by HTTP/2 PINGs, and the ztunnel socket is local.
+fn set_keepalive(stream: &TcpStream, keepalive: &Keepalive) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(stream);
+    let mut ka = socket2::TcpKeepalive::new();
+    if let Some(time) = keepalive.time {
+        ka = ka.with_time(time);
+    }
+    if let Some(interval) = keepalive.interval {
+        ka = ka.with_interval(interval);
+    }
+    if let Some(probes) = keepalive.probes {
+        ka = ka.with_retries(probes);
+    }
+    sock.set_tcp_keepalive(&ka)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
     use super::*;
     use crate::conn::Binding;
+
+    #[tokio::test]
+    async fn keepalive_settings_reach_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = DialPath::Plain(listener.local_addr().unwrap());
+        let dialer = Dialer {
+            connect_timeout: Duration::from_secs(5),
+            hbone: None,
+            ztunnel: None,
+            certs: None,
+            own_ip: None,
+        };
+        let settings = ConnSettings {
+            keepalive: Some(Keepalive {
+                time: Some(Duration::from_secs(7)),
+                interval: Some(Duration::from_secs(3)),
+                probes: Some(4),
+            }),
+            ..Default::default()
+        };
+        let io = dialer.dial_inner(&to, &settings).await.unwrap();
+        drop(io);
+        // The stream is boxed; dial a second one directly to read the options back.
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(!sock.keepalive().unwrap());
+        set_keepalive(&stream, settings.keepalive.as_ref().unwrap()).unwrap();
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(3)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_backend_connect_timeout_overrides_the_waypoints() {
+        // A listener whose accept queue is full: the kernel drops further SYNs, so a dial
+        // hangs until a timeout ends it, as toward a blackholed address.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        loop {
+            assert!(fillers.len() < 64, "the accept queue never filled");
+            let connect = TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_millis(300), connect).await {
+                Ok(Ok(s)) => fillers.push(s),
+                _ => break,
+            }
+        }
+        let dialer = Dialer {
+            connect_timeout: Duration::from_secs(60),
+            hbone: None,
+            ztunnel: None,
+            certs: None,
+            own_ip: None,
+        };
+        let settings = ConnSettings {
+            connect_timeout: Some(Duration::from_millis(50)),
+            ..Default::default()
+        };
+        let err = dialer.dial(&DialPath::Plain(addr), &settings).await.err();
+        assert_eq!(err.as_deref(), Some("connect timeout after 50ms"));
+    }
 
     #[test]
     fn source_from_conn_and_traceparent() {

@@ -12,6 +12,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::limits::Limit;
 use super::pool::Return;
 use crate::body::{Body, BoxError, local_reply};
 use crate::config::ServiceBackend;
@@ -48,6 +49,28 @@ pub(super) fn no_healthy_upstream(
     local_reply(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("no healthy upstream for Service {}", service_name(backend)),
+    )
+}
+
+/// 503 `UO` for a request a circuit breaker of its backend refused (see `limits`).
+pub(super) fn overflow(
+    ctx: &mut RequestContext,
+    backend: &ServiceBackend,
+    limit: Limit,
+) -> Response<Body> {
+    ctx.response_flags.push(ResponseFlag::UpstreamOverflow);
+    tracing::debug!(
+        service = %service_name(backend),
+        limit = limit.field(),
+        "upstream overflow"
+    );
+    local_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "upstream overflow: {} of Service {} reached",
+            limit.field(),
+            service_name(backend)
+        ),
     )
 }
 

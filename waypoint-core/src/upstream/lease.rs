@@ -5,6 +5,7 @@
 //! can release it with the rest of the end-of-request work.
 
 use super::balance::InFlight;
+use super::limits::Slot;
 use super::pool::Return;
 use crate::body::{BodyEnd, BodyWatch};
 
@@ -14,6 +15,8 @@ use crate::body::{BodyEnd, BodyWatch};
 pub(crate) struct UpstreamLease {
     conn: Option<Return>,
     in_flight: Option<InFlight>,
+    /// The request's unit of its backend's `http2MaxRequests`.
+    request: Option<Slot>,
 }
 
 impl std::fmt::Debug for UpstreamLease {
@@ -31,7 +34,14 @@ impl UpstreamLease {
         UpstreamLease {
             conn,
             in_flight: Some(in_flight),
+            request: None,
         }
+    }
+
+    /// Also holds the request's slot of its backend's request limit until the body ends.
+    pub(super) fn holding(mut self, request: Slot) -> Self {
+        self.request = Some(request);
+        self
     }
 
     /// Ends the lease as the response body ended: the connection goes back to the pool only

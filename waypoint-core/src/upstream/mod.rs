@@ -9,7 +9,8 @@
 //! | case | status | flag |
 //! |---|---|---|
 //! | no upstream chosen | 404 | `NR` |
-//! | backend without ready endpoints | 503 | `UH` |
+//! | backend without ready endpoints, or all of them ejected by outlier detection | 503 | `UH` |
+//! | a circuit breaker of the backend (DestinationRule `connectionPool`, see `limits`) refused it | 503 | `UO` |
 //! | connect refused / timed out, reset before response headers | 503 | `UF` |
 //! | HBONE: TLS failure, server identity not the expected one, CONNECT answered non-200 | 503 | `UF` |
 //! | no response headers within the timeout | 504 | `UT` |
@@ -85,10 +86,13 @@
 //! Every method of [`Upstream`] is in this file: forwarding, tries, mirrors. Around it:
 //! `balance` (endpoint choice), `budget` (timeouts over tries), `rewrite` (the request as the
 //! endpoint gets it), `pool` (HTTP connections) over `dial` (the byte stream of a
-//! `DialPath`) and `hbone` (the HBONE client), `tunnel` (upgrades), `failure` (local replies
+//! `DialPath`) and `hbone` (the HBONE client), `limits` (each backend's circuit breakers and
+//! connection settings from its DestinationRule), `tunnel` (upgrades), `failure` (local replies
 //! and error descriptions), `lease` (what a request holds until its response body ends:
 //! `Upstream::forward_leased` hands it to the caller's completion instead of wrapping the
-//! body), `replay`, `mirror` and `metrics` (bookkeeping), `config` (the settings).
+//! body), `replay`, `mirror` and `metrics` (bookkeeping), `config` (the settings), `outlier`
+//! (the DestinationRule's `outlierDetection`: every try's outcome is reported to it, and the
+//! endpoints it ejected are left out of the list the balancer picks from).
 
 mod balance;
 mod budget;
@@ -98,8 +102,10 @@ mod failure;
 mod hbone;
 mod hop;
 mod lease;
+mod limits;
 mod metrics;
 mod mirror;
+mod outlier;
 mod pool;
 mod replay;
 mod rewrite;
@@ -108,7 +114,7 @@ mod tunnel;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -122,10 +128,11 @@ pub(crate) use hop::{is_upgrade, remove_hop_by_hop};
 pub(crate) use lease::UpstreamLease;
 pub(crate) use metrics::{PoolCollector, PoolSizes};
 pub use mirror::UpstreamStats;
+pub(crate) use outlier::BackendView as OutlierView;
 pub(crate) use stream::StreamUpstream;
 
 use crate::body::{self, Body, local_reply};
-use crate::config::{AppProtocol, Endpoint, EndpointTransport};
+use crate::config::{AppProtocol, Endpoint, EndpointTransport, ServiceBackend};
 use crate::conn::ConnInfo;
 use crate::filter::{MirrorTarget, RequestContext, RetryPolicy, UpstreamTarget};
 use crate::flags::ResponseFlag;
@@ -133,8 +140,10 @@ use crate::tls::CertStore;
 use balance::{InFlight, pick_avoiding};
 use budget::{Budget, Expiry};
 use dial::{DialPath, Dialer};
+use limits::{BackendLimits, Breakers, Limit};
 use mirror::{Counters, Slot};
-use pool::HttpPool;
+use outlier::{Outliers, TryOutcome};
+use pool::{HttpPool, SendError};
 use replay::Replay;
 use tunnel::DownstreamUpgrade;
 
@@ -148,6 +157,12 @@ pub struct Upstream {
     cfg: UpstreamConfig,
     pool: Arc<HttpPool>,
     counters: Arc<Counters>,
+    /// Every backend's circuit breakers (DestinationRule `connectionPool`): kept here, not in
+    /// the config, so they survive reloads.
+    breakers: Breakers,
+    /// Every backend's outlier detection state (DestinationRule `outlierDetection`), kept
+    /// here for the same reason.
+    outliers: Outliers,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -190,6 +205,8 @@ impl Upstream {
             pool: HttpPool::new(dialer, &cfg),
             cfg,
             counters: Arc::default(),
+            breakers: Breakers::default(),
+            outliers: Outliers::default(),
         }
     }
 
@@ -216,6 +233,11 @@ impl Upstream {
     /// Mirror and retry counts since this connector was built.
     pub fn stats(&self) -> UpstreamStats {
         self.counters.snapshot()
+    }
+
+    /// Outlier detection's state of every backend that has had it, for the admin server.
+    pub(crate) fn outlier_views(&self) -> Vec<OutlierView> {
+        self.outliers.views(Instant::now())
     }
 
     /// Forwards `req` to an endpoint of `ctx.upstream` and returns the backend's response, its
@@ -315,13 +337,21 @@ impl Upstream {
         let mut next = Some(first);
         let mut retries = 0u32;
         let mut last = None;
+        let limits = self.limits_of(backend);
+        // The retry in flight holds a unit of the backend's `maxRetries` until it is answered.
+        let mut _retrying = None;
+        let outlier = outlier::settings_of(backend);
         loop {
             let Some(mut req) = next.take().or_else(|| replay.map(Replay::request)) else {
                 // Unreachable: a policy needs a kept request. Answer rather than panic.
                 let resp = local_reply(StatusCode::INTERNAL_SERVER_ERROR, "retry without a copy");
                 return local(resp);
             };
-            let Some(endpoint) = pick_avoiding(&backend.endpoints, last) else {
+            // Ejected endpoints are left out before the balancer sees the list.
+            let endpoints = self
+                .outliers
+                .eligible(backend, outlier.as_ref(), Instant::now());
+            let Some(endpoint) = pick_avoiding(&endpoints, last) else {
                 return local(failure::no_healthy_upstream(ctx, backend));
             };
             let address = endpoint.address;
@@ -330,13 +360,39 @@ impl Upstream {
             let path = self.dial_path(endpoint, &ctx.conn);
             rewrite::prepare(&mut req, address, backend.protocol.upstream, upgrade);
 
+            let Some(request_slot) = limits.take_or_overflow(Limit::Requests) else {
+                return local(failure::overflow(ctx, backend, Limit::Requests));
+            };
             let limit = budget.next_try();
-            let exchange = self.pool.send(backend.protocol.upstream, path, req);
+            let exchange = self
+                .pool
+                .send(backend.protocol.upstream, path, req, &limits);
             let result = match limit {
                 Some((limit, _)) => tokio::time::timeout(limit, exchange).await.ok(),
                 None => Some(exchange.await),
             };
             let may_retry = policy.filter(|p| retries < p.attempts);
+            // A retry this try calls for needs a unit of the backend's `maxRetries`; without
+            // one it is not sent and the try's own answer stands.
+            let wants_retry = may_retry.is_some()
+                && match &result {
+                    Some(Ok((resp, _))) => {
+                        may_retry.is_some_and(|p| p.retries_status(resp.status()))
+                    }
+                    Some(Err(SendError::Failed(_))) => true,
+                    Some(Err(SendError::Overflow(_))) => false,
+                    None => matches!(limit, Some((_, Expiry::Try(_)))),
+                };
+            let retry_slot = wants_retry
+                .then(|| limits.take_or_overflow(Limit::Retries))
+                .flatten();
+            let may_retry = may_retry.filter(|_| !wants_retry || retry_slot.is_some());
+            // A refusal by the backend's own circuit breaker says nothing about the endpoint.
+            if !matches!(result, Some(Err(SendError::Overflow(_)))) {
+                let outcome = TryOutcome::from_result(&result);
+                self.outliers
+                    .record(backend, outlier.as_ref(), address, outcome);
+            }
             let why = match result {
                 Some(Ok((resp, conn))) => match may_retry {
                     Some(p) if p.retries_status(resp.status()) => {
@@ -351,14 +407,19 @@ impl Upstream {
                         }
                         let upgrade = downstream_upgrade.take();
                         return match tunnel::finish(resp, conn, guard, upgrade, address) {
-                            Ok((resp, lease)) => (resp.map(body::boxed), lease),
+                            Ok((resp, lease)) => {
+                                (resp.map(body::boxed), lease.holding(request_slot))
+                            }
                             Err(reason) => {
                                 local(failure::unexpected_switch(ctx, backend, address, &reason))
                             }
                         };
                     }
                 },
-                Some(Err(reason)) => {
+                Some(Err(SendError::Overflow(limit))) => {
+                    return local(failure::overflow(ctx, backend, limit));
+                }
+                Some(Err(SendError::Failed(reason))) => {
                     if may_retry.is_none() {
                         let retried = retries > 0;
                         return local(failure::connect_failed(
@@ -382,6 +443,8 @@ impl Upstream {
                 }
             };
             drop(guard);
+            drop(request_slot);
+            _retrying = retry_slot;
             retries += 1;
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             let backoff = may_retry.map_or(RetryPolicy::DEFAULT_BACKOFF, |p| p.backoff);
@@ -436,10 +499,18 @@ impl Upstream {
         let path = self.dial_path(endpoint, conn);
         let guard = InFlight::start(&endpoint.stats);
         let pool = self.pool.clone();
+        // A copy is a request to the mirror's backend: it counts against that backend's limits.
+        let limits = self.limits_of(backend);
         tokio::spawn(async move {
             let _guard = guard;
             let exchange = async {
-                let (resp, conn) = pool.send(protocol, path, req).await?;
+                let _request = limits
+                    .take_or_overflow(Limit::Requests)
+                    .ok_or_else(|| SendError::Overflow(Limit::Requests).to_string())?;
+                let (resp, conn) = pool
+                    .send(protocol, path, req, &limits)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let status = resp.status();
                 // Read to the end so the connection can serve again.
                 resp.into_body()
@@ -467,6 +538,14 @@ impl Upstream {
                 }
             }
         });
+    }
+
+    /// The circuit breakers of `backend` and the limits its DestinationRule sets now.
+    fn limits_of(&self, backend: &ServiceBackend) -> BackendLimits {
+        BackendLimits {
+            breaker: self.breakers.of(backend),
+            limits: limits::of_backend(backend),
+        }
     }
 
     /// How to reach `endpoint` under this connector's mode.
