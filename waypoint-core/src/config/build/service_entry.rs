@@ -422,13 +422,17 @@ mod tests {
         );
         let rule = |name: &str, host: &str, block: &str| {
             format!(
-                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: egress}}\nspec:\n  host: {host}\n  trafficPolicy: {{{block}: {{}}}}\n"
+                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: egress}}\nspec:\n  host: {host}\n  trafficPolicy: {{{block}}}\n"
             )
         };
         let text = format!(
             "{text}{}{}",
-            rule("first", "api.example.com", "loadBalancer"),
-            rule("second", "api2.example.com", "connectionPool")
+            rule("first", "api.example.com", "loadBalancer: {}"),
+            rule(
+                "second",
+                "api2.example.com",
+                "connectionPool: {tcp: {maxConnections: 10}}"
+            )
         );
         let config = load(&text, &EndpointStatsCache::new());
         let by_vip = config.service_at("240.0.0.1:443".parse().unwrap()).unwrap();
