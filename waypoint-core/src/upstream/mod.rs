@@ -1,9 +1,9 @@
 //! Forwarding to the chosen backend's endpoints over pooled connections.
 //!
 //! Routing records an [`UpstreamTarget`] in the request context; [`Upstream::forward`] picks an
-//! endpoint (least request, power of two choices: `pick`), rewrites the request for it, sends
-//! it over a pooled connection (HTTP/1.1, or HTTP/2 with prior knowledge for h2c backends), and
-//! streams the response back. Every failure is a local reply with the status Envoy would give
+//! endpoint (by the backend's DestinationRule `loadBalancer`, least request by default: see
+//! `balance`), rewrites the request for it, sends it over a pooled connection (HTTP/1.1, or
+//! HTTP/2 with prior knowledge for h2c backends), and streams the response back. Every failure is a local reply with the status Envoy would give
 //! and its response flag in the context:
 //!
 //! | case | status | flag |
@@ -84,7 +84,8 @@
 //! # Where things are
 //!
 //! Every method of [`Upstream`] is in this file: forwarding, tries, mirrors. Around it:
-//! `balance` (endpoint choice), `budget` (timeouts over tries), `rewrite` (the request as the
+//! `balance` (endpoint choice; `hash` and `hash_key` for consistent hashing), `budget`
+//! (timeouts over tries), `rewrite` (the request as the
 //! endpoint gets it), `pool` (HTTP connections) over `dial` (the byte stream of a
 //! `DialPath`) and `hbone` (the HBONE client), `limits` (each backend's circuit breakers and
 //! connection settings from its DestinationRule), `tunnel` (upgrades), `failure` (local replies
@@ -99,6 +100,8 @@ mod budget;
 mod config;
 mod dial;
 mod failure;
+mod hash;
+mod hash_key;
 mod hbone;
 mod hop;
 mod lease;
@@ -119,7 +122,6 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
-pub(crate) use balance::pick;
 pub use config::{UpstreamConfig, UpstreamMode};
 pub use dial::TunnelSource;
 pub use hbone::{HBONE_PORT, HboneClientOptions, HboneError, HbonePool, HboneStream};
@@ -137,7 +139,7 @@ use crate::conn::ConnInfo;
 use crate::filter::{MirrorTarget, RequestContext, RetryPolicy, UpstreamTarget};
 use crate::flags::ResponseFlag;
 use crate::tls::CertStore;
-use balance::{InFlight, pick_avoiding};
+use balance::{Balancers, Choice, InFlight};
 use budget::{Budget, Expiry};
 use dial::{DialPath, Dialer};
 use limits::{BackendLimits, Breakers, Limit};
@@ -157,6 +159,9 @@ pub struct Upstream {
     cfg: UpstreamConfig,
     pool: Arc<HttpPool>,
     counters: Arc<Counters>,
+    /// Every backend's balancer state (DestinationRule `loadBalancer`): round-robin turns and
+    /// hash tables, kept here so they survive reloads.
+    balancers: Balancers,
     /// Every backend's circuit breakers (DestinationRule `connectionPool`): kept here, not in
     /// the config, so they survive reloads.
     breakers: Breakers,
@@ -205,6 +210,7 @@ impl Upstream {
             pool: HttpPool::new(dialer, &cfg),
             cfg,
             counters: Arc::default(),
+            balancers: Balancers::default(),
             breakers: Breakers::default(),
             outliers: Outliers::default(),
         }
@@ -307,11 +313,13 @@ impl Upstream {
             self.mirror(mirror, replay.as_ref(), &ctx.conn, limit);
         }
 
+        let choice = self.balancers.for_request(&target.backend, &req, &ctx.conn);
         let out = Outgoing {
             first: req,
             replay: replay.as_ref(),
             upgrade,
             downstream_upgrade,
+            choice,
         };
         self.send_tries(out, &target, &budget, ctx).await
     }
@@ -333,6 +341,7 @@ impl Upstream {
             replay,
             upgrade,
             mut downstream_upgrade,
+            choice,
         } = out;
         let mut next = Some(first);
         let mut retries = 0u32;
@@ -351,7 +360,7 @@ impl Upstream {
             let endpoints = self
                 .outliers
                 .eligible(backend, outlier.as_ref(), Instant::now());
-            let Some(endpoint) = pick_avoiding(&endpoints, last) else {
+            let Some(endpoint) = choice.pick(&endpoints, last) else {
                 return local(failure::no_healthy_upstream(ctx, backend));
             };
             let address = endpoint.address;
@@ -367,10 +376,13 @@ impl Upstream {
             let exchange = self
                 .pool
                 .send(backend.protocol.upstream, path, req, &limits);
-            let result = match limit {
+            let mut result = match limit {
                 Some((limit, _)) => tokio::time::timeout(limit, exchange).await.ok(),
                 None => Some(exchange.await),
             };
+            if let Some(Ok((resp, _))) = &mut result {
+                choice.mark(resp);
+            }
             let may_retry = policy.filter(|p| retries < p.attempts);
             // A retry this try calls for needs a unit of the backend's `maxRetries`; without
             // one it is not sent and the try's own answer stands.
@@ -487,14 +499,15 @@ impl Upstream {
             tracing::debug!(mirror = %failure::service_name(backend), "mirror dropped: too many in flight");
             return;
         };
-        let Some(endpoint) = pick(&backend.endpoints) else {
+        let mut req = replay.request();
+        let choice = self.balancers.for_request(backend, &req, conn);
+        let Some(endpoint) = choice.pick(&backend.endpoints, None) else {
             counters.mirrors_failed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(mirror = %failure::service_name(backend), "mirror failed: no healthy upstream");
             return;
         };
         let address = endpoint.address;
         let protocol = backend.protocol.upstream;
-        let mut req = replay.request();
         rewrite::prepare(&mut req, address, protocol, false);
         let path = self.dial_path(endpoint, conn);
         let guard = InFlight::start(&endpoint.stats);
@@ -577,6 +590,8 @@ struct Outgoing<'a> {
     replay: Option<&'a Replay>,
     upgrade: bool,
     downstream_upgrade: Option<DownstreamUpgrade>,
+    /// How each try picks its endpoint.
+    choice: Choice,
 }
 
 #[cfg(test)]

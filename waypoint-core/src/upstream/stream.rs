@@ -1,15 +1,16 @@
 //! The upstream of a connection proxied as bytes (TCP, TLS passed through): one endpoint of
-//! the backend, chosen by the same balancer as HTTP requests, reached over the same
-//! transports (plain TCP, HBONE, the co-located ztunnel's socket), but not pooled: the stream
-//! belongs to the one client connection, so nothing about it is shared or reused. Endpoints
-//! ejected by outlier detection are left out, and whether the connection opened is reported
-//! to it.
+//! the backend, chosen by the same balancer as HTTP requests (of the consistent-hash keys, only
+//! the source IP applies to bytes), reached over the same transports (plain TCP, HBONE, the
+//! co-located ztunnel's socket), but not pooled: the stream belongs to the one client
+//! connection, so nothing about it is shared or reused. Endpoints ejected by outlier detection
+//! are left out, and whether the connection opened is reported to it.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::Upstream;
-use super::balance::{InFlight, pick};
+use super::balance::InFlight;
 use super::limits::{Limit, Slot};
 use super::outlier::{self, TryOutcome};
 use crate::config::{Endpoint, ServiceBackend};
@@ -57,14 +58,15 @@ impl Upstream {
     /// as Envoy's TCP proxy does.
     pub(crate) async fn connect_stream(
         &self,
-        backend: &ServiceBackend,
+        backend: &Arc<ServiceBackend>,
         conn: &ConnInfo,
     ) -> Result<StreamUpstream, StreamConnectError> {
         let outlier = outlier::settings_of(backend);
         let endpoints = self
             .outliers
             .eligible(backend, outlier.as_ref(), Instant::now());
-        let Some(endpoint) = pick(&endpoints) else {
+        let choice = self.balancers.for_stream(backend, conn);
+        let Some(endpoint) = choice.pick(&endpoints, None) else {
             return Err(StreamConnectError {
                 flag: ResponseFlag::NoHealthyUpstream,
                 endpoint: None,
