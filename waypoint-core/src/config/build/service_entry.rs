@@ -427,7 +427,7 @@ mod tests {
         };
         let text = format!(
             "{text}{}{}",
-            rule("first", "api.example.com", "loadBalancer: {}"),
+            rule("first", "api.example.com", "loadBalancer: {simple: RANDOM}"),
             rule(
                 "second",
                 "api2.example.com",
