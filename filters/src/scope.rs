@@ -9,7 +9,7 @@
 //! | Gateway (gateway.networking.k8s.io) | it is this waypoint's Gateway | another waypoint's: ignored silently; absent: `TargetNotFound` |
 //! | GatewayClass | the policy lives in the root namespace and the class is this waypoint's | outside the root namespace: `Ignored` |
 //! | Service (core) | always (the destination is that Service) | absent: `TargetNotFound`, and kept (an index entry nothing looks up costs nothing) |
-//! | ServiceEntry (networking.istio.io) | as a Service of the same namespace and name | |
+//! | ServiceEntry (networking.istio.io) | always (the destination is that ServiceEntry: one of its addresses) | absent: `TargetNotFound`, and kept |
 //! | any other kind | never | `InvalidKind` |
 //!
 //! A target in another namespace than the policy's is `Invalid`: a policy only reaches its own
@@ -18,10 +18,10 @@
 
 use std::collections::HashSet;
 
-use waypoint_core::config::Config;
-use waypoint_core::config::resources::{GATEWAY_API_GROUP, PolicyTargetRef};
-
-const ISTIO_NETWORKING_GROUP: &str = "networking.istio.io";
+use waypoint_core::config::resources::{
+    GATEWAY_API_GROUP, ISTIO_NETWORKING_GROUP, PolicyTargetRef,
+};
+use waypoint_core::config::{Config, ResourceRef};
 
 /// Istio's default root namespace.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
@@ -60,6 +60,29 @@ pub enum PolicyTarget {
         /// The Service's name.
         name: String,
     },
+    /// Requests whose destination is this ServiceEntry.
+    ServiceEntry {
+        /// The ServiceEntry's namespace (always the policy's).
+        namespace: String,
+        /// The ServiceEntry's name.
+        name: String,
+    },
+}
+
+impl PolicyTarget {
+    /// The Service or ServiceEntry the target names, as backends name it
+    /// (`ServiceBackend::service`); `None` for the waypoint itself.
+    pub fn backend_ref(&self) -> Option<ResourceRef> {
+        match self {
+            PolicyTarget::Waypoint => None,
+            PolicyTarget::Service { namespace, name } => {
+                Some(ResourceRef::new("Service", namespace, name))
+            }
+            PolicyTarget::ServiceEntry { namespace, name } => {
+                Some(ResourceRef::new("ServiceEntry", namespace, name))
+            }
+        }
+    }
 }
 
 /// Why one target reference does not (fully) apply; reported on the policy's `Accepted`
@@ -108,7 +131,7 @@ impl WaypointScope {
         }
     }
 
-    /// A resolver for the policies of `config`, indexing its Services once.
+    /// A resolver for the policies of `config`, indexing its Services and ServiceEntries once.
     pub fn resolver<'a>(&'a self, config: &'a Config) -> TargetResolver<'a> {
         TargetResolver {
             scope: self,
@@ -116,6 +139,12 @@ impl WaypointScope {
             services: config
                 .resources
                 .services
+                .iter()
+                .map(|s| (s.metadata.namespace(), s.metadata.name.as_str()))
+                .collect(),
+            entries: config
+                .resources
+                .service_entries
                 .iter()
                 .map(|s| (s.metadata.namespace(), s.metadata.name.as_str()))
                 .collect(),
@@ -129,12 +158,18 @@ pub struct TargetResolver<'a> {
     scope: &'a WaypointScope,
     config: &'a Config,
     services: HashSet<(&'a str, &'a str)>,
+    entries: HashSet<(&'a str, &'a str)>,
 }
 
 impl TargetResolver<'_> {
     /// Whether the Service `namespace`/`name` is in the config.
     pub fn has_service(&self, namespace: &str, name: &str) -> bool {
         self.services.contains(&(namespace, name))
+    }
+
+    /// Whether the ServiceEntry `namespace`/`name` is in the config.
+    pub fn has_service_entry(&self, namespace: &str, name: &str) -> bool {
+        self.entries.contains(&(namespace, name))
     }
 
     /// Resolves the references of a policy in `policy_namespace`, as its
@@ -203,9 +238,19 @@ impl TargetResolver<'_> {
                     (None, None)
                 }
             }
-            ("" | "core", "Service") | (ISTIO_NETWORKING_GROUP, "ServiceEntry") => {
-                // Without ServiceEntry resources, destinations resolve to Services only: a
-                // ServiceEntry target applies to the Service of the same namespace and name.
+            (ISTIO_NETWORKING_GROUP, "ServiceEntry") => {
+                let target = PolicyTarget::ServiceEntry {
+                    namespace: ns.to_owned(),
+                    name: name.to_owned(),
+                };
+                let missing = (!self.has_service_entry(ns, name))
+                    .then(|| format!("{field}: no ServiceEntry {ns}/{name} in the config"));
+                (
+                    Some(target),
+                    missing.and_then(|m| problem("TargetNotFound", m)),
+                )
+            }
+            ("" | "core", "Service") => {
                 let target = PolicyTarget::Service {
                     namespace: ns.to_owned(),
                     name: name.to_owned(),
@@ -235,7 +280,7 @@ mod tests {
     use waypoint_core::config::parse_manifests;
     use waypoint_core::config::resources::{PolicyAttachment, RequestAuthenticationSpec};
 
-    const CONFIG: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: app}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{port: 80}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: app}\nspec:\n  gatewayClassName: waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: other, namespace: app}\nspec:\n  gatewayClassName: other-class\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n";
+    const CONFIG: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: app}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{port: 80}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: wp, namespace: app}\nspec:\n  gatewayClassName: waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: other, namespace: app}\nspec:\n  gatewayClassName: other-class\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext, namespace: app}\nspec:\n  hosts: [api.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n";
 
     fn target(kind: &str, name: &str) -> PolicyTargetRef {
         let group = match kind {
@@ -266,6 +311,13 @@ mod tests {
 
     fn service(name: &str) -> PolicyTarget {
         PolicyTarget::Service {
+            namespace: "app".into(),
+            name: name.into(),
+        }
+    }
+
+    fn entry(name: &str) -> PolicyTarget {
+        PolicyTarget::ServiceEntry {
             namespace: "app".into(),
             name: name.into(),
         }
@@ -384,12 +436,20 @@ mod tests {
                 vec![],
             ),
             (
-                "a ServiceEntry means the Service",
+                "a ServiceEntry",
+                any.clone(),
+                "app",
+                target("ServiceEntry", "ext"),
+                vec![entry("ext")],
+                vec![],
+            ),
+            (
+                "a ServiceEntry is not the Service of the same name",
                 any.clone(),
                 "app",
                 target("ServiceEntry", "echo"),
-                vec![service("echo")],
-                vec![],
+                vec![entry("echo")],
+                vec!["TargetNotFound"],
             ),
             (
                 "a missing Service is reported and kept",

@@ -616,11 +616,11 @@ async fn unresolvable_targets_and_bad_fields_are_reported() {
         "{:?}",
         a.reports
     );
-    // A ServiceEntry target means the Service of that name, as for AuthorizationPolicy.
+    // A ServiceEntry target names a ServiceEntry, not the Service of that name.
     assert!(
         a.reports[3]
             .message
-            .contains("spec.targetRefs[2]: no Service default/se")
+            .contains("spec.targetRefs[2]: no ServiceEntry default/se")
     );
     assert!(
         a.reports[0]

@@ -102,6 +102,8 @@ pub mod kinds {
             (GATEWAY_API_GROUP, "TCPRoute", "v1") => "v1alpha2",
             (GATEWAY_API_GROUP, "TLSRoute", "v1") => "v1alpha3",
             (GATEWAY_API_GROUP, "TLSRoute", "v1alpha3") => "v1alpha2",
+            // Istio before 1.22 serves ServiceEntry at v1beta1 only.
+            ("networking.istio.io", "ServiceEntry", "v1") => "v1beta1",
             _ => return None,
         };
         Some(ApiResource {
@@ -147,6 +149,14 @@ pub mod kinds {
         version: "v1",
         kind: "RequestAuthentication",
         plural: "requestauthentications",
+        namespaced: true,
+    };
+    /// Istio `ServiceEntry`.
+    pub const SERVICE_ENTRY: ApiResource = ApiResource {
+        group: "networking.istio.io",
+        version: "v1",
+        kind: "ServiceEntry",
+        plural: "serviceentries",
         namespaced: true,
     };
     /// Istio `DestinationRule`.

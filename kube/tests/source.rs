@@ -295,6 +295,36 @@ async fn reference_grants_fall_back_to_v1beta1_when_v1_is_not_served() {
 }
 
 #[tokio::test]
+async fn service_entries_are_watched_and_read_at_v1beta1_where_v1_is_not_served() {
+    let api = FakeApi::new();
+    api.remove_resource(&SERVICE_ENTRY);
+    let v1beta1 = ApiResource {
+        version: "v1beta1",
+        ..SERVICE_ENTRY
+    };
+    api.put(
+        &v1beta1,
+        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "ServiceEntry",
+            "metadata": {"name": "api", "namespace": "egress"},
+            "spec": {"hosts": ["api.example.com"], "addresses": ["240.0.0.1"],
+                "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+                "resolution": "STATIC", "endpoints": [{"address": "203.0.113.5"}]}}),
+    );
+    let mut running = start(api.clone(), None);
+    let config = running.next().await;
+    assert_eq!(config.resources.service_entries.len(), 1);
+    let backend = config.service_at("240.0.0.1:443".parse().unwrap()).unwrap();
+    assert_eq!(backend.service.to_string(), "ServiceEntry egress/api");
+    let calls = api.call_lines();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("watch networking.istio.io/v1beta1/serviceentries")),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
 async fn tcp_and_tls_routes_are_read_at_the_newest_version_served_and_absent_crds_read_as_none() {
     // TCPRoute served at v1alpha2 only; TLSRoute not at all (no CRD installed).
     let api = FakeApi::new();

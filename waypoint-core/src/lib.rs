@@ -79,6 +79,7 @@ pub mod body;
 mod completion;
 pub mod config;
 pub mod conn;
+pub mod dns;
 pub mod filter;
 pub mod flags;
 #[cfg(feature = "fuzzing")]

@@ -66,25 +66,34 @@ pub(super) fn compile(
         }
 
         for target in resolved.targets {
-            match target {
-                PolicyTarget::Waypoint => waypoint.extend(rules.iter().cloned()),
-                PolicyTarget::Service { namespace, name } => {
+            match target.backend_ref() {
+                None => waypoint.extend(rules.iter().cloned()),
+                Some(service) => {
+                    let (namespace, name) = (&service.namespace, &service.name);
                     // JWT rules are looked up by destination address: a Service without a
-                    // cluster IP (headless) is never a waypoint destination.
+                    // cluster IP (headless), or a ServiceEntry without addresses, is never a
+                    // waypoint destination.
                     let addresses: Vec<SocketAddr> = config
                         .backends()
-                        .filter(|b| b.service.namespace == namespace && b.service.name == name)
+                        .filter(|b| b.service == service)
                         .flat_map(|b| b.cluster_ips.iter().map(|ip| SocketAddr::new(*ip, b.port)))
                         .collect();
-                    // A missing Service was reported by the resolver already.
-                    if addresses.is_empty() && resolver.has_service(&namespace, &name) {
+                    // A missing target was reported by the resolver already.
+                    let present = match target {
+                        PolicyTarget::ServiceEntry { .. } => {
+                            resolver.has_service_entry(namespace, name)
+                        }
+                        _ => resolver.has_service(namespace, name),
+                    };
+                    if addresses.is_empty() && present {
                         report(
                             cx,
                             &policy_ref,
                             "TargetNotFound",
                             format!(
-                                "Service {namespace}/{name} has no cluster IP: the policy cannot \
-                                 apply to it at a waypoint"
+                                "{} {namespace}/{name} has no cluster IP or address: the policy \
+                                 cannot apply to it at a waypoint",
+                                service.kind
                             ),
                         );
                     }

@@ -14,7 +14,6 @@ use waypoint_core::filter::{BuildContext, BuildReport};
 
 use super::matcher::RuleMatch;
 use super::{Action, AuthzFactory, CompiledPolicy, PolicySet};
-use crate::scope::PolicyTarget;
 
 const DRY_RUN: &str = "istio.io/dry-run";
 
@@ -95,13 +94,11 @@ pub(super) fn compile(factory: &AuthzFactory, cx: &mut BuildContext<'_>) -> Poli
 
         let compiled = Arc::new(compile_policy(factory, cx, policy, rref, dry_run));
         for target in resolved.targets {
-            match target {
-                PolicyTarget::Waypoint => set.everywhere.push(compiled.clone()),
-                PolicyTarget::Service { namespace, name } => set
+            match target.backend_ref() {
+                None => set.everywhere.push(compiled.clone()),
+                Some(service) => set
                     .by_service
-                    .entry(namespace)
-                    .or_default()
-                    .entry(name)
+                    .entry(service)
                     .or_default()
                     .push(compiled.clone()),
             }

@@ -56,8 +56,8 @@ impl CompiledPolicy {
 pub struct PolicySet {
     /// Attached to this waypoint's Gateway or GatewayClass: they see every request.
     pub(super) everywhere: Vec<Arc<CompiledPolicy>>,
-    /// Attached to a Service: namespace → name → policies.
-    pub(super) by_service: HashMap<String, HashMap<String, Vec<Arc<CompiledPolicy>>>>,
+    /// Attached to a Service or ServiceEntry (as backends name it): its policies.
+    pub(super) by_service: HashMap<ResourceRef, Vec<Arc<CompiledPolicy>>>,
     pub(super) normalization: PathNormalization,
     pub(super) xff_trusted_hops: Option<usize>,
 }
@@ -68,7 +68,7 @@ impl PolicySet {
         service: Option<&ResourceRef>,
     ) -> impl Iterator<Item = &'s CompiledPolicy> + 's {
         let own = service
-            .and_then(|s| self.by_service.get(&s.namespace)?.get(&s.name))
+            .and_then(|s| self.by_service.get(s))
             .map(Vec::as_slice)
             .unwrap_or_default();
         self.everywhere.iter().chain(own).map(|p| &**p)
@@ -87,7 +87,7 @@ impl PolicySet {
     pub(super) fn all(&self) -> impl Iterator<Item = &Arc<CompiledPolicy>> {
         self.everywhere
             .iter()
-            .chain(self.by_service.values().flat_map(|m| m.values().flatten()))
+            .chain(self.by_service.values().flatten())
     }
 
     /// The number of compiled policies (each counted once, however many targets it has).

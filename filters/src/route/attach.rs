@@ -29,7 +29,7 @@ use super::grpc::GrpcMatch;
 use super::l4::L4Match;
 use super::matcher::RequestMatch;
 use super::{RouteEntry, RouteSet, RouteTable, Rule};
-use waypoint_core::config::resources::GATEWAY_API_GROUP;
+use waypoint_core::config::resources::{GATEWAY_API_GROUP, ISTIO_NETWORKING_GROUP};
 
 /// One compiled match of one rule, with what precedence ties are broken on.
 #[derive(Clone)]
@@ -211,7 +211,11 @@ impl<'a> Builder<'a> {
             let is_service =
                 parent.kind == "Service" && (parent.group.is_empty() || parent.group == "core");
             if is_service {
-                self.attach_service(cx, view, p, parent);
+                self.attach_service(cx, view, p, parent, "Service");
+            } else if parent.group == ISTIO_NETWORKING_GROUP && parent.kind == "ServiceEntry" {
+                // istiod attaches a route to a ServiceEntry exactly as to a Service: by the
+                // entry's addresses and ports.
+                self.attach_service(cx, view, p, parent, "ServiceEntry");
             } else if parent.group == GATEWAY_API_GROUP && parent.kind == "Gateway" {
                 self.attach_gateway(cx, view, p, parent);
             } else {
@@ -249,12 +253,18 @@ impl<'a> Builder<'a> {
         view: &RouteView<'_>,
         p: usize,
         parent: &ParentReference,
+        kind: &str,
     ) {
         let route_ns = view.route.namespace.as_str();
         let service_ns = parent.namespace.as_deref().unwrap_or(route_ns);
+        let group = if kind == "ServiceEntry" {
+            ISTIO_NETWORKING_GROUP
+        } else {
+            ""
+        };
         let key = ParentRefKey {
-            group: String::new(),
-            kind: "Service".into(),
+            group: group.into(),
+            kind: kind.into(),
             namespace: service_ns.into(),
             name: parent.name.clone(),
             section_name: parent.section_name.clone(),
@@ -263,7 +273,11 @@ impl<'a> Builder<'a> {
         let addresses: Vec<_> = self
             .config
             .backends()
-            .filter(|b| b.service.namespace == service_ns && b.service.name == parent.name)
+            .filter(|b| {
+                b.service.kind == kind
+                    && b.service.namespace == service_ns
+                    && b.service.name == parent.name
+            })
             .filter(|b| parent.port.is_none_or(|port| port == b.port))
             .flat_map(|b| {
                 b.cluster_ips
@@ -273,8 +287,11 @@ impl<'a> Builder<'a> {
             .collect();
         if addresses.is_empty() {
             let what = match parent.port {
-                Some(port) => format!("Service {service_ns}/{} port {port}", parent.name),
-                None => format!("Service {service_ns}/{} with a cluster IP", parent.name),
+                Some(port) => format!("{kind} {service_ns}/{} port {port}", parent.name),
+                None if kind == "ServiceEntry" => {
+                    format!("{kind} {service_ns}/{} with an address", parent.name)
+                }
+                None => format!("{kind} {service_ns}/{} with a cluster IP", parent.name),
             };
             let message = format!("spec.parentRefs[{p}]: no {what}");
             Self::parent_status(

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use http::{HeaderName, Method};
 use waypoint_core::config::resources::{
     GATEWAY_API_GROUP, HttpBackendRef, HttpMethod, HttpRoute, HttpRouteFilter, HttpRouteFilterType,
-    HttpRouteMatch, LocalObjectReference, Object, ObjectMeta, ParentReference, PathMatchType,
-    ValueMatchType,
+    HttpRouteMatch, ISTIO_NETWORKING_GROUP, LocalObjectReference, Object, ObjectMeta,
+    ParentReference, PathMatchType, ValueMatchType,
 };
 use waypoint_core::config::{Config, ResourceRef};
 use waypoint_core::filter::{
@@ -440,6 +440,9 @@ pub(super) fn resolve_backend_ref(
     port: Option<u16>,
     field: &str,
 ) -> Result<Arc<waypoint_core::config::ServiceBackend>, (&'static str, String)> {
+    if group == ISTIO_NETWORKING_GROUP && kind == "Hostname" {
+        return resolve_hostname(config, name, namespace, port, field);
+    }
     if !(group.is_empty() || group == "core") || kind != "Service" {
         return Err((
             "InvalidKind",
@@ -472,6 +475,35 @@ pub(super) fn resolve_backend_ref(
             format!("{field}: Service {ns}/{name} not found")
         };
         ("BackendNotFound", message)
+    })
+}
+
+/// Istio's `Hostname` backend (group `networking.istio.io`): a ServiceEntry host, named by
+/// the host itself; istiod refuses a namespace on it (a host is not namespaced).
+fn resolve_hostname(
+    config: &Config,
+    host: &str,
+    namespace: Option<&str>,
+    port: Option<u16>,
+    field: &str,
+) -> Result<Arc<waypoint_core::config::ServiceBackend>, (&'static str, String)> {
+    if namespace.is_some() {
+        return Err((
+            "UnsupportedValue",
+            format!("{field}.namespace: may not be set for a Hostname backend"),
+        ));
+    }
+    let Some(port) = port else {
+        return Err((
+            "UnsupportedValue",
+            format!("{field}.port: required for a Hostname backend"),
+        ));
+    };
+    config.host(host, port).cloned().ok_or_else(|| {
+        (
+            "BackendNotFound",
+            format!("{field}: no ServiceEntry has host {host} with port {port}"),
+        )
     })
 }
 

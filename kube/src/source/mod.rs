@@ -42,7 +42,7 @@ pub const COALESCE_QUIET: Duration = Duration::from_millis(100);
 pub const COALESCE_MAX: Duration = Duration::from_secs(1);
 
 /// The kinds watched, in the order their objects are given to the builder.
-pub const WATCHED: [ApiResource; 15] = [
+pub const WATCHED: [ApiResource; 16] = [
     kinds::NAMESPACE,
     kinds::GATEWAY_CLASS,
     kinds::GATEWAY,
@@ -58,6 +58,7 @@ pub const WATCHED: [ApiResource; 15] = [
     kinds::AUTHORIZATION_POLICY,
     kinds::REQUEST_AUTHENTICATION,
     kinds::DESTINATION_RULE,
+    kinds::SERVICE_ENTRY,
 ];
 
 /// What the source watches and how it paces snapshots.

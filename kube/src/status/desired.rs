@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 use waypoint_core::config::ResourceRef;
-use waypoint_core::config::resources::{GATEWAY_API_GROUP, Gateway, Listener, Object};
+use waypoint_core::config::resources::{
+    GATEWAY_API_GROUP, Gateway, ISTIO_NETWORKING_GROUP, Listener, Object,
+};
 use waypoint_core::route_status::{
     GatewayStatus, ListenerStatus, ParentRefKey, RouteParentStatus, gateway_class_accepted,
     gateway_classes_of, supported_kinds_json,
@@ -235,6 +237,10 @@ fn owns_parent(
             parent.name.clone(),
         )),
         ("" | "core", "Service") => serves_service_parent(snapshot, parent),
+        (ISTIO_NETWORKING_GROUP, "ServiceEntry") => snapshot
+            .config
+            .binding()
+            .service_entry_bound(&parent.namespace, &parent.name),
         _ => false,
     }
 }

@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// How often the config is checked for changes.
     #[arg(long, env = "WAYPOINT_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub reload_interval: Duration,
+    /// The DNS server (`IP:PORT`) that resolves the hosts of ServiceEntries with `resolution:
+    /// DNS`; default: the name servers of `/etc/resolv.conf`.
+    #[arg(long, env = "WAYPOINT_DNS_SERVER")]
+    pub dns_server: Option<std::net::SocketAddr>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "WAYPOINT_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -300,6 +304,7 @@ impl RunArgs {
             protocol_detection_timeout,
             tcp_idle_timeout,
             reload_interval,
+            dns_server,
             drain_timeout,
             worker_threads: _, // sizes the runtime before this runs (main.rs)
             no_sandwich,
@@ -345,6 +350,7 @@ impl RunArgs {
             sandwich_listen
         };
         options.reload_interval = reload_interval;
+        options.dns_server = dns_server;
         options.drain_grace = drain_grace;
         options.proxy.required = !proxy_optional;
         options.proxy.read_timeout = proxy_read_timeout;

@@ -157,11 +157,14 @@ pub struct Binding {
     listener: Option<String>,
     /// Bound Services: namespace → names (borrowed lookups on the request path).
     services: HashMap<String, HashSet<String>>,
+    /// Bound ServiceEntries: namespace → names.
+    entries: HashMap<String, HashSet<String>>,
     workloads: HashMap<IpAddr, Arc<BoundWorkload>>,
     gateway_addresses: HashSet<SocketAddr>,
     decisions: Vec<BindingDecision>,
-    /// Index into `decisions` of each Service's: namespace → name → index.
-    service_decisions: HashMap<String, HashMap<String, usize>>,
+    /// Index into `decisions` of each Service's and ServiceEntry's: (kind, namespace) → name
+    /// → index.
+    service_decisions: HashMap<(String, String), HashMap<String, usize>>,
     problems: Vec<String>,
     /// Why this waypoint's Gateway's inbound-binding annotation is malformed, if it is.
     malformed_inbound_binding: Option<String>,
@@ -195,6 +198,24 @@ impl Binding {
                 .services
                 .get(namespace)
                 .is_some_and(|names| names.contains(name))
+    }
+
+    /// Whether ServiceEntry `namespace`/`name` is served (always, when binding is not
+    /// enforced). A ServiceEntry binds exactly as a Service does.
+    pub fn service_entry_bound(&self, namespace: &str, name: &str) -> bool {
+        !self.enforced()
+            || self
+                .entries
+                .get(namespace)
+                .is_some_and(|names| names.contains(name))
+    }
+
+    /// Whether the Service or ServiceEntry `service` is served.
+    pub fn backend_bound(&self, service: &ResourceRef) -> bool {
+        match service.kind.as_str() {
+            "ServiceEntry" => self.service_entry_bound(&service.namespace, &service.name),
+            _ => self.service_bound(&service.namespace, &service.name),
+        }
     }
 
     /// The bound Pod with IP `ip`.
@@ -234,9 +255,10 @@ impl Binding {
             .flatten()
     }
 
-    /// The decision about Service `namespace`/`name`, when it names a waypoint.
-    pub(crate) fn service_decision(&self, namespace: &str, name: &str) -> Option<&BindingDecision> {
-        let i = self.service_decisions.get(namespace)?.get(name)?;
+    /// The decision about Service (or ServiceEntry) `service`, when it names a waypoint.
+    pub(crate) fn service_decision(&self, service: &ResourceRef) -> Option<&BindingDecision> {
+        let key = (service.kind.clone(), service.namespace.clone());
+        let i = self.service_decisions.get(&key)?.get(&service.name)?;
         self.decisions.get(*i)
     }
 }
@@ -246,7 +268,7 @@ impl Binding {
 pub enum Destination<'a> {
     /// A listener address of this waypoint's Gateway: Gateway-parent routing.
     Gateway,
-    /// A served Service's VIP and port.
+    /// A served Service's (or ServiceEntry's) VIP and port.
     Service(&'a Arc<ServiceBackend>),
     /// A bound Pod's IP (any port): served without Service routing.
     Workload(&'a Arc<BoundWorkload>),
@@ -307,11 +329,10 @@ impl Config {
             return Destination::Gateway;
         }
         if let Some(s) = self.service_at(d) {
-            let (ns, name) = (&s.service.namespace, &s.service.name);
-            return if binding.service_bound(ns, name) {
+            return if binding.backend_bound(&s.service) {
                 Destination::Service(s)
             } else {
-                let decision = binding.service_decision(ns, name);
+                let decision = binding.service_decision(&s.service);
                 Destination::Unbound(Unbound::ServiceNotBound(s, decision))
             };
         }
@@ -329,7 +350,7 @@ impl Config {
 
 mod compute;
 mod protocol;
-pub(crate) use compute::compute;
+pub(crate) use compute::{compute, pod_ips};
 pub use protocol::terminates_tls_for_bytes;
 
 #[cfg(test)]

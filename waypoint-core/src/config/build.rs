@@ -5,6 +5,7 @@
 mod dr_tls;
 mod frontend;
 mod mesh;
+mod service_entry;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +18,8 @@ use super::resources::{
 use super::traffic_policy::{PolicyIndex, qualified_host};
 use super::validate::{
     Check, check_authn, check_authz, check_destination_rule, check_gateway, check_grpc_route,
-    check_http_route, check_service, check_slice, check_tcp_route, check_tls_route, cluster_ips,
+    check_http_route, check_service, check_service_entry, check_slice, check_tcp_route,
+    check_tls_route, cluster_ips,
 };
 use super::{
     Condition, Config, Endpoint, EndpointStats, ProtocolSelection, ResourceRef, ResourceStatus,
@@ -37,6 +39,8 @@ pub(crate) use mesh::{MeshIndex, service_account};
 pub struct EndpointStatsCache {
     entries: Mutex<HashMap<SocketAddr, Weak<EndpointStats>>>,
     mesh: MeshOptions,
+    /// What ServiceEntries with `resolution: DNS` resolved to (see [`crate::dns`]).
+    dns: Arc<crate::dns::DnsCache>,
 }
 
 impl EndpointStatsCache {
@@ -50,12 +54,18 @@ impl EndpointStatsCache {
         EndpointStatsCache {
             entries: Mutex::default(),
             mesh,
+            dns: Arc::default(),
         }
     }
 
     /// The mesh options builds through this cache use.
     pub fn mesh(&self) -> &MeshOptions {
         &self.mesh
+    }
+
+    /// The DNS answers ServiceEntry builds read (and the names they want resolved).
+    pub fn dns(&self) -> &Arc<crate::dns::DnsCache> {
+        &self.dns
     }
 
     /// The stats of `address`: the live ones if any snapshot still holds them, else new ones.
@@ -129,6 +139,11 @@ pub fn build(
             check_authn,
             &mut statuses,
         ),
+        service_entries: keep_valid(
+            resources.service_entries,
+            check_service_entry,
+            &mut statuses,
+        ),
         destination_rules: keep_valid(
             resources.destination_rules,
             check_destination_rule,
@@ -180,6 +195,7 @@ pub fn build(
             by_name.insert(key, backend);
         }
     }
+    let entries = service_entry_indexes(&resources, cache, &mesh, &policies, &mut by_destination);
     cache.prune();
     let computed =
         super::binding::compute(&resources, cache.mesh().gateway.as_ref(), &mesh, &by_name);
@@ -193,9 +209,99 @@ pub fn build(
         statuses,
         by_destination,
         by_name,
+        by_entry: entries.by_name,
+        by_host: entries.by_host,
         frontend_tls: frontend.tls,
         listener_tls_problems: frontend.problems,
     }
+}
+
+/// The ServiceEntry backends of one build, by `(namespace, name, port)` and `(host, port)`.
+struct EntryIndexes {
+    by_name: HashMap<(String, String, u16), Arc<ServiceBackend>>,
+    by_host: HashMap<(String, u16), Arc<ServiceBackend>>,
+}
+
+/// Indexes every ServiceEntry port (see `build/service_entry.rs`); VIPs go into
+/// `by_destination` beside the Services' cluster IPs, a Service keeping an address both claim.
+/// Also tells the DNS cache which names the entries want resolved.
+fn service_entry_indexes(
+    resources: &Resources,
+    cache: &EndpointStatsCache,
+    mesh: &MeshIndex<'_>,
+    policies: &PolicyIndex<'_>,
+    by_destination: &mut HashMap<SocketAddr, Arc<ServiceBackend>>,
+) -> EntryIndexes {
+    let pods: Vec<&super::resources::RawObject> = resources
+        .others
+        .iter()
+        .map(|o| &o.resource)
+        .filter(|o| o.group().is_empty() && o.kind == "Pod")
+        .collect();
+    let mut indexes = EntryIndexes {
+        by_name: HashMap::new(),
+        by_host: HashMap::new(),
+    };
+    let mut names = Vec::new();
+    for entry in &resources.service_entries {
+        names.extend(service_entry::dns_names(entry));
+        let built = service_entry::entry_backends(entry, &pods, cache, mesh);
+        let ns = entry.metadata.namespace();
+        // A DestinationRule's `host` matches ServiceEntry hosts as it matches Service names.
+        let policy = |host: &str, port: u16| {
+            let host = qualified_host(host, ns, &cache.mesh().cluster_domain);
+            Arc::new(policies.for_port(&host, ns, port))
+        };
+        // Reached by address or by entry name, a port is known by the entry's first host.
+        let first_host = entry.spec.hosts.first().map_or("", String::as_str);
+        let mut claim = |addr: SocketAddr, backend: Arc<ServiceBackend>| {
+            if let Some(first) = by_destination.get(&addr) {
+                // A `NONE` entry claims its addresses per address first: no conflict.
+                if first.service == backend.service {
+                    return;
+                }
+                tracing::warn!(%addr, entry = %backend.service, taken_by = %first.service,
+                    "a ServiceEntry address is already claimed; keeping the first");
+                return;
+            }
+            by_destination.insert(addr, backend);
+        };
+        for (addr, mut backend) in built.by_address {
+            backend.policy = policy(first_host, backend.port);
+            claim(addr, Arc::new(backend));
+        }
+        for mut backend in built.by_port {
+            backend.policy = policy(first_host, backend.port);
+            let backend = Arc::new(backend);
+            for ip in &backend.cluster_ips {
+                claim(SocketAddr::new(*ip, backend.port), backend.clone());
+            }
+            for host in &entry.spec.hosts {
+                // Reached by host name, the port gets that host's DestinationRule.
+                let for_host = if host == first_host {
+                    backend.clone()
+                } else {
+                    Arc::new(ServiceBackend {
+                        policy: policy(host, backend.port),
+                        ..(*backend).clone()
+                    })
+                };
+                // The first entry for a host and port wins, as for addresses.
+                indexes
+                    .by_host
+                    .entry((host.clone(), backend.port))
+                    .or_insert(for_host);
+            }
+            let key = (
+                backend.service.namespace.clone(),
+                backend.service.name.clone(),
+                backend.port,
+            );
+            indexes.by_name.insert(key, backend);
+        }
+    }
+    cache.dns().set_wanted(names);
+    indexes
 }
 
 /// Says, in the `Accepted` message of each DestinationRule whose `trafficPolicy` an older rule

@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::build::{EndpointStatsCache, build, invalid};
-use super::resources::{GATEWAY_API_GROUP, ObjectMeta, RawObject, Resources, Sourced};
+use super::resources::{
+    GATEWAY_API_GROUP, ISTIO_NETWORKING_GROUP, ObjectMeta, RawObject, Resources, Sourced,
+};
 use super::{Config, ResourceRef, ResourceStatus};
 
 /// Why manifests could not be read at all. (A resource that is merely invalid is not an error:
@@ -282,6 +284,7 @@ impl Reader {
             KnownKind::RequestAuthentication => {
                 typed(doc, at, &rref, &mut r.request_authentications)
             }
+            KnownKind::ServiceEntry => typed(doc, at, &rref, &mut r.service_entries),
             KnownKind::DestinationRule => typed(doc, at, &rref, &mut r.destination_rules),
         };
         if let Err(status) = result {
@@ -336,6 +339,7 @@ enum KnownKind {
     EndpointSlice,
     AuthorizationPolicy,
     RequestAuthentication,
+    ServiceEntry,
     DestinationRule,
 }
 
@@ -353,6 +357,7 @@ impl KnownKind {
             ("discovery.k8s.io", "EndpointSlice") => KnownKind::EndpointSlice,
             ("security.istio.io", "AuthorizationPolicy") => KnownKind::AuthorizationPolicy,
             ("security.istio.io", "RequestAuthentication") => KnownKind::RequestAuthentication,
+            (ISTIO_NETWORKING_GROUP, "ServiceEntry") => KnownKind::ServiceEntry,
             ("networking.istio.io", "DestinationRule") => KnownKind::DestinationRule,
             _ => return None,
         })
@@ -367,6 +372,7 @@ impl KnownKind {
             KnownKind::ReferenceGrant => &["v1", "v1beta1", "v1alpha2"],
             KnownKind::Service | KnownKind::Secret | KnownKind::EndpointSlice => &["v1"],
             KnownKind::AuthorizationPolicy | KnownKind::RequestAuthentication => &["v1", "v1beta1"],
+            KnownKind::ServiceEntry => &["v1", "v1beta1", "v1alpha3"],
             KnownKind::DestinationRule => &["v1", "v1beta1", "v1alpha3"],
         }
     }

@@ -162,6 +162,10 @@ pub struct Config {
     pub(crate) by_destination: HashMap<SocketAddr, Arc<ServiceBackend>>,
     /// Service ports by `(namespace, name, port)`.
     pub(crate) by_name: HashMap<(String, String, u16), Arc<ServiceBackend>>,
+    /// ServiceEntry ports by `(namespace, name, port)`.
+    pub(crate) by_entry: HashMap<(String, String, u16), Arc<ServiceBackend>>,
+    /// ServiceEntry ports by `(host, port)`.
+    pub(crate) by_host: HashMap<(String, u16), Arc<ServiceBackend>>,
     /// The TLS server configurations of HTTPS listeners, by Gateway address and port.
     pub frontend_tls: crate::tls::FrontendTls,
     /// HTTPS listeners whose certificates could not be used, by `(Gateway, listener name)`.
@@ -211,8 +215,37 @@ impl Config {
             .get(&(gateway.clone(), listener.to_owned()))
     }
 
-    /// Every Service port, for listings.
+    /// The ServiceEntry port `namespace`/`name`:`port`.
+    pub fn service_entry(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: u16,
+    ) -> Option<&Arc<ServiceBackend>> {
+        self.by_entry
+            .get(&(namespace.to_owned(), name.to_owned(), port))
+    }
+
+    /// The ServiceEntry port that host `host` names on `port` (a `Hostname` backendRef).
+    pub fn host(&self, host: &str, port: u16) -> Option<&Arc<ServiceBackend>> {
+        self.by_host.get(&(host.to_owned(), port))
+    }
+
+    /// The host name of a ServiceEntry (its first), the name metrics give its destination.
+    pub fn service_entry_host(&self, entry: &ResourceRef) -> Option<&str> {
+        if entry.kind != "ServiceEntry" {
+            return None;
+        }
+        self.resources
+            .service_entries
+            .iter()
+            .find(|e| e.metadata.namespace() == entry.namespace && e.metadata.name == entry.name)
+            .and_then(|e| e.spec.hosts.first())
+            .map(String::as_str)
+    }
+
+    /// Every Service and ServiceEntry port, for listings.
     pub fn backends(&self) -> impl Iterator<Item = &Arc<ServiceBackend>> {
-        self.by_name.values()
+        self.by_name.values().chain(self.by_entry.values())
     }
 }

@@ -29,13 +29,22 @@ pub(crate) struct ConfigWatcher {
     cache: Arc<EndpointStatsCache>,
     /// The last fingerprint, or the error that prevented taking it.
     last: Result<u64, String>,
+    /// The DNS cache's change count at the last load: a ServiceEntry's resolved addresses
+    /// changing is a reason to rebuild although no file changed.
+    dns_seen: u64,
 }
 
 impl ConfigWatcher {
     /// Starts watching `path` (a file or directory), remembering its current state.
     pub(crate) fn new(path: PathBuf, cache: Arc<EndpointStatsCache>) -> Self {
         let last = fingerprint(&path).map_err(|e| e.to_string());
-        ConfigWatcher { path, cache, last }
+        let dns_seen = cache.dns().generation();
+        ConfigWatcher {
+            path,
+            cache,
+            last,
+            dns_seen,
+        }
     }
 
     /// Checks once: `None` when nothing changed, else the result of reloading. A source that
@@ -43,9 +52,16 @@ impl ConfigWatcher {
     pub(crate) fn poll(&mut self) -> Option<Result<Config, LoadError>> {
         let now = fingerprint(&self.path);
         let state = now.as_ref().map(|h| *h).map_err(|e| e.to_string());
+        // Read before loading: an answer arriving during the load triggers one more.
+        let dns = self.cache.dns().generation();
         if state == self.last {
-            return None;
+            if dns == self.dns_seen || state.is_err() {
+                return None;
+            }
+            self.dns_seen = dns;
+            return Some(load_path_with(&self.path, &self.cache));
         }
+        self.dns_seen = dns;
         // A file edited in place can be caught half-written: load only once it has stopped
         // changing, else wait for the next poll.
         std::thread::sleep(SETTLE);

@@ -349,6 +349,18 @@ impl WaypointBuilder {
                 }
             }
         }
+        // ServiceEntries with `resolution: DNS`: resolved beside the builds (see `crate::dns`).
+        match crate::dns::resolver(options.dns_server) {
+            Ok(resolver) => {
+                tokio::spawn(crate::dns::keep_resolved(
+                    cache.dns().clone(),
+                    resolver,
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => tracing::error!(error = %e,
+                "ServiceEntries with resolution DNS will have no endpoints"),
+        }
         if let Some(watcher) = files {
             tokio::spawn(watcher.run(options.reload_interval, reload, shutdown.clone()));
         }

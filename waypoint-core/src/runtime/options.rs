@@ -30,6 +30,9 @@ pub struct WaypointOptions {
     pub reload_interval: Duration,
     /// Sandwich listeners (TCP and/or Unix socket), each expecting a PROXY header.
     pub sandwich: Vec<ListenAddr>,
+    /// The DNS server ServiceEntries with `resolution: DNS` are resolved through; `None` uses
+    /// the system's (`/etc/resolv.conf`).
+    pub dns_server: Option<SocketAddr>,
     /// How PROXY headers are read on the sandwich listeners.
     pub proxy: ProxyConfig,
     /// Socket options of the sandwich listeners.
@@ -131,6 +134,7 @@ impl WaypointOptions {
             config_path: config_path.into(),
             reload_interval: Duration::from_secs(2),
             sandwich: vec![ListenAddr::Tcp(([127, 0, 0, 1], 15088).into())],
+            dns_server: None,
             proxy: ProxyConfig::default(),
             listener: ListenerOptions::default(),
             http: HttpServerConfig::default(),

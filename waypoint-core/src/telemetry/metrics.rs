@@ -169,6 +169,16 @@ impl DestinationLabels {
         labels
     }
 
+    /// Labels for a ServiceEntry of `namespace` known by `host`: as Istio reports one, the
+    /// host is both the destination service and its name.
+    pub(crate) fn service_entry(namespace: &str, host: &str, info: &DestinationInfo<'_>) -> Self {
+        let mut labels = Self::unknown(info);
+        labels.destination_service = bounded(host);
+        labels.destination_service_name = bounded(host);
+        labels.destination_service_namespace = bounded(namespace);
+        labels
+    }
+
     /// Labels for the Pod `namespace`/`name` addressed directly (no Service).
     pub(crate) fn workload(namespace: &str, name: &str, info: &DestinationInfo<'_>) -> Self {
         let mut labels = Self::unknown(info);
@@ -213,6 +223,9 @@ impl DestinationLabels {
             // Workload-addressed traffic (see `config::binding`): a Pod, no Service.
             if b.service.kind == "Pod" {
                 return Self::workload(ns, name, info);
+            }
+            if let Some(host) = config.service_entry_host(&b.service) {
+                return Self::service_entry(ns, host, info);
             }
             return Self::service(ns, name, info);
         }

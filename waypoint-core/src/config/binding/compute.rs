@@ -88,6 +88,18 @@ pub(crate) fn compute(
             binding.decisions.push(d);
         }
     }
+    for entry in &resources.service_entries {
+        let meta = &entry.metadata;
+        let rref = ResourceRef::new("ServiceEntry", meta.namespace(), &meta.name);
+        // istiod binds a ServiceEntry by the same labels, as service traffic.
+        if let Some(d) = rules.decide(rref, meta, ObjectKind::Service) {
+            if d.bound {
+                let names = binding.entries.entry(d.object.namespace.clone());
+                names.or_default().insert(d.object.name.clone());
+            }
+            binding.decisions.push(d);
+        }
+    }
     let protocols = endpoint_protocols(backends);
     for pod in raw_of_kind(resources, "Pod") {
         let rref = ResourceRef::new("Pod", pod.metadata.namespace(), &pod.metadata.name);
@@ -102,8 +114,9 @@ pub(crate) fn compute(
     // Sorted for stable listings; the service index follows the sort.
     binding.decisions.sort_by(|a, b| a.object.cmp(&b.object));
     for (i, d) in binding.decisions.iter().enumerate() {
-        if d.object.kind == "Service" {
-            let names = binding.service_decisions.entry(d.object.namespace.clone());
+        if d.object.kind == "Service" || d.object.kind == "ServiceEntry" {
+            let key = (d.object.kind.clone(), d.object.namespace.clone());
+            let names = binding.service_decisions.entry(key);
             names.or_default().insert(d.object.name.clone(), i);
         }
     }
@@ -392,7 +405,7 @@ fn endpoint_protocols(
 }
 
 /// A Pod's IPs: `status.podIPs[].ip`, then `status.podIP`, each once; bad ones skipped.
-fn pod_ips(pod: &RawObject) -> Vec<IpAddr> {
+pub(crate) fn pod_ips(pod: &RawObject) -> Vec<IpAddr> {
     let status = pod.body.get("status");
     let listed = status
         .and_then(|s| s.get("podIPs"))

@@ -30,6 +30,7 @@ mod grpc_route;
 mod http_route;
 mod istio;
 mod route;
+mod service_entry;
 mod tcp_route;
 mod tls_route;
 
@@ -41,6 +42,7 @@ pub use grpc_route::*;
 pub use http_route::*;
 pub use istio::*;
 pub use route::*;
+pub use service_entry::*;
 pub use tcp_route::*;
 pub use tls_route::*;
 
@@ -152,6 +154,8 @@ pub struct Resources {
     pub authorization_policies: Vec<Sourced<AuthorizationPolicy>>,
     /// Istio RequestAuthentications.
     pub request_authentications: Vec<Sourced<RequestAuthentication>>,
+    /// Istio ServiceEntries.
+    pub service_entries: Vec<Sourced<ServiceEntry>>,
     /// Istio DestinationRules.
     pub destination_rules: Vec<Sourced<DestinationRule>>,
     /// Kinds waypoint does not interpret.

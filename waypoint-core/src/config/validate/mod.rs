@@ -7,6 +7,7 @@ mod destination_rule;
 mod istio;
 mod l4_routes;
 mod routes;
+mod service_entry;
 
 use std::net::IpAddr;
 
@@ -16,6 +17,7 @@ pub(super) use destination_rule::check_destination_rule;
 pub(super) use istio::{check_authn, check_authz};
 pub(super) use l4_routes::{check_tcp_route, check_tls_route};
 pub(super) use routes::{check_grpc_route, check_http_route};
+pub(super) use service_entry::check_service_entry;
 
 /// The outcome of a check: why the resource is invalid, naming the field.
 pub(super) type Check = Result<(), String>;
