@@ -9,7 +9,7 @@
 mod common;
 
 use common::kube::{admin_up, emulator, eventually, run_kube};
-use common::run::Running;
+use common::run::{Running, check};
 use common::{admin_get, waypoint};
 use serde_json::Value;
 
@@ -39,23 +39,6 @@ spec:
     - port: {{number: 9080}}
       tls: {{}}
 "#
-    )
-}
-
-/// `waypoint check` on `manifests` with `flags`: exit success and standard output.
-fn check(manifests: &str, flags: &[&str]) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.yaml");
-    std::fs::write(&file, manifests).unwrap();
-    let out = waypoint()
-        .args(["check", "--config"])
-        .arg(&file)
-        .args(flags)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
 

@@ -2,8 +2,9 @@
 
 use super::{CertsCommand, PolicyArgs, wait_for_signal};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::Args;
@@ -92,6 +93,13 @@ pub struct EchoArgs {
     /// over h2c on the same port.
     #[arg(long)]
     pub grpc: bool,
+    /// Serve over TLS with this certificate chain (PEM; with `--tls-key`): a stand-in for an
+    /// external HTTPS service that a DestinationRule originates TLS to.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `waypoint send`.
@@ -248,6 +256,25 @@ pub fn check(args: CheckArgs) -> ExitCode {
     }
 }
 
+/// The TLS server of `waypoint echo --tls-cert --tls-key`: the chain and key from PEM files,
+/// ALPN `h2` and `http/1.1`.
+fn echo_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Runs `waypoint echo` until interrupted.
 pub async fn echo(args: EchoArgs) -> ExitCode {
     let identity = echo::EchoIdentity {
@@ -255,7 +282,16 @@ pub async fn echo(args: EchoArgs) -> ExitCode {
         namespace: args.namespace,
         service: args.service,
     };
-    let options = echo::EchoOptions::default().with_grpc(args.grpc);
+    let mut options = echo::EchoOptions::default().with_grpc(args.grpc);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match echo_tls(cert, key) {
+            Ok(config) => options = options.with_tls(config),
+            Err(err) => {
+                tracing::error!(error = %err, "echo backend cannot serve TLS");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let server = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => echo::spawn_with(listener, identity, options),
         Err(err) => Err(err),
