@@ -313,3 +313,35 @@ fn check_refuses_a_rule_whose_files_or_secret_are_missing_naming_the_field() {
         "{out}"
     );
 }
+
+/// A rule refused for its `tls` block would otherwise leave the port as if it had no rule:
+/// plain text to a backend the operator meant to reach over TLS. The port is not served
+/// instead (503 `UF`), and `check` and `/config_dump` say why; a plain echo behind it proves
+/// nothing went out.
+#[test]
+fn a_refused_tls_rule_fails_its_port_closed_instead_of_sending_plain_text() {
+    let plain = common::run::Echo::start();
+    let config = format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: echo-tls, namespace: default}}\nspec:\n  host: echo.default.svc.cluster.local\n  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: /nonexistent/ca.pem}}\n",
+        common::service("echo", "10.96.0.10", plain.port)
+    );
+    let (ok, out) = common::run::check(&config, &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "NOT SERVED: DestinationRule default/echo-tls sets tls for this port but was refused"
+        ),
+        "{out}"
+    );
+    let (wp, _dir) = Running::start(&config, &["--access-log", "json"], &[]);
+    let answer = get(&wp, "echo.default.svc.cluster.local", "/refused");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("not sending in plain text"), "{answer}");
+    assert!(!answer.contains("\"pod\""), "{answer}");
+    assert_eq!(logged(&wp, "/refused")["response_flags"], "UF");
+    let dump = wp.admin("/config_dump");
+    assert!(
+        dump.contains("\"tlsRefusedBy\": \"DestinationRule default/echo-tls\""),
+        "{dump}"
+    );
+}

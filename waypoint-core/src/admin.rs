@@ -277,7 +277,7 @@ pub(crate) fn config_dump_json(snapshot: &Snapshot, controller: Option<&str>) ->
 
 /// The DestinationRule settings of a Service port: each block with the rule it came from.
 fn traffic_policy_json(policy: &PortPolicy) -> Value {
-    let blocks: serde_json::Map<String, Value> = policy
+    let mut blocks: serde_json::Map<String, Value> = policy
         .blocks()
         .into_iter()
         .map(|(name, from, settings)| {
@@ -285,6 +285,9 @@ fn traffic_policy_json(policy: &PortPolicy) -> Value {
             (name.to_owned(), block)
         })
         .collect();
+    if let Some(rule) = &policy.tls_refused_by {
+        blocks.insert("tlsRefusedBy".to_owned(), json!(rule.to_string()));
+    }
     Value::Object(blocks)
 }
 

@@ -168,6 +168,9 @@ fn print_port_protocols(config: &config::Config) {
         for (name, from, settings) in b.policy.blocks() {
             println!("        {name} {settings} from {from}");
         }
+        if let Some(rule) = &b.policy.tls_refused_by {
+            println!("        NOT SERVED: {rule} sets tls for this port but was refused");
+        }
     }
 }
 

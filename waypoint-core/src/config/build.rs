@@ -119,6 +119,9 @@ pub fn build(
     cache: &EndpointStatsCache,
 ) -> Config {
     let (secrets, secret_keys) = frontend::compile_secrets(resources.secrets, &mut statuses);
+    // Every rule read, refused ones included: a refused rule still claims its host (see
+    // `traffic_policy`), so its `tls` block fails closed rather than being forgotten.
+    let rules_read = resources.destination_rules.clone();
     let mut resources = Resources {
         secrets,
         gateways: keep_valid(resources.gateways, check_gateway, &mut statuses),
@@ -162,7 +165,17 @@ pub fn build(
     let mut by_destination = HashMap::new();
     let mut by_name = HashMap::new();
     let mesh = MeshIndex::new(cache.mesh(), &resources.others);
-    let policies = PolicyIndex::new(&resources.destination_rules, cache.mesh());
+    let kept: HashSet<(ResourceRef, &str)> = resources
+        .destination_rules
+        .iter()
+        .map(|r| (r.resource_ref(), r.source.as_str()))
+        .collect();
+    let refused_rules: Vec<_> = rules_read
+        .iter()
+        .filter(|r| !kept.contains(&(r.resource_ref(), r.source.as_str())))
+        .cloned()
+        .collect();
+    let policies = PolicyIndex::new(&resources.destination_rules, &refused_rules, cache.mesh());
     report_shadowed_rules(&mut statuses, &policies);
     for service in &resources.services {
         let backends = service_backends(service, &resources.endpoint_slices, cache, &mesh);

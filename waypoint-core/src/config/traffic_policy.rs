@@ -31,7 +31,7 @@ use super::ResourceRef;
 use super::build::MeshOptions;
 use super::resources::{
     ClientTlsSettings, ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, Object,
-    OutlierDetection, Sourced, TrafficPolicy,
+    OutlierDetection, PortTrafficPolicy, Sourced, TrafficPolicy,
 };
 
 /// The DestinationRule settings in force for one Service or ServiceEntry port, each block with
@@ -46,6 +46,10 @@ pub struct PortPolicy {
     pub outlier_detection: Option<Applied<OutlierDetection>>,
     /// TLS to the endpoints.
     pub tls: Option<Applied<ClientTlsSettings>>,
+    /// The rule that would govern this port and sets `tls` for it, but was refused (invalid,
+    /// or its certificates unreadable). The port is then not served at all (503 `UF`): what
+    /// the operator meant to encrypt is never sent in plain text.
+    pub tls_refused_by: Option<ResourceRef>,
 }
 
 impl PortPolicy {
@@ -112,27 +116,35 @@ impl fmt::Display for PolicyOrigin {
 /// The DestinationRules of one config, indexed for [`PolicyIndex::for_port`].
 pub(crate) struct PolicyIndex<'a> {
     /// Rules that may apply at a waypoint (no `workloadSelector`), each with its host made
-    /// fully qualified, oldest first.
-    rules: Vec<(&'a Sourced<DestinationRule>, String)>,
+    /// fully qualified and whether it was refused, oldest first.
+    rules: Vec<(&'a Sourced<DestinationRule>, String, bool)>,
     /// The waypoint's namespace (its Gateway's), when known.
     own_namespace: Option<&'a str>,
     root_namespace: &'a str,
 }
 
 impl<'a> PolicyIndex<'a> {
-    /// Indexes `rules` (already validated) for a waypoint with mesh settings `mesh`.
-    pub(crate) fn new(rules: &'a [Sourced<DestinationRule>], mesh: &'a MeshOptions) -> Self {
-        let mut rules: Vec<_> = rules
-            .iter()
-            .filter(|r| r.spec.workload_selector.is_none())
-            .map(|r| {
+    /// Indexes `rules` (validated) and `refused` (those validation refused: they still claim
+    /// their host, so that a refused `tls` block fails closed) for a waypoint with mesh
+    /// settings `mesh`.
+    pub(crate) fn new(
+        rules: &'a [Sourced<DestinationRule>],
+        refused: &'a [Sourced<DestinationRule>],
+        mesh: &'a MeshOptions,
+    ) -> Self {
+        let accepted = rules.iter().map(|r| (r, false));
+        let refused = refused.iter().map(|r| (r, true));
+        let mut rules: Vec<_> = accepted
+            .chain(refused)
+            .filter(|(r, _)| r.spec.workload_selector.is_none())
+            .map(|(r, refused)| {
                 let host =
                     qualified_host(&r.spec.host, r.metadata.namespace(), &mesh.cluster_domain);
-                (r, host)
+                (r, host, refused)
             })
             .collect();
         // Oldest first, as istiod orders configs: creation time, then namespace/name.
-        rules.sort_by(|(a, _), (b, _)| {
+        rules.sort_by(|(a, ..), (b, ..)| {
             let key = |r: &Sourced<DestinationRule>| {
                 (
                     r.metadata.creation_timestamp.clone(),
@@ -160,7 +172,11 @@ impl<'a> PolicyIndex<'a> {
 
     /// The rules that decide `host`: those of the first namespace (in the module's order) with
     /// a match, for the most specific matching host; oldest first.
-    fn rules_for(&self, host: &str, namespace: &str) -> Option<Vec<&'a Sourced<DestinationRule>>> {
+    fn rules_for(
+        &self,
+        host: &str,
+        namespace: &str,
+    ) -> Option<Vec<(&'a Sourced<DestinationRule>, bool)>> {
         let own_is_root = self.own_namespace == Some(self.root_namespace);
         let mut steps: Vec<(&str, Look)> = Vec::with_capacity(3);
         match self.own_namespace {
@@ -180,12 +196,12 @@ impl<'a> PolicyIndex<'a> {
             let candidates: Vec<_> = self
                 .rules
                 .iter()
-                .filter(|(r, _)| r.metadata.namespace() == ns && self.sees(r, look))
+                .filter(|(r, ..)| r.metadata.namespace() == ns && self.sees(r, look))
                 .collect();
             let Some(best) = candidates
                 .iter()
-                .filter(|(_, h)| host_matches(h, host))
-                .map(|(_, h)| h.as_str())
+                .filter(|(_, h, _)| host_matches(h, host))
+                .map(|(_, h, _)| h.as_str())
                 .max_by_key(|h| specificity(h))
             else {
                 continue;
@@ -193,8 +209,8 @@ impl<'a> PolicyIndex<'a> {
             return Some(
                 candidates
                     .iter()
-                    .filter(|(_, h)| h == best)
-                    .map(|(r, _)| *r)
+                    .filter(|(_, h, _)| h == best)
+                    .map(|(r, _, refused)| (*r, *refused))
                     .collect(),
             );
         }
@@ -208,10 +224,10 @@ impl<'a> PolicyIndex<'a> {
         let mut first: std::collections::HashMap<(&str, &str), ResourceRef> =
             std::collections::HashMap::new();
         let mut out = Vec::new();
-        for (rule, host) in self
+        for (rule, host, _) in self
             .rules
             .iter()
-            .filter(|(r, _)| r.spec.traffic_policy.is_some())
+            .filter(|(r, _, refused)| !refused && r.spec.traffic_policy.is_some())
         {
             let key = (rule.metadata.namespace(), host.as_str());
             match first.get(&key) {
@@ -257,14 +273,41 @@ enum Look {
 }
 
 /// The policy of `port` from the rules for one host (oldest first): the first rule with a
-/// `trafficPolicy` gives it, its `portLevelSettings` entry for the port overriding blocks.
-fn merge(rules: &[&Sourced<DestinationRule>], port: u16) -> PortPolicy {
-    let Some((rule, policy)) = rules
+/// `trafficPolicy` gives it. A refused rule in that place that sets `tls` for the port fails
+/// the port closed; one that does not is passed over, as if it did not exist.
+fn merge(rules: &[(&Sourced<DestinationRule>, bool)], port: u16) -> PortPolicy {
+    for (rule, refused) in rules {
+        let Some(policy) = rule.spec.traffic_policy.as_ref() else {
+            continue;
+        };
+        if !refused {
+            return applied_policy(rule, policy, port);
+        }
+        let port_tls = port_level(policy, port).and_then(|p| p.tls.as_ref());
+        if port_tls.or(policy.tls.as_ref()).is_some() {
+            return PortPolicy {
+                tls_refused_by: Some(rule.resource_ref()),
+                ..PortPolicy::default()
+            };
+        }
+    }
+    PortPolicy::default()
+}
+
+/// The `portLevelSettings` entry of `policy` for `port`.
+fn port_level(policy: &TrafficPolicy, port: u16) -> Option<&PortTrafficPolicy> {
+    policy
+        .port_level_settings
         .iter()
-        .find_map(|r| r.spec.traffic_policy.as_ref().map(|p| (*r, p)))
-    else {
-        return PortPolicy::default();
-    };
+        .find(|p| p.port.as_ref().is_some_and(|s| s.number == u32::from(port)))
+}
+
+/// `rule`'s `policy` for `port`: host-wide blocks, replaced by its port override's.
+fn applied_policy(
+    rule: &Sourced<DestinationRule>,
+    policy: &TrafficPolicy,
+    port: u16,
+) -> PortPolicy {
     let host_wide = PolicyOrigin {
         rule: rule.resource_ref(),
         port_level: None,
@@ -274,7 +317,6 @@ fn merge(rules: &[&Sourced<DestinationRule>], port: u16) -> PortPolicy {
         connection_pool,
         outlier_detection,
         tls,
-        port_level_settings,
         ..
     } = policy;
     let mut out = PortPolicy {
@@ -282,11 +324,9 @@ fn merge(rules: &[&Sourced<DestinationRule>], port: u16) -> PortPolicy {
         connection_pool: applied(connection_pool, &host_wide),
         outlier_detection: applied(outlier_detection, &host_wide),
         tls: applied(tls, &host_wide),
+        tls_refused_by: None,
     };
-    let at_port = port_level_settings
-        .iter()
-        .find(|p| p.port.as_ref().is_some_and(|s| s.number == u32::from(port)));
-    if let Some(p) = at_port {
+    if let Some(p) = port_level(policy, port) {
         let from = PolicyOrigin {
             port_level: Some(port),
             ..host_wide

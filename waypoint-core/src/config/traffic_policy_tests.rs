@@ -31,7 +31,7 @@ fn winner(
     ns: &str,
 ) -> Option<String> {
     let mesh = mesh(own);
-    let index = PolicyIndex::new(rules, &mesh);
+    let index = PolicyIndex::new(rules, &[], &mesh);
     let policy = index.for_port(host, ns, 80);
     policy
         .load_balancer
@@ -228,7 +228,7 @@ fn precedence_follows_istio_namespace_then_host_specificity() {
 fn a_port_override_replaces_only_its_blocks_and_says_so() {
     let rules = [rule("shop", "r", "reviews", "", T1)];
     let mesh = mesh(Some("wp"));
-    let index = PolicyIndex::new(&rules, &mesh);
+    let index = PolicyIndex::new(&rules, &[], &mesh);
     let at_9080 = index.for_port(REVIEWS, "shop", 9080);
     let lb = at_9080.load_balancer.unwrap();
     assert_eq!(lb.from.port_level, Some(9080));
@@ -272,4 +272,34 @@ fn hosts_qualify_and_match_as_istio_reads_them() {
     assert!(!host_matches("*.example.com", "example.com"));
     assert!(!host_matches("api.example.com", "www.example.com"));
     assert!(host_matches("*", "anything"));
+}
+
+#[test]
+fn a_refused_rule_setting_tls_for_a_port_fails_it_closed_and_others_pass_over_it() {
+    // `rule` sets host-wide tls: refused, it claims every port of its host.
+    let refused = [rule("shop", "bad", "reviews", "", T1)];
+    let mesh = mesh(Some("wp"));
+    let index = PolicyIndex::new(&[], &refused, &mesh);
+    let policy = index.for_port(REVIEWS, "shop", 80);
+    assert_eq!(
+        policy.tls_refused_by.map(|r| r.name),
+        Some("bad".to_owned())
+    );
+    assert!(policy.load_balancer.is_none());
+
+    // Without tls, a refused rule is passed over: the next rule (here a valid, newer one)
+    // applies, as if the refused one did not exist.
+    let no_tls: Sourced<DestinationRule> = Sourced {
+        source: "test".into(),
+        resource: serde_saphyr::from_str(&format!(
+            "metadata: {{name: lb-only, namespace: shop, creationTimestamp: \"{T1}\"}}\n\
+             spec: {{host: reviews, trafficPolicy: {{loadBalancer: {{}}}}}}\n"
+        ))
+        .unwrap(),
+    };
+    let valid = [rule("shop", "good", "reviews", "", T2)];
+    let index = PolicyIndex::new(&valid, std::slice::from_ref(&no_tls), &mesh);
+    let policy = index.for_port(REVIEWS, "shop", 80);
+    assert_eq!(policy.tls_refused_by, None);
+    assert_eq!(policy.load_balancer.unwrap().from.rule.name, "good");
 }

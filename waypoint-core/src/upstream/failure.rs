@@ -52,6 +52,26 @@ pub(super) fn no_healthy_upstream(
     )
 }
 
+/// 503 `UF` for a backend whose DestinationRule asked for TLS but was refused: sending in
+/// plain text what the operator meant to encrypt would fail open.
+pub(super) fn tls_rule_refused(
+    ctx: &mut RequestContext,
+    backend: &ServiceBackend,
+    rule: &crate::config::ResourceRef,
+) -> Response<Body> {
+    ctx.response_flags
+        .push(ResponseFlag::UpstreamConnectionFailure);
+    tracing::warn!(service = %service_name(backend), %rule,
+        "not forwarding: the DestinationRule with this port's tls settings was refused");
+    local_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "{rule} sets tls for {} but was refused (see waypoint check); not sending in plain text",
+            service_name(backend)
+        ),
+    )
+}
+
 /// 503 `UO` for a request a circuit breaker of its backend refused (see `limits`).
 pub(super) fn overflow(
     ctx: &mut RequestContext,

@@ -275,6 +275,9 @@ impl Upstream {
             return local(local_reply(StatusCode::NOT_FOUND, message));
         };
         let backend = &target.backend;
+        if let Some(rule) = &backend.policy.tls_refused_by {
+            return local(failure::tls_rule_refused(ctx, backend, rule));
+        }
         if backend.endpoints.is_empty() {
             return local(failure::no_healthy_upstream(ctx, backend));
         }
@@ -496,6 +499,11 @@ impl Upstream {
     ) {
         let counters = &self.counters;
         let backend = &mirror.backend;
+        if backend.policy.tls_refused_by.is_some() {
+            // Never in plain text what a refused rule meant to encrypt (see `forward_leased`).
+            counters.mirrors_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Some(replay) = replay else {
             counters.mirrors_skipped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(mirror = %failure::service_name(backend), "mirror skipped: request body not kept");

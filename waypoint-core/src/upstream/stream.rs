@@ -61,6 +61,15 @@ impl Upstream {
         backend: &Arc<ServiceBackend>,
         conn: &ConnInfo,
     ) -> Result<StreamUpstream, StreamConnectError> {
+        if let Some(rule) = &backend.policy.tls_refused_by {
+            return Err(StreamConnectError {
+                flag: ResponseFlag::UpstreamConnectionFailure,
+                endpoint: None,
+                reason: format!(
+                    "{rule} sets tls for this port but was refused: not sending in plain text"
+                ),
+            });
+        }
         let outlier = outlier::settings_of(backend);
         let endpoints = self
             .outliers
