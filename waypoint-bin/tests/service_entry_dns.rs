@@ -171,3 +171,22 @@ fn dns_answers_become_endpoints_survive_a_failing_server_and_follow_a_changed_an
     );
     drop(second);
 }
+
+#[test]
+fn the_dns_server_can_be_named_by_its_environment_variable() {
+    let echo = Echo::start();
+    let dns = DnsServer::start(Answer::A(Ipv4Addr::LOCALHOST));
+    let manifests = entry().replace("PORT", &echo.port.to_string());
+    let server = format!("127.0.0.1:{}", dns.port);
+    let (wp, _dir) = Running::start(
+        &manifests,
+        &["--reload-interval", "100ms"],
+        &[("WAYPOINT_DNS_SERVER", &server)],
+    );
+    until(
+        &wp,
+        "served from the answer of the named server",
+        from_pod("echo-pod"),
+    );
+    assert!(dns.queries.load(Ordering::SeqCst) > 0);
+}
