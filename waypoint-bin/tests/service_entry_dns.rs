@@ -1,6 +1,7 @@
 //! ServiceEntries with `resolution: DNS` through the real binary, against a DNS server the test
 //! runs (`--dns-server`): the answer becomes the backend's endpoints, a failing server leaves the
-//! last answer in use, and a changed answer is picked up once its TTL (1 s) runs out.
+//! last answer in use, and a changed answer is picked up once its TTL (1 s) runs out, from files
+//! and under `--kube` (where no watch event comes to prompt a rebuild).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::kube::{emulator, eventually, run_kube_args, send};
 use common::run::{Echo, Running};
 use common::{Guard, waypoint};
 
@@ -131,15 +133,7 @@ fn from_pod(pod: &'static str) -> impl Fn(&str) -> bool {
 #[test]
 fn dns_answers_become_endpoints_survive_a_failing_server_and_follow_a_changed_answer() {
     let first = Echo::start();
-    // The second address's backend listens on the same port: the entry has one target port.
-    let second = Guard(
-        waypoint()
-            .args(["echo", "--listen", &format!("127.0.0.2:{}", first.port)])
-            .args(["--pod", "echo-second"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let second = second_backend(first.port);
     let dns = DnsServer::start(Answer::A(Ipv4Addr::LOCALHOST));
     let manifests = entry().replace("PORT", &first.port.to_string());
     let server = format!("127.0.0.1:{}", dns.port);
@@ -170,6 +164,43 @@ fn dns_answers_become_endpoints_survive_a_failing_server_and_follow_a_changed_an
         from_pod("echo-second"),
     );
     drop(second);
+}
+
+/// The second answer's backend: `waypoint echo` on 127.0.0.2, on the first backend's port (the
+/// entry has one target port).
+fn second_backend(port: u16) -> Guard {
+    Guard(
+        waypoint()
+            .args(["echo", "--listen", &format!("127.0.0.2:{port}")])
+            .args(["--pod", "echo-second"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_kube_a_changed_dns_answer_is_applied_although_no_object_changed() {
+    let first = Echo::start();
+    let _second = second_backend(first.port);
+    let dns = DnsServer::start(Answer::A(Ipv4Addr::LOCALHOST));
+    let emulator = emulator().await;
+    emulator
+        .apply_yaml(&entry().replace("PORT", &first.port.to_string()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = format!("127.0.0.1:{}", dns.port);
+    let kube = run_kube_args(&emulator, dir.path(), &["--dns-server", &server], &[]);
+    let served_by = |pod: &'static str| {
+        eventually(&format!("{VIP} served by {pod}"), || {
+            let out = String::from_utf8_lossy(&send(&kube.sock, VIP).stdout).into_owned();
+            (!from_pod(pod)(&out)).then_some(out)
+        })
+    };
+    served_by("echo-pod");
+    // Only the DNS answer changes; the API server sends nothing but bookmarks.
+    dns.set(Answer::A(Ipv4Addr::new(127, 0, 0, 2)));
+    served_by("echo-second");
 }
 
 #[test]

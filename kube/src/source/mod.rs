@@ -136,15 +136,20 @@ impl KubeSource {
             };
             tokio::spawn(reflector.run(shutdown.clone()));
         }
+        // A ServiceEntry's DNS answer changing is a reason to rebuild although no object did.
+        let mut dns_seen = cache.dns().generation();
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = updates.closed() => return,
                 _ = stores.changed.notified() => {}
+                _ = cache.dns().changed_since(dns_seen) => {}
             }
             if !self.settle(&stores, &shutdown).await {
                 return;
             }
+            // Read before building: an answer arriving during the build triggers one more.
+            dns_seen = cache.dns().generation();
             let Some(objects) = stores.objects() else {
                 continue; // not every kind has synced yet
             };

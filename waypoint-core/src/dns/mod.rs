@@ -8,8 +8,9 @@
 //! the last addresses: a resolver hiccup must not empty a backend that was working.
 //!
 //! Who rebuilds: the cache counts changes ([`DnsCache::generation`]); the file watcher
-//! reloads when the count moved even if no file did (see `config::watch`). The resolving loop
-//! is [`keep_resolved`].
+//! reloads when the count moved even if no file did (see `config::watch`), and a source that
+//! waits for events (the Kubernetes one) also waits on [`DnsCache::changed_since`]. The
+//! resolving loop is [`keep_resolved`].
 
 mod resolve;
 
@@ -17,6 +18,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
 
 pub use resolve::{DnsError, keep_resolved, resolver};
 
@@ -26,6 +29,8 @@ pub struct DnsCache {
     state: Mutex<State>,
     /// Bumped on every change of some name's addresses.
     generation: AtomicU64,
+    /// Wakes the tasks waiting in [`DnsCache::changed_since`] when `generation` moves.
+    changed: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +76,21 @@ impl DnsCache {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Returns once the change count differs from `seen` (at once if it already does): a
+    /// source that builds on events waits on this beside its own events.
+    pub async fn changed_since(&self, seen: u64) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read, so a change between the two still wakes us.
+            notified.as_mut().enable();
+            if self.generation() != seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// The names the latest build wants resolved, sorted.
     pub fn wanted(&self) -> Vec<String> {
         self.state().wanted.iter().cloned().collect()
@@ -91,6 +111,7 @@ impl DnsCache {
             _ => {
                 state.answers.insert(name, addresses);
                 self.generation.fetch_add(1, Ordering::AcqRel);
+                self.changed.notify_waiters();
                 true
             }
         }
@@ -129,5 +150,28 @@ mod tests {
         );
         cache.set_wanted(Vec::new());
         assert!(cache.addresses("api.example.com").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_an_answer_changes_addresses_and_not_before() {
+        let cache = std::sync::Arc::new(DnsCache::new());
+        cache.set_wanted(["api.example.com".to_owned()]);
+        let seen = cache.generation();
+        let waiter = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.changed_since(seen).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "nothing changed yet");
+        cache.record("other.example.com", vec![ip("10.0.0.9")]);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "an unwanted name is no change");
+        cache.record("api.example.com", vec![ip("10.0.0.1")]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        // A count that already moved returns at once.
+        cache.changed_since(seen).await;
     }
 }
