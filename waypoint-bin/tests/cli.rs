@@ -84,6 +84,47 @@ fn check_reports_rejected_resources_and_exits_nonzero() {
     assert!(stdout.contains("clusterIP"), "the field is named: {stdout}");
 }
 
+/// Runs `waypoint <args>` with stdout a pipe whose reader is already gone, as
+/// `waypoint check | head -0` leaves it.
+fn run_into_closed_pipe(args: &[&str], config: &Path) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    waypoint()
+        .args(args)
+        .arg(config)
+        .stdout(writer)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_reader_that_leaves_early_is_no_failure_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, manifests(8080)).unwrap();
+    let quickstart =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/manifests.yaml");
+    let authz = [
+        "authz",
+        "--destination",
+        "10.96.0.10:80",
+        "--identity",
+        "spiffe://cluster.local/ns/default/sa/sleep",
+        "--path",
+        "/hello",
+        "--config",
+    ];
+    for (args, config) in [
+        (&["check", "--config"][..], &good),
+        (&authz[..], &quickstart),
+    ] {
+        let out = run_into_closed_pipe(args, config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn check_prints_per_parent_conditions() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@ use waypoint_core::upstream::UpstreamMode;
 mod ca;
 mod controller;
 mod kube;
+mod output;
 mod policy;
 mod run;
 mod tools;

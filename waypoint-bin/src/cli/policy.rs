@@ -1,5 +1,6 @@
 //! Policy settings shared by `run` and `authz`, and `waypoint authz`.
 
+use super::output::{Output, outln};
 use super::parse_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -234,8 +235,10 @@ pub fn authz(args: AuthzArgs) -> ExitCode {
     match waypoint_filters::authz::explain(&policies, &config, &request) {
         Ok(explanation) => print_decision(explanation.decision.allowed, &explanation.reason()),
         Err(err) => {
-            println!("REJECTED (400)");
-            println!("{err}");
+            let mut out = Output::default();
+            outln!(out, "REJECTED (400)");
+            outln!(out, "{err}");
+            out.print();
             ExitCode::from(1)
         }
     }
@@ -243,9 +246,10 @@ pub fn authz(args: AuthzArgs) -> ExitCode {
 
 /// Prints `ALLOWED`/`DENIED` and the reason; exit status 0 when allowed, 1 when denied.
 fn print_decision(allowed: bool, reason: &str) -> ExitCode {
-    println!("{}", if allowed { "ALLOWED" } else { "DENIED" });
-    println!("{reason}");
-    if allowed {
+    let mut out = Output::default();
+    outln!(out, "{}", if allowed { "ALLOWED" } else { "DENIED" });
+    outln!(out, "{reason}");
+    if out.print() && allowed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -19,6 +19,7 @@ use waypoint_core::transport::listener::ListenAddr;
 use waypoint_core::upstream::TunnelSource;
 use waypoint_filters::Builtins;
 
+use super::output::{Output, outln};
 use crate::tools::{echo, send};
 
 /// `waypoint check`.
@@ -39,18 +40,22 @@ pub struct CheckArgs {
 
 /// Prints what is bound to this waypoint's Gateway and why the rest is not; returns the number
 /// of binding problems (a missing Gateway, a malformed inbound binding).
-fn print_binding(binding: &Binding) -> usize {
+fn print_binding(out: &mut Output, binding: &Binding) -> usize {
     let Some(gateway) = binding.gateway() else {
-        println!("binding: off (no --gateway named: every Service in the config is served)");
+        outln!(
+            out,
+            "binding: off (no --gateway named: every Service in the config is served)"
+        );
         return 0;
     };
-    println!(
+    outln!(
+        out,
         "binding: {gateway}, traffic type {}, listener {}",
         binding.traffic_type(),
         binding.bound_listener().unwrap_or("(none: from Same)")
     );
     for problem in binding.problems() {
-        println!("    PROBLEM {problem}");
+        outln!(out, "    PROBLEM {problem}");
     }
     for d in binding.decisions() {
         let verdict = if d.bound { "serves " } else { "not bound" };
@@ -66,9 +71,12 @@ fn print_binding(binding: &Binding) -> usize {
                 .unwrap_or_default(),
             _ => String::new(),
         };
-        println!(
+        outln!(
+            out,
             "    {verdict} {}{ips} ({}): {}",
-            d.object, d.reason, d.message
+            d.object,
+            d.reason,
+            d.message
         );
     }
     binding.problems().len()
@@ -152,24 +160,31 @@ pub struct SendArgs {
 
 /// Prints what the waypoint does with each Service port's connections, and why:
 /// `tcp (appProtocol "redis")`, `detect (no appProtocol or known port name)`.
-fn print_port_protocols(config: &config::Config) {
+fn print_port_protocols(out: &mut Output, config: &config::Config) {
     let mut backends: Vec<_> = config.backends().collect();
     if backends.is_empty() {
         return;
     }
     backends.sort_by(|a, b| (&a.service, a.port).cmp(&(&b.service, b.port)));
-    println!("service ports:");
+    outln!(out, "service ports:");
     for b in backends {
         let p = &b.protocol;
-        println!(
+        outln!(
+            out,
             "    {} port {}: {} ({})",
-            b.service, b.port, p.kind, p.selected_by
+            b.service,
+            b.port,
+            p.kind,
+            p.selected_by
         );
         for (name, from, settings) in b.policy.blocks() {
-            println!("        {name} {settings} from {from}");
+            outln!(out, "        {name} {settings} from {from}");
         }
         if let Some(rule) = &b.policy.tls_refused_by {
-            println!("        NOT SERVED: {rule} sets tls for this port but was refused");
+            outln!(
+                out,
+                "        NOT SERVED: {rule} sets tls for this port but was refused"
+            );
         }
     }
 }
@@ -196,30 +211,43 @@ pub fn check(args: CheckArgs) -> ExitCode {
     let (factories, extensions) = filters.into_parts();
     let store = SnapshotStore::new(factories, extensions);
     let snapshot = store.preview(config);
-    let mut failed = print_binding(snapshot.config.binding());
-    print_port_protocols(&snapshot.config);
+    let mut out = Output::default();
+    let mut failed = print_binding(&mut out, snapshot.config.binding());
+    print_port_protocols(&mut out, &snapshot.config);
     for status in snapshot.statuses() {
         let ok = status.is_ok();
         failed += usize::from(!ok);
-        println!(
+        outln!(
+            out,
             "{} {} ({})",
             if ok { "ok     " } else { "REJECTED" },
             status.resource,
             status.source
         );
         for c in &status.conditions {
-            println!("    {}={} {}: {}", c.kind, c.status, c.reason, c.message);
+            outln!(
+                out,
+                "    {}={} {}: {}",
+                c.kind,
+                c.status,
+                c.reason,
+                c.message
+            );
         }
         for parent in snapshot
             .route_parents
             .iter()
             .filter(|p| p.route == status.resource)
         {
-            println!("    parent {}:", parent.parent);
+            outln!(out, "    parent {}:", parent.parent);
             for c in &parent.conditions {
-                println!(
+                outln!(
+                    out,
                     "        {}={} {}: {}",
-                    c.kind, c.status, c.reason, c.message
+                    c.kind,
+                    c.status,
+                    c.reason,
+                    c.message
                 );
             }
         }
@@ -233,29 +261,46 @@ pub fn check(args: CheckArgs) -> ExitCode {
             } else {
                 gw.addresses.join(", ")
             };
-            println!("    served at: {addresses}");
+            outln!(out, "    served at: {addresses}");
             for c in &gw.conditions {
-                println!("    {}={} {}: {}", c.kind, c.status, c.reason, c.message);
+                outln!(
+                    out,
+                    "    {}={} {}: {}",
+                    c.kind,
+                    c.status,
+                    c.reason,
+                    c.message
+                );
             }
             for l in &gw.listeners {
-                println!(
+                outln!(
+                    out,
                     "    listener {} port {}: {} route(s) attached",
-                    l.name, l.port, l.attached_routes
+                    l.name,
+                    l.port,
+                    l.attached_routes
                 );
                 for c in l.conditions.iter().filter(|c| !c.status) {
-                    println!(
+                    outln!(
+                        out,
                         "        {}={} {}: {}",
-                        c.kind, c.status, c.reason, c.message
+                        c.kind,
+                        c.status,
+                        c.reason,
+                        c.message
                     );
                 }
             }
         }
     }
+    let printed = out.print();
     if failed > 0 {
         eprintln!("{failed} resource(s) rejected or binding problem(s)");
         ExitCode::FAILURE
-    } else {
+    } else if printed {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -367,13 +412,14 @@ pub async fn send(args: SendArgs) -> ExitCode {
     };
     match result {
         Ok(resp) => {
-            println!("{:?} {}", resp.version(), resp.status());
+            let mut out = Output::default();
+            outln!(out, "{:?} {}", resp.version(), resp.status());
             for (name, value) in resp.headers() {
-                println!("{name}: {}", String::from_utf8_lossy(value.as_bytes()));
+                outln!(out, "{name}: {}", String::from_utf8_lossy(value.as_bytes()));
             }
-            println!();
-            println!("{}", String::from_utf8_lossy(resp.body()));
-            ExitCode::SUCCESS
+            outln!(out);
+            outln!(out, "{}", String::from_utf8_lossy(resp.body()));
+            out.finish()
         }
         Err(err) => {
             eprintln!("error: {err}");
@@ -412,8 +458,9 @@ pub fn certs(command: CertsCommand) -> ExitCode {
     };
     match result {
         Ok(message) => {
-            println!("{message}");
-            ExitCode::SUCCESS
+            let mut out = Output::default();
+            outln!(out, "{message}");
+            out.finish()
         }
         Err(err) => {
             eprintln!("error: {err}");
