@@ -26,6 +26,7 @@ use waypoint_core::route_status::{GatewayStatus, ListenerStatus, ParentRefKey, R
 use super::compile::{Ranked, report};
 use super::gateway::{GatewayPort, HostPattern, HostRoutes, ListenerRoutes};
 use super::grpc::GrpcMatch;
+use super::index::HttpRoutes;
 use super::l4::L4Match;
 use super::matcher::RequestMatch;
 use super::{RouteEntry, RouteSet, RouteTable, Rule};
@@ -112,7 +113,7 @@ impl PendingSet {
 
     fn into_set(self) -> RouteSet {
         RouteSet {
-            http: sorted(self.http),
+            http: HttpRoutes::new(sorted(self.http)),
             grpc: sorted(self.grpc),
             tcp: sorted(self.tcp),
             tls: sorted(self.tls),

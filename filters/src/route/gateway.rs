@@ -94,38 +94,62 @@ pub(super) struct ListenerRoutes {
     pub(super) hosts: HostRoutes,
 }
 
-/// Route sets by effective hostname.
-#[derive(Debug, Default)]
-pub(super) struct HostRoutes {
-    pub(super) exact: HashMap<String, RouteSet>,
-    /// Longest suffix first.
-    pub(super) wildcards: Vec<(String, RouteSet)>,
-    pub(super) any: Option<RouteSet>,
+/// Route sets by effective hostname (generic only so that tests can tell the sets apart).
+#[derive(Debug)]
+pub(super) struct HostRoutes<T = RouteSet> {
+    pub(super) exact: HashMap<String, T>,
+    /// Wildcard suffix (`.example.com`) -> its routes.
+    wildcards: HashMap<String, T>,
+    /// The distinct lengths of the `wildcards` suffixes, longest first: a host is looked up by
+    /// its suffix of each length, so the cost is bounded by the lengths, not by the number of
+    /// wildcard hostnames.
+    wildcard_lengths: Vec<usize>,
+    pub(super) any: Option<T>,
 }
 
-impl HostRoutes {
+impl<T> Default for HostRoutes<T> {
+    fn default() -> Self {
+        HostRoutes {
+            exact: HashMap::new(),
+            wildcards: HashMap::new(),
+            wildcard_lengths: Vec::new(),
+            any: None,
+        }
+    }
+}
+
+impl<T> HostRoutes<T> {
     /// The routes of the most specific hostname matching `host`: exact beats wildcard, a
-    /// longer wildcard beats a shorter one, and routes without hostname come last.
-    pub(super) fn find(&self, host: &str) -> Option<&RouteSet> {
+    /// longer wildcard beats a shorter one, and routes without hostname come last. Two
+    /// different wildcards of one length cannot both match a host, so the longest that matches
+    /// is the only candidate of its length.
+    pub(super) fn find(&self, host: &str) -> Option<&T> {
         if let Some(set) = self.exact.get(host) {
             return Some(set);
         }
-        self.wildcards
+        self.wildcard_lengths
             .iter()
-            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-            .map(|(_, set)| set)
+            // A wildcard needs at least one more character than its suffix.
+            .filter(|&&len| len < host.len())
+            .find_map(|&len| {
+                host.get(host.len() - len..)
+                    .and_then(|suffix| self.wildcards.get(suffix))
+            })
             .or(self.any.as_ref())
     }
 
-    pub(super) fn insert(&mut self, host: HostPattern, set: RouteSet) {
+    pub(super) fn insert(&mut self, host: HostPattern, set: T) {
         match host {
             HostPattern::Exact(h) => {
                 self.exact.insert(h, set);
             }
             HostPattern::Wildcard(s) => {
-                self.wildcards.push((s, set));
-                self.wildcards
-                    .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+                if !self.wildcard_lengths.contains(&s.len()) {
+                    self.wildcard_lengths.push(s.len());
+                    self.wildcard_lengths
+                        .sort_by_key(|&len| std::cmp::Reverse(len));
+                }
+                self.wildcards.insert(s, set);
             }
             HostPattern::Any => self.any = Some(set),
         }

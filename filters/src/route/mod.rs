@@ -14,8 +14,10 @@
 //!   picks a different one is answered 421 Misdirected Request.
 //!
 //! At build time every route is compiled into lists sorted by precedence (HTTPRoute or GRPCRoute
-//! rules, per parent and hostname). At request time routing is hash lookups and a walk down one
-//! list. A gRPC request (`content-type: application/grpc*`) uses the GRPCRoutes of its hostname
+//! rules, per parent and hostname), and each HTTPRoute list is indexed by path ([`index`]). At
+//! request time routing is hash lookups: the parent, the hostname, then the request path's
+//! exact value and prefixes, which name the few entries that can match; GRPCRoute lists are
+//! walked down. A gRPC request (`content-type: application/grpc*`) uses the GRPCRoutes of its hostname
 //! when there are any, and gets gRPC UNIMPLEMENTED when none of their rules matches; every other
 //! request uses the HTTPRoutes. (The spec calls an HTTPRoute and a GRPCRoute on one hostname of
 //! one listener a conflict; we keep both and split by content type.)
@@ -32,6 +34,7 @@ mod cors;
 pub(crate) mod gateway;
 mod grpc;
 mod header_modifier;
+mod index;
 mod l4;
 mod matcher;
 mod redirect;
@@ -107,7 +110,7 @@ struct DestinationRoutes {
 /// (see [`l4`]; those are kept under the listener's any-host entry, their hostnames on each).
 #[derive(Debug, Default)]
 struct RouteSet {
-    http: Vec<RouteEntry>,
+    http: index::HttpRoutes,
     grpc: Vec<RouteEntry<grpc::GrpcMatch>>,
     tcp: Vec<RouteEntry<l4::L4Match>>,
     tls: Vec<RouteEntry<l4::L4Match>>,
@@ -144,8 +147,7 @@ impl RouteSet {
                 .ok_or(Miss::Unimplemented);
         }
         self.http
-            .iter()
-            .find(|e| e.matcher.matches(req))
+            .first_match(req)
             .map(|e| (e.rule.clone(), e.matched.clone()))
             .ok_or(Miss::NoRoute)
     }
@@ -478,3 +480,6 @@ mod filter_tests;
 
 #[cfg(test)]
 mod cors_tests;
+
+#[cfg(test)]
+mod index_tests;
