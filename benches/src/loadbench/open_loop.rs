@@ -414,7 +414,7 @@ struct TcpDialer {
 }
 
 impl TcpDialer {
-    fn from(dialer: &Dialer) -> Result<TcpDialer, String> {
+    fn for_dialer(dialer: &Dialer) -> Result<TcpDialer, String> {
         match dialer {
             Dialer::Tcp { addr, proxy_header } => Ok(TcpDialer {
                 target: Target::Fixed(*addr),
@@ -477,7 +477,7 @@ pub async fn run(
     if spec.protocol != Protocol::Http1 {
         return refused("the open-loop generator speaks HTTP/1.1 only".into());
     }
-    let tcp = match TcpDialer::from(dialer) {
+    let tcp = match TcpDialer::for_dialer(dialer) {
         Ok(d) => d,
         Err(e) => return refused(e),
     };
