@@ -4,9 +4,10 @@
 //! requests or h2c streams.
 //!
 //! Closed loop: each connection (or h2 stream) sends its next request when the previous answer
-//! is complete, for a fixed time. Open loop: requests are scheduled at a fixed rate and each
-//! latency is measured from its *scheduled* send time, so a stalled proxy is charged for the
-//! requests that queued behind the stall (no coordinated omission).
+//! is complete, for a fixed time. Open loop: requests are scheduled at a fixed rate by a thread of
+//! their own ([`super::open_loop`]), which measures each latency from the *scheduled* send time
+//! (a stalled proxy is charged for the requests that queued behind the stall: no coordinated
+//! omission) and from the actual send, and its own lateness.
 //!
 //! Only requests that complete inside the measurement window count; a warm-up before it opens
 //! the connections and fills the proxy's pools.
@@ -20,13 +21,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use waypoint_core::tls::ExpectedIdentity;
 use waypoint_core::transport::BoxedIo;
 use waypoint_core::upstream::{HbonePool, TunnelSource};
 
 use super::hist::Histogram;
+use super::open_loop::{self, OpenStats};
 
 /// How a load connection reaches the system under test.
 #[derive(Clone)]
@@ -157,7 +158,8 @@ pub enum Protocol {
 pub enum Mode {
     /// Next request as soon as the previous answer is complete.
     Closed,
-    /// Requests scheduled at this many per second, latency from the scheduled time.
+    /// Requests scheduled at this many per second, latency from the scheduled time and from the
+    /// actual send (HTTP/1.1 over plain TCP only: [`super::open_loop`]).
     Open {
         /// Requests per second.
         rate: f64,
@@ -196,6 +198,8 @@ pub struct LoadResult {
     pub first_error: Option<String>,
     /// Length of the window.
     pub elapsed: Duration,
+    /// Open loop only: latency from the actual send and the generator's lateness.
+    pub open: Option<OpenStats>,
 }
 
 impl LoadResult {
@@ -213,6 +217,9 @@ impl LoadResult {
         self.errors += other.errors;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
+        }
+        if let Some(o) = other.open {
+            self.open.get_or_insert_with(OpenStats::default).merge(&o);
         }
     }
 
@@ -378,42 +385,17 @@ async fn request(sender: &mut Sender, path: &str, authority: &str) -> Result<(),
 
 /// Runs `spec` against `dialer`; `window` is told when the measured window opens and closes.
 pub async fn run(dialer: &Dialer, spec: &LoadSpec, window: &mut dyn Window) -> LoadResult {
+    if let Mode::Open { rate } = spec.mode {
+        return open_loop::run(dialer, spec, rate, window).await;
+    }
     let t0 = Instant::now();
     let times = Times {
         start: t0 + spec.warmup,
         stop: t0 + spec.warmup + spec.duration,
     };
     let mut tasks = JoinSet::new();
-    match spec.mode {
-        Mode::Closed => {
-            for _ in 0..spec.connections.max(1) {
-                tasks.spawn(closed_connection(dialer.clone(), spec.clone(), times));
-            }
-        }
-        Mode::Open { rate } => {
-            let (tx, rx) = mpsc::unbounded_channel::<Instant>();
-            let rx = Arc::new(Mutex::new(rx));
-            for _ in 0..spec.connections.max(1) {
-                tasks.spawn(open_connection(
-                    dialer.clone(),
-                    spec.clone(),
-                    times,
-                    rx.clone(),
-                ));
-            }
-            tasks.spawn(async move {
-                let period = Duration::from_secs_f64(1.0 / rate.max(1e-3));
-                let mut next = t0;
-                while next < times.stop {
-                    tokio::time::sleep_until(next.into()).await;
-                    if tx.send(next).is_err() {
-                        break;
-                    }
-                    next += period;
-                }
-                LoadResult::default()
-            });
-        }
+    for _ in 0..spec.connections.max(1) {
+        tasks.spawn(closed_connection(dialer.clone(), spec.clone(), times));
     }
     tokio::time::sleep_until(times.start.into()).await;
     window.begin();
@@ -500,51 +482,6 @@ async fn closed_loop(sender: &mut Sender, spec: &LoadSpec, times: Times, out: &m
                 if broken {
                     return;
                 }
-            }
-        }
-    }
-}
-
-async fn open_connection(
-    dialer: Dialer,
-    spec: LoadSpec,
-    times: Times,
-    schedule: Arc<Mutex<mpsc::UnboundedReceiver<Instant>>>,
-) -> LoadResult {
-    let mut out = LoadResult::default();
-    let mut sender: Option<Sender> = None;
-    loop {
-        let next = schedule.lock().await.recv().await;
-        let Some(scheduled) = next else {
-            return out;
-        };
-        if sender.is_none() {
-            let made = match dialer.dial().await {
-                Ok(io) => handshake(io, spec.protocol).await,
-                Err(e) => Err(e),
-            };
-            match made {
-                Ok(s) => sender = Some(s),
-                Err(e) => {
-                    out.fail(times.counts(Instant::now()), e);
-                    continue;
-                }
-            }
-        }
-        let Some(s) = sender.as_mut() else { continue };
-        let result = request(s, &spec.path, &spec.authority).await;
-        let done = Instant::now();
-        match result {
-            Ok(()) if times.counts(done) => {
-                out.ok += 1;
-                out.hist.record(done.saturating_duration_since(scheduled));
-            }
-            Ok(()) => {}
-            Err(e) => {
-                if !e.starts_with("status") {
-                    sender = None;
-                }
-                out.fail(times.counts(done), e);
             }
         }
     }

@@ -4,6 +4,7 @@
 pub mod configs;
 pub mod hist;
 pub mod load;
+pub mod open_loop;
 pub mod procs;
 pub mod report;
 pub mod runner;

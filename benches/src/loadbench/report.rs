@@ -1,5 +1,10 @@
 //! Results: one table per scenario (printed, and written to `benches/results/REPORT.md` with
 //! the machine, date and command) and a latency CDF plot per scenario as SVG.
+//!
+//! An open-loop row (the `fixed-rate` scenario) brings two lines under it: its latency from the
+//! actual send, and the generator's own lateness during that run, so the main line (latency from
+//! the scheduled time) can be read against both. When the table also has the `direct` floor, one
+//! line per proxy gives its added latency over direct.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -32,6 +37,44 @@ pub struct Row {
     pub note: String,
     /// Latency CDF for the plot.
     pub cdf: Vec<(Duration, f64)>,
+    /// Open loop only: what the precise generator measured besides the main latencies.
+    pub open: Option<OpenRow>,
+}
+
+/// Percentiles of one histogram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Option<Duration>,
+    /// 99th percentile.
+    pub p99: Option<Duration>,
+    /// 99.9th percentile.
+    pub p999: Option<Duration>,
+    /// Largest value.
+    pub max: Option<Duration>,
+}
+
+impl Percentiles {
+    /// Of `h` (all `None` when it is empty).
+    pub fn of(h: &Histogram) -> Percentiles {
+        Percentiles {
+            p50: h.quantile(0.5),
+            p99: h.quantile(0.99),
+            p999: h.quantile(0.999),
+            max: (h.count() > 0).then(|| h.max()),
+        }
+    }
+}
+
+/// The open-loop generator's extra measures for one row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenRow {
+    /// Latency from the actual send (the row's own columns are from the scheduled time).
+    pub from_send: Percentiles,
+    /// The generator's lateness: actual send - scheduled send.
+    pub lateness: Percentiles,
+    /// Requests that found every connection busy and waited for one (not in `lateness`).
+    pub waited: u64,
 }
 
 impl Row {
@@ -53,6 +96,11 @@ impl Row {
             errors: r.errors,
             note,
             cdf: h.cdf(),
+            open: r.open.as_ref().map(|o| OpenRow {
+                from_send: Percentiles::of(&o.from_send),
+                lateness: Percentiles::of(&o.lateness),
+                waited: o.waited,
+            }),
             ..Default::default()
         }
     }
@@ -132,6 +180,21 @@ fn secs(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64())
 }
 
+/// `a - b` as a signed latency, `+12 µs` / `-3 µs` (ms above 10 ms).
+fn fmt_added(a: Option<Duration>, b: Option<Duration>) -> String {
+    let (Some(a), Some(b)) = (a, b) else {
+        return "-".into();
+    };
+    let d = a.as_secs_f64() - b.as_secs_f64();
+    let sign = if d < 0.0 { "-" } else { "+" };
+    let d = d.abs();
+    if d < 0.010 {
+        format!("{sign}{:.0} µs", d * 1e6)
+    } else {
+        format!("{sign}{:.2} ms", d * 1e3)
+    }
+}
+
 const HEADER: [&str; 9] = [
     "row",
     "rps",
@@ -144,8 +207,26 @@ const HEADER: [&str; 9] = [
     "notes",
 ];
 
+/// A line with only a label, the three latency cells and a note.
+fn latency_line(label: String, cells: [String; 3], note: String) -> [String; 9] {
+    let [p50, p99, p999] = cells;
+    [
+        label,
+        String::new(),
+        p50,
+        p99,
+        p999,
+        String::new(),
+        String::new(),
+        String::new(),
+        note,
+    ]
+}
+
 impl Section {
-    /// The table's cells, rows then one `ratio waypoint/envoy` row per variant that has both.
+    /// The table's cells: rows (an open-loop row followed by its from-send and generator
+    /// lateness lines), one `ratio waypoint/envoy` row per variant that has both, then for
+    /// open-loop rows one `added over direct` line per proxy when the variant has a direct row.
     pub fn table(&self) -> Vec<[String; 9]> {
         let mut out = Vec::new();
         for r in &self.rows {
@@ -160,6 +241,24 @@ impl Section {
                 r.errors.to_string(),
                 r.note.clone(),
             ]);
+            if let Some(o) = &r.open {
+                let f = o.from_send;
+                out.push(latency_line(
+                    format!("{}: from actual send", r.label()),
+                    [f.p50, f.p99, f.p999].map(fmt_latency),
+                    format!("max {}", fmt_latency(f.max)),
+                ));
+                let l = o.lateness;
+                out.push(latency_line(
+                    format!("{}: generator lateness", r.label()),
+                    [l.p50, l.p99, l.p999].map(fmt_latency),
+                    format!(
+                        "actual - scheduled send; max {}; {} sent late for want of a free connection (not in these columns)",
+                        fmt_latency(l.max),
+                        o.waited
+                    ),
+                ));
+            }
         }
         let mut variants: Vec<&str> = Vec::new();
         for r in &self.rows {
@@ -199,6 +298,49 @@ impl Section {
                 String::new(),
                 "rps: higher is better for waypoint; the rest: lower is".into(),
             ]);
+        }
+        out.extend(self.added_over_direct());
+        out
+    }
+
+    /// For each open-loop proxy row whose variant has an open-loop `direct` row: the proxy's
+    /// percentiles minus direct's (from the scheduled time in the cells, from the actual send in
+    /// the note). A difference of percentiles, not a percentile of differences.
+    fn added_over_direct(&self) -> Vec<[String; 9]> {
+        let mut out = Vec::new();
+        for r in &self.rows {
+            let Some(open) = &r.open else { continue };
+            if r.proxy == "direct" || r.rps.is_none() {
+                continue;
+            }
+            let Some(direct) = self
+                .rows
+                .iter()
+                .find(|d| d.proxy == "direct" && d.variant == r.variant && d.open.is_some())
+            else {
+                continue;
+            };
+            let Some(dopen) = &direct.open else { continue };
+            let label = format!("{}: added over direct", r.label());
+            if r.errors > 0 || direct.errors > 0 {
+                let note = "not compared: a row has failed requests".to_owned();
+                out.push(latency_line(label, Default::default(), note));
+                continue;
+            }
+            let (f, g) = (open.from_send, dopen.from_send);
+            out.push(latency_line(
+                label,
+                [
+                    fmt_added(r.p50, direct.p50),
+                    fmt_added(r.p99, direct.p99),
+                    fmt_added(r.p999, direct.p999),
+                ],
+                format!(
+                    "{} p50, {} p99 from the actual send; difference of percentiles",
+                    fmt_added(f.p50, g.p50),
+                    fmt_added(f.p99, g.p99)
+                ),
+            ));
         }
         out
     }
@@ -259,9 +401,10 @@ impl Report {
         }
         out.push_str(
             "\nLatency is per request (closed loop: from send to the last body byte; fixed rate: \
-             from the scheduled send time). CPU is the proxy process's user+system time inside \
-             the measured window; RSS is its peak (VmHWM) over its life. The `ratio` rows divide \
-             waypoint by Envoy.\n",
+             from the scheduled send time, with a line from the actual send, the generator's own \
+             lateness and the added latency over direct under it). CPU is the proxy process's \
+             user+system time inside the measured window; RSS is its peak (VmHWM) over its life. \
+             The `ratio` rows divide waypoint by Envoy.\n",
         );
         for sec in &self.sections {
             let _ = write!(out, "\n## {}\n\n{}\n\n", sec.name, sec.description);
@@ -392,6 +535,87 @@ mod tests {
         assert!(md.contains("**Not equivalent / caveat:** waypoint has no authz filter"));
         assert!(md.contains("](sandwich-h1.svg)"));
         assert!(md.contains("- reload: 1.2 s"));
+    }
+
+    fn open_row(proxy: &str, p50_us: u64, send_p50_us: u64) -> Row {
+        let mut r = row(proxy, "", 1000.0, p50_us, 0.1, 10.0);
+        let us = |n| Some(Duration::from_micros(n));
+        r.open = Some(OpenRow {
+            from_send: Percentiles {
+                p50: us(send_p50_us),
+                p99: us(send_p50_us * 2),
+                p999: us(send_p50_us * 3),
+                max: us(send_p50_us * 10),
+            },
+            lateness: Percentiles {
+                p50: us(3),
+                p99: us(9),
+                p999: us(40),
+                max: us(250),
+            },
+            waited: 2,
+        });
+        r
+    }
+
+    #[test]
+    fn open_loop_rows_show_from_send_lateness_and_added_latency_over_direct() {
+        let s = Section {
+            rows: vec![
+                open_row("waypoint", 90, 80),
+                open_row("envoy", 150, 140),
+                open_row("direct", 40, 35),
+            ],
+            ..Default::default()
+        };
+        let t = s.table();
+        let labels: Vec<&str> = t.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "waypoint",
+                "waypoint: from actual send",
+                "waypoint: generator lateness",
+                "envoy",
+                "envoy: from actual send",
+                "envoy: generator lateness",
+                "direct",
+                "direct: from actual send",
+                "direct: generator lateness",
+                "ratio waypoint/envoy",
+                "waypoint: added over direct",
+                "envoy: added over direct",
+            ]
+        );
+        assert_eq!(t[1][2..5], ["80 µs", "160 µs", "240 µs"]);
+        assert_eq!(t[1][8], "max 800 µs");
+        assert_eq!(t[2][2..5], ["3 µs", "9 µs", "40 µs"]);
+        assert!(t[2][8].contains("max 250 µs; 2 sent late"), "{}", t[2][8]);
+        // From the scheduled time: 90 - 40 at p50, 360 - 160 at p99; from send in the note.
+        assert_eq!(t[10][2..5], ["+50 µs", "+200 µs", "+0 µs"]);
+        assert!(t[10][8].starts_with("+45 µs p50, +90 µs p99 from the actual send"));
+        assert_eq!(t[11][2], "+110 µs");
+        // A closed-loop table (no open rows) gets none of these lines.
+        assert!(section().table().iter().all(|r| !r[0].contains(':')));
+    }
+
+    #[test]
+    fn added_latency_is_not_computed_over_failed_requests_and_can_be_negative() {
+        let mut failing = open_row("waypoint", 90, 80);
+        failing.errors = 1;
+        let s = Section {
+            rows: vec![
+                failing,
+                open_row("envoy", 30, 20),
+                open_row("direct", 40, 35),
+            ],
+            ..Default::default()
+        };
+        let t = s.table();
+        let added: Vec<&[String; 9]> = t.iter().filter(|r| r[0].ends_with("over direct")).collect();
+        assert_eq!(added.len(), 2);
+        assert!(added[0][8].starts_with("not compared"));
+        assert_eq!(added[1][2], "-10 µs");
     }
 
     #[test]

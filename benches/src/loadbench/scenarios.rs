@@ -165,7 +165,8 @@ async fn fixed_rate(bench: &Bench) -> Section {
     let seconds = if bench.quick { 5 } else { 30 };
     let mut section = Section {
         description: format!(
-            "Open loop: 1000 requests/s for {seconds} s over 16 HTTP/1.1 keep-alive connections with PROXY v2 headers, same job as sandwich-h1. Latency from each request's scheduled send time (no coordinated omission). Compare CPU s/1000 req with Istio's published Envoy waypoint cost (about 0.25 vCPU at 1000 rps with 2 worker threads, i.e. 0.25 CPU s/1000 req)."
+            "Open loop: 1000 requests/s for {seconds} s over 16 HTTP/1.1 keep-alive connections with PROXY v2 headers, same job as sandwich-h1. The generator is a thread of its own that sleeps until {spin} µs before each due time, then spins, and writes the request itself; it reads the answers on the same thread. Latency from each request's scheduled send time (no coordinated omission); under each row, the same requests from the actual send, and the generator's own lateness (actual - scheduled send) in that run; then each proxy's added latency over direct. Compare CPU s/1000 req with Istio's published Envoy waypoint cost (about 0.25 vCPU at 1000 rps with 2 worker threads, i.e. 0.25 CPU s/1000 req).",
+            spin = super::open_loop::SPIN.as_micros()
         ),
         ..Default::default()
     };
