@@ -57,8 +57,8 @@ pub struct Job {
     pub routes: usize,
     /// ALLOW AuthorizationPolicies by principal (0: none).
     pub policies: usize,
-    /// Envoy only: terminate mutual TLS with these files (Istio layout) instead of reading
-    /// PROXY headers.
+    /// Envoy only, HBONE job: the waypoint's workload certificate (Istio's file layout), which
+    /// Envoy presents and checks peers against on both HBONE hops.
     pub tls: Option<PathBuf>,
     /// Waypoint only: the endpoints are in the mesh (namespace labelled ambient), so `--upstream
     /// auto` reaches them over HBONE.
@@ -131,20 +131,26 @@ pub(crate) fn typed(type_url: &str, mut config: Value) -> Value {
     config
 }
 
-/// Envoy's bootstrap for `job`, as a `serde_json::Value` (see [`envoy_yaml`]).
-pub fn envoy_bootstrap(job: &Job) -> Value {
-    let routes: Vec<Value> = (0..job.routes.max(1))
+/// The route table of every Envoy bootstrap here: one `path_separated_prefix` route per
+/// HTTPRoute of `job` (same names, same order), each to `cluster`.
+pub(crate) fn envoy_routes(job: &Job, cluster: &str) -> Vec<Value> {
+    (0..job.routes.max(1))
         .map(|i| {
             json!({
                 "name": format!("route-{i:05}"),
                 "match": {"path_separated_prefix": format!("/r{i:05}")},
-                "route": {"cluster": "echo"},
+                "route": {"cluster": cluster},
             })
         })
-        .collect();
+        .collect()
+}
+
+/// The HTTP filters of every Envoy bootstrap here: RBAC with one ALLOW policy per
+/// AuthorizationPolicy (none without policies), then the router.
+pub(crate) fn envoy_http_filters(policies: usize) -> Vec<Value> {
     let mut http_filters = Vec::new();
-    if job.policies > 0 {
-        let policies = envoy_rbac_policies(job.policies);
+    if policies > 0 {
+        let policies = envoy_rbac_policies(policies);
         http_filters.push(json!({
             "name": "envoy.filters.http.rbac",
             "typed_config": typed(
@@ -157,6 +163,13 @@ pub fn envoy_bootstrap(job: &Job) -> Value {
         "name": "envoy.filters.http.router",
         "typed_config": typed("envoy.extensions.filters.http.router.v3.Router", json!({})),
     }));
+    http_filters
+}
+
+/// Envoy's bootstrap for `job`, as a `serde_json::Value` (see [`envoy_yaml`]).
+pub fn envoy_bootstrap(job: &Job) -> Value {
+    let routes = envoy_routes(job, "echo");
+    let http_filters = envoy_http_filters(job.policies);
     let hcm = json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": typed(
@@ -199,28 +212,7 @@ pub fn envoy_bootstrap(job: &Job) -> Value {
         }));
     }
     network_filters.push(hcm);
-    let mut chain = json!({"filters": network_filters});
-    if let Some(dir) = &job.tls {
-        let file = |name: &str| json!({"filename": dir.join(name).display().to_string()});
-        chain["transport_socket"] = json!({
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": typed(
-                "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                json!({
-                    "require_client_certificate": true,
-                    "common_tls_context": {
-                        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3"},
-                        "alpn_protocols": ["http/1.1"],
-                        "tls_certificates": [{
-                            "certificate_chain": file("cert-chain.pem"),
-                            "private_key": file("key.pem"),
-                        }],
-                        "validation_context": {"trusted_ca": file("root-cert.pem")},
-                    },
-                }),
-            ),
-        });
-    }
+    let chain = json!({"filters": network_filters});
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": job.admin_port}}},
         "static_resources": {
@@ -371,19 +363,12 @@ mod tests {
     }
 
     #[test]
-    fn plain_and_tls_variants() {
+    fn a_plain_job_has_no_listener_filter() {
         let mut j = job(1, 0);
         j.proxy_protocol = false;
         let v = parsed(&j);
         let listener = &v["static_resources"]["listeners"][0];
         assert!(listener["listener_filters"].as_array().unwrap().is_empty());
-        j.tls = Some("/certs".into());
-        let v = parsed(&j);
-        let tls = &v["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"];
-        assert_eq!(tls["typed_config"]["require_client_certificate"], true);
-        assert_eq!(
-            tls["typed_config"]["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
-            "/certs/root-cert.pem"
-        );
+        assert!(listener["filter_chains"][0]["transport_socket"].is_null());
     }
 }

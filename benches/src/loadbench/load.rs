@@ -1,6 +1,6 @@
 //! The load generator: N connections that each start the way a co-located ztunnel starts them
 //! (a PROXY v2 header naming the source, the original destination and the source identity in
-//! TLV 0xD0), or over an HBONE tunnel, or over mutual TLS, then carry HTTP/1.1 keep-alive
+//! TLV 0xD0), or over an HBONE tunnel, then carry HTTP/1.1 keep-alive
 //! requests or h2c streams.
 //!
 //! Closed loop: each connection (or h2 stream) sends its next request when the previous answer
@@ -47,13 +47,6 @@ pub enum Dialer {
         /// The PROXY v2 header to write first, if any.
         proxy_header: Option<Arc<Vec<u8>>>,
     },
-    /// Mutual TLS (HTTP/1.1 inside).
-    Tls {
-        /// Where to connect.
-        addr: SocketAddr,
-        /// The client's TLS configuration (certificate, expected server identity).
-        connector: tokio_rustls::TlsConnector,
-    },
     /// One HBONE `CONNECT` tunnel per load connection, pooled onto HTTP/2 connections as a
     /// client ztunnel does.
     Hbone {
@@ -81,7 +74,6 @@ impl std::fmt::Debug for Dialer {
                 }
             ),
             Dialer::Shared { addr, .. } => write!(f, "tcp to the current one of {addr:?}"),
-            Dialer::Tls { addr, .. } => write!(f, "mTLS {addr}"),
             Dialer::Hbone { via, target, .. } => write!(f, "HBONE via {via} to {target}"),
         }
     }
@@ -95,18 +87,6 @@ impl Dialer {
             Dialer::Shared { addr, proxy_header } => {
                 let addr = *addr.read().unwrap_or_else(|p| p.into_inner());
                 tcp(addr, proxy_header.as_deref()).await
-            }
-            Dialer::Tls { addr, connector } => {
-                let s = TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| format!("connect {addr}: {e}"))?;
-                let _ = s.set_nodelay(true);
-                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-                let tls = connector
-                    .connect(name, s)
-                    .await
-                    .map_err(|e| format!("TLS to {addr}: {e}"))?;
-                Ok(Box::new(tls))
             }
             Dialer::Hbone {
                 pool,

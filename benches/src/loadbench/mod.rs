@@ -2,6 +2,7 @@
 //! run, same job (see `benches/README.md`).
 
 pub mod configs;
+pub mod hbone;
 pub mod hist;
 pub mod load;
 pub mod open_loop;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use waypoint_core::tls::{CertPaths, CertStore, ExpectedIdentity, WorkloadCerts};
+use waypoint_core::tls::{CertPaths, CertStore};
 use waypoint_core::upstream::{HboneClientOptions, HbonePool};
 use waypoint_core::wire::proxy_protocol::encode_v2;
 
@@ -25,9 +25,14 @@ pub const WAYPOINT_ID: &str = "spiffe://cluster.local/ns/default/sa/waypoint";
 pub const CLIENT_ID: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 /// Identity of the destination ztunnel stand-in.
 pub const DEST_ID: &str = "spiffe://cluster.local/ns/default/sa/echo";
-/// Where the destination ztunnel stand-in listens: the waypoint reaches mesh endpoints at
-/// `<endpoint ip>:15008`, so the endpoint gets its own loopback address.
-pub const DEST_HBONE: &str = "127.0.0.2:15008";
+/// An identity no AuthorizationPolicy of the runs allows (the policy probes' other client).
+pub const INTRUDER_ID: &str = "spiffe://cluster.local/ns/intruder/sa/mallory";
+/// ALLOW AuthorizationPolicies of the HTTP scenarios (one principal each).
+pub const POLICIES: usize = 10;
+/// The port of the destination ztunnel stand-in: both proxies reach a mesh endpoint at
+/// `<endpoint ip>:15008`, so the endpoint gets a loopback address of its own, picked at random
+/// in 127.88.0.0/16 so that runs side by side on one machine do not collide.
+pub const DEST_HBONE_PORT: u16 = 15008;
 
 /// A TCP port on 127.0.0.1 free at the time of asking, for a process started right after to
 /// bind.
@@ -168,10 +173,15 @@ fn mint_certs(waypoint: &Path, dir: &Path) -> Result<(), String> {
     let ca = dir.join("ca");
     let ca_s = ca.display().to_string();
     run(&["ca", "--out", &ca_s, "--trust-domain", "cluster.local"])?;
+    // `allowed` is the HBONE scenario's client: the identity the last AuthorizationPolicy
+    // allows, as the sandwich scenarios' PROXY headers name it.
+    let allowed = configs::client_identity(POLICIES);
     for (name, id) in [
         ("waypoint", WAYPOINT_ID),
         ("client", CLIENT_ID),
         ("echo", DEST_ID),
+        ("allowed", allowed.as_str()),
+        ("intruder", INTRUDER_ID),
     ] {
         let out = dir.join(name).display().to_string();
         run(&["issue", "--ca", &ca_s, "--identity", id, "--out", &out])?;
@@ -193,26 +203,30 @@ impl Bench {
             }
         };
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let start_upstream = |with_hbone: bool| -> Result<(Proc, Vec<String>), String> {
+        let start_upstream = |hbone: Option<SocketAddr>| -> Result<(Proc, Vec<String>), String> {
             let mut cmd = pin.command(&pin.load_cores, None, 0, &exe);
             cmd.arg("upstream");
-            if let (true, Some(c)) = (with_hbone, &certs) {
-                cmd.args(["--hbone", DEST_HBONE, "--certs"])
+            if let (Some(addr), Some(c)) = (hbone, &certs) {
+                cmd.args(["--hbone", &addr.to_string(), "--certs"])
                     .arg(c.join("echo"));
             }
-            let log = dir.join(format!("upstream-{with_hbone}.log"));
+            let log = dir.join(format!("upstream-{}.log", hbone.is_some()));
             let p = Proc::spawn("upstream", cmd, &log)?;
             wait_ready(p, &log, Instant::now())
         };
-        let (proc_, lines) = match start_upstream(certs.is_some()) {
-            Ok(x) => x,
-            Err(e) if certs.is_some() => {
-                eprintln!(
-                    "warning: upstream with HBONE stand-in on {DEST_HBONE} failed ({e}); starting it without"
-                );
-                start_upstream(false)?
+        let mut started = Err("no certificates: no HBONE stand-in".to_owned());
+        for _ in 0..if certs.is_some() { 3 } else { 0 } {
+            let ip = std::net::Ipv4Addr::new(127, 88, fastrand::u8(1..=254), fastrand::u8(1..=254));
+            let addr = SocketAddr::from((ip, DEST_HBONE_PORT));
+            started = start_upstream(Some(addr));
+            match &started {
+                Ok(_) => break,
+                Err(e) => eprintln!("warning: upstream with HBONE stand-in on {addr} failed ({e})"),
             }
-            Err(e) => return Err(e),
+        }
+        let (proc_, lines) = match started {
+            Ok(x) => x,
+            Err(_) => start_upstream(None)?,
         };
         let find = |prefix: &str| {
             lines
@@ -393,30 +407,19 @@ impl Bench {
     pub fn hbone_destination(&self) -> Result<(&Path, SocketAddr), String> {
         match (&self.certs, self.dest_hbone) {
             (Some(certs), Some(dest)) => Ok((certs, dest)),
-            _ => Err("no certificates or no destination stand-in (127.0.0.2:15008 busy?)".into()),
+            _ => {
+                Err("no certificates or no destination stand-in (see the warnings at start)".into())
+            }
         }
     }
 
-    /// The HBONE client pool (the client ztunnel's certificate).
-    pub fn hbone_client(&self) -> Result<Arc<HbonePool>, String> {
+    /// An HBONE client pool, as a client ztunnel holding the certificate minted as `who`
+    /// (`client`, `allowed`, `intruder`).
+    pub fn hbone_client(&self, who: &str) -> Result<Arc<HbonePool>, String> {
         let certs = self.certs.as_ref().ok_or("no certificates")?;
-        let store = CertStore::load(CertPaths::in_dir(certs.join("client")), Vec::new())
+        let store = CertStore::load(CertPaths::in_dir(certs.join(who)), Vec::new())
             .map_err(|e| e.to_string())?;
         Ok(HbonePool::new(store, HboneClientOptions::default()))
-    }
-
-    /// A mutual-TLS client (HTTP/1.1 ALPN) expecting the waypoint's identity: the Envoy
-    /// baseline of the HBONE scenario.
-    pub fn tls_client(&self) -> Result<tokio_rustls::TlsConnector, String> {
-        let certs = self.certs.as_ref().ok_or("no certificates")?;
-        let client = WorkloadCerts::load(&CertPaths::in_dir(certs.join("client")))
-            .map_err(|e| e.to_string())?;
-        let expected = ExpectedIdentity::Exact(WAYPOINT_ID.parse().map_err(|e| format!("{e}"))?);
-        let base = waypoint_core::tls::client_config(&client, vec![expected])
-            .map_err(|e| e.to_string())?;
-        let mut config = (*base).clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
 }
 

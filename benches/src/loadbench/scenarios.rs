@@ -8,7 +8,7 @@ use super::configs::{AUTHORITY, Job, client_identity};
 use super::load::{self, Dialer, LoadSpec, Mode, Protocol};
 use super::procs;
 use super::report::{Row, Section};
-use super::runner::{Bench, DEST_ID, Running, WAYPOINT_ID, config_version, proxy_header};
+use super::runner::{Bench, Running, config_version, proxy_header};
 use super::tools;
 use super::zeroloss;
 
@@ -36,7 +36,7 @@ pub async fn run(bench: &Bench, name: &str) -> Section {
         "fixed-rate" => fixed_rate(bench).await,
         "idle-conns" => idle_conns(bench).await,
         "route-scale" => route_scale(bench).await,
-        "hbone" => hbone(bench).await,
+        "hbone" => super::hbone::run(bench).await,
         "plain-crosscheck" => crosscheck(bench).await,
         "tcp" => super::tcp::run(bench).await,
         zero_loss if zeroloss::sections::NAMES.contains(&zero_loss) => {
@@ -369,118 +369,6 @@ async fn route_scale(bench: &Bench) -> Section {
                 .await,
         );
     }
-    section
-}
-
-async fn hbone(bench: &Bench) -> Section {
-    let mut section = Section {
-        description: "64 HTTP/1.1 keep-alive connections, each inside its own HBONE tunnel (mTLS HTTP/2 CONNECT, pooled as a client ztunnel pools them). waypoint: HBONE in (`--hbone-listen`) and HBONE out (`--upstream auto`) to a destination-ztunnel stand-in in front of the upstream. direct: the same tunnels straight to that stand-in (one HBONE hop instead of two). Envoy: a direct-TLS baseline (see the caveat).".into(),
-        ..Default::default()
-    };
-    section.notes.push("Envoy does NOT do HBONE here: an equivalent CONNECT termination + origination config (internal listeners, as Istio's waypoint builds it) was not written in the time. Its row is a baseline: mutual TLS 1.3 in (HTTP/1.1, one TLS connection per load connection), plain HTTP out. Read waypoint vs Envoy in this table as 'HBONE in+out' vs 'mTLS in only'.".into());
-    let (certs, dest) = match bench.hbone_destination() {
-        Ok(found) => found,
-        Err(e) => {
-            section.rows.push(Row::failed("waypoint", "", &e));
-            return section;
-        }
-    };
-    let wp = async {
-        let pool = bench.hbone_client()?;
-        let mut job = bench.job(false, 1, 0)?;
-        job.mesh_endpoints = true;
-        job.upstream = SocketAddr::new(dest.ip(), bench.upstream.port());
-        let hbone_port = super::runner::free_port()?;
-        let via = SocketAddr::from(([127, 0, 0, 1], hbone_port));
-        let extra: Vec<String> = [
-            "--no-sandwich",
-            "--hbone-listen",
-            &via.to_string(),
-            "--certs-dir",
-            &certs.join("waypoint").display().to_string(),
-            "--upstream",
-            "auto",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let running = bench.start_waypoint("hbone-waypoint", &job, &extra).await?;
-        let dialer = Dialer::Hbone {
-            pool,
-            via,
-            target: super::configs::SERVICE_VIP
-                .parse()
-                .map_err(|e| format!("{e}"))?,
-            expected: vec![waypoint_core::tls::ExpectedIdentity::Exact(
-                WAYPOINT_ID.parse().map_err(|e| format!("{e}"))?,
-            )],
-        };
-        Ok::<_, String>(
-            bench
-                .measure(
-                    "waypoint",
-                    "",
-                    Some(running.pid()),
-                    &dialer,
-                    &spec(bench, &job, Protocol::Http1, 64),
-                )
-                .await,
-        )
-    }
-    .await;
-    section
-        .rows
-        .push(wp.unwrap_or_else(|e| Row::failed("waypoint", "", &e)));
-    let envoy = async {
-        let mut job = bench.job(false, 1, 0)?;
-        job.tls = Some(certs.join("waypoint"));
-        let running = bench.start_envoy("hbone-envoy", &job).await?;
-        let dialer = Dialer::Tls {
-            addr: running.listen,
-            connector: bench.tls_client()?,
-        };
-        let mut row = bench
-            .measure(
-                "envoy",
-                "",
-                Some(running.pid()),
-                &dialer,
-                &spec(bench, &job, Protocol::Http1, 64),
-            )
-            .await;
-        row.note = format!("mTLS in, plain out (not HBONE). {}", row.note);
-        Ok::<_, String>(row)
-    }
-    .await;
-    section
-        .rows
-        .push(envoy.unwrap_or_else(|e| Row::failed("envoy", "", &e)));
-    let direct = async {
-        let job = bench.job(false, 1, 0)?;
-        let dialer = Dialer::Hbone {
-            pool: bench.hbone_client()?,
-            via: dest,
-            target: SocketAddr::new(dest.ip(), bench.upstream.port()),
-            expected: vec![waypoint_core::tls::ExpectedIdentity::Exact(
-                DEST_ID.parse().map_err(|e| format!("{e}"))?,
-            )],
-        };
-        let mut row = bench
-            .measure(
-                "direct",
-                "",
-                None,
-                &dialer,
-                &spec(bench, &job, Protocol::Http1, 64),
-            )
-            .await;
-        row.note = format!("one HBONE hop to the stand-in. {}", row.note);
-        Ok::<_, String>(row)
-    }
-    .await;
-    section
-        .rows
-        .push(direct.unwrap_or_else(|e| Row::failed("direct", "", &e)));
     section
 }
 

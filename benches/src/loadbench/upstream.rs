@@ -1,5 +1,6 @@
 //! The upstream every row talks to: an HTTP/1.1 + h2c server answering every request with a
-//! 1 KiB body, a TCP echo (for the `tcp` scenario), and (for the HBONE scenario) a stand-in for the destination ztunnel that
+//! 1 KiB body (or, for a path ending in `/bytes/<n>`, with n bytes: the HBONE bulk transfer),
+//! a TCP echo (for the `tcp` scenario), and (for the HBONE scenario) a stand-in for the destination ztunnel that
 //! terminates HBONE and copies each tunnel to it. It runs as a separate process
 //! (`loadbench upstream ...`) so it can be pinned with the load generator and kept off the
 //! proxy's core.
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use waypoint_core::conn::ConnInfo;
@@ -22,20 +23,77 @@ use waypoint_core::transport::hbone::{HboneListener, HboneOptions};
 /// Size of every answer body.
 pub const BODY_BYTES: usize = 1024;
 
-/// Serves 1 KiB answers on `listener` forever.
+/// The frame size of a bulk answer: large enough that frame handling is not what a bulk
+/// transfer measures.
+const BULK_CHUNK: usize = 64 * 1024;
+
+/// The length a bulk request asks for: the number after the path's last `/bytes/`, which
+/// follows the route prefix (`/r00000/bytes/1048576`) so both proxies route it as any other
+/// request.
+pub fn bulk_len(path: &str) -> Option<u64> {
+    path.rsplit_once("/bytes/")?.1.parse().ok()
+}
+
+/// The path of a bulk request for `bytes` bytes under the route prefix of `path` (its first
+/// segment).
+pub fn bulk_path(path: &str, bytes: u64) -> String {
+    let prefix = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    format!("/{prefix}/bytes/{bytes}")
+}
+
+/// A body of `remaining` bytes in [`BULK_CHUNK`] frames, each a view of one shared buffer (the
+/// upstream copies nothing per frame; what is measured is the proxy's work).
+struct Repeat {
+    remaining: u64,
+    chunk: Bytes,
+}
+
+impl http_body::Body for Repeat {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let len = self.remaining.min(self.chunk.len() as u64) as usize;
+        self.remaining -= len as u64;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.slice(..len)))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Serves 1 KiB answers (bulk ones for `/bytes/<n>` paths) on `listener` forever.
 pub async fn serve_http(listener: TcpListener) {
     let body = Bytes::from(vec![b'x'; BODY_BYTES]);
+    let chunk = Bytes::from(vec![b'x'; BULK_CHUNK]);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let body = body.clone();
+        let (body, chunk) = (body.clone(), chunk.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_req| {
-                let body = body.clone();
+            let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                let answer = match bulk_len(req.uri().path()) {
+                    None => Either::Left(Full::new(body.clone())),
+                    Some(remaining) => Either::Right(Repeat {
+                        remaining,
+                        chunk: chunk.clone(),
+                    }),
+                };
                 async move {
-                    let mut resp = http::Response::new(Full::new(body));
+                    let mut resp = http::Response::new(answer);
                     resp.headers_mut().insert(
                         http::header::CONTENT_TYPE,
                         http::HeaderValue::from_static("application/octet-stream"),
@@ -125,4 +183,20 @@ pub fn main(args: &[String]) -> Result<(), String> {
         serve_http(listener).await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_paths_keep_the_route_prefix_and_name_their_length() {
+        assert_eq!(bulk_path("/r00000/items", 1 << 20), "/r00000/bytes/1048576");
+        assert_eq!(bulk_len("/r00000/bytes/1048576"), Some(1 << 20));
+        assert_eq!(bulk_len(&bulk_path("/r00009/items", 7)), Some(7));
+        // Ordinary requests get the 1 KiB answer.
+        for path in ["/r00000/items", "/bytes/", "/r00000/bytes/x", "/"] {
+            assert_eq!(bulk_len(path), None, "{path}");
+        }
+    }
 }
