@@ -4,6 +4,7 @@
 //! client the waypoint's side calls (OTLP export, ext_authz checks, JWKS fetches) share.
 
 pub mod authority;
+mod batch;
 pub mod client;
 mod server;
 pub(crate) mod upgrade;

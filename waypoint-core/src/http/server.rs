@@ -40,6 +40,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
+use super::batch::{BatchedWrites, PollCount};
 use super::upgrade::AllowedUpgrades;
 use crate::body::Body;
 use crate::conn::ConnInfo;
@@ -215,17 +216,21 @@ impl HttpServer {
         };
         let result = match sniffed {
             Ok(Ok((true, io))) => {
+                // The frames all streams produce before the connection's next poll leave in
+                // one write (see `batch`).
+                let polls = PollCount::default();
+                let io = BatchedWrites::new(io, polls.clone());
                 let conn = Box::pin(self.h2.serve_connection(TokioIo::new(io), service));
                 // HTTP/2 can be told at once (GOAWAY); streams the client opened before seeing
                 // it are still served.
-                drive(conn, |c| c.graceful_shutdown(), true, ends).await
+                drive(conn, |c| c.graceful_shutdown(), true, Some(&polls), ends).await
             }
             Ok(Ok((false, io))) => {
                 let conn = self
                     .h1
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades();
-                drive(Box::pin(conn), |c| c.graceful_shutdown(), false, ends).await
+                drive(Box::pin(conn), |c| c.graceful_shutdown(), false, None, ends).await
             }
             Ok(Err(error)) => {
                 tracing::debug!(?peer, %error, "connection closed before its first request");
@@ -312,11 +317,13 @@ impl DrainState {
 /// the current request): when the shutdown drains if `tell_on_drain` (HTTP/2: at once, or at
 /// the first request of a connection that has sent none), else when it stops or the memory
 /// watermark asks. Polled shutdown first (biased), so a request
-/// that wakes this task after the drain began is answered as draining.
+/// that wakes this task after the drain began is answered as draining. `polls`, when the
+/// connection batches its writes, is told of every poll of `conn`.
 async fn drive<C>(
     mut conn: Pin<Box<C>>,
     graceful: fn(Pin<&mut C>),
     tell_on_drain: bool,
+    polls: Option<&PollCount>,
     ends: Ends<'_, impl Future<Output = ()>>,
 ) -> Result<(), hyper::Error>
 where
@@ -358,7 +365,12 @@ where
                 closing = true;
                 graceful(conn.as_mut());
             }
-            result = conn.as_mut() => return result,
+            result = std::future::poll_fn(|cx| {
+                if let Some(polls) = polls {
+                    polls.next();
+                }
+                conn.as_mut().poll(cx)
+            }) => return result,
         }
     }
 }
