@@ -104,6 +104,9 @@ pub struct ConnInfo {
     pub tls: Option<TlsInfo>,
     /// When the connection was accepted.
     pub accepted_at: Instant,
+    /// The metric label sets its requests were recorded with (see `telemetry::series`); a
+    /// clone starts empty.
+    pub(crate) series: crate::telemetry::ConnSeries,
 }
 
 impl ConnInfo {
@@ -120,6 +123,7 @@ impl ConnInfo {
             traceparent: None,
             tls: None,
             accepted_at: Instant::now(),
+            series: Default::default(),
         }
     }
 

@@ -28,7 +28,9 @@ use waypoint_core::admin::{AdminServer, AdminState};
 use waypoint_core::body::{self, Body, BoxError};
 use waypoint_core::config::{Config, ResourceRef, load::parse_manifests};
 use waypoint_core::conn::{Binding, ConnInfo};
-use waypoint_core::filter::{ExtensionRegistry, RequestContext, RouteMatch, UpstreamTarget};
+use waypoint_core::filter::{
+    AuthzDecision, ExtensionRegistry, RequestContext, RouteMatch, UpstreamTarget,
+};
 use waypoint_core::snapshot::SnapshotStore;
 use waypoint_core::telemetry::access_log::{AccessLogFormat, AccessLogOptions};
 use waypoint_core::telemetry::trace::{TraceParent, TraceSource, propagate};
@@ -225,6 +227,160 @@ async fn requests_are_counted_with_istio_labels() {
         "istio_response_bytes_bucket{{le=\"1000000000.0\",{ok}}} 2"
     )));
     assert!(text.contains(&format!("istio_response_bytes_sum{{{denied}}} 20.0")));
+}
+
+/// A routed context for a request on `conn`, with `flags` and an ALLOW decision by `policy`.
+fn ctx_on(
+    conn: &Arc<ConnInfo>,
+    config: &Arc<Config>,
+    flags: &[ResponseFlag],
+    policy: Option<&str>,
+) -> RequestContext {
+    let backend = config.service("shop", "echo", 80).unwrap().clone();
+    let mut ctx = RequestContext::new(conn.clone(), config.clone());
+    ctx.upstream = Some(UpstreamTarget::new(backend));
+    ctx.response_flags = flags.to_vec();
+    if let Some(name) = policy {
+        ctx.extensions.insert(AuthzDecision {
+            allowed: true,
+            action: "ALLOW".into(),
+            policy: Some(ResourceRef::new("AuthorizationPolicy", "shop", name)),
+            rule: Some(0),
+            dry_run: false,
+        });
+    }
+    ctx
+}
+
+/// The `istio_*` and authorization lines of a scrape that do not depend on timing, sorted
+/// (series of a family come out in hash order).
+fn stable_lines(registry: &Registry) -> Vec<String> {
+    let mut lines: Vec<String> = scrape(registry)
+        .lines()
+        .filter(|l| l.starts_with("istio_") || l.starts_with("waypoint_authz"))
+        .filter(|l| {
+            !l.starts_with("istio_request_duration_milliseconds")
+                || l.starts_with("istio_request_duration_milliseconds_count")
+        })
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn a_connection_reusing_its_label_sets_yields_the_metrics_of_fresh_connections() {
+    let config = Arc::new(config(MESH));
+    // More distinct outcomes than a connection remembers, some repeated after being
+    // forgotten, with and without flags and decisions.
+    let mut outcomes: Vec<(u16, Vec<ResponseFlag>, Option<&str>)> = Vec::new();
+    for round in 0..3 {
+        for status in [200u16, 201, 202, 204, 301, 404, 418, 500, 502, 503] {
+            let flags = if status == 503 && round != 1 {
+                vec![ResponseFlag::UpstreamConnectionFailure]
+            } else {
+                vec![]
+            };
+            let policy = match status % 3 {
+                0 => None,
+                1 => Some("allow-a"),
+                _ => Some("allow-b"),
+            };
+            outcomes.push((status, flags, policy));
+        }
+    }
+    let (mut kept, mut fresh) = (Registry::default(), Registry::default());
+    let (kept_tel, fresh_tel) = (telemetry(&mut kept, None), telemetry(&mut fresh, None));
+    let conn = Arc::new(client_conn(BAGGAGE));
+    for (status, flags, policy) in &outcomes {
+        let ctx = ctx_on(&conn, &config, flags, *policy);
+        exchange(
+            &kept_tel,
+            request("/a", "hi"),
+            &ctx,
+            response(*status, "body"),
+        )
+        .await;
+        let ctx = ctx_on(&Arc::new(client_conn(BAGGAGE)), &config, flags, *policy);
+        exchange(
+            &fresh_tel,
+            request("/a", "hi"),
+            &ctx,
+            response(*status, "body"),
+        )
+        .await;
+    }
+    let kept = stable_lines(&kept);
+    assert_eq!(kept, stable_lines(&fresh));
+    let ok = labels(200, "-");
+    assert!(
+        kept.contains(&format!("istio_requests_total{{{ok}}} 3")),
+        "{kept:#?}"
+    );
+    let uf = labels(503, "UF");
+    assert!(
+        kept.contains(&format!("istio_requests_total{{{uf}}} 2")),
+        "{kept:#?}"
+    );
+    assert!(
+        kept.contains(&"waypoint_authz_decisions_total{decision=\"allow\",action=\"ALLOW\",policy=\"shop/allow-a\"} 12".to_owned()),
+        "{kept:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_copied_connection_is_labelled_as_changed_not_as_the_original() {
+    let mut registry = Registry::default();
+    let tel = telemetry(&mut registry, None);
+    let config = Arc::new(config(MESH));
+    let original = Arc::new(client_conn(BAGGAGE));
+    let ctx = ctx_on(&original, &config, &[], None);
+    exchange(&tel, request("/a", ""), &ctx, response(200, "")).await;
+    let mut copy = ConnInfo::clone(&original);
+    copy.peer_identity = Some("spiffe://cluster.local/ns/shop/sa/other".parse().unwrap());
+    let ctx = ctx_on(&Arc::new(copy), &config, &[], None);
+    exchange(&tel, request("/a", ""), &ctx, response(200, "")).await;
+    let text = scrape(&registry);
+    let other = labels(200, "-").replace("sa/client", "sa/other");
+    assert!(
+        text.contains(&format!("istio_requests_total{{{other}}} 1")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("istio_requests_total{{{}}} 1", labels(200, "-"))));
+}
+
+#[tokio::test]
+async fn two_telemetries_recording_one_connection_each_use_their_own_labels() {
+    let (mut east, mut west) = (Registry::default(), Registry::default());
+    let east_tel = telemetry(&mut east, None);
+    let west_tel = Telemetry::new(
+        &mut west,
+        TelemetryOptions {
+            cluster: Some("west".into()),
+            ..TelemetryOptions::default()
+        },
+    )
+    .unwrap();
+    let config = Arc::new(config(MESH));
+    let conn = Arc::new(client_conn(BAGGAGE));
+    for _ in 0..2 {
+        for tel in [&east_tel, &west_tel] {
+            let ctx = ctx_on(&conn, &config, &[], Some("allow-a"));
+            exchange(tel, request("/a", ""), &ctx, response(200, "")).await;
+        }
+    }
+    let ok = labels(200, "-");
+    assert!(scrape(&east).contains(&format!("istio_requests_total{{{ok}}} 2")));
+    let west_ok = ok.replace(
+        "destination_cluster=\"east\"",
+        "destination_cluster=\"west\"",
+    );
+    let west = scrape(&west);
+    assert!(
+        west.contains(&format!("istio_requests_total{{{west_ok}}} 2")),
+        "{west}"
+    );
+    assert!(west.contains("policy=\"shop/allow-a\"} 2"), "{west}");
 }
 
 #[tokio::test]

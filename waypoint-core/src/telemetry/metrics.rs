@@ -213,26 +213,99 @@ impl DestinationLabels {
         config: &Config,
         info: &DestinationInfo<'_>,
     ) -> Self {
+        DestinationSource::resolve(backend, conn, config).labels(info)
+    }
+}
+
+/// Where a request's destination labels come from, borrowed from the config and the
+/// connection. Under one [`DestinationInfo`] equal sources give equal labels, so a label set
+/// made once is found again by comparing these one or two strings (see `telemetry::series`)
+/// instead of being rebuilt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DestinationSource<'a> {
+    /// A Pod addressed directly (workload-addressed traffic, no Service).
+    Workload { namespace: &'a str, name: &'a str },
+    /// A ServiceEntry of `namespace`, known by `host`.
+    ServiceEntry { namespace: &'a str, host: &'a str },
+    /// A Service.
+    Service { namespace: &'a str, name: &'a str },
+    /// A Service known only by its hostname (PROXY TLV 0xD1).
+    Hostname(&'a str),
+    /// Nothing known.
+    Unknown,
+}
+
+impl<'a> DestinationSource<'a> {
+    /// The chosen backend; without one, the Service the client dialled (the original
+    /// destination, or the PROXY header's service hostname); else unknown.
+    pub(crate) fn resolve(
+        backend: Option<&'a ServiceBackend>,
+        conn: &'a ConnInfo,
+        config: &'a Config,
+    ) -> Self {
         let backend = backend.or_else(|| {
             conn.destination
                 .and_then(|d| config.service_at(d))
                 .map(|b| b.as_ref())
         });
         if let Some(b) = backend {
-            let (ns, name) = (&b.service.namespace, &b.service.name);
+            let (namespace, name) = (b.service.namespace.as_str(), b.service.name.as_str());
             // Workload-addressed traffic (see `config::binding`): a Pod, no Service.
             if b.service.kind == "Pod" {
-                return Self::workload(ns, name, info);
+                return Self::Workload { namespace, name };
             }
             if let Some(host) = config.service_entry_host(&b.service) {
-                return Self::service_entry(ns, host, info);
+                return Self::ServiceEntry { namespace, host };
             }
-            return Self::service(ns, name, info);
+            return Self::Service { namespace, name };
         }
         match conn.target_service.as_deref() {
-            Some(host) if !host.is_empty() => Self::hostname(host, info),
-            _ => Self::unknown(info),
+            Some(host) if !host.is_empty() => Self::Hostname(host),
+            _ => Self::Unknown,
         }
+    }
+
+    /// The labels of this destination.
+    pub(crate) fn labels(self, info: &DestinationInfo<'_>) -> DestinationLabels {
+        match self {
+            Self::Workload { namespace, name } => {
+                DestinationLabels::workload(namespace, name, info)
+            }
+            Self::ServiceEntry { namespace, host } => {
+                DestinationLabels::service_entry(namespace, host, info)
+            }
+            Self::Service { namespace, name } => DestinationLabels::service(namespace, name, info),
+            Self::Hostname(host) => DestinationLabels::hostname(host, info),
+            Self::Unknown => DestinationLabels::unknown(info),
+        }
+    }
+
+    /// The variant and its strings, for comparing with an [`OwnedDestinationSource`].
+    fn parts(self) -> (u8, &'a str, &'a str) {
+        match self {
+            Self::Workload { namespace, name } => (0, namespace, name),
+            Self::ServiceEntry { namespace, host } => (1, namespace, host),
+            Self::Service { namespace, name } => (2, namespace, name),
+            Self::Hostname(host) => (3, host, ""),
+            Self::Unknown => (4, "", ""),
+        }
+    }
+}
+
+/// A [`DestinationSource`] kept beyond the config it was borrowed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OwnedDestinationSource(u8, Box<str>, Box<str>);
+
+impl OwnedDestinationSource {
+    pub(crate) fn new(source: DestinationSource<'_>) -> Self {
+        let (variant, a, b) = source.parts();
+        OwnedDestinationSource(variant, a.into(), b.into())
+    }
+
+    /// Whether `source` is the one kept.
+    pub(crate) fn is(&self, source: DestinationSource<'_>) -> bool {
+        let (variant, a, b) = source.parts();
+        self.0 == variant && *self.1 == *a && *self.2 == *b
     }
 }
 
@@ -331,24 +404,35 @@ impl RequestMetrics {
         metrics
     }
 
+    /// The four series of `labels`, made on first use. Each is a handle on the family's own
+    /// series: recording through it is recording in the family, without looking the labels up
+    /// again. (Series are never removed from these families, so a handle never goes stale.)
+    pub(crate) fn series(&self, labels: &RequestLabels) -> RequestSeries {
+        RequestSeries {
+            requests: self.requests.get_or_create_owned(labels),
+            duration: self.duration.get_or_create_owned(labels),
+            request_bytes: self.request_bytes.get_or_create_owned(labels),
+            response_bytes: self.response_bytes.get_or_create_owned(labels),
+        }
+    }
+}
+
+/// One label set's series of the four request metrics (see [`RequestMetrics::series`]).
+#[derive(Clone, Debug)]
+pub(crate) struct RequestSeries {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+impl RequestSeries {
     /// Records one finished request.
-    pub(crate) fn record(
-        &self,
-        labels: &RequestLabels,
-        duration: Duration,
-        request_bytes: u64,
-        response_bytes: u64,
-    ) {
-        self.requests.get_or_create(labels).inc();
-        self.duration
-            .get_or_create(labels)
-            .observe(duration.as_secs_f64() * 1000.0);
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(request_bytes as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(response_bytes as f64);
+    pub(crate) fn record(&self, duration: Duration, request_bytes: u64, response_bytes: u64) {
+        self.requests.inc();
+        self.duration.observe(duration.as_secs_f64() * 1000.0);
+        self.request_bytes.observe(request_bytes as f64);
+        self.response_bytes.observe(response_bytes as f64);
     }
 }
 

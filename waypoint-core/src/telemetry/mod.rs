@@ -27,11 +27,13 @@ pub mod otlp;
 pub mod trace;
 
 mod record;
+mod series;
 mod stream;
 
 pub use metrics::{CountedIo, TcpLabels, TcpMetrics};
 pub(crate) use record::PendingRecord;
 pub use record::RequestRecord;
+pub(crate) use series::ConnSeries;
 pub(crate) use stream::StreamEnd;
 
 use std::fmt;
@@ -54,7 +56,8 @@ use crate::tls::ExpectedIdentity;
 
 use access_log::{AccessLogOptions, AccessLogger, MAX_PATH_LEN, truncate};
 use metrics::{
-    ConfigMetrics, DestinationInfo, DestinationLabels, Label, ProcessCollector, RequestMetrics,
+    ConfigMetrics, DestinationInfo, DestinationLabels, DestinationSource, Label, ProcessCollector,
+    RequestMetrics,
 };
 use otlp::{OtlpExporter, OtlpOptions};
 use record::{RequestBytes, RequestLine, grpc_status_label};
@@ -282,11 +285,14 @@ impl Telemetry {
         ctx: &RequestContext,
         resp: &http::Response<Body>,
     ) -> PendingRecord {
-        let destination = self.destination_labels(
-            ctx.upstream.as_ref(),
+        let destination = self.destination_of(
             &ctx.conn,
-            &ctx.config,
-            ctx.endpoint.as_ref(),
+            DestinationSource::resolve(
+                ctx.upstream.as_ref().map(|u| u.backend.as_ref()),
+                &ctx.conn,
+                &ctx.config,
+            ),
+            verified_principal(ctx.endpoint.as_ref()),
         );
         let grpc_status = record
             .grpc
@@ -304,8 +310,10 @@ impl Telemetry {
             || status == http::StatusCode::NOT_MODIFIED;
         let authz = ctx.extensions.get::<AuthzDecision>();
         if let Some(decision) = authz {
-            self.count_authz(decision);
+            self.count_authz_on(&ctx.conn, decision);
         }
+        // The route and decision are only written in the access log line and the span.
+        let described = record.request.is_some();
         PendingRecord {
             telemetry: self.clone(),
             bodyless,
@@ -316,10 +324,11 @@ impl Telemetry {
             route: ctx
                 .route
                 .as_ref()
+                .filter(|_| described)
                 .map(|r| format!("{}/{}#{}", r.route.namespace, r.route.name, r.rule)),
             grpc_status,
             upstream_host: ctx.endpoint.as_ref().map(|e| e.address),
-            authz: authz.map(authz_log_fields),
+            authz: authz.filter(|_| record.log).map(authz_log_fields),
             bytes_sent: 0,
             record,
         }
@@ -327,18 +336,7 @@ impl Telemetry {
 
     /// Counts one authorization decision in `waypoint_authz_decisions_total`.
     fn count_authz(&self, decision: &AuthzDecision) {
-        let policy = decision
-            .policy
-            .as_ref()
-            .map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.namespace, p.name));
-        self.inner
-            .authz
-            .get_or_create(&AuthzLabels {
-                decision: if decision.allowed { "allow" } else { "deny" },
-                action: metrics::bounded(&decision.action),
-                policy: metrics::bounded(&policy),
-            })
-            .inc();
+        self.authz_counter(decision).inc();
     }
 
     /// The destination labels of a request or proxied connection sent to `upstream` (else
@@ -353,16 +351,8 @@ impl Telemetry {
         let backend = upstream.map(|u| u.backend.as_ref());
         let mut destination =
             DestinationLabels::resolve(backend, conn, config, &self.destination_info());
-        // Over HBONE the endpoint's identity was verified: it is the destination principal.
-        if let Some(Endpoint {
-            transport:
-                EndpointTransport::Hbone {
-                    identity: ExpectedIdentity::Exact(id),
-                },
-            ..
-        }) = endpoint
-        {
-            destination.destination_principal = metrics::bounded(id.as_str());
+        if let Some(principal) = verified_principal(endpoint) {
+            destination.destination_principal = metrics::bounded(principal);
         }
         destination
     }
@@ -401,6 +391,20 @@ impl Telemetry {
             cluster_domain: &self.inner.cluster_domain,
             cluster: self.inner.cluster.as_deref(),
         }
+    }
+}
+
+/// The identity of `endpoint` when it was verified: over HBONE it is the destination principal.
+fn verified_principal(endpoint: Option<&Endpoint>) -> Option<&str> {
+    match endpoint {
+        Some(Endpoint {
+            transport:
+                EndpointTransport::Hbone {
+                    identity: ExpectedIdentity::Exact(id),
+                },
+            ..
+        }) => Some(id.as_str()),
+        _ => None,
     }
 }
 

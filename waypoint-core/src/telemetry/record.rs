@@ -13,10 +13,9 @@ use http_body::Frame;
 
 use super::Telemetry;
 use super::access_log::AccessLogEntry;
-use super::metrics::{
-    DestinationLabels, Label, RequestLabels, SourceLabels, UNKNOWN, flags_label, security_policy,
-};
+use super::metrics::{DestinationLabels, Label, UNKNOWN, flags_label};
 use super::otlp::SpanRecord;
+use super::series::RequestOutcome;
 use super::trace::TraceContext;
 use crate::body::{BodyEnd, BodyWatch, BoxError};
 use crate::conn::ConnInfo;
@@ -71,7 +70,7 @@ pub(crate) struct PendingRecord {
     pub(super) telemetry: Telemetry,
     pub(super) bodyless: bool,
     pub(super) conn: Arc<ConnInfo>,
-    pub(super) destination: DestinationLabels,
+    pub(super) destination: Arc<DestinationLabels>,
     pub(super) status: u16,
     pub(super) flags: Vec<ResponseFlag>,
     pub(super) route: Option<String>,
@@ -120,19 +119,17 @@ impl PendingRecord {
         }
         let duration = self.record.started.elapsed();
         let request_bytes = self.record.request_bytes.load(Ordering::Relaxed);
-        let labels = RequestLabels {
-            reporter: Cow::Borrowed("waypoint"),
-            source: SourceLabels::from_conn(&self.conn),
-            destination: self.destination,
-            request_protocol: Cow::Borrowed(if self.record.grpc { "grpc" } else { "http" }),
-            response_code: Cow::Owned(self.status.to_string()),
-            grpc_response_status: self.grpc_status.unwrap_or(Cow::Borrowed("")),
-            connection_security_policy: security_policy(&self.conn),
-            response_flags: flags_label(&self.flags),
-        };
-        inner
-            .requests
-            .record(&labels, duration, request_bytes, self.bytes_sent);
+        self.telemetry.with_request_series(
+            &self.conn,
+            &self.destination,
+            RequestOutcome {
+                grpc: self.record.grpc,
+                status: self.status,
+                grpc_status: &self.grpc_status,
+                flags: &self.flags,
+            },
+            |series| series.record(duration, request_bytes, self.bytes_sent),
+        );
         let totals = Totals {
             duration,
             request_bytes,
@@ -142,7 +139,7 @@ impl PendingRecord {
         let Some(line) = self.record.request else {
             return totals;
         };
-        let service = &labels.destination.destination_service;
+        let service = &self.destination.destination_service;
         if self.record.span
             && let Some(exporter) = &inner.otlp
         {
@@ -187,7 +184,7 @@ impl PendingRecord {
             path: line.path,
             protocol: line.protocol,
             response_code: self.status,
-            response_flags: labels.response_flags.to_string(),
+            response_flags: flags_label(&self.flags).to_string(),
             upstream_host: self.upstream_host,
             authz: self.authz.as_ref().map(|a| a.0),
             authz_policy: self.authz.as_ref().and_then(|a| a.1.clone()),

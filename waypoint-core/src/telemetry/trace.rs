@@ -49,12 +49,21 @@ impl TraceParent {
         })
     }
 
-    /// The header value, version `00`.
-    pub(crate) fn to_header(self) -> String {
-        format!(
+    /// The header value, version `00`: `00-<32 hex>-<16 hex>-<2 hex>`, formatted on the stack
+    /// so the value's own copy is the only allocation (this runs on every request).
+    pub(crate) fn header_value(self) -> Option<HeaderValue> {
+        use std::io::Write;
+        let mut buf = [0u8; 55];
+        let mut out = &mut buf[..];
+        write!(
+            out,
             "00-{:032x}-{:016x}-{:02x}",
             self.trace_id, self.span_id, self.flags
         )
+        .ok()?;
+        // The 55 bytes are filled exactly; a shorter write would leave zeros, which no header
+        // value may contain, so `from_bytes` would refuse it.
+        HeaderValue::from_bytes(&buf).ok()
     }
 }
 
@@ -155,7 +164,7 @@ pub fn propagate(
             source,
         },
     };
-    if let Ok(value) = HeaderValue::from_str(&ctx.traceparent().to_header()) {
+    if let Some(value) = ctx.traceparent().header_value() {
         headers.insert(TRACEPARENT, value);
     }
     ctx
@@ -211,4 +220,32 @@ fn b3_parent(trace: &str, span: &str, sampled: bool) -> Option<TraceParent> {
         span_id,
         flags: u8::from(sampled),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_value_is_the_w3c_form_with_leading_zeros_and_parses_back() {
+        let tp = TraceParent {
+            trace_id: 0xab,
+            span_id: 0x1f,
+            flags: 1,
+        };
+        let value = tp.header_value().unwrap();
+        assert_eq!(
+            value.to_str().unwrap(),
+            "00-000000000000000000000000000000ab-000000000000001f-01"
+        );
+        assert_eq!(TraceParent::parse(value.to_str().unwrap()), Some(tp));
+        let max = TraceParent {
+            trace_id: u128::MAX,
+            span_id: u64::MAX,
+            flags: 0xff,
+        };
+        let value = max.header_value().unwrap();
+        assert_eq!(value.len(), 55);
+        assert_eq!(TraceParent::parse(value.to_str().unwrap()), Some(max));
+    }
 }

@@ -303,15 +303,32 @@ pub(crate) type BackendKey = (ResourceRef, u16);
 /// atomics each, and their overflow counts must stay monotonic for Prometheus.
 #[derive(Debug, Default)]
 pub(crate) struct Breakers {
-    map: Mutex<HashMap<BackendKey, Arc<Breaker>>>,
+    /// By Service, then port: a request finds its breaker by borrowing its backend's name, with
+    /// nothing cloned (the lookup is on every request, the insertion once per backend).
+    map: Mutex<HashMap<ResourceRef, Vec<(u16, Arc<Breaker>)>>>,
 }
 
 impl Breakers {
     /// The breaker of `backend`, made on first use.
     pub(crate) fn of(&self, backend: &ServiceBackend) -> Arc<Breaker> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (backend.service.clone(), backend.port);
-        Arc::clone(map.entry(key).or_default())
+        let find = |ports: &[(u16, Arc<Breaker>)]| {
+            ports
+                .iter()
+                .find(|(port, _)| *port == backend.port)
+                .map(|(_, breaker)| Arc::clone(breaker))
+        };
+        if let Some(breaker) = map
+            .get(&backend.service)
+            .and_then(|ports| find(ports.as_slice()))
+        {
+            return breaker;
+        }
+        let breaker = Arc::<Breaker>::default();
+        map.entry(backend.service.clone())
+            .or_default()
+            .push((backend.port, Arc::clone(&breaker)));
+        breaker
     }
 
     /// Every backend's breaker, for metrics.
@@ -319,7 +336,11 @@ impl Breakers {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<_> = map
             .iter()
-            .map(|(k, b)| (k.clone(), Arc::clone(b)))
+            .flat_map(|(service, ports)| {
+                ports
+                    .iter()
+                    .map(|(port, b)| ((service.clone(), *port), Arc::clone(b)))
+            })
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all

@@ -371,7 +371,13 @@ impl Upstream {
             let address = endpoint.address;
             ctx.endpoint = Some(endpoint.clone());
             let guard = InFlight::start(&endpoint.stats);
-            let host = origination::request_host(&req).map(str::to_owned);
+            // The host names the TLS server only when the backend originates TLS; copied (the
+            // request changes below) only then.
+            let host = backend
+                .policy
+                .tls
+                .as_ref()
+                .and_then(|_| origination::request_host(&req).map(str::to_owned));
             let path = origination::conn_target(
                 self.dial_path(endpoint, &ctx.conn),
                 backend,
