@@ -297,6 +297,9 @@ impl Drop for Slot {
 /// What identifies a backend's breaker: the Service and its port.
 pub(crate) type BackendKey = (ResourceRef, u16);
 
+/// One Service's breakers, by port.
+type PortBreakers = Vec<(u16, Arc<Breaker>)>;
+
 /// Every backend's [`Breaker`], for the life of the [`Upstream`](super::Upstream).
 ///
 /// Entries are never dropped: there is one per Service port ever routed to, a handful of
@@ -305,7 +308,7 @@ pub(crate) type BackendKey = (ResourceRef, u16);
 pub(crate) struct Breakers {
     /// By Service, then port: a request finds its breaker by borrowing its backend's name, with
     /// nothing cloned (the lookup is on every request, the insertion once per backend).
-    map: Mutex<HashMap<ResourceRef, Vec<(u16, Arc<Breaker>)>>>,
+    map: Mutex<HashMap<ResourceRef, PortBreakers>>,
 }
 
 impl Breakers {
