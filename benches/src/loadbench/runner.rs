@@ -344,31 +344,11 @@ impl Bench {
             .as_ref()
             .ok_or("envoy not installed (benches/scripts/install-peers.sh)")?;
         let dir = self.scratch(label)?;
-        let config = dir.join("envoy.yaml");
-        std::fs::write(&config, bootstrap).map_err(|e| e.to_string())?;
         let (prlimit, nofile) = self.nofile();
-        let mut cmd = self
+        let cmd = self
             .pin
             .command(&self.pin.proxy_cores, prlimit, nofile, bin);
-        cmd.arg("-c").arg(&config).args([
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--log-level",
-            "warn",
-        ]);
-        let admin = SocketAddr::from(([127, 0, 0, 1], job.admin_port));
-        let listen = SocketAddr::from(([127, 0, 0, 1], job.listen_port));
-        let log = dir.join("envoy.log");
-        launch(
-            "envoy",
-            cmd,
-            &log,
-            (listen, admin),
-            "/ready",
-            Duration::from_secs(120),
-        )
-        .await
+        launch_envoy(cmd, job, bootstrap, &dir).await
     }
 
     /// A fresh job with new ports.
@@ -445,6 +425,37 @@ pub async fn launch_waypoint(
 
 /// Spawns proxy `name` (logging to `log`) and waits up to `timeout` for a 200 from its admin
 /// server (`addrs.1`) at `ready_path`.
+/// Runs Envoy (`cmd`, not yet given arguments) on `bootstrap`, serving `job`'s ports, as every
+/// row runs it: one worker thread, no hot restart, warnings only; its files in `dir`. Waits
+/// until it is ready. The tests that run the real Envoy start it here too, unpinned.
+pub(crate) async fn launch_envoy(
+    mut cmd: Command,
+    job: &Job,
+    bootstrap: &str,
+    dir: &Path,
+) -> Result<Running, String> {
+    let config = dir.join("envoy.yaml");
+    std::fs::write(&config, bootstrap).map_err(|e| e.to_string())?;
+    cmd.arg("-c").arg(&config).args([
+        "--concurrency",
+        "1",
+        "--disable-hot-restart",
+        "--log-level",
+        "warn",
+    ]);
+    let admin = SocketAddr::from(([127, 0, 0, 1], job.admin_port));
+    let listen = SocketAddr::from(([127, 0, 0, 1], job.listen_port));
+    launch(
+        "envoy",
+        cmd,
+        &dir.join("envoy.log"),
+        (listen, admin),
+        "/ready",
+        Duration::from_secs(120),
+    )
+    .await
+}
+
 pub(crate) async fn launch(
     name: &str,
     cmd: Command,

@@ -189,6 +189,18 @@ fn print_port_protocols(out: &mut Output, config: &config::Config) {
     }
 }
 
+/// One condition line of `waypoint check`, indented by `indent`.
+fn print_condition(out: &mut Output, indent: &str, c: &config::Condition) {
+    outln!(
+        out,
+        "{indent}{}={} {}: {}",
+        c.kind,
+        c.status,
+        c.reason,
+        c.message
+    );
+}
+
 /// Runs `waypoint check`: prints every resource's status (with each route's per-parent
 /// conditions and each Gateway's listeners), returns failure when any is rejected.
 pub fn check(args: CheckArgs) -> ExitCode {
@@ -225,14 +237,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
             status.source
         );
         for c in &status.conditions {
-            outln!(
-                out,
-                "    {}={} {}: {}",
-                c.kind,
-                c.status,
-                c.reason,
-                c.message
-            );
+            print_condition(&mut out, "    ", c);
         }
         for parent in snapshot
             .route_parents
@@ -241,14 +246,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
         {
             outln!(out, "    parent {}:", parent.parent);
             for c in &parent.conditions {
-                outln!(
-                    out,
-                    "        {}={} {}: {}",
-                    c.kind,
-                    c.status,
-                    c.reason,
-                    c.message
-                );
+                print_condition(&mut out, "        ", c);
             }
         }
         if let Some(gw) = snapshot
@@ -263,14 +261,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
             };
             outln!(out, "    served at: {addresses}");
             for c in &gw.conditions {
-                outln!(
-                    out,
-                    "    {}={} {}: {}",
-                    c.kind,
-                    c.status,
-                    c.reason,
-                    c.message
-                );
+                print_condition(&mut out, "    ", c);
             }
             for l in &gw.listeners {
                 outln!(
@@ -281,14 +272,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
                     l.attached_routes
                 );
                 for c in l.conditions.iter().filter(|c| !c.status) {
-                    outln!(
-                        out,
-                        "        {}={} {}: {}",
-                        c.kind,
-                        c.status,
-                        c.reason,
-                        c.message
-                    );
+                    print_condition(&mut out, "        ", c);
                 }
             }
         }

@@ -111,7 +111,7 @@ fn ratios_compare_the_proxies_and_each_with_direct() {
 async fn envoy_hbone_waypoint_carries_the_allowed_identity_and_refuses_another() {
     use crate::loadbench::configs::client_identity;
     use crate::loadbench::procs::Peers;
-    use crate::loadbench::runner::{INTRUDER_ID, free_port, launch};
+    use crate::loadbench::runner::{INTRUDER_ID, free_port, launch_envoy};
     use crate::loadbench::upstream::serve_hbone_destination;
     use waypoint_core::tls::{CertPaths, CertStore, DevCa};
 
@@ -150,28 +150,12 @@ async fn envoy_hbone_waypoint_carries_the_allowed_identity_and_refuses_another()
         tls: Some(waypoint),
         mesh_endpoints: true,
     };
-    let config = dir.path().join("envoy.yaml");
-    std::fs::write(&config, configs::envoy_yaml(&job).unwrap()).unwrap();
-    let mut cmd = std::process::Command::new(envoy);
-    cmd.arg("-c").arg(&config).args([
-        "--concurrency",
-        "1",
-        "--disable-hot-restart",
-        "--log-level",
-        "warn",
-    ]);
+    let bootstrap = configs::envoy_yaml(&job).unwrap();
+    let command = std::process::Command::new(envoy);
+    let _running = launch_envoy(command, &job, &bootstrap, dir.path())
+        .await
+        .unwrap();
     let via = SocketAddr::from(([127, 0, 0, 1], job.listen_port));
-    let admin = SocketAddr::from(([127, 0, 0, 1], job.admin_port));
-    let _running = launch(
-        "envoy",
-        cmd,
-        &dir.path().join("envoy.log"),
-        (via, admin),
-        "/ready",
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
 
     let client = |certs: &Path| Dialer::Hbone {
         pool: HbonePool::new(

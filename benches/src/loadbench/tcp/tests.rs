@@ -128,7 +128,7 @@ async fn a_short_echo_fails_the_bulk_transfer() {
 async fn envoy_tcp_proxy_echoes_the_allowed_identity_and_rbac_closes_another() {
     use crate::loadbench::configs::{Job, client_identity};
     use crate::loadbench::procs::Peers;
-    use crate::loadbench::runner::{free_port, launch, proxy_header};
+    use crate::loadbench::runner::{free_port, launch_envoy, proxy_header};
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let envoy = Peers::discover(&root).envoy.expect("Envoy (set ENVOY_BIN)");
@@ -144,28 +144,11 @@ async fn envoy_tcp_proxy_echoes_the_allowed_identity_and_rbac_closes_another() {
         mesh_endpoints: false,
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("envoy.yaml");
-    std::fs::write(&config, super::configs::envoy_yaml(&job).unwrap()).unwrap();
-    let mut cmd = std::process::Command::new(envoy);
-    cmd.arg("-c").arg(&config).args([
-        "--concurrency",
-        "1",
-        "--disable-hot-restart",
-        "--log-level",
-        "warn",
-    ]);
-    let listen = SocketAddr::from(([127, 0, 0, 1], job.listen_port));
-    let admin = SocketAddr::from(([127, 0, 0, 1], job.admin_port));
-    let running = launch(
-        "envoy",
-        cmd,
-        &dir.path().join("envoy.log"),
-        (listen, admin),
-        "/ready",
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let bootstrap = super::configs::envoy_yaml(&job).unwrap();
+    let command = std::process::Command::new(envoy);
+    let running = launch_envoy(command, &job, &bootstrap, dir.path())
+        .await
+        .unwrap();
 
     let allowed = Dialer::Tcp {
         addr: running.listen,
