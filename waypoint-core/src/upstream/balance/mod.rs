@@ -307,6 +307,28 @@ impl Drop for InFlight {
     }
 }
 
+/// A Service `ns/<name>` port 80 whose endpoints are `10.0.0.<i>:8080`, for the tests of the
+/// balancers' state.
+#[cfg(test)]
+fn test_backend(name: &str, ips: &[u8]) -> Arc<ServiceBackend> {
+    use crate::config::{AppProtocol, ProtocolSelection, ResourceRef};
+    Arc::new(ServiceBackend {
+        service: ResourceRef::new("Service", "ns", name),
+        port: 80,
+        cluster_ips: vec![],
+        protocol: ProtocolSelection::http(AppProtocol::Http1),
+        endpoints: ips
+            .iter()
+            .map(|&i| Endpoint {
+                address: ([10, 0, 0, i], 8080).into(),
+                stats: Default::default(),
+                transport: Default::default(),
+            })
+            .collect(),
+        policy: Default::default(),
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {

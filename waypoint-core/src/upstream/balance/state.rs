@@ -179,25 +179,10 @@ impl Balancers {
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
     use super::*;
-    use crate::config::{AppProtocol, Endpoint, ProtocolSelection};
     use crate::upstream::hash_key::HashKey;
 
     fn backend(name: &str, ips: &[u8]) -> Arc<ServiceBackend> {
-        Arc::new(ServiceBackend {
-            service: ResourceRef::new("Service", "ns", name),
-            port: 80,
-            cluster_ips: vec![],
-            protocol: ProtocolSelection::http(AppProtocol::Http1),
-            endpoints: ips
-                .iter()
-                .map(|&i| Endpoint {
-                    address: ([10, 0, 0, i], 8080).into(),
-                    stats: Default::default(),
-                    transport: Default::default(),
-                })
-                .collect(),
-            policy: Default::default(),
-        })
+        super::super::test_backend(name, ips)
     }
 
     fn by_header(table: TableKind) -> Policy {

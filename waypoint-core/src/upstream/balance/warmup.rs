@@ -121,24 +121,9 @@ impl Joined {
 #[allow(clippy::unwrap_used)] // Tests may unwrap: a panic is a failed test.
 mod tests {
     use super::*;
-    use crate::config::{AppProtocol, Endpoint, ProtocolSelection, ResourceRef};
 
     fn backend(ips: &[u8]) -> Arc<ServiceBackend> {
-        Arc::new(ServiceBackend {
-            service: ResourceRef::new("Service", "ns", "svc"),
-            port: 80,
-            cluster_ips: vec![],
-            protocol: ProtocolSelection::http(AppProtocol::Http1),
-            endpoints: ips
-                .iter()
-                .map(|&i| Endpoint {
-                    address: ([10, 0, 0, i], 8080).into(),
-                    stats: Default::default(),
-                    transport: Default::default(),
-                })
-                .collect(),
-            policy: Default::default(),
-        })
+        super::super::test_backend("svc", ips)
     }
 
     fn ramp() -> Ramp {
