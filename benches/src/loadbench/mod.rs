@@ -1,6 +1,7 @@
 //! The side-by-side load benchmark: the whole waypoint path against Envoy, same machine, same
 //! run, same job (see `benches/README.md`).
 
+pub mod allocations;
 pub mod configs;
 pub mod hbone;
 pub mod hist;

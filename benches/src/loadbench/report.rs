@@ -371,7 +371,10 @@ impl Section {
             }
             l.trim_end().to_owned() + "\n"
         };
-        out.push_str(&line(&HEADER.map(String::from)));
+        // A section of facts alone (allocations) has no table.
+        if !rows.is_empty() {
+            out.push_str(&line(&HEADER.map(String::from)));
+        }
         for r in &rows {
             out.push_str(&line(r));
         }
@@ -407,10 +410,13 @@ impl Report {
              The `ratio` rows divide waypoint by Envoy.\n",
         );
         for sec in &self.sections {
-            let _ = write!(out, "\n## {}\n\n{}\n\n", sec.name, sec.description);
-            let _ = writeln!(out, "| {} |", HEADER.join(" | "));
-            let _ = writeln!(out, "|{}", "---|".repeat(HEADER.len()));
-            for r in sec.table() {
+            let _ = write!(out, "\n## {}\n\n{}\n", sec.name, sec.description);
+            let rows = sec.table();
+            if !rows.is_empty() {
+                let _ = writeln!(out, "\n| {} |", HEADER.join(" | "));
+                let _ = writeln!(out, "|{}", "---|".repeat(HEADER.len()));
+            }
+            for r in rows {
                 let cells: Vec<String> = r.iter().map(|c| md_cell(c)).collect();
                 let _ = writeln!(out, "| {} |", cells.join(" | "));
             }
@@ -470,6 +476,41 @@ mod tests {
             notes: vec!["waypoint has no authz filter".into()],
             plot: Some("sandwich-h1.svg".into()),
         }
+    }
+
+    #[test]
+    fn a_section_of_facts_alone_prints_no_empty_table() {
+        let facts = Section {
+            name: "allocations".into(),
+            description: "per request".into(),
+            facts: vec![("through the waypoint".into(), "49.0 allocations".into())],
+            ..Default::default()
+        };
+        let report = Report {
+            sections: vec![facts.clone()],
+            ..Default::default()
+        };
+        let markdown = report.markdown();
+        assert!(
+            markdown.contains(
+                "## allocations\n\nper request\n\n- through the waypoint: 49.0 allocations"
+            ),
+            "{markdown}"
+        );
+        assert!(!markdown.contains("| row |"), "{markdown}");
+        let text = facts.text();
+        assert_eq!(
+            text,
+            "== allocations ==\n  through the waypoint: 49.0 allocations\n"
+        );
+        // A section with rows keeps its header.
+        assert!(
+            section()
+                .text()
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.starts_with("row"))
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::tools;
 use super::zeroloss;
 
 /// Every scenario, in run order (the last four: zero loss under change, waypoint only).
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     "sandwich-h1",
     "sandwich-h2c",
     "fixed-rate",
@@ -26,6 +26,7 @@ pub const ALL: [&str; 12] = [
     "cert-rotation",
     "drain",
     "endpoint-loss",
+    "allocations",
 ];
 
 /// Runs scenario `name`.
@@ -39,6 +40,7 @@ pub async fn run(bench: &Bench, name: &str) -> Section {
         "hbone" => super::hbone::run(bench).await,
         "plain-crosscheck" => crosscheck(bench).await,
         "tcp" => super::tcp::run(bench).await,
+        "allocations" => allocations(bench).await,
         zero_loss if zeroloss::sections::NAMES.contains(&zero_loss) => {
             zeroloss::sections::run(bench, zero_loss).await
         }
@@ -201,6 +203,47 @@ async fn fixed_rate(bench: &Bench) -> Section {
                 .measure("direct", "", None, &direct(bench), &mk(&job))
                 .await,
         );
+    }
+    section
+}
+
+/// Requests counted by `allocations` on each path (warm-up: a tenth as many); `--quick`
+/// counts a tenth of that.
+const ALLOCATION_REQUESTS: usize = 20_000;
+
+async fn allocations(bench: &Bench) -> Section {
+    let n = if bench.quick {
+        ALLOCATION_REQUESTS / 10
+    } else {
+        ALLOCATION_REQUESTS
+    };
+    let mut section = Section {
+        description: format!(
+            "Heap allocations per request, counted by this process's global allocator (the system's, counting) with the waypoint library running in process: the sandwich-h1 job (PROXY v2 with the client identity, one HTTPRoute, 10 ALLOW AuthorizationPolicies, the 1 KiB upstream) over one keep-alive HTTP/1.1 connection, {n} requests after {} of warm-up; then the same requests straight to the upstream, and the difference is the waypoint's share. Envoy is not counted (its allocator is its own). Same measurement as `cargo bench -p waypoint-benches --bench allocations`.",
+            n / 10
+        ),
+        ..Default::default()
+    };
+    match super::allocations::measure(n / 10, n).await {
+        Ok(counts) => {
+            for (what, c) in [
+                (
+                    "through the waypoint (client, waypoint, upstream)",
+                    counts.through,
+                ),
+                ("direct to the upstream (client, upstream)", counts.direct),
+                ("the waypoint's share", counts.share()),
+            ] {
+                section.facts.push((
+                    what.into(),
+                    format!(
+                        "{:.1} allocations, {:.0} bytes per request",
+                        c.allocations, c.bytes
+                    ),
+                ));
+            }
+        }
+        Err(e) => section.notes.push(format!("not counted: {e}")),
     }
     section
 }
