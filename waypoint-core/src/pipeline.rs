@@ -162,6 +162,9 @@ impl Pipeline {
             PortProtocol::Http => Box::new(self.telemetry.counted(io, &conn, &snapshot.config)),
             _ => io,
         };
+        // Boxed: a `ConnInfo` is some 560 bytes, and each async layer that takes it by value
+        // keeps a slot of its size for the connection's whole life (three here), idle or not.
+        let conn = Box::new(conn);
         async move {
             let (io, protocol) = match protocol {
                 PortProtocol::Detect => {
@@ -184,7 +187,7 @@ impl Pipeline {
                     let _held = shutdown;
                     // Boxed: dialling and splicing would otherwise size every connection's
                     // task, HTTP ones included.
-                    Box::pin(pipeline.proxy_stream(io, conn, snapshot, protocol)).await
+                    Box::pin(pipeline.proxy_stream(io, *conn, snapshot, protocol)).await
                 }
             }
         }
@@ -195,7 +198,7 @@ impl Pipeline {
     async fn serve_http(
         self: Arc<Self>,
         io: BoxedIo,
-        mut conn: ConnInfo,
+        mut conn: Box<ConnInfo>,
         snapshot: Arc<Snapshot>,
         shutdown: Shutdown,
     ) {
@@ -227,7 +230,7 @@ impl Pipeline {
             let pipeline = pipeline.clone();
             async move { pipeline.handle(req, conn).await }
         };
-        http.serve(io, Arc::new(conn), handler, shutdown).await
+        http.serve(io, Arc::from(conn), handler, shutdown).await
     }
 
     // ---- Per proxied connection (TCP, TLS passthrough) ----------------------------------

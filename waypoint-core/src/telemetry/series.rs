@@ -93,9 +93,14 @@ impl ConnSeries {
 }
 
 /// Keeps at most [`MAX_ENTRIES`] in `entries` after one more is pushed: the oldest goes.
+/// Grows one entry at a time: most connections use one or two label sets and keep them for
+/// life, idle ones included, so room for more would be memory held for nothing (a `Vec`
+/// doubles, from four).
 fn push_bounded<T>(entries: &mut Vec<T>, entry: T) {
     if entries.len() >= MAX_ENTRIES {
         entries.remove(0);
+    } else if entries.len() == entries.capacity() {
+        entries.reserve_exact(1);
     }
     entries.push(entry);
 }
@@ -228,5 +233,22 @@ impl Telemetry {
             action: metrics::bounded(&decision.action),
             policy: metrics::bounded(&policy),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_holds_room_for_the_entries_it_has_and_forgets_the_oldest_past_the_bound() {
+        let mut entries = Vec::new();
+        for i in 0..MAX_ENTRIES {
+            push_bounded(&mut entries, i);
+            assert_eq!(entries.capacity(), i + 1, "one slot per entry, none spare");
+        }
+        push_bounded(&mut entries, MAX_ENTRIES);
+        assert_eq!(entries, (1..=MAX_ENTRIES).collect::<Vec<_>>());
+        assert_eq!(entries.capacity(), MAX_ENTRIES);
     }
 }

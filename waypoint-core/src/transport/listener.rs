@@ -137,7 +137,9 @@ pub(crate) async fn accept_loop<A, S, F>(
                 let Ok(permit) = gate.map(ListenerGate::admit).transpose() else {
                     continue;
                 };
-                let serving = serve(conn, accepted_at, shutdown.clone());
+                // Boxed: a future awaited from a variable keeps two slots of its size in the
+                // task, the variable's and the await's, for the connection's whole life.
+                let serving = Box::pin(serve(conn, accepted_at, shutdown.clone()));
                 tokio::spawn(async move {
                     serving.await;
                     drop(permit);
