@@ -12,7 +12,8 @@ use super::runner::{Bench, Running, config_version, proxy_header};
 use super::tools;
 use super::zeroloss;
 
-/// Every scenario, in run order (the last four: zero loss under change, waypoint only).
+/// Every scenario, in run order (`reload` to `endpoint-loss`: zero loss under change, waypoint
+/// only; `allocations`: the waypoint library in this process).
 pub const ALL: [&str; 13] = [
     "sandwich-h1",
     "sandwich-h2c",
