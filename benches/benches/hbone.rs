@@ -13,16 +13,14 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body::Frame;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use waypoint_benches::loadbench::upstream::Repeat;
 use waypoint_core::conn::ConnInfo;
 use waypoint_core::identity::SpiffeId;
 use waypoint_core::runtime::{CertSettings, CertSource, HboneInbound, Waypoint, WaypointOptions};
@@ -36,28 +34,6 @@ use waypoint_filters::Builtins;
 
 const CHUNK: usize = 64 * 1024;
 
-/// `remaining` bytes of `x`, in 64 KiB frames.
-struct Repeat {
-    remaining: usize,
-    chunk: Bytes,
-}
-
-impl http_body::Body for Repeat {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let len = self.remaining.min(CHUNK);
-        self.remaining -= len;
-        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..len)))))
-    }
-}
-
 /// Serves HTTP on `io`: `/bytes/N` answers N bytes.
 async fn serve_http(io: BoxedIo) {
     let service =
@@ -68,10 +44,10 @@ async fn serve_http(io: BoxedIo) {
                 .strip_prefix("/bytes/")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            Ok::<_, Infallible>(http::Response::new(Repeat {
-                remaining: n,
-                chunk: Bytes::from(vec![b'x'; CHUNK]),
-            }))
+            Ok::<_, Infallible>(http::Response::new(Repeat::new(
+                n,
+                Bytes::from(vec![b'x'; CHUNK]),
+            )))
         });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), service)

@@ -388,6 +388,25 @@ impl Section {
     }
 }
 
+/// The waypoint/Envoy bulk fact of a section: throughput and CPU per GiB, each given as
+/// `(GiB/s, CPU s per GiB)` (CPU when it was measured).
+pub fn bulk_ratio_fact(
+    waypoint: (f64, Option<f64>),
+    envoy: (f64, Option<f64>),
+) -> (String, String) {
+    let cpu = match (waypoint.1, envoy.1) {
+        (Some(w), Some(e)) if e > 0.0 => format!("{:.2}x", w / e),
+        _ => "-".into(),
+    };
+    (
+        "ratio waypoint/envoy bulk".into(),
+        format!(
+            "throughput {:.2}x (higher is better), CPU per GiB {cpu} (lower is better)",
+            waypoint.0 / envoy.0.max(1e-9)
+        ),
+    )
+}
+
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }

@@ -45,11 +45,19 @@ pub fn bulk_path(path: &str, bytes: u64) -> String {
     format!("/{prefix}/bytes/{bytes}")
 }
 
-/// A body of `remaining` bytes in [`BULK_CHUNK`] frames, each a view of one shared buffer (the
-/// upstream copies nothing per frame; what is measured is the proxy's work).
-struct Repeat {
+/// A body of `remaining` bytes in frames of `chunk` (the bulk answers: [`BULK_CHUNK`]), each a
+/// view of that one shared buffer (the upstream copies nothing per frame; what is measured is
+/// the proxy's work).
+pub struct Repeat {
     remaining: u64,
     chunk: Bytes,
+}
+
+impl Repeat {
+    /// `remaining` bytes, sent as views of `chunk`.
+    pub fn new(remaining: u64, chunk: Bytes) -> Repeat {
+        Repeat { remaining, chunk }
+    }
 }
 
 impl http_body::Body for Repeat {

@@ -32,7 +32,7 @@ use waypoint_core::tls::ExpectedIdentity;
 use super::configs::{AUTHORITY, Job, SERVICE_VIP};
 use super::load::{self, Dialer, LoadSpec, Mode, Protocol, Window};
 use super::procs::CpuWindow;
-use super::report::{Row, Section};
+use super::report::{Row, Section, bulk_ratio_fact};
 use super::runner::{Bench, DEST_ID, POLICIES, Running, WAYPOINT_ID};
 use super::upstream::bulk_path;
 
@@ -327,16 +327,9 @@ pub async fn run(bench: &Bench) -> Section {
 fn ratios(section: &mut Section, bulks: &[(&str, Option<Bulk>)]) {
     let find = |who: &str| bulks.iter().find(|(p, _)| *p == who).and_then(|(_, b)| *b);
     if let (Some(w), Some(e)) = (find("waypoint"), find("envoy")) {
-        let cpu = match (w.cpu_per_gib(), e.cpu_per_gib()) {
-            (Some(w), Some(e)) if e > 0.0 => format!("{:.2}x", w / e),
-            _ => "-".into(),
-        };
-        section.facts.push((
-            "ratio waypoint/envoy bulk".into(),
-            format!(
-                "throughput {:.2}x (higher is better), CPU per GiB {cpu} (lower is better)",
-                w.gib_per_s() / e.gib_per_s().max(1e-9)
-            ),
+        section.facts.push(bulk_ratio_fact(
+            (w.gib_per_s(), w.cpu_per_gib()),
+            (e.gib_per_s(), e.cpu_per_gib()),
         ));
     }
     if let Some(d) = find("direct") {

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use super::configs::{Job, client_identity};
 use super::load::Dialer;
 use super::procs::{self, CpuWindow};
-use super::report::{Row, Section};
+use super::report::{Row, Section, bulk_ratio_fact};
 use super::runner::{Bench, Running, proxy_header};
 use echo::{BulkResult, EchoSpec};
 
@@ -210,18 +210,8 @@ pub async fn run(bench: &Bench) -> Section {
     section.rows.push(m.echo);
     bulk_fact(&mut section, "direct", &m.bulk);
     let find = |who: &str| bulk.iter().find(|(p, _)| *p == who).and_then(|(_, b)| *b);
-    if let (Some((w_rate, w_cpu)), Some((e_rate, e_cpu))) = (find("waypoint"), find("envoy")) {
-        let cpu = match (w_cpu, e_cpu) {
-            (Some(w), Some(e)) if e > 0.0 => format!("{:.2}x", w / e),
-            _ => "-".into(),
-        };
-        section.facts.push((
-            "ratio waypoint/envoy bulk".into(),
-            format!(
-                "throughput {:.2}x (higher is better), CPU per GiB {cpu} (lower is better)",
-                w_rate / e_rate.max(1e-9)
-            ),
-        ));
+    if let (Some(w), Some(e)) = (find("waypoint"), find("envoy")) {
+        section.facts.push(bulk_ratio_fact(w, e));
     }
     section
 }
